@@ -1,0 +1,1016 @@
+//! Frame decoding: link layer → VLAN/MPLS → IP → transport, with tunnels.
+//!
+//! [`Decoder::decode`] turns one captured frame into zero or more
+//! [`PacketMeta`]s, small `Copy` summaries that the flow table consumes: one
+//! for each IP layer (the outer flow of a tunnel and each inner flow), none
+//! for non-IP frames, malformed frames, or IP fragments that do not yet
+//! complete a datagram. It performs no I/O and allocates nothing per packet;
+//! malformed input is counted by reason in [`DecodeStats`] and never panics.
+//!
+//! IP fragments: a fragmented datagram counts as one packet of its flow, in
+//! the frame that completes it, as Wireshark and Zeek count it. The
+//! [`FragTracker`] remembers which bytes of each datagram have arrived (not
+//! the bytes themselves) and the transport header of the first fragment.
+
+use etherparse::{IpNumber, Ipv6ExtensionSlice, LaxIpSlice, TcpHeaderSlice};
+use hashbrown::HashMap;
+use vigil_proto::TunnelType;
+
+use crate::capture::{LinkType, RawPacket};
+use crate::flow::key::FlowKey;
+
+/// Deepest nesting of encapsulations followed (VLAN and MPLS excluded).
+const MAX_DEPTH: u8 = 6;
+/// Datagrams under reassembly at once.
+pub const MAX_FRAGMENTED_DATAGRAMS: usize = 8192;
+/// Fragments of a datagram older than this are abandoned (Linux's ipfrag_time).
+const FRAGMENT_TIMEOUT_NS: u64 = 30_000_000_000;
+
+/// Tunnel context carried by an inner packet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TunnelMeta {
+    /// `None` for a packet outside any tunnel.
+    pub kind: Option<TunnelType>,
+    /// Whether the outer addresses are IPv6.
+    pub outer_v6: bool,
+    /// Outer source address.
+    pub outer_src: [u8; 16],
+    /// Outer destination address.
+    pub outer_dst: [u8; 16],
+}
+
+/// What the flow table needs to know about one packet of one IP layer.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PacketMeta {
+    /// Canonical flow key.
+    pub key: FlowKey,
+    /// `key.hash64()`, computed once.
+    pub hash: u64,
+    /// Capture time, ns since the epoch.
+    pub ts_ns: u64,
+    /// IP-layer bytes: the IP header's length field (whole datagram once reassembled).
+    pub ip_bytes: u32,
+    /// Transport payload bytes, as the headers state them.
+    pub payload_len: u32,
+    /// Whether the packet's source is the key's lower endpoint.
+    pub src_is_lo: bool,
+    /// TCP flags (0 for other protocols).
+    pub tcp_flags: u8,
+    /// A TCP packet advertising a zero window.
+    pub tcp_zero_window: bool,
+    /// TCP sequence number (0 for other protocols).
+    pub tcp_seq: u32,
+    /// ICMP type and code (0, 0 for other protocols).
+    pub icmp: [u8; 2],
+    /// The tunnel this packet was carried in.
+    pub tunnel: TunnelMeta,
+}
+
+/// Why a frame could not be decoded. Counted, never logged per packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DecodeError {
+    /// Shorter than its link-layer header.
+    LinkTruncated,
+    /// Link type this decoder does not know.
+    UnsupportedLinkType,
+    /// Cut inside an 802.1Q/802.1ad tag.
+    VlanTruncated,
+    /// Cut inside an MPLS label stack.
+    MplsTruncated,
+    /// Cut inside the IPv4/IPv6 header.
+    IpTruncated,
+    /// IP header with a bad version or header length.
+    IpInvalid,
+    /// IPv6 extension header cut or malformed.
+    Ipv6ExtensionInvalid,
+    /// Cut inside the TCP header.
+    TcpTruncated,
+    /// TCP header with a data offset below 5.
+    TcpInvalid,
+    /// TCP options whose lengths are impossible (a zero or overlong length,
+    /// or a known option with the wrong size, such as an empty SACK).
+    TcpOptionsInvalid,
+    /// Cut inside the UDP header.
+    UdpTruncated,
+    /// Cut inside the SCTP common header.
+    SctpTruncated,
+    /// Cut inside a GRE, ERSPAN, VXLAN or Geneve header.
+    TunnelTruncated,
+    /// More nested encapsulations than followed.
+    TooDeep,
+}
+
+impl DecodeError {
+    /// Every reason, in counter order.
+    pub const ALL: [DecodeError; 14] = [
+        DecodeError::LinkTruncated,
+        DecodeError::UnsupportedLinkType,
+        DecodeError::VlanTruncated,
+        DecodeError::MplsTruncated,
+        DecodeError::IpTruncated,
+        DecodeError::IpInvalid,
+        DecodeError::Ipv6ExtensionInvalid,
+        DecodeError::TcpTruncated,
+        DecodeError::TcpInvalid,
+        DecodeError::TcpOptionsInvalid,
+        DecodeError::UdpTruncated,
+        DecodeError::SctpTruncated,
+        DecodeError::TunnelTruncated,
+        DecodeError::TooDeep,
+    ];
+
+    /// A bounded label for metrics and summaries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecodeError::LinkTruncated => "link_truncated",
+            DecodeError::UnsupportedLinkType => "unsupported_link_type",
+            DecodeError::VlanTruncated => "vlan_truncated",
+            DecodeError::MplsTruncated => "mpls_truncated",
+            DecodeError::IpTruncated => "ip_truncated",
+            DecodeError::IpInvalid => "ip_invalid",
+            DecodeError::Ipv6ExtensionInvalid => "ipv6_extension_invalid",
+            DecodeError::TcpTruncated => "tcp_truncated",
+            DecodeError::TcpInvalid => "tcp_invalid",
+            DecodeError::TcpOptionsInvalid => "tcp_options_invalid",
+            DecodeError::UdpTruncated => "udp_truncated",
+            DecodeError::SctpTruncated => "sctp_truncated",
+            DecodeError::TunnelTruncated => "tunnel_truncated",
+            DecodeError::TooDeep => "too_deep",
+        }
+    }
+}
+
+/// Counters kept by the decoder; plain integers, summed by the pipeline.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DecodeStats {
+    /// Frames offered.
+    pub frames: u64,
+    /// Frames that carried no IP (ARP, STP, LLDP, …).
+    pub non_ip: u64,
+    /// Malformed frames by reason, indexed by `DecodeError as usize`.
+    pub errors: [u64; DecodeError::ALL.len()],
+    /// Fragments received.
+    pub fragments: u64,
+    /// Datagrams completed from fragments.
+    pub reassembled: u64,
+    /// Incomplete datagrams abandoned after the fragment timeout.
+    pub fragments_timed_out: u64,
+    /// Incomplete datagrams dropped because the tracker was full.
+    pub fragments_evicted: u64,
+}
+
+impl DecodeStats {
+    /// Total malformed frames.
+    pub fn error_total(&self) -> u64 {
+        self.errors.iter().sum()
+    }
+
+    /// Adds another set of counters.
+    pub fn merge(&mut self, o: &DecodeStats) {
+        self.frames += o.frames;
+        self.non_ip += o.non_ip;
+        for (a, b) in self.errors.iter_mut().zip(o.errors) {
+            *a += b;
+        }
+        self.fragments += o.fragments;
+        self.reassembled += o.reassembled;
+        self.fragments_timed_out += o.fragments_timed_out;
+        self.fragments_evicted += o.fragments_evicted;
+    }
+
+    /// `(reason, count)` for every reason with a non-zero count.
+    pub fn error_counts(&self) -> impl Iterator<Item = (DecodeError, u64)> + '_ {
+        DecodeError::ALL
+            .iter()
+            .zip(self.errors)
+            .filter(|(_, n)| *n > 0)
+            .map(|(e, n)| (*e, n))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct FragKey {
+    src: [u8; 16],
+    dst: [u8; 16],
+    id: u32,
+    proto: u8,
+    v6: bool,
+    vlan: [u16; 2],
+}
+
+#[derive(Debug, Default)]
+struct FragEntry {
+    first_ts: u64,
+    /// IP header bytes of the first fragment (for the datagram's size).
+    header_len: u32,
+    have_first: bool,
+    /// Payload bytes received, duplicates excluded.
+    received: u32,
+    /// Payload length of the whole datagram, once the last fragment arrived.
+    total: Option<u32>,
+    /// Offsets already received, to ignore duplicates.
+    offsets: Vec<u32>,
+    /// The payload, placed at its offsets.
+    data: Vec<u8>,
+}
+
+/// Reassembles fragmented datagrams, bounded in count and bytes.
+///
+/// The payload is kept so that the completed datagram is decoded like any
+/// other packet: its transport header and, for tunnels, the inner packets.
+#[derive(Debug)]
+pub struct FragTracker {
+    map: HashMap<FragKey, FragEntry>,
+    /// Buffers of completed datagrams, reused.
+    pool: Vec<FragEntry>,
+    bytes_held: usize,
+}
+
+/// Most payload bytes held for incomplete datagrams.
+pub const MAX_FRAGMENT_BYTES: usize = 64 << 20;
+
+impl Default for FragTracker {
+    fn default() -> Self {
+        FragTracker {
+            map: HashMap::with_capacity(MAX_FRAGMENTED_DATAGRAMS),
+            pool: Vec::new(),
+            bytes_held: 0,
+        }
+    }
+}
+
+impl FragTracker {
+    /// Datagrams still incomplete.
+    pub fn pending(&self) -> usize {
+        self.map.len()
+    }
+
+    fn recycle(&mut self, mut e: FragEntry) {
+        self.bytes_held = self.bytes_held.saturating_sub(e.data.capacity());
+        if self.pool.len() < 64 {
+            e.offsets.clear();
+            e.data.clear();
+            self.pool.push(e);
+        }
+    }
+
+    fn make_room(&mut self, now: u64, stats: &mut DecodeStats) {
+        if self.map.len() < MAX_FRAGMENTED_DATAGRAMS && self.bytes_held < MAX_FRAGMENT_BYTES {
+            return;
+        }
+        let expired: Vec<FragKey> = self
+            .map
+            .iter()
+            .filter(|(_, e)| now.saturating_sub(e.first_ts) > FRAGMENT_TIMEOUT_NS)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in expired {
+            if let Some(e) = self.map.remove(&k) {
+                stats.fragments_timed_out += 1;
+                self.recycle(e);
+            }
+        }
+        while self.map.len() >= MAX_FRAGMENTED_DATAGRAMS || self.bytes_held >= MAX_FRAGMENT_BYTES {
+            let Some(oldest) = self
+                .map
+                .iter()
+                .min_by_key(|(_, e)| e.first_ts)
+                .map(|(k, _)| *k)
+            else {
+                break;
+            };
+            if let Some(e) = self.map.remove(&oldest) {
+                stats.fragments_evicted += 1;
+                self.recycle(e);
+            }
+        }
+    }
+
+    /// Records one fragment; when it completes its datagram, returns the
+    /// entry holding the whole payload (give it back with `recycle`).
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &mut self,
+        key: FragKey,
+        ts: u64,
+        offset: u32,
+        len: u32,
+        more: bool,
+        header_len: u32,
+        bytes: &[u8],
+        stats: &mut DecodeStats,
+    ) -> Option<FragEntry> {
+        stats.fragments += 1;
+        if !self.map.contains_key(&key) {
+            self.make_room(ts, stats);
+            let mut e = self.pool.pop().unwrap_or_default();
+            e.first_ts = ts;
+            e.header_len = header_len;
+            e.have_first = false;
+            e.received = 0;
+            e.total = None;
+            self.map.insert(key, e);
+        }
+        let e = self.map.get_mut(&key)?;
+        if ts.saturating_sub(e.first_ts) > FRAGMENT_TIMEOUT_NS {
+            stats.fragments_timed_out += 1;
+            e.first_ts = ts;
+            e.have_first = false;
+            e.received = 0;
+            e.total = None;
+            e.offsets.clear();
+            e.data.clear();
+        }
+        if e.offsets.contains(&offset) {
+            return None;
+        }
+        e.offsets.push(offset);
+        e.received = e.received.saturating_add(len);
+        if !more {
+            e.total = Some(offset.saturating_add(len));
+        }
+        if offset == 0 {
+            e.have_first = true;
+            e.header_len = header_len;
+        }
+        let start = offset as usize;
+        let end = start + bytes.len().min(len as usize);
+        if end > e.data.len() {
+            let before = e.data.capacity();
+            e.data.resize(end, 0);
+            self.bytes_held += e.data.capacity() - before;
+        }
+        e.data[start..end].copy_from_slice(&bytes[..end - start]);
+        match e.total {
+            Some(total) if e.have_first && e.received >= total => {
+                let mut done = self.map.remove(&key)?;
+                stats.reassembled += 1;
+                done.data.resize(total as usize, 0);
+                Some(done)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Per-frame state threaded through the layers.
+#[derive(Clone, Copy)]
+struct Ctx {
+    ts: u64,
+    vlan: [u16; 2],
+    nvlan: u8,
+    tunnel: TunnelMeta,
+    depth: u8,
+}
+
+/// What follows a transport header.
+enum Next<'a> {
+    None,
+    Ether(&'a [u8], TunnelType),
+    Ip(&'a [u8], TunnelType),
+    Gre(&'a [u8]),
+}
+
+/// Decodes frames into [`PacketMeta`]s. One per capture thread.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    frags: FragTracker,
+    /// Counters since creation.
+    pub stats: DecodeStats,
+}
+
+type R<T> = Result<T, DecodeError>;
+
+#[cold]
+fn err<T>(e: DecodeError) -> R<T> {
+    Err(e)
+}
+
+const ETH_IPV4: u16 = 0x0800;
+const ETH_IPV6: u16 = 0x86dd;
+const ETH_VLAN: u16 = 0x8100;
+const ETH_QINQ: u16 = 0x88a8;
+const ETH_QINQ_OLD: u16 = 0x9100;
+const ETH_QINQ_OLD2: u16 = 0x9200;
+const ETH_MPLS: u16 = 0x8847;
+const ETH_MPLS_MC: u16 = 0x8848;
+const ETH_PPPOE: u16 = 0x8864;
+const ETH_TEB: u16 = 0x6558;
+const ETH_ERSPAN2: u16 = 0x88be;
+const ETH_ERSPAN3: u16 = 0x22eb;
+const ETH_PPP: u16 = 0x880b;
+const ETH_CISCO_METADATA: u16 = 0x8909;
+
+/// Whether a TCP option list is well formed: every option fits, and the
+/// fixed-size ones (MSS, window scale, SACK-permitted, SACK, timestamps)
+/// have their sizes. Wireshark refuses segments that fail this, and so do we.
+fn tcp_options_valid(mut o: &[u8]) -> bool {
+    while let Some(&kind) = o.first() {
+        match kind {
+            0 => return true,
+            1 => o = &o[1..],
+            _ => {
+                let Some(&len) = o.get(1) else { return false };
+                let len = usize::from(len);
+                if len < 2 || len > o.len() {
+                    return false;
+                }
+                let ok = match kind {
+                    2 => len == 4,
+                    3 => len == 3,
+                    4 => len == 2,
+                    5 => len >= 10 && (len - 2) % 8 == 0,
+                    8 => len == 10,
+                    _ => true,
+                };
+                if !ok {
+                    return false;
+                }
+                o = &o[len..];
+            }
+        }
+    }
+    true
+}
+
+/// The final destination named by an IPv6 type 0 or type 2 routing header
+/// with segments left, as Wireshark and Zeek key the conversation. `p` is the
+/// header after its next-header and length bytes.
+fn routing_final_destination(p: &[u8]) -> Option<[u8; 16]> {
+    let (rtype, segments_left) = (*p.first()?, *p.get(1)?);
+    if !matches!(rtype, 0 | 2) || segments_left == 0 {
+        return None;
+    }
+    let addrs = p.get(6..)?;
+    let n = addrs.len() / 16;
+    if n == 0 {
+        return None;
+    }
+    addrs[(n - 1) * 16..n * 16].try_into().ok()
+}
+
+/// The Home Address option (type 0xc9) of a destination options header:
+/// the mobile node's address, which stands for the source (RFC 6275).
+fn home_address(mut p: &[u8]) -> Option<[u8; 16]> {
+    while let Some(&t) = p.first() {
+        if t == 0 {
+            p = &p[1..];
+            continue;
+        }
+        let len = usize::from(*p.get(1)?);
+        let val = p.get(2..2 + len)?;
+        if t == 0xc9 && len == 16 {
+            return val.try_into().ok();
+        }
+        p = &p[2 + len..];
+    }
+    None
+}
+
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+impl Decoder {
+    /// A decoder with empty counters.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Datagrams waiting for more fragments.
+    pub fn fragments_pending(&self) -> usize {
+        self.frags.pending()
+    }
+
+    /// Decodes one frame, calling `emit` for each IP layer that makes a flow packet.
+    pub fn decode(&mut self, pkt: &RawPacket<'_>, emit: &mut impl FnMut(&PacketMeta)) {
+        self.stats.frames += 1;
+        let ctx = Ctx {
+            ts: pkt.ts_ns,
+            vlan: [0; 2],
+            nvlan: 0,
+            tunnel: TunnelMeta::default(),
+            depth: 0,
+        };
+        let res = self.link(pkt.link, pkt.data, ctx, emit);
+        match res {
+            Ok(true) => {}
+            Ok(false) => self.stats.non_ip += 1,
+            Err(e) => self.stats.errors[e as usize] += 1,
+        }
+    }
+
+    /// Returns whether an IP layer was reached.
+    fn link(
+        &mut self,
+        link: LinkType,
+        d: &[u8],
+        ctx: Ctx,
+        emit: &mut impl FnMut(&PacketMeta),
+    ) -> R<bool> {
+        match link {
+            LinkType::Ethernet => self.ether(d, ctx, emit),
+            LinkType::EthernetMpacket => match d.get(8..) {
+                Some(rest) => self.ether(rest, ctx, emit),
+                None => err(DecodeError::LinkTruncated),
+            },
+            LinkType::Raw => self.ip_guess(d, ctx, emit),
+            LinkType::Ipv4 | LinkType::Ipv6 => self.ip(d, ctx, emit),
+            LinkType::Null | LinkType::Loop => {
+                if d.len() < 4 {
+                    return err(DecodeError::LinkTruncated);
+                }
+                let le = u32::from_le_bytes([d[0], d[1], d[2], d[3]]);
+                let be = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
+                let fam = if le < 0x100 { le } else { be };
+                match fam {
+                    2 | 24 | 28 | 30 => self.ip(&d[4..], ctx, emit),
+                    _ => Ok(false),
+                }
+            }
+            LinkType::LinuxSll => {
+                if d.len() < 16 {
+                    return err(DecodeError::LinkTruncated);
+                }
+                self.ethertype(be16(d, 14), &d[16..], ctx, emit)
+            }
+            LinkType::LinuxSll2 => {
+                if d.len() < 20 {
+                    return err(DecodeError::LinkTruncated);
+                }
+                self.ethertype(be16(d, 0), &d[20..], ctx, emit)
+            }
+            LinkType::Ppp => self.ppp(d, ctx, emit),
+            LinkType::CiscoHdlc => {
+                if d.len() < 4 {
+                    return err(DecodeError::LinkTruncated);
+                }
+                self.ethertype(be16(d, 2), &d[4..], ctx, emit)
+            }
+            LinkType::Other(_) => err(DecodeError::UnsupportedLinkType),
+        }
+    }
+
+    fn ppp(&mut self, d: &[u8], ctx: Ctx, emit: &mut impl FnMut(&PacketMeta)) -> R<bool> {
+        let d = if d.len() >= 2 && d[0] == 0xff && d[1] == 0x03 {
+            &d[2..]
+        } else {
+            d
+        };
+        let Some(&first) = d.first() else {
+            return err(DecodeError::LinkTruncated);
+        };
+        let (proto, rest) = if first & 1 == 1 {
+            (u16::from(first), &d[1..])
+        } else if d.len() >= 2 {
+            (be16(d, 0), &d[2..])
+        } else {
+            return err(DecodeError::LinkTruncated);
+        };
+        match proto {
+            0x0021 => self.ip(rest, ctx, emit),
+            0x0057 => self.ip(rest, ctx, emit),
+            0x0281 | 0x0283 => self.mpls(rest, ctx, emit),
+            _ => Ok(false),
+        }
+    }
+
+    fn ether(&mut self, d: &[u8], ctx: Ctx, emit: &mut impl FnMut(&PacketMeta)) -> R<bool> {
+        if d.len() < 14 {
+            return err(DecodeError::LinkTruncated);
+        }
+        let et = be16(d, 12);
+        if et < 0x0600 {
+            // 802.3 with an LLC header: only SNAP carries an EtherType.
+            let llc = &d[14..];
+            if llc.len() >= 8 && llc[0] == 0xaa && llc[1] == 0xaa && llc[2] == 0x03 {
+                return self.ethertype(be16(llc, 6), &llc[8..], ctx, emit);
+            }
+            return Ok(false);
+        }
+        self.ethertype(et, &d[14..], ctx, emit)
+    }
+
+    fn ethertype(
+        &mut self,
+        mut et: u16,
+        mut d: &[u8],
+        mut ctx: Ctx,
+        emit: &mut impl FnMut(&PacketMeta),
+    ) -> R<bool> {
+        loop {
+            match et {
+                ETH_IPV4 | ETH_IPV6 => return self.ip(d, ctx, emit),
+                ETH_VLAN | ETH_QINQ | ETH_QINQ_OLD | ETH_QINQ_OLD2 => {
+                    if d.len() < 4 {
+                        return err(DecodeError::VlanTruncated);
+                    }
+                    let vid = be16(d, 0) & 0x0fff;
+                    if usize::from(ctx.nvlan) < 2 {
+                        ctx.vlan[usize::from(ctx.nvlan)] = vid;
+                        ctx.nvlan += 1;
+                    }
+                    et = be16(d, 2);
+                    d = &d[4..];
+                }
+                ETH_MPLS | ETH_MPLS_MC => return self.mpls(d, ctx, emit),
+                ETH_PPPOE => {
+                    if d.len() < 8 {
+                        return err(DecodeError::LinkTruncated);
+                    }
+                    return match be16(d, 6) {
+                        0x0021 | 0x0057 => self.ip(&d[8..], ctx, emit),
+                        _ => Ok(false),
+                    };
+                }
+                _ => return Ok(false),
+            }
+        }
+    }
+
+    fn mpls(&mut self, mut d: &[u8], ctx: Ctx, emit: &mut impl FnMut(&PacketMeta)) -> R<bool> {
+        loop {
+            if d.len() < 4 {
+                return err(DecodeError::MplsTruncated);
+            }
+            let bottom = d[2] & 1 == 1;
+            d = &d[4..];
+            if bottom {
+                break;
+            }
+        }
+        match d.first().map(|b| b >> 4) {
+            Some(4) | Some(6) => self.ip(d, ctx, emit),
+            // A pseudowire control word, then an Ethernet frame.
+            Some(0) if d.len() >= 4 => self.ether(&d[4..], ctx, emit),
+            Some(_) => self.ether(d, ctx, emit),
+            None => err(DecodeError::MplsTruncated),
+        }
+    }
+
+    fn ip_guess(&mut self, d: &[u8], ctx: Ctx, emit: &mut impl FnMut(&PacketMeta)) -> R<bool> {
+        match d.first().map(|b| b >> 4) {
+            Some(4) | Some(6) => self.ip(d, ctx, emit),
+            Some(_) => err(DecodeError::IpInvalid),
+            None => err(DecodeError::LinkTruncated),
+        }
+    }
+
+    fn ip(&mut self, d: &[u8], ctx: Ctx, emit: &mut impl FnMut(&PacketMeta)) -> R<bool> {
+        use etherparse::err::ip::LaxHeaderSliceError;
+        let (ip, ext_err) = match LaxIpSlice::from_slice(d) {
+            Ok(v) => v,
+            Err(LaxHeaderSliceError::Len(_)) => return err(DecodeError::IpTruncated),
+            Err(LaxHeaderSliceError::Content(_)) => return err(DecodeError::IpInvalid),
+        };
+        if ext_err.is_some() {
+            return err(DecodeError::Ipv6ExtensionInvalid);
+        }
+        let mut src = [0u8; 16];
+        let mut dst = [0u8; 16];
+        let v6;
+        let ip_bytes: u32;
+        let mut frag: Option<(u32, u32, bool)> = None; // (id, offset, more)
+        match &ip {
+            LaxIpSlice::Ipv4(s) => {
+                let h = s.header();
+                v6 = false;
+                src[..4].copy_from_slice(&h.source());
+                dst[..4].copy_from_slice(&h.destination());
+                let total = u32::from(h.total_len());
+                let hl = u32::from(h.ihl()) * 4;
+                ip_bytes = if total >= hl { total } else { d.len() as u32 };
+                if h.is_fragmenting_payload() {
+                    frag = Some((
+                        u32::from(h.identification()),
+                        u32::from(h.fragments_offset().value()) * 8,
+                        h.more_fragments(),
+                    ));
+                }
+            }
+            LaxIpSlice::Ipv6(s) => {
+                let h = s.header();
+                v6 = true;
+                src = h.source();
+                dst = h.destination();
+                let pl = u32::from(h.payload_length());
+                ip_bytes = if pl == 0 { d.len() as u32 } else { 40 + pl };
+                if !s.extensions().is_empty() {
+                    for ext in s.extensions().clone() {
+                        match ext {
+                            Ipv6ExtensionSlice::Fragment(f) => {
+                                frag = Some((
+                                    f.identification(),
+                                    u32::from(f.fragment_offset().value()) * 8,
+                                    f.more_fragments(),
+                                ));
+                            }
+                            Ipv6ExtensionSlice::Routing(r) => {
+                                // Transport conversations are keyed on the final
+                                // destination, as Wireshark keys them; other
+                                // protocols keep the header's addresses.
+                                if matches!(s.payload().ip_number.0, 6 | 17 | 132) {
+                                    if let Some(final_dst) = routing_final_destination(r.payload())
+                                    {
+                                        dst = final_dst;
+                                    }
+                                }
+                            }
+                            Ipv6ExtensionSlice::DestinationOptions(o) => {
+                                if let Some(home) = home_address(o.payload()) {
+                                    src = home;
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        let payload = ip.payload();
+        let proto = payload.ip_number.0;
+        let l4 = payload.payload;
+        // Bytes before the transport header (IP header and extensions).
+        let header_len = (l4.as_ptr() as usize - d.as_ptr() as usize) as u32;
+        let l4_total = ip_bytes.saturating_sub(header_len);
+
+        if let Some((id, offset, more)) = frag {
+            let fkey = FragKey {
+                src,
+                dst,
+                id,
+                proto,
+                v6,
+                vlan: ctx.vlan,
+            };
+            let done = self.frags.add(
+                fkey,
+                ctx.ts,
+                offset,
+                l4_total,
+                more,
+                header_len,
+                l4,
+                &mut self.stats,
+            );
+            if let Some(entry) = done {
+                let total = entry.data.len() as u32;
+                let res = self.upper(
+                    proto,
+                    &entry.data,
+                    total,
+                    entry.header_len + total,
+                    src,
+                    dst,
+                    v6,
+                    ctx,
+                    emit,
+                );
+                self.frags.recycle(entry);
+                res?;
+            }
+            return Ok(true);
+        }
+        self.upper(proto, l4, l4_total, ip_bytes, src, dst, v6, ctx, emit)
+    }
+
+    /// The transport layer of one IP packet (or reassembled datagram) and
+    /// whatever it tunnels.
+    #[allow(clippy::too_many_arguments)]
+    fn upper(
+        &mut self,
+        proto: u8,
+        l4: &[u8],
+        l4_total: u32,
+        ip_bytes: u32,
+        src: [u8; 16],
+        dst: [u8; 16],
+        v6: bool,
+        ctx: Ctx,
+        emit: &mut impl FnMut(&PacketMeta),
+    ) -> R<bool> {
+        let outer = TunnelMeta {
+            kind: None,
+            outer_v6: v6,
+            outer_src: src,
+            outer_dst: dst,
+        };
+        let (mut meta, next) = self.transport(proto, l4, l4_total, src, dst, v6, &ctx)?;
+        meta.ip_bytes = ip_bytes;
+        emit(&meta);
+
+        let inner_ctx = |kind| Ctx {
+            ts: ctx.ts,
+            vlan: [0; 2],
+            nvlan: 0,
+            tunnel: TunnelMeta {
+                kind: Some(kind),
+                ..outer
+            },
+            depth: ctx.depth + 1,
+        };
+        if !matches!(next, Next::None) && ctx.depth >= MAX_DEPTH {
+            return err(DecodeError::TooDeep);
+        }
+        let inner = match next {
+            Next::None => return Ok(true),
+            Next::Gre(g) => self.gre(g, outer, ctx, emit),
+            Next::Ether(e, kind) => self.ether(e, inner_ctx(kind), emit),
+            Next::Ip(i, kind) => self.ip(i, inner_ctx(kind), emit),
+        };
+        // The outer flow was counted: a broken inner packet is still an error,
+        // but the frame did reach IP.
+        inner.map(|_| true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn transport<'a>(
+        &mut self,
+        proto: u8,
+        l4: &'a [u8],
+        l4_total: u32,
+        src: [u8; 16],
+        dst: [u8; 16],
+        v6: bool,
+        ctx: &Ctx,
+    ) -> R<(PacketMeta, Next<'a>)> {
+        let mut sport = 0;
+        let mut dport = 0;
+        let mut tcp_flags = 0;
+        let mut zero_window = false;
+        let mut tcp_seq = 0;
+        let mut icmp = [0u8; 2];
+        let mut payload_len = l4_total;
+        let mut next = Next::None;
+        match IpNumber(proto) {
+            IpNumber::TCP => {
+                let t = match TcpHeaderSlice::from_slice(l4) {
+                    Ok(t) => t,
+                    Err(etherparse::err::tcp::HeaderSliceError::Len(_)) => {
+                        return err(DecodeError::TcpTruncated);
+                    }
+                    Err(etherparse::err::tcp::HeaderSliceError::Content(_)) => {
+                        return err(DecodeError::TcpInvalid);
+                    }
+                };
+                if !tcp_options_valid(t.options()) {
+                    return err(DecodeError::TcpOptionsInvalid);
+                }
+                sport = t.source_port();
+                dport = t.destination_port();
+                tcp_flags = t.slice()[13];
+                tcp_seq = t.sequence_number();
+                zero_window = t.window_size() == 0 && tcp_flags & 0x06 == 0;
+                payload_len = l4_total.saturating_sub(u32::from(t.data_offset()) * 4);
+            }
+            IpNumber::UDP => {
+                if l4.len() < 8 {
+                    return err(DecodeError::UdpTruncated);
+                }
+                sport = be16(l4, 0);
+                dport = be16(l4, 2);
+                payload_len = u32::from(be16(l4, 4))
+                    .saturating_sub(8)
+                    .min(l4_total.saturating_sub(8));
+                let body = &l4[8..];
+                if dport == 4789 || (sport == 4789 && dport != 6081) {
+                    if body.len() < 8 {
+                        return err(DecodeError::TunnelTruncated);
+                    }
+                    if body[0] & 0x08 != 0 {
+                        next = Next::Ether(&body[8..], TunnelType::Vxlan);
+                    }
+                } else if dport == 6081 || sport == 6081 {
+                    if body.len() < 8 {
+                        return err(DecodeError::TunnelTruncated);
+                    }
+                    let hl = 8 + usize::from(body[0] & 0x3f) * 4;
+                    if body.len() < hl {
+                        return err(DecodeError::TunnelTruncated);
+                    }
+                    next = match be16(body, 2) {
+                        ETH_TEB => Next::Ether(&body[hl..], TunnelType::Geneve),
+                        ETH_IPV4 | ETH_IPV6 => Next::Ip(&body[hl..], TunnelType::Geneve),
+                        _ => Next::None,
+                    };
+                }
+            }
+            IpNumber::SCTP => {
+                if l4.len() < 12 {
+                    return err(DecodeError::SctpTruncated);
+                }
+                sport = be16(l4, 0);
+                dport = be16(l4, 2);
+            }
+            IpNumber::ICMP | IpNumber::IPV6_ICMP => {
+                icmp = [
+                    l4.first().copied().unwrap_or(0),
+                    l4.get(1).copied().unwrap_or(0),
+                ];
+            }
+            IpNumber::GRE => next = Next::Gre(l4),
+            IpNumber::IPV4 | IpNumber::IPV6 => next = Next::Ip(l4, TunnelType::IpInIp),
+            _ => {}
+        }
+        let (key, src_is_lo) = FlowKey::new(src, sport, dst, dport, proto, v6, ctx.vlan);
+        let meta = PacketMeta {
+            key,
+            hash: key.hash64(),
+            ts_ns: ctx.ts,
+            ip_bytes: 0,
+            payload_len,
+            src_is_lo,
+            tcp_flags,
+            tcp_zero_window: zero_window,
+            tcp_seq,
+            icmp,
+            tunnel: ctx.tunnel,
+        };
+        Ok((meta, next))
+    }
+
+    fn gre(
+        &mut self,
+        g: &[u8],
+        outer: TunnelMeta,
+        ctx: Ctx,
+        emit: &mut impl FnMut(&PacketMeta),
+    ) -> R<bool> {
+        if g.len() < 4 {
+            return err(DecodeError::TunnelTruncated);
+        }
+        let flags = be16(g, 0);
+        let version = flags & 0x7;
+        let proto = be16(g, 2);
+        let mut hl = 4;
+        if flags & 0xc000 != 0 {
+            hl += 4; // checksum and offset
+        }
+        if flags & 0x2000 != 0 {
+            hl += 4; // key
+        }
+        let has_seq = flags & 0x1000 != 0;
+        if has_seq {
+            hl += 4;
+        }
+        if version == 1 && flags & 0x0080 != 0 {
+            hl += 4; // PPTP acknowledgement
+        }
+        if flags & 0x4000 != 0 || version > 1 {
+            // Source routing or an unknown version: nothing we can follow.
+            return Ok(true);
+        }
+        if g.len() < hl {
+            return err(DecodeError::TunnelTruncated);
+        }
+        let body = &g[hl..];
+        let inner = |kind| Ctx {
+            ts: ctx.ts,
+            vlan: [0; 2],
+            nvlan: 0,
+            tunnel: TunnelMeta {
+                kind: Some(kind),
+                ..outer
+            },
+            depth: ctx.depth + 1,
+        };
+        match proto {
+            ETH_IPV4 | ETH_IPV6 => self.ip(body, inner(TunnelType::Gre), emit),
+            ETH_TEB => self.ether(body, inner(TunnelType::Gre), emit),
+            ETH_MPLS | ETH_MPLS_MC => self.mpls(body, inner(TunnelType::Gre), emit),
+            ETH_PPP if version == 1 => self.ppp(body, inner(TunnelType::Gre), emit),
+            ETH_CISCO_METADATA => {
+                // Cisco MetaData (the TrustSec SGT tag): 8 bytes, naming the
+                // EtherType of what follows.
+                if body.len() < 8 {
+                    return err(DecodeError::TunnelTruncated);
+                }
+                let et = match be16(body, 0) {
+                    et @ (ETH_IPV4 | ETH_IPV6) => et,
+                    _ => be16(body, 6),
+                };
+                self.ethertype(et, &body[8..], inner(TunnelType::Gre), emit)
+            }
+            ETH_ERSPAN2 => {
+                // Type I has no ERSPAN header (and no GRE sequence number).
+                let skip = if has_seq { 8 } else { 0 };
+                match body.get(skip..) {
+                    Some(e) => self.ether(e, inner(TunnelType::Erspan), emit),
+                    None => err(DecodeError::TunnelTruncated),
+                }
+            }
+            ETH_ERSPAN3 => {
+                if body.len() < 12 {
+                    return err(DecodeError::TunnelTruncated);
+                }
+                let skip = if body[11] & 1 != 0 { 20 } else { 12 };
+                match body.get(skip..) {
+                    Some(e) => self.ether(e, inner(TunnelType::Erspan), emit),
+                    None => err(DecodeError::TunnelTruncated),
+                }
+            }
+            _ => Ok(true),
+        }
+    }
+}

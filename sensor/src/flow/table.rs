@@ -1,0 +1,706 @@
+//! One shard's flow table.
+//!
+//! Layout: flows live in a slab of fixed-size chunks (so growth never copies
+//! and slack stays below one chunk), found through a `hashbrown::HashTable`
+//! of `u32` slot numbers keyed by the canonical key's hash. A timer wheel of
+//! one-second ticks holds one `(slot, generation)` entry per flow; entries
+//! are checked lazily, so touching a flow never moves it in the wheel.
+//!
+//! Invariants:
+//! - every flow in use has exactly one wheel entry carrying its generation;
+//!   entries whose generation no longer matches are stale and skipped;
+//! - expiry decisions depend only on packet timestamps: a packet that finds
+//!   its flow idle for longer than the timeout ends it before starting a new
+//!   one, whether or not the wheel already got there, so the records are the
+//!   same for any batch size and shard count;
+//! - nothing here allocates per packet once the slab, index and wheel have
+//!   grown to the working set.
+
+use std::mem::size_of;
+
+use hashbrown::{HashMap, HashTable};
+use vigil_proto::flow::proto_has_ports;
+use vigil_proto::{ConnState, EndReason, FlowRecord, History, TunnelInfo, Vlans};
+
+use super::FlowConfig;
+use super::community_id::community_id;
+use super::key::{FlowKey, addr_from};
+use crate::decode::{PacketMeta, TunnelMeta};
+
+const CHUNK: usize = 4096;
+const WHEEL_TICKS: usize = 4096;
+const TICK_NS: u64 = 1_000_000_000;
+const FLOW_ID_MASK: u64 = (1 << 53) - 1;
+
+// History letter bits: originator in the low byte, responder in the next.
+const H_SYN: u32 = 1 << 0;
+const H_SYNACK: u32 = 1 << 1;
+const H_ACK: u32 = 1 << 2;
+const H_DATA: u32 = 1 << 3;
+const H_FIN: u32 = 1 << 4;
+const H_RST: u32 = 1 << 5;
+const H_ZWIN: u32 = 1 << 6;
+const H_MULTI: u32 = 1 << 7;
+const H_FLIP: u32 = 1 << 16;
+const LETTERS: &[u8; 8] = b"SHADFRWQ";
+
+// Flow state bits.
+const IN_USE: u8 = 1 << 0;
+const SEEN_ORIG: u8 = 1 << 1;
+const SEEN_RESP: u8 = 1 << 2;
+const CLOSED: u8 = 1 << 3;
+const TUNNELED: u8 = 1 << 4;
+
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+
+#[derive(Clone, Copy, Default)]
+struct Flow {
+    key: FlowKey,
+    flow_id: u64,
+    /// First packet of the current record (segment).
+    first_ns: u64,
+    last_ns: u64,
+    bytes: [u64; 2],
+    pkts: [u32; 2],
+    generation: u32,
+    seen: u32,
+    history: History,
+    /// Sequence number of the originator's last SYN (TCP).
+    syn_seq: u32,
+    flags: [u8; 2],
+    init_flags: [u8; 2],
+    icmp: [u8; 2],
+    lo_is_orig: bool,
+    state: u8,
+}
+
+/// Counters of one table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TableStats {
+    /// Packets applied.
+    pub packets: u64,
+    /// Flows created.
+    pub flows: u64,
+    /// Records emitted, by end reason (indexed like [`END_REASONS`]).
+    pub records: [u64; 8],
+    /// Flows evicted because the table was full.
+    pub evicted: u64,
+    /// Most flows held at once.
+    pub peak_flows: u64,
+}
+
+/// End reasons in the order of [`TableStats::records`].
+pub const END_REASONS: [EndReason; 8] = [
+    EndReason::Idle,
+    EndReason::Active,
+    EndReason::Fin,
+    EndReason::Rst,
+    EndReason::Evicted,
+    EndReason::EndOfInput,
+    EndReason::Shutdown,
+    EndReason::Reused,
+];
+
+fn reason_index(r: EndReason) -> usize {
+    END_REASONS.iter().position(|x| *x == r).unwrap_or(0)
+}
+
+impl TableStats {
+    /// Adds another table's counters.
+    pub fn merge(&mut self, o: &TableStats) {
+        self.packets += o.packets;
+        self.flows += o.flows;
+        for (a, b) in self.records.iter_mut().zip(o.records) {
+            *a += b;
+        }
+        self.evicted += o.evicted;
+        self.peak_flows += o.peak_flows;
+    }
+
+    /// Total records emitted.
+    pub fn record_total(&self) -> u64 {
+        self.records.iter().sum()
+    }
+}
+
+/// Idle and active timeouts in nanoseconds, resolved once.
+#[derive(Clone, Copy, Debug)]
+struct TimeoutsNs {
+    /// [protocol class][new, established]; class 0 tcp, 1 udp, 2 icmp, 3 other.
+    idle: [[u64; 2]; 4],
+    tcp_closed: u64,
+    active: u64,
+}
+
+fn ns(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A bounded flow table driven by packet time.
+pub struct FlowTable {
+    timeouts: TimeoutsNs,
+    max_flows: usize,
+    seed: u16,
+    index: HashTable<u32>,
+    chunks: Vec<Box<[Flow]>>,
+    free: Vec<u32>,
+    /// Slots ever handed out.
+    high_water: u32,
+    len: usize,
+    tunnels: HashMap<u32, TunnelMeta>,
+    wheel: Vec<Vec<(u32, u32)>>,
+    spare: Vec<(u32, u32)>,
+    /// Last tick the wheel has processed.
+    tick: u64,
+    wheel_started: bool,
+    out: Vec<FlowRecord>,
+    /// Counters.
+    pub stats: TableStats,
+}
+
+impl std::fmt::Debug for FlowTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowTable")
+            .field("len", &self.len)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl FlowTable {
+    /// A table holding at most `max_flows` flows.
+    pub fn new(cfg: &FlowConfig, max_flows: usize) -> Self {
+        let t = &cfg.timeouts;
+        FlowTable {
+            timeouts: TimeoutsNs {
+                idle: [
+                    [ns(t.tcp_new), ns(t.tcp_established)],
+                    [ns(t.udp_new), ns(t.udp_established)],
+                    [ns(t.icmp_new), ns(t.icmp_established)],
+                    [ns(t.other_new), ns(t.other_established)],
+                ],
+                tcp_closed: ns(t.tcp_closed),
+                active: ns(cfg.active_timeout),
+            },
+            max_flows: max_flows.max(1),
+            seed: cfg.community_id_seed,
+            index: HashTable::with_capacity(max_flows.clamp(1, 1 << 16)),
+            chunks: Vec::new(),
+            free: Vec::new(),
+            high_water: 0,
+            len: 0,
+            tunnels: HashMap::new(),
+            wheel: (0..WHEEL_TICKS).map(|_| Vec::new()).collect(),
+            spare: Vec::new(),
+            tick: 0,
+            wheel_started: false,
+            out: Vec::new(),
+            stats: TableStats::default(),
+        }
+    }
+
+    /// Flows currently held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no flow is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes of memory the table holds: slab, index, wheel, free list.
+    pub fn memory_bytes(&self) -> usize {
+        self.chunks.len() * CHUNK * size_of::<Flow>()
+            + self.index.allocation_size()
+            + self.wheel.iter().map(|w| w.capacity()).sum::<usize>() * size_of::<(u32, u32)>()
+            + self.wheel.capacity() * size_of::<Vec<(u32, u32)>>()
+            + self.free.capacity() * size_of::<u32>()
+            + self.tunnels.allocation_size()
+    }
+
+    /// Records emitted since the last call.
+    pub fn take_records(&mut self) -> Vec<FlowRecord> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Records emitted and not yet taken.
+    pub fn records(&self) -> &[FlowRecord] {
+        &self.out
+    }
+
+    /// Drops emitted records, keeping the buffer.
+    pub fn clear_records(&mut self) {
+        self.out.clear();
+    }
+
+    #[inline]
+    fn flow(&self, slot: u32) -> &Flow {
+        &self.chunks[slot as usize / CHUNK][slot as usize % CHUNK]
+    }
+
+    #[inline]
+    fn flow_mut(&mut self, slot: u32) -> &mut Flow {
+        &mut self.chunks[slot as usize / CHUNK][slot as usize % CHUNK]
+    }
+
+    fn idle_timeout(&self, f: &Flow) -> u64 {
+        let class = match f.key.proto {
+            6 => {
+                if f.state & CLOSED != 0 {
+                    return self.timeouts.tcp_closed;
+                }
+                0
+            }
+            17 => 1,
+            1 | 58 => 2,
+            _ => 3,
+        };
+        let est = usize::from(f.state & SEEN_RESP != 0);
+        self.timeouts.idle[class][est]
+    }
+
+    /// The packet time at which the flow's next timer is due.
+    fn due(&self, f: &Flow) -> u64 {
+        let idle = f
+            .last_ns
+            .saturating_add(self.idle_timeout(f))
+            .saturating_add(1);
+        if f.pkts[0] + f.pkts[1] > 0 {
+            idle.min(
+                f.first_ns
+                    .saturating_add(self.timeouts.active)
+                    .saturating_add(1),
+            )
+        } else {
+            idle
+        }
+    }
+
+    fn schedule(&mut self, slot: u32, generation: u32, due: u64) {
+        let t = (due / TICK_NS).max(self.tick + 1);
+        self.wheel[(t as usize) % WHEEL_TICKS].push((slot, generation));
+    }
+
+    /// Applies one packet.
+    #[inline]
+    pub fn process(&mut self, m: &PacketMeta) {
+        self.stats.packets += 1;
+        if !self.wheel_started {
+            self.tick = m.ts_ns / TICK_NS;
+            self.wheel_started = true;
+        }
+        let chunks = &self.chunks;
+        let found = self
+            .index
+            .find(m.hash, |&s| {
+                chunks[s as usize / CHUNK][s as usize % CHUNK].key == m.key
+            })
+            .copied();
+        if let Some(slot) = found {
+            let f = *self.flow(slot);
+            let idle = m.ts_ns > f.last_ns.saturating_add(self.idle_timeout(&f));
+            // A new SYN from the side that opened the flow, with another
+            // initial sequence number, is a new connection on a reused
+            // 4-tuple (Wireshark's and Suricata's rule).
+            let reopened = m.key.proto == 6
+                && m.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN
+                && f.seen & H_SYN != 0
+                && (m.src_is_lo == f.lo_is_orig)
+                && m.tcp_seq != f.syn_seq;
+            if idle || reopened {
+                let reason = if f.state & CLOSED != 0 {
+                    closed_reason(&f)
+                } else if idle {
+                    EndReason::Idle
+                } else {
+                    EndReason::Reused
+                };
+                self.end(slot, reason);
+                self.create(m);
+                return;
+            }
+            if f.pkts[0] + f.pkts[1] > 0
+                && m.ts_ns > f.first_ns.saturating_add(self.timeouts.active)
+            {
+                self.interim(slot);
+            }
+            self.update(slot, m);
+        } else {
+            self.create(m);
+        }
+    }
+
+    fn create(&mut self, m: &PacketMeta) {
+        if self.len >= self.max_flows {
+            self.evict_one();
+        }
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                let s = self.high_water;
+                if s as usize / CHUNK == self.chunks.len() {
+                    self.chunks
+                        .push(vec![Flow::default(); CHUNK].into_boxed_slice());
+                }
+                self.high_water += 1;
+                s
+            }
+        };
+        let synack = m.key.proto == 6 && m.tcp_flags & (TCP_SYN | TCP_ACK) == (TCP_SYN | TCP_ACK);
+        let lo_is_orig = if synack { !m.src_is_lo } else { m.src_is_lo };
+        let flow_id = {
+            let x = m.hash ^ m.ts_ns.rotate_left(29) ^ 0x9e37_79b9_7f4a_7c15;
+            let r = u128::from(x) * 0xff51_afd7_ed55_8ccd_u128;
+            ((r as u64) ^ ((r >> 64) as u64)) & FLOW_ID_MASK
+        };
+        let generation = self.flow(slot).generation.wrapping_add(1);
+        let mut f = Flow {
+            key: m.key,
+            flow_id,
+            first_ns: m.ts_ns,
+            last_ns: m.ts_ns,
+            generation,
+            lo_is_orig,
+            state: IN_USE,
+            ..Flow::default()
+        };
+        if synack {
+            f.seen |= H_FLIP;
+            f.history.push(b'^');
+        }
+        if m.tunnel.kind.is_some() {
+            f.state |= TUNNELED;
+            self.tunnels.insert(slot, m.tunnel);
+        }
+        *self.flow_mut(slot) = f;
+        let chunks = &self.chunks;
+        self.index.insert_unique(m.hash, slot, |&s| {
+            chunks[s as usize / CHUNK][s as usize % CHUNK].key.hash64()
+        });
+        self.len += 1;
+        self.stats.flows += 1;
+        self.stats.peak_flows = self.stats.peak_flows.max(self.len as u64);
+        self.update(slot, m);
+        let due = self.due(self.flow(slot));
+        self.schedule(slot, generation, due);
+    }
+
+    #[inline]
+    fn update(&mut self, slot: u32, m: &PacketMeta) {
+        let f = self.flow_mut(slot);
+        let dir = usize::from(m.src_is_lo != f.lo_is_orig);
+        if f.pkts[dir] == 0 && f.state & (if dir == 0 { SEEN_ORIG } else { SEEN_RESP }) == 0 {
+            f.init_flags[dir] = m.tcp_flags;
+            if dir == 0 {
+                f.icmp = m.icmp;
+            }
+        }
+        f.state |= if dir == 0 { SEEN_ORIG } else { SEEN_RESP };
+        if f.pkts[0] + f.pkts[1] == 0 {
+            f.first_ns = m.ts_ns;
+        }
+        f.pkts[dir] += 1;
+        f.bytes[dir] += u64::from(m.ip_bytes);
+        f.last_ns = f.last_ns.max(m.ts_ns);
+        f.flags[dir] |= m.tcp_flags;
+        let fl = m.tcp_flags;
+        let mut ev = 0u32;
+        if m.key.proto == 6 {
+            let syn = fl & TCP_SYN != 0;
+            if syn && dir == 0 {
+                f.syn_seq = m.tcp_seq;
+            }
+            if syn && fl & (TCP_FIN | TCP_RST) != 0 {
+                ev |= H_MULTI;
+            }
+            if syn {
+                ev |= if fl & TCP_ACK != 0 { H_SYNACK } else { H_SYN };
+            }
+            if fl & TCP_FIN != 0 {
+                ev |= H_FIN;
+            }
+            if fl & TCP_RST != 0 {
+                ev |= H_RST;
+            }
+            if m.payload_len > 0 {
+                ev |= H_DATA;
+            } else if fl & (TCP_ACK | TCP_SYN | TCP_FIN | TCP_RST) == TCP_ACK {
+                ev |= H_ACK;
+            }
+            if m.tcp_zero_window {
+                ev |= H_ZWIN;
+            }
+        } else if m.payload_len > 0 {
+            ev |= H_DATA;
+        }
+        let ev = ev << (8 * dir);
+        let new = ev & !f.seen;
+        if new != 0 {
+            for (i, c) in LETTERS.iter().enumerate() {
+                for d in 0..2 {
+                    if new & (1 << (i + 8 * d)) != 0 {
+                        f.history
+                            .push(if d == 0 { *c } else { c.to_ascii_lowercase() });
+                    }
+                }
+            }
+            f.seen |= new;
+            if m.key.proto == 6 {
+                let both_fin = f.seen & H_FIN != 0 && f.seen & (H_FIN << 8) != 0;
+                let rst = f.seen & (H_RST | (H_RST << 8)) != 0;
+                if both_fin || rst {
+                    f.state |= CLOSED;
+                }
+            }
+        }
+        // Keep counters exact: a flow about to overflow its packet counter
+        // reports what it has and starts a new record.
+        if f.pkts[dir] == u32::MAX {
+            self.interim(slot);
+        }
+    }
+
+    fn record(&self, slot: u32, reason: EndReason) -> FlowRecord {
+        let f = self.flow(slot);
+        let k = &f.key;
+        let (s_addr, s_port, d_addr, d_port) = if f.lo_is_orig {
+            (&k.addr_lo, k.port_lo, &k.addr_hi, k.port_hi)
+        } else {
+            (&k.addr_hi, k.port_hi, &k.addr_lo, k.port_lo)
+        };
+        let alen = if k.v6 { 16 } else { 4 };
+        let ports = proto_has_ports(k.proto);
+        let tunnel = if f.state & TUNNELED != 0 {
+            self.tunnels.get(&slot).and_then(|t| {
+                t.kind.map(|kind| TunnelInfo {
+                    kind,
+                    outer_src: addr_from(&t.outer_src, t.outer_v6),
+                    outer_dst: addr_from(&t.outer_dst, t.outer_v6),
+                })
+            })
+        } else {
+            None
+        };
+        FlowRecord {
+            flow_id: f.flow_id,
+            first_seen_ns: f.first_ns,
+            last_seen_ns: f.last_ns,
+            proto: k.proto,
+            src_ip: addr_from(s_addr, k.v6),
+            src_port: ports.then_some(s_port),
+            dst_ip: addr_from(d_addr, k.v6),
+            dst_port: ports.then_some(d_port),
+            vlan: Vlans::new(k.vlan[0], k.vlan[1]),
+            fwd_packets: u64::from(f.pkts[0]),
+            fwd_bytes: f.bytes[0],
+            rev_packets: u64::from(f.pkts[1]),
+            rev_bytes: f.bytes[1],
+            fwd_tcp_flags: f.flags[0],
+            rev_tcp_flags: f.flags[1],
+            fwd_initial_tcp_flags: f.init_flags[0],
+            rev_initial_tcp_flags: f.init_flags[1],
+            conn_state: conn_state(k.proto, f.seen, f.state),
+            history: f.history,
+            end_reason: reason,
+            community_id: community_id(
+                self.seed,
+                k.proto,
+                &s_addr[..alen],
+                &d_addr[..alen],
+                s_port,
+                d_port,
+                f.icmp,
+            ),
+            tunnel,
+        }
+    }
+
+    fn emit(&mut self, slot: u32, reason: EndReason) {
+        let f = self.flow(slot);
+        if f.pkts[0] + f.pkts[1] == 0 {
+            return;
+        }
+        let rec = self.record(slot, reason);
+        self.out.push(rec);
+        self.stats.records[reason_index(reason)] += 1;
+    }
+
+    fn interim(&mut self, slot: u32) {
+        self.emit(slot, EndReason::Active);
+        let f = self.flow_mut(slot);
+        f.pkts = [0; 2];
+        f.bytes = [0; 2];
+    }
+
+    /// Emits the flow's record and frees its slot.
+    fn end(&mut self, slot: u32, reason: EndReason) {
+        self.emit(slot, reason);
+        let f = *self.flow(slot);
+        let chunks = &self.chunks;
+        if let Ok(e) = self.index.find_entry(f.key.hash64(), |&s| {
+            s == slot && chunks[s as usize / CHUNK][s as usize % CHUNK].key == f.key
+        }) {
+            e.remove();
+        }
+        if f.state & TUNNELED != 0 {
+            self.tunnels.remove(&slot);
+        }
+        let fm = self.flow_mut(slot);
+        fm.state = 0;
+        self.free.push(slot);
+        self.len -= 1;
+    }
+
+    fn evict_one(&mut self) {
+        for i in 0..WHEEL_TICKS {
+            let t = (self.tick as usize + 1 + i) % WHEEL_TICKS;
+            // Stale entries met on the way are dropped.
+            while let Some(&(slot, generation)) = self.wheel[t].last() {
+                self.wheel[t].pop();
+                let f = self.flow(slot);
+                if f.generation == generation && f.state & IN_USE != 0 {
+                    self.stats.evicted += 1;
+                    self.end(slot, EndReason::Evicted);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Advances packet time to `now_ns`, expiring due flows.
+    pub fn advance(&mut self, now_ns: u64) {
+        if !self.wheel_started {
+            return;
+        }
+        let target = now_ns / TICK_NS;
+        if target <= self.tick {
+            return;
+        }
+        let steps = (target - self.tick).min(WHEEL_TICKS as u64);
+        let first = if target - self.tick > WHEEL_TICKS as u64 {
+            target - WHEEL_TICKS as u64 + 1
+        } else {
+            self.tick + 1
+        };
+        self.tick = target;
+        for i in 0..steps {
+            let t = ((first + i) as usize) % WHEEL_TICKS;
+            std::mem::swap(&mut self.spare, &mut self.wheel[t]);
+            let mut entries = std::mem::take(&mut self.spare);
+            for &(slot, generation) in &entries {
+                let f = self.flow(slot);
+                if f.generation != generation || f.state & IN_USE == 0 {
+                    continue;
+                }
+                let f = *f;
+                if now_ns > f.last_ns.saturating_add(self.idle_timeout(&f)) {
+                    let reason = if f.state & CLOSED != 0 {
+                        closed_reason(&f)
+                    } else {
+                        EndReason::Idle
+                    };
+                    self.end(slot, reason);
+                    continue;
+                }
+                if f.pkts[0] + f.pkts[1] > 0
+                    && now_ns > f.first_ns.saturating_add(self.timeouts.active)
+                {
+                    self.interim(slot);
+                }
+                let due = self.due(self.flow(slot));
+                self.schedule(slot, generation, due);
+            }
+            entries.clear();
+            self.spare = entries;
+        }
+    }
+
+    /// Ends every flow (at end of input or shutdown). Closed TCP flows keep
+    /// `fin`/`rst` as their reason.
+    pub fn flush(&mut self, reason: EndReason) {
+        for slot in 0..self.high_water {
+            let f = *self.flow(slot);
+            if f.state & IN_USE != 0 {
+                let r = if f.state & CLOSED != 0 {
+                    closed_reason(&f)
+                } else {
+                    reason
+                };
+                self.end(slot, r);
+            }
+        }
+        for w in &mut self.wheel {
+            w.clear();
+        }
+    }
+}
+
+fn closed_reason(f: &Flow) -> EndReason {
+    if f.seen & (H_RST | (H_RST << 8)) != 0 {
+        EndReason::Rst
+    } else {
+        EndReason::Fin
+    }
+}
+
+/// Zeek's conn_state from the history bits and which sides have sent.
+fn conn_state(proto: u8, seen: u32, state: u8) -> ConnState {
+    match proto {
+        6 => {}
+        17 => {
+            return if state & SEEN_RESP != 0 {
+                ConnState::SF
+            } else {
+                ConnState::S0
+            };
+        }
+        _ => return ConnState::OTH,
+    }
+    let o = |b: u32| seen & b != 0;
+    let r = |b: u32| seen & (b << 8) != 0;
+    let resp_any = state & SEEN_RESP != 0;
+    if o(H_SYN) && !r(H_SYNACK) && !r(H_SYN) {
+        return if o(H_RST) {
+            ConnState::RSTOS0
+        } else if r(H_RST) {
+            ConnState::REJ
+        } else if o(H_FIN) {
+            ConnState::SH
+        } else {
+            ConnState::S0
+        };
+    }
+    if !o(H_SYN) && r(H_SYNACK) && !(o(H_ACK) || o(H_DATA)) {
+        return if r(H_RST) {
+            ConnState::RSTRH
+        } else if r(H_FIN) {
+            ConnState::SHR
+        } else {
+            ConnState::OTH
+        };
+    }
+    if !o(H_SYN) && !r(H_SYNACK) {
+        return ConnState::OTH;
+    }
+    let _ = resp_any;
+    if o(H_RST) {
+        ConnState::RSTO
+    } else if r(H_RST) {
+        ConnState::RSTR
+    } else if o(H_FIN) && r(H_FIN) {
+        ConnState::SF
+    } else if o(H_FIN) {
+        ConnState::S2
+    } else if r(H_FIN) {
+        ConnState::S3
+    } else {
+        ConnState::S1
+    }
+}
+
+/// Bytes of one flow slot, for memory estimates.
+pub const FLOW_SLOT_BYTES: usize = size_of::<Flow>();

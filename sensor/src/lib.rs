@@ -1,0 +1,15 @@
+//! Vigil's sensor: capture, decode and bidirectional flow tracking.
+//!
+//! The data path, each stage a module:
+//! [`capture`] (pcap/pcapng files) → [`decode`] (frames to `PacketMeta`) →
+//! [`pipeline`] (dispatch to shards) → [`flow`] (per-shard tables) →
+//! [`export`] (JSON lines, CSV, tables). [`synth`] writes deterministic
+//! captures for tests, benchmarks and the demo.
+#![deny(missing_docs)]
+
+pub mod capture;
+pub mod decode;
+pub mod export;
+pub mod flow;
+pub mod pipeline;
+pub mod synth;

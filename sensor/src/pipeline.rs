@@ -1,0 +1,457 @@
+//! The sharded pipeline: read → decode → dispatch → flow shards → sink.
+//!
+//! ```text
+//!  reader thread                       worker threads (one FlowTable each)
+//!  capture ─► decode ─► dispatch ──batches──► shard 0 ─┐
+//!                        (hash of the    ...           ├─► records ─► sink thread
+//!                         canonical key) ──batches──► shard N ─┘
+//!              ◄───────── empty batch buffers return ─────────
+//! ```
+//!
+//! Both directions of a flow hash to the same shard. Packets travel in
+//! batches over bounded crossbeam channels; emptied batch buffers return to
+//! the reader through a return channel, so once warm nothing is allocated per
+//! packet. Reading a file blocks on a full channel rather than dropping:
+//! offline analysis must see every packet. Every second of packet time the
+//! reader sends each shard the current time, so idle shards expire flows too.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use hdrhistogram::Histogram;
+use thiserror::Error;
+use vigil_proto::{EndReason, FlowRecord};
+
+use crate::capture::{CaptureError, CaptureReader};
+use crate::decode::{DecodeStats, Decoder, PacketMeta};
+use crate::flow::FlowConfig;
+use crate::flow::table::{FlowTable, TableStats};
+
+/// How the pipeline runs.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    /// Flow shards (worker threads).
+    pub workers: NonZeroUsize,
+    /// Packets per batch.
+    pub batch_size: NonZeroUsize,
+    /// Batches queued per shard before the reader waits.
+    pub queue_depth: NonZeroUsize,
+    /// Flow tracking.
+    pub flow: FlowConfig,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            workers: NonZeroUsize::MIN,
+            batch_size: NonZeroUsize::new(256).unwrap_or(NonZeroUsize::MIN),
+            queue_depth: NonZeroUsize::new(8).unwrap_or(NonZeroUsize::MIN),
+            flow: FlowConfig::default(),
+        }
+    }
+}
+
+/// One input of a run.
+#[derive(Clone, Debug)]
+pub enum Input<'a> {
+    /// A capture file on disk.
+    File(PathBuf),
+    /// A capture file already in memory (benchmarks, tests).
+    Memory {
+        /// Name used in messages.
+        name: String,
+        /// The file's bytes.
+        bytes: &'a [u8],
+    },
+}
+
+impl Input<'_> {
+    fn name(&self) -> String {
+        match self {
+            Input::File(p) => p.display().to_string(),
+            Input::Memory { name, .. } => name.clone(),
+        }
+    }
+}
+
+/// The run could not go on.
+#[derive(Debug, Error)]
+pub enum PipelineError {
+    /// The sink refused records.
+    #[error("writing flow records: {0}")]
+    Sink(#[source] io::Error),
+    /// A worker thread panicked; a bug.
+    #[error("flow worker {0} failed")]
+    Worker(usize),
+    /// The flow configuration is invalid.
+    #[error("invalid flow configuration: {0}")]
+    Config(String),
+}
+
+/// Latency of the pipeline's stages.
+#[derive(Clone, Debug)]
+pub struct StageTimings {
+    /// Reader: capture + decode + dispatch, ns per packet (per batch of packets).
+    pub decode_ns: Histogram<u64>,
+    /// Shard: flow update, ns per packet (per batch).
+    pub update_ns: Histogram<u64>,
+    /// Time a batch waited in its channel, ns.
+    pub queue_ns: Histogram<u64>,
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 ns .. 100 s with 3 significant digits; cannot fail with these bounds.
+    Histogram::new_with_bounds(1, 100_000_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).expect("histogram"))
+}
+
+impl Default for StageTimings {
+    fn default() -> Self {
+        StageTimings {
+            decode_ns: histogram(),
+            update_ns: histogram(),
+            queue_ns: histogram(),
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    /// Frames read.
+    pub packets: u64,
+    /// Frame bytes on the wire (original lengths).
+    pub wire_bytes: u64,
+    /// Decoder counters.
+    pub decode: DecodeStats,
+    /// Flow table counters, summed over shards.
+    pub table: TableStats,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Inputs that could not be read to their end, in order.
+    pub input_errors: Vec<CaptureError>,
+    /// Datagrams still waiting for fragments at the end.
+    pub fragments_pending: u64,
+    /// Table memory at the end of input (before the final flush), all shards.
+    pub table_bytes: u64,
+    /// Flows held at the end of input, all shards.
+    pub flows_at_end: u64,
+    /// Stage latencies.
+    pub timings: StageTimings,
+}
+
+impl RunReport {
+    /// Millions of packets per second of wall time.
+    pub fn mpps(&self) -> f64 {
+        self.packets as f64 / self.elapsed.as_secs_f64().max(1e-9) / 1e6
+    }
+}
+
+struct Batch {
+    now_ns: u64,
+    sent: Instant,
+    metas: Vec<PacketMeta>,
+}
+
+struct Dispatcher {
+    txs: Vec<Sender<Batch>>,
+    rets: Vec<Receiver<Vec<PacketMeta>>>,
+    bufs: Vec<Vec<PacketMeta>>,
+    batch_size: usize,
+    now: u64,
+    last_tick: u64,
+}
+
+const TICK_NS: u64 = 1_000_000_000;
+
+impl Dispatcher {
+    #[inline]
+    fn push(&mut self, m: &PacketMeta) {
+        let n = self.bufs.len() as u64;
+        let shard = (((m.hash >> 32) * n) >> 32) as usize;
+        let buf = &mut self.bufs[shard];
+        buf.push(*m);
+        if buf.len() >= self.batch_size {
+            self.send(shard);
+        }
+    }
+
+    fn send(&mut self, shard: usize) {
+        let fresh = match self.rets[shard].try_recv() {
+            Ok(v) => v,
+            Err(_) => Vec::with_capacity(self.batch_size),
+        };
+        let metas = std::mem::replace(&mut self.bufs[shard], fresh);
+        // A closed channel means the worker is gone; the run reports it.
+        let _ = self.txs[shard].send(Batch {
+            now_ns: self.now,
+            sent: Instant::now(),
+            metas,
+        });
+    }
+
+    #[inline]
+    fn clock(&mut self, ts: u64) {
+        if ts > self.now {
+            self.now = ts;
+            if self.now >= self.last_tick.saturating_add(TICK_NS) {
+                self.last_tick = self.now;
+                for s in 0..self.bufs.len() {
+                    self.send(s);
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        for s in 0..self.bufs.len() {
+            if !self.bufs[s].is_empty() {
+                self.send(s);
+            }
+        }
+    }
+}
+
+struct WorkerReport {
+    stats: TableStats,
+    table_bytes: u64,
+    flows_at_end: u64,
+    update_ns: Histogram<u64>,
+    queue_ns: Histogram<u64>,
+}
+
+fn worker(
+    cfg: FlowConfig,
+    max_flows: usize,
+    rx: Receiver<Batch>,
+    ret: Sender<Vec<PacketMeta>>,
+    out: Sender<Vec<FlowRecord>>,
+) -> WorkerReport {
+    let mut table = FlowTable::new(&cfg, max_flows);
+    let mut update_ns = histogram();
+    let mut queue_ns = histogram();
+    for mut batch in rx {
+        let start = Instant::now();
+        let _ = queue_ns.record(
+            start
+                .saturating_duration_since(batch.sent)
+                .as_nanos()
+                .max(1) as u64,
+        );
+        for m in &batch.metas {
+            table.process(m);
+        }
+        table.advance(batch.now_ns);
+        if !batch.metas.is_empty() {
+            let per = start.elapsed().as_nanos() as u64 / batch.metas.len() as u64;
+            let _ = update_ns.record(per.max(1));
+        }
+        if !table.records().is_empty() {
+            let _ = out.send(table.take_records());
+        }
+        batch.metas.clear();
+        let _ = ret.try_send(batch.metas);
+    }
+    let table_bytes = table.memory_bytes() as u64;
+    let flows_at_end = table.len() as u64;
+    table.flush(EndReason::EndOfInput);
+    if !table.records().is_empty() {
+        let _ = out.send(table.take_records());
+    }
+    WorkerReport {
+        stats: table.stats.clone(),
+        table_bytes,
+        flows_at_end,
+        update_ns,
+        queue_ns,
+    }
+}
+
+/// Progress callback: bytes of input consumed so far.
+pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
+
+/// Runs the inputs through decode and the flow shards, handing records to `sink`.
+///
+/// Inputs are read one after another. An input that is damaged stops at the
+/// damage: its earlier packets are kept, the error is recorded in the report
+/// and the next input is read. The sink runs on its own thread.
+pub fn run(
+    inputs: &[Input<'_>],
+    cfg: &PipelineConfig,
+    sink: &mut (dyn FnMut(&[FlowRecord]) -> io::Result<()> + Send),
+    progress: Option<Progress<'_>>,
+) -> Result<RunReport, PipelineError> {
+    cfg.flow.validate().map_err(|errs| {
+        PipelineError::Config(
+            errs.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    let n = cfg.workers.get();
+    let bs = cfg.batch_size.get();
+    let depth = cfg.queue_depth.get();
+    let per_shard = cfg.flow.max_flows.div_ceil(n);
+    let started = Instant::now();
+    let stop = AtomicBool::new(false);
+    let mut report = RunReport::default();
+
+    std::thread::scope(|s| -> Result<(), PipelineError> {
+        let (out_tx, out_rx) = bounded::<Vec<FlowRecord>>(64);
+        let stop_ref = &stop;
+        let writer = s.spawn(move || -> io::Result<()> {
+            for recs in out_rx {
+                if let Err(e) = sink(&recs) {
+                    stop_ref.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+            Ok(())
+        });
+        let mut txs = Vec::with_capacity(n);
+        let mut rets = Vec::with_capacity(n);
+        let mut handles = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (tx, rx) = bounded::<Batch>(depth);
+            let (ret_tx, ret_rx) = bounded::<Vec<PacketMeta>>(depth + 2);
+            let out = out_tx.clone();
+            let flow = cfg.flow;
+            handles.push(s.spawn(move || worker(flow, per_shard, rx, ret_tx, out)));
+            txs.push(tx);
+            rets.push(ret_rx);
+        }
+        drop(out_tx);
+        let mut disp = Dispatcher {
+            txs,
+            rets,
+            bufs: (0..n).map(|_| Vec::with_capacity(bs)).collect(),
+            batch_size: bs,
+            now: 0,
+            last_tick: 0,
+        };
+        let mut decoder = Decoder::new();
+        let mut decode_ns = histogram();
+        let mut done_bytes = 0u64;
+        for input in inputs {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let res = match input {
+                Input::File(p) => match File::open(p) {
+                    Ok(f) => CaptureReader::new(f, p.clone()).and_then(|r| {
+                        read_all(
+                            r,
+                            &mut decoder,
+                            &mut disp,
+                            &mut report,
+                            &mut decode_ns,
+                            &stop,
+                            progress,
+                            done_bytes,
+                        )
+                    }),
+                    Err(source) => Err(CaptureError::Io {
+                        path: p.clone(),
+                        source,
+                    }),
+                },
+                Input::Memory { bytes, .. } => {
+                    CaptureReader::new(*bytes, input.name()).and_then(|r| {
+                        read_all(
+                            r,
+                            &mut decoder,
+                            &mut disp,
+                            &mut report,
+                            &mut decode_ns,
+                            &stop,
+                            progress,
+                            done_bytes,
+                        )
+                    })
+                }
+            };
+            match res {
+                Ok(consumed) => done_bytes += consumed,
+                Err(e) => {
+                    if let Some(off) = e.offset() {
+                        done_bytes += off;
+                    }
+                    report.input_errors.push(e);
+                }
+            }
+        }
+        disp.flush();
+        report.fragments_pending = decoder.fragments_pending() as u64;
+        report.decode = decoder.stats.clone();
+        report.timings.decode_ns = decode_ns;
+        drop(disp);
+        for (i, h) in handles.into_iter().enumerate() {
+            let w = h.join().map_err(|_| PipelineError::Worker(i))?;
+            report.table.merge(&w.stats);
+            report.table_bytes += w.table_bytes;
+            report.flows_at_end += w.flows_at_end;
+            let _ = report.timings.update_ns.add(&w.update_ns);
+            let _ = report.timings.queue_ns.add(&w.queue_ns);
+        }
+        match writer.join() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(PipelineError::Sink(e)),
+            Err(_) => Err(PipelineError::Sink(io::Error::other(
+                "sink thread panicked",
+            ))),
+        }
+    })?;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+const TIMING_EVERY: u64 = 256;
+const PROGRESS_EVERY: u64 = 1 << 16;
+
+/// Reads one input to its end; returns the bytes consumed.
+#[allow(clippy::too_many_arguments)]
+fn read_all<R: Read>(
+    mut reader: CaptureReader<R>,
+    decoder: &mut Decoder,
+    disp: &mut Dispatcher,
+    report: &mut RunReport,
+    decode_ns: &mut Histogram<u64>,
+    stop: &AtomicBool,
+    progress: Option<Progress<'_>>,
+    done_before: u64,
+) -> Result<u64, CaptureError> {
+    let mut t0 = Instant::now();
+    loop {
+        let Some(pkt) = reader.next_packet()? else {
+            break;
+        };
+        report.packets += 1;
+        report.wire_bytes += u64::from(pkt.orig_len);
+        let ts = pkt.ts_ns;
+        decoder.decode(&pkt, &mut |m: &PacketMeta| disp.push(m));
+        // The clock moves after the packet is queued, so a tick never runs
+        // ahead of packets still in the reader's hands.
+        disp.clock(ts);
+        if report.packets % TIMING_EVERY == 0 {
+            let now = Instant::now();
+            let _ =
+                decode_ns.record((now.duration_since(t0).as_nanos() as u64 / TIMING_EVERY).max(1));
+            t0 = now;
+            if report.packets % PROGRESS_EVERY == 0 {
+                if let Some(p) = progress {
+                    p(done_before + reader.offset());
+                }
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(reader.offset())
+}

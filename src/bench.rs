@@ -1,0 +1,154 @@
+//! `vigil bench`: pipeline throughput on synthesized traffic or a capture
+//! file, both held in memory so the disk is not measured.
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use hdrhistogram::Histogram;
+use vigil_sensor::pipeline::{self, Input, RunReport};
+use vigil_sensor::synth::{self, BulkConfig, FrameSize};
+
+use crate::Failure;
+use crate::flows::EngineArgs;
+
+fn frame_size(s: &str) -> Result<FrameSize, String> {
+    match s {
+        "imix" => Ok(FrameSize::Imix),
+        n => n
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (60..=9000).contains(n))
+            .map(FrameSize::Fixed)
+            .ok_or_else(|| format!("{s:?}: expected imix or a frame size from 60 to 9000")),
+    }
+}
+
+/// Arguments of `vigil bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Benchmark this capture file (loaded into memory) instead of synthesized traffic.
+    #[arg(short = 'r', long = "read", value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Synthesized packets.
+    #[arg(long, default_value = "5000000")]
+    packets: u64,
+    /// Synthesized concurrent flows.
+    #[arg(long, default_value = "200000")]
+    flows: u64,
+    /// Synthesized frame size: a byte count or imix.
+    #[arg(long, default_value = "64", value_parser = frame_size)]
+    frame: FrameSize,
+    /// Worker counts to measure, comma-separated.
+    #[arg(long = "worker-counts", value_delimiter = ',', default_value = "1,2")]
+    worker_counts: Vec<NonZeroUsize>,
+    /// Runs per worker count; the median is reported.
+    #[arg(long, default_value = "3")]
+    runs: usize,
+    /// Write the synthesized capture to this file and exit (for peers such as softflowd).
+    #[arg(long, value_name = "PCAP")]
+    write_pcap: Option<PathBuf>,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+fn pct(h: &Histogram<u64>, q: f64) -> u64 {
+    if h.is_empty() {
+        0
+    } else {
+        h.value_at_quantile(q)
+    }
+}
+
+pub fn run(a: BenchArgs) -> Result<(), Failure> {
+    if a.runs == 0 {
+        return Err(Failure::usage(anyhow::anyhow!("--runs must be at least 1")));
+    }
+    let (name, bytes) = match &a.file {
+        Some(p) => (
+            p.display().to_string(),
+            std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        ),
+        None => {
+            let cfg = BulkConfig {
+                packets: a.packets,
+                flows: a.flows,
+                frame: a.frame,
+                ..BulkConfig::default()
+            };
+            let mut v = Vec::with_capacity((a.packets * 96) as usize);
+            let s = synth::write_bulk(&cfg, &mut v).context("synthesizing traffic")?;
+            let label = match a.frame {
+                FrameSize::Imix => "imix".to_string(),
+                FrameSize::Fixed(n) => format!("{n}-byte"),
+            };
+            (
+                format!(
+                    "synthetic: {} packets over {} flows, {label} frames",
+                    s.packets, s.flows
+                ),
+                v,
+            )
+        }
+    };
+    if let Some(p) = &a.write_pcap {
+        std::fs::write(p, &bytes).with_context(|| format!("writing {}", p.display()))?;
+        eprintln!("wrote {} ({} bytes)", p.display(), bytes.len());
+        return Ok(());
+    }
+    println!(
+        "input: {name} ({:.1} MB in memory)",
+        bytes.len() as f64 / 1e6
+    );
+    println!(
+        "{:>7} {:>9} {:>8} {:>8} {:>14} {:>14} {:>14} {:>10}",
+        "workers",
+        "Mpps",
+        "ns/pkt",
+        "flows",
+        "decode p50/p99",
+        "update p50/p99",
+        "queue p50/p99",
+        "B/flow"
+    );
+    let inputs = [Input::Memory {
+        name: name.clone(),
+        bytes: &bytes,
+    }];
+    let mut base = None;
+    for &w in &a.worker_counts {
+        let mut cfg = a.engine.config();
+        cfg.workers = w;
+        let mut runs: Vec<RunReport> = Vec::with_capacity(a.runs);
+        for _ in 0..a.runs {
+            let mut sink = |_: &[vigil_proto::FlowRecord]| Ok(());
+            runs.push(pipeline::run(&inputs, &cfg, &mut sink, None)?);
+        }
+        runs.sort_by(|x, y| x.elapsed.cmp(&y.elapsed));
+        let r = &runs[runs.len() / 2];
+        let t = &r.timings;
+        let per_flow = r.table_bytes.checked_div(r.flows_at_end).unwrap_or(0);
+        println!(
+            "{:>7} {:>9.2} {:>8.1} {:>8} {:>14} {:>14} {:>14} {:>10}",
+            w,
+            r.mpps(),
+            r.elapsed.as_nanos() as f64 / r.packets.max(1) as f64,
+            r.table.flows,
+            format!("{}/{}", pct(&t.decode_ns, 0.5), pct(&t.decode_ns, 0.99)),
+            format!("{}/{}", pct(&t.update_ns, 0.5), pct(&t.update_ns, 0.99)),
+            format!("{}/{}", pct(&t.queue_ns, 0.5), pct(&t.queue_ns, 0.99)),
+            per_flow,
+        );
+        let all: Vec<String> = runs.iter().map(|r| format!("{:.2}", r.mpps())).collect();
+        println!("        runs (Mpps, sorted): {}", all.join(" "));
+        match base {
+            None => base = Some(r.mpps()),
+            Some(b) => println!("        scaling vs first row: {:.2}x", r.mpps() / b),
+        }
+    }
+    println!(
+        "decode/update: ns per packet, measured per batch; queue: ns a batch waited; B/flow: table bytes per active flow"
+    );
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! `vigil`: the command line. Parses arguments, builds what they ask for,
+//! runs it and maps failures to exit codes (64 usage or configuration, 1
+//! runtime failure, 0 on a closed output pipe). Nothing else lives here.
+
+mod bench;
+mod demo;
+mod flows;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for usage and configuration errors (sysexits' EX_USAGE).
+pub const EX_USAGE: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vigil",
+    version,
+    about = "Network security monitoring for protected infrastructure"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Read capture files and print their bidirectional flows.
+    Flows(flows::FlowsArgs),
+    /// Synthesize an attack scenario and show what the sensor makes of it.
+    Demo(demo::DemoArgs),
+    /// Measure the capture → decode → flow pipeline.
+    Bench(bench::BenchArgs),
+}
+
+/// A failure and the exit code it maps to.
+#[derive(Debug)]
+pub struct Failure {
+    code: u8,
+    err: anyhow::Error,
+}
+
+impl Failure {
+    /// A usage or configuration error (exit 64).
+    pub fn usage(err: impl Into<anyhow::Error>) -> Self {
+        Failure {
+            code: EX_USAGE,
+            err: err.into(),
+        }
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure {
+            code: 1,
+            err: e.into(),
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EX_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let res = match cli.cmd {
+        Cmd::Flows(a) => flows::run(a),
+        Cmd::Demo(a) => demo::run(a),
+        Cmd::Bench(a) => bench::run(a),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) if is_broken_pipe(&f.err) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("vigil: {:#}", f.err);
+            ExitCode::from(f.code)
+        }
+    }
+}

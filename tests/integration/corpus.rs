@@ -1,0 +1,202 @@
+//! The sweep over the real captures in ../shared/pcaps: Vigil's flows against
+//! the conversation tables Wireshark's tshark computed (the oracles).
+//!
+//! Conversations are matched on protocol and endpoint pair (plus ports for
+//! TCP, UDP and SCTP), packets per direction exact. TCP keeps one row per
+//! connection (a reused 4-tuple is two rows, as tshark's `tcp.stream`);
+//! other protocols are summed per key. Differences Vigil makes by design are
+//! listed in README.md.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde_json::Value;
+use vigil_proto::FlowRecord;
+
+use crate::util::{FOREVER, config, corpus_dir, corpus_files, run_file};
+
+type Key = (u8, String, Option<u16>, String, Option<u16>);
+
+/// (key, packets lo→hi, packets hi→lo), with endpoints in sorted order.
+fn canon(
+    proto: u8,
+    a: String,
+    pa: Option<u16>,
+    b: String,
+    pb: Option<u16>,
+    ab: u64,
+    ba: u64,
+) -> (Key, u64, u64) {
+    let has_ports = matches!(proto, 6 | 17 | 132);
+    let (pa, pb) = if has_ports { (pa, pb) } else { (None, None) };
+    let ka: (std::net::IpAddr, Option<u16>) = (a.parse().unwrap(), pa);
+    let kb: (std::net::IpAddr, Option<u16>) = (b.parse().unwrap(), pb);
+    if ka <= kb {
+        ((proto, a, pa, b, pb), ab, ba)
+    } else {
+        ((proto, b, pb, a, pa), ba, ab)
+    }
+}
+
+/// Rows per key: TCP rows kept apart, others summed.
+fn group(rows: Vec<(Key, u64, u64)>) -> HashMap<Key, Vec<(u64, u64)>> {
+    let mut m: HashMap<Key, Vec<(u64, u64)>> = HashMap::new();
+    for (k, ab, ba) in rows {
+        let e = m.entry(k.clone()).or_default();
+        if k.0 == 6 || e.is_empty() {
+            e.push((ab, ba));
+        } else {
+            e[0].0 += ab;
+            e[0].1 += ba;
+        }
+    }
+    m
+}
+
+fn oracle_rows(path: &Path) -> Vec<(Key, u64, u64)> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let port = |k: &str| v[k].as_u64().map(|p| p as u16);
+            canon(
+                v["ip_proto"].as_u64().unwrap() as u8,
+                v["addr_a"].as_str().unwrap().to_string(),
+                port("port_a"),
+                v["addr_b"].as_str().unwrap().to_string(),
+                port("port_b"),
+                v["packets_a_to_b"].as_u64().unwrap(),
+                v["packets_b_to_a"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn vigil_rows(recs: &[FlowRecord]) -> Vec<(Key, u64, u64)> {
+    // Interim records of one flow add up.
+    let mut by_id: HashMap<u64, FlowRecord> = HashMap::new();
+    let mut order = Vec::new();
+    for r in recs {
+        match by_id.get_mut(&r.flow_id) {
+            Some(x) => {
+                x.fwd_packets += r.fwd_packets;
+                x.rev_packets += r.rev_packets;
+            }
+            None => {
+                order.push(r.flow_id);
+                by_id.insert(r.flow_id, r.clone());
+            }
+        }
+    }
+    order
+        .iter()
+        .map(|id| {
+            let r = &by_id[id];
+            canon(
+                r.proto,
+                r.src_ip.to_string(),
+                r.src_port,
+                r.dst_ip.to_string(),
+                r.dst_port,
+                r.fwd_packets,
+                r.rev_packets,
+            )
+        })
+        .collect()
+}
+
+struct FileScore {
+    name: String,
+    oracle: usize,
+    matched: usize,
+    extra: usize,
+    diffs: Vec<String>,
+}
+
+fn score(name: &str, oracle: Vec<(Key, u64, u64)>, ours: Vec<(Key, u64, u64)>) -> FileScore {
+    let o = group(oracle);
+    let mut v = group(ours);
+    let mut s = FileScore {
+        name: name.into(),
+        oracle: 0,
+        matched: 0,
+        extra: 0,
+        diffs: Vec::new(),
+    };
+    let mut keys: Vec<&Key> = o.keys().collect();
+    keys.sort();
+    for k in keys {
+        let rows = &o[k];
+        s.oracle += rows.len();
+        let mine = v.entry(k.clone()).or_default();
+        for row in rows {
+            if let Some(i) = mine.iter().position(|m| m == row) {
+                mine.swap_remove(i);
+                s.matched += 1;
+            } else {
+                s.diffs
+                    .push(format!("  oracle {k:?} {row:?}, vigil {mine:?}"));
+            }
+        }
+    }
+    for (k, rest) in v.iter() {
+        if !rest.is_empty() && !o.contains_key(k) {
+            s.extra += rest.len();
+            s.diffs.push(format!("  extra  {k:?} {rest:?}"));
+        }
+    }
+    s
+}
+
+#[test]
+fn flows_match_tshark_conversations_on_the_corpus() {
+    let Some(dir) = corpus_dir() else { return };
+    let cfg = config(1, 256, FOREVER);
+    let mut scores = Vec::new();
+    for f in corpus_files(&dir) {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let oracle = dir
+            .join("oracles")
+            .join(format!("{name}.tshark-conv.jsonl"));
+        if !oracle.exists() {
+            continue;
+        }
+        let (recs, _) = run_file(&f, &cfg);
+        scores.push(score(&name, oracle_rows(&oracle), vigil_rows(&recs)));
+    }
+    assert!(
+        scores.len() >= 60,
+        "expected the 64-capture corpus, found {}",
+        scores.len()
+    );
+    let (mut total, mut matched, mut mean) = (0, 0, 0.0);
+    for s in &scores {
+        total += s.oracle;
+        matched += s.matched;
+        let file_score = if s.oracle == 0 {
+            if s.extra == 0 { 1.0 } else { 0.0 }
+        } else {
+            s.matched as f64 / s.oracle as f64
+        };
+        mean += file_score;
+        if s.matched != s.oracle || s.extra > 0 {
+            eprintln!(
+                "{}: {}/{} matched, {} extra",
+                s.name, s.matched, s.oracle, s.extra
+            );
+            for d in s.diffs.iter().take(6) {
+                eprintln!("{d}");
+            }
+        }
+    }
+    mean /= scores.len() as f64;
+    let pooled = matched as f64 / total as f64;
+    eprintln!(
+        "corpus: {matched}/{total} conversations matched ({:.2} %), per-file mean {:.2} %",
+        pooled * 100.0,
+        mean * 100.0
+    );
+    assert!(pooled >= 0.98, "pooled match {:.4} below 0.98", pooled);
+    assert!(mean >= 0.95, "per-file mean {:.4} below 0.95", mean);
+}

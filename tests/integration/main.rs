@@ -1,0 +1,7 @@
+//! Vigil's integration tests: one binary, one module per area.
+
+mod alloc;
+mod cli;
+mod corpus;
+mod engine;
+mod util;

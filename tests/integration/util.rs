@@ -1,0 +1,86 @@
+//! Helpers shared by the integration tests.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use vigil_proto::FlowRecord;
+use vigil_sensor::flow::{FlowConfig, Timeouts};
+use vigil_sensor::pipeline::{self, Input, PipelineConfig, RunReport};
+
+/// The capture corpus, or `None` (with the reason printed) when the
+/// environment does not name it.
+pub fn corpus_dir() -> Option<PathBuf> {
+    match std::env::var_os("VIGIL_PCAP_CORPUS") {
+        Some(p) if PathBuf::from(&p).is_dir() => Some(PathBuf::from(p)),
+        Some(p) => {
+            eprintln!(
+                "skipped: VIGIL_PCAP_CORPUS={} is not a directory",
+                PathBuf::from(p).display()
+            );
+            None
+        }
+        None => {
+            eprintln!("skipped: VIGIL_PCAP_CORPUS is not set (.ci/run sets it to ../shared/pcaps)");
+            None
+        }
+    }
+}
+
+/// Every capture of the corpus, sorted.
+pub fn corpus_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("corpus directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A pipeline configuration with uniform timeouts.
+pub fn config(workers: usize, batch: usize, timeout: Duration) -> PipelineConfig {
+    PipelineConfig {
+        workers: workers.try_into().expect("workers > 0"),
+        batch_size: batch.try_into().expect("batch > 0"),
+        flow: FlowConfig {
+            timeouts: Timeouts::uniform(timeout),
+            active_timeout: timeout,
+            ..FlowConfig::default()
+        },
+        ..PipelineConfig::default()
+    }
+}
+
+/// Runs inputs through the pipeline, returning the records sorted by
+/// (first_seen, flow_id) and the report.
+pub fn run_inputs(inputs: &[Input<'_>], cfg: &PipelineConfig) -> (Vec<FlowRecord>, RunReport) {
+    let out = Mutex::new(Vec::new());
+    let mut sink = |r: &[FlowRecord]| {
+        out.lock().unwrap().extend_from_slice(r);
+        Ok(())
+    };
+    let report = pipeline::run(inputs, cfg, &mut sink, None).expect("pipeline run");
+    let mut recs = out.into_inner().unwrap();
+    recs.sort_by_key(|r| (r.first_seen_ns, r.flow_id, r.last_seen_ns));
+    (recs, report)
+}
+
+/// Runs one file.
+pub fn run_file(path: &std::path::Path, cfg: &PipelineConfig) -> (Vec<FlowRecord>, RunReport) {
+    run_inputs(&[Input::File(path.to_owned())], cfg)
+}
+
+/// Runs in-memory pcap bytes.
+pub fn run_bytes(bytes: &[u8], cfg: &PipelineConfig) -> (Vec<FlowRecord>, RunReport) {
+    run_inputs(
+        &[Input::Memory {
+            name: "test".into(),
+            bytes,
+        }],
+        cfg,
+    )
+}
+
+/// Timeouts long enough that nothing expires within a capture.
+pub const FOREVER: Duration = Duration::from_secs(1_000_000);

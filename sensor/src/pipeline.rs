@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError, bounded};
 use hdrhistogram::Histogram;
 use thiserror::Error;
 use vigil_proto::{EndReason, FlowRecord};
@@ -168,6 +168,20 @@ struct Dispatcher {
 }
 
 const TICK_NS: u64 = 1_000_000_000;
+/// Yielding retries before a channel operation blocks.
+const SPINS: usize = 200;
+
+/// Receives the next batch, spinning (yielding) before parking.
+fn recv_spinning(rx: &Receiver<Batch>) -> Option<Batch> {
+    for _ in 0..SPINS {
+        match rx.try_recv() {
+            Ok(b) => return Some(b),
+            Err(TryRecvError::Empty) => std::thread::yield_now(),
+            Err(TryRecvError::Disconnected) => return None,
+        }
+    }
+    rx.recv().ok()
+}
 
 impl Dispatcher {
     #[inline]
@@ -187,12 +201,25 @@ impl Dispatcher {
             Err(_) => Vec::with_capacity(self.batch_size),
         };
         let metas = std::mem::replace(&mut self.bufs[shard], fresh);
-        // A closed channel means the worker is gone; the run reports it.
-        let _ = self.txs[shard].send(Batch {
+        let mut batch = Batch {
             now_ns: self.now,
             sent: Instant::now(),
             metas,
-        });
+        };
+        // Waking a parked thread costs microseconds, as much as handling a
+        // batch: spin (yielding) for a while before blocking.
+        for _ in 0..SPINS {
+            match self.txs[shard].try_send(batch) {
+                Ok(()) => return,
+                Err(TrySendError::Full(b)) => {
+                    batch = b;
+                    std::thread::yield_now();
+                }
+                // The worker is gone; the run reports it.
+                Err(TrySendError::Disconnected(_)) => return,
+            }
+        }
+        let _ = self.txs[shard].send(batch);
     }
 
     #[inline]
@@ -235,7 +262,7 @@ fn worker(
     let mut table = FlowTable::new(&cfg, max_flows);
     let mut update_ns = histogram();
     let mut queue_ns = histogram();
-    for mut batch in rx {
+    while let Some(mut batch) = recv_spinning(&rx) {
         let start = Instant::now();
         let _ = queue_ns.record(
             start

@@ -1,1 +1,432 @@
+//! The flow engine on captures the project synthesizes: exact counts,
+//! states, timeouts and orientation, and the same flows for any number of
+//! shards and any batch size.
 
+use std::net::IpAddr;
+use std::time::Duration;
+
+use vigil_proto::{ConnState, EndReason, TunnelType};
+use vigil_sensor::synth::{
+    self, BulkConfig, Encap, FrameSize, L4, PacketSpec, ProbeAnswer, Scenario, fragment_frames, tcp,
+};
+
+use crate::util::{FOREVER, config, corpus_dir, corpus_files, run_bytes, run_inputs};
+
+const T0: u64 = 1_700_000_000_000_000_000;
+const S: u64 = 1_000_000_000;
+const MS: u64 = 1_000_000;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn complete_tcp_session_is_one_sf_flow_with_exact_counts() {
+    let mut sc = Scenario::new();
+    sc.tcp_session(
+        T0,
+        ip("192.0.2.1"),
+        40000,
+        ip("198.51.100.2"),
+        443,
+        4,
+        100,
+        MS,
+    );
+    let (recs, report) = run_bytes(&sc.to_pcap_bytes(), &config(1, 256, FOREVER));
+    assert_eq!(report.packets, 10);
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    assert_eq!(
+        (r.src_ip, r.src_port, r.dst_ip, r.dst_port),
+        (ip("192.0.2.1"), Some(40000), ip("198.51.100.2"), Some(443))
+    );
+    // SYN, ACK, 2 data, FIN, ACK from the client; SYN-ACK, 2 data, FIN from the server.
+    assert_eq!((r.fwd_packets, r.rev_packets), (6, 4));
+    // IP bytes: 40 per bare segment, 140 per data segment.
+    assert_eq!(
+        (r.fwd_bytes, r.rev_bytes),
+        (4 * 40 + 2 * 140, 2 * 40 + 2 * 140)
+    );
+    assert_eq!(r.conn_state, ConnState::SF);
+    assert_eq!(r.history.as_str(), "ShADdFf");
+    assert_eq!(r.end_reason, EndReason::Fin);
+    assert_eq!(r.fwd_initial_tcp_flags, tcp::SYN);
+    assert_eq!(r.rev_initial_tcp_flags, tcp::SYN | tcp::ACK);
+    assert_eq!(r.fwd_tcp_flags, tcp::SYN | tcp::ACK | tcp::PSH | tcp::FIN);
+    assert_eq!(r.first_seen_ns, T0);
+    assert_eq!(r.last_seen_ns, T0 + 9 * MS);
+    assert_eq!(r.proto, 6);
+    assert!(r.tunnel.is_none());
+}
+
+#[test]
+fn probe_answers_give_zeek_states() {
+    let mut sc = Scenario::new();
+    let (a, v) = (ip("203.0.113.66"), ip("198.51.100.10"));
+    sc.tcp_probe(T0, a, 61000, v, 22, ProbeAnswer::Rst, MS);
+    sc.tcp_probe(T0, a, 61000, v, 80, ProbeAnswer::SynAck, MS);
+    sc.tcp_probe(T0, a, 61000, v, 81, ProbeAnswer::Silent, MS);
+    let (recs, _) = run_bytes(&sc.to_pcap_bytes(), &config(1, 256, FOREVER));
+    let state = |port| recs.iter().find(|r| r.dst_port == Some(port)).unwrap();
+    assert_eq!(state(22).conn_state, ConnState::REJ);
+    assert_eq!(state(22).end_reason, EndReason::Rst);
+    assert_eq!(state(80).conn_state, ConnState::RSTO);
+    assert_eq!(state(80).history.as_str(), "ShR");
+    assert_eq!(state(81).conn_state, ConnState::S0);
+    assert_eq!(state(81).end_reason, EndReason::EndOfInput);
+}
+
+#[test]
+fn syn_ack_first_flips_orientation() {
+    let mut sc = Scenario::new();
+    let (c, s) = (ip("192.0.2.7"), ip("198.51.100.7"));
+    sc.packet(
+        T0,
+        &PacketSpec::new(
+            s,
+            c,
+            L4::Tcp {
+                sport: 80,
+                dport: 5555,
+                flags: tcp::SYN | tcp::ACK,
+                seq: 0,
+                ack: 1,
+            },
+            0,
+        ),
+    );
+    sc.packet(
+        T0 + MS,
+        &PacketSpec::new(
+            c,
+            s,
+            L4::Tcp {
+                sport: 5555,
+                dport: 80,
+                flags: tcp::ACK,
+                seq: 1,
+                ack: 1,
+            },
+            0,
+        ),
+    );
+    let (recs, _) = run_bytes(&sc.to_pcap_bytes(), &config(1, 256, FOREVER));
+    assert_eq!(recs.len(), 1);
+    assert_eq!((recs[0].src_ip, recs[0].dst_port), (c, Some(80)));
+    assert_eq!(recs[0].history.as_str(), "^hA");
+}
+
+#[test]
+fn idle_timeout_splits_and_active_timeout_emits_interim_records() {
+    let (c, s) = (ip("192.0.2.1"), ip("198.51.100.53"));
+    // UDP every 10 s for 100 s, then a 40 s gap, then one more.
+    let mut sc = Scenario::new();
+    sc.udp_exchange(T0, c, 5000, s, 53, 30, 60, 10, 10 * S);
+    sc.udp_exchange(T0 + 130 * S, c, 5000, s, 53, 30, 60, 1, S);
+    let bytes = sc.to_pcap_bytes();
+
+    let mut cfg = config(1, 256, Duration::from_secs(30));
+    cfg.flow.active_timeout = Duration::from_secs(45);
+    let (recs, _) = run_bytes(&bytes, &cfg);
+    let reasons: Vec<EndReason> = recs.iter().map(|r| r.end_reason).collect();
+    // The first packet after 45 s closes the first record (10 packets); the
+    // second record ends idle at the 40 s gap; the last exchange is a new flow.
+    assert_eq!(
+        reasons,
+        [EndReason::Active, EndReason::Idle, EndReason::EndOfInput]
+    );
+    assert_eq!(recs[0].flow_id, recs[1].flow_id);
+    assert_ne!(recs[1].flow_id, recs[2].flow_id);
+    assert_eq!((recs[0].packets(), recs[1].packets()), (10, 10));
+    assert_eq!(recs[1].first_seen_ns, T0 + 50 * S);
+    assert_eq!(recs[2].packets(), 2);
+    assert!(recs.iter().all(|r| r.conn_state == ConnState::SF));
+}
+
+#[test]
+fn reused_four_tuple_with_new_isn_is_a_new_flow() {
+    let mut sc = Scenario::new();
+    let (c, s) = (ip("192.0.2.1"), ip("198.51.100.2"));
+    let syn = |seq| L4::Tcp {
+        sport: 1234,
+        dport: 80,
+        flags: tcp::SYN,
+        seq,
+        ack: 0,
+    };
+    sc.packet(T0, &PacketSpec::new(c, s, syn(100), 0));
+    sc.packet(T0 + S, &PacketSpec::new(c, s, syn(100), 0)); // retransmission
+    sc.packet(T0 + 2 * S, &PacketSpec::new(c, s, syn(900), 0)); // new connection
+    let (recs, _) = run_bytes(&sc.to_pcap_bytes(), &config(1, 256, FOREVER));
+    assert_eq!(recs.len(), 2);
+    assert_eq!(
+        (recs[0].fwd_packets, recs[0].end_reason),
+        (2, EndReason::Reused)
+    );
+    assert_eq!(recs[1].fwd_packets, 1);
+}
+
+#[test]
+fn fragmented_datagram_counts_once_with_its_whole_size() {
+    let mut sc = Scenario::new();
+    let mut spec = PacketSpec::new(
+        ip("192.0.2.1"),
+        ip("198.51.100.2"),
+        L4::Udp {
+            sport: 53,
+            dport: 4444,
+        },
+        3000,
+    );
+    spec.ip_id = 77;
+    let frames = fragment_frames(&spec, 1480);
+    assert_eq!(frames.len(), 3);
+    // Out of order: the last fragment first.
+    for (i, f) in frames.into_iter().rev().enumerate() {
+        sc.frame(T0 + i as u64 * MS, f);
+    }
+    let (recs, report) = run_bytes(&sc.to_pcap_bytes(), &config(1, 256, FOREVER));
+    assert_eq!(report.decode.fragments, 3);
+    assert_eq!(report.decode.reassembled, 1);
+    assert_eq!(recs.len(), 1);
+    assert_eq!((recs[0].fwd_packets, recs[0].fwd_bytes), (1, 20 + 8 + 3000));
+    assert_eq!((recs[0].src_port, recs[0].dst_port), (Some(53), Some(4444)));
+    assert_eq!(recs[0].first_seen_ns, T0 + 2 * MS);
+}
+
+#[test]
+fn tunnels_report_outer_and_inner_flows() {
+    let (a, b) = (ip("192.0.2.10"), ip("192.0.2.20"));
+    let (c, s) = (ip("10.1.1.1"), ip("10.2.2.2"));
+    for (encap, kind, outer_proto) in [
+        (
+            Encap::Vxlan {
+                outer_src: a,
+                outer_dst: b,
+            },
+            TunnelType::Vxlan,
+            17,
+        ),
+        (
+            Encap::Gre {
+                outer_src: a,
+                outer_dst: b,
+            },
+            TunnelType::Gre,
+            47,
+        ),
+        (
+            Encap::IpInIp {
+                outer_src: a,
+                outer_dst: b,
+            },
+            TunnelType::IpInIp,
+            4,
+        ),
+    ] {
+        let mut sc = Scenario::new();
+        let mut spec = PacketSpec::new(
+            c,
+            s,
+            L4::Tcp {
+                sport: 3333,
+                dport: 22,
+                flags: tcp::SYN,
+                seq: 1,
+                ack: 0,
+            },
+            0,
+        );
+        spec.encap = encap;
+        sc.packet(T0, &spec);
+        let (recs, _) = run_bytes(&sc.to_pcap_bytes(), &config(1, 256, FOREVER));
+        assert_eq!(recs.len(), 2, "{kind:?}");
+        let outer = recs.iter().find(|r| r.proto == outer_proto).unwrap();
+        assert_eq!((outer.src_ip, outer.dst_ip, outer.tunnel), (a, b, None));
+        let inner = recs.iter().find(|r| r.proto == 6).unwrap();
+        assert_eq!((inner.src_ip, inner.dst_port), (c, Some(22)));
+        let t = inner.tunnel.expect("inner flow carries its tunnel");
+        assert_eq!((t.kind, t.outer_src, t.outer_dst), (kind, a, b));
+    }
+}
+
+#[test]
+fn vlan_and_mpls_are_decoded_and_vlan_keys_the_flow() {
+    let (c, s) = (ip("192.0.2.1"), ip("198.51.100.1"));
+    let mut sc = Scenario::new();
+    for (vlan, encap) in [
+        ([10, 20], Encap::None),
+        ([10, 0], Encap::None),
+        ([0, 0], Encap::Mpls(1000)),
+    ] {
+        let mut spec = PacketSpec::new(
+            c,
+            s,
+            L4::Icmp {
+                icmp_type: 8,
+                code: 0,
+                id: 1,
+                seq: 1,
+            },
+            32,
+        );
+        spec.vlan = vlan;
+        spec.encap = encap;
+        sc.packet(T0, &spec);
+    }
+    let (recs, report) = run_bytes(&sc.to_pcap_bytes(), &config(1, 256, FOREVER));
+    assert_eq!(report.decode.error_total(), 0);
+    let mut vlans: Vec<Vec<u16>> = recs.iter().map(|r| r.vlan.as_slice().to_vec()).collect();
+    vlans.sort();
+    assert_eq!(vlans, [vec![], vec![10], vec![10, 20]]);
+    assert!(
+        recs.iter()
+            .all(|r| r.src_port.is_none() && r.conn_state == ConnState::OTH)
+    );
+    // Echo request: the Community ID pairs type 8 with its reply type 0.
+    assert!(
+        recs.iter()
+            .all(|r| r.community_id.to_string().starts_with("1:"))
+    );
+}
+
+#[test]
+fn a_full_table_evicts_and_counts() {
+    let cfg_bulk = BulkConfig {
+        packets: 2_000,
+        flows: 500,
+        frame: FrameSize::Fixed(64),
+        ..BulkConfig::default()
+    };
+    let mut bytes = Vec::new();
+    synth::write_bulk(&cfg_bulk, &mut bytes).unwrap();
+    let mut cfg = config(1, 64, FOREVER);
+    cfg.flow.max_flows = 100;
+    let (recs, report) = run_bytes(&bytes, &cfg);
+    assert!(report.table.evicted > 0);
+    assert_eq!(
+        report.table.evicted,
+        recs.iter()
+            .filter(|r| r.end_reason == EndReason::Evicted)
+            .count() as u64
+    );
+    // Eviction loses no packet: every packet is in some record.
+    assert_eq!(recs.iter().map(|r| r.packets()).sum::<u64>(), 2_000);
+}
+
+fn fingerprint(recs: &[vigil_proto::FlowRecord]) -> Vec<String> {
+    let mut v: Vec<String> = recs
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Asserts equal record sets, showing only the first differences.
+fn assert_same(a: &[String], b: &[String], what: &str) {
+    if a == b {
+        return;
+    }
+    let only_a: Vec<&String> = a
+        .iter()
+        .filter(|x| b.binary_search(x).is_err())
+        .take(3)
+        .collect();
+    let only_b: Vec<&String> = b
+        .iter()
+        .filter(|x| a.binary_search(x).is_err())
+        .take(3)
+        .collect();
+    panic!(
+        "{what}: {} vs {} records\nonly in first: {only_a:#?}\nonly in second: {only_b:#?}",
+        a.len(),
+        b.len()
+    );
+}
+
+#[test]
+fn same_flows_for_any_shard_count_and_batch_size_on_synthetic_traffic() {
+    let cfg_bulk = BulkConfig {
+        packets: 60_000,
+        flows: 3_000,
+        frame: FrameSize::Imix,
+        ..BulkConfig::default()
+    };
+    let mut bytes = Vec::new();
+    synth::write_bulk(&cfg_bulk, &mut bytes).unwrap();
+    let mut demo = synth::demo_scenario(3).to_pcap_bytes();
+    let inputs_sets: [&[u8]; 2] = [&bytes, &mut demo];
+    for bytes in inputs_sets {
+        let timeout = Duration::from_secs(30);
+        let base = fingerprint(&run_bytes(bytes, &config(1, 256, timeout)).0);
+        assert!(!base.is_empty());
+        for (w, b) in [(2, 256), (1, 1), (2, 1), (3, 7)] {
+            let other = fingerprint(&run_bytes(bytes, &config(w, b, timeout)).0);
+            assert_same(&base, &other, &format!("workers {w}, batch {b}"));
+        }
+    }
+}
+
+#[test]
+fn same_flows_for_one_and_two_workers_and_batch_sizes_on_the_corpus() {
+    let Some(dir) = corpus_dir() else { return };
+    for f in corpus_files(&dir) {
+        let inputs = [vigil_sensor::pipeline::Input::File(f.clone())];
+        let base = fingerprint(&run_inputs(&inputs, &config(1, 256, FOREVER)).0);
+        for (w, b) in [(2, 256), (1, 1), (2, 1)] {
+            let other = fingerprint(&run_inputs(&inputs, &config(w, b, FOREVER)).0);
+            assert_same(
+                &base,
+                &other,
+                &format!("{}: workers {w}, batch {b}", f.display()),
+            );
+        }
+        // Default timeouts too, so that expiry is exercised on real traffic.
+        let d = Duration::from_secs(60);
+        let base = fingerprint(&run_inputs(&inputs, &config(1, 256, d)).0);
+        let other = fingerprint(&run_inputs(&inputs, &config(2, 1, d)).0);
+        assert_same(&base, &other, &format!("{}: default timeouts", f.display()));
+    }
+}
+
+#[test]
+fn no_capture_in_the_corpus_panics_and_damage_is_reported() {
+    let Some(dir) = corpus_dir() else { return };
+    for f in corpus_files(&dir) {
+        let (_, report) = run_inputs(
+            &[vigil_sensor::pipeline::Input::File(f.clone())],
+            &config(2, 32, FOREVER),
+        );
+        let name = f.file_name().unwrap().to_string_lossy();
+        if name.contains("bug-6875") {
+            assert_eq!(report.input_errors.len(), 1, "{name}");
+            assert_eq!(report.input_errors[0].offset(), Some(228));
+        } else {
+            assert!(
+                report.input_errors.is_empty(),
+                "{name}: {:?}",
+                report.input_errors
+            );
+        }
+    }
+}
+
+#[test]
+fn demo_scenario_is_deterministic() {
+    assert_eq!(
+        synth::demo_scenario(9).to_pcap_bytes(),
+        synth::demo_scenario(9).to_pcap_bytes()
+    );
+    let mut a = Vec::new();
+    let mut b = Vec::new();
+    let cfg = BulkConfig {
+        packets: 1000,
+        flows: 10,
+        ..BulkConfig::default()
+    };
+    synth::write_bulk(&cfg, &mut a).unwrap();
+    synth::write_bulk(&cfg, &mut b).unwrap();
+    assert_eq!(a, b);
+}

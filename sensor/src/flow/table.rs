@@ -13,6 +13,12 @@
 //!   its flow idle for longer than the timeout ends it before starting a new
 //!   one, whether or not the wheel already got there, so the records are the
 //!   same for any batch size and shard count;
+//! - the active timeout is applied when a packet arrives more than the
+//!   timeout after the start of its flow's current record: the record so far
+//!   is emitted (`active`) and the packet starts the next one. The wheel only
+//!   expires idle flows, so a flow's last record always carries the reason it
+//!   ended (idle, fin, rst, …) and the output does not depend on when the
+//!   wheel happens to run;
 //! - nothing here allocates per packet once the slab, index and wheel have
 //!   grown to the working set.
 
@@ -605,11 +611,6 @@ impl FlowTable {
                     };
                     self.end(slot, reason);
                     continue;
-                }
-                if f.pkts[0] + f.pkts[1] > 0
-                    && now_ns > f.first_ns.saturating_add(self.timeouts.active)
-                {
-                    self.interim(slot);
                 }
                 let due = self.due(self.flow(slot));
                 self.schedule(slot, generation, due);

@@ -1,1 +1,132 @@
-fn main() {}
+//! Criterion benchmarks of the hot path, each beside a naive peer in the
+//! same run: decoding (Vigil's decoder against etherparse's full
+//! `SlicedPacket`) and flow update (Vigil's table against a std `HashMap`
+//! keyed by the 5-tuple with the default SipHash).
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::net::IpAddr;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use vigil_sensor::capture::{CaptureReader, LinkType, RawPacket};
+use vigil_sensor::decode::{Decoder, PacketMeta};
+use vigil_sensor::flow::FlowConfig;
+use vigil_sensor::flow::table::FlowTable;
+use vigil_sensor::synth::{BulkConfig, FrameSize, write_bulk};
+
+const PACKETS: u64 = 200_000;
+const FLOWS: u64 = 20_000;
+
+fn frames(frame: FrameSize) -> Vec<(u64, Vec<u8>)> {
+    let cfg = BulkConfig {
+        packets: PACKETS,
+        flows: FLOWS,
+        frame,
+        ..BulkConfig::default()
+    };
+    let mut file = Vec::new();
+    write_bulk(&cfg, &mut file).expect("synthesize");
+    let mut r = CaptureReader::new(&file[..], "bench").expect("read");
+    let mut v = Vec::new();
+    while let Some(p) = r.next_packet().expect("packet") {
+        v.push((p.ts_ns, p.data.to_vec()));
+    }
+    v
+}
+
+fn metas(frames: &[(u64, Vec<u8>)]) -> Vec<PacketMeta> {
+    let mut d = Decoder::new();
+    let mut v = Vec::with_capacity(frames.len());
+    for (ts, f) in frames {
+        let p = RawPacket {
+            ts_ns: *ts,
+            link: LinkType::Ethernet,
+            orig_len: f.len() as u32,
+            data: f,
+        };
+        d.decode(&p, &mut |m: &PacketMeta| v.push(*m));
+    }
+    v
+}
+
+fn decode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decode");
+    for (name, size) in [("64B", FrameSize::Fixed(64)), ("imix", FrameSize::Imix)] {
+        let fr = frames(size);
+        g.throughput(Throughput::Elements(fr.len() as u64));
+        g.bench_function(format!("vigil/{name}"), |b| {
+            let mut d = Decoder::new();
+            b.iter(|| {
+                let mut sum = 0u64;
+                for (ts, f) in &fr {
+                    let p = RawPacket {
+                        ts_ns: *ts,
+                        link: LinkType::Ethernet,
+                        orig_len: f.len() as u32,
+                        data: f,
+                    };
+                    d.decode(&p, &mut |m: &PacketMeta| sum = sum.wrapping_add(m.hash));
+                }
+                black_box(sum)
+            })
+        });
+        g.bench_function(format!("etherparse-sliced-packet/{name}"), |b| {
+            b.iter(|| {
+                let mut n = 0u64;
+                for (_, f) in &fr {
+                    if let Ok(p) = etherparse::SlicedPacket::from_ethernet(f) {
+                        n += u64::from(p.transport.is_some());
+                    }
+                }
+                black_box(n)
+            })
+        });
+    }
+    g.finish();
+}
+
+type NaiveKey = (IpAddr, u16, IpAddr, u16, u8);
+
+fn flow_update(c: &mut Criterion) {
+    let fr = frames(FrameSize::Fixed(64));
+    let ms = metas(&fr);
+    let mut g = c.benchmark_group("flow_update");
+    g.throughput(Throughput::Elements(ms.len() as u64));
+    g.bench_function("vigil-table", |b| {
+        b.iter_batched(
+            || FlowTable::new(&FlowConfig::default(), 1_000_000),
+            |mut t| {
+                for m in &ms {
+                    t.process(m);
+                }
+                black_box(t.len())
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("std-hashmap-siphash", |b| {
+        b.iter_batched(
+            HashMap::<NaiveKey, [u64; 4]>::new,
+            |mut t| {
+                for m in &ms {
+                    let k = m.key;
+                    let key = (k.lo_addr(), k.port_lo, k.hi_addr(), k.port_hi, k.proto);
+                    let e = t.entry(key).or_insert([0; 4]);
+                    let d = usize::from(!m.src_is_lo);
+                    e[d] += 1;
+                    e[2 + d] += u64::from(m.ip_bytes);
+                }
+                black_box(t.len())
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20);
+    targets = decode, flow_update
+}
+criterion_main!(benches);

@@ -125,7 +125,7 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
             let mut sink = |_: &[vigil_proto::FlowRecord]| Ok(());
             runs.push(pipeline::run(&inputs, &cfg, &mut sink, None)?);
         }
-        runs.sort_by(|x, y| x.elapsed.cmp(&y.elapsed));
+        runs.sort_by_key(|x| x.elapsed);
         let r = &runs[runs.len() / 2];
         let t = &r.timings;
         let per_flow = r.table_bytes.checked_div(r.flows_at_end).unwrap_or(0);

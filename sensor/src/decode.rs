@@ -710,11 +710,10 @@ impl Decoder {
                                 // Transport conversations are keyed on the final
                                 // destination, as Wireshark keys them; other
                                 // protocols keep the header's addresses.
-                                if matches!(s.payload().ip_number.0, 6 | 17 | 132) {
-                                    if let Some(final_dst) = routing_final_destination(r.payload())
-                                    {
-                                        dst = final_dst;
-                                    }
+                                if matches!(s.payload().ip_number.0, 6 | 17 | 132)
+                                    && let Some(final_dst) = routing_final_destination(r.payload())
+                                {
+                                    dst = final_dst;
                                 }
                             }
                             Ipv6ExtensionSlice::DestinationOptions(o) => {

@@ -11,5 +11,7 @@ pub mod capture;
 pub mod decode;
 pub mod export;
 pub mod flow;
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
 pub mod pipeline;
 pub mod synth;

@@ -16,7 +16,7 @@
 //! reader sends each shard the current time, so idle shards expire flows too.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +27,7 @@ use hdrhistogram::Histogram;
 use thiserror::Error;
 use vigil_proto::{EndReason, FlowRecord};
 
+use crate::capture::pcap_file::ByteSource;
 use crate::capture::{CaptureError, CaptureReader};
 use crate::decode::{DecodeStats, Decoder, PacketMeta};
 use crate::flow::FlowConfig;
@@ -388,8 +389,8 @@ pub fn run(
                         source,
                     }),
                 },
-                Input::Memory { bytes, .. } => {
-                    CaptureReader::new(*bytes, input.name()).and_then(|r| {
+                Input::Memory { bytes, .. } => CaptureReader::from_slice(bytes, input.name())
+                    .and_then(|r| {
                         read_all(
                             r,
                             &mut decoder,
@@ -400,8 +401,7 @@ pub fn run(
                             progress,
                             done_bytes,
                         )
-                    })
-                }
+                    }),
             };
             match res {
                 Ok(consumed) => done_bytes += consumed,
@@ -443,8 +443,8 @@ const PROGRESS_EVERY: u64 = 1 << 16;
 
 /// Reads one input to its end; returns the bytes consumed.
 #[allow(clippy::too_many_arguments)]
-fn read_all<R: Read>(
-    mut reader: CaptureReader<R>,
+fn read_all<S: ByteSource>(
+    mut reader: CaptureReader<S>,
     decoder: &mut Decoder,
     disp: &mut Dispatcher,
     report: &mut RunReport,
@@ -454,10 +454,7 @@ fn read_all<R: Read>(
     done_before: u64,
 ) -> Result<u64, CaptureError> {
     let mut t0 = Instant::now();
-    loop {
-        let Some(pkt) = reader.next_packet()? else {
-            break;
-        };
+    while let Some(pkt) = reader.next_packet()? {
         report.packets += 1;
         report.wire_bytes += u64::from(pkt.orig_len);
         let ts = pkt.ts_ns;
@@ -465,12 +462,12 @@ fn read_all<R: Read>(
         // The clock moves after the packet is queued, so a tick never runs
         // ahead of packets still in the reader's hands.
         disp.clock(ts);
-        if report.packets % TIMING_EVERY == 0 {
+        if report.packets.is_multiple_of(TIMING_EVERY) {
             let now = Instant::now();
             let _ =
                 decode_ns.record((now.duration_since(t0).as_nanos() as u64 / TIMING_EVERY).max(1));
             t0 = now;
-            if report.packets % PROGRESS_EVERY == 0 {
+            if report.packets.is_multiple_of(PROGRESS_EVERY) {
                 if let Some(p) = progress {
                     p(done_before + reader.offset());
                 }

@@ -579,7 +579,7 @@ fn bulk_packet(f: &BulkFlow, k: u64, len: u64, frame: FrameSize, rng: &mut Rng) 
         FrameSize::Fixed(n) => n,
         FrameSize::Imix => IMIX[rng.below(12) as usize],
     };
-    let to_server = k % 2 == 0;
+    let to_server = k.is_multiple_of(2);
     let (src, dst) = if to_server {
         (f.client, f.server)
     } else {

@@ -1,1 +1,240 @@
+//! The `vigil` binary as users run it: formats, summaries, exit codes and
+//! error messages.
 
+use std::path::Path;
+use std::process::{Command, Output};
+
+use vigil_sensor::synth::{Scenario, demo_scenario};
+
+fn vigil(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(args)
+        .output()
+        .expect("run vigil")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn sample(dir: &Path) -> std::path::PathBuf {
+    let mut sc = Scenario::new();
+    let t = 1_700_000_000_000_000_000u64;
+    sc.tcp_session(
+        t,
+        "192.0.2.1".parse().unwrap(),
+        40000,
+        "198.51.100.2".parse().unwrap(),
+        443,
+        4,
+        100,
+        1_000_000,
+    );
+    sc.udp_exchange(
+        t,
+        "192.0.2.1".parse().unwrap(),
+        5353,
+        "198.51.100.53".parse().unwrap(),
+        53,
+        40,
+        90,
+        2,
+        1_000_000,
+    );
+    let p = dir.join("sample.pcap");
+    std::fs::write(&p, sc.to_pcap_bytes()).unwrap();
+    p
+}
+
+#[test]
+fn flows_jsonl_follows_the_contract_and_summarizes_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = sample(dir.path());
+    let o = vigil(&["flows", "-r", p.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8(o.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    let tcp = lines.iter().find(|v| v["proto"] == "tcp").unwrap();
+    for k in [
+        "flow_id",
+        "first_seen",
+        "last_seen",
+        "proto",
+        "src_ip",
+        "src_port",
+        "dst_ip",
+        "dst_port",
+        "vlan",
+        "fwd_packets",
+        "fwd_bytes",
+        "rev_packets",
+        "rev_bytes",
+        "fwd_tcp_flags",
+        "rev_tcp_flags",
+        "conn_state",
+        "history",
+        "end_reason",
+        "community_id",
+        "tunnel",
+    ] {
+        assert!(tcp.get(k).is_some(), "missing field {k}");
+    }
+    assert_eq!(tcp["first_seen"], "2023-11-14T22:13:20.000000000Z");
+    assert_eq!(tcp["conn_state"], "SF");
+    let err = stderr(&o);
+    assert!(
+        err.contains("packets: 14") && err.contains("flows: 2") && err.contains("Mpps"),
+        "{err}"
+    );
+}
+
+#[test]
+fn csv_table_and_null_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = sample(dir.path());
+    let out = dir.path().join("flows.csv");
+    let o = vigil(&[
+        "flows",
+        "-q",
+        "-r",
+        p.to_str().unwrap(),
+        "--format",
+        "csv",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stderr.is_empty(), "-q prints nothing: {}", stderr(&o));
+    let csv = std::fs::read_to_string(&out).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next().unwrap(), vigil_sensor::export::CSV_HEADER);
+    assert_eq!(lines.clone().count(), 2);
+    assert!(lines.all(|l| l.split(',').count() == 24));
+
+    let o = vigil(&[
+        "flows",
+        "-q",
+        "-r",
+        p.to_str().unwrap(),
+        "--format",
+        "table",
+    ]);
+    let table = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        table.starts_with("first_seen") && table.contains("192.0.2.1:40000"),
+        "{table}"
+    );
+
+    let o = vigil(&["flows", "-q", "-r", p.to_str().unwrap(), "--format", "null"]);
+    assert!(o.status.success() && o.stdout.is_empty());
+}
+
+#[test]
+fn truncated_file_keeps_earlier_flows_names_file_and_offset_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = sample(dir.path());
+    let mut bytes = std::fs::read(&p).unwrap();
+    let cut = bytes.len() - 30;
+    bytes.truncate(cut);
+    let bad = dir.path().join("cut.pcap");
+    std::fs::write(&bad, &bytes).unwrap();
+    let mut other = Scenario::new();
+    other.icmp_echo(
+        1_700_000_100_000_000_000,
+        "192.0.2.9".parse().unwrap(),
+        "198.51.100.9".parse().unwrap(),
+        7,
+        2,
+        1000,
+    );
+    let good = dir.path().join("good.pcap");
+    std::fs::write(&good, other.to_pcap_bytes()).unwrap();
+    let o = vigil(&[
+        "flows",
+        "-r",
+        bad.to_str().unwrap(),
+        "-r",
+        good.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("cut.pcap") && err.contains("truncated at byte offset"),
+        "{err}"
+    );
+    // Flows from before the damage (TCP and UDP), and the second file's, are written.
+    let out = String::from_utf8(o.stdout).unwrap();
+    let protos: Vec<String> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["proto"].to_string())
+        .collect();
+    assert_eq!(protos.len(), 3, "{out}");
+    assert!(protos.contains(&"\"icmp\"".to_string()) && protos.contains(&"\"tcp\"".to_string()));
+}
+
+#[test]
+fn missing_file_and_bad_arguments_have_clear_errors_and_exit_codes() {
+    let o = vigil(&["flows", "-r", "/nonexistent/x.pcap"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("/nonexistent/x.pcap"), "{}", stderr(&o));
+
+    let o = vigil(&["flows", "-r", "x.pcap", "--idle-timeout", "0s"]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(stderr(&o).contains("greater than zero"), "{}", stderr(&o));
+
+    let o = vigil(&["flows", "-r", "x.pcap", "--format", "xml"]);
+    assert_eq!(o.status.code(), Some(64));
+
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pcap");
+    std::fs::write(&junk, b"this is not a capture file at all").unwrap();
+    let o = vigil(&["flows", "-r", junk.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("not a pcap or pcapng file"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn demo_prints_a_traffic_summary() {
+    let o = vigil(&["demo"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        out.contains("traffic:") && out.contains("top sources by flows"),
+        "{out}"
+    );
+    // The scanner stands out by flows.
+    assert!(out.contains("203.0.113.66"), "{out}");
+    // Same capture as the library builds.
+    assert!(!demo_scenario(7).is_empty());
+}
+
+#[test]
+fn bench_reports_rates_for_each_worker_count() {
+    let o = vigil(&[
+        "bench",
+        "--packets",
+        "20000",
+        "--flows",
+        "500",
+        "--runs",
+        "1",
+        "--worker-counts",
+        "1,2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.contains("Mpps") && out.contains("B/flow"), "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.contains("runs (Mpps")).count(),
+        2,
+        "{out}"
+    );
+}

@@ -144,8 +144,23 @@ impl fmt::Display for Corruption {
     }
 }
 
-/// A refillable window over a reader, tracking absolute offsets.
-struct Input<R> {
+/// Where a capture reader gets its bytes: a window that can be refilled,
+/// with absolute offsets for error messages.
+pub trait ByteSource {
+    /// Makes at least `need` bytes available unless the input ends first;
+    /// returns how many are available.
+    fn fill(&mut self, need: usize) -> io::Result<usize>;
+    /// The bytes available now.
+    fn available(&self) -> &[u8];
+    /// Drops `n` available bytes.
+    fn consume(&mut self, n: usize);
+    /// Offset of the first available byte in the file.
+    fn offset(&self) -> u64;
+}
+
+/// Reads through one large buffer (1 MiB, grown only for larger blocks).
+#[derive(Debug)]
+pub struct ReadSource<R> {
     inner: R,
     buf: Vec<u8>,
     pos: usize,
@@ -155,9 +170,9 @@ struct Input<R> {
     eof: bool,
 }
 
-impl<R: Read> Input<R> {
+impl<R: Read> ReadSource<R> {
     fn new(inner: R) -> Self {
-        Input {
+        ReadSource {
             inner,
             buf: vec![0; BUF_LEN],
             pos: 0,
@@ -166,7 +181,9 @@ impl<R: Read> Input<R> {
             eof: false,
         }
     }
+}
 
+impl<R: Read> ByteSource for ReadSource<R> {
     fn offset(&self) -> u64 {
         self.base + self.pos as u64
     }
@@ -175,8 +192,6 @@ impl<R: Read> Input<R> {
         &self.buf[self.pos..self.end]
     }
 
-    /// Makes at least `need` bytes available unless the input ends first;
-    /// returns how many are available.
     fn fill(&mut self, need: usize) -> io::Result<usize> {
         if self.end - self.pos >= need || self.eof {
             return Ok(self.end - self.pos);
@@ -206,6 +221,31 @@ impl<R: Read> Input<R> {
 
     fn consume(&mut self, n: usize) {
         self.pos += n;
+    }
+}
+
+/// A capture already in memory: packets borrow it directly, nothing is copied.
+#[derive(Debug)]
+pub struct SliceSource<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl ByteSource for SliceSource<'_> {
+    fn fill(&mut self, _need: usize) -> io::Result<usize> {
+        Ok(self.data.len() - self.pos)
+    }
+
+    fn available(&self) -> &[u8] {
+        &self.data[self.pos..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos += n;
+    }
+
+    fn offset(&self) -> u64 {
+        self.pos as u64
     }
 }
 
@@ -252,8 +292,8 @@ enum Format {
 }
 
 /// Reads pcap and pcapng files.
-pub struct CaptureReader<R> {
-    input: Input<R>,
+pub struct CaptureReader<S> {
+    input: S,
     format: Format,
     path: PathBuf,
     /// Bytes of the previously returned record, consumed on the next call.
@@ -262,7 +302,7 @@ pub struct CaptureReader<R> {
     last_ts: u64,
 }
 
-impl<R> fmt::Debug for CaptureReader<R> {
+impl<S> fmt::Debug for CaptureReader<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CaptureReader")
             .field("path", &self.path)
@@ -271,7 +311,7 @@ impl<R> fmt::Debug for CaptureReader<R> {
     }
 }
 
-impl CaptureReader<File> {
+impl CaptureReader<ReadSource<File>> {
     /// Opens a capture file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, CaptureError> {
         let path = path.as_ref();
@@ -296,11 +336,22 @@ fn u32_at(b: &[u8], swapped: bool) -> u32 {
 const PCAPNG_SHB: u32 = 0x0A0D_0D0A;
 const PCAPNG_BOM: u32 = 0x1A2B_3C4D;
 
-impl<R: Read> CaptureReader<R> {
+impl<R: Read> CaptureReader<ReadSource<R>> {
     /// Reads the file header from `inner`; `path` names the file in errors.
     pub fn new(inner: R, path: impl Into<PathBuf>) -> Result<Self, CaptureError> {
-        let path = path.into();
-        let mut input = Input::new(inner);
+        CaptureReader::with_source(ReadSource::new(inner), path.into())
+    }
+}
+
+impl<'a> CaptureReader<SliceSource<'a>> {
+    /// Reads a capture held in memory without copying its packets.
+    pub fn from_slice(data: &'a [u8], name: impl Into<PathBuf>) -> Result<Self, CaptureError> {
+        CaptureReader::with_source(SliceSource { data, pos: 0 }, name.into())
+    }
+}
+
+impl<S: ByteSource> CaptureReader<S> {
+    fn with_source(mut input: S, path: PathBuf) -> Result<Self, CaptureError> {
         let io_err = |path: &Path| {
             let path = path.to_owned();
             move |source| CaptureError::Io { path, source }
@@ -537,7 +588,7 @@ impl<R: Read> CaptureReader<R> {
         let head = self.input.available();
         let btype = u32_at(head, swapped);
         let blen = u32_at(&head[4..], swapped);
-        if blen < 12 || blen % 4 != 0 || blen > MAX_BLOCK_LEN {
+        if blen < 12 || !blen.is_multiple_of(4) || blen > MAX_BLOCK_LEN {
             return Err(self.corrupt(offset, Corruption::BadBlockLength(blen)));
         }
         let total = blen as usize;
@@ -775,7 +826,9 @@ mod tests {
         out
     }
 
-    fn read_all(bytes: &[u8]) -> Result<Vec<(u64, u32, Vec<u8>, LinkType)>, CaptureError> {
+    type Packets = Vec<(u64, u32, Vec<u8>, LinkType)>;
+
+    fn read_all(bytes: &[u8]) -> Result<Packets, CaptureError> {
         let mut r = CaptureReader::new(bytes, "mem")?;
         let mut v = Vec::new();
         while let Some(p) = r.next_packet()? {
@@ -848,7 +901,7 @@ mod tests {
 
     fn block(btype: u32, body: &[u8]) -> Vec<u8> {
         let mut body = body.to_vec();
-        while body.len() % 4 != 0 {
+        while !body.len().is_multiple_of(4) {
             body.push(0);
         }
         let len = body.len() as u32 + 12;
@@ -938,6 +991,37 @@ mod tests {
         f.extend(bad);
         let err = read_all(&f).unwrap_err();
         assert_eq!(err.offset(), Some(at));
+    }
+
+    #[test]
+    fn slice_and_buffered_readers_agree_including_damage() {
+        let mut f = shb();
+        f.extend(idb(1, Some(9)));
+        for i in 0..50u64 {
+            f.extend(epb(
+                0,
+                i * 1000,
+                &vec![i as u8; (i as usize * 37) % 300 + 1],
+            ));
+        }
+        f.truncate(f.len() - 7);
+        let mut a = CaptureReader::new(&f[..], "x").unwrap();
+        let mut b = CaptureReader::from_slice(&f, "x").unwrap();
+        loop {
+            match (a.next_packet(), b.next_packet()) {
+                (Ok(Some(p)), Ok(Some(q))) => assert_eq!((p.ts_ns, p.data), (q.ts_ns, q.data)),
+                (Err(e1), Err(e2)) => {
+                    assert_eq!(e1.offset(), e2.offset());
+                    assert_eq!(e1.to_string(), e2.to_string());
+                    break;
+                }
+                (x, y) => panic!(
+                    "readers disagree: {:?} vs {:?}",
+                    x.map(|p| p.map(|p| p.ts_ns)),
+                    y.map(|p| p.map(|p| p.ts_ns))
+                ),
+            }
+        }
     }
 
     #[test]

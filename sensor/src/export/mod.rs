@@ -89,7 +89,7 @@ impl<W: Write> RecordWriter<W> {
             Format::Csv => writeln!(self.out, "{CSV_HEADER}"),
             Format::Table => writeln!(
                 self.out,
-                "{:<30} {:<7} {:<46} {:<46} {:>8} {:>10} {:>8} {:>10} {:<7} {:<12} {}",
+                "{:<30} {:<7} {:<46} {:<46} {:>8} {:>10} {:>8} {:>10} {:<7} {:<12} end",
                 "first_seen",
                 "proto",
                 "src",
@@ -99,8 +99,7 @@ impl<W: Write> RecordWriter<W> {
                 "rev_pkts",
                 "rev_bytes",
                 "state",
-                "history",
-                "end"
+                "history"
             ),
             _ => Ok(()),
         }

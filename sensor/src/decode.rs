@@ -1013,3 +1013,292 @@ impl Decoder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::{L4, PacketSpec, ip_packet, tcp};
+
+    fn udp_packet() -> Vec<u8> {
+        let spec = PacketSpec::new(
+            "192.0.2.1".parse().unwrap(),
+            "198.51.100.2".parse().unwrap(),
+            L4::Udp {
+                sport: 1111,
+                dport: 53,
+            },
+            20,
+        );
+        let mut v = Vec::new();
+        ip_packet(&spec, &mut v);
+        v
+    }
+
+    fn decode(link: LinkType, frame: &[u8]) -> (Vec<PacketMeta>, DecodeStats) {
+        let mut d = Decoder::new();
+        let mut out = Vec::new();
+        let p = RawPacket {
+            ts_ns: 1,
+            link,
+            orig_len: frame.len() as u32,
+            data: frame,
+        };
+        d.decode(&p, &mut |m: &PacketMeta| out.push(*m));
+        (out, d.stats)
+    }
+
+    fn ether(et: u16, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&et.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn every_link_type_reaches_ip() {
+        let ip = udp_packet();
+        let mut sll = vec![0u8; 14];
+        sll.extend_from_slice(&0x0800u16.to_be_bytes());
+        sll.extend_from_slice(&ip);
+        let mut sll2 = 0x0800u16.to_be_bytes().to_vec();
+        sll2.extend_from_slice(&[0u8; 18]);
+        sll2.extend_from_slice(&ip);
+        let mut null_le = 2u32.to_le_bytes().to_vec();
+        null_le.extend_from_slice(&ip);
+        let mut loop_be = 2u32.to_be_bytes().to_vec();
+        loop_be.extend_from_slice(&ip);
+        let mut ppp = vec![0xff, 0x03, 0x00, 0x21];
+        ppp.extend_from_slice(&ip);
+        let mut hdlc = vec![0x0f, 0x00, 0x08, 0x00];
+        hdlc.extend_from_slice(&ip);
+        let mut mpacket = vec![0x55; 7];
+        mpacket.push(0xd5);
+        mpacket.extend_from_slice(&ether(0x0800, &ip));
+        let mut snap = vec![0u8; 12];
+        snap.extend_from_slice(&((ip.len() + 8) as u16).to_be_bytes());
+        snap.extend_from_slice(&[0xaa, 0xaa, 0x03, 0, 0, 0, 0x08, 0x00]);
+        snap.extend_from_slice(&ip);
+        let mut pppoe = vec![0x11, 0, 0, 1, 0, 0, 0x00, 0x21];
+        pppoe.extend_from_slice(&ip);
+        for (link, frame) in [
+            (LinkType::Ethernet, ether(0x0800, &ip)),
+            (LinkType::Ethernet, snap),
+            (LinkType::Ethernet, ether(0x8864, &pppoe)),
+            (LinkType::Raw, ip.clone()),
+            (LinkType::Ipv4, ip.clone()),
+            (LinkType::LinuxSll, sll),
+            (LinkType::LinuxSll2, sll2),
+            (LinkType::Null, null_le),
+            (LinkType::Loop, loop_be),
+            (LinkType::Ppp, ppp),
+            (LinkType::CiscoHdlc, hdlc),
+            (LinkType::EthernetMpacket, mpacket),
+        ] {
+            let (metas, stats) = decode(link, &frame);
+            assert_eq!(metas.len(), 1, "{link:?}: {stats:?}");
+            let k = metas[0].key;
+            assert_eq!((k.proto, k.port_lo, k.port_hi), (17, 1111, 53), "{link:?}");
+            assert_eq!(metas[0].ip_bytes, 20 + 8 + 20);
+        }
+        let (metas, stats) = decode(LinkType::Other(147), &ip);
+        assert!(metas.is_empty());
+        assert_eq!(stats.errors[DecodeError::UnsupportedLinkType as usize], 1);
+    }
+
+    #[test]
+    fn truncation_at_every_length_is_counted_never_panics() {
+        let frame = ether(0x8100, &{
+            let mut v = vec![0, 5, 0x08, 0x00];
+            v.extend_from_slice(&udp_packet());
+            v
+        });
+        for cut in 0..frame.len() {
+            let (metas, stats) = decode(LinkType::Ethernet, &frame[..cut]);
+            assert!(metas.is_empty() || cut >= 14 + 4 + 28, "cut {cut}");
+            assert_eq!(stats.frames, 1);
+            assert!(
+                metas.len() + (stats.error_total() as usize) == 1,
+                "cut {cut}: {stats:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn tcp_option_layouts() {
+        assert!(tcp_options_valid(&[]));
+        assert!(tcp_options_valid(&[2, 4, 5, 0xb4, 1, 3, 3, 7, 4, 2, 0, 0]));
+        assert!(tcp_options_valid(&[1, 1, 5, 10, 0, 0, 0, 1, 0, 0, 0, 2]));
+        assert!(!tcp_options_valid(&[1, 1, 5, 2])); // empty SACK
+        assert!(!tcp_options_valid(&[2, 3, 0])); // MSS of the wrong size
+        assert!(!tcp_options_valid(&[30, 0])); // zero length
+        assert!(!tcp_options_valid(&[30, 9, 0, 0])); // past the header
+        assert!(!tcp_options_valid(&[30])); // no length byte
+    }
+
+    #[test]
+    fn icmp_errors_do_not_open_flows_for_the_quoted_packet() {
+        let quoted = udp_packet();
+        let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(&quoted[..28]);
+        let spec = PacketSpec::new(
+            "198.51.100.2".parse().unwrap(),
+            "192.0.2.1".parse().unwrap(),
+            L4::Raw(1),
+            icmp.len(),
+        );
+        let mut ip = Vec::new();
+        ip_packet(&spec, &mut ip);
+        let n = ip.len() - icmp.len();
+        ip[n..].copy_from_slice(&icmp);
+        let (metas, _) = decode(LinkType::Raw, &ip);
+        assert_eq!(metas.len(), 1);
+        assert_eq!((metas[0].key.proto, metas[0].icmp), (1, [3, 3]));
+    }
+
+    fn gre_frame(proto: u16, flags: u16, extra: &[u8], inner: &[u8]) -> Vec<u8> {
+        let mut g = flags.to_be_bytes().to_vec();
+        g.extend_from_slice(&proto.to_be_bytes());
+        g.extend_from_slice(extra);
+        g.extend_from_slice(inner);
+        let spec = PacketSpec::new(
+            "192.0.2.10".parse().unwrap(),
+            "192.0.2.20".parse().unwrap(),
+            L4::Raw(47),
+            g.len(),
+        );
+        let mut ip = Vec::new();
+        ip_packet(&spec, &mut ip);
+        let n = ip.len() - g.len();
+        ip[n..].copy_from_slice(&g);
+        ether(0x0800, &ip)
+    }
+
+    #[test]
+    fn erspan_and_cisco_metadata_carry_inner_flows() {
+        let inner_eth = ether(0x0800, &udp_packet());
+        // ERSPAN type II: GRE with a sequence number, an 8-byte ERSPAN header.
+        let mut e2 = vec![0u8; 8];
+        e2.extend_from_slice(&inner_eth);
+        let f = gre_frame(0x88be, 0x1000, &[0, 0, 0, 1], &e2);
+        // ERSPAN type III with the optional subheader (O bit).
+        let mut e3 = vec![0u8; 12];
+        e3[11] = 1;
+        e3.extend_from_slice(&[0u8; 8]);
+        e3.extend_from_slice(&inner_eth);
+        let g = gre_frame(0x22eb, 0x1000, &[0, 0, 0, 1], &e3);
+        // ERSPAN type I: no sequence number, no ERSPAN header.
+        let h = gre_frame(0x88be, 0, &[], &inner_eth);
+        // Cisco MetaData in GRE (key present).
+        let mut cmd = vec![0x08, 0x00, 0x01, 0x01, 0x00, 0x01, 0x00, 0x00];
+        cmd.extend_from_slice(&udp_packet());
+        let k = gre_frame(0x8909, 0x2000, &[0, 0, 0, 40], &cmd);
+        for (frame, kind) in [
+            (f, TunnelType::Erspan),
+            (g, TunnelType::Erspan),
+            (h, TunnelType::Erspan),
+            (k, TunnelType::Gre),
+        ] {
+            let (metas, stats) = decode(LinkType::Ethernet, &frame);
+            assert_eq!(metas.len(), 2, "{kind:?} {stats:?}");
+            assert_eq!(metas[0].key.proto, 47);
+            assert_eq!((metas[1].key.proto, metas[1].tunnel.kind), (17, Some(kind)));
+        }
+    }
+
+    #[test]
+    fn geneve_and_nesting_limit() {
+        let mut gen_hdr = vec![0x00, 0x00, 0x65, 0x58, 0, 0, 1, 0];
+        gen_hdr.extend_from_slice(&ether(0x0800, &udp_packet()));
+        let spec = PacketSpec::new(
+            "192.0.2.10".parse().unwrap(),
+            "192.0.2.20".parse().unwrap(),
+            L4::Udp {
+                sport: 5000,
+                dport: 6081,
+            },
+            gen_hdr.len(),
+        );
+        let mut ip = Vec::new();
+        ip_packet(&spec, &mut ip);
+        let n = ip.len() - gen_hdr.len();
+        ip[n..].copy_from_slice(&gen_hdr);
+        let (metas, _) = decode(LinkType::Raw, &ip);
+        assert_eq!(metas.len(), 2);
+        assert_eq!(metas[1].tunnel.kind, Some(TunnelType::Geneve));
+
+        // IP in IP ten times: followed to the limit, then counted.
+        let mut pkt = udp_packet();
+        for _ in 0..10 {
+            let spec = PacketSpec::new(
+                "192.0.2.1".parse().unwrap(),
+                "192.0.2.2".parse().unwrap(),
+                L4::Raw(4),
+                pkt.len(),
+            );
+            let mut outer = Vec::new();
+            ip_packet(&spec, &mut outer);
+            let n = outer.len() - pkt.len();
+            outer[n..].copy_from_slice(&pkt);
+            pkt = outer;
+        }
+        let (metas, stats) = decode(LinkType::Raw, &pkt);
+        assert_eq!(metas.len(), usize::from(MAX_DEPTH) + 1);
+        assert_eq!(stats.errors[DecodeError::TooDeep as usize], 1);
+    }
+
+    #[test]
+    fn ipv6_routing_header_final_destination_and_home_address() {
+        let src: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let hop: std::net::Ipv6Addr = "2001:db8::99".parse().unwrap();
+        let fin: std::net::Ipv6Addr = "2001:db8::2".parse().unwrap();
+        let home: std::net::Ipv6Addr = "2001:db8:aaaa::1".parse().unwrap();
+        let udp = [0x04, 0x57, 0x00, 0x35, 0x00, 0x08, 0x00, 0x00];
+        // Destination options (Home Address), then routing type 0 with one address.
+        let mut ext = vec![43, 2, 0xc9, 16];
+        ext.extend_from_slice(&home.octets());
+        ext.extend_from_slice(&[1, 2, 0, 0]); // PadN to 24 bytes
+        ext.extend_from_slice(&[17, 2, 0, 1, 0, 0, 0, 0]);
+        ext.extend_from_slice(&fin.octets());
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend_from_slice(&((ext.len() + udp.len()) as u16).to_be_bytes());
+        p.extend_from_slice(&[60, 64]);
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&hop.octets());
+        p.extend_from_slice(&ext);
+        p.extend_from_slice(&udp);
+        let (metas, stats) = decode(LinkType::Ipv6, &p);
+        assert_eq!(metas.len(), 1, "{stats:?}");
+        let k = metas[0].key;
+        let mut addrs = [k.addr_lo, k.addr_hi];
+        addrs.sort();
+        let mut want = [home.octets(), fin.octets()];
+        want.sort();
+        assert_eq!(addrs, want);
+    }
+
+    #[test]
+    fn tcp_flags_seq_and_zero_window() {
+        let spec = PacketSpec::new(
+            "192.0.2.1".parse().unwrap(),
+            "192.0.2.2".parse().unwrap(),
+            L4::Tcp {
+                sport: 1,
+                dport: 2,
+                flags: tcp::SYN,
+                seq: 4242,
+                ack: 0,
+            },
+            0,
+        );
+        let mut ip = Vec::new();
+        ip_packet(&spec, &mut ip);
+        ip[20 + 14] = 0; // window = 0
+        ip[20 + 15] = 0;
+        let (metas, _) = decode(LinkType::Raw, &ip);
+        assert_eq!((metas[0].tcp_flags, metas[0].tcp_seq), (tcp::SYN, 4242));
+        assert!(
+            !metas[0].tcp_zero_window,
+            "a SYN's zero window is not a zero-window event"
+        );
+    }
+}

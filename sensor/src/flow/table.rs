@@ -663,7 +663,6 @@ fn conn_state(proto: u8, seen: u32, state: u8) -> ConnState {
     }
     let o = |b: u32| seen & b != 0;
     let r = |b: u32| seen & (b << 8) != 0;
-    let resp_any = state & SEEN_RESP != 0;
     if o(H_SYN) && !r(H_SYNACK) && !r(H_SYN) {
         return if o(H_RST) {
             ConnState::RSTOS0
@@ -687,7 +686,6 @@ fn conn_state(proto: u8, seen: u32, state: u8) -> ConnState {
     if !o(H_SYN) && !r(H_SYNACK) {
         return ConnState::OTH;
     }
-    let _ = resp_any;
     if o(H_RST) {
         ConnState::RSTO
     } else if r(H_RST) {
@@ -705,3 +703,59 @@ fn conn_state(proto: u8, seen: u32, state: u8) -> ConnState {
 
 /// Bytes of one flow slot, for memory estimates.
 pub const FLOW_SLOT_BYTES: usize = size_of::<Flow>();
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(history: &str, resp_seen: bool) -> ConnState {
+        let mut seen = 0u32;
+        for c in history.bytes() {
+            if c == b'^' {
+                seen |= H_FLIP;
+                continue;
+            }
+            let i = LETTERS
+                .iter()
+                .position(|l| *l == c.to_ascii_uppercase())
+                .unwrap();
+            seen |= 1 << (i + if c.is_ascii_lowercase() { 8 } else { 0 });
+        }
+        conn_state(
+            6,
+            seen,
+            IN_USE | SEEN_ORIG | if resp_seen { SEEN_RESP } else { 0 },
+        )
+    }
+
+    #[test]
+    fn zeek_connection_states() {
+        use ConnState::*;
+        for (h, resp, want) in [
+            ("S", false, S0),
+            ("Sr", true, REJ),
+            ("SR", false, RSTOS0),
+            ("SF", false, SH),
+            ("ShA", true, S1),
+            ("ShADadFf", true, SF),
+            ("ShADF", true, S2),
+            ("ShADf", true, S3),
+            ("ShADR", true, RSTO),
+            ("ShADr", true, RSTR),
+            ("^hr", true, RSTRH),
+            ("^hf", true, SHR),
+            ("Dd", true, OTH),
+        ] {
+            assert_eq!(state(h, resp), want, "{h}");
+        }
+        assert_eq!(conn_state(17, 0, IN_USE | SEEN_ORIG), S0);
+        assert_eq!(conn_state(17, 0, IN_USE | SEEN_ORIG | SEEN_RESP), SF);
+        assert_eq!(conn_state(1, 0, IN_USE | SEEN_ORIG | SEEN_RESP), OTH);
+    }
+
+    #[test]
+    fn flow_slot_stays_small() {
+        // The per-flow budget (160 bytes with index and wheel) depends on it.
+        assert!(FLOW_SLOT_BYTES <= 128, "{FLOW_SLOT_BYTES}");
+    }
+}

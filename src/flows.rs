@@ -70,7 +70,7 @@ impl EngineArgs {
 /// Arguments of `vigil flows`.
 #[derive(Debug, Args)]
 pub struct FlowsArgs {
-    /// Capture file (pcap or pcapng); repeat to read several in order.
+    /// Capture file (pcap or pcapng), `-` for standard input; repeat to read several in order.
     #[arg(short = 'r', long = "read", required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
     /// Output format: jsonl, csv, table or null.
@@ -93,7 +93,17 @@ pub fn run(a: FlowsArgs) -> Result<(), Failure> {
         Some(p) => Box::new(File::create(p).with_context(|| format!("creating {}", p.display()))?),
     };
     let mut writer = RecordWriter::new(BufWriter::with_capacity(1 << 20, out), a.format);
-    let inputs: Vec<Input<'_>> = a.files.iter().cloned().map(Input::File).collect();
+    let inputs: Vec<Input<'_>> = a
+        .files
+        .iter()
+        .map(|p| {
+            if p.as_os_str() == "-" {
+                Input::Stdin
+            } else {
+                Input::File(p.clone())
+            }
+        })
+        .collect();
     let total: u64 = a
         .files
         .iter()

@@ -62,6 +62,8 @@ impl Default for PipelineConfig {
 pub enum Input<'a> {
     /// A capture file on disk.
     File(PathBuf),
+    /// A capture streamed on standard input (`-r -`).
+    Stdin,
     /// A capture file already in memory (benchmarks, tests).
     Memory {
         /// Name used in messages.
@@ -76,6 +78,7 @@ impl Input<'_> {
         match self {
             Input::File(p) => p.display().to_string(),
             Input::Memory { name, .. } => name.clone(),
+            Input::Stdin => "<stdin>".to_string(),
         }
     }
 }
@@ -355,7 +358,7 @@ pub fn run(
             rets.push(ret_rx);
         }
         drop(out_tx);
-        let mut disp = Dispatcher {
+        let disp = Dispatcher {
             txs,
             rets,
             bufs: (0..n).map(|_| Vec::with_capacity(bs)).collect(),
@@ -363,56 +366,49 @@ pub fn run(
             now: 0,
             last_tick: 0,
         };
-        let mut decoder = Decoder::new();
-        let mut decode_ns = histogram();
-        let mut done_bytes = 0u64;
+        let mut reader = Reader {
+            decoder: Decoder::new(),
+            disp,
+            report: &mut report,
+            decode_ns: histogram(),
+            stop: &stop,
+            progress,
+            done_bytes: 0,
+        };
         for input in inputs {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
             let res = match input {
-                Input::File(p) => match File::open(p) {
-                    Ok(f) => CaptureReader::new(f, p.clone()).and_then(|r| {
-                        read_all(
-                            r,
-                            &mut decoder,
-                            &mut disp,
-                            &mut report,
-                            &mut decode_ns,
-                            &stop,
-                            progress,
-                            done_bytes,
-                        )
-                    }),
-                    Err(source) => Err(CaptureError::Io {
+                Input::File(p) => File::open(p)
+                    .map_err(|source| CaptureError::Io {
                         path: p.clone(),
                         source,
-                    }),
-                },
-                Input::Memory { bytes, .. } => CaptureReader::from_slice(bytes, input.name())
-                    .and_then(|r| {
-                        read_all(
-                            r,
-                            &mut decoder,
-                            &mut disp,
-                            &mut report,
-                            &mut decode_ns,
-                            &stop,
-                            progress,
-                            done_bytes,
-                        )
-                    }),
+                    })
+                    .and_then(|f| CaptureReader::new(f, p.clone()))
+                    .and_then(|r| reader.read(r)),
+                Input::Stdin => CaptureReader::new(io::stdin().lock(), input.name())
+                    .and_then(|r| reader.read(r)),
+                Input::Memory { bytes, .. } => {
+                    CaptureReader::from_slice(bytes, input.name()).and_then(|r| reader.read(r))
+                }
             };
             match res {
-                Ok(consumed) => done_bytes += consumed,
+                Ok(consumed) => reader.done_bytes += consumed,
                 Err(e) => {
                     if let Some(off) = e.offset() {
-                        done_bytes += off;
+                        reader.done_bytes += off;
                     }
-                    report.input_errors.push(e);
+                    reader.report.input_errors.push(e);
                 }
             }
         }
+        let Reader {
+            decoder,
+            mut disp,
+            decode_ns,
+            ..
+        } = reader;
         disp.flush();
         report.fragments_pending = decoder.fragments_pending() as u64;
         report.decode = decoder.stats.clone();
@@ -441,41 +437,47 @@ pub fn run(
 const TIMING_EVERY: u64 = 256;
 const PROGRESS_EVERY: u64 = 1 << 16;
 
-/// Reads one input to its end; returns the bytes consumed.
-#[allow(clippy::too_many_arguments)]
-fn read_all<S: ByteSource>(
-    mut reader: CaptureReader<S>,
-    decoder: &mut Decoder,
-    disp: &mut Dispatcher,
-    report: &mut RunReport,
-    decode_ns: &mut Histogram<u64>,
-    stop: &AtomicBool,
-    progress: Option<Progress<'_>>,
-    done_before: u64,
-) -> Result<u64, CaptureError> {
-    let mut t0 = Instant::now();
-    while let Some(pkt) = reader.next_packet()? {
-        report.packets += 1;
-        report.wire_bytes += u64::from(pkt.orig_len);
-        let ts = pkt.ts_ns;
-        decoder.decode(&pkt, &mut |m: &PacketMeta| disp.push(m));
-        // The clock moves after the packet is queued, so a tick never runs
-        // ahead of packets still in the reader's hands.
-        disp.clock(ts);
-        if report.packets.is_multiple_of(TIMING_EVERY) {
-            let now = Instant::now();
-            let _ =
-                decode_ns.record((now.duration_since(t0).as_nanos() as u64 / TIMING_EVERY).max(1));
-            t0 = now;
-            if report.packets.is_multiple_of(PROGRESS_EVERY) {
-                if let Some(p) = progress {
-                    p(done_before + reader.offset());
-                }
-                if stop.load(Ordering::Relaxed) {
-                    break;
+/// The reader thread's state across inputs.
+struct Reader<'r, 'p> {
+    decoder: Decoder,
+    disp: Dispatcher,
+    report: &'r mut RunReport,
+    decode_ns: Histogram<u64>,
+    stop: &'r AtomicBool,
+    progress: Option<Progress<'p>>,
+    /// Bytes of the inputs before the current one.
+    done_bytes: u64,
+}
+
+impl Reader<'_, '_> {
+    /// Reads one input to its end; returns the bytes consumed.
+    fn read<S: ByteSource>(&mut self, mut reader: CaptureReader<S>) -> Result<u64, CaptureError> {
+        let mut t0 = Instant::now();
+        let disp = &mut self.disp;
+        while let Some(pkt) = reader.next_packet()? {
+            self.report.packets += 1;
+            self.report.wire_bytes += u64::from(pkt.orig_len);
+            let ts = pkt.ts_ns;
+            self.decoder
+                .decode(&pkt, &mut |m: &PacketMeta| disp.push(m));
+            // The clock moves after the packet is queued, so a tick never
+            // runs ahead of packets still in the reader's hands.
+            disp.clock(ts);
+            if self.report.packets.is_multiple_of(TIMING_EVERY) {
+                let now = Instant::now();
+                let per = now.duration_since(t0).as_nanos() as u64 / TIMING_EVERY;
+                let _ = self.decode_ns.record(per.max(1));
+                t0 = now;
+                if self.report.packets.is_multiple_of(PROGRESS_EVERY) {
+                    if let Some(p) = self.progress {
+                        p(self.done_bytes + reader.offset());
+                    }
+                    if self.stop.load(Ordering::Relaxed) {
+                        break;
+                    }
                 }
             }
         }
+        Ok(reader.offset())
     }
-    Ok(reader.offset())
 }

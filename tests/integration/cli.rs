@@ -93,6 +93,24 @@ fn flows_jsonl_follows_the_contract_and_summarizes_on_stderr() {
 }
 
 #[test]
+fn reads_a_capture_from_standard_input() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(sample(dir.path())).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["flows", "-q", "-r", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&bytes).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success());
+    assert_eq!(String::from_utf8(o.stdout).unwrap().lines().count(), 2);
+}
+
+#[test]
 fn csv_table_and_null_formats() {
     let dir = tempfile::tempdir().unwrap();
     let p = sample(dir.path());

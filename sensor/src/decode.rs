@@ -1047,6 +1047,22 @@ mod tests {
         (out, d.stats)
     }
 
+    /// An IPv4 packet from `src` to `dst` whose payload (of protocol
+    /// `proto`) is `payload`, verbatim.
+    fn ipv4_with(src: &str, dst: &str, proto: u8, payload: &[u8]) -> Vec<u8> {
+        let spec = PacketSpec::new(
+            src.parse().unwrap(),
+            dst.parse().unwrap(),
+            L4::Raw(proto),
+            payload.len(),
+        );
+        let mut ip = Vec::new();
+        ip_packet(&spec, &mut ip);
+        let n = ip.len() - payload.len();
+        ip[n..].copy_from_slice(payload);
+        ip
+    }
+
     fn ether(et: u16, payload: &[u8]) -> Vec<u8> {
         let mut f = vec![0u8; 12];
         f.extend_from_slice(&et.to_be_bytes());
@@ -1140,16 +1156,7 @@ mod tests {
         let quoted = udp_packet();
         let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
         icmp.extend_from_slice(&quoted[..28]);
-        let spec = PacketSpec::new(
-            "198.51.100.2".parse().unwrap(),
-            "192.0.2.1".parse().unwrap(),
-            L4::Raw(1),
-            icmp.len(),
-        );
-        let mut ip = Vec::new();
-        ip_packet(&spec, &mut ip);
-        let n = ip.len() - icmp.len();
-        ip[n..].copy_from_slice(&icmp);
+        let ip = ipv4_with("198.51.100.2", "192.0.2.1", 1, &icmp);
         let (metas, _) = decode(LinkType::Raw, &ip);
         assert_eq!(metas.len(), 1);
         assert_eq!((metas[0].key.proto, metas[0].icmp), (1, [3, 3]));
@@ -1160,17 +1167,7 @@ mod tests {
         g.extend_from_slice(&proto.to_be_bytes());
         g.extend_from_slice(extra);
         g.extend_from_slice(inner);
-        let spec = PacketSpec::new(
-            "192.0.2.10".parse().unwrap(),
-            "192.0.2.20".parse().unwrap(),
-            L4::Raw(47),
-            g.len(),
-        );
-        let mut ip = Vec::new();
-        ip_packet(&spec, &mut ip);
-        let n = ip.len() - g.len();
-        ip[n..].copy_from_slice(&g);
-        ether(0x0800, &ip)
+        ether(0x0800, &ipv4_with("192.0.2.10", "192.0.2.20", 47, &g))
     }
 
     #[test]
@@ -1207,21 +1204,13 @@ mod tests {
 
     #[test]
     fn geneve_and_nesting_limit() {
-        let mut gen_hdr = vec![0x00, 0x00, 0x65, 0x58, 0, 0, 1, 0];
-        gen_hdr.extend_from_slice(&ether(0x0800, &udp_packet()));
-        let spec = PacketSpec::new(
-            "192.0.2.10".parse().unwrap(),
-            "192.0.2.20".parse().unwrap(),
-            L4::Udp {
-                sport: 5000,
-                dport: 6081,
-            },
-            gen_hdr.len(),
-        );
-        let mut ip = Vec::new();
-        ip_packet(&spec, &mut ip);
-        let n = ip.len() - gen_hdr.len();
-        ip[n..].copy_from_slice(&gen_hdr);
+        // UDP to port 6081, then Geneve (protocol 0x6558: Ethernet).
+        let mut udp = vec![0x13, 0x88, 0x17, 0xc1, 0, 0, 0, 0];
+        udp.extend_from_slice(&[0x00, 0x00, 0x65, 0x58, 0, 0, 1, 0]);
+        udp.extend_from_slice(&ether(0x0800, &udp_packet()));
+        let len = udp.len() as u16;
+        udp[4..6].copy_from_slice(&len.to_be_bytes());
+        let ip = ipv4_with("192.0.2.10", "192.0.2.20", 17, &udp);
         let (metas, _) = decode(LinkType::Raw, &ip);
         assert_eq!(metas.len(), 2);
         assert_eq!(metas[1].tunnel.kind, Some(TunnelType::Geneve));
@@ -1229,17 +1218,7 @@ mod tests {
         // IP in IP ten times: followed to the limit, then counted.
         let mut pkt = udp_packet();
         for _ in 0..10 {
-            let spec = PacketSpec::new(
-                "192.0.2.1".parse().unwrap(),
-                "192.0.2.2".parse().unwrap(),
-                L4::Raw(4),
-                pkt.len(),
-            );
-            let mut outer = Vec::new();
-            ip_packet(&spec, &mut outer);
-            let n = outer.len() - pkt.len();
-            outer[n..].copy_from_slice(&pkt);
-            pkt = outer;
+            pkt = ipv4_with("192.0.2.1", "192.0.2.2", 4, &pkt);
         }
         let (metas, stats) = decode(LinkType::Raw, &pkt);
         assert_eq!(metas.len(), usize::from(MAX_DEPTH) + 1);

@@ -531,7 +531,8 @@ impl<S: ByteSource> CaptureReader<S> {
         let frac = u32_at(&h[4..], swapped);
         let caplen = u32_at(&h[8..], swapped);
         let orig_len = u32_at(&h[12..], swapped);
-        let max = iface.snaplen.max(MAX_PACKET_LEN);
+        // A larger snaplen raises the limit, never past what any block may hold.
+        let max = iface.snaplen.clamp(MAX_PACKET_LEN, MAX_BLOCK_LEN);
         if caplen > max {
             return Err(self.corrupt(
                 self.input.offset(),
@@ -883,6 +884,27 @@ mod tests {
                 offset: 44,
                 reason: Corruption::PacketTooLarge {
                     caplen: 16_711_424,
+                    ..
+                },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_huge_snaplen_does_not_admit_huge_records() {
+        let mut b = pcap_bytes(0xa1b2_c3d4, false, &[]);
+        b[16..20].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
+        b.extend(1u32.to_le_bytes());
+        b.extend(0u32.to_le_bytes());
+        b.extend(0x4000_0000u32.to_le_bytes());
+        b.extend(0x4000_0000u32.to_le_bytes());
+        let err = read_all(&b).unwrap_err();
+        assert!(matches!(
+            err,
+            CaptureError::Corrupt {
+                reason: Corruption::PacketTooLarge {
+                    max: MAX_BLOCK_LEN,
                     ..
                 },
                 ..

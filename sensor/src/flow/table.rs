@@ -62,7 +62,10 @@ const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
 
+/// One flow slot: 128 bytes, cache-line aligned so that it spans exactly
+/// two lines (unaligned, a slot touches three).
 #[derive(Clone, Copy, Default)]
+#[repr(align(64))]
 struct Flow {
     key: FlowKey,
     flow_id: u64,

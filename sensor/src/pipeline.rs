@@ -169,15 +169,25 @@ struct Dispatcher {
     batch_size: usize,
     now: u64,
     last_tick: u64,
+    spins: usize,
 }
 
 const TICK_NS: u64 = 1_000_000_000;
-/// Yielding retries before a channel operation blocks.
+/// Yielding retries before a channel operation blocks, when every thread
+/// has a core of its own.
 const SPINS: usize = 200;
 
-/// Receives the next batch, spinning (yielding) before parking.
-fn recv_spinning(rx: &Receiver<Batch>) -> Option<Batch> {
-    for _ in 0..SPINS {
+/// How long to spin: only when the reader and the workers each have a core;
+/// with more threads than cores a spinning thread steals the core that the
+/// thread it waits for needs.
+fn spins_for(workers: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if workers < cores { SPINS } else { 0 }
+}
+
+/// Receives the next batch, spinning (yielding) up to `spins` times before parking.
+fn recv_spinning(rx: &Receiver<Batch>, spins: usize) -> Option<Batch> {
+    for _ in 0..spins {
         match rx.try_recv() {
             Ok(b) => return Some(b),
             Err(TryRecvError::Empty) => std::thread::yield_now(),
@@ -212,7 +222,7 @@ impl Dispatcher {
         };
         // Waking a parked thread costs microseconds, as much as handling a
         // batch: spin (yielding) for a while before blocking.
-        for _ in 0..SPINS {
+        for _ in 0..self.spins {
             match self.txs[shard].try_send(batch) {
                 Ok(()) => return,
                 Err(TrySendError::Full(b)) => {
@@ -257,6 +267,7 @@ struct WorkerReport {
 }
 
 fn worker(
+    workers: usize,
     cfg: FlowConfig,
     max_flows: usize,
     rx: Receiver<Batch>,
@@ -266,7 +277,8 @@ fn worker(
     let mut table = FlowTable::new(&cfg, max_flows);
     let mut update_ns = histogram();
     let mut queue_ns = histogram();
-    while let Some(mut batch) = recv_spinning(&rx) {
+    let spins = spins_for(workers);
+    while let Some(mut batch) = recv_spinning(&rx, spins) {
         let start = Instant::now();
         let _ = queue_ns.record(
             start
@@ -353,7 +365,7 @@ pub fn run(
             let (ret_tx, ret_rx) = bounded::<Vec<PacketMeta>>(depth + 2);
             let out = out_tx.clone();
             let flow = cfg.flow;
-            handles.push(s.spawn(move || worker(flow, per_shard, rx, ret_tx, out)));
+            handles.push(s.spawn(move || worker(n, flow, per_shard, rx, ret_tx, out)));
             txs.push(tx);
             rets.push(ret_rx);
         }
@@ -365,6 +377,7 @@ pub fn run(
             batch_size: bs,
             now: 0,
             last_tick: 0,
+            spins: spins_for(n),
         };
         let mut reader = Reader {
             decoder: Decoder::new(),

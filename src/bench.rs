@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Args;
 use hdrhistogram::Histogram;
+use vigil_sensor::fanout;
 use vigil_sensor::pipeline::{self, Input, RunReport};
 use vigil_sensor::synth::{self, BulkConfig, FrameSize};
 
@@ -46,6 +47,12 @@ pub struct BenchArgs {
     /// Runs per worker count; the median is reported.
     #[arg(long, default_value = "3")]
     runs: usize,
+    /// Pipelines to measure, comma-separated: `dispatch` (one reader thread
+    /// feeding N flow shards; what `vigil flows` runs) and `fanout` (N
+    /// shared-nothing workers, the input split by flow beforehand as
+    /// AF_PACKET fanout splits a live link).
+    #[arg(long, value_delimiter = ',', default_value = "dispatch,fanout", value_parser = ["dispatch", "fanout"])]
+    modes: Vec<String>,
     /// Write the synthesized capture to this file and exit (for peers such as softflowd).
     #[arg(long, value_name = "PCAP")]
     write_pcap: Option<PathBuf>,
@@ -102,53 +109,82 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
         bytes.len() as f64 / 1e6
     );
     println!(
-        "{:>7} {:>9} {:>8} {:>8} {:>14} {:>14} {:>14} {:>10}",
-        "workers",
-        "Mpps",
-        "ns/pkt",
-        "flows",
-        "decode p50/p99",
-        "update p50/p99",
-        "queue p50/p99",
-        "B/flow"
+        "{:<9} {:>7} {:>9} {:>8} {:>8} {:>34} {:>8}",
+        "pipeline", "workers", "Mpps", "ns/pkt", "flows", "stages p50/p99 (ns)", "B/flow"
     );
     let inputs = [Input::Memory {
         name: name.clone(),
         bytes: &bytes,
     }];
-    let mut base = None;
-    for &w in &a.worker_counts {
-        let mut cfg = a.engine.config();
-        cfg.workers = w;
-        let mut runs: Vec<RunReport> = Vec::with_capacity(a.runs);
-        for _ in 0..a.runs {
-            let mut sink = |_: &[vigil_proto::FlowRecord]| Ok(());
-            runs.push(pipeline::run(&inputs, &cfg, &mut sink, None)?);
-        }
-        runs.sort_by_key(|x| x.elapsed);
-        let r = &runs[runs.len() / 2];
-        let t = &r.timings;
-        let per_flow = r.table_bytes.checked_div(r.flows_at_end).unwrap_or(0);
-        println!(
-            "{:>7} {:>9.2} {:>8.1} {:>8} {:>14} {:>14} {:>14} {:>10}",
-            w,
-            r.mpps(),
-            r.elapsed.as_nanos() as f64 / r.packets.max(1) as f64,
-            r.table.flows,
-            format!("{}/{}", pct(&t.decode_ns, 0.5), pct(&t.decode_ns, 0.99)),
-            format!("{}/{}", pct(&t.update_ns, 0.5), pct(&t.update_ns, 0.99)),
-            format!("{}/{}", pct(&t.queue_ns, 0.5), pct(&t.queue_ns, 0.99)),
-            per_flow,
-        );
-        let all: Vec<String> = runs.iter().map(|r| format!("{:.2}", r.mpps())).collect();
-        println!("        runs (Mpps, sorted): {}", all.join(" "));
-        match base {
-            None => base = Some(r.mpps()),
-            Some(b) => println!("        scaling vs first row: {:.2}x", r.mpps() / b),
+    for mode in &a.modes {
+        let mut base = None;
+        for &w in &a.worker_counts {
+            let mut cfg = a.engine.config();
+            cfg.workers = w;
+            let split = if mode == "fanout" {
+                fanout::split_by_flow(&bytes, w.get()).context("splitting the capture by flow")?
+            } else {
+                Vec::new()
+            };
+            let streams: Vec<&[u8]> = split.iter().map(|v| v.as_slice()).collect();
+            let mut runs: Vec<RunReport> = Vec::with_capacity(a.runs);
+            for _ in 0..a.runs {
+                let mut sink = |_: &[vigil_proto::FlowRecord]| Ok(());
+                runs.push(if mode == "fanout" {
+                    fanout::run(&streams, &cfg, &mut sink)?
+                } else {
+                    pipeline::run(&inputs, &cfg, &mut sink, None)?
+                });
+            }
+            runs.sort_by_key(|x| x.elapsed);
+            let r = &runs[runs.len() / 2];
+            let t = &r.timings;
+            let stages = if mode == "fanout" {
+                format!(
+                    "worker {}/{}",
+                    pct(&t.worker_ns, 0.5),
+                    pct(&t.worker_ns, 0.99)
+                )
+            } else {
+                format!(
+                    "decode {}/{} update {}/{}",
+                    pct(&t.decode_ns, 0.5),
+                    pct(&t.decode_ns, 0.99),
+                    pct(&t.update_ns, 0.5),
+                    pct(&t.update_ns, 0.99)
+                )
+            };
+            println!(
+                "{:<9} {:>7} {:>9.2} {:>8.1} {:>8} {:>34} {:>8}",
+                mode,
+                w,
+                r.mpps(),
+                r.elapsed.as_nanos() as f64 / r.packets.max(1) as f64,
+                r.table.flows,
+                stages,
+                r.table_bytes.checked_div(r.flows_at_end).unwrap_or(0),
+            );
+            let all: Vec<String> = runs.iter().map(|r| format!("{:.2}", r.mpps())).collect();
+            print!("          runs (Mpps, sorted): {}", all.join(" "));
+            if mode == "dispatch" {
+                print!(
+                    "; queue wait p50/p99 {}/{} ns",
+                    pct(&t.queue_ns, 0.5),
+                    pct(&t.queue_ns, 0.99)
+                );
+            }
+            match base {
+                None => {
+                    base = Some(r.mpps());
+                    println!();
+                }
+                Some(b) => println!("; {:.2}x the first row", r.mpps() / b),
+            }
         }
     }
     println!(
-        "decode/update: ns per packet, measured per batch; queue: ns a batch waited; B/flow: table bytes per active flow"
+        "stages: ns per packet measured per batch (decode: the reader thread; update: one shard; \
+         worker: read+decode+update); B/flow: table bytes per active flow"
     );
     Ok(())
 }

@@ -106,9 +106,12 @@ pub struct StageTimings {
     pub update_ns: Histogram<u64>,
     /// Time a batch waited in its channel, ns.
     pub queue_ns: Histogram<u64>,
+    /// Shared-nothing workers ([`crate::fanout`]): read + decode + flow
+    /// update, ns per packet (per batch of packets).
+    pub worker_ns: Histogram<u64>,
 }
 
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     // 1 ns .. 100 s with 3 significant digits; cannot fail with these bounds.
     Histogram::new_with_bounds(1, 100_000_000_000, 3)
         .unwrap_or_else(|_| Histogram::new(3).expect("histogram"))
@@ -120,6 +123,7 @@ impl Default for StageTimings {
             decode_ns: histogram(),
             update_ns: histogram(),
             queue_ns: histogram(),
+            worker_ns: histogram(),
         }
     }
 }
@@ -173,6 +177,12 @@ struct Dispatcher {
 }
 
 const TICK_NS: u64 = 1_000_000_000;
+
+/// The shard (of `n`) that owns a flow key hash: the high 32 bits scaled to `n`.
+#[inline]
+pub fn shard_of(hash: u64, n: usize) -> usize {
+    (((hash >> 32) * n as u64) >> 32) as usize
+}
 /// Yielding retries before a channel operation blocks, when every thread
 /// has a core of its own.
 const SPINS: usize = 200;
@@ -200,8 +210,7 @@ fn recv_spinning(rx: &Receiver<Batch>, spins: usize) -> Option<Batch> {
 impl Dispatcher {
     #[inline]
     fn push(&mut self, m: &PacketMeta) {
-        let n = self.bufs.len() as u64;
-        let shard = (((m.hash >> 32) * n) >> 32) as usize;
+        let shard = shard_of(m.hash, self.bufs.len());
         let buf = &mut self.bufs[shard];
         buf.push(*m);
         if buf.len() >= self.batch_size {
@@ -315,6 +324,18 @@ fn worker(
     }
 }
 
+/// Checks the flow configuration, naming every bad key.
+pub(crate) fn validate(cfg: &PipelineConfig) -> Result<(), PipelineError> {
+    cfg.flow.validate().map_err(|errs| {
+        PipelineError::Config(
+            errs.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })
+}
+
 /// Progress callback: bytes of input consumed so far.
 pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
 
@@ -329,14 +350,7 @@ pub fn run(
     sink: &mut (dyn FnMut(&[FlowRecord]) -> io::Result<()> + Send),
     progress: Option<Progress<'_>>,
 ) -> Result<RunReport, PipelineError> {
-    cfg.flow.validate().map_err(|errs| {
-        PipelineError::Config(
-            errs.iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
+    validate(cfg)?;
     let n = cfg.workers.get();
     let bs = cfg.batch_size.get();
     let depth = cfg.queue_depth.get();

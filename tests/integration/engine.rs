@@ -370,6 +370,46 @@ fn same_flows_for_any_shard_count_and_batch_size_on_synthetic_traffic() {
 }
 
 #[test]
+fn fanout_workers_give_the_dispatcher_flows() {
+    let cfg_bulk = BulkConfig {
+        packets: 40_000,
+        flows: 2_000,
+        frame: FrameSize::Imix,
+        ..BulkConfig::default()
+    };
+    let mut bulk = Vec::new();
+    synth::write_bulk(&cfg_bulk, &mut bulk).unwrap();
+    let demo = synth::demo_scenario(5).to_pcap_bytes();
+    for bytes in [&bulk, &demo] {
+        let timeout = Duration::from_secs(30);
+        let base = fingerprint(&run_bytes(bytes, &config(1, 256, timeout)).0);
+        for n in [1, 2, 3] {
+            let split = vigil_sensor::fanout::split_by_flow(bytes, n).unwrap();
+            assert_eq!(split.len(), n);
+            let streams: Vec<&[u8]> = split.iter().map(|v| v.as_slice()).collect();
+            let out = std::sync::Mutex::new(Vec::new());
+            let mut sink = |r: &[vigil_proto::FlowRecord]| {
+                out.lock().unwrap().extend_from_slice(r);
+                Ok(())
+            };
+            let report =
+                vigil_sensor::fanout::run(&streams, &config(n, 256, timeout), &mut sink).unwrap();
+            assert!(report.input_errors.is_empty());
+            let recs = out.into_inner().unwrap();
+            assert_eq!(
+                report.packets,
+                recs.iter().map(|r| r.packets()).sum::<u64>()
+            );
+            assert_same(
+                &base,
+                &fingerprint(&recs),
+                &format!("fanout with {n} workers"),
+            );
+        }
+    }
+}
+
+#[test]
 fn same_flows_for_one_and_two_workers_and_batch_sizes_on_the_corpus() {
     let Some(dir) = corpus_dir() else { return };
     for f in corpus_files(&dir) {

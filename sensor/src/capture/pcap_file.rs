@@ -774,11 +774,21 @@ impl<W: Write> PcapWriter<W> {
 
     /// Appends one packet captured whole.
     pub fn write_packet(&mut self, ts_ns: u64, data: &[u8]) -> io::Result<()> {
+        self.write_packet_with_len(ts_ns, data, data.len() as u32)
+    }
+
+    /// Appends one packet that was `orig_len` bytes on the wire.
+    pub fn write_packet_with_len(
+        &mut self,
+        ts_ns: u64,
+        data: &[u8],
+        orig_len: u32,
+    ) -> io::Result<()> {
         let mut h = [0u8; 16];
         h[0..4].copy_from_slice(&((ts_ns / 1_000_000_000) as u32).to_le_bytes());
         h[4..8].copy_from_slice(&((ts_ns % 1_000_000_000) as u32).to_le_bytes());
         h[8..12].copy_from_slice(&(data.len() as u32).to_le_bytes());
-        h[12..16].copy_from_slice(&(data.len() as u32).to_le_bytes());
+        h[12..16].copy_from_slice(&orig_len.to_le_bytes());
         self.out.write_all(&h)?;
         self.out.write_all(data)
     }

@@ -626,17 +626,26 @@ impl FlowTable {
     /// Ends every flow (at end of input or shutdown). Closed TCP flows keep
     /// `fin`/`rst` as their reason.
     pub fn flush(&mut self, reason: EndReason) {
+        self.out.reserve(self.len);
         for slot in 0..self.high_water {
-            let f = *self.flow(slot);
+            let f = self.flow(slot);
             if f.state & IN_USE != 0 {
                 let r = if f.state & CLOSED != 0 {
-                    closed_reason(&f)
+                    closed_reason(f)
                 } else {
                     reason
                 };
-                self.end(slot, r);
+                self.emit(slot, r);
+                let f = self.flow_mut(slot);
+                f.state = 0;
+                self.free.push(slot);
             }
         }
+        // Every flow is gone: drop the index and side tables at once rather
+        // than entry by entry.
+        self.index.clear();
+        self.tunnels.clear();
+        self.len = 0;
         for w in &mut self.wheel {
             w.clear();
         }

@@ -250,9 +250,15 @@ fn bench_reports_rates_for_each_worker_count() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8(o.stdout).unwrap();
     assert!(out.contains("Mpps") && out.contains("B/flow"), "{out}");
+    // Both pipelines, each with both worker counts.
     assert_eq!(
         out.lines().filter(|l| l.contains("runs (Mpps")).count(),
-        2,
+        4,
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with("dispatch"))
+            && out.lines().any(|l| l.starts_with("fanout")),
         "{out}"
     );
 }

@@ -13,6 +13,8 @@
 //! the bytes themselves) and the transport header of the first fragment.
 
 use etherparse::{IpNumber, Ipv6ExtensionSlice, LaxIpSlice, TcpHeaderSlice};
+use std::collections::VecDeque;
+
 use hashbrown::HashMap;
 use vigil_proto::TunnelType;
 
@@ -222,6 +224,10 @@ struct FragEntry {
 #[derive(Debug)]
 pub struct FragTracker {
     map: HashMap<FragKey, FragEntry>,
+    /// Datagrams in the order they started, with their start time: the
+    /// oldest is found in O(1). Entries whose datagram completed (or was
+    /// restarted) no longer match the map and are skipped.
+    order: VecDeque<(FragKey, u64)>,
     /// Buffers of completed datagrams, reused.
     pool: Vec<FragEntry>,
     bytes_held: usize,
@@ -234,6 +240,7 @@ impl Default for FragTracker {
     fn default() -> Self {
         FragTracker {
             map: HashMap::with_capacity(MAX_FRAGMENTED_DATAGRAMS),
+            order: VecDeque::with_capacity(MAX_FRAGMENTED_DATAGRAMS),
             pool: Vec::new(),
             bytes_held: 0,
         }
@@ -255,36 +262,41 @@ impl FragTracker {
         }
     }
 
+    /// Abandons datagrams older than the timeout, then the oldest ones while
+    /// the tracker is over its bounds. Constant time per datagram, so a flood
+    /// of fragments that never complete cannot slow the decoder down.
     fn make_room(&mut self, now: u64, stats: &mut DecodeStats) {
-        if self.map.len() < MAX_FRAGMENTED_DATAGRAMS && self.bytes_held < MAX_FRAGMENT_BYTES {
-            return;
-        }
-        let expired: Vec<FragKey> = self
-            .map
-            .iter()
-            .filter(|(_, e)| now.saturating_sub(e.first_ts) > FRAGMENT_TIMEOUT_NS)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in expired {
-            if let Some(e) = self.map.remove(&k) {
-                stats.fragments_timed_out += 1;
-                self.recycle(e);
-            }
-        }
-        while self.map.len() >= MAX_FRAGMENTED_DATAGRAMS || self.bytes_held >= MAX_FRAGMENT_BYTES {
-            let Some(oldest) = self
-                .map
-                .iter()
-                .min_by_key(|(_, e)| e.first_ts)
-                .map(|(k, _)| *k)
-            else {
+        while let Some(&(key, started)) = self.order.front() {
+            let live = self.map.get(&key).is_some_and(|e| e.first_ts == started);
+            let expired = now.saturating_sub(started) > FRAGMENT_TIMEOUT_NS;
+            let full =
+                self.map.len() >= MAX_FRAGMENTED_DATAGRAMS || self.bytes_held >= MAX_FRAGMENT_BYTES;
+            if live && !expired && !full {
                 break;
-            };
-            if let Some(e) = self.map.remove(&oldest) {
-                stats.fragments_evicted += 1;
-                self.recycle(e);
+            }
+            self.order.pop_front();
+            if live {
+                if let Some(e) = self.map.remove(&key) {
+                    if expired {
+                        stats.fragments_timed_out += 1;
+                    } else {
+                        stats.fragments_evicted += 1;
+                    }
+                    self.recycle(e);
+                }
             }
         }
+    }
+
+    /// Notes when a datagram started; drops the entries of completed
+    /// datagrams once they outnumber the live ones, so the queue stays bounded.
+    fn push_order(&mut self, key: FragKey, ts: u64) {
+        if self.order.len() >= 4 * MAX_FRAGMENTED_DATAGRAMS {
+            let map = &self.map;
+            self.order
+                .retain(|(k, t)| map.get(k).is_some_and(|e| e.first_ts == *t));
+        }
+        self.order.push_back((key, ts));
     }
 
     /// Records one fragment; when it completes its datagram, returns the
@@ -302,8 +314,8 @@ impl FragTracker {
         stats: &mut DecodeStats,
     ) -> Option<FragEntry> {
         stats.fragments += 1;
+        self.make_room(ts, stats);
         if !self.map.contains_key(&key) {
-            self.make_room(ts, stats);
             let mut e = self.pool.pop().unwrap_or_default();
             e.first_ts = ts;
             e.header_len = header_len;
@@ -311,11 +323,13 @@ impl FragTracker {
             e.received = 0;
             e.total = None;
             self.map.insert(key, e);
+            self.push_order(key, ts);
         }
         let e = self.map.get_mut(&key)?;
         if ts.saturating_sub(e.first_ts) > FRAGMENT_TIMEOUT_NS {
             stats.fragments_timed_out += 1;
             e.first_ts = ts;
+            self.order.push_back((key, ts));
             e.have_first = false;
             e.received = 0;
             e.total = None;
@@ -1137,6 +1151,47 @@ mod tests {
                 "cut {cut}: {stats:?}"
             );
         }
+    }
+
+    /// Non-first fragment (offset 8, more fragments) of datagram `id`.
+    fn middle_fragment(id: u16) -> Vec<u8> {
+        let mut ip = ipv4_with("192.0.2.1", "198.51.100.2", 17, &[0u8; 16]);
+        ip[4..6].copy_from_slice(&id.to_be_bytes());
+        ip[6..8].copy_from_slice(&(0x2000u16 | 1).to_be_bytes());
+        ip
+    }
+
+    #[test]
+    fn fragment_floods_stay_bounded_and_old_datagrams_time_out() {
+        let mut d = Decoder::new();
+        let mut out = 0usize;
+        let n = MAX_FRAGMENTED_DATAGRAMS as u64 + 500;
+        for i in 0..n {
+            // A new datagram each time: the id, and past 65536 the source, change.
+            let mut f = middle_fragment(i as u16);
+            f[12] = (i >> 16) as u8;
+            let p = RawPacket {
+                ts_ns: 1_000 + i,
+                link: LinkType::Raw,
+                orig_len: f.len() as u32,
+                data: &f,
+            };
+            d.decode(&p, &mut |_: &PacketMeta| out += 1);
+        }
+        assert_eq!(out, 0);
+        assert_eq!(d.fragments_pending(), MAX_FRAGMENTED_DATAGRAMS);
+        assert_eq!(d.stats.fragments_evicted, 500);
+        // Much later, one more fragment: everything older has timed out.
+        let f = middle_fragment(7);
+        let p = RawPacket {
+            ts_ns: 1_000 + n + 31_000_000_000,
+            link: LinkType::Raw,
+            orig_len: 36,
+            data: &f,
+        };
+        d.decode(&p, &mut |_: &PacketMeta| out += 1);
+        assert_eq!(d.fragments_pending(), 1);
+        assert_eq!(d.stats.fragments_timed_out, MAX_FRAGMENTED_DATAGRAMS as u64);
     }
 
     #[test]

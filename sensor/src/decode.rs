@@ -275,15 +275,13 @@ impl FragTracker {
                 break;
             }
             self.order.pop_front();
-            if live {
-                if let Some(e) = self.map.remove(&key) {
-                    if expired {
-                        stats.fragments_timed_out += 1;
-                    } else {
-                        stats.fragments_evicted += 1;
-                    }
-                    self.recycle(e);
+            if live && let Some(e) = self.map.remove(&key) {
+                if expired {
+                    stats.fragments_timed_out += 1;
+                } else {
+                    stats.fragments_evicted += 1;
                 }
+                self.recycle(e);
             }
         }
     }

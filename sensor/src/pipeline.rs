@@ -402,10 +402,17 @@ pub fn run(
             progress,
             done_bytes: 0,
         };
+        tracing::info!(
+            workers = n,
+            batch_size = bs,
+            inputs = inputs.len(),
+            "flow pipeline started"
+        );
         for input in inputs {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
+            tracing::debug!(input = %input.name(), "reading");
             let res = match input {
                 Input::File(p) => File::open(p)
                     .map_err(|source| CaptureError::Io {
@@ -429,6 +436,8 @@ pub fn run(
                     if let Some(off) = e.offset() {
                         reader.done_bytes += off;
                     }
+                    // The caller reports input errors to the user; this is for the log.
+                    tracing::debug!(error = %e, "input stopped early; packets before the damage were kept");
                     reader.report.input_errors.push(e);
                 }
             }
@@ -461,6 +470,15 @@ pub fn run(
         }
     })?;
     report.elapsed = started.elapsed();
+    tracing::info!(
+        packets = report.packets,
+        flows = report.table.flows,
+        records = report.table.record_total(),
+        decode_errors = report.decode.error_total(),
+        evicted = report.table.evicted,
+        elapsed_ms = report.elapsed.as_millis() as u64,
+        "flow pipeline finished"
+    );
     Ok(report)
 }
 

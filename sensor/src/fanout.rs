@@ -25,7 +25,9 @@ use vigil_proto::{EndReason, FlowRecord};
 use crate::capture::{CaptureError, CaptureReader, LinkType, PcapWriter};
 use crate::decode::{Decoder, PacketMeta};
 use crate::flow::table::FlowTable;
-use crate::pipeline::{PipelineConfig, PipelineError, RunReport, histogram, shard_of, validate};
+use crate::pipeline::{
+    PacketClock, PipelineConfig, PipelineError, RunReport, histogram, shard_of, validate,
+};
 
 /// A capture could not be split.
 #[derive(Debug, Error)]
@@ -137,7 +139,7 @@ pub fn run(
                 let mut metas: Vec<PacketMeta> = Vec::with_capacity(2 * BATCH);
                 let read = CaptureReader::new(*bytes, name).and_then(|mut reader| {
                     let mut t0 = Instant::now();
-                    let mut last_ts = 0;
+                    let mut clock = PacketClock::default();
                     loop {
                         let mut n = 0;
                         while n < BATCH {
@@ -146,14 +148,14 @@ pub fn run(
                             };
                             n += 1;
                             r.wire_bytes += u64::from(pkt.orig_len);
-                            last_ts = pkt.ts_ns;
+                            clock.observe(pkt.ts_ns);
                             decoder.decode(&pkt, &mut |m: &PacketMeta| metas.push(*m));
                         }
                         for m in &metas {
                             table.process(m);
                         }
                         metas.clear();
-                        table.advance(last_ts);
+                        table.advance(clock.now());
                         r.packets += n as u64;
                         if n > 0 {
                             let now = Instant::now();

@@ -173,10 +173,53 @@ struct Dispatcher {
     batch_size: usize,
     now: u64,
     last_tick: u64,
+    clock: PacketClock,
     spins: usize,
 }
 
+/// Packet time, as flow expiry sees it: the latest timestamp so far, except
+/// that a single timestamp more than [`MAX_CLOCK_JUMP_NS`] ahead (a corrupt
+/// or forged record) does not move it — that would expire every flow at once
+/// and stall expiry afterwards. Two such packets in a row do (a real gap in
+/// the capture).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct PacketClock {
+    now: u64,
+    /// A far-future timestamp seen once, waiting for confirmation.
+    jump: Option<u64>,
+}
+
+impl PacketClock {
+    /// The current packet time.
+    #[inline]
+    pub(crate) fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// Takes a packet's timestamp; returns whether the clock moved.
+    #[inline]
+    pub(crate) fn observe(&mut self, ts: u64) -> bool {
+        if ts <= self.now {
+            return false;
+        }
+        if self.now != 0 && ts - self.now > MAX_CLOCK_JUMP_NS {
+            let confirmed = self
+                .jump
+                .is_some_and(|j| j.abs_diff(ts) <= MAX_CLOCK_JUMP_NS);
+            self.jump = Some(ts);
+            if !confirmed {
+                return false;
+            }
+        }
+        self.jump = None;
+        self.now = ts;
+        true
+    }
+}
+
 const TICK_NS: u64 = 1_000_000_000;
+/// The largest forward jump of packet time taken from a single packet (1 h).
+pub const MAX_CLOCK_JUMP_NS: u64 = 3_600_000_000_000;
 
 /// The shard (of `n`) that owns a flow key hash: the high 32 bits scaled to `n`.
 #[inline]
@@ -247,8 +290,8 @@ impl Dispatcher {
 
     #[inline]
     fn clock(&mut self, ts: u64) {
-        if ts > self.now {
-            self.now = ts;
+        if self.clock.observe(ts) {
+            self.now = self.clock.now();
             if self.now >= self.last_tick.saturating_add(TICK_NS) {
                 self.last_tick = self.now;
                 for s in 0..self.bufs.len() {
@@ -391,6 +434,7 @@ pub fn run(
             batch_size: bs,
             now: 0,
             last_tick: 0,
+            clock: PacketClock::default(),
             spins: spins_for(n),
         };
         let mut reader = Reader {

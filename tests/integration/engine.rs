@@ -145,6 +145,46 @@ fn idle_timeout_splits_and_active_timeout_emits_interim_records() {
 }
 
 #[test]
+fn one_far_future_timestamp_does_not_expire_every_flow() {
+    let (c, s) = (ip("192.0.2.1"), ip("198.51.100.53"));
+    let mut sc = Scenario::new();
+    sc.udp_exchange(T0, c, 5000, s, 53, 30, 60, 10, 10 * S);
+    // A corrupt record in the middle: ten days ahead.
+    sc.packet(
+        T0 + 45 * S,
+        &PacketSpec::new(ip("192.0.2.9"), s, L4::Udp { sport: 9, dport: 9 }, 4),
+    );
+    let mut bytes = sc.to_pcap_bytes();
+    // Patch that record's seconds (records are sorted: it is the 11th).
+    let mut off = 24;
+    for _ in 0..10 {
+        let caplen = u32::from_le_bytes(bytes[off + 8..off + 12].try_into().unwrap()) as usize;
+        off += 16 + caplen;
+    }
+    let secs = u32::from_le_bytes(bytes[off..off + 4].try_into().unwrap()) + 864_000;
+    bytes[off..off + 4].copy_from_slice(&secs.to_le_bytes());
+    for batch in [1, 256] {
+        let mut cfg = config(1, batch, Duration::from_secs(30));
+        cfg.flow.active_timeout = FOREVER;
+        let (recs, _) = run_bytes(&bytes, &cfg);
+        let dns: Vec<_> = recs.iter().filter(|r| r.src_port == Some(5000)).collect();
+        assert_eq!(dns.len(), 1, "batch {batch}: {dns:?}");
+        assert_eq!(dns[0].packets(), 20);
+    }
+    // The shared-nothing workers keep the same clock.
+    let mut cfg = config(1, 256, Duration::from_secs(30));
+    cfg.flow.active_timeout = FOREVER;
+    let out = std::sync::Mutex::new(Vec::new());
+    let mut sink = |r: &[vigil_proto::FlowRecord]| {
+        out.lock().unwrap().extend_from_slice(r);
+        Ok(())
+    };
+    vigil_sensor::fanout::run(&[&bytes], &cfg, &mut sink).unwrap();
+    let recs = out.into_inner().unwrap();
+    assert_eq!(recs.iter().filter(|r| r.src_port == Some(5000)).count(), 1);
+}
+
+#[test]
 fn reused_four_tuple_with_new_isn_is_a_new_flow() {
     let mut sc = Scenario::new();
     let (c, s) = (ip("192.0.2.1"), ip("198.51.100.2"));

@@ -89,7 +89,7 @@ impl<W: Write> RecordWriter<W> {
             Format::Csv => writeln!(self.out, "{CSV_HEADER}"),
             Format::Table => writeln!(
                 self.out,
-                "{:<30} {:<7} {:<46} {:<46} {:>8} {:>10} {:>8} {:>10} {:<7} {:<12} end",
+                "{:<30} {:<7} {:<46} {:<46} {:>8} {:>10} {:>8} {:>10} {:<7} {:<12} {:<12} {:<8} tunnel",
                 "first_seen",
                 "proto",
                 "src",
@@ -99,7 +99,9 @@ impl<W: Write> RecordWriter<W> {
                 "rev_pkts",
                 "rev_bytes",
                 "state",
-                "history"
+                "history",
+                "end",
+                "flags"
             ),
             _ => Ok(()),
         }
@@ -160,7 +162,7 @@ impl<W: Write> RecordWriter<W> {
                     };
                     let _ = writeln!(
                         self.line,
-                        "{:<30} {:<7} {:<46} {:<46} {:>8} {:>10} {:>8} {:>10} {:<7} {:<12} {} {}",
+                        "{:<30} {:<7} {:<46} {:<46} {:>8} {:>10} {:>8} {:>10} {:<7} {:<12} {:<12} {:<8} {}",
                         Rfc3339Nanos(r.first_seen_ns).to_string(),
                         r.proto_name().to_string(),
                         endpoint(r.src_ip, r.src_port),
@@ -171,8 +173,16 @@ impl<W: Write> RecordWriter<W> {
                         r.rev_bytes,
                         r.conn_state.as_str(),
                         r.history.as_str(),
-                        r.end_reason,
+                        r.end_reason.as_str(),
                         flags,
+                        r.tunnel
+                            .map(|t| format!(
+                                "{} {} > {}",
+                                t.kind.as_str(),
+                                t.outer_src,
+                                t.outer_dst
+                            ))
+                            .unwrap_or_default(),
                     );
                 }
                 Format::Null => {}

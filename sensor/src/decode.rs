@@ -376,6 +376,23 @@ struct Ctx {
     depth: u8,
 }
 
+impl Ctx {
+    /// The context of a packet carried in a tunnel of `kind` whose outer
+    /// endpoints are in `outer`: fresh VLANs, one level deeper.
+    fn inner(&self, kind: TunnelType, outer: TunnelMeta) -> Ctx {
+        Ctx {
+            ts: self.ts,
+            vlan: [0; 2],
+            nvlan: 0,
+            tunnel: TunnelMeta {
+                kind: Some(kind),
+                ..outer
+            },
+            depth: self.depth + 1,
+        }
+    }
+}
+
 /// What follows a transport header.
 enum Next<'a> {
     None,
@@ -811,24 +828,14 @@ impl Decoder {
         meta.ip_bytes = ip_bytes;
         emit(&meta);
 
-        let inner_ctx = |kind| Ctx {
-            ts: ctx.ts,
-            vlan: [0; 2],
-            nvlan: 0,
-            tunnel: TunnelMeta {
-                kind: Some(kind),
-                ..outer
-            },
-            depth: ctx.depth + 1,
-        };
         if !matches!(next, Next::None) && ctx.depth >= MAX_DEPTH {
             return err(DecodeError::TooDeep);
         }
         let inner = match next {
             Next::None => return Ok(true),
             Next::Gre(g) => self.gre(g, outer, ctx, emit),
-            Next::Ether(e, kind) => self.ether(e, inner_ctx(kind), emit),
-            Next::Ip(i, kind) => self.ip(i, inner_ctx(kind), emit),
+            Next::Ether(e, kind) => self.ether(e, ctx.inner(kind, outer), emit),
+            Next::Ip(i, kind) => self.ip(i, ctx.inner(kind, outer), emit),
         };
         // The outer flow was counted: a broken inner packet is still an error,
         // but the frame did reach IP.
@@ -976,16 +983,7 @@ impl Decoder {
             return err(DecodeError::TunnelTruncated);
         }
         let body = &g[hl..];
-        let inner = |kind| Ctx {
-            ts: ctx.ts,
-            vlan: [0; 2],
-            nvlan: 0,
-            tunnel: TunnelMeta {
-                kind: Some(kind),
-                ..outer
-            },
-            depth: ctx.depth + 1,
-        };
+        let inner = |kind| ctx.inner(kind, outer);
         match proto {
             ETH_IPV4 | ETH_IPV6 => self.ip(body, inner(TunnelType::Gre), emit),
             ETH_TEB => self.ether(body, inner(TunnelType::Gre), emit),

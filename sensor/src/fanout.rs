@@ -26,7 +26,7 @@ use crate::capture::{CaptureError, CaptureReader, LinkType, PcapWriter};
 use crate::decode::{Decoder, PacketMeta};
 use crate::flow::table::FlowTable;
 use crate::pipeline::{
-    PacketClock, PipelineConfig, PipelineError, RunReport, histogram, shard_of, validate,
+    PacketClock, PipelineConfig, PipelineError, RunReport, histogram, join_sink, shard_of, validate,
 };
 
 /// A capture could not be split.
@@ -204,13 +204,7 @@ pub fn run(
             report.flows_at_end += w.flows_at_end;
             let _ = report.timings.worker_ns.add(&w.report.timings.worker_ns);
         }
-        match writer.join() {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(PipelineError::Sink(e)),
-            Err(_) => Err(PipelineError::Sink(io::Error::other(
-                "sink thread panicked",
-            ))),
-        }
+        join_sink(writer)
     })?;
     report.elapsed = started.elapsed();
     Ok(report)

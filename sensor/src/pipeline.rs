@@ -367,6 +367,19 @@ fn worker(
     }
 }
 
+/// Waits for the sink thread and turns its failure into the run's.
+pub(crate) fn join_sink(
+    writer: std::thread::ScopedJoinHandle<'_, io::Result<()>>,
+) -> Result<(), PipelineError> {
+    match writer.join() {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(PipelineError::Sink(e)),
+        Err(_) => Err(PipelineError::Sink(io::Error::other(
+            "sink thread panicked",
+        ))),
+    }
+}
+
 /// Checks the flow configuration, naming every bad key.
 pub(crate) fn validate(cfg: &PipelineConfig) -> Result<(), PipelineError> {
     cfg.flow.validate().map_err(|errs| {
@@ -505,13 +518,7 @@ pub fn run(
             let _ = report.timings.update_ns.add(&w.update_ns);
             let _ = report.timings.queue_ns.add(&w.queue_ns);
         }
-        match writer.join() {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(PipelineError::Sink(e)),
-            Err(_) => Err(PipelineError::Sink(io::Error::other(
-                "sink thread panicked",
-            ))),
-        }
+        join_sink(writer)
     })?;
     report.elapsed = started.elapsed();
     tracing::info!(

@@ -998,6 +998,68 @@ mod tests {
     }
 
     #[test]
+    fn pcapng_sections_simple_and_obsolete_blocks() {
+        let mut f = shb();
+        f.extend(idb(1, None));
+        f.extend(epb(0, 5_000_000, b"first"));
+        // A simple packet block reuses the last timestamp.
+        let mut spb = 3u32.to_le_bytes().to_vec();
+        spb.extend(b"abc");
+        f.extend(block(3, &spb));
+        // A new section forgets the old interfaces: interface 0 is raw IP now.
+        f.extend(shb());
+        f.extend(idb(101, None));
+        // Obsolete packet block: 16-bit interface id and drop count.
+        let mut opb = 0u16.to_le_bytes().to_vec();
+        opb.extend(0u16.to_le_bytes());
+        opb.extend(0u32.to_le_bytes());
+        opb.extend(7_000_000u32.to_le_bytes());
+        opb.extend(2u32.to_le_bytes());
+        opb.extend(2u32.to_le_bytes());
+        opb.extend(b"op");
+        f.extend(block(2, &opb));
+        let p = read_all(&f).unwrap();
+        assert_eq!(p.len(), 3);
+        assert_eq!(
+            (p[1].0, p[1].2.as_slice(), p[1].3),
+            (5_000_000_000, &b"abc"[..], LinkType::Ethernet)
+        );
+        assert_eq!((p[2].0, p[2].3), (7_000_000_000, LinkType::Raw));
+    }
+
+    #[test]
+    fn big_endian_pcapng() {
+        let be_block = |btype: u32, body: &[u8]| {
+            let len = body.len() as u32 + 12;
+            let mut b = btype.to_be_bytes().to_vec();
+            b.extend(len.to_be_bytes());
+            b.extend(body);
+            b.extend(len.to_be_bytes());
+            b
+        };
+        let mut shb_body = PCAPNG_BOM.to_be_bytes().to_vec();
+        shb_body.extend(1u16.to_be_bytes());
+        shb_body.extend(0u16.to_be_bytes());
+        shb_body.extend((-1i64).to_be_bytes());
+        let mut f = be_block(PCAPNG_SHB, &shb_body);
+        let mut idb_body = 1u16.to_be_bytes().to_vec();
+        idb_body.extend([0, 0, 0, 0, 0, 0]);
+        f.extend(be_block(1, &idb_body));
+        let mut epb_body = 0u32.to_be_bytes().to_vec();
+        epb_body.extend(0u32.to_be_bytes());
+        epb_body.extend(2_000_000u32.to_be_bytes());
+        epb_body.extend(4u32.to_be_bytes());
+        epb_body.extend(60u32.to_be_bytes());
+        epb_body.extend(b"data");
+        f.extend(be_block(6, &epb_body));
+        let p = read_all(&f).unwrap();
+        assert_eq!(
+            (p[0].0, p[0].1, p[0].2.as_slice()),
+            (2_000_000_000, 60, &b"data"[..])
+        );
+    }
+
+    #[test]
     fn pcapng_undeclared_interface_and_bad_lengths() {
         let mut f = shb();
         f.extend(idb(1, None));

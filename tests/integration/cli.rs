@@ -220,6 +220,37 @@ fn missing_file_and_bad_arguments_have_clear_errors_and_exit_codes() {
 }
 
 #[test]
+fn a_closed_output_pipe_ends_quietly_with_success() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bulk.pcap");
+    let cfg = vigil_sensor::synth::BulkConfig {
+        packets: 60_000,
+        flows: 20_000,
+        ..Default::default()
+    };
+    let mut bytes = Vec::new();
+    vigil_sensor::synth::write_bulk(&cfg, &mut bytes).unwrap();
+    std::fs::write(&p, bytes).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["flows", "-q", "-r", p.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The reader is gone (as with `| head -1`): 20,000 records cannot be written.
+    assert!(first.starts_with('{'));
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(o.stderr.is_empty(), "{}", stderr(&o));
+}
+
+#[test]
 fn demo_prints_a_traffic_summary() {
     let o = vigil(&["demo"]);
     assert!(o.status.success(), "{}", stderr(&o));

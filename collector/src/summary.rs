@@ -39,6 +39,13 @@ impl fmt::Display for Service {
     }
 }
 
+/// What one initiator reached.
+#[derive(Clone, Debug, Default)]
+struct FanOut {
+    services: HashSet<(IpAddr, Option<u16>)>,
+    hosts: HashSet<IpAddr>,
+}
+
 /// Aggregates flow records.
 #[derive(Clone, Debug, Default)]
 pub struct TrafficSummary {
@@ -52,6 +59,12 @@ pub struct TrafficSummary {
     pub services: HashMap<Service, Counts>,
     /// Flows by connection state.
     pub states: HashMap<ConnState, u64>,
+    /// Distinct (responder, port) pairs and distinct responders each
+    /// initiator contacted: the fan-out that scans show.
+    fanout: HashMap<IpAddr, FanOut>,
+    /// TCP attempts that got no handshake (S0, REJ, RSTOS0, SH) by responder:
+    /// what SYN floods and scans leave behind.
+    pub unanswered: HashMap<IpAddr, u64>,
     seen: HashSet<u64>,
     /// First and last packet time, ns.
     pub span_ns: Option<(u64, u64)>,
@@ -88,6 +101,17 @@ impl TrafficSummary {
             );
             if new_flow {
                 *self.states.entry(r.conn_state).or_default() += 1;
+                let f = self.fanout.entry(r.src_ip).or_default();
+                f.services.insert((r.dst_ip, r.dst_port));
+                f.hosts.insert(r.dst_ip);
+                if r.proto == 6
+                    && matches!(
+                        r.conn_state,
+                        ConnState::S0 | ConnState::REJ | ConnState::RSTOS0 | ConnState::SH
+                    )
+                {
+                    *self.unanswered.entry(r.dst_ip).or_default() += 1;
+                }
             }
             let span = self
                 .span_ns
@@ -109,6 +133,27 @@ impl TrafficSummary {
     pub fn top_by_flows<K: Copy + Ord>(map: &HashMap<K, Counts>, n: usize) -> Vec<(K, Counts)> {
         let mut v: Vec<(K, Counts)> = map.iter().map(|(k, c)| (*k, *c)).collect();
         v.sort_by(|a, b| b.1.flows.cmp(&a.1.flows).then(a.0.cmp(&b.0)));
+        v.truncate(n);
+        v
+    }
+
+    /// The `n` initiators that reached the most distinct (responder, port)
+    /// pairs: `(initiator, distinct services, distinct hosts)`.
+    pub fn top_fanout(&self, n: usize) -> Vec<(IpAddr, usize, usize)> {
+        let mut v: Vec<(IpAddr, usize, usize)> = self
+            .fanout
+            .iter()
+            .map(|(k, f)| (*k, f.services.len(), f.hosts.len()))
+            .collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.truncate(n);
+        v
+    }
+
+    /// The `n` responders with the most unanswered TCP connection attempts.
+    pub fn top_unanswered(&self, n: usize) -> Vec<(IpAddr, u64)> {
+        let mut v: Vec<(IpAddr, u64)> = self.unanswered.iter().map(|(k, c)| (*k, *c)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         v.truncate(n);
         v
     }
@@ -171,6 +216,21 @@ impl TrafficSummary {
                 .map(|(k, c)| (k.to_string(), c))
                 .collect(),
         );
+        let _ = writeln!(
+            s,
+            "\nwidest fan-out (distinct responder ports and hosts per initiator)"
+        );
+        let _ = writeln!(s, "  {:<40} {:>8} {:>10}", "", "services", "hosts");
+        for (ip, svc, hosts) in self.top_fanout(n) {
+            let _ = writeln!(s, "  {:<40} {:>8} {:>10}", ip.to_string(), svc, hosts);
+        }
+        let _ = writeln!(
+            s,
+            "\nmost unanswered TCP attempts (S0, REJ, RSTOS0, SH) per responder"
+        );
+        for (ip, c) in self.top_unanswered(n) {
+            let _ = writeln!(s, "  {:<40} {:>8}", ip.to_string(), c);
+        }
         s
     }
 }
@@ -230,5 +290,45 @@ mod tests {
         let svc = TrafficSummary::top_by_flows(&s.services, 5);
         assert_eq!(svc.len(), 2);
         assert!(s.render(5).contains("tcp/443"));
+        // Each record is an S0 attempt: both count as unanswered at the responder.
+        assert_eq!(
+            s.top_unanswered(1),
+            vec![("198.51.100.1".parse().unwrap(), 2)]
+        );
+    }
+
+    #[test]
+    fn fan_out_counts_distinct_services_and_hosts() {
+        let mut s = TrafficSummary::new();
+        let recs: Vec<FlowRecord> = (0..50u16)
+            .map(|p| {
+                rec(
+                    u64::from(p),
+                    "203.0.113.66",
+                    "198.51.100.10",
+                    1000 + p,
+                    40,
+                    EndReason::Rst,
+                )
+            })
+            .chain((0..5u8).map(|h| {
+                rec(
+                    100 + u64::from(h),
+                    "192.0.2.5",
+                    &format!("198.51.100.{}", 20 + h),
+                    443,
+                    900,
+                    EndReason::Fin,
+                )
+            }))
+            .collect();
+        s.add(&recs);
+        assert_eq!(
+            s.top_fanout(2),
+            vec![
+                ("203.0.113.66".parse().unwrap(), 50, 1),
+                ("192.0.2.5".parse().unwrap(), 5, 5)
+            ]
+        );
     }
 }

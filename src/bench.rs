@@ -45,7 +45,7 @@ pub struct BenchArgs {
     #[arg(long = "worker-counts", value_delimiter = ',', default_value = "1,2")]
     worker_counts: Vec<NonZeroUsize>,
     /// Runs per worker count; the median is reported.
-    #[arg(long, default_value = "3")]
+    #[arg(long, default_value = "5")]
     runs: usize,
     /// Pipelines to measure, comma-separated: `dispatch` (one reader thread
     /// feeding N flow shards; what `vigil flows` runs) and `fanout` (N

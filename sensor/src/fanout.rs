@@ -20,13 +20,14 @@ use std::time::Instant;
 
 use crossbeam_channel::bounded;
 use thiserror::Error;
-use vigil_proto::{EndReason, FlowRecord};
+use vigil_proto::FlowRecord;
 
 use crate::capture::{CaptureError, CaptureReader, LinkType, PcapWriter};
 use crate::decode::{Decoder, PacketMeta};
 use crate::flow::table::FlowTable;
 use crate::pipeline::{
-    PacketClock, PipelineConfig, PipelineError, RunReport, histogram, join_sink, shard_of, validate,
+    PacketClock, PipelineConfig, PipelineError, RunReport, finish_table, histogram, join_sink,
+    shard_of, validate,
 };
 
 /// A capture could not be split.
@@ -174,12 +175,7 @@ pub fn run(
                 if let Err(e) = read {
                     r.input_errors.push(e);
                 }
-                let table_bytes = table.memory_bytes() as u64;
-                let flows_at_end = table.len() as u64;
-                table.flush(EndReason::EndOfInput);
-                if !table.records().is_empty() {
-                    let _ = out.send(table.take_records());
-                }
+                let (table_bytes, flows_at_end) = finish_table(&mut table, &out);
                 r.fragments_pending = decoder.fragments_pending() as u64;
                 r.decode = decoder.stats.clone();
                 r.table = table.stats.clone();

@@ -171,7 +171,6 @@ struct Dispatcher {
     rets: Vec<Receiver<Vec<PacketMeta>>>,
     bufs: Vec<Vec<PacketMeta>>,
     batch_size: usize,
-    now: u64,
     last_tick: u64,
     clock: PacketClock,
     spins: usize,
@@ -268,7 +267,7 @@ impl Dispatcher {
         };
         let metas = std::mem::replace(&mut self.bufs[shard], fresh);
         let mut batch = Batch {
-            now_ns: self.now,
+            now_ns: self.clock.now(),
             sent: Instant::now(),
             metas,
         };
@@ -291,9 +290,9 @@ impl Dispatcher {
     #[inline]
     fn clock(&mut self, ts: u64) {
         if self.clock.observe(ts) {
-            self.now = self.clock.now();
-            if self.now >= self.last_tick.saturating_add(TICK_NS) {
-                self.last_tick = self.now;
+            let now = self.clock.now();
+            if now >= self.last_tick.saturating_add(TICK_NS) {
+                self.last_tick = now;
                 for s in 0..self.bufs.len() {
                     self.send(s);
                 }
@@ -352,12 +351,7 @@ fn worker(
         batch.metas.clear();
         let _ = ret.try_send(batch.metas);
     }
-    let table_bytes = table.memory_bytes() as u64;
-    let flows_at_end = table.len() as u64;
-    table.flush(EndReason::EndOfInput);
-    if !table.records().is_empty() {
-        let _ = out.send(table.take_records());
-    }
+    let (table_bytes, flows_at_end) = finish_table(&mut table, &out);
     WorkerReport {
         stats: table.stats.clone(),
         table_bytes,
@@ -365,6 +359,17 @@ fn worker(
         update_ns,
         queue_ns,
     }
+}
+
+/// Ends a worker's table at the end of input: measures it (bytes, flows
+/// held) before the flush, then flushes every flow to `out`.
+pub(crate) fn finish_table(table: &mut FlowTable, out: &Sender<Vec<FlowRecord>>) -> (u64, u64) {
+    let measured = (table.memory_bytes() as u64, table.len() as u64);
+    table.flush(EndReason::EndOfInput);
+    if !table.records().is_empty() {
+        let _ = out.send(table.take_records());
+    }
+    measured
 }
 
 /// Waits for the sink thread and turns its failure into the run's.
@@ -445,7 +450,6 @@ pub fn run(
             rets,
             bufs: (0..n).map(|_| Vec::with_capacity(bs)).collect(),
             batch_size: bs,
-            now: 0,
             last_tick: 0,
             clock: PacketClock::default(),
             spins: spins_for(n),

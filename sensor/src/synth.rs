@@ -472,6 +472,16 @@ impl Default for BulkConfig {
     }
 }
 
+impl BulkConfig {
+    /// The whole capture of [`write_bulk`] as bytes.
+    pub fn to_pcap_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        // Writing to a Vec cannot fail.
+        let _ = write_bulk(self, &mut v);
+        v
+    }
+}
+
 /// What [`write_bulk`] wrote.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BulkSummary {
@@ -658,8 +668,6 @@ fn bulk_packet(f: &BulkFlow, k: u64, len: u64, frame: FrameSize, rng: &mut Rng) 
 #[derive(Clone, Debug, Default)]
 pub struct Scenario {
     packets: Vec<(u64, Vec<u8>)>,
-    /// Random source for callers that want variety.
-    pub rng: Option<Rng>,
 }
 
 /// How a probed port answers a SYN.

@@ -97,8 +97,6 @@ pub struct TableStats {
     pub records: [u64; 8],
     /// Flows evicted because the table was full.
     pub evicted: u64,
-    /// Most flows held at once.
-    pub peak_flows: u64,
 }
 
 /// End reasons in the order of [`TableStats::records`].
@@ -126,7 +124,6 @@ impl TableStats {
             *a += b;
         }
         self.evicted += o.evicted;
-        self.peak_flows += o.peak_flows;
     }
 
     /// Total records emitted.
@@ -239,11 +236,6 @@ impl FlowTable {
     /// Records emitted and not yet taken.
     pub fn records(&self) -> &[FlowRecord] {
         &self.out
-    }
-
-    /// Drops emitted records, keeping the buffer.
-    pub fn clear_records(&mut self) {
-        self.out.clear();
     }
 
     #[inline]
@@ -392,7 +384,6 @@ impl FlowTable {
         });
         self.len += 1;
         self.stats.flows += 1;
-        self.stats.peak_flows = self.stats.peak_flows.max(self.len as u64);
         self.update(slot, m);
         let due = self.due(self.flow(slot));
         self.schedule(slot, generation, due);

@@ -12,7 +12,7 @@ use vigil_sensor::capture::{CaptureReader, LinkType, RawPacket};
 use vigil_sensor::decode::{Decoder, PacketMeta};
 use vigil_sensor::flow::FlowConfig;
 use vigil_sensor::flow::table::FlowTable;
-use vigil_sensor::synth::{BulkConfig, FrameSize, write_bulk};
+use vigil_sensor::synth::{BulkConfig, FrameSize};
 
 const PACKETS: u64 = 200_000;
 const FLOWS: u64 = 20_000;
@@ -24,8 +24,7 @@ fn frames(frame: FrameSize) -> Vec<(u64, Vec<u8>)> {
         frame,
         ..BulkConfig::default()
     };
-    let mut file = Vec::new();
-    write_bulk(&cfg, &mut file).expect("synthesize");
+    let file = cfg.to_pcap_bytes();
     let mut r = CaptureReader::new(&file[..], "bench").expect("read");
     let mut v = Vec::new();
     while let Some(p) = r.next_packet().expect("packet") {

@@ -410,6 +410,31 @@ impl Serialize for TunnelInfo {
     }
 }
 
+/// The JSON field names that `vigil flows` promises and tools build on.
+/// Records carry these and may carry more (the initial TCP flags).
+pub const CONTRACT_FIELDS: [&str; 20] = [
+    "flow_id",
+    "first_seen",
+    "last_seen",
+    "proto",
+    "src_ip",
+    "src_port",
+    "dst_ip",
+    "dst_port",
+    "vlan",
+    "fwd_packets",
+    "fwd_bytes",
+    "rev_packets",
+    "rev_bytes",
+    "fwd_tcp_flags",
+    "rev_tcp_flags",
+    "conn_state",
+    "history",
+    "end_reason",
+    "community_id",
+    "tunnel",
+];
+
 /// Serializes through `Display` without allocating.
 struct DisplayStr<T>(T);
 
@@ -510,28 +535,7 @@ mod tests {
     fn json_contract_field_names_and_values() {
         let v: serde_json::Value = serde_json::to_value(record()).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
-        for k in [
-            "flow_id",
-            "first_seen",
-            "last_seen",
-            "proto",
-            "src_ip",
-            "src_port",
-            "dst_ip",
-            "dst_port",
-            "vlan",
-            "fwd_packets",
-            "fwd_bytes",
-            "rev_packets",
-            "rev_bytes",
-            "fwd_tcp_flags",
-            "rev_tcp_flags",
-            "conn_state",
-            "history",
-            "end_reason",
-            "community_id",
-            "tunnel",
-        ] {
+        for k in CONTRACT_FIELDS {
             assert!(keys.contains(&k), "missing {k}");
         }
         assert_eq!(v["first_seen"], "1970-01-01T00:00:01.000000001Z");

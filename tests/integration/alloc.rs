@@ -8,7 +8,7 @@ use vigil_sensor::capture::CaptureReader;
 use vigil_sensor::decode::{Decoder, PacketMeta};
 use vigil_sensor::flow::FlowConfig;
 use vigil_sensor::flow::table::FlowTable;
-use vigil_sensor::synth::{BulkConfig, FrameSize, write_bulk};
+use vigil_sensor::synth::{BulkConfig, FrameSize};
 
 struct Counting;
 
@@ -55,8 +55,7 @@ fn steady_state_packet_path_allocates_nothing() {
         frame: FrameSize::Imix,
         ..BulkConfig::default()
     };
-    let mut file = Vec::new();
-    write_bulk(&cfg, &mut file).unwrap();
+    let file = cfg.to_pcap_bytes();
 
     let mut reader = CaptureReader::new(&file[..], "bulk").unwrap();
     let mut decoder = Decoder::new();

@@ -59,28 +59,7 @@ fn flows_jsonl_follows_the_contract_and_summarizes_on_stderr() {
         .collect();
     assert_eq!(lines.len(), 2);
     let tcp = lines.iter().find(|v| v["proto"] == "tcp").unwrap();
-    for k in [
-        "flow_id",
-        "first_seen",
-        "last_seen",
-        "proto",
-        "src_ip",
-        "src_port",
-        "dst_ip",
-        "dst_port",
-        "vlan",
-        "fwd_packets",
-        "fwd_bytes",
-        "rev_packets",
-        "rev_bytes",
-        "fwd_tcp_flags",
-        "rev_tcp_flags",
-        "conn_state",
-        "history",
-        "end_reason",
-        "community_id",
-        "tunnel",
-    ] {
+    for k in vigil_proto::flow::CONTRACT_FIELDS {
         assert!(tcp.get(k).is_some(), "missing field {k}");
     }
     assert_eq!(tcp["first_seen"], "2023-11-14T22:13:20.000000000Z");
@@ -230,9 +209,7 @@ fn a_closed_output_pipe_ends_quietly_with_success() {
         flows: 20_000,
         ..Default::default()
     };
-    let mut bytes = Vec::new();
-    vigil_sensor::synth::write_bulk(&cfg, &mut bytes).unwrap();
-    std::fs::write(&p, bytes).unwrap();
+    std::fs::write(&p, cfg.to_pcap_bytes()).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
         .args(["flows", "-q", "-r", p.to_str().unwrap()])
         .stdout(Stdio::piped())

@@ -10,7 +10,7 @@ use vigil_sensor::synth::{
     self, BulkConfig, Encap, FrameSize, L4, PacketSpec, ProbeAnswer, Scenario, fragment_frames, tcp,
 };
 
-use crate::util::{FOREVER, config, corpus_dir, corpus_files, run_bytes, run_inputs};
+use crate::util::{FOREVER, config, corpus_dir, corpus_files, run_bytes, run_fanout, run_inputs};
 
 const T0: u64 = 1_700_000_000_000_000_000;
 const S: u64 = 1_000_000_000;
@@ -174,13 +174,7 @@ fn one_far_future_timestamp_does_not_expire_every_flow() {
     // The shared-nothing workers keep the same clock.
     let mut cfg = config(1, 256, Duration::from_secs(30));
     cfg.flow.active_timeout = FOREVER;
-    let out = std::sync::Mutex::new(Vec::new());
-    let mut sink = |r: &[vigil_proto::FlowRecord]| {
-        out.lock().unwrap().extend_from_slice(r);
-        Ok(())
-    };
-    vigil_sensor::fanout::run(&[&bytes], &cfg, &mut sink).unwrap();
-    let recs = out.into_inner().unwrap();
+    let (recs, _) = run_fanout(&[&bytes], &cfg);
     assert_eq!(recs.iter().filter(|r| r.src_port == Some(5000)).count(), 1);
 }
 
@@ -339,8 +333,7 @@ fn a_full_table_evicts_and_counts() {
         frame: FrameSize::Fixed(64),
         ..BulkConfig::default()
     };
-    let mut bytes = Vec::new();
-    synth::write_bulk(&cfg_bulk, &mut bytes).unwrap();
+    let bytes = cfg_bulk.to_pcap_bytes();
     let mut cfg = config(1, 64, FOREVER);
     cfg.flow.max_flows = 100;
     let (recs, report) = run_bytes(&bytes, &cfg);
@@ -394,11 +387,9 @@ fn same_flows_for_any_shard_count_and_batch_size_on_synthetic_traffic() {
         frame: FrameSize::Imix,
         ..BulkConfig::default()
     };
-    let mut bytes = Vec::new();
-    synth::write_bulk(&cfg_bulk, &mut bytes).unwrap();
-    let mut demo = synth::demo_scenario(3).to_pcap_bytes();
-    let inputs_sets: [&[u8]; 2] = [&bytes, &mut demo];
-    for bytes in inputs_sets {
+    let bytes = cfg_bulk.to_pcap_bytes();
+    let demo = synth::demo_scenario(3).to_pcap_bytes();
+    for bytes in [&bytes, &demo] {
         let timeout = Duration::from_secs(30);
         let base = fingerprint(&run_bytes(bytes, &config(1, 256, timeout)).0);
         assert!(!base.is_empty());
@@ -417,8 +408,7 @@ fn fanout_workers_give_the_dispatcher_flows() {
         frame: FrameSize::Imix,
         ..BulkConfig::default()
     };
-    let mut bulk = Vec::new();
-    synth::write_bulk(&cfg_bulk, &mut bulk).unwrap();
+    let bulk = cfg_bulk.to_pcap_bytes();
     let demo = synth::demo_scenario(5).to_pcap_bytes();
     for bytes in [&bulk, &demo] {
         let timeout = Duration::from_secs(30);
@@ -427,15 +417,8 @@ fn fanout_workers_give_the_dispatcher_flows() {
             let split = vigil_sensor::fanout::split_by_flow(bytes, n).unwrap();
             assert_eq!(split.len(), n);
             let streams: Vec<&[u8]> = split.iter().map(|v| v.as_slice()).collect();
-            let out = std::sync::Mutex::new(Vec::new());
-            let mut sink = |r: &[vigil_proto::FlowRecord]| {
-                out.lock().unwrap().extend_from_slice(r);
-                Ok(())
-            };
-            let report =
-                vigil_sensor::fanout::run(&streams, &config(n, 256, timeout), &mut sink).unwrap();
+            let (recs, report) = run_fanout(&streams, &config(n, 256, timeout));
             assert!(report.input_errors.is_empty());
-            let recs = out.into_inner().unwrap();
             assert_eq!(
                 report.packets,
                 recs.iter().map(|r| r.packets()).sum::<u64>()
@@ -499,14 +482,11 @@ fn demo_scenario_is_deterministic() {
         synth::demo_scenario(9).to_pcap_bytes(),
         synth::demo_scenario(9).to_pcap_bytes()
     );
-    let mut a = Vec::new();
-    let mut b = Vec::new();
+
     let cfg = BulkConfig {
         packets: 1000,
         flows: 10,
         ..BulkConfig::default()
     };
-    synth::write_bulk(&cfg, &mut a).unwrap();
-    synth::write_bulk(&cfg, &mut b).unwrap();
-    assert_eq!(a, b);
+    assert_eq!(cfg.to_pcap_bytes(), cfg.to_pcap_bytes());
 }

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests.
 
+use std::io;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -52,18 +53,30 @@ pub fn config(workers: usize, batch: usize, timeout: Duration) -> PipelineConfig
     }
 }
 
-/// Runs inputs through the pipeline, returning the records sorted by
-/// (first_seen, flow_id) and the report.
-pub fn run_inputs(inputs: &[Input<'_>], cfg: &PipelineConfig) -> (Vec<FlowRecord>, RunReport) {
+type Sink<'a> = dyn FnMut(&[FlowRecord]) -> io::Result<()> + Send + 'a;
+
+/// Collects the records a run hands its sink, sorted by (first_seen,
+/// flow_id), with the run's report.
+fn collect(run: impl FnOnce(&mut Sink<'_>) -> RunReport) -> (Vec<FlowRecord>, RunReport) {
     let out = Mutex::new(Vec::new());
     let mut sink = |r: &[FlowRecord]| {
         out.lock().unwrap().extend_from_slice(r);
         Ok(())
     };
-    let report = pipeline::run(inputs, cfg, &mut sink, None).expect("pipeline run");
+    let report = run(&mut sink);
     let mut recs = out.into_inner().unwrap();
     recs.sort_by_key(|r| (r.first_seen_ns, r.flow_id, r.last_seen_ns));
     (recs, report)
+}
+
+/// Runs inputs through the dispatch pipeline.
+pub fn run_inputs(inputs: &[Input<'_>], cfg: &PipelineConfig) -> (Vec<FlowRecord>, RunReport) {
+    collect(|sink| pipeline::run(inputs, cfg, sink, None).expect("pipeline run"))
+}
+
+/// Runs in-memory captures through shared-nothing fanout workers, one each.
+pub fn run_fanout(streams: &[&[u8]], cfg: &PipelineConfig) -> (Vec<FlowRecord>, RunReport) {
+    collect(|sink| vigil_sensor::fanout::run(streams, cfg, sink).expect("fanout run"))
 }
 
 /// Runs one file.

@@ -228,6 +228,30 @@ pub enum ConnState {
 }
 
 impl ConnState {
+    /// Every state, in declaration order.
+    pub const ALL: [ConnState; 13] = [
+        ConnState::S0,
+        ConnState::S1,
+        ConnState::SF,
+        ConnState::REJ,
+        ConnState::S2,
+        ConnState::S3,
+        ConnState::RSTO,
+        ConnState::RSTR,
+        ConnState::RSTOS0,
+        ConnState::RSTRH,
+        ConnState::SH,
+        ConnState::SHR,
+        ConnState::OTH,
+    ];
+
+    /// Parses the Zeek spelling (case-insensitive).
+    pub fn parse(s: &str) -> Option<ConnState> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.as_str().eq_ignore_ascii_case(s))
+    }
+
     /// The Zeek spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -277,6 +301,23 @@ pub enum EndReason {
 }
 
 impl EndReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [EndReason; 8] = [
+        EndReason::Idle,
+        EndReason::Active,
+        EndReason::Fin,
+        EndReason::Rst,
+        EndReason::Evicted,
+        EndReason::EndOfInput,
+        EndReason::Shutdown,
+        EndReason::Reused,
+    ];
+
+    /// Parses the spelling used in records.
+    pub fn parse(s: &str) -> Option<EndReason> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
     /// The spelling used in records.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -319,6 +360,22 @@ impl History {
             self.chars[usize::from(self.len)] = c;
             self.len += 1;
         }
+    }
+
+    /// Parses a history as printed: at most [`History::CAPACITY`] of the
+    /// letters `SHADFRWQTCIG^` in either case.
+    pub fn parse(s: &str) -> Option<History> {
+        if s.len() > Self::CAPACITY {
+            return None;
+        }
+        let mut h = History::default();
+        for c in s.bytes() {
+            if !(c == b'^' || b"SHADFRWQTCIG".contains(&c.to_ascii_uppercase())) {
+                return None;
+            }
+            h.push(c);
+        }
+        Some(h)
     }
 
     /// The history as text.

@@ -7,4 +7,6 @@
 //! and will build on the same record type from `vigil-proto`.
 #![deny(missing_docs)]
 
+pub mod query;
+pub mod store;
 pub mod summary;

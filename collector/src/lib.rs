@@ -7,6 +7,8 @@
 //! and will build on the same record type from `vigil-proto`.
 #![deny(missing_docs)]
 
+pub mod ingest;
 pub mod query;
+pub mod server;
 pub mod store;
 pub mod summary;

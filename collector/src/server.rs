@@ -1,0 +1,860 @@
+//! The collector daemon: the tonic `Ingest` and `Query` services over one
+//! [`FlowStore`], a Prometheus endpoint, and periodic retention.
+//!
+//! Ingest runs one task per sensor stream. Each batch is validated
+//! ([`crate::ingest`]), committed on a blocking thread, and acknowledged
+//! only after the commit returns; batches of a stream are committed in
+//! order. A rejected batch ends that stream with a status naming the
+//! problem (`INVALID_ARGUMENT`, or `PERMISSION_DENIED` for an identity that
+//! does not match the client certificate); other streams are untouched. A
+//! storage failure ends the stream with `UNAVAILABLE`, so the sensor keeps
+//! the batch and retries later.
+//!
+//! Who caused an error decides the status and the log level: the peer
+//! (WARN, rate-limited by the stream ending), storage (ERROR) or a bug
+//! (ERROR, `INTERNAL`).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::{Request, Response, Status, Streaming};
+use vigil_proto::pb;
+use vigil_proto::pb::ingest_server::{Ingest, IngestServer};
+use vigil_proto::pb::query_server::{Query, QueryServer};
+
+use crate::ingest::{Limits, Rejection, StreamState, validate};
+use crate::query::{Filter, TimeRange, TopBy, TopKey, parse};
+use crate::store::sqlite::{SqliteConfig, SqliteStore};
+use crate::store::{CommitOutcome, FlowStore, StoreError};
+
+/// Nanoseconds since the epoch, now.
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// PEM files for TLS with client certificates.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// This side's certificate chain.
+    pub cert: PathBuf,
+    /// This side's private key.
+    pub key: PathBuf,
+    /// The CA that signs the peers' certificates.
+    pub ca: PathBuf,
+}
+
+/// How the collector runs (validated; see `config` for the TOML form).
+#[derive(Clone, Debug)]
+pub struct CollectorConfig {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Where the store keeps its files.
+    pub data_dir: PathBuf,
+    /// Prometheus endpoint (`GET /metrics`), if any.
+    pub metrics_listen: Option<SocketAddr>,
+    /// mTLS; without it the listen address must be loopback or `insecure` set.
+    pub tls: Option<TlsFiles>,
+    /// Allow plaintext on a non-loopback address.
+    pub insecure: bool,
+    /// Store settings.
+    pub store: SqliteConfig,
+    /// Batch bounds.
+    pub limits: Limits,
+    /// Largest gRPC message accepted, bytes.
+    pub max_message_bytes: usize,
+    /// How often retention runs.
+    pub retention_interval: Duration,
+    /// Default and largest number of records a flow query returns.
+    pub max_query_flows: u64,
+}
+
+impl CollectorConfig {
+    /// Defaults with the given addresses.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> CollectorConfig {
+        CollectorConfig {
+            listen,
+            data_dir,
+            metrics_listen: None,
+            tls: None,
+            insecure: false,
+            store: SqliteConfig::default(),
+            limits: Limits::default(),
+            max_message_bytes: 16 << 20,
+            retention_interval: Duration::from_secs(60),
+            max_query_flows: 1_000_000,
+        }
+    }
+}
+
+/// The collector could not start or stopped.
+#[derive(Debug, Error)]
+pub enum CollectorError {
+    /// A listen address could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A TLS file could not be read.
+    #[error("reading {path}: {source}")]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Plaintext on a non-loopback address without `insecure`.
+    #[error(
+        "refusing plaintext gRPC on {0}, which is not a loopback address: give --tls-cert, --tls-key and --tls-ca (or tls in collector.toml), or --insecure"
+    )]
+    PlaintextRefused(SocketAddr),
+    /// The store failed to open.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Counters behind `/metrics`.
+#[derive(Debug, Default)]
+struct Metrics {
+    batches_stored: AtomicU64,
+    batches_duplicate: AtomicU64,
+    batches_rejected: AtomicU64,
+    batches_failed: AtomicU64,
+    flows_stored: AtomicU64,
+    streams_active: AtomicU64,
+    streams_total: AtomicU64,
+    commit_ns_sum: AtomicU64,
+    commits: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    store: Arc<dyn FlowStore>,
+    limits: Limits,
+    max_query_flows: u64,
+    metrics: Metrics,
+    /// Open streams per sensor id.
+    connected: Mutex<HashMap<String, usize>>,
+}
+
+impl std::fmt::Debug for dyn FlowStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FlowStore")
+    }
+}
+
+/// Marks a sensor connected while a stream of it is open.
+struct Connected {
+    shared: Arc<Shared>,
+    sensor: String,
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        let mut c = self
+            .shared
+            .connected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = c.get_mut(&self.sensor) {
+            *n -= 1;
+            if *n == 0 {
+                c.remove(&self.sensor);
+            }
+        }
+        tracing::info!(sensor = %self.sensor, "sensor stream closed");
+    }
+}
+
+struct StreamGauge(Arc<Shared>);
+
+impl Drop for StreamGauge {
+    fn drop(&mut self) {
+        self.0
+            .metrics
+            .streams_active
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Clone, Debug)]
+struct IngestSvc(Arc<Shared>);
+
+#[derive(Clone, Debug)]
+struct QuerySvc(Arc<Shared>);
+
+/// The identities (SAN DNS names, then the common name) of the peer's
+/// client certificate; `None` without TLS.
+fn peer_identities<T>(req: &Request<T>) -> Result<Option<Vec<String>>, Status> {
+    let Some(certs) = req.peer_certs() else {
+        return Ok(None);
+    };
+    let Some(leaf) = certs.first() else {
+        return Err(Status::unauthenticated("no client certificate"));
+    };
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
+    let mut ids = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = name {
+                ids.push((*d).to_string());
+            }
+        }
+    }
+    for cn in cert.subject().iter_common_name() {
+        if let Ok(s) = cn.as_str() {
+            ids.push(s.to_string());
+        }
+    }
+    Ok(Some(ids))
+}
+
+fn rejection_status(r: &Rejection) -> Status {
+    match r {
+        Rejection::IdentityMismatch { .. } => Status::permission_denied(r.to_string()),
+        _ => Status::invalid_argument(r.to_string()),
+    }
+}
+
+type AckStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::Ack, Status>> + Send>>;
+type ChunkStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::FlowChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Ingest for IngestSvc {
+    type StreamStream = AckStream;
+
+    async fn stream(
+        &self,
+        req: Request<Streaming<pb::FlowBatch>>,
+    ) -> Result<Response<AckStream>, Status> {
+        let identities = peer_identities(&req)?;
+        let peer = req
+            .remote_addr()
+            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel::<Result<pb::Ack, Status>>(64);
+        let shared = self.0.clone();
+        shared
+            .metrics
+            .streams_active
+            .fetch_add(1, Ordering::Relaxed);
+        shared.metrics.streams_total.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let _gauge = StreamGauge(shared.clone());
+            let mut st = StreamState::default();
+            let mut connected: Option<Connected> = None;
+            loop {
+                let msg = match inbound.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::warn!(%peer, error = %status.message(), "ingest stream broken");
+                        shared
+                            .metrics
+                            .batches_rejected
+                            .fetch_add(1, Ordering::Relaxed);
+                        let _ = tx
+                            .send(Err(Status::invalid_argument(format!(
+                                "unreadable message: {}",
+                                status.message()
+                            ))))
+                            .await;
+                        break;
+                    }
+                };
+                let batch = match validate(
+                    msg,
+                    &mut st,
+                    identities.as_deref(),
+                    &shared.limits,
+                    now_ns(),
+                ) {
+                    Ok(b) => b,
+                    Err(rej) => {
+                        tracing::warn!(%peer, sensor = ?st.sensor_id, error = %rej, "batch rejected");
+                        shared
+                            .metrics
+                            .batches_rejected
+                            .fetch_add(1, Ordering::Relaxed);
+                        let _ = tx.send(Err(rejection_status(&rej))).await;
+                        break;
+                    }
+                };
+                if connected.is_none() {
+                    *shared
+                        .connected
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(batch.sensor_id.clone())
+                        .or_default() += 1;
+                    tracing::info!(%peer, sensor = %batch.sensor_id, "sensor stream opened");
+                    connected = Some(Connected {
+                        shared: shared.clone(),
+                        sensor: batch.sensor_id.clone(),
+                    });
+                }
+                let seq = batch.seq;
+                let flows = batch.flows.len() as u64;
+                let store = shared.store.clone();
+                let t0 = Instant::now();
+                let res = tokio::task::spawn_blocking(move || store.commit(&batch)).await;
+                shared
+                    .metrics
+                    .commit_ns_sum
+                    .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                shared.metrics.commits.fetch_add(1, Ordering::Relaxed);
+                let ack = match res {
+                    Ok(Ok(CommitOutcome::Stored { gap })) => {
+                        shared
+                            .metrics
+                            .batches_stored
+                            .fetch_add(1, Ordering::Relaxed);
+                        shared
+                            .metrics
+                            .flows_stored
+                            .fetch_add(flows, Ordering::Relaxed);
+                        if gap > 0 {
+                            tracing::warn!(sensor = ?st.sensor_id, seq, missing = gap, "sequence gap: batches the sensor's spool dropped");
+                        }
+                        pb::Ack {
+                            seq,
+                            duplicate: false,
+                        }
+                    }
+                    Ok(Ok(CommitOutcome::Duplicate)) => {
+                        shared
+                            .metrics
+                            .batches_duplicate
+                            .fetch_add(1, Ordering::Relaxed);
+                        pb::Ack {
+                            seq,
+                            duplicate: true,
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        shared
+                            .metrics
+                            .batches_failed
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(sensor = ?st.sensor_id, seq, error = %e, "storing a batch failed; the sensor keeps it");
+                        let _ = tx
+                            .send(Err(Status::unavailable(format!("storage: {e}"))))
+                            .await;
+                        break;
+                    }
+                    Err(e) => {
+                        shared
+                            .metrics
+                            .batches_failed
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(error = %e, "commit task failed");
+                        let _ = tx.send(Err(Status::internal("commit task failed"))).await;
+                        break;
+                    }
+                };
+                if tx.send(Ok(ack)).await.is_err() {
+                    break;
+                }
+            }
+            drop(connected);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+fn range_of(r: Option<pb::TimeRange>) -> TimeRange {
+    let r = r.unwrap_or_default();
+    TimeRange {
+        since_ns: (r.since_ns != 0).then_some(r.since_ns),
+        until_ns: (r.until_ns != 0).then_some(r.until_ns),
+    }
+}
+
+fn filter_of(text: &str) -> Result<Filter, Status> {
+    parse(text).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+fn store_status(e: StoreError) -> Status {
+    tracing::error!(error = %e, "query failed in the store");
+    Status::internal(format!("store: {e}"))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("query task failed: {e}")))?
+        .map_err(store_status)
+}
+
+#[tonic::async_trait]
+impl Query for QuerySvc {
+    type FlowsStream = ChunkStream;
+
+    async fn flows(&self, req: Request<pb::FlowQuery>) -> Result<Response<ChunkStream>, Status> {
+        let q = req.into_inner();
+        let filter = filter_of(&q.filter)?;
+        let range = range_of(q.range);
+        let max = self.0.max_query_flows;
+        let limit = if q.limit == 0 { max } else { q.limit.min(max) } as usize;
+        let store = self.0.store.clone();
+        let rows = blocking(move || store.flows(&filter, range, limit)).await?;
+        let chunks: Vec<Result<pb::FlowChunk, Status>> = rows
+            .chunks(1024)
+            .map(|c| {
+                Ok(pb::FlowChunk {
+                    flows: c
+                        .iter()
+                        .map(|(s, r)| pb::StoredFlow {
+                            sensor_id: s.clone(),
+                            flow: Some(pb::Flow::from(r)),
+                        })
+                        .collect(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn top(&self, req: Request<pb::TopQuery>) -> Result<Response<pb::TopReply>, Status> {
+        let q = req.into_inner();
+        let filter = filter_of(&q.filter)?;
+        let key = match pb::TopKey::try_from(q.key) {
+            Ok(pb::TopKey::Src) => TopKey::Src,
+            Ok(pb::TopKey::Dst) => TopKey::Dst,
+            Ok(pb::TopKey::DstPort) => TopKey::DstPort,
+            Ok(pb::TopKey::SrcPort) => TopKey::SrcPort,
+            Ok(pb::TopKey::Proto) => TopKey::Proto,
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "key: unknown value {}",
+                    q.key
+                )));
+            }
+        };
+        let by = match pb::TopBy::try_from(q.by) {
+            Ok(pb::TopBy::Bytes) => TopBy::Bytes,
+            Ok(pb::TopBy::Packets) => TopBy::Packets,
+            Ok(pb::TopBy::Flows) => TopBy::Flows,
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "by: unknown value {}",
+                    q.by
+                )));
+            }
+        };
+        let limit = q.limit.clamp(1, 10_000) as usize;
+        let range = range_of(q.range);
+        let store = self.0.store.clone();
+        let rows = blocking(move || store.top(&filter, range, key, by, limit)).await?;
+        Ok(Response::new(pb::TopReply {
+            rows: rows
+                .into_iter()
+                .map(|r| pb::TopRow {
+                    key: r.key,
+                    flows: r.totals.flows,
+                    packets: r.totals.packets,
+                    bytes: r.totals.bytes,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn count(
+        &self,
+        req: Request<pb::CountQuery>,
+    ) -> Result<Response<pb::CountReply>, Status> {
+        let q = req.into_inner();
+        let filter = filter_of(&q.filter)?;
+        let range = range_of(q.range);
+        let store = self.0.store.clone();
+        let t = blocking(move || store.count(&filter, range)).await?;
+        Ok(Response::new(pb::CountReply {
+            flows: t.flows,
+            packets: t.packets,
+            bytes: t.bytes,
+        }))
+    }
+
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusReply>, Status> {
+        Ok(Response::new(status_reply(&self.0).await?))
+    }
+}
+
+async fn status_reply(shared: &Arc<Shared>) -> Result<pb::StatusReply, Status> {
+    let store = shared.store.clone();
+    let sensors = blocking(move || store.sensors()).await?;
+    let connected = shared
+        .connected
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let stored_flows = sensors.iter().map(|s| s.flows).sum();
+    Ok(pb::StatusReply {
+        sensors: sensors
+            .into_iter()
+            .map(|s| pb::SensorStatus {
+                connected: connected.contains_key(&s.sensor_id),
+                sensor_id: s.sensor_id,
+                last_seq: s.last_seq,
+                batches: s.batches,
+                flows: s.flows,
+                duplicates: s.duplicates,
+                seq_gaps: s.seq_gaps,
+                last_seen_ns: s.last_seen_ns,
+                stats: Some(s.stats),
+            })
+            .collect(),
+        stored_flows,
+    })
+}
+
+/// Name, type, help and value of a per-sensor metric.
+type SensorMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&pb::SensorStatus) -> u64,
+);
+
+/// Renders the Prometheus text exposition.
+async fn render_metrics(shared: Arc<Shared>) -> String {
+    use std::fmt::Write as _;
+    let m = &shared.metrics;
+    let mut out = String::new();
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "# HELP vigil_collector_batches_total Batches received, by result.\n# TYPE vigil_collector_batches_total counter"
+    );
+    for (result, v) in [
+        ("stored", &m.batches_stored),
+        ("duplicate", &m.batches_duplicate),
+        ("rejected", &m.batches_rejected),
+        ("failed", &m.batches_failed),
+    ] {
+        let _ = writeln!(
+            out,
+            "vigil_collector_batches_total{{result=\"{result}\"}} {}",
+            get(v)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP vigil_collector_flows_stored_total Flow records committed.\n# TYPE vigil_collector_flows_stored_total counter\nvigil_collector_flows_stored_total {}",
+        get(&m.flows_stored)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP vigil_collector_streams_active Open ingest streams.\n# TYPE vigil_collector_streams_active gauge\nvigil_collector_streams_active {}",
+        get(&m.streams_active)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP vigil_collector_streams_total Ingest streams opened.\n# TYPE vigil_collector_streams_total counter\nvigil_collector_streams_total {}",
+        get(&m.streams_total)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP vigil_collector_commit_seconds Time to commit a batch.\n# TYPE vigil_collector_commit_seconds summary\nvigil_collector_commit_seconds_sum {}\nvigil_collector_commit_seconds_count {}",
+        get(&m.commit_ns_sum) as f64 / 1e9,
+        get(&m.commits)
+    );
+    if let Ok(reply) = status_reply(&shared).await {
+        let metrics: [SensorMetric; 10] = [
+            (
+                "vigil_collector_sensor_connected",
+                "gauge",
+                "1 while a stream of the sensor is open.",
+                |s| u64::from(s.connected),
+            ),
+            (
+                "vigil_collector_sensor_last_seq",
+                "gauge",
+                "Highest committed batch sequence number.",
+                |s| s.last_seq,
+            ),
+            (
+                "vigil_collector_sensor_flows_total",
+                "counter",
+                "Flow records stored.",
+                |s| s.flows,
+            ),
+            (
+                "vigil_collector_sensor_seq_gaps_total",
+                "counter",
+                "Batch sequence numbers never received.",
+                |s| s.seq_gaps,
+            ),
+            (
+                "vigil_collector_sensor_packets_total",
+                "counter",
+                "Packets the sensor captured.",
+                |s| s.stats.as_ref().map_or(0, |t| t.packets),
+            ),
+            (
+                "vigil_collector_sensor_kernel_drops_total",
+                "counter",
+                "Packets the sensor's kernel dropped.",
+                |s| s.stats.as_ref().map_or(0, |t| t.kernel_drops),
+            ),
+            (
+                "vigil_collector_sensor_decode_errors_total",
+                "counter",
+                "Malformed frames at the sensor.",
+                |s| {
+                    s.stats
+                        .as_ref()
+                        .map_or(0, |t| t.decode_errors.values().sum())
+                },
+            ),
+            (
+                "vigil_collector_sensor_flows_evicted_total",
+                "counter",
+                "Flows evicted from the sensor's full table.",
+                |s| s.stats.as_ref().map_or(0, |t| t.flows_evicted),
+            ),
+            (
+                "vigil_collector_sensor_spool_dropped_flows_total",
+                "counter",
+                "Flows the sensor's spool dropped at its bound.",
+                |s| s.stats.as_ref().map_or(0, |t| t.spool_dropped_flows),
+            ),
+            (
+                "vigil_collector_sensor_spool_bytes",
+                "gauge",
+                "Bytes in the sensor's spool.",
+                |s| s.stats.as_ref().map_or(0, |t| t.spool_bytes),
+            ),
+        ];
+        for (name, kind, help, f) in metrics {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for s in &reply.sensors {
+                let _ = writeln!(out, "{name}{{sensor=\"{}\"}} {}", s.sensor_id, f(s));
+            }
+        }
+    }
+    out
+}
+
+/// A running collector.
+#[derive(Debug)]
+pub struct RunningCollector {
+    /// The bound gRPC address.
+    pub addr: SocketAddr,
+    /// The bound metrics address.
+    pub metrics_addr: Option<SocketAddr>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), CollectorError>>,
+}
+
+impl RunningCollector {
+    /// Stops accepting, ends the streams and waits for the server.
+    pub async fn shutdown(mut self) -> Result<(), CollectorError> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.wait().await
+    }
+
+    /// Waits until the server stops (on its own: an error).
+    pub async fn wait(&mut self) -> Result<(), CollectorError> {
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "collector task failed");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn read(path: &PathBuf) -> Result<Vec<u8>, CollectorError> {
+    std::fs::read(path).map_err(|source| CollectorError::TlsFile {
+        path: path.clone(),
+        source,
+    })
+}
+
+/// Opens the store and starts serving; returns once the addresses are bound.
+pub async fn start(cfg: CollectorConfig) -> Result<RunningCollector, CollectorError> {
+    if cfg.tls.is_none() && !cfg.insecure && !cfg.listen.ip().is_loopback() {
+        return Err(CollectorError::PlaintextRefused(cfg.listen));
+    }
+    let tls = match &cfg.tls {
+        Some(t) => Some(
+            ServerTlsConfig::new()
+                .identity(Identity::from_pem(read(&t.cert)?, read(&t.key)?))
+                .client_ca_root(Certificate::from_pem(read(&t.ca)?)),
+        ),
+        None => None,
+    };
+    let dir = cfg.data_dir.clone();
+    let store_cfg = cfg.store.clone();
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir, store_cfg))
+        .await
+        .map_err(|e| {
+            CollectorError::Store(StoreError::Unrepresentable(format!(
+                "opening the store: {e}"
+            )))
+        })??;
+    tracing::info!(path = %store.path().display(), "store opened");
+    let store: Arc<dyn FlowStore> = Arc::new(store);
+    start_with_store(cfg, store, tls).await
+}
+
+async fn start_with_store(
+    cfg: CollectorConfig,
+    store: Arc<dyn FlowStore>,
+    tls: Option<ServerTlsConfig>,
+) -> Result<RunningCollector, CollectorError> {
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| CollectorError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| CollectorError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let shared = Arc::new(Shared {
+        store,
+        limits: cfg.limits,
+        max_query_flows: cfg.max_query_flows,
+        metrics: Metrics::default(),
+        connected: Mutex::new(HashMap::new()),
+    });
+    let metrics_addr = match cfg.metrics_listen {
+        Some(a) => Some(serve_metrics(a, shared.clone()).await?),
+        None => None,
+    };
+    let retention_shared = shared.clone();
+    let interval = cfg.retention_interval;
+    let retention = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let store = retention_shared.store.clone();
+            match tokio::task::spawn_blocking(move || store.enforce_retention(now_ns())).await {
+                Ok(Ok(r)) if r.deleted_flows > 0 => {
+                    tracing::info!(deleted_flows = r.deleted_flows, "retention applied");
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
+                Err(e) => tracing::error!(error = %e, "retention task failed"),
+            }
+        }
+    });
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let max = cfg.max_message_bytes;
+    let router = builder
+        .add_service(
+            IngestServer::new(IngestSvc(shared.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            QueryServer::new(QuerySvc(shared.clone()))
+                .max_decoding_message_size(1 << 20)
+                .max_encoding_message_size(max),
+        );
+    tracing::info!(%addr, tls = cfg.tls.is_some(), metrics = ?metrics_addr, "collector listening");
+    let task = tokio::spawn(async move {
+        let r = router
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stop_rx.await;
+            })
+            .await;
+        retention.abort();
+        tracing::info!("collector stopped");
+        r.map_err(CollectorError::from)
+    });
+    Ok(RunningCollector {
+        addr,
+        metrics_addr,
+        stop: Some(stop_tx),
+        task,
+    })
+}
+
+async fn serve_metrics(
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+) -> Result<SocketAddr, CollectorError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| CollectorError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| CollectorError::Bind { addr, source })?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let shared = shared.clone();
+            async move {
+                (
+                    [("content-type", "text/plain; version=0.0.4")],
+                    render_metrics(shared).await,
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics endpoint stopped");
+        }
+    });
+    Ok(bound)
+}
+
+/// Runs until `shutdown` completes.
+pub async fn run(
+    cfg: CollectorConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), CollectorError> {
+    let mut running = start(cfg).await?;
+    tokio::select! {
+        r = running.wait() => r,
+        () = shutdown => {
+            tracing::info!("shutting down");
+            running.shutdown().await
+        }
+    }
+}

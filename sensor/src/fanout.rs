@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use crossbeam_channel::bounded;
 use thiserror::Error;
-use vigil_proto::FlowRecord;
+use vigil_proto::{EndReason, FlowRecord};
 
 use crate::capture::{CaptureError, CaptureReader, LinkType, PcapWriter};
 use crate::decode::{Decoder, PacketMeta};
@@ -175,7 +175,8 @@ pub fn run(
                 if let Err(e) = read {
                     r.input_errors.push(e);
                 }
-                let (table_bytes, flows_at_end) = finish_table(&mut table, &out);
+                let (table_bytes, flows_at_end) =
+                    finish_table(&mut table, &out, EndReason::EndOfInput);
                 r.fragments_pending = decoder.fragments_pending() as u64;
                 r.decode = decoder.stats.clone();
                 r.table = table.stats.clone();

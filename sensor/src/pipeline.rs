@@ -19,7 +19,8 @@ use std::fs::File;
 use std::io;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError, bounded};
@@ -29,7 +30,7 @@ use vigil_proto::{EndReason, FlowRecord};
 
 use crate::capture::pcap_file::ByteSource;
 use crate::capture::{CaptureError, CaptureReader};
-use crate::decode::{DecodeStats, Decoder, PacketMeta};
+use crate::decode::{DecodeError, DecodeStats, Decoder, PacketMeta};
 use crate::flow::FlowConfig;
 use crate::flow::table::{FlowTable, TableStats};
 
@@ -44,6 +45,49 @@ pub struct PipelineConfig {
     pub queue_depth: NonZeroUsize,
     /// Flow tracking.
     pub flow: FlowConfig,
+    /// Counters published while the pipeline runs (for the exporter's stats).
+    pub live: Option<Arc<LiveCounters>>,
+    /// Set to stop reading; open flows are then flushed with end reason
+    /// `shutdown` (SIGTERM).
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+/// Counters a running pipeline publishes: plain per-thread counts stored
+/// into these atomics every 65,536 packets and per batch, so
+/// the hot path never touches shared memory per packet.
+#[derive(Debug, Default)]
+pub struct LiveCounters {
+    /// Frames read.
+    pub packets: AtomicU64,
+    /// Frame bytes on the wire.
+    pub bytes: AtomicU64,
+    /// Frames without IP.
+    pub non_ip: AtomicU64,
+    /// Malformed frames, indexed like [`DecodeError::ALL`].
+    pub decode_errors: [AtomicU64; DecodeError::ALL.len()],
+    /// Flows evicted from full tables.
+    pub evicted: AtomicU64,
+}
+
+impl LiveCounters {
+    fn publish_reader(&self, packets: u64, bytes: u64, d: &DecodeStats) {
+        self.packets.store(packets, Ordering::Relaxed);
+        self.bytes.store(bytes, Ordering::Relaxed);
+        self.non_ip.store(d.non_ip, Ordering::Relaxed);
+        for (a, v) in self.decode_errors.iter().zip(d.errors) {
+            a.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// Decode errors by reason name, non-zero ones only.
+    pub fn decode_errors_by_reason(&self) -> Vec<(&'static str, u64)> {
+        DecodeError::ALL
+            .iter()
+            .zip(&self.decode_errors)
+            .map(|(e, a)| (e.as_str(), a.load(Ordering::Relaxed)))
+            .filter(|(_, v)| *v > 0)
+            .collect()
+    }
 }
 
 impl Default for PipelineConfig {
@@ -53,6 +97,8 @@ impl Default for PipelineConfig {
             batch_size: NonZeroUsize::new(256).unwrap_or(NonZeroUsize::MIN),
             queue_depth: NonZeroUsize::new(8).unwrap_or(NonZeroUsize::MIN),
             flow: FlowConfig::default(),
+            live: None,
+            stop: None,
         }
     }
 }
@@ -317,6 +363,7 @@ struct WorkerReport {
     queue_ns: Histogram<u64>,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn worker(
     workers: usize,
     cfg: FlowConfig,
@@ -324,7 +371,10 @@ fn worker(
     rx: Receiver<Batch>,
     ret: Sender<Vec<PacketMeta>>,
     out: Sender<Vec<FlowRecord>>,
+    live: Option<Arc<LiveCounters>>,
+    stopped: &AtomicBool,
 ) -> WorkerReport {
+    let mut published_evicted = 0;
     let mut table = FlowTable::new(&cfg, max_flows);
     let mut update_ns = histogram();
     let mut queue_ns = histogram();
@@ -350,8 +400,20 @@ fn worker(
         }
         batch.metas.clear();
         let _ = ret.try_send(batch.metas);
+        if let Some(l) = &live
+            && table.stats.evicted != published_evicted
+        {
+            l.evicted
+                .fetch_add(table.stats.evicted - published_evicted, Ordering::Relaxed);
+            published_evicted = table.stats.evicted;
+        }
     }
-    let (table_bytes, flows_at_end) = finish_table(&mut table, &out);
+    let reason = if stopped.load(Ordering::Relaxed) {
+        EndReason::Shutdown
+    } else {
+        EndReason::EndOfInput
+    };
+    let (table_bytes, flows_at_end) = finish_table(&mut table, &out, reason);
     WorkerReport {
         stats: table.stats.clone(),
         table_bytes,
@@ -363,9 +425,13 @@ fn worker(
 
 /// Ends a worker's table at the end of input: measures it (bytes, flows
 /// held) before the flush, then flushes every flow to `out`.
-pub(crate) fn finish_table(table: &mut FlowTable, out: &Sender<Vec<FlowRecord>>) -> (u64, u64) {
+pub(crate) fn finish_table(
+    table: &mut FlowTable,
+    out: &Sender<Vec<FlowRecord>>,
+    reason: EndReason,
+) -> (u64, u64) {
     let measured = (table.memory_bytes() as u64, table.len() as u64);
-    table.flush(EndReason::EndOfInput);
+    table.flush(reason);
     if !table.records().is_empty() {
         let _ = out.send(table.take_records());
     }
@@ -418,6 +484,10 @@ pub fn run(
     let per_shard = cfg.flow.max_flows.div_ceil(n);
     let started = Instant::now();
     let stop = AtomicBool::new(false);
+    // Set when the external stop flag ended the run (flush as `shutdown`).
+    let stopped = AtomicBool::new(false);
+    let never = AtomicBool::new(false);
+    let external = cfg.stop.as_deref().unwrap_or(&never);
     let mut report = RunReport::default();
 
     std::thread::scope(|s| -> Result<(), PipelineError> {
@@ -440,7 +510,10 @@ pub fn run(
             let (ret_tx, ret_rx) = bounded::<Vec<PacketMeta>>(depth + 2);
             let out = out_tx.clone();
             let flow = cfg.flow;
-            handles.push(s.spawn(move || worker(n, flow, per_shard, rx, ret_tx, out)));
+            let live = cfg.live.clone();
+            let stopped = &stopped;
+            handles
+                .push(s.spawn(move || worker(n, flow, per_shard, rx, ret_tx, out, live, stopped)));
             txs.push(tx);
             rets.push(ret_rx);
         }
@@ -460,6 +533,9 @@ pub fn run(
             report: &mut report,
             decode_ns: histogram(),
             stop: &stop,
+            external,
+            stopped: &stopped,
+            live: cfg.live.as_deref(),
             progress,
             done_bytes: 0,
         };
@@ -470,7 +546,7 @@ pub fn run(
             "flow pipeline started"
         );
         for input in inputs {
-            if stop.load(Ordering::Relaxed) {
+            if stop.load(Ordering::Relaxed) || reader.stopped.load(Ordering::Relaxed) {
                 break;
             }
             tracing::debug!(input = %input.name(), "reading");
@@ -502,6 +578,13 @@ pub fn run(
                     reader.report.input_errors.push(e);
                 }
             }
+        }
+        if let Some(l) = reader.live {
+            l.publish_reader(
+                reader.report.packets,
+                reader.report.wire_bytes,
+                &reader.decoder.stats,
+            );
         }
         let Reader {
             decoder,
@@ -547,6 +630,11 @@ struct Reader<'r, 'p> {
     report: &'r mut RunReport,
     decode_ns: Histogram<u64>,
     stop: &'r AtomicBool,
+    /// The caller's stop flag.
+    external: &'r AtomicBool,
+    /// Set when `external` stopped the run.
+    stopped: &'r AtomicBool,
+    live: Option<&'r LiveCounters>,
     progress: Option<Progress<'p>>,
     /// Bytes of the inputs before the current one.
     done_bytes: u64,
@@ -574,6 +662,17 @@ impl Reader<'_, '_> {
                 if self.report.packets.is_multiple_of(PROGRESS_EVERY) {
                     if let Some(p) = self.progress {
                         p(self.done_bytes + reader.offset());
+                    }
+                    if let Some(l) = self.live {
+                        l.publish_reader(
+                            self.report.packets,
+                            self.report.wire_bytes,
+                            &self.decoder.stats,
+                        );
+                    }
+                    if self.external.load(Ordering::Relaxed) {
+                        self.stopped.store(true, Ordering::Relaxed);
+                        break;
                     }
                     if self.stop.load(Ordering::Relaxed) {
                         break;

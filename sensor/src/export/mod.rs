@@ -5,6 +5,9 @@
 //! serialization. CSV has the same fields in the same order, with `vlan`
 //! joined by `;` and the tunnel split into three columns.
 
+pub mod grpc;
+pub mod spool;
+
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::net::IpAddr;

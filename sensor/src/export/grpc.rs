@@ -1,0 +1,618 @@
+//! The exporter: flow records → batches in the [`Spool`] → a gRPC stream
+//! to the collector, resent until acknowledged.
+//!
+//! - The pipeline's sink thread calls [`ExportSink::push`]: records are
+//!   encoded into the open batch, which is appended to the spool when it
+//!   holds `batch_flows` records or is `batch_delay` old. Nothing here waits
+//!   for the network, so back-pressure never reaches capture.
+//! - One async sender task connects (with exponential backoff and jitter),
+//!   opens `Ingest.Stream`, and sends every unacknowledged batch in seq order
+//!   with up to `window` in flight, reading them from the spool. Each
+//!   message is a small protobuf header (sensor id, seq, the sensor's current
+//!   counters) followed by the spooled flow bytes, unchanged (protobuf
+//!   concatenation), so replay costs no re-encoding.
+//! - An ack advances the spool's acknowledged mark; after a reconnect the
+//!   sender starts again after the mark, so a batch is sent until it is
+//!   acknowledged, and the collector drops the duplicates.
+//! - `INVALID_ARGUMENT` for a batch means the collector will never take it
+//!   (a sensor clock far ahead, say): the batch is dropped, counted and
+//!   logged as an error. `PERMISSION_DENIED` / `UNAUTHENTICATED` (a
+//!   certificate that does not match the sensor id) stops the exporter: a
+//!   configuration error; the spool keeps everything.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::BufMut as _;
+use prost::Message as _;
+use thiserror::Error;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Code, Status};
+use vigil_proto::{FlowRecord, pb};
+
+use super::spool::{Spool, SpoolConfig, SpoolError};
+use crate::pipeline::LiveCounters;
+
+/// Client side of mTLS.
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    /// CA that signed the collector's certificate.
+    pub ca: PathBuf,
+    /// This sensor's certificate (its identity must be the sensor id).
+    pub cert: PathBuf,
+    /// This sensor's key.
+    pub key: PathBuf,
+    /// Name to check the collector's certificate against (default: the
+    /// URL's host).
+    pub server_name: Option<String>,
+}
+
+/// Exporter settings.
+#[derive(Clone, Debug)]
+pub struct ExporterConfig {
+    /// Collector URL: `http://host:port` (plaintext) or `https://host:port`.
+    pub collector: String,
+    /// This sensor's id.
+    pub sensor_id: String,
+    /// mTLS (required for `https://`).
+    pub tls: Option<ClientTls>,
+    /// Records per batch.
+    pub batch_flows: usize,
+    /// Longest a record waits in an open batch.
+    pub batch_delay: Duration,
+    /// Unacknowledged batches in flight on a stream.
+    pub window: usize,
+    /// Longest wait between reconnection attempts.
+    pub backoff_max: Duration,
+    /// The spool.
+    pub spool: SpoolConfig,
+}
+
+impl ExporterConfig {
+    /// Defaults for a collector URL, sensor id and spool directory.
+    pub fn new(collector: String, sensor_id: String, spool_dir: PathBuf) -> ExporterConfig {
+        ExporterConfig {
+            collector,
+            sensor_id,
+            tls: None,
+            batch_flows: 2048,
+            batch_delay: Duration::from_secs(1),
+            window: 32,
+            backoff_max: Duration::from_secs(10),
+            spool: SpoolConfig::new(spool_dir),
+        }
+    }
+}
+
+/// The exporter failed.
+#[derive(Debug, Error)]
+pub enum ExportError {
+    /// The spool failed.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// The collector URL or TLS settings are unusable.
+    #[error("collector {url}: {problem}")]
+    Config {
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A TLS file could not be read.
+    #[error("reading {path}: {source}")]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The collector refused this sensor's identity.
+    #[error("collector refused the sensor: {0}")]
+    Refused(String),
+}
+
+/// The open batch.
+#[derive(Debug, Default)]
+struct Builder {
+    buf: Vec<u8>,
+    flows: u32,
+    opened: Option<Instant>,
+}
+
+/// Counters of the exporter itself.
+#[derive(Debug, Default)]
+pub struct ExportCounters {
+    /// Batches appended to the spool.
+    pub batches: AtomicU64,
+    /// Batches acknowledged (stored or duplicate).
+    pub acked: AtomicU64,
+    /// Acknowledged as duplicates (resent after a lost ack).
+    pub duplicates: AtomicU64,
+    /// Batches the collector rejected as invalid (dropped).
+    pub rejected: AtomicU64,
+    /// Streams opened.
+    pub connects: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    cfg: ExporterConfig,
+    spool: Mutex<Spool>,
+    builder: Mutex<Builder>,
+    appended: Notify,
+    acked: watch::Sender<u64>,
+    stop: AtomicBool,
+    stop_notify: Notify,
+    live: Arc<LiveCounters>,
+    counters: ExportCounters,
+    run_id: u64,
+    fatal: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn spool(&self) -> MutexGuard<'_, Spool> {
+        self.spool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn builder(&self) -> MutexGuard<'_, Builder> {
+        self.builder.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends the open batch to the spool if `force` or it is full or old.
+    fn flush(&self, force: bool) -> Result<(), SpoolError> {
+        let mut b = self.builder();
+        let due = b.flows as usize >= self.cfg.batch_flows
+            || b.opened
+                .is_some_and(|t| t.elapsed() >= self.cfg.batch_delay);
+        if b.flows == 0 || !(force || due) {
+            return Ok(());
+        }
+        self.spool().append(&b.buf, b.flows)?;
+        self.counters.batches.fetch_add(1, Ordering::Relaxed);
+        b.buf.clear();
+        b.flows = 0;
+        b.opened = None;
+        drop(b);
+        self.appended.notify_one();
+        Ok(())
+    }
+
+    fn stats(&self) -> pb::SensorStats {
+        let l = &self.live;
+        let sp = self.spool().stats();
+        pb::SensorStats {
+            run_id: self.run_id,
+            packets: l.packets.load(Ordering::Relaxed),
+            bytes: l.bytes.load(Ordering::Relaxed),
+            kernel_drops: 0,
+            decode_errors: l
+                .decode_errors_by_reason()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            channel_full_drops: 0,
+            flows_evicted: l.evicted.load(Ordering::Relaxed),
+            spool_bytes: sp.bytes,
+            spool_dropped_batches: sp.dropped_batches,
+            spool_dropped_flows: sp.dropped_flows,
+            non_ip: l.non_ip.load(Ordering::Relaxed),
+            spool_corrupt_records: sp.corrupt_records,
+        }
+    }
+}
+
+/// The handle the pipeline's sink thread pushes records into.
+#[derive(Clone, Debug)]
+pub struct ExportSink(Arc<Shared>);
+
+impl ExportSink {
+    /// Adds records to the open batch, spooling full batches.
+    pub fn push(&self, recs: &[FlowRecord]) -> io::Result<()> {
+        let s = &self.0;
+        for r in recs {
+            let mut b = s.builder();
+            let flow = pb::Flow::from(r);
+            prost::encoding::message::encode(3, &flow, &mut b.buf);
+            b.flows += 1;
+            b.opened.get_or_insert_with(Instant::now);
+            let full = b.flows as usize >= s.cfg.batch_flows;
+            drop(b);
+            if full {
+                s.flush(true).map_err(io::Error::other)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What [`Exporter::drain`] achieved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Batches still unacknowledged (kept in the spool).
+    pub pending: u64,
+    /// Highest acknowledged seq.
+    pub acked: u64,
+}
+
+/// A running exporter.
+#[derive(Debug)]
+pub struct Exporter {
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+impl Exporter {
+    /// Opens the spool and starts the sender on the current tokio runtime.
+    pub fn start(cfg: ExporterConfig, live: Arc<LiveCounters>) -> Result<Exporter, ExportError> {
+        let endpoint = endpoint(&cfg)?;
+        let spool = Spool::open(cfg.spool.clone())?;
+        let (acked, _) = watch::channel(spool.acked());
+        let shared = Arc::new(Shared {
+            cfg,
+            spool: Mutex::new(spool),
+            builder: Mutex::new(Builder::default()),
+            appended: Notify::new(),
+            acked,
+            stop: AtomicBool::new(false),
+            stop_notify: Notify::new(),
+            live,
+            counters: ExportCounters::default(),
+            run_id: random_u64(),
+            fatal: Mutex::new(None),
+        });
+        let task = tokio::spawn(sender(shared.clone(), endpoint));
+        Ok(Exporter { shared, task })
+    }
+
+    /// The sink for the pipeline.
+    pub fn sink(&self) -> ExportSink {
+        ExportSink(self.shared.clone())
+    }
+
+    /// The exporter's counters.
+    pub fn counters(&self) -> &ExportCounters {
+        &self.shared.counters
+    }
+
+    /// Spool counters now.
+    pub fn spool_stats(&self) -> super::spool::SpoolStats {
+        self.shared.spool().stats()
+    }
+
+    /// Spools the open batch, waits up to `timeout` for every batch to be
+    /// acknowledged, then stops the sender and closes the spool. What is
+    /// not acknowledged stays in the spool for the next start.
+    pub async fn drain(self, timeout: Duration) -> Result<DrainReport, ExportError> {
+        self.shared.flush(true)?;
+        let target = self.shared.spool().next_seq().saturating_sub(1);
+        let mut rx = self.shared.acked.subscribe();
+        let fatal = || {
+            self.shared
+                .fatal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        };
+        let wait = async {
+            loop {
+                if *rx.borrow_and_update() >= target || fatal().is_some() {
+                    break;
+                }
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(timeout, wait).await;
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.stop_notify.notify_waiters();
+        self.shared.appended.notify_one();
+        let _ = self.task.await;
+        let mut spool = self.shared.spool();
+        spool.close()?;
+        if let Some(f) = fatal() {
+            return Err(ExportError::Refused(f));
+        }
+        Ok(DrainReport {
+            pending: spool.pending(),
+            acked: spool.acked(),
+        })
+    }
+}
+
+fn endpoint(cfg: &ExporterConfig) -> Result<Endpoint, ExportError> {
+    let bad = |problem: String| ExportError::Config {
+        url: cfg.collector.clone(),
+        problem,
+    };
+    let https = cfg.collector.starts_with("https://");
+    if !https && !cfg.collector.starts_with("http://") {
+        return Err(bad("expected http://HOST:PORT or https://HOST:PORT".into()));
+    }
+    let mut ep = Endpoint::from_shared(cfg.collector.clone())
+        .map_err(|e| bad(e.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(20));
+    match (&cfg.tls, https) {
+        (Some(t), true) => {
+            let read = |p: &PathBuf| {
+                std::fs::read(p).map_err(|source| ExportError::TlsFile {
+                    path: p.clone(),
+                    source,
+                })
+            };
+            let mut tls = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(read(&t.ca)?))
+                .identity(Identity::from_pem(read(&t.cert)?, read(&t.key)?));
+            if let Some(n) = &t.server_name {
+                tls = tls.domain_name(n.clone());
+            }
+            ep = ep.tls_config(tls).map_err(|e| bad(e.to_string()))?;
+        }
+        (None, true) => {
+            return Err(bad(
+                "https:// needs --tls-ca, --tls-cert and --tls-key".into()
+            ));
+        }
+        (Some(_), false) => {
+            return Err(bad(
+                "TLS files given for a plaintext http:// URL; use https://".into(),
+            ));
+        }
+        (None, false) => {}
+    }
+    Ok(ep)
+}
+
+/// Sends raw, already-encoded `FlowBatch` bytes; decodes `Ack`s.
+#[derive(Clone, Copy, Debug, Default)]
+struct RawCodec;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct RawEncoder;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct AckDecoder;
+
+impl Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for AckDecoder {
+    type Item = pb::Ack;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<pb::Ack>, Status> {
+        pb::Ack::decode(src)
+            .map(Some)
+            .map_err(|e| Status::internal(format!("undecodable ack: {e}")))
+    }
+}
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = pb::Ack;
+    type Encoder = RawEncoder;
+    type Decoder = AckDecoder;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> AckDecoder {
+        AckDecoder
+    }
+}
+
+/// Why a stream ended.
+enum StreamEnd {
+    /// Asked to stop.
+    Stopped,
+    /// The connection or the collector failed; retry.
+    Retry(String),
+    /// The collector refused the sensor; give up.
+    Fatal(String),
+}
+
+async fn sender(shared: Arc<Shared>, endpoint: Endpoint) {
+    let mut backoff = Duration::from_millis(100);
+    let mut last_error = String::new();
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        if shared.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let end = match endpoint.connect().await {
+            Ok(ch) => stream(&shared, ch).await,
+            Err(e) => StreamEnd::Retry(format!("connecting: {}", error_chain(&e))),
+        };
+        match end {
+            StreamEnd::Stopped => return,
+            StreamEnd::Fatal(msg) => {
+                tracing::error!(collector = %shared.cfg.collector, error = %msg, "collector refused this sensor; batches stay in the spool");
+                *shared.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
+                shared.acked.send_modify(|_| {});
+                return;
+            }
+            StreamEnd::Retry(msg) => {
+                if msg != last_error {
+                    tracing::warn!(collector = %shared.cfg.collector, error = %msg, retry_in_ms = backoff.as_millis() as u64, "collector unavailable; spooling");
+                    last_error = msg;
+                }
+            }
+        }
+        // Keep batching and syncing while disconnected.
+        let jitter = Duration::from_millis(random_u64() % (backoff.as_millis() as u64 / 4 + 1));
+        let until = tokio::time::Instant::now() + backoff + jitter;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => break,
+                _ = ticker.tick() => maintain(&shared),
+                _ = shared.stop_notify.notified() => return,
+            }
+        }
+        backoff = (backoff * 2).min(shared.cfg.backoff_max);
+    }
+}
+
+fn maintain(shared: &Shared) {
+    if let Err(e) = shared.flush(false) {
+        tracing::error!(error = %e, "spooling a batch failed");
+    }
+    if let Err(e) = shared.spool().maintain() {
+        tracing::error!(error = %e, "spool maintenance failed");
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+/// Builds the wire message: header fields, then the spooled flows.
+fn message(shared: &Shared, seq: u64, payload: &[u8]) -> Vec<u8> {
+    let header = pb::FlowBatch {
+        sensor_id: shared.cfg.sensor_id.clone(),
+        seq,
+        flows: Vec::new(),
+        stats: Some(shared.stats()),
+    };
+    let mut buf = Vec::with_capacity(header.encoded_len() + payload.len());
+    // Cannot fail: the Vec grows.
+    let _ = header.encode(&mut buf);
+    buf.extend_from_slice(payload);
+    buf
+}
+
+async fn stream(shared: &Arc<Shared>, channel: Channel) -> StreamEnd {
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(shared.cfg.window.max(1));
+    let mut grpc = tonic::client::Grpc::new(channel)
+        .max_encoding_message_size(usize::MAX)
+        .max_decoding_message_size(1 << 20);
+    if let Err(e) = grpc.ready().await {
+        return StreamEnd::Retry(format!("connection not ready: {e}"));
+    }
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/vigil.v1.Ingest/Stream");
+    let mut acked = shared.spool().acked();
+    let mut next = acked + 1;
+    // Send the first batch (or nothing) before awaiting the response, so
+    // a server that answers only once data flows is not deadlocked.
+    let resp = grpc.streaming(tonic::Request::new(ReceiverStream::new(rx)), path, RawCodec);
+    let fill = |next: &mut u64, acked: u64, tx: &mpsc::Sender<Vec<u8>>| -> Result<(), StreamEnd> {
+        while *next - acked - 1 < shared.cfg.window as u64 {
+            let b = match shared.spool().read_from(*next) {
+                Ok(Some(b)) => b,
+                Ok(None) => break,
+                Err(e) => return Err(StreamEnd::Retry(format!("reading the spool: {e}"))),
+            };
+            if b.seq > *next {
+                tracing::warn!(
+                    from = *next,
+                    to = b.seq,
+                    "spool dropped batches before they were sent"
+                );
+            }
+            let msg = message(shared, b.seq, &b.payload);
+            match tx.try_send(msg) {
+                Ok(()) => *next = b.seq + 1,
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    };
+    if let Err(e) = fill(&mut next, acked, &tx) {
+        return e;
+    }
+    let mut acks = match resp.await {
+        Ok(r) => r.into_inner(),
+        Err(s) => return status_end(shared, s, acked),
+    };
+    shared.counters.connects.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(collector = %shared.cfg.collector, resume_after = acked, "streaming to the collector");
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        if let Err(e) = fill(&mut next, acked, &tx) {
+            return e;
+        }
+        if shared.stop.load(Ordering::Relaxed) {
+            return StreamEnd::Stopped;
+        }
+        tokio::select! {
+            m = acks.message() => match m {
+                Ok(Some(ack)) => {
+                    if ack.seq < next && ack.seq > acked {
+                        acked = ack.seq;
+                        if let Err(e) = shared.spool().ack(ack.seq) {
+                            tracing::error!(error = %e, "recording an ack in the spool failed");
+                        }
+                        shared.counters.acked.fetch_add(1, Ordering::Relaxed);
+                        if ack.duplicate {
+                            shared.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                        }
+                        shared.acked.send_replace(acked);
+                    }
+                }
+                Ok(None) => return StreamEnd::Retry("the collector closed the stream".into()),
+                Err(s) => return status_end(shared, s, acked),
+            },
+            _ = shared.appended.notified() => {}
+            _ = ticker.tick() => maintain(shared),
+            _ = shared.stop_notify.notified() => return StreamEnd::Stopped,
+        }
+    }
+}
+
+/// Decides what a status from the collector means for the batch after `acked`.
+fn status_end(shared: &Shared, s: Status, acked: u64) -> StreamEnd {
+    match s.code() {
+        Code::PermissionDenied | Code::Unauthenticated => StreamEnd::Fatal(s.message().to_string()),
+        Code::InvalidArgument => {
+            // The collector processes a stream in order, so the rejected
+            // batch is the first unacknowledged one.
+            let seq = acked + 1;
+            tracing::error!(seq, error = %s.message(), "the collector rejected a batch; it is dropped");
+            shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = shared.spool().ack(seq) {
+                tracing::error!(error = %e, "recording a rejected batch failed");
+            }
+            shared.acked.send_replace(seq);
+            StreamEnd::Retry(format!("batch {seq} rejected: {}", s.message()))
+        }
+        _ => StreamEnd::Retry(format!("{:?}: {}", s.code(), s.message())),
+    }
+}

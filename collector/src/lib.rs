@@ -1,12 +1,16 @@
 //! Vigil's collector.
 //!
-//! Today it holds what the collector computes over flow records without
-//! storage: [`summary`], the traffic summary (totals, top talkers, services,
-//! connection states) that `vigil demo` and `vigil flows` print. Ingest over
-//! gRPC, the store, detection and the query language arrive with their issues
-//! and will build on the same record type from `vigil-proto`.
+//! - [`server`]: the daemon — tonic `Ingest` (validated by [`ingest`],
+//!   acknowledged after the commit) and `Query` services, Prometheus metrics,
+//!   retention; configured by [`config`] (`collector.toml`).
+//! - [`store`]: the [`store::FlowStore`] trait and the embedded SQLite engine.
+//! - [`query`]: the analysts' filter language and query shapes.
+//! - [`summary`]: the traffic summary that `vigil demo` prints.
+//!
+//! It depends on `vigil-proto` only: sensors reach it through gRPC.
 #![deny(missing_docs)]
 
+pub mod config;
 pub mod ingest;
 pub mod query;
 pub mod server;

@@ -9,6 +9,7 @@
 
 pub mod flow;
 pub mod time;
+pub mod units;
 pub mod wire;
 
 pub use flow::{

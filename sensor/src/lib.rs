@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod capture;
+pub mod config;
 pub mod decode;
 pub mod export;
 pub mod fanout;

@@ -1,0 +1,305 @@
+//! `collector.toml`: the collector daemon's configuration.
+//!
+//! Unknown keys are rejected; [`CollectorFile::validate`] reports every bad
+//! value at once with its dotted key. Command-line flags override the file.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use vigil_proto::units::{parse_duration, parse_size};
+
+use crate::ingest::Limits;
+use crate::server::{CollectorConfig, TlsFiles};
+use crate::store::sqlite::{SqliteConfig, Synchronous};
+
+/// The file, as written.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollectorFile {
+    /// gRPC listen address. Default `127.0.0.1:50051`.
+    pub listen: String,
+    /// Data directory (the store). Required.
+    pub data_dir: Option<PathBuf>,
+    /// Prometheus endpoint address (`GET /metrics`); unset: none.
+    pub metrics_listen: Option<String>,
+    /// Allow plaintext gRPC on a non-loopback address. Default false.
+    pub insecure: bool,
+    /// mTLS files.
+    pub tls: Option<TlsSection>,
+    /// The store.
+    #[serde(default)]
+    pub store: StoreSection,
+    /// Bounds on what sensors may send.
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+impl Default for CollectorFile {
+    fn default() -> Self {
+        CollectorFile {
+            listen: "127.0.0.1:50051".into(),
+            data_dir: None,
+            metrics_listen: None,
+            insecure: false,
+            tls: None,
+            store: StoreSection::default(),
+            limits: LimitsSection::default(),
+        }
+    }
+}
+
+/// `[tls]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The collector's certificate (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// The CA that signs sensor certificates (PEM).
+    pub ca: PathBuf,
+}
+
+/// `[store]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    /// `full` (default: each ack follows an fsync) or `normal` (survives a
+    /// collector crash, not a power loss).
+    pub synchronous: String,
+    /// Delete flows older than this (e.g. `30d`); unset: keep.
+    pub max_age: Option<String>,
+    /// Delete the oldest flows beyond this size (e.g. `100GiB`); unset: no bound.
+    pub max_bytes: Option<String>,
+    /// How often retention runs. Default `60s`.
+    pub retention_interval: String,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            synchronous: "full".into(),
+            max_age: None,
+            max_bytes: None,
+            retention_interval: "60s".into(),
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Flows per batch. Default 65536.
+    pub max_batch_flows: usize,
+    /// Largest gRPC message. Default `16MiB`.
+    pub max_message_bytes: String,
+    /// How far ahead of the collector's clock a flow may be. Default `1d`.
+    pub max_clock_skew: String,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_batch_flows: 65_536,
+            max_message_bytes: "16MiB".into(),
+            max_clock_skew: "1d".into(),
+        }
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl CollectorFile {
+    /// Parses TOML; `origin` names the file in messages.
+    pub fn parse(text: &str, origin: &str) -> Result<CollectorFile, ConfigErrors> {
+        toml::from_str(text).map_err(|e| ConfigErrors(vec![format!("{origin}: {e}")]))
+    }
+
+    /// The defaults as TOML, for `vigil config defaults collector`.
+    pub fn defaults_toml() -> String {
+        let f = CollectorFile {
+            data_dir: Some("/var/lib/vigil/collector".into()),
+            metrics_listen: Some("127.0.0.1:9464".into()),
+            tls: Some(TlsSection {
+                cert: "/etc/vigil/collector.pem".into(),
+                key: "/etc/vigil/collector.key".into(),
+                ca: "/etc/vigil/ca.pem".into(),
+            }),
+            store: StoreSection {
+                max_age: Some("30d".into()),
+                max_bytes: Some("100GiB".into()),
+                ..StoreSection::default()
+            },
+            ..CollectorFile::default()
+        };
+        toml::to_string_pretty(&f).unwrap_or_default()
+    }
+
+    /// Checks every value; names each bad one by its dotted key.
+    pub fn validate(&self) -> Result<CollectorConfig, ConfigErrors> {
+        let mut errs = Vec::new();
+        let mut addr = |key: &str, v: &str| match v.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                errs.push(format!(
+                    "collector.{key} = {v:?}: expected IP:PORT, e.g. 127.0.0.1:50051"
+                ));
+                None
+            }
+        };
+        let listen = addr("listen", &self.listen);
+        let metrics = self
+            .metrics_listen
+            .as_ref()
+            .map(|m| addr("metrics_listen", m));
+        let mut dur = |key: &str, v: &str| match parse_duration(v) {
+            Ok(d) if !d.is_zero() => Some(d),
+            Ok(_) => {
+                errs.push(format!(
+                    "collector.{key} = {v:?}: must be greater than zero"
+                ));
+                None
+            }
+            Err(e) => {
+                errs.push(format!("collector.{key} = {e}"));
+                None
+            }
+        };
+        let max_age = self.store.max_age.as_ref().map(|v| dur("store.max_age", v));
+        let interval = dur("store.retention_interval", &self.store.retention_interval);
+        let skew = dur("limits.max_clock_skew", &self.limits.max_clock_skew);
+        let mut size = |key: &str, v: &str| match parse_size(v) {
+            Ok(n) if n > 0 => Some(n),
+            Ok(_) => {
+                errs.push(format!(
+                    "collector.{key} = {v:?}: must be greater than zero"
+                ));
+                None
+            }
+            Err(e) => {
+                errs.push(format!("collector.{key} = {e}"));
+                None
+            }
+        };
+        let max_bytes = self
+            .store
+            .max_bytes
+            .as_ref()
+            .map(|v| size("store.max_bytes", v));
+        let max_msg = size("limits.max_message_bytes", &self.limits.max_message_bytes);
+        let synchronous = match self.store.synchronous.as_str() {
+            "full" => Some(Synchronous::Full),
+            "normal" => Some(Synchronous::Normal),
+            other => {
+                errs.push(format!(
+                    "collector.store.synchronous = {other:?}: expected \"full\" or \"normal\""
+                ));
+                None
+            }
+        };
+        if self.limits.max_batch_flows == 0 {
+            errs.push("collector.limits.max_batch_flows = 0: must be at least 1".into());
+        }
+        if self.data_dir.is_none() {
+            errs.push("collector.data_dir: required (--data-dir)".into());
+        }
+        if let (Some(a), None, false) = (listen, &self.tls, self.insecure)
+            && !a.ip().is_loopback()
+        {
+            errs.push(format!(
+                "collector.listen = \"{a}\": plaintext on a non-loopback address needs [tls] (--tls-cert, --tls-key, --tls-ca) or insecure = true"
+            ));
+        }
+        if !errs.is_empty() {
+            return Err(ConfigErrors(errs));
+        }
+        let (Some(listen), Some(interval), Some(skew), Some(max_msg), Some(synchronous), Some(dir)) = (
+            listen,
+            interval,
+            skew,
+            max_msg,
+            synchronous,
+            self.data_dir.clone(),
+        ) else {
+            return Err(ConfigErrors(vec![
+                "collector: incomplete configuration".into(),
+            ]));
+        };
+        let mut cfg = CollectorConfig::new(listen, dir);
+        cfg.metrics_listen = metrics.flatten();
+        cfg.insecure = self.insecure;
+        cfg.tls = self.tls.as_ref().map(|t| TlsFiles {
+            cert: t.cert.clone(),
+            key: t.key.clone(),
+            ca: t.ca.clone(),
+        });
+        cfg.store = SqliteConfig {
+            synchronous,
+            max_age: max_age.flatten(),
+            max_bytes: max_bytes.flatten(),
+        };
+        cfg.limits = Limits {
+            max_batch_flows: self.limits.max_batch_flows,
+            max_clock_skew: skew,
+        };
+        cfg.max_message_bytes = usize::try_from(max_msg).unwrap_or(usize::MAX);
+        cfg.retention_interval = interval;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_file_parses_and_validates() {
+        let f = CollectorFile::parse(&CollectorFile::defaults_toml(), "defaults").unwrap();
+        let c = f.validate().unwrap();
+        assert_eq!(c.store.max_bytes, Some(100 << 30));
+        assert!(c.tls.is_some());
+    }
+
+    #[test]
+    fn every_problem_is_named_by_key() {
+        let f = CollectorFile::parse(
+            r#"
+listen = "0.0.0.0:50051"
+[store]
+synchronous = "sometimes"
+max_age = "0s"
+"#,
+            "collector.toml",
+        )
+        .unwrap();
+        let e = f.validate().unwrap_err();
+        let all = e.to_string();
+        for key in [
+            "collector.store.synchronous",
+            "collector.store.max_age",
+            "collector.data_dir",
+            "collector.listen",
+        ] {
+            assert!(all.contains(key), "{key} missing from:\n{all}");
+        }
+        assert!(
+            CollectorFile::parse("lissten = \"x\"", "c.toml")
+                .unwrap_err()
+                .to_string()
+                .contains("lissten")
+        );
+    }
+}

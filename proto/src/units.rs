@@ -1,0 +1,80 @@
+//! Human-written durations and sizes in configuration files: `500ms`,
+//! `30s`, `10m`, `2h`, `7d`; `4096`, `64KiB`, `16MiB`, `1GiB`, `2TiB`
+//! (also `KB`, `MB`, `GB`, `TB` as powers of 1000).
+
+use std::time::Duration;
+
+/// Parses a duration such as `30s`; the message names what was expected.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{s:?}: missing unit (ms, s, m, h, d)"))?;
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number followed by ms, s, m, h or d"))?;
+    let secs = |k: u64| {
+        n.checked_mul(k)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{s:?}: too large"))
+    };
+    match unit.trim() {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
+        other => Err(format!("{s:?}: unknown unit {other:?} (ms, s, m, h, d)")),
+    }
+}
+
+/// Parses a size in bytes such as `16MiB`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number of bytes, e.g. 4096, 64KiB, 1GiB"))?;
+    let k: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        other => {
+            return Err(format!(
+                "{s:?}: unknown unit {other:?} (KiB, MiB, GiB, TiB)"
+            ));
+        }
+    };
+    n.checked_mul(k).ok_or_else(|| format!("{s:?}: too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(parse_duration("30").unwrap_err().contains("missing unit"));
+        assert!(parse_duration("3w").unwrap_err().contains("unknown unit"));
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
+        assert!(parse_size("1PiB").is_err());
+        assert!(
+            parse_size("99999999999TiB")
+                .unwrap_err()
+                .contains("too large")
+        );
+    }
+}

@@ -1,0 +1,430 @@
+//! `sensor.toml`: the sensor daemon's configuration.
+//!
+//! Every section rejects unknown keys. [`SensorFile::validate`] checks every
+//! value and reports all problems at once, each with its dotted key and
+//! value; the result is the runtime configuration, whose types make bad
+//! values unrepresentable. Command-line flags override the file (the binary
+//! sets the file's fields before validating).
+
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use vigil_proto::units::{parse_duration, parse_size};
+
+use crate::export::grpc::{ClientTls, ExporterConfig};
+use crate::export::spool::{Fsync, SpoolConfig};
+use crate::flow::{FlowConfig, Timeouts};
+use crate::pipeline::PipelineConfig;
+
+/// The file, as written.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SensorFile {
+    /// This sensor's id (1–64 of `A-Za-z0-9._-`); under mTLS it must be the
+    /// identity in the sensor's certificate. Required.
+    pub sensor_id: Option<String>,
+    /// Collector URL, `http://HOST:PORT` or `https://HOST:PORT`. Required.
+    pub collector: Option<String>,
+    /// The disk spool.
+    #[serde(default)]
+    pub spool: SpoolSection,
+    /// Batching and delivery.
+    #[serde(default)]
+    pub export: ExportSection,
+    /// mTLS files (for an `https://` collector).
+    pub tls: Option<TlsSection>,
+    /// Flow tracking.
+    #[serde(default)]
+    pub flow: FlowSection,
+}
+
+/// `[spool]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpoolSection {
+    /// Spool directory. Required.
+    pub dir: Option<PathBuf>,
+    /// Bound on the spool's size; beyond it the oldest batches are dropped
+    /// and counted. Default `1GiB`.
+    pub max_bytes: String,
+    /// Segment file size. Default `16MiB`.
+    pub segment_bytes: String,
+    /// `always`, `never`, or an interval such as `1s` (default).
+    pub fsync: String,
+}
+
+impl Default for SpoolSection {
+    fn default() -> Self {
+        SpoolSection {
+            dir: None,
+            max_bytes: "1GiB".into(),
+            segment_bytes: "16MiB".into(),
+            fsync: "1s".into(),
+        }
+    }
+}
+
+/// `[export]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExportSection {
+    /// Records per batch. Default 2048.
+    pub batch_flows: usize,
+    /// Longest a record waits for its batch to fill. Default `1s`.
+    pub batch_delay: String,
+    /// Unacknowledged batches in flight. Default 32.
+    pub window: usize,
+    /// Longest wait between reconnection attempts. Default `10s`.
+    pub backoff_max: String,
+    /// On shutdown (or at the end of a capture file), how long to wait for
+    /// the last acknowledgements. Default `30s`.
+    pub drain_timeout: String,
+}
+
+impl Default for ExportSection {
+    fn default() -> Self {
+        ExportSection {
+            batch_flows: 2048,
+            batch_delay: "1s".into(),
+            window: 32,
+            backoff_max: "10s".into(),
+            drain_timeout: "30s".into(),
+        }
+    }
+}
+
+/// `[tls]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// CA certificate (PEM) that signed the collector's certificate.
+    pub ca: PathBuf,
+    /// This sensor's certificate (PEM).
+    pub cert: PathBuf,
+    /// This sensor's private key (PEM).
+    pub key: PathBuf,
+    /// Name expected in the collector's certificate (default: the URL's host).
+    pub server_name: Option<String>,
+}
+
+/// `[flow]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlowSection {
+    /// Flow shards. Default 1.
+    pub workers: usize,
+    /// One idle timeout for every protocol (default: Suricata's per-protocol values).
+    pub idle_timeout: Option<String>,
+    /// Interim records of long flows. Default `1800s`.
+    pub active_timeout: String,
+    /// Flows held at once. Default 1000000.
+    pub max_flows: usize,
+}
+
+impl Default for FlowSection {
+    fn default() -> Self {
+        FlowSection {
+            workers: 1,
+            idle_timeout: None,
+            active_timeout: "1800s".into(),
+            max_flows: 1_000_000,
+        }
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct SensorSettings {
+    /// The exporter.
+    pub exporter: ExporterConfig,
+    /// The pipeline.
+    pub pipeline: PipelineConfig,
+    /// Wait for acknowledgements at shutdown.
+    pub drain_timeout: Duration,
+}
+
+/// Whether `id` is a well-formed sensor id (the collector's rule).
+pub fn valid_sensor_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+impl SensorFile {
+    /// Parses TOML; `origin` names the file in messages.
+    pub fn parse(text: &str, origin: &str) -> Result<SensorFile, ConfigErrors> {
+        toml::from_str(text).map_err(|e| ConfigErrors(vec![format!("{origin}: {e}")]))
+    }
+
+    /// The defaults as TOML, for `vigil config defaults sensor`.
+    pub fn defaults_toml() -> String {
+        let mut f = SensorFile {
+            sensor_id: Some("site-a-sensor-1".into()),
+            collector: Some("https://collector.example:50051".into()),
+            ..SensorFile::default()
+        };
+        f.spool.dir = Some("/var/lib/vigil/spool".into());
+        f.tls = Some(TlsSection {
+            ca: "/etc/vigil/ca.pem".into(),
+            cert: "/etc/vigil/sensor.pem".into(),
+            key: "/etc/vigil/sensor.key".into(),
+            server_name: None,
+        });
+        toml::to_string_pretty(&f).unwrap_or_default()
+    }
+
+    /// Checks every value; names each bad one by its dotted key.
+    pub fn validate(&self) -> Result<SensorSettings, ConfigErrors> {
+        let mut errs = Vec::new();
+        let mut dur = |key: &str, v: &str| match parse_duration(v) {
+            Ok(d) if !d.is_zero() => Some(d),
+            Ok(_) => {
+                errs.push(format!("sensor.{key} = {v:?}: must be greater than zero"));
+                None
+            }
+            Err(e) => {
+                errs.push(format!("sensor.{key} = {e}"));
+                None
+            }
+        };
+        let batch_delay = dur("export.batch_delay", &self.export.batch_delay);
+        let backoff_max = dur("export.backoff_max", &self.export.backoff_max);
+        let drain_timeout = dur("export.drain_timeout", &self.export.drain_timeout);
+        let active_timeout = dur("flow.active_timeout", &self.flow.active_timeout);
+        let idle = self
+            .flow
+            .idle_timeout
+            .as_ref()
+            .map(|v| dur("flow.idle_timeout", v));
+        let fsync = match self.spool.fsync.as_str() {
+            "always" => Some(Fsync::Always),
+            "never" => Some(Fsync::Never),
+            v => dur("spool.fsync", v).map(Fsync::Interval),
+        };
+        let mut size = |key: &str, v: &str| match parse_size(v) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                errs.push(format!("sensor.{key} = {e}"));
+                None
+            }
+        };
+        let max_bytes = size("spool.max_bytes", &self.spool.max_bytes);
+        let segment_bytes = size("spool.segment_bytes", &self.spool.segment_bytes);
+        if let (Some(m), Some(s)) = (max_bytes, segment_bytes)
+            && (s < 4096 || m < 2 * s)
+        {
+            errs.push(format!(
+                "sensor.spool.max_bytes = {m}: must be at least twice spool.segment_bytes ({s}), which must be at least 4096"
+            ));
+        }
+        let id = match &self.sensor_id {
+            Some(id) if valid_sensor_id(id) => Some(id.clone()),
+            Some(id) => {
+                errs.push(format!(
+                    "sensor.sensor_id = {id:?}: must be 1-64 characters of A-Z a-z 0-9 . _ -"
+                ));
+                None
+            }
+            None => {
+                errs.push("sensor.sensor_id: required (--sensor-id)".into());
+                None
+            }
+        };
+        let collector = match &self.collector {
+            Some(c) if c.starts_with("http://") || c.starts_with("https://") => Some(c.clone()),
+            Some(c) => {
+                errs.push(format!(
+                    "sensor.collector = {c:?}: expected http://HOST:PORT or https://HOST:PORT"
+                ));
+                None
+            }
+            None => {
+                errs.push("sensor.collector: required (--collector)".into());
+                None
+            }
+        };
+        if let Some(c) = &collector {
+            match (c.starts_with("https://"), self.tls.is_some()) {
+                (true, false) => errs.push(format!(
+                    "sensor.collector = {c:?}: https needs [tls] ca, cert and key (--tls-ca, --tls-cert, --tls-key)"
+                )),
+                (false, true) => errs.push(format!(
+                    "sensor.collector = {c:?}: [tls] is set, so the URL must be https://"
+                )),
+                _ => {}
+            }
+        }
+        let dir = self.spool.dir.clone();
+        if dir.is_none() {
+            errs.push("sensor.spool.dir: required (--spool-dir)".into());
+        }
+        if self.export.batch_flows == 0 || self.export.batch_flows > 65_536 {
+            errs.push(format!(
+                "sensor.export.batch_flows = {}: must be 1-65536",
+                self.export.batch_flows
+            ));
+        }
+        if self.export.window == 0 || self.export.window > 4096 {
+            errs.push(format!(
+                "sensor.export.window = {}: must be 1-4096",
+                self.export.window
+            ));
+        }
+        let workers = NonZeroUsize::new(self.flow.workers);
+        if workers.is_none() {
+            errs.push("sensor.flow.workers = 0: must be at least 1".into());
+        }
+        if self.flow.max_flows == 0 {
+            errs.push("sensor.flow.max_flows = 0: must be at least 1".into());
+        }
+        if !errs.is_empty() {
+            return Err(ConfigErrors(errs));
+        }
+        let (
+            Some(id),
+            Some(collector),
+            Some(dir),
+            Some(batch_delay),
+            Some(backoff_max),
+            Some(drain_timeout),
+            Some(active_timeout),
+            Some(fsync),
+            Some(max_bytes),
+            Some(segment_bytes),
+            Some(workers),
+        ) = (
+            id,
+            collector,
+            dir,
+            batch_delay,
+            backoff_max,
+            drain_timeout,
+            active_timeout,
+            fsync,
+            max_bytes,
+            segment_bytes,
+            workers,
+        )
+        else {
+            return Err(ConfigErrors(vec![
+                "sensor: incomplete configuration".into(),
+            ]));
+        };
+        let mut exporter = ExporterConfig::new(collector, id, dir.clone());
+        exporter.batch_flows = self.export.batch_flows;
+        exporter.batch_delay = batch_delay;
+        exporter.window = self.export.window;
+        exporter.backoff_max = backoff_max;
+        exporter.spool = SpoolConfig {
+            dir,
+            max_bytes,
+            segment_bytes,
+            fsync,
+        };
+        exporter.tls = self.tls.as_ref().map(|t| ClientTls {
+            ca: t.ca.clone(),
+            cert: t.cert.clone(),
+            key: t.key.clone(),
+            server_name: t.server_name.clone(),
+        });
+        let pipeline = PipelineConfig {
+            workers,
+            flow: FlowConfig {
+                timeouts: idle.flatten().map(Timeouts::uniform).unwrap_or_default(),
+                active_timeout,
+                max_flows: self.flow.max_flows,
+                ..FlowConfig::default()
+            },
+            ..PipelineConfig::default()
+        };
+        Ok(SensorSettings {
+            exporter,
+            pipeline,
+            drain_timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_file_parses_and_validates() {
+        let text = SensorFile::defaults_toml();
+        let f = SensorFile::parse(&text, "defaults").unwrap();
+        let s = f.validate().unwrap();
+        assert_eq!(s.exporter.spool.max_bytes, 1 << 30);
+        assert_eq!(s.exporter.batch_flows, 2048);
+    }
+
+    #[test]
+    fn every_problem_is_named_by_key() {
+        let text = r#"
+sensor_id = "bad id"
+collector = "tcp://x"
+[spool]
+dir = "/tmp/x"
+max_bytes = "1MiB"
+segment_bytes = "1MiB"
+fsync = "soon"
+max_bytes_typo = 1
+"#;
+        let e = SensorFile::parse(text, "sensor.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sensor.toml") && e.contains("max_bytes_typo"),
+            "{e}"
+        );
+        let text = text.replace("max_bytes_typo = 1\n", "");
+        let e = SensorFile::parse(&text, "sensor.toml")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        let all = e.to_string();
+        for key in [
+            "sensor.sensor_id",
+            "sensor.collector",
+            "sensor.spool.fsync",
+            "sensor.spool.max_bytes",
+        ] {
+            assert!(all.contains(key), "{key} missing from:\n{all}");
+        }
+        assert_eq!(e.0.len(), 4, "{all}");
+    }
+
+    #[test]
+    fn https_and_tls_go_together() {
+        let mut f = SensorFile {
+            sensor_id: Some("s".into()),
+            collector: Some("https://c:1".into()),
+            ..SensorFile::default()
+        };
+        f.spool.dir = Some("/tmp/s".into());
+        assert!(
+            f.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("https needs [tls]")
+        );
+        f.collector = Some("http://c:1".into());
+        assert!(f.validate().is_ok());
+    }
+}

@@ -3,8 +3,11 @@
 //! runtime failure, 0 on a closed output pipe). Nothing else lives here.
 
 mod bench;
+mod collector;
 mod demo;
 mod flows;
+mod query;
+mod sensor;
 
 use std::process::ExitCode;
 
@@ -32,6 +35,56 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Measure the capture → decode → flow pipeline.
     Bench(bench::BenchArgs),
+    /// Capture, track flows and stream them to a collector (spooling to disk).
+    Sensor(sensor::SensorArgs),
+    /// Receive flows from sensors over gRPC, store them, answer queries.
+    Collector(collector::CollectorArgs),
+    /// Query stored flows: listings, top-N, totals, sensor status.
+    Query(query::QueryArgs),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCmd {
+    /// Print a complete configuration file with the default values.
+    Defaults {
+        /// sensor or collector.
+        which: String,
+    },
+}
+
+/// The tokio runtime of the daemons and clients.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("starting the async runtime: {e}"))?)
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// A failure and the exit code it maps to.
@@ -87,6 +140,25 @@ fn main() -> ExitCode {
         Cmd::Flows(a) => flows::run(a),
         Cmd::Demo(a) => demo::run(a),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::Sensor(a) => sensor::run(a),
+        Cmd::Collector(a) => collector::run(a),
+        Cmd::Query(a) => query::run(a),
+        Cmd::Config(ConfigCmd::Defaults { which }) => match which.as_str() {
+            "sensor" => {
+                print!("{}", vigil_sensor::config::SensorFile::defaults_toml());
+                Ok(())
+            }
+            "collector" => {
+                print!(
+                    "{}",
+                    vigil_collector::config::CollectorFile::defaults_toml()
+                );
+                Ok(())
+            }
+            other => Err(Failure::usage(anyhow::anyhow!(
+                "config defaults {other:?}: expected sensor or collector"
+            ))),
+        },
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

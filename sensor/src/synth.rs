@@ -933,7 +933,8 @@ pub const DEMO_PROTECTED: &str = "198.51.100.0/24";
 pub fn demo_scenario(seed: u64) -> Scenario {
     let mut rng = Rng::new(seed);
     let mut sc = Scenario::new();
-    let t0: u64 = 1_795_860_000_000_000_000; // 2026-11-28T10:00:00Z
+    // A fixed date in the past: collectors refuse flows from the future.
+    let t0: u64 = 1_767_261_600_000_000_000; // 2026-01-01T10:00:00Z
     let s = 1_000_000_000u64;
     let ms = 1_000_000u64;
     let v4 = |a: u8, b: u8, c: u8, d: u8| IpAddr::V4(Ipv4Addr::new(a, b, c, d));

@@ -240,6 +240,8 @@ pub struct DrainReport {
     pub pending: u64,
     /// Highest acknowledged seq.
     pub acked: u64,
+    /// Batches the collector rejected as invalid (dropped) in this run.
+    pub rejected: u64,
 }
 
 /// A running exporter.
@@ -337,6 +339,7 @@ impl Exporter {
         Ok(DrainReport {
             pending: spool.pending(),
             acked: spool.acked(),
+            rejected: self.shared.counters.rejected.load(Ordering::Relaxed),
         })
     }
 }
@@ -465,7 +468,7 @@ async fn sender(shared: Arc<Shared>, endpoint: Endpoint) {
             }
             StreamEnd::Retry(msg) => {
                 if msg != last_error {
-                    tracing::warn!(collector = %shared.cfg.collector, error = %msg, retry_in_ms = backoff.as_millis() as u64, "collector unavailable; spooling");
+                    tracing::warn!(collector = %shared.cfg.collector, error = %msg, retry_in_ms = backoff.as_millis() as u64, "stream to the collector ended; batches wait in the spool");
                     last_error = msg;
                 }
             }
@@ -611,7 +614,10 @@ fn status_end(shared: &Shared, s: Status, acked: u64) -> StreamEnd {
                 tracing::error!(error = %e, "recording a rejected batch failed");
             }
             shared.acked.send_replace(seq);
-            StreamEnd::Retry(format!("batch {seq} rejected: {}", s.message()))
+            StreamEnd::Retry(format!(
+                "batch {seq} rejected, reconnecting: {}",
+                s.message()
+            ))
         }
         _ => StreamEnd::Retry(format!("{:?}: {}", s.code(), s.message())),
     }

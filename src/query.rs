@@ -1,0 +1,477 @@
+//! `vigil query`: flows, top-N, totals and sensor status, from a data
+//! directory or from a collector over gRPC.
+
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use vigil_collector::query::{self, Filter, TimeRange, TopBy, TopKey, TopRow, Totals};
+use vigil_collector::store::sqlite::{SqliteConfig, SqliteStore};
+use vigil_collector::store::{FlowStore, SensorRecord};
+use vigil_proto::time::Rfc3339Nanos;
+use vigil_proto::{FlowRecord, pb};
+use vigil_sensor::export::{Format, RecordWriter};
+
+use crate::Failure;
+
+/// Arguments of `vigil query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// Filter, e.g. `dst net 10.20.0.0/16 and port 502` (words are joined).
+    #[arg(value_name = "FILTER")]
+    filter: Vec<String>,
+    /// Read the store in this collector data directory.
+    #[arg(long, value_name = "DIR", conflicts_with = "collector")]
+    data_dir: Option<PathBuf>,
+    /// Ask this collector (http://HOST:PORT or https://HOST:PORT).
+    #[arg(long, value_name = "URL")]
+    collector: Option<String>,
+    /// Flows first seen at or after: RFC 3339 (2024-05-01T10:00:00Z), or a
+    /// duration before now (90m, 2h, 7d).
+    #[arg(long)]
+    since: Option<String>,
+    /// Flows first seen before (same forms as --since).
+    #[arg(long)]
+    until: Option<String>,
+    /// Top-N by src, dst, dport, sport or proto.
+    #[arg(long, value_name = "KEY")]
+    top: Option<String>,
+    /// What the top-N ranks by: bytes, packets or flows.
+    #[arg(long, default_value = "bytes")]
+    by: String,
+    /// Rows of a top-N, or records of a flow listing.
+    #[arg(long, short = 'n')]
+    limit: Option<u64>,
+    /// Print totals (flows, packets, bytes) of the matching flows.
+    #[arg(long, conflicts_with = "top")]
+    count: bool,
+    /// Print the sensors the collector knows, with their loss counters.
+    #[arg(long, conflicts_with_all = ["top", "count"])]
+    status: bool,
+    /// Output: table, jsonl or csv.
+    #[arg(long, default_value = "table")]
+    format: Format,
+    /// CA (PEM) of the collector, for https://.
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM), for https://.
+    #[arg(long, value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// Client key (PEM), for https://.
+    #[arg(long, value_name = "PEM")]
+    tls_key: Option<PathBuf>,
+    /// Name expected in the collector's certificate.
+    #[arg(long)]
+    tls_server_name: Option<String>,
+}
+
+fn parse_time(s: &str, now_ns: u64) -> Result<u64, String> {
+    if let Ok(d) = vigil_proto::units::parse_duration(s) {
+        return Ok(now_ns.saturating_sub(d.as_nanos() as u64));
+    }
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| {
+            format!("{s:?}: expected RFC 3339 (2024-05-01T10:00:00Z) or a duration (2h): {e}")
+        })?;
+    u64::try_from(t.unix_timestamp_nanos()).map_err(|_| format!("{s:?}: before 1970"))
+}
+
+enum Backend {
+    Local(SqliteStore),
+    Remote(pb::query_client::QueryClient<Channel>),
+}
+
+pub fn run(a: QueryArgs) -> Result<(), Failure> {
+    let text = a.filter.join(" ");
+    let filter =
+        query::parse(&text).map_err(|e| Failure::usage(anyhow::anyhow!(e.render(&text))))?;
+    let now = vigil_collector::server::now_ns();
+    let range = TimeRange {
+        since_ns: a
+            .since
+            .as_deref()
+            .map(|s| parse_time(s, now))
+            .transpose()
+            .map_err(|e| Failure::usage(anyhow::anyhow!("--since {e}")))?,
+        until_ns: a
+            .until
+            .as_deref()
+            .map(|s| parse_time(s, now))
+            .transpose()
+            .map_err(|e| Failure::usage(anyhow::anyhow!("--until {e}")))?,
+    };
+    let top = a
+        .top
+        .as_deref()
+        .map(|k| {
+            TopKey::parse(k).ok_or_else(|| {
+                Failure::usage(anyhow::anyhow!(
+                    "--top {k:?}: expected src, dst, dport, sport or proto"
+                ))
+            })
+        })
+        .transpose()?;
+    let by = TopBy::parse(&a.by).ok_or_else(|| {
+        Failure::usage(anyhow::anyhow!(
+            "--by {:?}: expected bytes, packets or flows",
+            a.by
+        ))
+    })?;
+    let rt = crate::runtime()?;
+    rt.block_on(async {
+        let backend = match (&a.data_dir, &a.collector) {
+            (Some(dir), None) => {
+                if !dir.join("vigil.db").exists() {
+                    return Err(Failure::usage(anyhow::anyhow!(
+                        "{}: no vigil.db here; is this a collector data directory?",
+                        dir.display()
+                    )));
+                }
+                Backend::Local(SqliteStore::open(dir, SqliteConfig::default())?)
+            }
+            (None, Some(url)) => {
+                Backend::Remote(pb::query_client::QueryClient::new(connect(url, &a).await?))
+            }
+            _ => {
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "give --data-dir DIR or --collector URL"
+                )));
+            }
+        };
+        let stdout = io::stdout();
+        let mut out = BufWriter::new(stdout.lock());
+        if a.status {
+            let sensors = status(backend).await?;
+            print_status(&mut out, &sensors, a.format)?;
+        } else if a.count {
+            let t = count(backend, &filter, &text, range).await?;
+            print_totals(&mut out, &t, a.format)?;
+        } else if let Some(key) = top {
+            let limit = a.limit.unwrap_or(10).clamp(1, 10_000) as usize;
+            let rows = top_n(backend, &filter, &text, range, key, by, limit).await?;
+            print_top(&mut out, &rows, a.format)?;
+        } else {
+            let limit = a.limit.unwrap_or(1000);
+            let recs = flows(backend, &filter, &text, range, limit).await?;
+            let mut w = RecordWriter::new(&mut out, a.format);
+            w.write(&recs).context("writing flows")?;
+            w.flush().context("writing flows")?;
+        }
+        out.flush().context("writing output")?;
+        Ok(())
+    })
+}
+
+async fn connect(url: &str, a: &QueryArgs) -> Result<Channel, Failure> {
+    let mut ep = Endpoint::from_shared(url.to_string())
+        .map_err(|e| Failure::usage(anyhow::anyhow!("--collector {url:?}: {e}")))?;
+    if url.starts_with("https://") {
+        let (Some(ca), Some(cert), Some(key)) = (&a.tls_ca, &a.tls_cert, &a.tls_key) else {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "https:// needs --tls-ca, --tls-cert and --tls-key"
+            )));
+        };
+        let read =
+            |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(ca)?))
+            .identity(Identity::from_pem(read(cert)?, read(key)?));
+        if let Some(n) = &a.tls_server_name {
+            tls = tls.domain_name(n.clone());
+        }
+        ep = ep.tls_config(tls).context("TLS configuration")?;
+    }
+    Ok(ep
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {url}"))?)
+}
+
+fn pb_range(r: TimeRange) -> pb::TimeRange {
+    pb::TimeRange {
+        since_ns: r.since_ns.unwrap_or(0),
+        until_ns: r.until_ns.unwrap_or(0),
+    }
+}
+
+fn status_err(s: tonic::Status) -> Failure {
+    let e = anyhow::anyhow!("collector: {}", s.message());
+    if s.code() == tonic::Code::InvalidArgument {
+        Failure::usage(e)
+    } else {
+        Failure::from(e)
+    }
+}
+
+async fn status(b: Backend) -> Result<Vec<SensorRecord>, Failure> {
+    match b {
+        Backend::Local(s) => Ok(s.sensors()?),
+        Backend::Remote(mut c) => {
+            let r = c
+                .status(pb::StatusRequest {})
+                .await
+                .map_err(status_err)?
+                .into_inner();
+            Ok(r.sensors
+                .into_iter()
+                .map(|s| SensorRecord {
+                    sensor_id: s.sensor_id,
+                    last_seq: s.last_seq,
+                    batches: s.batches,
+                    flows: s.flows,
+                    duplicates: s.duplicates,
+                    seq_gaps: s.seq_gaps,
+                    last_seen_ns: s.last_seen_ns,
+                    stats: s.stats.unwrap_or_default(),
+                })
+                .collect())
+        }
+    }
+}
+
+async fn count(b: Backend, f: &Filter, text: &str, r: TimeRange) -> Result<Totals, Failure> {
+    match b {
+        Backend::Local(s) => Ok(s.count(f, r)?),
+        Backend::Remote(mut c) => {
+            let t = c
+                .count(pb::CountQuery {
+                    filter: text.to_string(),
+                    range: Some(pb_range(r)),
+                })
+                .await
+                .map_err(status_err)?
+                .into_inner();
+            Ok(Totals {
+                flows: t.flows,
+                packets: t.packets,
+                bytes: t.bytes,
+            })
+        }
+    }
+}
+
+async fn top_n(
+    b: Backend,
+    f: &Filter,
+    text: &str,
+    r: TimeRange,
+    key: TopKey,
+    by: TopBy,
+    limit: usize,
+) -> Result<Vec<TopRow>, Failure> {
+    match b {
+        Backend::Local(s) => Ok(s.top(f, r, key, by, limit)?),
+        Backend::Remote(mut c) => {
+            let key = match key {
+                TopKey::Src => pb::TopKey::Src,
+                TopKey::Dst => pb::TopKey::Dst,
+                TopKey::DstPort => pb::TopKey::DstPort,
+                TopKey::SrcPort => pb::TopKey::SrcPort,
+                TopKey::Proto => pb::TopKey::Proto,
+            };
+            let by = match by {
+                TopBy::Bytes => pb::TopBy::Bytes,
+                TopBy::Packets => pb::TopBy::Packets,
+                TopBy::Flows => pb::TopBy::Flows,
+            };
+            let rows = c
+                .top(pb::TopQuery {
+                    filter: text.to_string(),
+                    range: Some(pb_range(r)),
+                    key: key as i32,
+                    by: by as i32,
+                    limit: limit as u32,
+                })
+                .await
+                .map_err(status_err)?
+                .into_inner()
+                .rows;
+            Ok(rows
+                .into_iter()
+                .map(|r| TopRow {
+                    key: r.key,
+                    totals: Totals {
+                        flows: r.flows,
+                        packets: r.packets,
+                        bytes: r.bytes,
+                    },
+                })
+                .collect())
+        }
+    }
+}
+
+async fn flows(
+    b: Backend,
+    f: &Filter,
+    text: &str,
+    r: TimeRange,
+    limit: u64,
+) -> Result<Vec<FlowRecord>, Failure> {
+    match b {
+        Backend::Local(s) => Ok(s
+            .flows(f, r, usize::try_from(limit).unwrap_or(usize::MAX))?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect()),
+        Backend::Remote(mut c) => {
+            let mut stream = c
+                .flows(pb::FlowQuery {
+                    filter: text.to_string(),
+                    range: Some(pb_range(r)),
+                    limit,
+                })
+                .await
+                .map_err(status_err)?
+                .into_inner();
+            let mut out = Vec::new();
+            while let Some(chunk) = stream.message().await.map_err(status_err)? {
+                for sf in chunk.flows {
+                    let flow = sf.flow.ok_or_else(|| {
+                        anyhow::anyhow!("collector sent a stored flow without a flow")
+                    })?;
+                    out.push(
+                        FlowRecord::try_from(flow)
+                            .map_err(|e| anyhow::anyhow!("collector sent an invalid flow: {e}"))?,
+                    );
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+fn print_totals(out: &mut impl Write, t: &Totals, format: Format) -> Result<(), Failure> {
+    match format {
+        Format::Jsonl => writeln!(
+            out,
+            "{{\"flows\":{},\"packets\":{},\"bytes\":{}}}",
+            t.flows, t.packets, t.bytes
+        ),
+        Format::Csv => writeln!(
+            out,
+            "flows,packets,bytes\n{},{},{}",
+            t.flows, t.packets, t.bytes
+        ),
+        _ => writeln!(
+            out,
+            "flows: {}  packets: {}  bytes: {}",
+            t.flows, t.packets, t.bytes
+        ),
+    }
+    .context("writing output")?;
+    Ok(())
+}
+
+fn print_top(out: &mut impl Write, rows: &[TopRow], format: Format) -> Result<(), Failure> {
+    let mut w = || -> io::Result<()> {
+        match format {
+            Format::Jsonl => {
+                for r in rows {
+                    writeln!(
+                        out,
+                        "{{\"key\":{},\"flows\":{},\"packets\":{},\"bytes\":{}}}",
+                        serde_json::to_string(&r.key).unwrap_or_default(),
+                        r.totals.flows,
+                        r.totals.packets,
+                        r.totals.bytes
+                    )?;
+                }
+            }
+            Format::Csv => {
+                writeln!(out, "key,flows,packets,bytes")?;
+                for r in rows {
+                    writeln!(
+                        out,
+                        "{},{},{},{}",
+                        r.key, r.totals.flows, r.totals.packets, r.totals.bytes
+                    )?;
+                }
+            }
+            _ => {
+                writeln!(
+                    out,
+                    "{:<40} {:>12} {:>14} {:>16}",
+                    "key", "flows", "packets", "bytes"
+                )?;
+                for r in rows {
+                    writeln!(
+                        out,
+                        "{:<40} {:>12} {:>14} {:>16}",
+                        r.key, r.totals.flows, r.totals.packets, r.totals.bytes
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    };
+    w().context("writing output")?;
+    Ok(())
+}
+
+fn print_status(
+    out: &mut impl Write,
+    sensors: &[SensorRecord],
+    format: Format,
+) -> Result<(), Failure> {
+    let mut w = || -> io::Result<()> {
+        match format {
+            Format::Jsonl | Format::Csv => {
+                for s in sensors {
+                    let st = &s.stats;
+                    writeln!(
+                        out,
+                        "{{\"sensor_id\":{},\"last_seq\":{},\"batches\":{},\"flows\":{},\"duplicates\":{},\"seq_gaps\":{},\"last_seen\":\"{}\",\"packets\":{},\"decode_errors\":{},\"flows_evicted\":{},\"spool_bytes\":{},\"spool_dropped_batches\":{},\"spool_dropped_flows\":{}}}",
+                        serde_json::to_string(&s.sensor_id).unwrap_or_default(),
+                        s.last_seq,
+                        s.batches,
+                        s.flows,
+                        s.duplicates,
+                        s.seq_gaps,
+                        Rfc3339Nanos(s.last_seen_ns),
+                        st.packets,
+                        st.decode_errors.values().sum::<u64>(),
+                        st.flows_evicted,
+                        st.spool_bytes,
+                        st.spool_dropped_batches,
+                        st.spool_dropped_flows
+                    )?;
+                }
+            }
+            _ => {
+                writeln!(
+                    out,
+                    "{:<24} {:>8} {:>10} {:>8} {:>6} {:>12} {:>10} {:>14}  last seen",
+                    "sensor",
+                    "last seq",
+                    "flows",
+                    "dup",
+                    "gaps",
+                    "packets",
+                    "evicted",
+                    "spool dropped"
+                )?;
+                for s in sensors {
+                    writeln!(
+                        out,
+                        "{:<24} {:>8} {:>10} {:>8} {:>6} {:>12} {:>10} {:>14}  {}",
+                        s.sensor_id,
+                        s.last_seq,
+                        s.flows,
+                        s.duplicates,
+                        s.seq_gaps,
+                        s.stats.packets,
+                        s.stats.flows_evicted,
+                        s.stats.spool_dropped_flows,
+                        Rfc3339Nanos(s.last_seen_ns)
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    };
+    w().context("writing output")?;
+    Ok(())
+}

@@ -4,4 +4,5 @@ mod alloc;
 mod cli;
 mod corpus;
 mod engine;
+mod transport;
 mod util;

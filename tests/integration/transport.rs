@@ -1,0 +1,750 @@
+//! Sensor → collector over real gRPC on loopback: the stored flows equal the
+//! offline flows, nothing is lost through collector kills and outages, the
+//! spool's drops are counted at the collector, hostile peers get clear
+//! errors without disturbing a well-behaved sensor, and mTLS identities are
+//! enforced.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use vigil_collector::query::{Filter, TimeRange};
+use vigil_collector::server::{self, CollectorConfig, RunningCollector, TlsFiles};
+use vigil_collector::store::FlowStore;
+use vigil_collector::store::sqlite::{SqliteConfig, SqliteStore, Synchronous};
+use vigil_proto::{FlowRecord, pb};
+use vigil_sensor::export::grpc::{ClientTls, DrainReport, ExportError, Exporter, ExporterConfig};
+use vigil_sensor::export::spool::SpoolConfig;
+use vigil_sensor::pipeline::{self, Input, LiveCounters, PipelineConfig};
+use vigil_sensor::synth::{BulkConfig, FrameSize};
+
+use crate::util::{corpus_dir, corpus_files, run_inputs};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn loopback0() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A free loopback port (bound and released).
+fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind(loopback0()).expect("bind");
+    l.local_addr().expect("addr")
+}
+
+fn key(r: &FlowRecord) -> (u64, u64, u64, &'static str) {
+    (
+        r.first_seen_ns,
+        r.flow_id,
+        r.last_seen_ns,
+        r.end_reason.as_str(),
+    )
+}
+
+fn sorted(mut v: Vec<FlowRecord>) -> Vec<FlowRecord> {
+    v.sort_by_key(key);
+    v
+}
+
+fn stored(dir: &Path, sensor: Option<&str>) -> Vec<FlowRecord> {
+    let store = SqliteStore::open(dir, SqliteConfig::default()).expect("open store");
+    let f = sensor.map_or(Filter::All, |s| Filter::Sensor(s.to_string()));
+    sorted(
+        store
+            .flows(&f, TimeRange::default(), usize::MAX)
+            .expect("read store")
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect(),
+    )
+}
+
+/// Sends `inputs` through a sensor (pipeline + exporter) to `url`.
+async fn sensor_run(
+    inputs: Vec<Input<'static>>,
+    exp: ExporterConfig,
+    drain: Duration,
+) -> Result<DrainReport, ExportError> {
+    let live = Arc::new(LiveCounters::default());
+    let exporter = Exporter::start(exp, live.clone())?;
+    let sink = exporter.sink();
+    let cfg = PipelineConfig {
+        live: Some(live),
+        ..PipelineConfig::default()
+    };
+    tokio::task::spawn_blocking(move || {
+        let mut push = |recs: &[FlowRecord]| sink.push(recs);
+        pipeline::run(&inputs, &cfg, &mut push, None).expect("pipeline")
+    })
+    .await
+    .expect("pipeline task");
+    exporter.drain(drain).await
+}
+
+fn exporter_cfg(url: &str, id: &str, spool: &Path) -> ExporterConfig {
+    let mut e = ExporterConfig::new(url.to_string(), id.to_string(), spool.to_path_buf());
+    e.batch_delay = Duration::from_millis(50);
+    e.backoff_max = Duration::from_millis(500);
+    e
+}
+
+async fn start_collector(data: &Path) -> RunningCollector {
+    let mut cfg = CollectorConfig::new(loopback0(), data.to_path_buf());
+    cfg.store.synchronous = Synchronous::Normal;
+    server::start(cfg).await.expect("collector")
+}
+
+fn bulk(seed: u64, packets: u64, flows: u64) -> &'static [u8] {
+    let cfg = BulkConfig {
+        seed,
+        packets,
+        flows,
+        frame: FrameSize::Fixed(80),
+        ..BulkConfig::default()
+    };
+    Box::leak(cfg.to_pcap_bytes().into_boxed_slice())
+}
+
+#[test]
+fn stored_flows_equal_offline_flows_on_the_corpus() {
+    let Some(dir) = corpus_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let files = corpus_files(&dir);
+    let rt = rt();
+    let mut expected = Vec::new();
+    rt.block_on(async {
+        let collector = start_collector(&data).await;
+        let url = format!("http://{}", collector.addr);
+        for (i, f) in files.iter().enumerate() {
+            let (offline, _) = run_inputs(&[Input::File(f.clone())], &PipelineConfig::default());
+            let id = format!("corpus-{i}");
+            let d = sensor_run(
+                vec![Input::File(f.clone())],
+                exporter_cfg(&url, &id, &tmp.path().join(&id)),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            assert_eq!((d.pending, d.rejected), (0, 0), "{}", f.display());
+            expected.push((f.clone(), id, offline));
+        }
+        collector.shutdown().await.unwrap();
+    });
+    let mut total = 0;
+    for (f, id, offline) in expected {
+        let got = stored(&data, Some(&id));
+        total += got.len();
+        assert_eq!(got, sorted(offline), "{}", f.display());
+    }
+    assert!(total > 40_000, "{total} flows stored from the corpus");
+}
+
+#[test]
+fn a_batch_rejected_for_a_future_timestamp_is_counted_not_retried_forever() {
+    // Flows from a clock far ahead: the collector refuses them; the sensor
+    // drops the batch, counts it and goes on with the next.
+    let tmp = tempfile::tempdir().unwrap();
+    let future = BulkConfig {
+        packets: 100,
+        flows: 10,
+        start_ns: u64::MAX / 2,
+        ..BulkConfig::default()
+    };
+    let good = bulk(3, 2_000, 100);
+    let future: &'static [u8] = Box::leak(future.to_pcap_bytes().into_boxed_slice());
+    rt().block_on(async {
+        let collector = start_collector(&tmp.path().join("data")).await;
+        let url = format!("http://{}", collector.addr);
+        let d = sensor_run(
+            vec![Input::Memory {
+                name: "future".into(),
+                bytes: future,
+            }],
+            exporter_cfg(&url, "s1", &tmp.path().join("spool")),
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+        assert_eq!((d.pending, d.rejected), (0, 1));
+        let d = sensor_run(
+            vec![Input::Memory {
+                name: "good".into(),
+                bytes: good,
+            }],
+            exporter_cfg(&url, "s1", &tmp.path().join("spool")),
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+        assert_eq!((d.pending, d.rejected), (0, 0));
+        collector.shutdown().await.unwrap();
+    });
+    let (offline, _) = run_inputs(
+        &[Input::Memory {
+            name: "good".into(),
+            bytes: good,
+        }],
+        &PipelineConfig::default(),
+    );
+    assert_eq!(stored(&tmp.path().join("data"), None), sorted(offline));
+}
+
+#[test]
+fn spool_drops_at_its_bound_are_counted_at_the_collector() {
+    let tmp = tempfile::tempdir().unwrap();
+    let capture = bulk(5, 60_000, 20_000);
+    let (offline, _) = run_inputs(
+        &[Input::Memory {
+            name: "bulk".into(),
+            bytes: capture,
+        }],
+        &PipelineConfig::default(),
+    );
+    let addr = free_port();
+    let url = format!("http://{addr}");
+    let mut exp = exporter_cfg(&url, "bounded", &tmp.path().join("spool"));
+    exp.batch_flows = 256;
+    exp.spool = SpoolConfig {
+        max_bytes: 256 << 10,
+        segment_bytes: 32 << 10,
+        ..SpoolConfig::new(tmp.path().join("spool"))
+    };
+    let data = tmp.path().join("data");
+    let rt = rt();
+    rt.block_on(async {
+        // Nothing listens yet: every batch goes to the spool, whose bound
+        // drops the oldest.
+        let live = Arc::new(LiveCounters::default());
+        let exporter = Exporter::start(exp, live.clone()).unwrap();
+        let sink = exporter.sink();
+        let cfg = PipelineConfig {
+            live: Some(live),
+            ..PipelineConfig::default()
+        };
+        tokio::task::spawn_blocking(move || {
+            let inputs = [Input::Memory {
+                name: "bulk".into(),
+                bytes: capture,
+            }];
+            let mut push = |recs: &[FlowRecord]| sink.push(recs);
+            pipeline::run(&inputs, &cfg, &mut push, None).unwrap()
+        })
+        .await
+        .unwrap();
+        let dropped = exporter.spool_stats().dropped_flows;
+        assert!(dropped > 0, "the spool bound was never reached");
+        // Now the collector comes up on the sensor's address.
+        let mut cfg = CollectorConfig::new(addr, data.clone());
+        cfg.store.synchronous = Synchronous::Normal;
+        let collector = server::start(cfg).await.unwrap();
+        let d = exporter.drain(Duration::from_secs(60)).await.unwrap();
+        assert_eq!(d.pending, 0);
+        collector.shutdown().await.unwrap();
+    });
+    let store = SqliteStore::open(&data, SqliteConfig::default()).unwrap();
+    let s = &store.sensors().unwrap()[0];
+    assert!(s.stats.spool_dropped_flows > 0);
+    assert!(s.seq_gaps > 0, "the collector sees the missing batches");
+    assert_eq!(s.seq_gaps, s.stats.spool_dropped_batches);
+    assert_eq!(
+        s.flows + s.stats.spool_dropped_flows,
+        offline.len() as u64,
+        "stored + dropped = everything"
+    );
+    // What arrived is exactly a subset of the offline flows, without duplicates.
+    let got = stored(&data, None);
+    let mut want = sorted(offline);
+    want.retain(|r| got.binary_search_by_key(&key(r), key).is_ok());
+    assert_eq!(got, want);
+}
+
+// ---- hostile peers ----
+
+/// Sends raw bytes as gRPC messages on `Ingest.Stream`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Raw;
+#[derive(Clone, Copy, Debug, Default)]
+struct RawEnc;
+#[derive(Clone, Copy, Debug, Default)]
+struct AckDec;
+
+impl tonic::codec::Encoder for RawEnc {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut as _;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for AckDec {
+    type Item = pb::Ack;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<pb::Ack>, tonic::Status> {
+        pb::Ack::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+impl tonic::codec::Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = pb::Ack;
+    type Encoder = RawEnc;
+    type Decoder = AckDec;
+    fn encoder(&mut self) -> RawEnc {
+        RawEnc
+    }
+    fn decoder(&mut self) -> AckDec {
+        AckDec
+    }
+}
+
+/// Opens a stream, sends `msgs`, returns the acks and the final status.
+async fn raw_stream(addr: SocketAddr, msgs: Vec<Vec<u8>>) -> (Vec<pb::Ack>, Option<tonic::Status>) {
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(ch).max_encoding_message_size(usize::MAX);
+    grpc.ready().await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    for m in msgs {
+        tx.send(m).await.unwrap();
+    }
+    let resp = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+            tonic::codegen::http::uri::PathAndQuery::from_static("/vigil.v1.Ingest/Stream"),
+            Raw,
+        )
+        .await;
+    let mut acks = Vec::new();
+    let mut inbound = match resp {
+        Ok(r) => r.into_inner(),
+        Err(s) => return (acks, Some(s)),
+    };
+    drop(tx);
+    loop {
+        match inbound.message().await {
+            Ok(Some(a)) => acks.push(a),
+            Ok(None) => return (acks, None),
+            Err(s) => return (acks, Some(s)),
+        }
+    }
+}
+
+fn good_flow() -> pb::Flow {
+    pb::Flow {
+        flow_id: 1,
+        first_seen_ns: 1_700_000_000_000_000_000,
+        last_seen_ns: 1_700_000_000_000_000_100,
+        proto: 17,
+        src_ip: vec![10, 0, 0, 1],
+        src_port: Some(1234),
+        dst_ip: vec![10, 0, 0, 2],
+        dst_port: Some(53),
+        fwd_packets: 1,
+        fwd_bytes: 60,
+        conn_state: pb::ConnState::S0 as i32,
+        end_reason: pb::EndReason::Idle as i32,
+        community_id: vec![0; 20],
+        ..Default::default()
+    }
+}
+
+fn batch(id: &str, seq: u64, flows: Vec<pb::Flow>) -> Vec<u8> {
+    pb::FlowBatch {
+        sensor_id: id.into(),
+        seq,
+        flows,
+        stats: None,
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn hostile_peers_get_clear_errors_and_a_good_sensor_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let capture = bulk(9, 200_000, 30_000);
+    rt().block_on(async {
+        let mut cfg = CollectorConfig::new(loopback0(), data.clone());
+        cfg.store.synchronous = Synchronous::Normal;
+        cfg.max_message_bytes = 1 << 20;
+        let collector = server::start(cfg).await.unwrap();
+        let addr = collector.addr;
+        let url = format!("http://{addr}");
+        let mut exp = exporter_cfg(&url, "good", &tmp.path().join("spool"));
+        exp.batch_flows = 512;
+        let good = tokio::spawn(sensor_run(
+            vec![Input::Memory {
+                name: "bulk".into(),
+                bytes: capture,
+            }],
+            exp,
+            Duration::from_secs(120),
+        ));
+        let cases: Vec<(&str, Vec<Vec<u8>>, tonic::Code, &str)> = vec![
+            (
+                "oversized message",
+                vec![vec![0x0a; 2 << 20]],
+                tonic::Code::OutOfRange,
+                "",
+            ),
+            (
+                "wrong address length",
+                vec![batch(
+                    "h1",
+                    1,
+                    vec![pb::Flow {
+                        src_ip: vec![1, 2, 3],
+                        ..good_flow()
+                    }],
+                )],
+                tonic::Code::InvalidArgument,
+                "field `src_ip`: address of 3 bytes",
+            ),
+            (
+                "absurd timestamp",
+                vec![batch(
+                    "h2",
+                    1,
+                    vec![pb::Flow {
+                        last_seen_ns: u64::MAX,
+                        ..good_flow()
+                    }],
+                )],
+                tonic::Code::InvalidArgument,
+                "ahead of the collector's clock",
+            ),
+            (
+                "timestamp before 2000",
+                vec![batch(
+                    "h3",
+                    1,
+                    vec![pb::Flow {
+                        first_seen_ns: 1,
+                        ..good_flow()
+                    }],
+                )],
+                tonic::Code::InvalidArgument,
+                "before the year 2000",
+            ),
+            (
+                "sequence regression",
+                vec![
+                    batch("h4", 5, vec![good_flow()]),
+                    batch("h4", 4, vec![good_flow()]),
+                ],
+                tonic::Code::InvalidArgument,
+                "batch seq 4 after seq 5",
+            ),
+            (
+                "garbage bytes",
+                vec![vec![0xff, 0xff, 0xff, 0xff, 0x0f, 0x01, 0x02]],
+                tonic::Code::InvalidArgument,
+                "unreadable message",
+            ),
+            (
+                "bad sensor id",
+                vec![batch("../../etc", 1, vec![])],
+                tonic::Code::InvalidArgument,
+                "sensor_id",
+            ),
+            (
+                "another sensor's id in the same stream",
+                vec![batch("h5", 1, vec![]), batch("good", 2, vec![])],
+                tonic::Code::InvalidArgument,
+                "differs from",
+            ),
+        ];
+        for (what, msgs, code, text) in cases {
+            let (acks, status) = raw_stream(addr, msgs).await;
+            let s = status.unwrap_or_else(|| panic!("{what}: no error"));
+            // tonic reports an over-limit message as OutOfRange or ResourceExhausted.
+            if code == tonic::Code::OutOfRange {
+                assert!(
+                    matches!(
+                        s.code(),
+                        tonic::Code::OutOfRange
+                            | tonic::Code::ResourceExhausted
+                            | tonic::Code::InvalidArgument
+                    ),
+                    "{what}: {s:?}"
+                );
+            } else {
+                assert_eq!(s.code(), code, "{what}: {s:?}");
+                assert!(s.message().contains(text), "{what}: {}", s.message());
+            }
+            if what == "sequence regression" {
+                assert_eq!(acks.iter().map(|a| a.seq).collect::<Vec<_>>(), vec![5]);
+            }
+        }
+        // Resending a stored batch on a new stream is acknowledged as a duplicate.
+        let (acks, status) = raw_stream(addr, vec![batch("h4", 5, vec![good_flow()])]).await;
+        assert!(status.is_none(), "{status:?}");
+        assert_eq!(
+            acks,
+            vec![pb::Ack {
+                seq: 5,
+                duplicate: true
+            }]
+        );
+        let d = good.await.unwrap().unwrap();
+        assert_eq!((d.pending, d.rejected), (0, 0));
+        collector.shutdown().await.unwrap();
+    });
+    let (offline, _) = run_inputs(
+        &[Input::Memory {
+            name: "bulk".into(),
+            bytes: capture,
+        }],
+        &PipelineConfig::default(),
+    );
+    assert_eq!(stored(&data, Some("good")), sorted(offline));
+    let h4 = stored(&data, Some("h4"));
+    assert_eq!(h4.len(), 1, "the duplicate was not stored twice");
+    for bad in ["h1", "h2", "h3", "h5"] {
+        assert!(stored(&data, Some(bad)).is_empty(), "{bad}");
+    }
+}
+
+#[test]
+fn plaintext_is_refused_off_loopback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = CollectorConfig::new(
+        SocketAddr::from(([0, 0, 0, 0], 0)),
+        tmp.path().to_path_buf(),
+    );
+    let e = rt().block_on(server::start(cfg)).unwrap_err();
+    assert!(e.to_string().contains("refusing plaintext"), "{e}");
+}
+
+// ---- mTLS ----
+
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "vigil test CA");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+        for (name, sans) in [
+            ("collector", vec!["localhost".to_string()]),
+            ("s1", vec!["s1".to_string()]),
+            ("s2", vec!["s2".to_string()]),
+        ] {
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(sans).unwrap();
+            p.distinguished_name.push(DnType::CommonName, name);
+            let cert = p.signed_by(&key, &issuer).unwrap();
+            std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+            std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+        }
+        Pki {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn client(&self, name: &str) -> ClientTls {
+        ClientTls {
+            ca: self.dir.join("ca.pem"),
+            cert: self.dir.join(format!("{name}.pem")),
+            key: self.dir.join(format!("{name}.key")),
+            server_name: Some("localhost".into()),
+        }
+    }
+}
+
+#[test]
+fn mutual_tls_binds_the_sensor_id_to_the_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(tmp.path());
+    let data = tmp.path().join("data");
+    let capture = bulk(11, 2_000, 200);
+    rt().block_on(async {
+        let mut cfg = CollectorConfig::new(loopback0(), data.clone());
+        cfg.tls = Some(TlsFiles {
+            cert: tmp.path().join("collector.pem"),
+            key: tmp.path().join("collector.key"),
+            ca: tmp.path().join("ca.pem"),
+        });
+        let collector = server::start(cfg).await.unwrap();
+        let url = format!("https://{}", collector.addr);
+        let input = || {
+            vec![Input::Memory {
+                name: "bulk".into(),
+                bytes: capture,
+            }]
+        };
+        let mut ok = exporter_cfg(&url, "s1", &tmp.path().join("spool-ok"));
+        ok.tls = Some(pki.client("s1"));
+        let d = sensor_run(input(), ok, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(d.pending, 0);
+        // s2's certificate claiming to be s1: refused, and the batches stay spooled.
+        let mut bad = exporter_cfg(&url, "s1", &tmp.path().join("spool-bad"));
+        bad.tls = Some(pki.client("s2"));
+        let e = sensor_run(input(), bad, Duration::from_secs(30))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("does not match the client certificate"),
+            "{e}"
+        );
+        // Plaintext to a TLS collector does not get through.
+        let plain = exporter_cfg(
+            &format!("http://{}", collector.addr),
+            "s3",
+            &tmp.path().join("spool-plain"),
+        );
+        let d = sensor_run(input(), plain, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert!(d.pending > 0);
+        collector.shutdown().await.unwrap();
+    });
+    let (offline, _) = run_inputs(
+        &[Input::Memory {
+            name: "bulk".into(),
+            bytes: capture,
+        }],
+        &PipelineConfig::default(),
+    );
+    assert_eq!(stored(&data, None), sorted(offline), "only s1's own flows");
+}
+
+// ---- the collector killed and restarted under a running sensor ----
+
+fn vigil() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vigil"))
+}
+
+fn spawn_collector(addr: SocketAddr, data: &Path) -> Child {
+    vigil()
+        .args(["collector", "--listen", &addr.to_string(), "--data-dir"])
+        .arg(data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn collector")
+}
+
+fn stored_count(data: &Path) -> u64 {
+    if !data.join("vigil.db").exists() {
+        return 0;
+    }
+    SqliteStore::open(data, SqliteConfig::default())
+        .and_then(|s| s.sensors())
+        .map(|v| v.iter().map(|s| s.flows).sum())
+        .unwrap_or(0)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Issue #3, "nothing lost" (the script `scripts/chaos.sh` runs the same at
+/// 5 M packets with a one-minute outage).
+#[test]
+fn nothing_is_lost_when_the_collector_is_killed_and_restarted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pcap = tmp.path().join("bulk.pcap");
+    let cfg = BulkConfig {
+        seed: 21,
+        packets: 400_000,
+        flows: 60_000,
+        frame: FrameSize::Fixed(80),
+        ..BulkConfig::default()
+    };
+    std::fs::write(&pcap, cfg.to_pcap_bytes()).unwrap();
+    let (offline, _) = run_inputs(&[Input::File(pcap.clone())], &PipelineConfig::default());
+    let total = offline.len() as u64;
+    let data = tmp.path().join("data");
+    let addr = free_port();
+    let mut collector = spawn_collector(addr, &data);
+    let sensor = vigil()
+        .args(["sensor", "-r"])
+        .arg(&pcap)
+        .args([
+            "--collector",
+            &format!("http://{addr}"),
+            "--sensor-id",
+            "chaos",
+            "--batch-flows",
+            "128",
+            "--drain-timeout",
+            "120s",
+            "--spool-dir",
+        ])
+        .arg(tmp.path().join("spool"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sensor");
+    let mut kills_mid_stream = 0;
+    for (round, fraction) in [(1u64, 5u64), (2, 3), (3, 2)] {
+        wait_for("progress", Duration::from_secs(60), || {
+            stored_count(&data) >= total * round / (fraction * 2).max(1)
+        });
+        collector.kill().expect("SIGKILL");
+        collector.wait().unwrap();
+        let at_kill = stored_count(&data);
+        eprintln!("kill {round}: {at_kill} of {total} flows stored");
+        kills_mid_stream += u64::from(at_kill < total);
+        if round == 2 {
+            // Down for a while: the sensor backs off and keeps spooling.
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        collector = spawn_collector(addr, &data);
+    }
+    let out = sensor.wait_with_output().expect("sensor");
+    assert!(
+        out.status.success(),
+        "sensor failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    collector.kill().unwrap();
+    collector.wait().unwrap();
+    assert!(
+        kills_mid_stream >= 2,
+        "the collector was killed after the stream ended"
+    );
+    let got = stored(&data, Some("chaos"));
+    assert_eq!(got.len() as u64, total, "none missing, none twice");
+    assert_eq!(got, sorted(offline));
+}

@@ -236,6 +236,12 @@ fn demo_prints_a_traffic_summary() {
         out.contains("traffic:") && out.contains("top sources by flows"),
         "{out}"
     );
+    // It went through a collector over gRPC.
+    assert!(out.contains("over gRPC"), "{out}");
+    assert!(
+        out.contains("collector: stored 4751 flow records from sensor demo-sensor"),
+        "{out}"
+    );
     // The scanner stands out by flows.
     assert!(out.contains("203.0.113.66"), "{out}");
     // Same capture as the library builds.
@@ -268,5 +274,170 @@ fn bench_reports_rates_for_each_worker_count() {
         out.lines().any(|l| l.starts_with("dispatch"))
             && out.lines().any(|l| l.starts_with("fanout")),
         "{out}"
+    );
+}
+
+#[test]
+fn query_parse_errors_point_at_the_column_and_exit_64() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let o = vigil(&["query", "--data-dir", dir, "dst", "port", "99999"]);
+    assert_eq!(o.status.code(), Some(64));
+    let e = stderr(&o);
+    assert!(
+        e.contains("column 10") && e.contains("not a port number"),
+        "{e}"
+    );
+    assert!(e.contains("dst port 99999\n           ^"), "{e}");
+    let o = vigil(&["query", "--data-dir", dir, "--count"]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(stderr(&o).contains("no vigil.db here"), "{}", stderr(&o));
+}
+
+#[test]
+fn daemons_check_their_configuration_and_name_bad_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = vigil(&[
+        "collector",
+        "--listen",
+        "0.0.0.0:50051",
+        "--data-dir",
+        "/tmp/x",
+        "--check-config",
+    ]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(stderr(&o).contains("collector.listen"), "{}", stderr(&o));
+    let o = vigil(&[
+        "collector",
+        "--listen",
+        "127.0.0.1:50051",
+        "--data-dir",
+        "/tmp/x",
+        "--check-config",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for which in ["sensor", "collector"] {
+        let o = vigil(&["config", "defaults", which]);
+        assert!(o.status.success());
+        let file = tmp.path().join(format!("{which}.toml"));
+        std::fs::write(&file, &o.stdout).unwrap();
+        let mut args = vec![which, "--config", file.to_str().unwrap(), "--check-config"];
+        if which == "sensor" {
+            args.extend(["-r", "x.pcap"]);
+        }
+        let o = vigil(&args);
+        assert_eq!(o.status.code(), Some(0), "{which}: {}", stderr(&o));
+    }
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "sensor_id = \"a b\"\ncollector = \"ftp://x\"\n[spool]\ndir = \"/tmp/s\"\nmax_bytes = \"lots\"\n").unwrap();
+    let o = vigil(&["sensor", "-r", "x.pcap", "--config", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(64));
+    let e = stderr(&o);
+    for key in [
+        "sensor.sensor_id",
+        "sensor.collector",
+        "sensor.spool.max_bytes",
+    ] {
+        assert!(e.contains(key), "{key}: {e}");
+    }
+}
+
+#[test]
+fn sensor_and_collector_processes_store_a_capture_and_query_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pcap = sample(tmp.path());
+    let data = tmp.path().join("data");
+    let mut collector = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["collector", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The bound address is printed first.
+    let mut line = String::new();
+    let mut err = std::io::BufReader::new(collector.stderr.take().unwrap());
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().to_string();
+    let url = format!("http://{addr}");
+    let o = vigil(&[
+        "sensor",
+        "-r",
+        pcap.to_str().unwrap(),
+        "--collector",
+        &url,
+        "--sensor-id",
+        "cli-1",
+        "--spool-dir",
+        tmp.path().join("spool").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("0 still in the spool"),
+        "{}",
+        stderr(&o)
+    );
+    let o = vigil(&[
+        "query",
+        "--collector",
+        &url,
+        "--format",
+        "jsonl",
+        "dst",
+        "port",
+        "53",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains("\"dst_ip\":\"198.51.100.53\""), "{out}");
+    let o = vigil(&[
+        "query",
+        "--collector",
+        &url,
+        "--top",
+        "dst",
+        "--by",
+        "bytes",
+        "--format",
+        "csv",
+    ]);
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        out.starts_with("key,flows,packets,bytes\n198.51.100.2,1,"),
+        "{out}"
+    );
+    let o = vigil(&[
+        "query",
+        "--collector",
+        &url,
+        "--status",
+        "--format",
+        "jsonl",
+    ]);
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        out.contains("\"sensor_id\":\"cli-1\"") && out.contains("\"flows\":2"),
+        "{out}"
+    );
+    let o = vigil(&["query", "--collector", &url, "port", "x"]);
+    assert_eq!(
+        o.status.code(),
+        Some(64),
+        "a filter error from the collector is a usage error"
+    );
+    collector.kill().unwrap();
+    collector.wait().unwrap();
+    // The same store, read directly.
+    let o = vigil(&[
+        "query",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--count",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(
+        String::from_utf8(o.stdout).unwrap(),
+        "flows,packets,bytes\n2,14,1172\n"
     );
 }

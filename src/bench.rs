@@ -51,8 +51,23 @@ pub struct BenchArgs {
     /// feeding N flow shards; what `vigil flows` runs) and `fanout` (N
     /// shared-nothing workers, the input split by flow beforehand as
     /// AF_PACKET fanout splits a live link).
-    #[arg(long, value_delimiter = ',', default_value = "dispatch,fanout", value_parser = ["dispatch", "fanout"])]
+    /// `transport` (sensor → gRPC → collector → SQLite, flows/s and ack
+    /// latency) and `store` (top-N over --store-flows stored flows) are
+    /// measured when named.
+    #[arg(long, value_delimiter = ',', default_value = "dispatch,fanout", value_parser = ["dispatch", "fanout", "transport", "store"])]
     modes: Vec<String>,
+    /// Flows per batch in the transport benchmark.
+    #[arg(long, default_value = "2048")]
+    batch_flows: usize,
+    /// Collector store durability in the transport benchmark: full or normal.
+    #[arg(long, default_value = "full")]
+    synchronous: String,
+    /// Flows in the store benchmark.
+    #[arg(long, default_value = "10000000")]
+    store_flows: u64,
+    /// Keep (or reuse) the store benchmark's database in this directory.
+    #[arg(long, value_name = "DIR")]
+    store_dir: Option<PathBuf>,
     /// Write the synthesized capture to this file and exit (for peers such as softflowd).
     #[arg(long, value_name = "PCAP")]
     write_pcap: Option<PathBuf>,
@@ -71,6 +86,9 @@ fn pct(h: &Histogram<u64>, q: f64) -> u64 {
 pub fn run(a: BenchArgs) -> Result<(), Failure> {
     if a.runs == 0 {
         return Err(Failure::usage(anyhow::anyhow!("--runs must be at least 1")));
+    }
+    if a.modes.iter().any(|m| m == "store") {
+        crate::bench_e2e::store(a.store_flows, a.runs, a.store_dir.as_deref())?;
     }
     let (name, bytes) = match &a.file {
         Some(p) => (
@@ -108,6 +126,21 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
         "input: {name} ({:.1} MB in memory)",
         bytes.len() as f64 / 1e6
     );
+    if a.modes.iter().any(|m| m == "transport") {
+        let sync = match a.synchronous.as_str() {
+            "full" => vigil_collector::store::sqlite::Synchronous::Full,
+            "normal" => vigil_collector::store::sqlite::Synchronous::Normal,
+            other => {
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "--synchronous {other:?}: expected full or normal"
+                )));
+            }
+        };
+        crate::bench_e2e::transport(&bytes, a.runs, sync, a.batch_flows)?;
+    }
+    if !a.modes.iter().any(|m| m == "dispatch" || m == "fanout") {
+        return Ok(());
+    }
     println!(
         "{:<9} {:>7} {:>9} {:>8} {:>8} {:>34} {:>8}",
         "pipeline", "workers", "Mpps", "ns/pkt", "flows", "stages p50/p99 (ns)", "B/flow"
@@ -116,7 +149,11 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
         name: name.clone(),
         bytes: &bytes,
     }];
-    for mode in &a.modes {
+    for mode in a
+        .modes
+        .iter()
+        .filter(|m| *m == "dispatch" || *m == "fanout")
+    {
         let mut base = None;
         for &w in &a.worker_counts {
             let mut cfg = a.engine.config();

@@ -3,6 +3,7 @@
 //! runtime failure, 0 on a closed output pipe). Nothing else lives here.
 
 mod bench;
+mod bench_e2e;
 mod collector;
 mod demo;
 mod flows;

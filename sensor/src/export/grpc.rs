@@ -26,7 +26,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use std::collections::VecDeque;
+
 use bytes::BufMut as _;
+use hdrhistogram::Histogram;
 use prost::Message as _;
 use thiserror::Error;
 use tokio::sync::{Notify, mpsc, watch};
@@ -155,6 +158,8 @@ struct Shared {
     counters: ExportCounters,
     run_id: u64,
     fatal: Mutex<Option<String>>,
+    /// Time from sending a batch to its ack, µs.
+    ack_latency: Mutex<Histogram<u64>>,
 }
 
 impl Shared {
@@ -282,6 +287,10 @@ impl Exporter {
             counters: ExportCounters::default(),
             run_id: random_u64(),
             fatal: Mutex::new(None),
+            ack_latency: Mutex::new(
+                Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                    .unwrap_or_else(|_| Histogram::new(3).expect("histogram")),
+            ),
         });
         let task = tokio::spawn(sender(shared.clone(), endpoint));
         Ok(Exporter { shared, task })
@@ -295,6 +304,15 @@ impl Exporter {
     /// The exporter's counters.
     pub fn counters(&self) -> &ExportCounters {
         &self.shared.counters
+    }
+
+    /// Send-to-ack latency of the batches acknowledged so far, µs.
+    pub fn ack_latency(&self) -> Histogram<u64> {
+        self.shared
+            .ack_latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Spool counters now.
@@ -536,7 +554,12 @@ async fn stream(shared: &Arc<Shared>, channel: Channel) -> StreamEnd {
     // Send the first batch (or nothing) before awaiting the response, so
     // a server that answers only once data flows is not deadlocked.
     let resp = grpc.streaming(tonic::Request::new(ReceiverStream::new(rx)), path, RawCodec);
-    let fill = |next: &mut u64, acked: u64, tx: &mpsc::Sender<Vec<u8>>| -> Result<(), StreamEnd> {
+    let mut sent: VecDeque<(u64, Instant)> = VecDeque::new();
+    let fill = |next: &mut u64,
+                acked: u64,
+                tx: &mpsc::Sender<Vec<u8>>,
+                sent: &mut VecDeque<(u64, Instant)>|
+     -> Result<(), StreamEnd> {
         while *next - acked - 1 < shared.cfg.window as u64 {
             let b = match shared.spool().read_from(*next) {
                 Ok(Some(b)) => b,
@@ -552,13 +575,16 @@ async fn stream(shared: &Arc<Shared>, channel: Channel) -> StreamEnd {
             }
             let msg = message(shared, b.seq, &b.payload);
             match tx.try_send(msg) {
-                Ok(()) => *next = b.seq + 1,
+                Ok(()) => {
+                    *next = b.seq + 1;
+                    sent.push_back((b.seq, Instant::now()));
+                }
                 Err(_) => break,
             }
         }
         Ok(())
     };
-    if let Err(e) = fill(&mut next, acked, &tx) {
+    if let Err(e) = fill(&mut next, acked, &tx, &mut sent) {
         return e;
     }
     let mut acks = match resp.await {
@@ -569,7 +595,7 @@ async fn stream(shared: &Arc<Shared>, channel: Channel) -> StreamEnd {
     tracing::info!(collector = %shared.cfg.collector, resume_after = acked, "streaming to the collector");
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     loop {
-        if let Err(e) = fill(&mut next, acked, &tx) {
+        if let Err(e) = fill(&mut next, acked, &tx, &mut sent) {
             return e;
         }
         if shared.stop.load(Ordering::Relaxed) {
@@ -588,6 +614,16 @@ async fn stream(shared: &Arc<Shared>, channel: Channel) -> StreamEnd {
                             shared.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                         }
                         shared.acked.send_replace(acked);
+                        let mut h = shared.ack_latency.lock().unwrap_or_else(|p| p.into_inner());
+                        while let Some(&(seq, t)) = sent.front() {
+                            if seq > ack.seq {
+                                break;
+                            }
+                            sent.pop_front();
+                            if seq == ack.seq {
+                                let _ = h.record(t.elapsed().as_micros().max(1) as u64);
+                            }
+                        }
                     }
                 }
                 Ok(None) => return StreamEnd::Retry("the collector closed the stream".into()),

@@ -1,0 +1,242 @@
+//! `vigil bench --modes transport,store`: the sensor → collector path and
+//! the store's queries.
+//!
+//! - `transport`: the capture through the pipeline, the exporter (spool,
+//!   gRPC on loopback) and an in-process collector committing to a fresh
+//!   SQLite store; flows per second from start to the last ack, and the
+//!   exporter's send-to-ack latency (hdrhistogram).
+//! - `store`: a store filled with synthetic records spread over one hour,
+//!   then the unfiltered top destinations by bytes for that hour (served by
+//!   the per-minute roll-ups), and, as the control in the same run, the same
+//!   answer computed from the flows table (a filter that keeps everything
+//!   forces the raw path).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use vigil_collector::query::{self, Filter, TimeRange, TopBy, TopKey};
+use vigil_collector::server::{self, CollectorConfig};
+use vigil_collector::store::sqlite::{SqliteConfig, SqliteStore, Synchronous};
+use vigil_collector::store::{FlowStore, IngestBatch};
+use vigil_proto::{CommunityId, ConnState, EndReason, FlowRecord, History, Vlans};
+use vigil_sensor::export::grpc::{Exporter, ExporterConfig};
+use vigil_sensor::pipeline::{self, Input, LiveCounters, PipelineConfig};
+
+use crate::Failure;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Sensor → collector throughput and ack latency.
+pub fn transport(
+    bytes: &[u8],
+    runs: usize,
+    synchronous: Synchronous,
+    batch_flows: usize,
+) -> Result<(), Failure> {
+    let rt = crate::runtime()?;
+    let mut rates = Vec::new();
+    println!(
+        "transport: sensor pipeline → spool → gRPC (loopback) → collector → SQLite ({synchronous:?}), {batch_flows} flows per batch"
+    );
+    for run in 0..runs {
+        let tmp = tempfile::tempdir().context("temporary directory")?;
+        let (flows, elapsed, lat) = rt.block_on(async {
+            let mut cfg = CollectorConfig::new(
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                tmp.path().join("data"),
+            );
+            cfg.store.synchronous = synchronous;
+            let collector = server::start(cfg).await?;
+            let mut exp = ExporterConfig::new(
+                format!("http://{}", collector.addr),
+                "bench".into(),
+                tmp.path().join("spool"),
+            );
+            exp.batch_flows = batch_flows;
+            exp.spool.max_bytes = 16 << 30;
+            exp.spool.segment_bytes = 64 << 20;
+            let live = Arc::new(LiveCounters::default());
+            let started = Instant::now();
+            let exporter = Exporter::start(exp, live.clone())?;
+            let sink = exporter.sink();
+            let pcfg = PipelineConfig {
+                live: Some(live),
+                ..PipelineConfig::default()
+            };
+            let data: &'static [u8] = Box::leak(bytes.to_vec().into_boxed_slice());
+            let report = tokio::task::spawn_blocking(move || {
+                let inputs = [Input::Memory {
+                    name: "bench".into(),
+                    bytes: data,
+                }];
+                let mut push = |r: &[FlowRecord]| sink.push(r);
+                pipeline::run(&inputs, &pcfg, &mut push, None)
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("pipeline task: {e}"))??;
+            let lat = exporter.ack_latency();
+            let d = exporter.drain(Duration::from_secs(600)).await?;
+            let elapsed = started.elapsed();
+            if d.pending > 0 {
+                return Err(Failure::from(anyhow::anyhow!(
+                    "{} batches unacknowledged",
+                    d.pending
+                )));
+            }
+            collector.shutdown().await?;
+            Ok::<_, Failure>((report.table.record_total(), elapsed, lat))
+        })?;
+        let rate = flows as f64 / elapsed.as_secs_f64();
+        println!(
+            "  run {}: {flows} flows in {:.2} s = {:.0} flows/s; ack latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} batches)",
+            run + 1,
+            elapsed.as_secs_f64(),
+            rate,
+            lat.value_at_quantile(0.5) as f64 / 1e3,
+            lat.value_at_quantile(0.99) as f64 / 1e3,
+            lat.max() as f64 / 1e3,
+            lat.len()
+        );
+        rates.push(rate);
+    }
+    println!("  median: {:.0} flows/s", median(rates));
+    Ok(())
+}
+
+/// A small deterministic generator (xorshift).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Fills `dir` with `n` records over one hour from `t0`; returns the time
+/// taken. Sources: 1 M addresses; destinations: 4096 servers of a /20,
+/// skewed (a few take most); services from a short list.
+fn fill(dir: &Path, n: u64, t0: u64) -> Result<Duration, Failure> {
+    let store = SqliteStore::open(
+        dir,
+        SqliteConfig {
+            synchronous: Synchronous::Normal,
+            ..SqliteConfig::default()
+        },
+    )?;
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let started = Instant::now();
+    let per_batch = 8192;
+    let mut seq = 0;
+    let mut i = 0;
+    let mut history = History::default();
+    history.push(b'S');
+    history.push(b'h');
+    while i < n {
+        let mut flows = Vec::with_capacity(per_batch);
+        for _ in 0..per_batch.min((n - i) as usize) {
+            let r = rng.next();
+            let first = t0 + i * 3_600_000_000_000 / n;
+            let src = 0x0a00_0000 | (r as u32 & 0x000f_ffff);
+            // Squaring skews towards low server numbers.
+            let x = (rng.next() % 64) as u32;
+            let dst = 0xc633_6000 | (x * x);
+            let port = [443u16, 80, 53, 502, 22, 123, 3389, 8080][(r >> 40) as usize % 8];
+            flows.push(FlowRecord {
+                flow_id: i,
+                first_seen_ns: first,
+                last_seen_ns: first + 1_000_000,
+                proto: if port == 53 || port == 123 { 17 } else { 6 },
+                src_ip: IpAddr::from(src.to_be_bytes()),
+                src_port: Some(1024 + (r >> 48) as u16 % 60000),
+                dst_ip: IpAddr::from(dst.to_be_bytes()),
+                dst_port: Some(port),
+                vlan: Vlans::NONE,
+                fwd_packets: 1 + (r >> 20) % 20,
+                fwd_bytes: 60 + (r >> 24) % 20_000,
+                rev_packets: (r >> 30) % 20,
+                rev_bytes: (r >> 34) % 40_000,
+                fwd_tcp_flags: 0x1b,
+                rev_tcp_flags: 0x1b,
+                fwd_initial_tcp_flags: 0x02,
+                rev_initial_tcp_flags: 0x12,
+                conn_state: ConnState::SF,
+                history,
+                end_reason: EndReason::Fin,
+                community_id: CommunityId([r as u8; 20]),
+                tunnel: None,
+            });
+            i += 1;
+        }
+        seq += 1;
+        store.commit(&IngestBatch {
+            sensor_id: "bench".into(),
+            seq,
+            flows,
+            stats: None,
+            received_ns: t0,
+        })?;
+    }
+    Ok(started.elapsed())
+}
+
+/// Top-N over a filled store.
+pub fn store(flows: u64, runs: usize, keep_dir: Option<&Path>) -> Result<(), Failure> {
+    let tmp = tempfile::tempdir().context("temporary directory")?;
+    let dir = keep_dir.unwrap_or(tmp.path());
+    let t0: u64 = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
+    if !dir.join("vigil.db").exists() {
+        let took = fill(dir, flows, t0)?;
+        println!(
+            "store: {flows} flows over one hour written in {:.1} s ({:.0} flows/s, direct commits of 8192)",
+            took.as_secs_f64(),
+            flows as f64 / took.as_secs_f64()
+        );
+    } else {
+        println!("store: reusing {}", dir.display());
+    }
+    let store = SqliteStore::open(dir, SqliteConfig::default())?;
+    let hour = TimeRange {
+        since_ns: Some(t0),
+        until_ns: Some(t0 + 3_600_000_000_000),
+    };
+    let keep_all = query::parse("not proto 255").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cases: [(&str, &Filter); 2] = [
+        ("--top dst --by bytes (roll-ups)", &Filter::All),
+        ("same from the flows table (control)", &keep_all),
+    ];
+    let mut first_rows = None;
+    for (what, filter) in cases {
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            let rows = store.top(filter, hour, TopKey::Dst, TopBy::Bytes, 10)?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            match &first_rows {
+                None => first_rows = Some(rows),
+                Some(r) => {
+                    if *r != rows {
+                        return Err(Failure::from(anyhow::anyhow!(
+                            "{what}: answers differ between the two paths"
+                        )));
+                    }
+                }
+            }
+        }
+        let shown: Vec<String> = times.iter().map(|t| format!("{t:.0}")).collect();
+        println!(
+            "  {what}: median {:.1} ms over {runs} runs (ms: {})",
+            median(times),
+            shown.join(" ")
+        );
+    }
+    Ok(())
+}

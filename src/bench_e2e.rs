@@ -80,8 +80,8 @@ pub fn transport(
             })
             .await
             .map_err(|e| anyhow::anyhow!("pipeline task: {e}"))??;
-            let lat = exporter.ack_latency();
             let d = exporter.drain(Duration::from_secs(600)).await?;
+            let lat = d.ack_latency_us.clone();
             let elapsed = started.elapsed();
             if d.pending > 0 {
                 return Err(Failure::from(anyhow::anyhow!(

@@ -37,7 +37,7 @@ use vigil_proto::pb::query_server::{Query, QueryServer};
 use crate::ingest::{Limits, Rejection, StreamState, validate};
 use crate::query::{Filter, TimeRange, TopBy, TopKey, parse};
 use crate::store::sqlite::{SqliteConfig, SqliteStore};
-use crate::store::{CommitOutcome, FlowStore, StoreError};
+use crate::store::{CommitOutcome, FlowStore, IngestBatch, StoreError};
 
 /// Nanoseconds since the epoch, now.
 pub fn now_ns() -> u64 {
@@ -130,6 +130,9 @@ pub enum CollectorError {
     /// The store failed to open.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The writer thread could not start.
+    #[error("starting the writer thread: {0}")]
+    Thread(#[source] std::io::Error),
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -200,7 +203,7 @@ impl Drop for StreamGauge {
 }
 
 #[derive(Clone, Debug)]
-struct IngestSvc(Arc<Shared>);
+struct IngestSvc(Arc<Shared>, mpsc::Sender<Job>);
 
 #[derive(Clone, Debug)]
 struct QuerySvc(Arc<Shared>);
@@ -242,6 +245,55 @@ fn rejection_status(r: &Rejection) -> Status {
 type AckStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::Ack, Status>> + Send>>;
 type ChunkStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::FlowChunk, Status>> + Send>>;
 
+/// A batch for the writer, and where its outcome goes.
+struct Job {
+    batch: IngestBatch,
+    reply: oneshot::Sender<Result<CommitOutcome, Arc<StoreError>>>,
+}
+
+/// Most flows committed in one group transaction.
+const GROUP_FLOWS: usize = 65_536;
+
+/// The writer thread: takes every batch waiting (up to [`GROUP_FLOWS`]
+/// flows), from all streams, and commits them in one transaction (group
+/// commit), then answers each. One writer, because SQLite has one.
+fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut flows = first.batch.flows.len();
+        let mut jobs = vec![first];
+        while flows < GROUP_FLOWS {
+            match rx.try_recv() {
+                Ok(j) => {
+                    flows += j.batch.flows.len();
+                    jobs.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        let t0 = Instant::now();
+        let batches: Vec<&IngestBatch> = jobs.iter().map(|j| &j.batch).collect();
+        let res = shared.store.commit_many(&batches);
+        let m = &shared.metrics;
+        m.commit_ns_sum
+            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        m.commits.fetch_add(1, Ordering::Relaxed);
+        match res {
+            Ok(outcomes) => {
+                for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                    let _ = job.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, batches = jobs.len(), "storing batches failed; the sensors keep them");
+                let e = Arc::new(e);
+                for job in jobs {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Ingest for IngestSvc {
     type StreamStream = AckStream;
@@ -257,11 +309,68 @@ impl Ingest for IngestSvc {
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel::<Result<pb::Ack, Status>>(64);
         let shared = self.0.clone();
+        let jobs = self.1.clone();
         shared
             .metrics
             .streams_active
             .fetch_add(1, Ordering::Relaxed);
         shared.metrics.streams_total.fetch_add(1, Ordering::Relaxed);
+        // Batches in commit, in stream order: the acker answers them in
+        // that order while the receiver validates the next ones.
+        type Pending = (
+            u64,
+            u64,
+            oneshot::Receiver<Result<CommitOutcome, Arc<StoreError>>>,
+        );
+        let (pending_tx, mut pending_rx) = mpsc::channel::<Pending>(16);
+        let ack_tx = tx.clone();
+        let ack_shared = shared.clone();
+        let acker = tokio::spawn(async move {
+            while let Some((seq, flows, reply)) = pending_rx.recv().await {
+                let m = &ack_shared.metrics;
+                let ack = match reply.await {
+                    Ok(Ok(CommitOutcome::Stored { gap })) => {
+                        m.batches_stored.fetch_add(1, Ordering::Relaxed);
+                        m.flows_stored.fetch_add(flows, Ordering::Relaxed);
+                        if gap > 0 {
+                            tracing::warn!(
+                                seq,
+                                missing = gap,
+                                "sequence gap: batches the sensor's spool dropped"
+                            );
+                        }
+                        pb::Ack {
+                            seq,
+                            duplicate: false,
+                        }
+                    }
+                    Ok(Ok(CommitOutcome::Duplicate)) => {
+                        m.batches_duplicate.fetch_add(1, Ordering::Relaxed);
+                        pb::Ack {
+                            seq,
+                            duplicate: true,
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        m.batches_failed.fetch_add(1, Ordering::Relaxed);
+                        let _ = ack_tx
+                            .send(Err(Status::unavailable(format!("storage: {e}"))))
+                            .await;
+                        return;
+                    }
+                    Err(_) => {
+                        m.batches_failed.fetch_add(1, Ordering::Relaxed);
+                        let _ = ack_tx
+                            .send(Err(Status::internal("the writer stopped")))
+                            .await;
+                        return;
+                    }
+                };
+                if ack_tx.send(Ok(ack)).await.is_err() {
+                    return;
+                }
+            }
+        });
         tokio::spawn(async move {
             let _gauge = StreamGauge(shared.clone());
             let mut st = StreamState::default();
@@ -276,13 +385,15 @@ impl Ingest for IngestSvc {
                             .metrics
                             .batches_rejected
                             .fetch_add(1, Ordering::Relaxed);
+                        drop(pending_tx);
+                        let _ = acker.await;
                         let _ = tx
                             .send(Err(Status::invalid_argument(format!(
                                 "unreadable message: {}",
                                 status.message()
                             ))))
                             .await;
-                        break;
+                        return;
                     }
                 };
                 let batch = match validate(
@@ -299,8 +410,11 @@ impl Ingest for IngestSvc {
                             .metrics
                             .batches_rejected
                             .fetch_add(1, Ordering::Relaxed);
+                        // Acknowledge what came before, then refuse.
+                        drop(pending_tx);
+                        let _ = acker.await;
                         let _ = tx.send(Err(rejection_status(&rej))).await;
-                        break;
+                        return;
                     }
                 };
                 if connected.is_none() {
@@ -318,67 +432,21 @@ impl Ingest for IngestSvc {
                 }
                 let seq = batch.seq;
                 let flows = batch.flows.len() as u64;
-                let store = shared.store.clone();
-                let t0 = Instant::now();
-                let res = tokio::task::spawn_blocking(move || store.commit(&batch)).await;
-                shared
-                    .metrics
-                    .commit_ns_sum
-                    .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                shared.metrics.commits.fetch_add(1, Ordering::Relaxed);
-                let ack = match res {
-                    Ok(Ok(CommitOutcome::Stored { gap })) => {
-                        shared
-                            .metrics
-                            .batches_stored
-                            .fetch_add(1, Ordering::Relaxed);
-                        shared
-                            .metrics
-                            .flows_stored
-                            .fetch_add(flows, Ordering::Relaxed);
-                        if gap > 0 {
-                            tracing::warn!(sensor = ?st.sensor_id, seq, missing = gap, "sequence gap: batches the sensor's spool dropped");
-                        }
-                        pb::Ack {
-                            seq,
-                            duplicate: false,
-                        }
-                    }
-                    Ok(Ok(CommitOutcome::Duplicate)) => {
-                        shared
-                            .metrics
-                            .batches_duplicate
-                            .fetch_add(1, Ordering::Relaxed);
-                        pb::Ack {
-                            seq,
-                            duplicate: true,
-                        }
-                    }
-                    Ok(Err(e)) => {
-                        shared
-                            .metrics
-                            .batches_failed
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(sensor = ?st.sensor_id, seq, error = %e, "storing a batch failed; the sensor keeps it");
-                        let _ = tx
-                            .send(Err(Status::unavailable(format!("storage: {e}"))))
-                            .await;
-                        break;
-                    }
-                    Err(e) => {
-                        shared
-                            .metrics
-                            .batches_failed
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(error = %e, "commit task failed");
-                        let _ = tx.send(Err(Status::internal("commit task failed"))).await;
-                        break;
-                    }
-                };
-                if tx.send(Ok(ack)).await.is_err() {
+                let (reply_tx, reply_rx) = oneshot::channel();
+                if jobs
+                    .send(Job {
+                        batch,
+                        reply: reply_tx,
+                    })
+                    .await
+                    .is_err()
+                    || pending_tx.send((seq, flows, reply_rx)).await.is_err()
+                {
                     break;
                 }
             }
+            drop(pending_tx);
+            let _ = acker.await;
             drop(connected);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -776,6 +844,12 @@ async fn start_with_store(
             }
         }
     });
+    let (jobs, jobs_rx) = mpsc::channel::<Job>(256);
+    let writer_shared = shared.clone();
+    std::thread::Builder::new()
+        .name("vigil-writer".into())
+        .spawn(move || writer(writer_shared, jobs_rx))
+        .map_err(CollectorError::Thread)?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
@@ -786,7 +860,7 @@ async fn start_with_store(
     let max = cfg.max_message_bytes;
     let router = builder
         .add_service(
-            IngestServer::new(IngestSvc(shared.clone()))
+            IngestServer::new(IngestSvc(shared.clone(), jobs))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )

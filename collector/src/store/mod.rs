@@ -118,6 +118,12 @@ pub trait FlowStore: Send + Sync {
     /// the commit.
     fn commit(&self, batch: &IngestBatch) -> Result<CommitOutcome, StoreError>;
 
+    /// Stores several batches in one transaction (group commit), in order;
+    /// all or none. The outcome of each, in order.
+    fn commit_many(&self, batches: &[&IngestBatch]) -> Result<Vec<CommitOutcome>, StoreError> {
+        batches.iter().map(|b| self.commit(b)).collect()
+    }
+
     /// Flow records matching `filter` in `range`, oldest first, at most
     /// `limit`, each with its sensor id.
     fn flows(

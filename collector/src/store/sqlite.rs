@@ -21,7 +21,7 @@
 //! reads use pooled connections of their own, which WAL lets run beside the
 //! writer.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -202,6 +202,13 @@ impl SqliteStore {
         &self.path
     }
 
+    fn bind_err(&self, e: BindError) -> StoreError {
+        match e {
+            BindError::Sql(source) => self.err("binding a flow", source),
+            BindError::Range(e) => e,
+        }
+    }
+
     fn err(&self, op: &'static str, source: rusqlite::Error) -> StoreError {
         StoreError::Sqlite {
             path: self.path.clone(),
@@ -349,22 +356,133 @@ fn decode_tunnel(b: &[u8]) -> Option<TunnelInfo> {
     })
 }
 
+/// Rows per multi-row INSERT.
+const ROWS_PER_INSERT: usize = 32;
+/// Bound values per flow row.
+const FLOW_PARAMS: usize = 20;
+
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO flows (sensor, flow_id, first_ns, last_ns, proto, src_ip, src_port, dst_ip, dst_port, vlan, fwd_packets, fwd_bytes, rev_packets, rev_bytes, tcp_flags, conn_state, history, end_reason, community_id, tunnel) VALUES ",
+    );
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for j in 0..FLOW_PARAMS {
+            if j > 0 {
+                sql.push(',');
+            }
+            sql.push('?');
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Why binding a flow failed.
+enum BindError {
+    Sql(rusqlite::Error),
+    Range(StoreError),
+}
+
+impl From<rusqlite::Error> for BindError {
+    fn from(e: rusqlite::Error) -> Self {
+        BindError::Sql(e)
+    }
+}
+
+impl From<StoreError> for BindError {
+    fn from(e: StoreError) -> Self {
+        BindError::Range(e)
+    }
+}
+
+/// Binds one flow's values at parameters `base + 1 ..= base + FLOW_PARAMS`.
+fn bind_flow(
+    st: &mut rusqlite::CachedStatement<'_>,
+    base: usize,
+    sensor: i64,
+    r: &FlowRecord,
+) -> Result<(), BindError> {
+    let v = r.vlan.as_slice();
+    let vlan = i64::from(v.first().copied().unwrap_or(0))
+        | (i64::from(v.get(1).copied().unwrap_or(0)) << 12);
+    let flags = i64::from(r.fwd_tcp_flags)
+        | (i64::from(r.rev_tcp_flags) << 8)
+        | (i64::from(r.fwd_initial_tcp_flags) << 16)
+        | (i64::from(r.rev_initial_tcp_flags) << 24);
+    let state = ConnState::ALL
+        .iter()
+        .position(|s| *s == r.conn_state)
+        .unwrap_or(0) as i64;
+    let reason = EndReason::ALL
+        .iter()
+        .position(|s| *s == r.end_reason)
+        .unwrap_or(0) as i64;
+    let ip = |a: IpAddr| match a {
+        IpAddr::V4(a) => IpBytes::V4(a.octets()),
+        IpAddr::V6(a) => IpBytes::V6(a.octets()),
+    };
+    let p = |i: usize| base + i;
+    st.raw_bind_parameter(p(1), sensor)?;
+    st.raw_bind_parameter(p(2), i64_of("flow_id", r.flow_id)?)?;
+    st.raw_bind_parameter(p(3), i64_of("first_seen_ns", r.first_seen_ns)?)?;
+    st.raw_bind_parameter(p(4), i64_of("last_seen_ns", r.last_seen_ns)?)?;
+    st.raw_bind_parameter(p(5), r.proto)?;
+    st.raw_bind_parameter(p(6), ip(r.src_ip).as_slice())?;
+    st.raw_bind_parameter(p(7), r.src_port)?;
+    st.raw_bind_parameter(p(8), ip(r.dst_ip).as_slice())?;
+    st.raw_bind_parameter(p(9), r.dst_port)?;
+    st.raw_bind_parameter(p(10), vlan)?;
+    st.raw_bind_parameter(p(11), i64_of("fwd_packets", r.fwd_packets)?)?;
+    st.raw_bind_parameter(p(12), i64_of("fwd_bytes", r.fwd_bytes)?)?;
+    st.raw_bind_parameter(p(13), i64_of("rev_packets", r.rev_packets)?)?;
+    st.raw_bind_parameter(p(14), i64_of("rev_bytes", r.rev_bytes)?)?;
+    st.raw_bind_parameter(p(15), flags)?;
+    st.raw_bind_parameter(p(16), state)?;
+    st.raw_bind_parameter(p(17), r.history.as_str())?;
+    st.raw_bind_parameter(p(18), reason)?;
+    st.raw_bind_parameter(p(19), &r.community_id.0[..])?;
+    st.raw_bind_parameter(p(20), r.tunnel.as_ref().map(encode_tunnel))?;
+    Ok(())
+}
+
+/// An address's bytes without allocating.
+enum IpBytes {
+    V4([u8; 4]),
+    V6([u8; 16]),
+}
+
+impl IpBytes {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            IpBytes::V4(b) => b,
+            IpBytes::V6(b) => b,
+        }
+    }
+}
+
 fn i64_of(what: &str, v: u64) -> Result<i64, StoreError> {
     i64::try_from(v)
         .map_err(|_| StoreError::Unrepresentable(format!("{what} = {v} exceeds 2^63 - 1")))
 }
 
-/// Per-minute sums of one batch, keyed by table key.
+/// Per-minute sums of one batch, keyed by table key. Sorted maps, so the
+/// upserts walk each roll-up B-tree in key order.
 #[derive(Default)]
 struct Rollups {
-    src: HashMap<(u64, Vec<u8>), Totals>,
-    dst: HashMap<(u64, Vec<u8>), Totals>,
-    dport: HashMap<(u64, u8, u16), Totals>,
-    proto: HashMap<(u64, u8), Totals>,
+    src: BTreeMap<(u64, Vec<u8>), Totals>,
+    dst: BTreeMap<(u64, Vec<u8>), Totals>,
+    dport: BTreeMap<(u64, u8, u16), Totals>,
+    proto: BTreeMap<(u64, u8), Totals>,
 }
 
 impl Rollups {
-    fn add(&mut self, r: &FlowRecord, src: &[u8], dst: &[u8]) {
+    fn add(&mut self, r: &FlowRecord) {
+        let src = &ip_to_bytes(r.src_ip);
+        let dst = &ip_to_bytes(r.dst_ip);
         let m = r.first_seen_ns / NS_PER_MIN;
         let t = Totals {
             flows: 1,
@@ -390,115 +508,24 @@ fn totals_params(t: &Totals) -> Result<[i64; 3], StoreError> {
 
 impl FlowStore for SqliteStore {
     fn commit(&self, b: &IngestBatch) -> Result<CommitOutcome, StoreError> {
-        let seq = i64_of("seq", b.seq)?;
+        let mut out = self.commit_many(&[b])?;
+        out.pop()
+            .ok_or_else(|| StoreError::Unrepresentable("empty commit".into()))
+    }
+
+    fn commit_many(&self, batches: &[&IngestBatch]) -> Result<Vec<CommitOutcome>, StoreError> {
         let mut conn = self.lock_writer();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.err("beginning a transaction", e))?;
-        tx.execute(
-            "INSERT OR IGNORE INTO sensors (name) VALUES (?1)",
-            [&b.sensor_id],
-        )
-        .map_err(|e| self.err("registering a sensor", e))?;
-        let (sensor, last_seq): (i64, i64) = tx
-            .query_row(
-                "SELECT id, last_seq FROM sensors WHERE name = ?1",
-                [&b.sensor_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(|e| self.err("reading the dedupe mark", e))?;
-        if seq <= last_seq {
-            tx.execute(
-                "UPDATE sensors SET duplicates = duplicates + 1 WHERE id = ?1",
-                [sensor],
-            )
-            .map_err(|e| self.err("counting a duplicate", e))?;
-            tx.commit().map_err(|e| self.err("committing", e))?;
-            return Ok(CommitOutcome::Duplicate);
-        }
-        let gap = (seq - last_seq - 1) as u64;
         let mut rollups = Rollups::default();
-        {
-            let mut ins = tx
-                .prepare_cached(
-                    "INSERT INTO flows (sensor, flow_id, first_ns, last_ns, proto, src_ip, src_port,
-                     dst_ip, dst_port, vlan, fwd_packets, fwd_bytes, rev_packets, rev_bytes,
-                     tcp_flags, conn_state, history, end_reason, community_id, tunnel)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
-                )
-                .map_err(|e| self.err("preparing the flow insert", e))?;
-            for r in &b.flows {
-                let src = ip_to_bytes(r.src_ip);
-                let dst = ip_to_bytes(r.dst_ip);
-                let v = r.vlan.as_slice();
-                let vlan = i64::from(v.first().copied().unwrap_or(0))
-                    | (i64::from(v.get(1).copied().unwrap_or(0)) << 12);
-                let flags = i64::from(r.fwd_tcp_flags)
-                    | (i64::from(r.rev_tcp_flags) << 8)
-                    | (i64::from(r.fwd_initial_tcp_flags) << 16)
-                    | (i64::from(r.rev_initial_tcp_flags) << 24);
-                let state = ConnState::ALL
-                    .iter()
-                    .position(|s| *s == r.conn_state)
-                    .unwrap_or(0) as i64;
-                let reason = EndReason::ALL
-                    .iter()
-                    .position(|s| *s == r.end_reason)
-                    .unwrap_or(0) as i64;
-                ins.execute(params![
-                    sensor,
-                    i64_of("flow_id", r.flow_id)?,
-                    i64_of("first_seen_ns", r.first_seen_ns)?,
-                    i64_of("last_seen_ns", r.last_seen_ns)?,
-                    r.proto,
-                    src,
-                    r.src_port,
-                    dst,
-                    r.dst_port,
-                    vlan,
-                    i64_of("fwd_packets", r.fwd_packets)?,
-                    i64_of("fwd_bytes", r.fwd_bytes)?,
-                    i64_of("rev_packets", r.rev_packets)?,
-                    i64_of("rev_bytes", r.rev_bytes)?,
-                    flags,
-                    state,
-                    r.history.as_str(),
-                    reason,
-                    &r.community_id.0[..],
-                    r.tunnel.as_ref().map(encode_tunnel),
-                ])
-                .map_err(|e| self.err("inserting a flow", e))?;
-                rollups.add(r, &src, &dst);
-            }
+        let mut out = Vec::with_capacity(batches.len());
+        for b in batches {
+            out.push(self.commit_in(&tx, b, &mut rollups)?);
         }
         upsert_rollups(&tx, &rollups).map_err(|e| self.err("updating roll-ups", e))?;
-        let n = i64_of("flows", b.flows.len() as u64)?;
-        tx.execute(
-            "UPDATE sensors SET last_seq = ?2, batches = batches + 1, flows = flows + ?3,
-             seq_gaps = seq_gaps + ?4, last_seen_ns = ?5 WHERE id = ?1",
-            params![
-                sensor,
-                seq,
-                n,
-                i64_of("gap", gap)?,
-                i64_of("received_ns", b.received_ns)?
-            ],
-        )
-        .map_err(|e| self.err("advancing the dedupe mark", e))?;
-        if let Some(stats) = &b.stats {
-            tx.execute(
-                "INSERT OR REPLACE INTO sensor_runs (sensor, run_id, updated_ns, stats) VALUES (?1, ?2, ?3, ?4)",
-                params![
-                    sensor,
-                    stats.run_id as i64,
-                    i64_of("received_ns", b.received_ns)?,
-                    stats.encode_to_vec()
-                ],
-            )
-            .map_err(|e| self.err("recording sensor counters", e))?;
-        }
         tx.commit().map_err(|e| self.err("committing", e))?;
-        Ok(CommitOutcome::Stored { gap })
+        Ok(out)
     }
 
     fn flows(
@@ -731,6 +758,95 @@ impl FlowStore for SqliteStore {
 }
 
 impl SqliteStore {
+    /// One batch inside an open transaction; roll-up sums go to `rollups`.
+    fn commit_in(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        b: &IngestBatch,
+        rollups: &mut Rollups,
+    ) -> Result<CommitOutcome, StoreError> {
+        let seq = i64_of("seq", b.seq)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO sensors (name) VALUES (?1)",
+            [&b.sensor_id],
+        )
+        .map_err(|e| self.err("registering a sensor", e))?;
+        let (sensor, last_seq): (i64, i64) = tx
+            .query_row(
+                "SELECT id, last_seq FROM sensors WHERE name = ?1",
+                [&b.sensor_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.err("reading the dedupe mark", e))?;
+        if seq <= last_seq {
+            tx.execute(
+                "UPDATE sensors SET duplicates = duplicates + 1 WHERE id = ?1",
+                [sensor],
+            )
+            .map_err(|e| self.err("counting a duplicate", e))?;
+            return Ok(CommitOutcome::Duplicate);
+        }
+        let gap = (seq - last_seq - 1) as u64;
+        {
+            // Rows go in multi-row statements of ROWS_PER_INSERT (one
+            // statement step per 32 rows instead of per row), the rest one
+            // by one; values are bound in place, without building a list.
+            let mut chunks = b.flows.chunks_exact(ROWS_PER_INSERT);
+            if chunks.len() > 0 {
+                let mut ins = tx
+                    .prepare_cached(&insert_sql(ROWS_PER_INSERT))
+                    .map_err(|e| self.err("preparing the flow insert", e))?;
+                for chunk in &mut chunks {
+                    for (i, r) in chunk.iter().enumerate() {
+                        bind_flow(&mut ins, i * FLOW_PARAMS, sensor, r)
+                            .map_err(|e| self.bind_err(e))?;
+                        rollups.add(r);
+                    }
+                    ins.raw_execute()
+                        .map_err(|e| self.err("inserting flows", e))?;
+                }
+            }
+            let rest = chunks.remainder();
+            if !rest.is_empty() {
+                let mut one = tx
+                    .prepare_cached(&insert_sql(1))
+                    .map_err(|e| self.err("preparing the flow insert", e))?;
+                for r in rest {
+                    bind_flow(&mut one, 0, sensor, r).map_err(|e| self.bind_err(e))?;
+                    rollups.add(r);
+                    one.raw_execute()
+                        .map_err(|e| self.err("inserting a flow", e))?;
+                }
+            }
+        }
+        let n = i64_of("flows", b.flows.len() as u64)?;
+        tx.execute(
+            "UPDATE sensors SET last_seq = ?2, batches = batches + 1, flows = flows + ?3,
+             seq_gaps = seq_gaps + ?4, last_seen_ns = ?5 WHERE id = ?1",
+            params![
+                sensor,
+                seq,
+                n,
+                i64_of("gap", gap)?,
+                i64_of("received_ns", b.received_ns)?
+            ],
+        )
+        .map_err(|e| self.err("advancing the dedupe mark", e))?;
+        if let Some(stats) = &b.stats {
+            tx.execute(
+                "INSERT OR REPLACE INTO sensor_runs (sensor, run_id, updated_ns, stats) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    sensor,
+                    stats.run_id as i64,
+                    i64_of("received_ns", b.received_ns)?,
+                    stats.encode_to_vec()
+                ],
+            )
+            .map_err(|e| self.err("recording sensor counters", e))?;
+        }
+        Ok(CommitOutcome::Stored { gap })
+    }
+
     /// Bytes in use by the database (pages minus free pages).
     pub fn used_bytes(&self) -> Result<u64, StoreError> {
         let conn = self.lock_writer();
@@ -1275,6 +1391,50 @@ mod tests {
                 .flows,
             3
         );
+    }
+
+    #[test]
+    fn a_group_commit_dedupes_within_itself_and_is_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), SqliteConfig::default()).unwrap();
+        let mut rng = Rng(11);
+        let mut flows = || vec![record(&mut rng, 1), record(&mut rng, 2)];
+        let (a1, a2, a2again, b1) = (
+            batch("a", 1, flows()),
+            batch("a", 2, flows()),
+            batch("a", 2, flows()),
+            batch("b", 1, flows()),
+        );
+        let out = store.commit_many(&[&a1, &a2, &a2again, &b1]).unwrap();
+        assert_eq!(
+            out,
+            vec![
+                CommitOutcome::Stored { gap: 0 },
+                CommitOutcome::Stored { gap: 0 },
+                CommitOutcome::Duplicate,
+                CommitOutcome::Stored { gap: 0 },
+            ]
+        );
+        assert_eq!(
+            store
+                .count(&Filter::All, TimeRange::default())
+                .unwrap()
+                .flows,
+            6
+        );
+        // A batch the store cannot represent fails the whole group.
+        let mut bad = batch("c", 1, flows());
+        bad.flows[1].fwd_bytes = u64::MAX;
+        let ok = batch("d", 1, flows());
+        assert!(store.commit_many(&[&ok, &bad]).is_err());
+        assert_eq!(
+            store
+                .count(&Filter::All, TimeRange::default())
+                .unwrap()
+                .flows,
+            6
+        );
+        assert!(store.sensors().unwrap().iter().all(|s| s.sensor_id != "d"));
     }
 
     #[test]

@@ -239,8 +239,10 @@ impl ExportSink {
 }
 
 /// What [`Exporter::drain`] achieved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct DrainReport {
+    /// Send-to-ack latency of every batch acknowledged in this run, µs.
+    pub ack_latency_us: Histogram<u64>,
     /// Batches still unacknowledged (kept in the spool).
     pub pending: u64,
     /// Highest acknowledged seq.
@@ -355,6 +357,12 @@ impl Exporter {
             return Err(ExportError::Refused(f));
         }
         Ok(DrainReport {
+            ack_latency_us: self
+                .shared
+                .ack_latency
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             pending: spool.pending(),
             acked: spool.acked(),
             rejected: self.shared.counters.rejected.load(Ordering::Relaxed),

@@ -122,7 +122,7 @@ impl Rng {
 }
 
 /// Fills `dir` with `n` records over one hour from `t0`; returns the time
-/// taken. Sources: 1 M addresses; destinations: 4096 servers of a /20,
+/// taken. Sources: 1 M addresses; destinations: 4096 servers of a /20 (198.51.0.0/20),
 /// skewed (a few take most); services from a short list.
 fn fill(dir: &Path, n: u64, t0: u64) -> Result<Duration, Failure> {
     let store = SqliteStore::open(
@@ -146,9 +146,9 @@ fn fill(dir: &Path, n: u64, t0: u64) -> Result<Duration, Failure> {
             let r = rng.next();
             let first = t0 + i * 3_600_000_000_000 / n;
             let src = 0x0a00_0000 | (r as u32 & 0x000f_ffff);
-            // Squaring skews towards low server numbers.
-            let x = (rng.next() % 64) as u32;
-            let dst = 0xc633_6000 | (x * x);
+            // 4096 servers; squaring skews towards low server numbers.
+            let x = (rng.next() % 4096) as u32;
+            let dst = 0xc633_0000 | ((x * x) >> 12);
             let port = [443u16, 80, 53, 502, 22, 123, 3389, 8080][(r >> 40) as usize % 8];
             flows.push(FlowRecord {
                 flow_id: i,

@@ -463,6 +463,80 @@ pub(crate) fn validate(cfg: &PipelineConfig) -> Result<(), PipelineError> {
     })
 }
 
+/// Standard input read on a helper thread, so that a reader blocked on an
+/// idle pipe still sees the stop flag: once it is set, reads end (EOF). The
+/// helper thread, blocked in `read`, is left behind; the process is ending.
+struct StoppableStdin {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    stop: Arc<AtomicBool>,
+    buf: Vec<u8>,
+    pos: usize,
+    eof: bool,
+}
+
+impl StoppableStdin {
+    fn new(stop: Arc<AtomicBool>) -> StoppableStdin {
+        let (tx, rx) = bounded::<io::Result<Vec<u8>>>(4);
+        let spawned = std::thread::Builder::new()
+            .name("vigil-stdin".into())
+            .spawn(move || {
+                let mut stdin = io::stdin().lock();
+                loop {
+                    let mut chunk = vec![0u8; 1 << 20];
+                    match io::Read::read(&mut stdin, &mut chunk) {
+                        Ok(0) => {
+                            let _ = tx.send(Ok(Vec::new()));
+                            return;
+                        }
+                        Ok(n) => {
+                            chunk.truncate(n);
+                            if tx.send(Ok(chunk)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+            });
+        let eof = spawned.is_err();
+        StoppableStdin {
+            rx,
+            stop,
+            buf: Vec::new(),
+            pos: 0,
+            eof,
+        }
+    }
+}
+
+impl io::Read for StoppableStdin {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            if self.eof || self.stop.load(Ordering::Relaxed) {
+                return Ok(0);
+            }
+            match self.rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(Ok(chunk)) if chunk.is_empty() => self.eof = true,
+                Ok(Ok(chunk)) => {
+                    self.buf = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => self.eof = true,
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 /// Progress callback: bytes of input consumed so far.
 pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
 
@@ -558,8 +632,14 @@ pub fn run(
                     })
                     .and_then(|f| CaptureReader::new(f, p.clone()))
                     .and_then(|r| reader.read(r)),
-                Input::Stdin => CaptureReader::new(io::stdin().lock(), input.name())
-                    .and_then(|r| reader.read(r)),
+                Input::Stdin => match cfg.stop.clone() {
+                    // A daemon must stop on its flag even while standard
+                    // input has nothing to read.
+                    Some(stop) => CaptureReader::new(StoppableStdin::new(stop), input.name())
+                        .and_then(|r| reader.read(r)),
+                    None => CaptureReader::new(io::stdin().lock(), input.name())
+                        .and_then(|r| reader.read(r)),
+                },
                 // Through the same 1 MiB buffer as files: copying through a hot
                 // buffer is faster than walking gigabytes of 4 KiB pages, where
                 // the TLB misses and the prefetcher stops at every page.
@@ -592,6 +672,9 @@ pub fn run(
             decode_ns,
             ..
         } = reader;
+        if external.load(Ordering::Relaxed) {
+            stopped.store(true, Ordering::Relaxed);
+        }
         disp.flush();
         report.fragments_pending = decoder.fragments_pending() as u64;
         report.decode = decoder.stats.clone();

@@ -748,3 +748,137 @@ fn nothing_is_lost_when_the_collector_is_killed_and_restarted() {
     assert_eq!(got.len() as u64, total, "none missing, none twice");
     assert_eq!(got, sorted(offline));
 }
+
+/// SIGTERM: the sensor stops reading, flushes its open flows (end reason
+/// `shutdown`), waits (bounded) for acks, keeps the rest in its spool and
+/// sends it at the next start.
+#[test]
+fn sigterm_flushes_open_flows_into_the_spool_and_the_next_start_sends_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pcap = tmp.path().join("long.pcap");
+    // Long enough that the sensor is still reading when the signal comes:
+    // a slow pipe feeds it.
+    let cfg = BulkConfig {
+        seed: 4,
+        packets: 200_000,
+        flows: 5_000,
+        frame: FrameSize::Fixed(80),
+        ..BulkConfig::default()
+    };
+    std::fs::write(&pcap, cfg.to_pcap_bytes()).unwrap();
+    let addr = free_port();
+    let url = format!("http://{addr}");
+    let spool = tmp.path().join("spool");
+    let mut sensor = vigil()
+        .args([
+            "sensor",
+            "-r",
+            "-",
+            "--collector",
+            &url,
+            "--sensor-id",
+            "term",
+            "--drain-timeout",
+            "1s",
+            "--spool-dir",
+        ])
+        .arg(&spool)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let bytes = std::fs::read(&pcap).unwrap();
+    let mut stdin = sensor.stdin.take().unwrap();
+    // The first half of the capture, then nothing: the sensor waits for more.
+    std::io::Write::write_all(&mut stdin, &bytes[..bytes.len() / 2]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let ok = Command::new("kill")
+        .args(["-TERM", &sensor.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    // Standard input stays open: the stop must not depend on end of input.
+    let out = sensor.wait_with_output().unwrap();
+    drop(stdin);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not acknowledged"), "{err}");
+    // The collector comes up; a new sensor run (no packets) sends the spool.
+    let data = tmp.path().join("data");
+    let mut collector = spawn_collector(addr, &data);
+    let empty = tmp.path().join("empty.pcap");
+    std::fs::write(&empty, &bytes[..24]).unwrap();
+    let o = vigil()
+        .args(["sensor", "-r"])
+        .arg(&empty)
+        .args(["--collector", &url, "--sensor-id", "term", "--spool-dir"])
+        .arg(&spool)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    collector.kill().unwrap();
+    collector.wait().unwrap();
+    let got = stored(&data, Some("term"));
+    assert!(!got.is_empty());
+    assert!(
+        got.iter()
+            .all(|r| r.end_reason == vigil_proto::EndReason::Shutdown),
+        "open flows were flushed as `shutdown`"
+    );
+    let flows: std::collections::HashSet<u64> = got.iter().map(|r| r.flow_id).collect();
+    assert_eq!(flows.len(), got.len(), "one record per flow");
+}
+
+#[test]
+fn prometheus_metrics_show_ingest_and_per_sensor_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let capture = bulk(13, 5_000, 500);
+    rt().block_on(async {
+        let mut cfg = CollectorConfig::new(loopback0(), tmp.path().join("data"));
+        cfg.metrics_listen = Some(loopback0());
+        let collector = server::start(cfg).await.unwrap();
+        let url = format!("http://{}", collector.addr);
+        let d = sensor_run(
+            vec![Input::Memory {
+                name: "bulk".into(),
+                bytes: capture,
+            }],
+            exporter_cfg(&url, "m1", &tmp.path().join("spool")),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        assert_eq!(d.pending, 0);
+        let m = collector.metrics_addr.unwrap();
+        let mut s = tokio::net::TcpStream::connect(m).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.unwrap();
+        assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+        assert!(
+            body.contains("vigil_collector_batches_total{result=\"stored\"} 1"),
+            "{body}"
+        );
+        assert!(
+            body.contains("vigil_collector_flows_stored_total 500"),
+            "{body}"
+        );
+        assert!(
+            body.contains("vigil_collector_sensor_flows_total{sensor=\"m1\"} 500"),
+            "{body}"
+        );
+        assert!(
+            body.contains("vigil_collector_sensor_packets_total{sensor=\"m1\"} 5000"),
+            "{body}"
+        );
+        assert!(
+            body.contains("vigil_collector_sensor_spool_dropped_flows_total{sensor=\"m1\"} 0"),
+            "{body}"
+        );
+        collector.shutdown().await.unwrap();
+    });
+}

@@ -1,4 +1,4 @@
-//! Queries over stored flows: the filter language ([`parse`]), its typed
+//! Queries over stored flows: the filter language ([`parse()`]), its typed
 //! plan ([`Filter`]) and the query shapes the stores answer.
 //!
 //! A filter is parsed once into a [`Filter`]; stores compile the plan into

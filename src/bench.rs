@@ -89,6 +89,9 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
     }
     if a.modes.iter().any(|m| m == "store") {
         crate::bench_e2e::store(a.store_flows, a.runs, a.store_dir.as_deref())?;
+        if a.modes.iter().all(|m| m == "store") {
+            return Ok(());
+        }
     }
     let (name, bytes) = match &a.file {
         Some(p) => (

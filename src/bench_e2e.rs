@@ -24,6 +24,7 @@ use vigil_collector::store::{FlowStore, IngestBatch};
 use vigil_proto::{CommunityId, ConnState, EndReason, FlowRecord, History, Vlans};
 use vigil_sensor::export::grpc::{Exporter, ExporterConfig};
 use vigil_sensor::pipeline::{self, Input, LiveCounters, PipelineConfig};
+use vigil_sensor::synth::Rng;
 
 use crate::Failure;
 
@@ -158,18 +159,6 @@ pub fn transport(
     Ok(())
 }
 
-/// A small deterministic generator (xorshift).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 /// Fills `dir` with `n` records over one hour from `t0`; returns the time
 /// taken. Sources: 1 M addresses; destinations: 4096 servers of a /20 (198.51.0.0/20),
 /// skewed (a few take most); services from a short list.
@@ -181,7 +170,7 @@ fn fill(dir: &Path, n: u64, t0: u64) -> Result<Duration, Failure> {
             ..SqliteConfig::default()
         },
     )?;
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut rng = Rng::new(0x2545_f491_4f6c_dd1d);
     let started = Instant::now();
     let per_batch = 8192;
     let mut seq = 0;
@@ -192,11 +181,11 @@ fn fill(dir: &Path, n: u64, t0: u64) -> Result<Duration, Failure> {
     while i < n {
         let mut flows = Vec::with_capacity(per_batch);
         for _ in 0..per_batch.min((n - i) as usize) {
-            let r = rng.next();
+            let r = rng.next_u64();
             let first = t0 + i * 3_600_000_000_000 / n;
             let src = 0x0a00_0000 | (r as u32 & 0x000f_ffff);
             // 4096 servers; squaring skews towards low server numbers.
-            let x = (rng.next() % 4096) as u32;
+            let x = (rng.next_u64() % 4096) as u32;
             let dst = 0xc633_0000 | ((x * x) >> 12);
             let port = [443u16, 80, 53, 502, 22, 123, 3389, 8080][(r >> 40) as usize % 8];
             flows.push(FlowRecord {

@@ -93,17 +93,7 @@ pub fn run(a: FlowsArgs) -> Result<(), Failure> {
         Some(p) => Box::new(File::create(p).with_context(|| format!("creating {}", p.display()))?),
     };
     let mut writer = RecordWriter::new(BufWriter::with_capacity(1 << 20, out), a.format);
-    let inputs: Vec<Input<'_>> = a
-        .files
-        .iter()
-        .map(|p| {
-            if p.as_os_str() == "-" {
-                Input::Stdin
-            } else {
-                Input::File(p.clone())
-            }
-        })
-        .collect();
+    let inputs = inputs_of(&a.files);
     let total: u64 = a
         .files
         .iter()
@@ -147,6 +137,20 @@ pub fn run(a: FlowsArgs) -> Result<(), Failure> {
         )));
     }
     Ok(())
+}
+
+/// Pipeline inputs for `-r` arguments (`-` is standard input).
+pub fn inputs_of(files: &[PathBuf]) -> Vec<Input<'static>> {
+    files
+        .iter()
+        .map(|p| {
+            if p.as_os_str() == "-" {
+                Input::Stdin
+            } else {
+                Input::File(p.clone())
+            }
+        })
+        .collect()
 }
 
 /// The end-of-run summary printed on standard error.

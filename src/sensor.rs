@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use vigil_sensor::config::{SensorFile, TlsSection};
 use vigil_sensor::export::grpc::Exporter;
-use vigil_sensor::pipeline::{self, Input, LiveCounters};
+use vigil_sensor::pipeline::{self, LiveCounters};
 
 use crate::Failure;
 
@@ -149,16 +149,7 @@ pub fn run(a: SensorArgs) -> Result<(), Failure> {
             "sensor started"
         );
         let pipeline = tokio::task::spawn_blocking(move || {
-            let inputs: Vec<Input<'_>> = files
-                .iter()
-                .map(|p| {
-                    if p.as_os_str() == "-" {
-                        Input::Stdin
-                    } else {
-                        Input::File(p.clone())
-                    }
-                })
-                .collect();
+            let inputs = crate::flows::inputs_of(&files);
             let mut push = |recs: &[vigil_proto::FlowRecord]| sink.push(recs);
             pipeline::run(&inputs, &cfg, &mut push, None)
         });

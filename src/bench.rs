@@ -38,6 +38,10 @@ pub struct BenchArgs {
     /// Synthesized concurrent flows.
     #[arg(long, default_value = "200000")]
     flows: u64,
+    /// Capture time the synthesized packets span (e.g. 10m); default one
+    /// microsecond between packets.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    span: Option<std::time::Duration>,
     /// Synthesized frame size: a byte count or imix.
     #[arg(long, default_value = "64", value_parser = frame_size)]
     frame: FrameSize,
@@ -103,6 +107,10 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
                 packets: a.packets,
                 flows: a.flows,
                 frame: a.frame,
+                gap_ns: a
+                    .span
+                    .map(|d| (d.as_nanos() as u64 / a.packets.max(1)).max(1))
+                    .unwrap_or(BulkConfig::default().gap_ns),
                 ..BulkConfig::default()
             };
             let mut v = Vec::with_capacity((a.packets * 96) as usize);

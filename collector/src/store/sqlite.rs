@@ -74,16 +74,7 @@ pub struct SqliteStore {
     cfg: SqliteConfig,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
-    /// Roll-up progress, changed only by the writer (under its lock) after
-    /// a commit: `(watermark, newest minute stored)`, in minutes.
-    rollup: Mutex<(u64, u64)>,
 }
-
-/// Minutes a minute stays open for roll-up after the newest stored minute:
-/// records of a minute keep arriving while its flows end (interim records
-/// every active timeout, spool replays); those that come after their minute
-/// is rolled up are added to it one by one.
-const ROLLUP_GRACE_MINUTES: u64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -173,7 +164,6 @@ impl SqliteStore {
             cfg,
             writer: Mutex::new(conn),
             readers: Mutex::new(Vec::new()),
-            rollup: Mutex::new((0, 0)),
         };
         {
             let conn = store.lock_writer();
@@ -204,65 +194,7 @@ impl SqliteStore {
                 }
             }
         }
-        {
-            let conn = store.lock_writer();
-            let wm: Option<i64> = conn
-                .query_row("SELECT value FROM meta WHERE key = 'rollup_wm'", [], |r| {
-                    r.get(0)
-                })
-                .optional()
-                .map_err(|e| store.err("reading the roll-up watermark", e))?;
-            let newest: Option<i64> = conn
-                .query_row("SELECT MAX(first_ns) FROM flows", [], |r| r.get(0))
-                .map_err(|e| store.err("reading the newest flow", e))?;
-            *store.rollup.lock().unwrap_or_else(|p| p.into_inner()) = (
-                wm.unwrap_or(0).max(0) as u64,
-                newest.unwrap_or(0).max(0) as u64 / NS_PER_MIN,
-            );
-        }
         Ok(store)
-    }
-
-    /// The roll-up watermark: records of minutes below it are in the roll-ups.
-    fn rollup_wm(&self) -> u64 {
-        self.rollup.lock().unwrap_or_else(|p| p.into_inner()).0
-    }
-
-    /// Rolls up whole minutes `[from, to)` from the flows table, inside `tx`.
-    fn roll_up(
-        &self,
-        tx: &rusqlite::Transaction<'_>,
-        from: u64,
-        to: u64,
-    ) -> Result<(), StoreError> {
-        let lo = i64::try_from(from.saturating_mul(NS_PER_MIN)).unwrap_or(i64::MAX);
-        let hi = i64::try_from(to.saturating_mul(NS_PER_MIN)).unwrap_or(i64::MAX);
-        let sums = "COUNT(*), SUM(f.fwd_packets + f.rev_packets), SUM(f.fwd_bytes + f.rev_bytes)";
-        let upd = "DO UPDATE SET flows = flows + excluded.flows, packets = packets + excluded.packets, bytes = bytes + excluded.bytes";
-        let min = NS_PER_MIN;
-        for sql in [
-            format!(
-                "INSERT INTO rollup_src (minute, k, flows, packets, bytes) SELECT f.first_ns / {min}, f.src_ip, {sums} FROM flows f WHERE f.first_ns >= ?1 AND f.first_ns < ?2 GROUP BY 1, 2 ON CONFLICT (minute, k) {upd}"
-            ),
-            format!(
-                "INSERT INTO rollup_dst (minute, k, flows, packets, bytes) SELECT f.first_ns / {min}, f.dst_ip, {sums} FROM flows f WHERE f.first_ns >= ?1 AND f.first_ns < ?2 GROUP BY 1, 2 ON CONFLICT (minute, k) {upd}"
-            ),
-            format!(
-                "INSERT INTO rollup_dport (minute, proto, k, flows, packets, bytes) SELECT f.first_ns / {min}, f.proto, f.dst_port, {sums} FROM flows f WHERE f.first_ns >= ?1 AND f.first_ns < ?2 AND f.dst_port IS NOT NULL GROUP BY 1, 2, 3 ON CONFLICT (minute, proto, k) {upd}"
-            ),
-            format!(
-                "INSERT INTO rollup_proto (minute, k, flows, packets, bytes) SELECT f.first_ns / {min}, f.proto, {sums} FROM flows f WHERE f.first_ns >= ?1 AND f.first_ns < ?2 GROUP BY 1, 2 ON CONFLICT (minute, k) {upd}"
-            ),
-        ] {
-            tx.execute(&sql, params![lo, hi])
-                .map_err(|e| self.err("rolling up minutes", e))?;
-        }
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES ('rollup_wm', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [i64::try_from(to).unwrap_or(i64::MAX)],
-        )
-        .map_err(|e| self.err("advancing the roll-up watermark", e))?;
-        Ok(())
     }
 
     /// The database file.
@@ -548,13 +480,6 @@ struct Rollups {
 }
 
 impl Rollups {
-    /// Adds a record whose minute is already rolled up (below `wm`).
-    fn add_late(&mut self, r: &FlowRecord, wm: u64) {
-        if r.first_seen_ns / NS_PER_MIN < wm {
-            self.add(r);
-        }
-    }
-
     fn add(&mut self, r: &FlowRecord) {
         let src = &ip_to_bytes(r.src_ip);
         let dst = &ip_to_bytes(r.dst_ip);
@@ -593,40 +518,13 @@ impl FlowStore for SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.err("beginning a transaction", e))?;
-        let (wm, mut newest) = *self.rollup.lock().unwrap_or_else(|p| p.into_inner());
-        // Late records (minutes already rolled up) are added to their minute.
         let mut rollups = Rollups::default();
         let mut out = Vec::with_capacity(batches.len());
         for b in batches {
-            let o = self.commit_in(&tx, b, &mut rollups, wm)?;
-            if matches!(o, CommitOutcome::Stored { .. }) {
-                for f in &b.flows {
-                    newest = newest.max(f.first_seen_ns / NS_PER_MIN);
-                }
-            }
-            out.push(o);
+            out.push(self.commit_in(&tx, b, &mut rollups)?);
         }
         upsert_rollups(&tx, &rollups).map_err(|e| self.err("updating roll-ups", e))?;
-        // Minutes that closed: one pass over their records, in key order,
-        // at most one minute per commit so no commit stalls for long.
-        let mut new_wm = wm;
-        let target = newest.saturating_sub(ROLLUP_GRACE_MINUTES);
-        if target > wm {
-            let from = if wm == 0 {
-                let oldest: Option<i64> = tx
-                    .query_row("SELECT MIN(first_ns) FROM flows", [], |r| r.get(0))
-                    .map_err(|e| self.err("reading the oldest flow", e))?;
-                oldest.unwrap_or(0).max(0) as u64 / NS_PER_MIN
-            } else {
-                wm
-            };
-            new_wm = target.min(from + 1).max(wm);
-            if new_wm > wm {
-                self.roll_up(&tx, from.min(new_wm), new_wm)?;
-            }
-        }
         tx.commit().map_err(|e| self.err("committing", e))?;
-        *self.rollup.lock().unwrap_or_else(|p| p.into_inner()) = (new_wm, newest);
         Ok(out)
     }
 
@@ -662,7 +560,7 @@ impl FlowStore for SqliteStore {
 
     fn count(&self, filter: &Filter, range: TimeRange) -> Result<Totals, StoreError> {
         let (sql, params) = if *filter == Filter::All {
-            rollup_union(range, self.rollup_wm(), "rollup_proto", "k", "f.proto", "1")
+            rollup_union(range, "rollup_proto", "k", "f.proto", "1")
         } else {
             let mut w = Where::default();
             w.time(range);
@@ -705,9 +603,7 @@ impl FlowStore for SqliteStore {
             TopKey::Proto => ("f.proto", Some("rollup_proto"), "1"),
         };
         let (inner, mut params) = match rollup {
-            Some(table) if *filter == Filter::All => {
-                rollup_union(range, self.rollup_wm(), table, "k", col, not_null)
-            }
+            Some(table) if *filter == Filter::All => rollup_union(range, table, "k", col, not_null),
             _ => {
                 let mut w = Where::default();
                 w.time(range);
@@ -868,7 +764,6 @@ impl SqliteStore {
         tx: &rusqlite::Transaction<'_>,
         b: &IngestBatch,
         rollups: &mut Rollups,
-        wm: u64,
     ) -> Result<CommitOutcome, StoreError> {
         let seq = i64_of("seq", b.seq)?;
         tx.execute(
@@ -905,7 +800,7 @@ impl SqliteStore {
                     for (i, r) in chunk.iter().enumerate() {
                         bind_flow(&mut ins, i * FLOW_PARAMS, sensor, r)
                             .map_err(|e| self.bind_err(e))?;
-                        rollups.add_late(r, wm);
+                        rollups.add(r);
                     }
                     ins.raw_execute()
                         .map_err(|e| self.err("inserting flows", e))?;
@@ -918,7 +813,7 @@ impl SqliteStore {
                     .map_err(|e| self.err("preparing the flow insert", e))?;
                 for r in rest {
                     bind_flow(&mut one, 0, sensor, r).map_err(|e| self.bind_err(e))?;
-                    rollups.add_late(r, wm);
+                    rollups.add(r);
                     one.raw_execute()
                         .map_err(|e| self.err("inserting a flow", e))?;
                 }
@@ -1028,13 +923,11 @@ fn upsert_rollups(tx: &rusqlite::Transaction<'_>, r: &Rollups) -> rusqlite::Resu
     Ok(())
 }
 
-/// An unfiltered aggregate: whole rolled-up minutes of the range from a
-/// roll-up table, the rest (partial minutes at the edges, minutes not yet
-/// rolled up) from `flows`. Rows: (key, flows,
+/// An unfiltered aggregate: whole minutes of the range from a roll-up
+/// table, the partial minutes at its edges from `flows`. Rows: (key, flows,
 /// packets, bytes).
 fn rollup_union(
     range: TimeRange,
-    wm: u64,
     table: &str,
     key: &str,
     flow_key: &str,
@@ -1043,8 +936,7 @@ fn rollup_union(
     let since = range.since_ns.unwrap_or(0);
     let until = range.until_ns.unwrap_or(u64::MAX);
     let m_lo = since.div_ceil(NS_PER_MIN);
-    // Only minutes below the watermark are complete in the roll-ups.
-    let m_hi = (until / NS_PER_MIN).min(wm);
+    let m_hi = until / NS_PER_MIN;
     let int = |v: u64| Value::Integer(i64::try_from(v).unwrap_or(i64::MAX));
     if m_lo >= m_hi {
         // Less than a whole minute: the flows table alone.
@@ -1499,95 +1391,6 @@ mod tests {
                 .flows,
             3
         );
-    }
-
-    #[test]
-    fn minutes_are_rolled_up_once_closed_and_late_records_join_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut rng = Rng(77);
-        let mut all = Vec::new();
-        let minute0 = T0 / NS_PER_MIN * NS_PER_MIN;
-        {
-            let store = SqliteStore::open(dir.path(), SqliteConfig::default()).unwrap();
-            // Twelve minutes, in time order, four batches a minute.
-            let mut seq = 0;
-            for m in 0..12u64 {
-                for part in 0..4u64 {
-                    let flows: Vec<_> = (0..25)
-                        .map(|i| {
-                            let mut r = record(&mut rng, seq * 100 + i);
-                            r.first_seen_ns = minute0 + m * NS_PER_MIN + part * 15_000_000_000 + i;
-                            r.last_seen_ns = r.first_seen_ns + 1;
-                            r
-                        })
-                        .collect();
-                    all.extend(flows.iter().map(|f| ("s".to_string(), f.clone())));
-                    seq += 1;
-                    store.commit(&batch("s", seq, flows)).unwrap();
-                }
-            }
-            let wm = store.rollup_wm();
-            assert!(
-                wm >= minute0 / NS_PER_MIN + 5,
-                "closed minutes were rolled up"
-            );
-            assert!(
-                wm <= minute0 / NS_PER_MIN + 10,
-                "the last minutes stay open"
-            );
-            // Late records for minute 1 (already rolled up).
-            let late: Vec<_> = (0..10)
-                .map(|i| {
-                    let mut r = record(&mut rng, 90_000 + i);
-                    r.first_seen_ns = minute0 + NS_PER_MIN + 7;
-                    r.last_seen_ns = r.first_seen_ns;
-                    r
-                })
-                .collect();
-            all.extend(late.iter().map(|f| ("s".to_string(), f.clone())));
-            seq += 1;
-            store.commit(&batch("s", seq, late)).unwrap();
-        }
-        all.sort_by_key(|(_, f)| f.first_seen_ns);
-        let store = SqliteStore::open(dir.path(), SqliteConfig::default()).unwrap();
-        let rolled: i64 = store
-            .lock_writer()
-            .query_row(
-                "SELECT COALESCE(SUM(flows), 0) FROM rollup_proto",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert!(rolled > 100, "{rolled}");
-        let ranges = [
-            TimeRange::default(),
-            TimeRange {
-                since_ns: Some(minute0 + NS_PER_MIN),
-                until_ns: Some(minute0 + 11 * NS_PER_MIN),
-            },
-            TimeRange {
-                since_ns: Some(minute0 + 30_000_000_000),
-                until_ns: Some(minute0 + 9 * NS_PER_MIN + 1),
-            },
-        ];
-        for range in ranges {
-            for key in [TopKey::Src, TopKey::Dst, TopKey::DstPort, TopKey::Proto] {
-                let want = top_in_memory(&all, &Filter::All, range, key, TopBy::Bytes, 7);
-                assert_eq!(
-                    store
-                        .top(&Filter::All, range, key, TopBy::Bytes, 7)
-                        .unwrap(),
-                    want,
-                    "{key:?} {range:?}"
-                );
-            }
-            let c = store.count(&Filter::All, range).unwrap();
-            let want = all
-                .iter()
-                .filter(|(_, r)| range.contains(r.first_seen_ns))
-                .count();
-            assert_eq!(c.flows, want as u64, "{range:?}");
-        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use vigil_collector::query::{self, Filter, TimeRange, TopBy, TopKey, TopRow, Totals};
-use vigil_collector::store::sqlite::{SqliteConfig, SqliteStore};
+use vigil_collector::store::sqlite::SqliteStore;
 use vigil_collector::store::{FlowStore, SensorRecord};
 use vigil_proto::time::Rfc3339Nanos;
 use vigil_proto::{FlowRecord, pb};
@@ -129,7 +129,7 @@ pub fn run(a: QueryArgs) -> Result<(), Failure> {
                         dir.display()
                     )));
                 }
-                Backend::Local(SqliteStore::open(dir, SqliteConfig::default())?)
+                Backend::Local(SqliteStore::open_read_only(dir)?)
             }
             (None, Some(url)) => {
                 Backend::Remote(pb::query_client::QueryClient::new(connect(url, &a).await?))

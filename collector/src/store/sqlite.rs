@@ -74,6 +74,8 @@ pub struct SqliteStore {
     cfg: SqliteConfig,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// Opened with [`SqliteStore::open_read_only`].
+    read_only: bool,
 }
 
 const SCHEMA: &str = "
@@ -164,6 +166,7 @@ impl SqliteStore {
             cfg,
             writer: Mutex::new(conn),
             readers: Mutex::new(Vec::new()),
+            read_only: false,
         };
         {
             let conn = store.lock_writer();
@@ -192,6 +195,49 @@ impl SqliteStore {
                         ),
                     });
                 }
+            }
+        }
+        Ok(store)
+    }
+
+    /// Opens an existing store for reading only (`vigil query --data-dir`):
+    /// nothing is created or written, so analysts need no write permission.
+    /// Writing through it fails.
+    pub fn open_read_only(dir: &Path) -> Result<SqliteStore, StoreError> {
+        let path = dir.join("vigil.db");
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Sqlite {
+            path: path.clone(),
+            op: "opening the database read-only",
+            source,
+        })?;
+        let store = SqliteStore {
+            path,
+            cfg: SqliteConfig::default(),
+            writer: Mutex::new(conn),
+            readers: Mutex::new(Vec::new()),
+            read_only: true,
+        };
+        {
+            let conn = store.lock_writer();
+            conn.execute_batch("PRAGMA busy_timeout = 10000;")
+                .map_err(|e| store.err("configuring the connection", e))?;
+            let v: Option<i64> = conn
+                .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(|e| store.err("reading the schema version", e))?;
+            if v != Some(SCHEMA_VERSION) {
+                return Err(StoreError::Corrupt {
+                    path: store.path.clone(),
+                    what: format!(
+                        "schema version {v:?}; this build reads version {SCHEMA_VERSION}"
+                    ),
+                });
             }
         }
         Ok(store)
@@ -233,7 +279,11 @@ impl SqliteStore {
             None => {
                 let c = Connection::open_with_flags(
                     &self.path,
-                    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    if self.read_only {
+                        OpenFlags::SQLITE_OPEN_READ_ONLY
+                    } else {
+                        OpenFlags::SQLITE_OPEN_READ_WRITE
+                    } | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )
                 .map_err(|e| self.err("opening a reader", e))?;
                 c.execute_batch(
@@ -1391,6 +1441,27 @@ mod tests {
                 .flows,
             3
         );
+    }
+
+    #[test]
+    fn a_read_only_store_answers_queries_and_refuses_writes() {
+        let (d, store, all) = filled();
+        drop(store);
+        let ro = SqliteStore::open_read_only(d.path()).unwrap();
+        assert_eq!(
+            ro.flows(&Filter::All, TimeRange::default(), usize::MAX)
+                .unwrap(),
+            all
+        );
+        assert_eq!(ro.sensors().unwrap().len(), 2);
+        let mut rng = Rng(3);
+        assert!(
+            ro.commit(&batch("x", 1, vec![record(&mut rng, 1)]))
+                .is_err()
+        );
+        let empty = tempfile::tempdir().unwrap();
+        assert!(SqliteStore::open_read_only(empty.path()).is_err());
+        assert!(!empty.path().join("vigil.db").exists(), "nothing created");
     }
 
     #[test]

@@ -609,8 +609,9 @@ impl FlowStore for SqliteStore {
     }
 
     fn count(&self, filter: &Filter, range: TimeRange) -> Result<Totals, StoreError> {
-        let (sql, params) = if *filter == Filter::All {
-            rollup_union(range, "rollup_proto", "k", "f.proto", "1")
+        let rolled = rollup_union(range, filter, "rollup_proto", "k", "f.proto", "1");
+        let (sql, params) = if let Some(r) = rolled {
+            r
         } else {
             let mut w = Where::default();
             w.time(range);
@@ -652,9 +653,11 @@ impl FlowStore for SqliteStore {
             TopKey::SrcPort => ("f.src_port", None, "f.src_port IS NOT NULL"),
             TopKey::Proto => ("f.proto", Some("rollup_proto"), "1"),
         };
-        let (inner, mut params) = match rollup {
-            Some(table) if *filter == Filter::All => rollup_union(range, table, "k", col, not_null),
-            _ => {
+        let rolled =
+            rollup.and_then(|table| rollup_union(range, filter, table, "k", col, not_null));
+        let (inner, mut params) = match rolled {
+            Some(r) => r,
+            None => {
                 let mut w = Where::default();
                 w.time(range);
                 w.filter(filter);
@@ -973,16 +976,25 @@ fn upsert_rollups(tx: &rusqlite::Transaction<'_>, r: &Rollups) -> rusqlite::Resu
     Ok(())
 }
 
-/// An unfiltered aggregate: whole minutes of the range from a roll-up
-/// table, the partial minutes at its edges from `flows`. Rows: (key, flows,
-/// packets, bytes).
+/// An aggregate from a roll-up table: whole minutes of the range from the
+/// roll-up, the partial minutes at its edges from `flows`, both under the
+/// filter. Rows: (key, flows, packets, bytes). `None` when the filter looks
+/// at something the roll-up table does not hold (then only `flows` can
+/// answer).
 fn rollup_union(
     range: TimeRange,
+    filter: &Filter,
     table: &str,
     key: &str,
     flow_key: &str,
     not_null: &str,
-) -> (String, Vec<Value>) {
+) -> Option<(String, Vec<Value>)> {
+    let mut rw = Where::default();
+    if !rw.rollup_filter(filter, table) {
+        return None;
+    }
+    let mut fw = Where::default();
+    fw.filter(filter);
     let since = range.since_ns.unwrap_or(0);
     let until = range.until_ns.unwrap_or(u64::MAX);
     let m_lo = since.div_ceil(NS_PER_MIN);
@@ -992,25 +1004,30 @@ fn rollup_union(
         // Less than a whole minute: the flows table alone.
         let sql = format!(
             "SELECT {flow_key} AS k, 1 AS n, f.fwd_packets + f.rev_packets AS p, f.fwd_bytes + f.rev_bytes AS b FROM flows f
-             WHERE {not_null} AND f.first_ns >= ? AND f.first_ns < ?"
+             WHERE {not_null} AND f.first_ns >= ? AND f.first_ns < ? AND {}",
+            fw.sql
         );
-        return (sql, vec![int(since), int(until)]);
+        let mut params = vec![int(since), int(until)];
+        params.extend(fw.params);
+        return Some((sql, params));
     }
     let sql = format!(
-        "SELECT {key} AS k, flows AS n, packets AS p, bytes AS b FROM {table} WHERE minute >= ? AND minute < ?
+        "SELECT r.{key} AS k, r.flows AS n, r.packets AS p, r.bytes AS b FROM {table} r WHERE r.minute >= ? AND r.minute < ? AND {}
          UNION ALL
          SELECT {flow_key}, 1, f.fwd_packets + f.rev_packets, f.fwd_bytes + f.rev_bytes FROM flows f
-         WHERE {not_null} AND ((f.first_ns >= ? AND f.first_ns < ?) OR (f.first_ns >= ? AND f.first_ns < ?))"
+         WHERE {not_null} AND ((f.first_ns >= ? AND f.first_ns < ?) OR (f.first_ns >= ? AND f.first_ns < ?)) AND {}",
+        rw.sql, fw.sql
     );
-    let params = vec![
-        int(m_lo),
-        int(m_hi),
+    let mut params = vec![int(m_lo), int(m_hi)];
+    params.extend(rw.params);
+    params.extend([
         int(since),
         int(m_lo.saturating_mul(NS_PER_MIN)),
         int(m_hi.saturating_mul(NS_PER_MIN)),
         int(until),
-    ];
-    (sql, params)
+    ]);
+    params.extend(fw.params);
+    Some((sql, params))
 }
 
 /// A WHERE clause under construction: SQL text with `?` placeholders and
@@ -1120,6 +1137,77 @@ impl Where {
                 self.sql.push_str("f.community_id = ?");
                 self.params.push(Value::Blob(c.0.to_vec()));
             }
+        }
+    }
+
+    /// Appends the filter as a condition on roll-up table `table` (alias
+    /// `r`), if every primitive in it is a column of that table; returns
+    /// false (with the clause unusable) otherwise.
+    fn rollup_filter(&mut self, f: &Filter, table: &str) -> bool {
+        match (f, table) {
+            (Filter::All, _) => {
+                self.sql.push('1');
+                true
+            }
+            (Filter::And(v) | Filter::Or(v), _) => {
+                let op = if matches!(f, Filter::And(_)) {
+                    " AND "
+                } else {
+                    " OR "
+                };
+                self.sql.push('(');
+                for (i, g) in v.iter().enumerate() {
+                    if i > 0 {
+                        self.sql.push_str(op);
+                    }
+                    if !self.rollup_filter(g, table) {
+                        return false;
+                    }
+                }
+                self.sql.push(')');
+                true
+            }
+            (Filter::Not(g), _) => {
+                self.sql.push_str("(NOT ");
+                let ok = self.rollup_filter(g, table);
+                self.sql.push(')');
+                ok
+            }
+            (Filter::Ip(Dir::Src, range), "rollup_src")
+            | (Filter::Ip(Dir::Dst, range), "rollup_dst") => {
+                let lo = ip_to_bytes(range.lo);
+                let hi = ip_to_bytes(range.hi);
+                self.sql
+                    .push_str("(length(r.k) = ? AND r.k BETWEEN ? AND ?)");
+                self.params.push(Value::Integer(lo.len() as i64));
+                self.params.push(Value::Blob(lo));
+                self.params.push(Value::Blob(hi));
+                true
+            }
+            (Filter::Family(v), "rollup_src" | "rollup_dst") => {
+                // Both ends of a flow have the same family.
+                self.sql.push_str("length(r.k) = ?");
+                self.params
+                    .push(Value::Integer(if *v == 4 { 4 } else { 16 }));
+                true
+            }
+            (Filter::Port(Dir::Dst, lo, hi), "rollup_dport") => {
+                self.sql.push_str("r.k BETWEEN ? AND ?");
+                self.params.push(Value::Integer(i64::from(*lo)));
+                self.params.push(Value::Integer(i64::from(*hi)));
+                true
+            }
+            (Filter::Proto(p), "rollup_dport") => {
+                self.sql.push_str("r.proto = ?");
+                self.params.push(Value::Integer(i64::from(*p)));
+                true
+            }
+            (Filter::Proto(p), "rollup_proto") => {
+                self.sql.push_str("r.k = ?");
+                self.params.push(Value::Integer(i64::from(*p)));
+                true
+            }
+            _ => false,
         }
     }
 
@@ -1441,6 +1529,28 @@ mod tests {
                 .flows,
             3
         );
+    }
+
+    #[test]
+    fn filters_on_a_roll_up_table_s_own_columns_are_answered_from_it() {
+        let r = TimeRange::default();
+        let uses = |text: &str, table: &str| {
+            rollup_union(r, &parse(text).unwrap(), table, "k", "f.x", "1").is_some()
+        };
+        assert!(uses(
+            "dst net 10.0.0.0/8 and not dst host 10.0.0.1",
+            "rollup_dst"
+        ));
+        assert!(uses("src host 10.0.0.1 or ip6", "rollup_src"));
+        assert!(uses("tcp and dst portrange 1-1024", "rollup_dport"));
+        assert!(uses("not (udp or icmp)", "rollup_proto"));
+        assert!(!uses("dst net 10.0.0.0/8", "rollup_src"));
+        assert!(
+            !uses("host 10.0.0.1", "rollup_dst"),
+            "either end is not a column of rollup_dst"
+        );
+        assert!(!uses("dst port 53", "rollup_dst"));
+        assert!(!uses("tcp and state S0", "rollup_proto"));
     }
 
     #[test]

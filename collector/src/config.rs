@@ -3,12 +3,12 @@
 //! Unknown keys are rejected; [`CollectorFile::validate`] reports every bad
 //! value at once with its dotted key. Command-line flags override the file.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use vigil_proto::units::{parse_duration, parse_size};
+pub use vigil_proto::units::ConfigErrors;
+use vigil_proto::units::{check_duration, check_size};
 
 use crate::ingest::Limits;
 use crate::server::{CollectorConfig, TlsFiles};
@@ -110,18 +110,6 @@ impl Default for LimitsSection {
     }
 }
 
-/// Every problem found in a configuration.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<String>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.join("\n"))
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
-
 impl CollectorFile {
     /// Parses TOML; `origin` names the file in messages.
     pub fn parse(text: &str, origin: &str) -> Result<CollectorFile, ConfigErrors> {
@@ -165,35 +153,13 @@ impl CollectorFile {
             .metrics_listen
             .as_ref()
             .map(|m| addr("metrics_listen", m));
-        let mut dur = |key: &str, v: &str| match parse_duration(v) {
-            Ok(d) if !d.is_zero() => Some(d),
-            Ok(_) => {
-                errs.push(format!(
-                    "collector.{key} = {v:?}: must be greater than zero"
-                ));
-                None
-            }
-            Err(e) => {
-                errs.push(format!("collector.{key} = {e}"));
-                None
-            }
-        };
+        let mut dur =
+            |key: &str, v: &str| check_duration(&mut errs, &format!("collector.{key}"), v);
         let max_age = self.store.max_age.as_ref().map(|v| dur("store.max_age", v));
         let interval = dur("store.retention_interval", &self.store.retention_interval);
         let skew = dur("limits.max_clock_skew", &self.limits.max_clock_skew);
-        let mut size = |key: &str, v: &str| match parse_size(v) {
-            Ok(n) if n > 0 => Some(n),
-            Ok(_) => {
-                errs.push(format!(
-                    "collector.{key} = {v:?}: must be greater than zero"
-                ));
-                None
-            }
-            Err(e) => {
-                errs.push(format!("collector.{key} = {e}"));
-                None
-            }
-        };
+        let mut size =
+            |key: &str, v: &str| check_size(&mut errs, &format!("collector.{key}"), v, true);
         let max_bytes = self
             .store
             .max_bytes

@@ -18,7 +18,7 @@
 use std::time::Duration;
 
 use thiserror::Error;
-use vigil_proto::{FlowRecord, pb};
+use vigil_proto::{FlowRecord, pb, valid_sensor_id};
 
 use crate::store::IngestBatch;
 
@@ -100,14 +100,6 @@ pub enum Rejection {
         /// What is wrong.
         problem: String,
     },
-}
-
-/// Whether `id` is a well-formed sensor id.
-pub fn valid_sensor_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// What a stream has established so far.

@@ -16,4 +16,4 @@ pub use flow::{
     CommunityId, ConnState, EndReason, FlowRecord, History, TunnelInfo, TunnelType, Vlans,
     proto_name,
 };
-pub use wire::{WireError, pb};
+pub use wire::{WireError, pb, valid_sensor_id};

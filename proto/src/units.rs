@@ -2,7 +2,53 @@
 //! `30s`, `10m`, `2h`, `7d`; `4096`, `64KiB`, `16MiB`, `1GiB`, `2TiB`
 //! (also `KB`, `MB`, `GB`, `TB` as powers of 1000).
 
+use std::fmt;
 use std::time::Duration;
+
+/// Every problem found in a configuration, each naming its dotted key and
+/// value; shared by `sensor.toml` and `collector.toml`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Checks the duration at dotted `key`: parsed and greater than zero, or a
+/// problem pushed onto `errs`.
+pub fn check_duration(errs: &mut Vec<String>, key: &str, v: &str) -> Option<Duration> {
+    match parse_duration(v) {
+        Ok(d) if !d.is_zero() => Some(d),
+        Ok(_) => {
+            errs.push(format!("{key} = {v:?}: must be greater than zero"));
+            None
+        }
+        Err(e) => {
+            errs.push(format!("{key} = {e}"));
+            None
+        }
+    }
+}
+
+/// Checks the size at dotted `key` (and, with `nonzero`, that it is not 0),
+/// or pushes a problem onto `errs`.
+pub fn check_size(errs: &mut Vec<String>, key: &str, v: &str, nonzero: bool) -> Option<u64> {
+    match parse_size(v) {
+        Ok(0) if nonzero => {
+            errs.push(format!("{key} = {v:?}: must be greater than zero"));
+            None
+        }
+        Ok(n) => Some(n),
+        Err(e) => {
+            errs.push(format!("{key} = {e}"));
+            None
+        }
+    }
+}
 
 /// Parses a duration such as `30s`; the message names what was expected.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -48,6 +48,16 @@ impl WireError {
     }
 }
 
+/// Whether `id` is a well-formed sensor id: 1–64 characters of
+/// `A-Za-z0-9._-` (the sensor checks its configuration with the rule the
+/// collector enforces on every batch).
+pub fn valid_sensor_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// An address as wire bytes: 4 for IPv4, 16 for IPv6.
 pub fn ip_to_bytes(ip: IpAddr) -> Vec<u8> {
     match ip {

@@ -6,13 +6,14 @@
 //! values unrepresentable. Command-line flags override the file (the binary
 //! sets the file's fields before validating).
 
-use std::fmt;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use vigil_proto::units::{parse_duration, parse_size};
+pub use vigil_proto::units::ConfigErrors;
+use vigil_proto::units::{check_duration, check_size};
+use vigil_proto::valid_sensor_id;
 
 use crate::export::grpc::{ClientTls, ExporterConfig};
 use crate::export::spool::{Fsync, SpoolConfig};
@@ -135,18 +136,6 @@ impl Default for FlowSection {
     }
 }
 
-/// Every problem found in a configuration.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<String>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.join("\n"))
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
-
 /// The validated configuration.
 #[derive(Clone, Debug)]
 pub struct SensorSettings {
@@ -156,14 +145,6 @@ pub struct SensorSettings {
     pub pipeline: PipelineConfig,
     /// Wait for acknowledgements at shutdown.
     pub drain_timeout: Duration,
-}
-
-/// Whether `id` is a well-formed sensor id (the collector's rule).
-pub fn valid_sensor_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 impl SensorFile {
@@ -192,17 +173,7 @@ impl SensorFile {
     /// Checks every value; names each bad one by its dotted key.
     pub fn validate(&self) -> Result<SensorSettings, ConfigErrors> {
         let mut errs = Vec::new();
-        let mut dur = |key: &str, v: &str| match parse_duration(v) {
-            Ok(d) if !d.is_zero() => Some(d),
-            Ok(_) => {
-                errs.push(format!("sensor.{key} = {v:?}: must be greater than zero"));
-                None
-            }
-            Err(e) => {
-                errs.push(format!("sensor.{key} = {e}"));
-                None
-            }
-        };
+        let mut dur = |key: &str, v: &str| check_duration(&mut errs, &format!("sensor.{key}"), v);
         let batch_delay = dur("export.batch_delay", &self.export.batch_delay);
         let backoff_max = dur("export.backoff_max", &self.export.backoff_max);
         let drain_timeout = dur("export.drain_timeout", &self.export.drain_timeout);
@@ -217,13 +188,8 @@ impl SensorFile {
             "never" => Some(Fsync::Never),
             v => dur("spool.fsync", v).map(Fsync::Interval),
         };
-        let mut size = |key: &str, v: &str| match parse_size(v) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                errs.push(format!("sensor.{key} = {e}"));
-                None
-            }
-        };
+        let mut size =
+            |key: &str, v: &str| check_size(&mut errs, &format!("sensor.{key}"), v, false);
         let max_bytes = size("spool.max_bytes", &self.spool.max_bytes);
         let segment_bytes = size("spool.segment_bytes", &self.spool.segment_bytes);
         if let (Some(m), Some(s)) = (max_bytes, segment_bytes)

@@ -100,16 +100,7 @@ pub struct TableStats {
 }
 
 /// End reasons in the order of [`TableStats::records`].
-pub const END_REASONS: [EndReason; 8] = [
-    EndReason::Idle,
-    EndReason::Active,
-    EndReason::Fin,
-    EndReason::Rst,
-    EndReason::Evicted,
-    EndReason::EndOfInput,
-    EndReason::Shutdown,
-    EndReason::Reused,
-];
+pub const END_REASONS: [EndReason; 8] = EndReason::ALL;
 
 fn reason_index(r: EndReason) -> usize {
     END_REASONS.iter().position(|x| *x == r).unwrap_or(0)

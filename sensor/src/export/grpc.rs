@@ -180,12 +180,16 @@ impl Shared {
         if b.flows == 0 || !(force || due) {
             return Ok(());
         }
+        self.spool_batch(&mut b)
+    }
+
+    /// Appends the (non-empty) open batch to the spool and starts a new one.
+    fn spool_batch(&self, b: &mut Builder) -> Result<(), SpoolError> {
         self.spool().append(&b.buf, b.flows)?;
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         b.buf.clear();
         b.flows = 0;
         b.opened = None;
-        drop(b);
         self.appended.notify_one();
         Ok(())
     }
@@ -222,16 +226,13 @@ impl ExportSink {
     /// Adds records to the open batch, spooling full batches.
     pub fn push(&self, recs: &[FlowRecord]) -> io::Result<()> {
         let s = &self.0;
+        let mut b = s.builder();
         for r in recs {
-            let mut b = s.builder();
-            let flow = pb::Flow::from(r);
-            prost::encoding::message::encode(3, &flow, &mut b.buf);
+            prost::encoding::message::encode(3, &pb::Flow::from(r), &mut b.buf);
             b.flows += 1;
             b.opened.get_or_insert_with(Instant::now);
-            let full = b.flows as usize >= s.cfg.batch_flows;
-            drop(b);
-            if full {
-                s.flush(true).map_err(io::Error::other)?;
+            if b.flows as usize >= s.cfg.batch_flows {
+                s.spool_batch(&mut b).map_err(io::Error::other)?;
             }
         }
         Ok(())
@@ -306,15 +307,6 @@ impl Exporter {
     /// The exporter's counters.
     pub fn counters(&self) -> &ExportCounters {
         &self.shared.counters
-    }
-
-    /// Send-to-ack latency of the batches acknowledged so far, µs.
-    pub fn ack_latency(&self) -> Histogram<u64> {
-        self.shared
-            .ack_latency
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
     }
 
     /// Spool counters now.

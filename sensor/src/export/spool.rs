@@ -150,8 +150,6 @@ struct Segment {
 pub struct SpoolStats {
     /// Bytes in the segments now.
     pub bytes: u64,
-    /// Batches not yet acknowledged.
-    pub pending_batches: u64,
     /// Unacknowledged batches deleted at the size bound.
     pub dropped_batches: u64,
     /// Flows in them.
@@ -610,7 +608,6 @@ impl Spool {
     pub fn stats(&self) -> SpoolStats {
         SpoolStats {
             bytes: self.total_bytes(),
-            pending_batches: self.next_seq.saturating_sub(self.acked + 1),
             ..self.stats
         }
     }

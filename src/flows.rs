@@ -42,6 +42,15 @@ pub struct EngineArgs {
     /// Active timeout: long flows emit an interim record this often.
     #[arg(long, value_parser = duration, default_value = "1800s")]
     pub active_timeout: Duration,
+    /// Early reports, as the sensor makes them for detection: a one-way
+    /// flow, or one with --report-min-packets unreported packets, emits an
+    /// interim record at most this long after its first unreported packet.
+    /// Off unless given.
+    #[arg(long, value_parser = duration)]
+    pub report_interval: Option<Duration>,
+    /// Packets a two-way flow needs since its last record to be reported early.
+    #[arg(long, default_value = "64", value_parser = clap::value_parser!(u32).range(1..))]
+    pub report_min_packets: u32,
     /// Most flows tracked at once; beyond it the flow due soonest is evicted.
     #[arg(long, default_value = "1000000")]
     pub max_flows: NonZeroUsize,
@@ -59,6 +68,8 @@ impl EngineArgs {
             flow: FlowConfig {
                 timeouts: self.idle_timeout.map(Timeouts::uniform).unwrap_or_default(),
                 active_timeout: self.active_timeout,
+                report_interval: self.report_interval,
+                report_min_packets: self.report_min_packets,
                 max_flows: self.max_flows.get(),
                 community_id_seed: self.community_id_seed,
             },

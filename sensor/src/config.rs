@@ -121,6 +121,12 @@ pub struct FlowSection {
     pub idle_timeout: Option<String>,
     /// Interim records of long flows. Default `1800s`.
     pub active_timeout: String,
+    /// Early reports of one-way and heavy flows, so the collector sees a
+    /// flood within this interval (`off` to disable). Default `1s`.
+    pub report_interval: String,
+    /// Packets a two-way flow needs since its last record to be reported
+    /// early. Default 64.
+    pub report_min_packets: u32,
     /// Flows held at once. Default 1000000.
     pub max_flows: usize,
 }
@@ -131,6 +137,8 @@ impl Default for FlowSection {
             workers: 1,
             idle_timeout: None,
             active_timeout: "1800s".into(),
+            report_interval: "1s".into(),
+            report_min_packets: 64,
             max_flows: 1_000_000,
         }
     }
@@ -178,6 +186,10 @@ impl SensorFile {
         let backoff_max = dur("export.backoff_max", &self.export.backoff_max);
         let drain_timeout = dur("export.drain_timeout", &self.export.drain_timeout);
         let active_timeout = dur("flow.active_timeout", &self.flow.active_timeout);
+        let report_interval = match self.flow.report_interval.as_str() {
+            "off" => Some(None),
+            v => dur("flow.report_interval", v).map(Some),
+        };
         let idle = self
             .flow
             .idle_timeout
@@ -270,6 +282,7 @@ impl SensorFile {
             Some(backoff_max),
             Some(drain_timeout),
             Some(active_timeout),
+            Some(report_interval),
             Some(fsync),
             Some(max_bytes),
             Some(segment_bytes),
@@ -282,6 +295,7 @@ impl SensorFile {
             backoff_max,
             drain_timeout,
             active_timeout,
+            report_interval,
             fsync,
             max_bytes,
             segment_bytes,
@@ -314,6 +328,8 @@ impl SensorFile {
             flow: FlowConfig {
                 timeouts: idle.flatten().map(Timeouts::uniform).unwrap_or_default(),
                 active_timeout,
+                report_interval,
+                report_min_packets: self.flow.report_min_packets.max(1),
                 max_flows: self.flow.max_flows,
                 ..FlowConfig::default()
             },

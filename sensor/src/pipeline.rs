@@ -346,11 +346,12 @@ impl Dispatcher {
         }
     }
 
+    /// At the end of input: every shard gets what is left and the final
+    /// packet time, so that all of them expire (and report early) up to the
+    /// same clock before they flush.
     fn flush(&mut self) {
         for s in 0..self.bufs.len() {
-            if !self.bufs[s].is_empty() {
-                self.send(s);
-            }
+            self.send(s);
         }
     }
 }

@@ -451,6 +451,17 @@ fn same_flows_for_one_and_two_workers_and_batch_sizes_on_the_corpus() {
         let base = fingerprint(&run_inputs(&inputs, &config(1, 256, d)).0);
         let other = fingerprint(&run_inputs(&inputs, &config(2, 1, d)).0);
         assert_same(&base, &other, &format!("{}: default timeouts", f.display()));
+        // The sensor's early reports.
+        let early = |w, b| {
+            let mut c = config(w, b, d);
+            c.flow.report_interval = Some(Duration::from_secs(1));
+            fingerprint(&run_inputs(&inputs, &c).0)
+        };
+        assert_same(
+            &early(1, 256),
+            &early(2, 1),
+            &format!("{}: early reports", f.display()),
+        );
     }
 }
 
@@ -489,4 +500,117 @@ fn demo_scenario_is_deterministic() {
         ..BulkConfig::default()
     };
     assert_eq!(cfg.to_pcap_bytes(), cfg.to_pcap_bytes());
+}
+
+/// Early reports (the sensor's `report_interval`): one-way flows and heavy
+/// flows are reported within the interval; ordinary two-way flows are not
+/// split; the records are the same for any shard count and batch size.
+#[test]
+fn early_reports_cut_one_way_and_heavy_flows_only() {
+    let (web, c) = (ip("198.51.100.10"), ip("192.0.2.1"));
+    let mut sc = Scenario::new();
+    // An unanswered SYN at T0, then traffic elsewhere for 5 s (time passes).
+    sc.packet(
+        T0,
+        &PacketSpec::new(
+            ip("203.0.113.5"),
+            web,
+            L4::Tcp {
+                sport: 4000,
+                dport: 80,
+                flags: tcp::SYN,
+                seq: 1,
+                ack: 0,
+            },
+            0,
+        ),
+    );
+    // Its retransmission 2.5 s later: a second one-way record, also early.
+    sc.packet(
+        T0 + 2_500 * MS,
+        &PacketSpec::new(
+            ip("203.0.113.5"),
+            web,
+            L4::Tcp {
+                sport: 4000,
+                dport: 80,
+                flags: tcp::SYN,
+                seq: 1,
+                ack: 0,
+            },
+            0,
+        ),
+    );
+    // A heavy one-flow UDP flood: 1000 packets/s for 3 s.
+    for k in 0..3000u64 {
+        sc.packet(
+            T0 + k * MS,
+            &PacketSpec::new(
+                ip("203.0.113.9"),
+                web,
+                L4::Udp {
+                    sport: 9999,
+                    dport: 53,
+                },
+                100,
+            ),
+        );
+    }
+    // An ordinary 3 s session with few packets: one record.
+    sc.tcp_session(T0, c, 40000, web, 443, 4, 100, 300 * MS);
+    // A busy but two-way exchange below the packet floor: one record.
+    sc.udp_exchange(T0, c, 5353, web, 5353, 40, 40, 20, 200 * MS);
+    // A heavy two-way exchange: 1000 requests and answers per second for 2 s.
+    sc.udp_exchange(T0, c, 7000, web, 7000, 50, 50, 2000, MS);
+    // Time passes: a last packet at T0 + 5 s.
+    sc.icmp_echo(T0 + 5 * S, c, web, 1, 1, MS);
+    let bytes = sc.to_pcap_bytes();
+
+    let mut cfg = config(1, 256, FOREVER);
+    cfg.flow.report_interval = Some(Duration::from_secs(1));
+    let (recs, _) = run_bytes(&bytes, &cfg);
+    let syn: Vec<_> = recs.iter().filter(|r| r.src_port == Some(4000)).collect();
+    assert_eq!(syn.len(), 2, "{syn:?}");
+    for r in &syn {
+        assert_eq!(
+            r.end_reason,
+            EndReason::Active,
+            "reported early, not at the end"
+        );
+        assert_eq!((r.conn_state, r.packets()), (ConnState::S0, 1));
+    }
+    let flood: Vec<_> = recs.iter().filter(|r| r.src_port == Some(9999)).collect();
+    // Cut by the first packet more than 1 s after each record's start: 1001
+    // packets at 0..=1000 ms, then 1001, then the remaining 998.
+    let counts: Vec<u64> = flood.iter().map(|r| r.packets()).collect();
+    assert_eq!(counts, [1001, 1001, 998], "{flood:?}");
+    assert!(flood.iter().all(|r| r.flow_id == flood[0].flow_id));
+    assert_eq!(
+        recs.iter().filter(|r| r.src_port == Some(40000)).count(),
+        1,
+        "an ordinary session is not split"
+    );
+    assert_eq!(recs.iter().filter(|r| r.src_port == Some(5353)).count(), 1);
+    let heavy: Vec<u64> = recs
+        .iter()
+        .filter(|r| r.src_port == Some(7000))
+        .map(|r| r.packets())
+        .collect();
+    assert_eq!(heavy.len(), 2, "{heavy:?}");
+    assert_eq!(heavy.iter().sum::<u64>(), 4000);
+
+    for (workers, batch) in [(2, 1), (2, 256), (1, 7)] {
+        let mut other = config(workers, batch, FOREVER);
+        other.flow.report_interval = Some(Duration::from_secs(1));
+        assert_eq!(
+            run_bytes(&bytes, &other).0,
+            recs,
+            "{workers} workers, batch {batch}"
+        );
+    }
+    let (fan, _) = run_fanout(&[&bytes], &cfg);
+    assert_eq!(fan, recs);
+    // Off by default: one record per flow.
+    let (plain, _) = run_bytes(&bytes, &config(1, 256, FOREVER));
+    assert_eq!(plain.iter().filter(|r| r.src_port == Some(9999)).count(), 1);
 }

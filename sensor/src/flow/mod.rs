@@ -94,6 +94,17 @@ pub struct FlowConfig {
     pub timeouts: Timeouts,
     /// A flow older than this emits an interim record (same flow id) and goes on.
     pub active_timeout: Duration,
+    /// Early reports for detection: when set, a flow's packets not yet
+    /// reported are reported (an interim record, end reason `active`) at most
+    /// this long after the first of them, if the flow is still one-way (an
+    /// unanswered SYN, a spoofed or reflected datagram) or if they number at
+    /// least [`FlowConfig::report_min_packets`] (a heavy flow). A collector
+    /// then sees a flood within about this interval, not when the flows time
+    /// out. Off (`None`) by default in `vigil flows`; `vigil sensor` sets 1 s.
+    pub report_interval: Option<Duration>,
+    /// Packets a two-way flow needs since its last record to be reported
+    /// early. Default 64.
+    pub report_min_packets: u32,
     /// Most flows tracked at once, over all shards; beyond it the least
     /// recently due flow is evicted (and counted).
     pub max_flows: usize,
@@ -106,6 +117,8 @@ impl Default for FlowConfig {
         FlowConfig {
             timeouts: Timeouts::default(),
             active_timeout: Duration::from_secs(1800),
+            report_interval: None,
+            report_min_packets: 64,
             max_flows: 1_000_000,
             community_id_seed: 0,
         }
@@ -142,6 +155,13 @@ impl FlowConfig {
                 key: "active_timeout",
                 value: format!("{:?}", self.active_timeout),
                 problem: "must be greater than zero",
+            });
+        }
+        if self.report_interval.is_some_and(|d| d.is_zero()) {
+            errs.push(FlowConfigError {
+                key: "report_interval",
+                value: "0s".into(),
+                problem: "must be greater than zero (leave it unset to turn early reports off)",
             });
         }
         if self.max_flows == 0 {

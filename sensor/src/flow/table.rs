@@ -19,6 +19,13 @@
 //!   expires idle flows, so a flow's last record always carries the reason it
 //!   ended (idle, fin, rst, …) and the output does not depend on when the
 //!   wheel happens to run;
+//! - early reports (`report_interval`, for detection) are the exception: a
+//!   one-way record is cut `report_interval` after its first packet even if
+//!   no packet follows (an unanswered SYN), by the wheel, by its next packet
+//!   or by the final flush, whichever comes first, and always at the same
+//!   point, so records stay independent of shards and batches. Such a flow
+//!   that then ends with nothing more to report emits no further record: its
+//!   last record says `active`. Heavy two-way records are cut by packets only;
 //! - nothing here allocates per packet once the slab, index and wheel have
 //!   grown to the working set.
 
@@ -130,6 +137,9 @@ struct TimeoutsNs {
     idle: [[u64; 2]; 4],
     tcp_closed: u64,
     active: u64,
+    /// Early report interval; 0: off.
+    report: u64,
+    report_min_packets: u32,
 }
 
 fn ns(d: std::time::Duration) -> u64 {
@@ -152,6 +162,8 @@ pub struct FlowTable {
     spare: Vec<(u32, u32)>,
     /// Last tick the wheel has processed.
     tick: u64,
+    /// Latest time given to [`FlowTable::advance`].
+    now_ns: u64,
     wheel_started: bool,
     out: Vec<FlowRecord>,
     /// Counters.
@@ -181,6 +193,8 @@ impl FlowTable {
                 ],
                 tcp_closed: ns(t.tcp_closed),
                 active: ns(cfg.active_timeout),
+                report: cfg.report_interval.map_or(0, ns),
+                report_min_packets: cfg.report_min_packets,
             },
             max_flows: max_flows.max(1),
             seed: cfg.community_id_seed,
@@ -193,6 +207,7 @@ impl FlowTable {
             wheel: (0..WHEEL_TICKS).map(|_| Vec::new()).collect(),
             spare: Vec::new(),
             tick: 0,
+            now_ns: 0,
             wheel_started: false,
             out: Vec::new(),
             stats: TableStats::default(),
@@ -255,6 +270,34 @@ impl FlowTable {
         self.timeouts.idle[class][est]
     }
 
+    /// Whether the flow's unreported packets are to be reported early once
+    /// the report interval has passed: it is one-way so far, or heavy.
+    #[inline]
+    fn reportable(&self, f: &Flow) -> bool {
+        self.timeouts.report != 0
+            && f.pkts[0] + f.pkts[1] > 0
+            && (f.state & SEEN_RESP == 0
+                || f.pkts[0] + f.pkts[1] >= self.timeouts.report_min_packets)
+    }
+
+    /// Whether the flow's current record ends before a packet (or a wheel
+    /// visit) at `now_ns`: the active timeout, or an early report.
+    #[inline]
+    fn record_due(&self, f: &Flow, now_ns: u64) -> bool {
+        f.pkts[0] + f.pkts[1] > 0
+            && (now_ns > f.first_ns.saturating_add(self.timeouts.active)
+                || (self.reportable(f) && now_ns > f.first_ns.saturating_add(self.timeouts.report)))
+    }
+
+    /// Whether a one-way flow's early report is due at `now_ns`.
+    #[inline]
+    fn one_way_due(&self, f: &Flow, now_ns: u64) -> bool {
+        self.timeouts.report != 0
+            && f.state & SEEN_RESP == 0
+            && f.pkts[0] + f.pkts[1] > 0
+            && now_ns > f.first_ns.saturating_add(self.timeouts.report)
+    }
+
     /// The packet time at which the flow's next timer is due.
     fn due(&self, f: &Flow) -> u64 {
         let idle = f
@@ -262,11 +305,19 @@ impl FlowTable {
             .saturating_add(self.idle_timeout(f))
             .saturating_add(1);
         if f.pkts[0] + f.pkts[1] > 0 {
-            idle.min(
+            let mut d = idle.min(
                 f.first_ns
                     .saturating_add(self.timeouts.active)
                     .saturating_add(1),
-            )
+            );
+            if self.reportable(f) {
+                d = d.min(
+                    f.first_ns
+                        .saturating_add(self.timeouts.report)
+                        .saturating_add(1),
+                );
+            }
+            d
         } else {
             idle
         }
@@ -293,7 +344,12 @@ impl FlowTable {
             })
             .copied();
         if let Some(slot) = found {
-            let f = *self.flow(slot);
+            let mut f = *self.flow(slot);
+            // An early report comes first: the wheel may have made it already.
+            if self.one_way_due(&f, m.ts_ns) {
+                self.interim(slot);
+                f = *self.flow(slot);
+            }
             let idle = m.ts_ns > f.last_ns.saturating_add(self.idle_timeout(&f));
             // A new SYN from the side that opened the flow, with another
             // initial sequence number, is a new connection on a reused
@@ -315,12 +371,22 @@ impl FlowTable {
                 self.create(m);
                 return;
             }
-            if f.pkts[0] + f.pkts[1] > 0
-                && m.ts_ns > f.first_ns.saturating_add(self.timeouts.active)
-            {
+            if self.record_due(&f, m.ts_ns) {
                 self.interim(slot);
             }
+            let restart = self.timeouts.report != 0 && {
+                let f = self.flow(slot);
+                f.pkts[0] + f.pkts[1] == 0
+            };
             self.update(slot, m);
+            if restart && self.flow(slot).state & SEEN_RESP == 0 {
+                // A new one-way record: its early report is due in the wheel.
+                let f = self.flow_mut(slot);
+                f.generation = f.generation.wrapping_add(1);
+                let generation = f.generation;
+                let due = self.due(self.flow(slot));
+                self.schedule(slot, generation, due);
+            }
         } else {
             self.create(m);
         }
@@ -567,6 +633,7 @@ impl FlowTable {
         if !self.wheel_started {
             return;
         }
+        self.now_ns = self.now_ns.max(now_ns);
         let target = now_ns / TICK_NS;
         if target <= self.tick {
             return;
@@ -588,6 +655,16 @@ impl FlowTable {
                     continue;
                 }
                 let f = *f;
+                // An early report of a one-way flow falls due without a
+                // packet (an unanswered SYN gets none): cut the record here,
+                // before anything else ends it, as its next packet would.
+                // One-way records are re-armed in the wheel whenever they
+                // start (see `process`), so every shard cuts them at the same
+                // packet time whatever else it sees. Heavy two-way records
+                // are cut by packets only.
+                if self.one_way_due(&f, now_ns) {
+                    self.interim(slot);
+                }
                 if now_ns > f.last_ns.saturating_add(self.idle_timeout(&f)) {
                     let reason = if f.state & CLOSED != 0 {
                         closed_reason(&f)
@@ -612,6 +689,12 @@ impl FlowTable {
         for slot in 0..self.high_water {
             let f = self.flow(slot);
             if f.state & IN_USE != 0 {
+                // An early report due by the clock, whether or not the wheel
+                // reached its tick yet.
+                if self.one_way_due(f, self.now_ns) {
+                    self.interim(slot);
+                }
+                let f = self.flow(slot);
                 let r = if f.state & CLOSED != 0 {
                     closed_reason(f)
                 } else {

@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod detect;
 pub mod ingest;
 pub mod query;
 pub mod server;

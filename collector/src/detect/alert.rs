@@ -1,0 +1,260 @@
+//! Alerts: what a detector concluded, against which asset, from where, with
+//! the ids of the flows that are its evidence.
+
+use serde::{Deserialize, Serialize};
+
+use super::config::Criticality;
+
+/// What was detected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// One source probing many ports of one protected host.
+    VerticalScan,
+    /// One source probing one port across many protected hosts.
+    HorizontalScan,
+    /// Half-open or rejected TCP connections at a flood rate.
+    SynFlood,
+    /// TCP packets or bits at a flood rate.
+    TcpFlood,
+    /// UDP at a flood rate.
+    UdpFlood,
+    /// ICMP at a flood rate.
+    IcmpFlood,
+    /// All traffic to a host at a flood rate.
+    VolumetricFlood,
+    /// Unsolicited responses from reflector services.
+    Amplification,
+    /// Many short or failed sessions to an authentication service.
+    BruteForce,
+    /// An ICS protocol session from a client outside the allowed list.
+    IcsUnauthorizedClient,
+    /// Regular connections to one external host.
+    Beaconing,
+    /// A large transfer out of a protected asset.
+    Exfiltration,
+    /// Traffic with a listed known-bad address.
+    Indicator,
+}
+
+impl AlertKind {
+    /// Every kind.
+    pub const ALL: [AlertKind; 13] = [
+        AlertKind::VerticalScan,
+        AlertKind::HorizontalScan,
+        AlertKind::SynFlood,
+        AlertKind::TcpFlood,
+        AlertKind::UdpFlood,
+        AlertKind::IcmpFlood,
+        AlertKind::VolumetricFlood,
+        AlertKind::Amplification,
+        AlertKind::BruteForce,
+        AlertKind::IcsUnauthorizedClient,
+        AlertKind::Beaconing,
+        AlertKind::Exfiltration,
+        AlertKind::Indicator,
+    ];
+
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::VerticalScan => "vertical_scan",
+            AlertKind::HorizontalScan => "horizontal_scan",
+            AlertKind::SynFlood => "syn_flood",
+            AlertKind::TcpFlood => "tcp_flood",
+            AlertKind::UdpFlood => "udp_flood",
+            AlertKind::IcmpFlood => "icmp_flood",
+            AlertKind::VolumetricFlood => "volumetric_flood",
+            AlertKind::Amplification => "amplification",
+            AlertKind::BruteForce => "brute_force",
+            AlertKind::IcsUnauthorizedClient => "ics_unauthorized_client",
+            AlertKind::Beaconing => "beaconing",
+            AlertKind::Exfiltration => "exfiltration",
+            AlertKind::Indicator => "indicator",
+        }
+    }
+
+    /// Parses [`AlertKind::as_str`].
+    pub fn parse(s: &str) -> Option<AlertKind> {
+        AlertKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// MITRE ATT&CK technique: (id, name, matrix).
+    pub fn technique(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            AlertKind::VerticalScan | AlertKind::HorizontalScan => {
+                ("T1046", "Network Service Discovery", "enterprise")
+            }
+            AlertKind::SynFlood
+            | AlertKind::TcpFlood
+            | AlertKind::UdpFlood
+            | AlertKind::IcmpFlood
+            | AlertKind::VolumetricFlood => (
+                "T1498.001",
+                "Network Denial of Service: Direct Network Flood",
+                "enterprise",
+            ),
+            AlertKind::Amplification => (
+                "T1498.002",
+                "Network Denial of Service: Reflection Amplification",
+                "enterprise",
+            ),
+            AlertKind::BruteForce => ("T1110", "Brute Force", "enterprise"),
+            AlertKind::IcsUnauthorizedClient => ("T0855", "Unauthorized Command Message", "ics"),
+            AlertKind::Beaconing => ("T1071", "Application Layer Protocol", "enterprise"),
+            AlertKind::Exfiltration => (
+                "T1048",
+                "Exfiltration Over Alternative Protocol",
+                "enterprise",
+            ),
+            AlertKind::Indicator => ("T1071", "Application Layer Protocol", "enterprise"),
+        }
+    }
+}
+
+/// How urgent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Low.
+    Low,
+    /// Medium.
+    Medium,
+    /// High.
+    High,
+    /// Critical.
+    Critical,
+}
+
+impl Severity {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// Parses [`Severity::as_str`].
+    pub fn parse(s: &str) -> Option<Severity> {
+        [
+            Severity::Low,
+            Severity::Medium,
+            Severity::High,
+            Severity::Critical,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+
+    fn up(self, n: u8) -> Severity {
+        let i = (self as u8).saturating_add(n).min(3);
+        [
+            Severity::Low,
+            Severity::Medium,
+            Severity::High,
+            Severity::Critical,
+        ][usize::from(i)]
+    }
+
+    fn down(self) -> Severity {
+        let i = (self as u8).saturating_sub(1);
+        [Severity::Low, Severity::Medium, Severity::High][usize::from(i.min(2))]
+    }
+
+    /// Severity of an alert of `kind` on an asset of `criticality` whose
+    /// measured figure is `ratio` times its threshold: the asset's
+    /// criticality, one lower for reconnaissance, one higher for ICS abuse
+    /// and for ten times the threshold or more.
+    pub fn of(kind: AlertKind, criticality: Criticality, ratio: f64) -> Severity {
+        let base = match criticality {
+            Criticality::Low => Severity::Low,
+            Criticality::Medium => Severity::Medium,
+            Criticality::High => Severity::High,
+            Criticality::Critical => Severity::Critical,
+        };
+        let base = match kind {
+            AlertKind::VerticalScan | AlertKind::HorizontalScan => base.down(),
+            AlertKind::IcsUnauthorizedClient => base.up(1),
+            _ => base,
+        };
+        if ratio >= 10.0 { base.up(1) } else { base }
+    }
+}
+
+/// A source or target with what it sent or received.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Party {
+    /// Address, or `address:port` for a service.
+    pub addr: String,
+    /// Flow records.
+    pub flows: u64,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes (IP layer).
+    pub bytes: u64,
+}
+
+/// One evidence flow: the sensor's id and its flow id (interim records
+/// share it), with its start to find it by time.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EvidenceRef {
+    /// The reporting sensor.
+    pub sensor_id: String,
+    /// The flow id.
+    pub flow_id: u64,
+    /// First packet of the record, ns since the epoch.
+    pub first_ns: u64,
+}
+
+/// An alert (one incident): opened when a detector first fires, updated
+/// while the attack goes on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Unique, increasing.
+    pub id: u64,
+    /// What was detected.
+    pub kind: AlertKind,
+    /// ATT&CK technique id.
+    pub technique: String,
+    /// ATT&CK technique name.
+    pub technique_name: String,
+    /// `enterprise` or `ics`.
+    pub matrix: String,
+    /// Severity.
+    pub severity: Severity,
+    /// Protected asset.
+    pub asset: String,
+    /// Its sector.
+    pub sector: String,
+    /// Its criticality.
+    pub criticality: Criticality,
+    /// One line for humans.
+    pub summary: String,
+    /// Top sources.
+    pub sources: Vec<Party>,
+    /// Distinct sources seen.
+    pub source_count: u64,
+    /// Top targets.
+    pub targets: Vec<Party>,
+    /// Distinct targets seen.
+    pub target_count: u64,
+    /// Event time of the first evidence, ns.
+    pub first_seen_ns: u64,
+    /// Event time of the latest evidence, ns.
+    pub last_seen_ns: u64,
+    /// The figure that crossed the threshold (the largest so far).
+    pub measured: f64,
+    /// The threshold.
+    pub threshold: f64,
+    /// Unit of both.
+    pub unit: String,
+    /// Times the incident was updated after it opened.
+    pub updates: u64,
+    /// Evidence flows (at most the configured number).
+    pub evidence: Vec<EvidenceRef>,
+    /// Evidence flows seen, including those beyond the kept ones.
+    pub evidence_count: u64,
+}

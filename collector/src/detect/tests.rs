@@ -1,0 +1,699 @@
+//! Each detector on synthesized flow records: just above and just below its
+//! threshold, and benign look-alikes that must not alert.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use vigil_proto::{CommunityId, ConnState, EndReason, FlowRecord, History, Vlans};
+
+use super::config::{Criticality, DetectSection, ProtectedSection};
+use super::{AlertKind, AlertUpdate, Engine, Severity};
+
+const T0: u64 = 1_767_261_600_000_000_000;
+const S: u64 = 1_000_000_000;
+const MS: u64 = 1_000_000;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn site() -> Vec<ProtectedSection> {
+    vec![ProtectedSection {
+        name: "water-plant".into(),
+        cidrs: vec!["198.51.100.0/24".into()],
+        sector: "water".into(),
+        criticality: Criticality::High,
+        services: vec!["tcp/502".into(), "tcp/22".into(), "tcp/443".into()],
+        management_clients: vec!["198.51.100.200".into()],
+        ics_clients: vec!["198.51.100.100".into()],
+        ..ProtectedSection::default()
+    }]
+}
+
+fn engine_with(d: DetectSection) -> Engine {
+    Engine::new(Arc::new(d.validate(&site()).expect("valid config")), 1)
+}
+
+fn engine() -> Engine {
+    engine_with(DetectSection::default())
+}
+
+/// A record: TCP flows get their state from `state`, others SF/S0 by reply.
+#[allow(clippy::too_many_arguments)]
+fn rec(
+    id: u64,
+    proto: u8,
+    src: &str,
+    sport: u16,
+    dst: &str,
+    dport: u16,
+    first: u64,
+    last: u64,
+    fwd: (u64, u64),
+    rev: (u64, u64),
+    state: ConnState,
+    history: &str,
+) -> FlowRecord {
+    let ports = matches!(proto, 6 | 17);
+    FlowRecord {
+        flow_id: id,
+        first_seen_ns: first,
+        last_seen_ns: last,
+        proto,
+        src_ip: ip(src),
+        src_port: ports.then_some(sport),
+        dst_ip: ip(dst),
+        dst_port: ports.then_some(dport),
+        vlan: Vlans::NONE,
+        fwd_packets: fwd.0,
+        fwd_bytes: fwd.1,
+        rev_packets: rev.0,
+        rev_bytes: rev.1,
+        fwd_tcp_flags: 0,
+        rev_tcp_flags: 0,
+        fwd_initial_tcp_flags: 0,
+        rev_initial_tcp_flags: 0,
+        conn_state: state,
+        history: History::parse(history).unwrap(),
+        end_reason: EndReason::Fin,
+        community_id: CommunityId([0; 20]),
+        tunnel: None,
+    }
+}
+
+fn syn(id: u64, src: &str, dst: &str, dport: u16, t: u64) -> FlowRecord {
+    rec(
+        id,
+        6,
+        src,
+        40000 + (id % 20000) as u16,
+        dst,
+        dport,
+        t,
+        t,
+        (1, 40),
+        (0, 0),
+        ConnState::S0,
+        "S",
+    )
+}
+
+fn session(id: u64, src: &str, dst: &str, dport: u16, t: u64, dur: u64, bytes: u64) -> FlowRecord {
+    rec(
+        id,
+        6,
+        src,
+        30000 + (id % 30000) as u16,
+        dst,
+        dport,
+        t,
+        t + dur,
+        (8, bytes / 2),
+        (8, bytes / 2),
+        ConnState::SF,
+        "ShADadFf",
+    )
+}
+
+fn run(e: &mut Engine, flows: &[FlowRecord]) -> Vec<AlertUpdate> {
+    let mut all = Vec::new();
+    for chunk in flows.chunks(64) {
+        all.extend(e.observe("s1", chunk));
+    }
+    all
+}
+
+fn kinds(u: &[AlertUpdate]) -> Vec<AlertKind> {
+    let mut k: Vec<AlertKind> = u.iter().map(|u| u.alert.kind).collect();
+    k.sort();
+    k.dedup();
+    k
+}
+
+/// Half-open flows at `per_s` a second for `secs` seconds, from spoofed sources.
+fn syn_flood(per_s: u64, secs: u64) -> Vec<FlowRecord> {
+    let n = per_s * secs;
+    (0..n)
+        .map(|i| {
+            let src = format!(
+                "{}.{}.{}.{}",
+                11 + i % 200,
+                (i / 200) % 256,
+                i % 251,
+                1 + i % 250
+            );
+            syn(i + 1, &src, "198.51.100.10", 80, T0 + i * S / per_s)
+        })
+        .collect()
+}
+
+#[test]
+fn syn_flood_from_spoofed_sources_above_and_below_the_threshold() {
+    let up = run(&mut engine(), &syn_flood(600, 4));
+    assert_eq!(kinds(&up), [AlertKind::SynFlood], "{up:#?}");
+    let a = &up.last().unwrap().alert;
+    assert_eq!(a.asset, "water-plant");
+    assert_eq!(a.technique, "T1498.001");
+    assert!(a.measured >= 500.0 && a.threshold == 500.0, "{a:?}");
+    assert!(
+        a.source_count > 1000,
+        "spoofed sources are counted: {}",
+        a.source_count
+    );
+    assert_eq!(a.targets[0].addr, "198.51.100.10:80");
+    assert!(a.evidence_count > 0);
+    // One incident, updated, not one alert per second.
+    assert_eq!(up.iter().filter(|u| u.opened).count(), 1);
+    assert!(run(&mut engine(), &syn_flood(450, 4)).is_empty());
+}
+
+#[test]
+fn a_busy_web_server_is_not_a_flood() {
+    // 3000 complete HTTPS sessions a second for 5 s from 500 clients.
+    let flows: Vec<FlowRecord> = (0..15_000u64)
+        .map(|i| {
+            let c = format!("192.0.2.{}", 1 + i % 250);
+            session(
+                i + 1,
+                &c,
+                "198.51.100.10",
+                443,
+                T0 + i * S / 3000,
+                80 * MS,
+                6000,
+            )
+        })
+        .collect();
+    assert!(run(&mut engine(), &flows).is_empty());
+}
+
+#[test]
+fn udp_and_icmp_floods_by_packets_and_bits() {
+    // One UDP flow reported every second (early reports): 150k packets/s.
+    let udp = |pps: u64| -> Vec<FlowRecord> {
+        (0..5u64)
+            .map(|k| {
+                rec(
+                    7,
+                    17,
+                    "203.0.113.9",
+                    9999,
+                    "198.51.100.53",
+                    53,
+                    T0 + k * S,
+                    T0 + k * S + 999 * MS,
+                    (pps, pps * 60),
+                    (0, 0),
+                    ConnState::S0,
+                    "D",
+                )
+            })
+            .collect()
+    };
+    let up = run(&mut engine(), &udp(150_000));
+    assert_eq!(kinds(&up), [AlertKind::UdpFlood]);
+    assert_eq!(up[0].alert.unit, "packets/s");
+    assert!(run(&mut engine(), &udp(90_000)).is_empty());
+    // ICMP: 12k echo requests a second vs 8k.
+    let icmp = |pps: u64| -> Vec<FlowRecord> {
+        (0..4u64)
+            .map(|k| {
+                rec(
+                    9,
+                    1,
+                    "203.0.113.10",
+                    0,
+                    "198.51.100.1",
+                    0,
+                    T0 + k * S,
+                    T0 + k * S + 999 * MS,
+                    (pps, pps * 84),
+                    (0, 0),
+                    ConnState::OTH,
+                    "D",
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        kinds(&run(&mut engine(), &icmp(12_000))),
+        [AlertKind::IcmpFlood]
+    );
+    assert!(run(&mut engine(), &icmp(8_000)).is_empty());
+}
+
+#[test]
+fn a_long_flow_reported_at_its_end_is_spread_over_its_duration() {
+    // A backup: 30 GB over 10 minutes in one record: 400 Mbit/s, no flood.
+    let f = rec(
+        1,
+        6,
+        "198.51.100.20",
+        50000,
+        "198.51.100.21",
+        873,
+        T0,
+        T0 + 600 * S,
+        (20_000_000, 30_000_000_000),
+        (10_000_000, 400_000_000),
+        ConnState::SF,
+        "ShADadFf",
+    );
+    assert!(run(&mut engine(), &[f]).is_empty());
+}
+
+#[test]
+fn vertical_scan_fast_and_slow() {
+    let scan = |ports: u16, gap: u64| -> Vec<FlowRecord> {
+        (0..ports)
+            .map(|p| {
+                syn(
+                    u64::from(p) + 1,
+                    "203.0.113.66",
+                    "198.51.100.10",
+                    1 + p,
+                    T0 + u64::from(p) * gap,
+                )
+            })
+            .collect()
+    };
+    let up = run(&mut engine(), &scan(50, 100 * MS));
+    assert_eq!(kinds(&up), [AlertKind::VerticalScan]);
+    let a = &up[0].alert;
+    assert_eq!(a.sources[0].addr, "203.0.113.66");
+    assert_eq!((a.measured, a.threshold), (50.0, 50.0));
+    assert_eq!(
+        a.severity,
+        Severity::Medium,
+        "scans rank one below the asset"
+    );
+    assert_eq!(a.evidence_count, 50);
+    assert!(run(&mut engine(), &scan(49, 100 * MS)).is_empty());
+    // Slow: one port every 90 s; 200 ports take 5 hours.
+    let up = run(&mut engine(), &scan(200, 90 * S));
+    assert_eq!(kinds(&up), [AlertKind::VerticalScan]);
+    assert!(
+        up[0].alert.summary.contains("slow"),
+        "{}",
+        up[0].alert.summary
+    );
+    assert!(run(&mut engine(), &scan(199, 90 * S)).is_empty());
+}
+
+#[test]
+fn horizontal_scan_and_a_monitoring_host_that_logs_in_everywhere() {
+    let sweep = |hosts: u64| -> Vec<FlowRecord> {
+        (0..hosts)
+            .map(|h| {
+                syn(
+                    h + 1,
+                    "203.0.113.66",
+                    &format!("198.51.100.{}", h + 1),
+                    22,
+                    T0 + h * 20 * MS,
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        kinds(&run(&mut engine(), &sweep(20))),
+        [AlertKind::HorizontalScan]
+    );
+    assert!(run(&mut engine(), &sweep(19)).is_empty());
+    // A monitoring server runs a check on 100 hosts every minute over SSH:
+    // established sessions with data, not probes. Its sessions are long
+    // and large enough not to look like password guessing.
+    let mut flows = Vec::new();
+    for round in 0..5u64 {
+        for h in 0..100u64 {
+            flows.push(session(
+                round * 100 + h + 1,
+                "192.0.2.250",
+                &format!("198.51.100.{}", h + 1),
+                22,
+                T0 + round * 60 * S + h * 10 * MS,
+                45 * S,
+                40_000,
+            ));
+        }
+    }
+    assert!(run(&mut engine(), &flows).is_empty());
+}
+
+#[test]
+fn amplification_needs_unsolicited_responses_from_several_reflectors() {
+    let amp = |bytes_each: u64, reflectors: u64, solicited: bool| -> Vec<FlowRecord> {
+        (0..100u64)
+            .map(|i| {
+                rec(
+                    i + 1,
+                    17,
+                    &format!("192.0.2.{}", 1 + i % reflectors),
+                    53,
+                    "198.51.100.10",
+                    40000 + i as u16,
+                    T0 + i * 50 * MS,
+                    T0 + i * 50 * MS,
+                    (1, bytes_each),
+                    if solicited { (1, 60) } else { (0, 0) },
+                    if solicited {
+                        ConnState::SF
+                    } else {
+                        ConnState::S0
+                    },
+                    if solicited { "Dd" } else { "D" },
+                )
+            })
+            .collect()
+    };
+    // 100 × 3000 B = 300 kB in 5 s from 10 reflectors: above 256 KiB.
+    let up = run(&mut engine(), &amp(3000, 10, false));
+    assert_eq!(kinds(&up), [AlertKind::Amplification]);
+    let a = &up[0].alert;
+    assert_eq!(a.technique, "T1498.002");
+    assert!(a.summary.contains("DNS (53)"), "{}", a.summary);
+    assert_eq!(a.source_count, 10);
+    // 200 kB: below.
+    assert!(run(&mut engine(), &amp(2000, 10, false)).is_empty());
+    // Two reflectors only: below.
+    assert!(run(&mut engine(), &amp(3000, 2, false)).is_empty());
+    // The host asked: a resolver's answers, not a reflection.
+    assert!(run(&mut engine(), &amp(3000, 10, true)).is_empty());
+    // NTP clients polling servers: solicited too.
+    let ntp: Vec<FlowRecord> = (0..50u64)
+        .map(|i| {
+            rec(
+                i + 1,
+                17,
+                "198.51.100.123",
+                123,
+                &format!("192.0.2.{}", i + 1),
+                123,
+                T0 + i * S,
+                T0 + i * S + 20 * MS,
+                (1, 76),
+                (1, 76),
+                ConnState::SF,
+                "Dd",
+            )
+        })
+        .collect();
+    assert!(run(&mut engine(), &ntp).is_empty());
+}
+
+#[test]
+fn brute_force_on_ssh_and_the_look_alikes() {
+    let tries = |n: u64, dur: u64, bytes: u64, src: &str| -> Vec<FlowRecord> {
+        (0..n)
+            .map(|i| session(i + 1, src, "198.51.100.22", 22, T0 + i * 2 * S, dur, bytes))
+            .collect()
+    };
+    let up = run(&mut engine(), &tries(20, 2 * S, 4000, "203.0.113.99"));
+    assert_eq!(kinds(&up), [AlertKind::BruteForce]);
+    assert_eq!(up[0].alert.technique, "T1110");
+    assert_eq!(up[0].alert.evidence_count, 20);
+    assert!(run(&mut engine(), &tries(19, 2 * S, 4000, "203.0.113.99")).is_empty());
+    // Rejected attempts count as failed sessions.
+    let rej: Vec<FlowRecord> = (0..25u64)
+        .map(|i| {
+            let mut r = syn(i + 1, "203.0.113.98", "198.51.100.22", 3389, T0 + i * S);
+            r.conn_state = ConnState::REJ;
+            r
+        })
+        .collect();
+    assert!(kinds(&run(&mut engine(), &rej)).contains(&AlertKind::BruteForce));
+    // A backup job: the backup server pulls over 30 long rsync-over-SSH
+    // sessions with gigabytes.
+    assert!(
+        run(
+            &mut engine(),
+            &tries(30, 120 * S, 2_000_000_000, "198.51.100.60")
+        )
+        .is_empty()
+    );
+    // The management host's automation opens many short sessions: allowed.
+    assert!(run(&mut engine(), &tries(40, S, 3000, "198.51.100.200")).is_empty());
+}
+
+#[test]
+fn ics_sessions_from_clients_outside_the_allowed_list() {
+    let modbus = |client: &str, server_first: bool| -> Vec<FlowRecord> {
+        let f = if server_first {
+            // A capture that starts mid-session names the PLC first.
+            rec(
+                1,
+                6,
+                "198.51.100.50",
+                502,
+                client,
+                49500,
+                T0,
+                T0 + S,
+                (4, 300),
+                (4, 200),
+                ConnState::OTH,
+                "Dd",
+            )
+        } else {
+            session(1, client, "198.51.100.50", 502, T0, S, 500)
+        };
+        vec![f]
+    };
+    let up = run(&mut engine(), &modbus("203.0.113.77", false));
+    assert_eq!(kinds(&up), [AlertKind::IcsUnauthorizedClient]);
+    let a = &up[0].alert;
+    assert_eq!((a.technique.as_str(), a.matrix.as_str()), ("T0855", "ics"));
+    assert_eq!(
+        a.severity,
+        Severity::Critical,
+        "ICS abuse ranks above a high asset"
+    );
+    assert!(a.summary.contains("Modbus/TCP"), "{}", a.summary);
+    assert_eq!(a.sources[0].addr, "203.0.113.77");
+    let up = run(&mut engine(), &modbus("203.0.113.77", true));
+    assert_eq!(
+        up[0].alert.sources[0].addr, "203.0.113.77",
+        "client found by port"
+    );
+    // The HMI is allowed.
+    assert!(run(&mut engine(), &modbus("198.51.100.100", false)).is_empty());
+    assert!(run(&mut engine(), &modbus("198.51.100.100", true)).is_empty());
+}
+
+#[test]
+fn beaconing_is_regular_and_ntp_is_not_beaconing() {
+    let beacons = |n: u64, every: u64, jitter_ms: u64, dport: u16| -> Vec<FlowRecord> {
+        (0..n)
+            .map(|i| {
+                let wobble = if i % 2 == 0 { jitter_ms * MS } else { 0 };
+                session(
+                    i + 1,
+                    "198.51.100.30",
+                    "203.0.113.200",
+                    dport,
+                    T0 + i * every + wobble,
+                    300 * MS,
+                    2000,
+                )
+            })
+            .collect()
+    };
+    let up = run(&mut engine(), &beacons(12, 60 * S, 500, 443));
+    assert_eq!(kinds(&up), [AlertKind::Beaconing]);
+    assert!(
+        up[0].alert.summary.contains("every 60.0 s"),
+        "{}",
+        up[0].alert.summary
+    );
+    assert!(run(&mut engine(), &beacons(11, 60 * S, 500, 443)).is_empty());
+    // Jitter of 15 s on 60 s: not regular.
+    assert!(run(&mut engine(), &beacons(20, 60 * S, 15_000, 443)).is_empty());
+    // NTP polls are regular by design.
+    assert!(run(&mut engine(), &beacons(20, 64 * S, 0, 123)).is_empty());
+    // Internal destinations are not beaconing targets.
+    let d = DetectSection {
+        internal_networks: vec!["203.0.113.0/24".into()],
+        ..DetectSection::default()
+    };
+    assert!(run(&mut engine_with(d), &beacons(20, 60 * S, 0, 443)).is_empty());
+}
+
+#[test]
+fn exfiltration_over_the_threshold_and_a_backup_to_an_allowed_site() {
+    let upload = |bytes: u64, dst: &str| -> Vec<FlowRecord> {
+        (0..10u64)
+            .map(|i| {
+                rec(
+                    i + 1,
+                    6,
+                    "198.51.100.40",
+                    50000 + i as u16,
+                    dst,
+                    443,
+                    T0 + i * 60 * S,
+                    T0 + i * 60 * S + 50 * S,
+                    (1000, bytes / 10),
+                    (500, 30_000),
+                    ConnState::SF,
+                    "ShADadFf",
+                )
+            })
+            .collect()
+    };
+    let gib = 1u64 << 30;
+    let up = run(&mut engine(), &upload(gib + 10 * 1024, "203.0.113.150"));
+    assert_eq!(kinds(&up), [AlertKind::Exfiltration]);
+    assert_eq!(up[0].alert.technique, "T1048");
+    assert!(run(&mut engine(), &upload(gib - 10 * 1024, "203.0.113.150")).is_empty());
+    let d = DetectSection {
+        exfiltration: super::config::ExfilSection {
+            ignore_destinations: vec!["203.0.113.150".into()],
+            ..Default::default()
+        },
+        ..DetectSection::default()
+    };
+    assert!(run(&mut engine_with(d), &upload(4 * gib, "203.0.113.150")).is_empty());
+}
+
+#[test]
+fn indicator_lists_match_addresses_and_networks() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.txt");
+    std::fs::write(
+        &file,
+        "# feed\n203.0.113.13 known C2\n192.0.2.128/25, scanner pool\n\n",
+    )
+    .unwrap();
+    let d = DetectSection {
+        indicators: super::config::IndicatorSection {
+            files: vec![file.clone()],
+        },
+        ..DetectSection::default()
+    };
+    let mut e = engine_with(d.clone());
+    let up = run(
+        &mut e,
+        &[session(
+            1,
+            "198.51.100.30",
+            "203.0.113.13",
+            8443,
+            T0,
+            S,
+            900,
+        )],
+    );
+    assert_eq!(kinds(&up), [AlertKind::Indicator]);
+    assert!(
+        up[0].alert.summary.contains("known C2"),
+        "{}",
+        up[0].alert.summary
+    );
+    let up = run(
+        &mut engine_with(d.clone()),
+        &[session(1, "192.0.2.200", "198.51.100.30", 80, T0, S, 900)],
+    );
+    assert_eq!(kinds(&up), [AlertKind::Indicator]);
+    assert!(
+        run(
+            &mut engine_with(d),
+            &[session(1, "192.0.2.7", "198.51.100.30", 80, T0, S, 900)]
+        )
+        .is_empty()
+    );
+    // A bad line is named by file and line.
+    std::fs::write(&file, "203.0.113.13\nnot-an-address\n").unwrap();
+    let bad = DetectSection {
+        indicators: super::config::IndicatorSection { files: vec![file] },
+        ..DetectSection::default()
+    };
+    let err = bad.validate(&site()).unwrap_err().join("\n");
+    assert!(err.contains("bad.txt:2"), "{err}");
+}
+
+#[test]
+fn a_continuing_attack_updates_one_incident_and_a_new_one_opens_after_the_timeout() {
+    let mut e = engine();
+    let mut flows = syn_flood(800, 30);
+    // Twenty minutes later, again.
+    let later: Vec<FlowRecord> = syn_flood(800, 3)
+        .into_iter()
+        .map(|mut f| {
+            f.first_seen_ns += 1200 * S;
+            f.last_seen_ns += 1200 * S;
+            f.flow_id += 1_000_000;
+            f
+        })
+        .collect();
+    flows.extend(later);
+    let up = run(&mut e, &flows);
+    let ids: std::collections::BTreeSet<u64> = up.iter().map(|u| u.alert.id).collect();
+    assert_eq!(ids.len(), 2, "two incidents");
+    let first: Vec<&AlertUpdate> = up.iter().filter(|u| u.alert.id == 1).collect();
+    assert!(
+        first.len() >= 25,
+        "updated about once a second: {}",
+        first.len()
+    );
+    assert!(first.last().unwrap().alert.updates >= 24);
+}
+
+#[test]
+fn a_one_flow_flood_is_seen_within_two_seconds_of_crossing() {
+    // 50k packets/s for 1 s, then 150k packets/s: the 2 s average crosses
+    // 100k packets/s during the third second. Early reports cut the flow
+    // every second.
+    let mut flows = Vec::new();
+    for k in 0..6u64 {
+        let pps = if k == 0 { 50_000 } else { 150_000 };
+        flows.push(rec(
+            5,
+            17,
+            "203.0.113.9",
+            9999,
+            "198.51.100.53",
+            53,
+            T0 + k * S,
+            T0 + k * S + 999 * MS,
+            (pps, pps * 60),
+            (0, 0),
+            ConnState::S0,
+            "D",
+        ));
+    }
+    let mut e = engine();
+    let mut seen_at = None;
+    for f in &flows {
+        if !e.observe("s1", std::slice::from_ref(f)).is_empty() && seen_at.is_none() {
+            seen_at = Some(f.last_seen_ns);
+        }
+    }
+    // Crossing: average over seconds 0-1 is 100k at the end of second 1.
+    let crossing = T0 + 2 * S - MS;
+    let seen = seen_at.expect("detected");
+    assert!(seen <= crossing + 2 * S, "{} ns late", seen - crossing);
+}
+
+#[test]
+fn config_errors_name_the_key_and_value() {
+    let mut p = site();
+    p.push(ProtectedSection {
+        name: "water-plant".into(),
+        cidrs: vec!["10.0.0.0/33".into()],
+        services: vec!["modbus".into()],
+        ..ProtectedSection::default()
+    });
+    let d = DetectSection {
+        incident_timeout: "soon".into(),
+        ..DetectSection::default()
+    };
+    let err = d.validate(&p).unwrap_err().join("\n");
+    for key in [
+        "collector.detect.incident_timeout",
+        "collector.protected[1].name = \"water-plant\": used twice",
+        "collector.protected[1].cidrs[0] = \"10.0.0.0/33\"",
+        "collector.protected[1].services[0] = \"modbus\"",
+    ] {
+        assert!(err.contains(key), "{key} missing from:\n{err}");
+    }
+}

@@ -45,14 +45,18 @@ pub struct CollectorArgs {
     /// Keep the store under this size (e.g. 100GiB).
     #[arg(long)]
     max_bytes: Option<String>,
-    /// Validate the configuration and exit.
-    #[arg(long)]
-    check_config: bool,
+    /// Validate the configuration (this FILE, or --config) and exit.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "")]
+    check_config: Option<PathBuf>,
 }
 
 impl CollectorArgs {
     fn file_config(&self) -> Result<CollectorFile, Failure> {
-        let mut f = match &self.config {
+        let path = match &self.check_config {
+            Some(p) if !p.as_os_str().is_empty() => Some(p),
+            _ => self.config.as_ref(),
+        };
+        let mut f = match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("reading {}", p.display()))
@@ -103,8 +107,20 @@ impl CollectorArgs {
 
 pub fn run(a: CollectorArgs) -> Result<(), Failure> {
     let cfg = a.file_config()?.validate().map_err(Failure::usage)?;
-    if a.check_config {
-        eprintln!("configuration OK");
+    if a.check_config.is_some() {
+        match &cfg.detect {
+            Some(d) => eprintln!(
+                "configuration OK: {} protected asset(s) ({}), {} indicator(s); detection on",
+                d.assets.len(),
+                d.assets
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                d.indicator_list.len()
+            ),
+            None => eprintln!("configuration OK: no protected assets; detection off"),
+        }
         return Ok(());
     }
     let rt = crate::runtime()?;

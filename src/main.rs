@@ -2,6 +2,7 @@
 //! runs it and maps failures to exit codes (64 usage or configuration, 1
 //! runtime failure, 0 on a closed output pipe). Nothing else lives here.
 
+mod alerts;
 mod bench;
 mod bench_e2e;
 mod collector;
@@ -42,6 +43,9 @@ enum Cmd {
     Collector(collector::CollectorArgs),
     /// Query stored flows: listings, top-N, totals, sensor status.
     Query(query::QueryArgs),
+    /// Alerts: list them, show one with its evidence flows, watch new ones.
+    #[command(subcommand)]
+    Alerts(alerts::AlertsCmd),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -130,11 +134,17 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // The demo prints its alerts itself; the daemons log them as warnings.
+    let default_level = if matches!(cli.cmd, Cmd::Demo(_)) {
+        "error"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .init();
     let res = match cli.cmd {
@@ -144,6 +154,7 @@ fn main() -> ExitCode {
         Cmd::Sensor(a) => sensor::run(a),
         Cmd::Collector(a) => collector::run(a),
         Cmd::Query(a) => query::run(a),
+        Cmd::Alerts(a) => alerts::run(a),
         Cmd::Config(ConfigCmd::Defaults { which }) => match which.as_str() {
             "sensor" => {
                 print!("{}", vigil_sensor::config::SensorFile::defaults_toml());

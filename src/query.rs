@@ -53,6 +53,13 @@ pub struct QueryArgs {
     /// Output: table, jsonl or csv.
     #[arg(long, default_value = "table")]
     format: Format,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
+}
+
+/// TLS options of a client of the collector.
+#[derive(Debug, Args, Clone)]
+pub struct ClientTlsArgs {
     /// CA (PEM) of the collector, for https://.
     #[arg(long, value_name = "PEM")]
     tls_ca: Option<PathBuf>,
@@ -67,7 +74,7 @@ pub struct QueryArgs {
     tls_server_name: Option<String>,
 }
 
-fn parse_time(s: &str, now_ns: u64) -> Result<u64, String> {
+pub fn parse_time(s: &str, now_ns: u64) -> Result<u64, String> {
     if let Ok(d) = vigil_proto::units::parse_duration(s) {
         return Ok(now_ns.saturating_sub(d.as_nanos() as u64));
     }
@@ -131,9 +138,9 @@ pub fn run(a: QueryArgs) -> Result<(), Failure> {
                 }
                 Backend::Local(SqliteStore::open_read_only(dir)?)
             }
-            (None, Some(url)) => {
-                Backend::Remote(pb::query_client::QueryClient::new(connect(url, &a).await?))
-            }
+            (None, Some(url)) => Backend::Remote(pb::query_client::QueryClient::new(
+                connect(url, &a.tls).await?,
+            )),
             _ => {
                 return Err(Failure::usage(anyhow::anyhow!(
                     "give --data-dir DIR or --collector URL"
@@ -164,7 +171,8 @@ pub fn run(a: QueryArgs) -> Result<(), Failure> {
     })
 }
 
-async fn connect(url: &str, a: &QueryArgs) -> Result<Channel, Failure> {
+/// Connects to a collector, with TLS for https://.
+pub async fn connect(url: &str, a: &ClientTlsArgs) -> Result<Channel, Failure> {
     let mut ep = Endpoint::from_shared(url.to_string())
         .map_err(|e| Failure::usage(anyhow::anyhow!("--collector {url:?}: {e}")))?;
     if url.starts_with("https://") {
@@ -196,7 +204,8 @@ fn pb_range(r: TimeRange) -> pb::TimeRange {
     }
 }
 
-fn status_err(s: tonic::Status) -> Failure {
+/// A collector's error status as a failure (usage for a bad argument).
+pub fn status_err(s: tonic::Status) -> Failure {
     let e = anyhow::anyhow!("collector: {}", s.message());
     if s.code() == tonic::Code::InvalidArgument {
         Failure::usage(e)

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 pub use vigil_proto::units::ConfigErrors;
 use vigil_proto::units::{check_duration, check_size};
 
+use crate::detect::config::{DetectSection, ProtectedSection};
 use crate::ingest::Limits;
 use crate::server::{CollectorConfig, TlsFiles};
 use crate::store::sqlite::{SqliteConfig, Synchronous};
@@ -34,6 +35,12 @@ pub struct CollectorFile {
     /// Bounds on what sensors may send.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// Detection settings and thresholds.
+    #[serde(default)]
+    pub detect: DetectSection,
+    /// The protected assets (`[[protected]]`).
+    #[serde(default)]
+    pub protected: Vec<ProtectedSection>,
 }
 
 impl Default for CollectorFile {
@@ -46,6 +53,8 @@ impl Default for CollectorFile {
             tls: None,
             store: StoreSection::default(),
             limits: LimitsSection::default(),
+            detect: DetectSection::default(),
+            protected: Vec::new(),
         }
     }
 }
@@ -131,6 +140,20 @@ impl CollectorFile {
                 max_bytes: Some("100GiB".into()),
                 ..StoreSection::default()
             },
+            protected: vec![ProtectedSection {
+                name: "water-treatment-plant".into(),
+                cidrs: vec!["198.51.100.0/24".into()],
+                sector: "water".into(),
+                criticality: crate::detect::config::Criticality::High,
+                services: vec!["tcp/502".into(), "tcp/22".into(), "tcp/443".into()],
+                management_clients: vec!["198.51.100.200".into()],
+                ics_clients: vec!["198.51.100.100".into()],
+                ..ProtectedSection::default()
+            }],
+            detect: DetectSection {
+                flood: crate::detect::config::FloodSection::defaults(),
+                ..DetectSection::default()
+            },
             ..CollectorFile::default()
         };
         toml::to_string_pretty(&f).unwrap_or_default()
@@ -189,6 +212,26 @@ impl CollectorFile {
                 "collector.listen = \"{a}\": plaintext on a non-loopback address needs [tls] (--tls-cert, --tls-key, --tls-ca) or insecure = true"
             ));
         }
+        let detect = if self.detect.enabled {
+            match self.detect.validate(&self.protected) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    errs.extend(e);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let webhook = self.detect.webhook.as_ref().and_then(|w| {
+            vigil_proto::units::parse_duration(&w.timeout)
+                .ok()
+                .map(|timeout| crate::webhook::WebhookConfig {
+                    url: w.url.clone(),
+                    attempts: w.attempts.max(1),
+                    timeout,
+                })
+        });
         if !errs.is_empty() {
             return Err(ConfigErrors(errs));
         }
@@ -223,6 +266,10 @@ impl CollectorFile {
         };
         cfg.max_message_bytes = usize::try_from(max_msg).unwrap_or(usize::MAX);
         cfg.retention_interval = interval;
+        cfg.detect = detect
+            .filter(|d| !d.assets.is_empty())
+            .map(std::sync::Arc::new);
+        cfg.webhook = webhook;
         Ok(cfg)
     }
 }

@@ -25,19 +25,22 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
-use vigil_proto::pb;
+use vigil_proto::pb::alerts_server::{Alerts, AlertsServer};
 use vigil_proto::pb::ingest_server::{Ingest, IngestServer};
 use vigil_proto::pb::query_server::{Query, QueryServer};
+use vigil_proto::{FlowRecord, pb};
 
+use crate::detect::{AlertKind, DetectConfig, Engine, Severity};
 use crate::ingest::{Limits, Rejection, StreamState, validate};
 use crate::query::{Filter, TimeRange, TopBy, TopKey, parse};
 use crate::store::sqlite::{SqliteConfig, SqliteStore};
-use crate::store::{CommitOutcome, FlowStore, IngestBatch, StoreError};
+use crate::store::{AlertQuery, CommitOutcome, FlowStore, IngestBatch, StoreError};
+use crate::webhook::{Webhook, WebhookConfig};
 
 /// Nanoseconds since the epoch, now.
 pub fn now_ns() -> u64 {
@@ -81,6 +84,10 @@ pub struct CollectorConfig {
     pub retention_interval: Duration,
     /// Default and largest number of records a flow query returns.
     pub max_query_flows: u64,
+    /// Detection against the protected assets; `None`: off.
+    pub detect: Option<Arc<DetectConfig>>,
+    /// Where alerts are POSTed, if anywhere.
+    pub webhook: Option<WebhookConfig>,
 }
 
 impl CollectorConfig {
@@ -97,6 +104,8 @@ impl CollectorConfig {
             max_message_bytes: 16 << 20,
             retention_interval: Duration::from_secs(60),
             max_query_flows: 1_000_000,
+            detect: None,
+            webhook: None,
         }
     }
 }
@@ -150,6 +159,11 @@ struct Metrics {
     streams_total: AtomicU64,
     commit_ns_sum: AtomicU64,
     commits: AtomicU64,
+    detect_flows: AtomicU64,
+    detect_ns_sum: AtomicU64,
+    alerts_opened: AtomicU64,
+    alerts_updated: AtomicU64,
+    alerts_store_failures: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -160,6 +174,9 @@ struct Shared {
     metrics: Metrics,
     /// Open streams per sensor id.
     connected: Mutex<HashMap<String, usize>>,
+    /// Alert updates for subscribers.
+    alerts: broadcast::Sender<pb::Alert>,
+    webhook: Option<Webhook>,
 }
 
 impl std::fmt::Debug for dyn FlowStore {
@@ -257,7 +274,11 @@ const GROUP_FLOWS: usize = 65_536;
 /// The writer thread: takes every batch waiting (up to [`GROUP_FLOWS`]
 /// flows), from all streams, and commits them in one transaction (group
 /// commit), then answers each. One writer, because SQLite has one.
-fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
+fn writer(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Job>,
+    detect: Option<std::sync::mpsc::SyncSender<(String, Vec<FlowRecord>)>>,
+) {
     while let Some(first) = rx.blocking_recv() {
         let mut flows = first.batch.flows.len();
         let mut jobs = vec![first];
@@ -279,8 +300,23 @@ fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
         m.commits.fetch_add(1, Ordering::Relaxed);
         match res {
             Ok(outcomes) => {
+                let mut stored = Vec::new();
                 for (job, outcome) in jobs.into_iter().zip(outcomes) {
                     let _ = job.reply.send(Ok(outcome));
+                    if matches!(outcome, CommitOutcome::Stored { .. }) {
+                        stored.push((job.batch.sensor_id, job.batch.flows));
+                    }
+                }
+                // Detection sees committed flows only, so every alert's
+                // evidence is in the store. A slow detector holds the
+                // writer back (and the sensors spool) rather than skip.
+                if let Some(d) = &detect {
+                    for b in stored {
+                        if d.send(b).is_err() {
+                            tracing::error!("the detection thread stopped");
+                            break;
+                        }
+                    }
                 }
             }
             Err(e) => {
@@ -291,6 +327,172 @@ fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
                 }
             }
         }
+    }
+}
+
+/// The detection thread: runs the engine over committed batches, stores
+/// the alerts, and hands them to subscribers and the webhook.
+fn detection(
+    shared: Arc<Shared>,
+    mut engine: Engine,
+    rx: std::sync::mpsc::Receiver<(String, Vec<FlowRecord>)>,
+) {
+    while let Ok((sensor, flows)) = rx.recv() {
+        let t0 = Instant::now();
+        let updates = engine.observe(&sensor, &flows);
+        let m = &shared.metrics;
+        m.detect_ns_sum
+            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        // Counted once the batch's alerts are stored and sent, so a reader
+        // that sees the count also sees those alerts.
+        let _done = DetectedOnDrop(&m.detect_flows, flows.len() as u64);
+        if updates.is_empty() {
+            continue;
+        }
+        if let Err(e) = shared.store.put_alerts(&updates) {
+            m.alerts_store_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, alerts = updates.len(), "storing alerts failed");
+        }
+        for u in updates {
+            if u.opened {
+                m.alerts_opened.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    id = u.alert.id,
+                    kind = u.alert.kind.as_str(),
+                    severity = u.alert.severity.as_str(),
+                    asset = %u.alert.asset,
+                    "{}",
+                    u.alert.summary
+                );
+            } else {
+                m.alerts_updated.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut p = pb::Alert::from(&u.alert);
+            p.opened = u.opened;
+            // No subscriber is not an error.
+            let _ = shared.alerts.send(p);
+            if let Some(w) = &shared.webhook {
+                w.send(u);
+            }
+        }
+    }
+}
+
+struct DetectedOnDrop<'a>(&'a AtomicU64, u64);
+
+impl Drop for DetectedOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(self.1, Ordering::Release);
+    }
+}
+
+#[derive(Clone, Debug)]
+struct AlertsSvc(Arc<Shared>);
+
+type AlertStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::Alert, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Alerts for AlertsSvc {
+    type SubscribeStream = AlertStream;
+
+    async fn list(&self, req: Request<pb::AlertQuery>) -> Result<Response<pb::AlertList>, Status> {
+        let q = req.into_inner();
+        let range = range_of(q.range);
+        let kind = if q.kind.is_empty() {
+            None
+        } else {
+            Some(AlertKind::parse(&q.kind).ok_or_else(|| {
+                Status::invalid_argument(format!("kind: unknown alert kind {:?}", q.kind))
+            })?)
+        };
+        let min_severity = if q.min_severity.is_empty() {
+            None
+        } else {
+            Some(Severity::parse(&q.min_severity).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "min_severity: {:?} is not low, medium, high or critical",
+                    q.min_severity
+                ))
+            })?)
+        };
+        let query = AlertQuery {
+            since_ns: range.since_ns,
+            until_ns: range.until_ns,
+            kind,
+            min_severity,
+            asset: (!q.asset.is_empty()).then_some(q.asset),
+            limit: q.limit.clamp(1, 100_000) as usize,
+        };
+        let store = self.0.store.clone();
+        let alerts = blocking(move || store.alerts(&query)).await?;
+        Ok(Response::new(pb::AlertList {
+            alerts: alerts.iter().map(pb::Alert::from).collect(),
+        }))
+    }
+
+    async fn get(
+        &self,
+        req: Request<pb::AlertRequest>,
+    ) -> Result<Response<pb::AlertDetail>, Status> {
+        let q = req.into_inner();
+        let store = self.0.store.clone();
+        let max = q.max_flows as usize;
+        let (alert, flows) = blocking(move || {
+            let Some(a) = store.alert(q.id)? else {
+                return Ok((None, Vec::new()));
+            };
+            let flows = if max > 0 {
+                let refs = &a.evidence[..a.evidence.len().min(max)];
+                store.evidence_flows(refs)?
+            } else {
+                Vec::new()
+            };
+            Ok((Some(a), flows))
+        })
+        .await?;
+        let Some(alert) = alert else {
+            return Err(Status::not_found(format!("no alert {}", q.id)));
+        };
+        Ok(Response::new(pb::AlertDetail {
+            alert: Some(pb::Alert::from(&alert)),
+            flows: flows
+                .iter()
+                .map(|(s, r)| pb::StoredFlow {
+                    sensor_id: s.clone(),
+                    flow: Some(pb::Flow::from(r)),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn subscribe(
+        &self,
+        _req: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<AlertStream>, Status> {
+        let mut rx = self.0.alerts.subscribe();
+        let (tx, out) = mpsc::channel::<Result<pb::Alert, Status>>(256);
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(a) => {
+                        if tx.send(Ok(a)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        // Tell the subscriber rather than skip silently.
+                        let _ = tx
+                            .send(Err(Status::data_loss(format!(
+                                "subscriber too slow: {n} alert updates missed; list alerts to catch up"
+                            ))))
+                            .await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
     }
 }
 
@@ -601,6 +803,8 @@ async fn status_reply(shared: &Arc<Shared>) -> Result<pb::StatusReply, Status> {
             })
             .collect(),
         stored_flows,
+        detected_flows: shared.metrics.detect_flows.load(Ordering::Relaxed),
+        alerts_opened: shared.metrics.alerts_opened.load(Ordering::Relaxed),
     })
 }
 
@@ -655,6 +859,32 @@ async fn render_metrics(shared: Arc<Shared>) -> String {
         get(&m.commit_ns_sum) as f64 / 1e9,
         get(&m.commits)
     );
+    let _ = writeln!(
+        out,
+        "# HELP vigil_collector_detect_flows_total Flow records the detectors examined.\n# TYPE vigil_collector_detect_flows_total counter\nvigil_collector_detect_flows_total {}",
+        get(&m.detect_flows)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP vigil_collector_detect_seconds_total Time the detectors spent.\n# TYPE vigil_collector_detect_seconds_total counter\nvigil_collector_detect_seconds_total {}",
+        get(&m.detect_ns_sum) as f64 / 1e9
+    );
+    let _ = writeln!(
+        out,
+        "# HELP vigil_collector_alerts_total Alert events, by event.\n# TYPE vigil_collector_alerts_total counter\nvigil_collector_alerts_total{{event=\"opened\"}} {}\nvigil_collector_alerts_total{{event=\"updated\"}} {}\nvigil_collector_alerts_total{{event=\"store_failed\"}} {}",
+        get(&m.alerts_opened),
+        get(&m.alerts_updated),
+        get(&m.alerts_store_failures)
+    );
+    if let Some(w) = &shared.webhook {
+        let _ = writeln!(
+            out,
+            "# HELP vigil_collector_webhook_total Webhook deliveries, by result.\n# TYPE vigil_collector_webhook_total counter\nvigil_collector_webhook_total{{result=\"sent\"}} {}\nvigil_collector_webhook_total{{result=\"failed_attempt\"}} {}\nvigil_collector_webhook_total{{result=\"dropped\"}} {}",
+            get(&w.stats.sent),
+            get(&w.stats.failed_attempts),
+            get(&w.stats.dropped)
+        );
+    }
     if let Ok(reply) = status_reply(&shared).await {
         let metrics: [SensorMetric; 10] = [
             (
@@ -815,12 +1045,15 @@ async fn start_with_store(
             addr: cfg.listen,
             source,
         })?;
+    let (alerts, _) = broadcast::channel(4096);
     let shared = Arc::new(Shared {
         store,
         limits: cfg.limits,
         max_query_flows: cfg.max_query_flows,
         metrics: Metrics::default(),
         connected: Mutex::new(HashMap::new()),
+        alerts,
+        webhook: cfg.webhook.clone().map(Webhook::start),
     });
     let metrics_addr = match cfg.metrics_listen {
         Some(a) => Some(serve_metrics(a, shared.clone()).await?),
@@ -844,11 +1077,38 @@ async fn start_with_store(
             }
         }
     });
+    let detect_tx = match &cfg.detect {
+        Some(d) => {
+            let store = shared.store.clone();
+            let next = tokio::task::spawn_blocking(move || store.max_alert_id())
+                .await
+                .map_err(|e| {
+                    CollectorError::Store(StoreError::Unrepresentable(format!(
+                        "reading the alert ids: {e}"
+                    )))
+                })??
+                + 1;
+            let engine = Engine::new(d.clone(), next);
+            tracing::info!(
+                assets = d.assets.len(),
+                indicators = d.indicator_list.len(),
+                "detection on"
+            );
+            let (tx, rx) = std::sync::mpsc::sync_channel(64);
+            let detect_shared = shared.clone();
+            std::thread::Builder::new()
+                .name("vigil-detect".into())
+                .spawn(move || detection(detect_shared, engine, rx))
+                .map_err(CollectorError::Thread)?;
+            Some(tx)
+        }
+        None => None,
+    };
     let (jobs, jobs_rx) = mpsc::channel::<Job>(256);
     let writer_shared = shared.clone();
     std::thread::Builder::new()
         .name("vigil-writer".into())
-        .spawn(move || writer(writer_shared, jobs_rx))
+        .spawn(move || writer(writer_shared, jobs_rx, detect_tx))
         .map_err(CollectorError::Thread)?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let mut builder = Server::builder()
@@ -866,6 +1126,11 @@ async fn start_with_store(
         )
         .add_service(
             QueryServer::new(QuerySvc(shared.clone()))
+                .max_decoding_message_size(1 << 20)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            AlertsServer::new(AlertsSvc(shared.clone()))
                 .max_decoding_message_size(1 << 20)
                 .max_encoding_message_size(max),
         );

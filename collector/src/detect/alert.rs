@@ -245,6 +245,9 @@ pub struct Alert {
     pub first_seen_ns: u64,
     /// Event time of the latest evidence, ns.
     pub last_seen_ns: u64,
+    /// Event time at which the detector saw its threshold crossed (the
+    /// record that made the alert), ns.
+    pub raised_ns: u64,
     /// The figure that crossed the threshold (the largest so far).
     pub measured: f64,
     /// The threshold.
@@ -257,4 +260,49 @@ pub struct Alert {
     pub evidence: Vec<EvidenceRef>,
     /// Evidence flows seen, including those beyond the kept ones.
     pub evidence_count: u64,
+}
+
+impl From<&Alert> for vigil_proto::pb::Alert {
+    fn from(a: &Alert) -> Self {
+        let party = |p: &Party| vigil_proto::pb::Party {
+            addr: p.addr.clone(),
+            flows: p.flows,
+            packets: p.packets,
+            bytes: p.bytes,
+        };
+        vigil_proto::pb::Alert {
+            id: a.id,
+            kind: a.kind.as_str().into(),
+            technique: a.technique.clone(),
+            technique_name: a.technique_name.clone(),
+            matrix: a.matrix.clone(),
+            severity: a.severity.as_str().into(),
+            asset: a.asset.clone(),
+            sector: a.sector.clone(),
+            criticality: a.criticality.as_str().into(),
+            summary: a.summary.clone(),
+            sources: a.sources.iter().map(party).collect(),
+            source_count: a.source_count,
+            targets: a.targets.iter().map(party).collect(),
+            target_count: a.target_count,
+            first_seen_ns: a.first_seen_ns,
+            last_seen_ns: a.last_seen_ns,
+            raised_ns: a.raised_ns,
+            measured: a.measured,
+            threshold: a.threshold,
+            unit: a.unit.clone(),
+            updates: a.updates,
+            evidence: a
+                .evidence
+                .iter()
+                .map(|e| vigil_proto::pb::EvidenceRef {
+                    sensor_id: e.sensor_id.clone(),
+                    flow_id: e.flow_id,
+                    first_ns: e.first_ns,
+                })
+                .collect(),
+            evidence_count: a.evidence_count,
+            opened: false,
+        }
+    }
 }

@@ -353,7 +353,7 @@ pub const FLOOD_CLASSES: [&str; 5] = ["all", "tcp", "syn", "udp", "icmp"];
 pub const FLOOD_METRICS: [&str; 3] = ["packets/s", "bits/s", "flows/s"];
 
 impl FloodSection {
-    fn defaults() -> FloodSection {
+    pub(crate) fn defaults() -> FloodSection {
         FloodSection {
             window: Some("2s".into()),
             pps: Some(200_000.0),
@@ -741,10 +741,10 @@ impl DetectSection {
                     "{key}.flood.window: the window is global (collector.detect.flood.window)"
                 ));
             }
-            let flood = p
-                .flood
-                .over(&flood_base)
-                .resolve(&format!("{key}.flood"), &mut errs);
+            // The asset's own values are checked here; inherited ones were
+            // checked (and named) under collector.detect.flood.
+            p.flood.resolve(&format!("{key}.flood"), &mut errs);
+            let flood = p.flood.over(&flood_base).resolve("", &mut Vec::new());
             let idx = assets.len();
             for c in &cidrs {
                 by_net.insert(*c, idx);

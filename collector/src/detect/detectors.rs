@@ -1,7 +1,11 @@
-//! The detectors. Each keeps windows keyed by the addresses it watches and
-//! fires a [`Finding`] when a window crosses its threshold, and again at
-//! most once a second (event time) while the attack goes on, each time with
-//! the evidence gathered since.
+//! The detectors. Each keeps windows keyed by the addresses it watches.
+//! When a record makes a window cross its threshold — or adds to a key
+//! whose incident is still open — the key is *marked*; at the end of the
+//! batch ([`Detectors::finish`]) every marked key yields one [`Finding`]
+//! with its state at that point and the evidence gathered since its last
+//! finding. So an attack yields one finding per batch however many records
+//! it has, records arriving out of event-time order are all counted, and
+//! nothing gathered after the last finding is lost when the attack stops.
 //!
 //! Orientation: a flow record's `src` is the side that opened it (the SYN
 //! sender, else the first packet's sender). Service-based detectors (brute
@@ -110,88 +114,141 @@ const PENDING_EVIDENCE: usize = 512;
 const PENDING_PARTIES: usize = 4096;
 /// Keys per detector map; beyond it new keys are not tracked (counted).
 const MAX_KEYS: usize = 1 << 20;
-/// Least event time between two findings of one key.
-const REFIRE_NS: u64 = 1_000_000_000;
+/// How often a key's distinct-item counts are recounted, event time.
+const RECOUNT_NS: u64 = 1_000_000_000;
 /// How often stale keys are swept, in event time.
 const SWEEP_NS: u64 = 10_000_000_000;
 const S: f64 = 1e9;
 
-/// Parties and evidence gathered for a key until its next finding.
+/// Parties and evidence gathered for a key until its next finding. Each
+/// entry carries a mask of the classes it belongs to (the flood detector's
+/// traffic classes; 1 elsewhere), so a finding takes only its own.
 #[derive(Clone, Debug, Default)]
 struct Pending {
-    sources: HashMap<IpAddr, Counts>,
+    sources: HashMap<IpAddr, (Counts, u8)>,
     more_sources: u64,
-    targets: HashMap<(IpAddr, Option<u16>), Counts>,
-    evidence: Vec<FlowRef>,
-    more_evidence: u64,
+    targets: HashMap<(IpAddr, Option<u16>), (Counts, u8)>,
+    evidence: Vec<(FlowRef, u8)>,
+    /// Evidence beyond the kept, per class bit.
+    more_evidence: [u64; 8],
     first_ns: u64,
+    /// Newest evidence start, ns.
+    last_ns: u64,
 }
 
 impl Pending {
-    fn add(&mut self, src: IpAddr, tgt: (IpAddr, Option<u16>), c: Counts, ev: FlowRef) {
-        if self.evidence.is_empty() && self.more_evidence == 0 {
+    /// Forgets what was gathered if its newest piece is older than `keep`
+    /// before `now` and no finding is due: evidence of nothing.
+    fn expire(&mut self, now: u64, keep: u64, fire: &Fire) {
+        if !fire.marked && !self.is_empty() && self.last_ns.saturating_add(keep) < now {
+            *self = Pending::default();
+        }
+    }
+
+    fn add(&mut self, src: IpAddr, tgt: (IpAddr, Option<u16>), c: Counts, ev: FlowRef, mask: u8) {
+        if self.is_empty() {
             self.first_ns = ev.first_ns;
+            self.last_ns = ev.first_ns;
         } else {
             self.first_ns = self.first_ns.min(ev.first_ns);
+            self.last_ns = self.last_ns.max(ev.first_ns);
         }
         let n = self.sources.len();
         match self.sources.get_mut(&src) {
-            Some(x) => x.add(c),
+            Some(x) => {
+                x.0.add(c);
+                x.1 |= mask;
+            }
             None if n < PENDING_PARTIES => {
-                self.sources.insert(src, c);
+                self.sources.insert(src, (c, mask));
             }
             None => self.more_sources += 1,
         }
         let n = self.targets.len();
         match self.targets.get_mut(&tgt) {
-            Some(x) => x.add(c),
+            Some(x) => {
+                x.0.add(c);
+                x.1 |= mask;
+            }
             None if n < PENDING_PARTIES => {
-                self.targets.insert(tgt, c);
+                self.targets.insert(tgt, (c, mask));
             }
             None => {}
         }
         if self.evidence.len() < PENDING_EVIDENCE {
-            self.evidence.push(ev);
+            self.evidence.push((ev, mask));
         } else {
-            self.more_evidence += 1;
+            for (b, m) in self.more_evidence.iter_mut().enumerate() {
+                if mask & (1 << b) != 0 {
+                    *m += 1;
+                }
+            }
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.evidence.is_empty() && self.more_evidence == 0
+        self.evidence.is_empty() && self.more_evidence.iter().all(|m| *m == 0)
     }
 
+    /// A finding from the entries of the classes in `only` (`ALL`: every one).
     #[allow(clippy::too_many_arguments)]
     fn finding(
         &mut self,
+        only: u8,
         kind: AlertKind,
         asset: usize,
         key: IpAddr,
         ts_ns: u64,
+        detected_ns: u64,
         measured: f64,
         threshold: f64,
         unit: String,
         summary: String,
     ) -> Finding {
         let p = std::mem::take(self);
+        let evidence: Vec<FlowRef> = p
+            .evidence
+            .into_iter()
+            .filter(|(_, m)| m & only != 0)
+            .map(|(e, _)| e)
+            .collect();
+        let more_evidence = (0..8)
+            .filter(|b| only & (1 << b) != 0)
+            .map(|b| p.more_evidence[b])
+            .max()
+            .unwrap_or(0);
         Finding {
             kind,
             asset,
             key,
             ts_ns,
-            first_ns: if p.is_empty() { ts_ns } else { p.first_ns },
+            detected_ns,
+            first_ns: evidence.iter().map(|e| e.first_ns).min().unwrap_or(ts_ns),
             measured,
             threshold,
             unit,
             summary,
-            sources: p.sources.into_iter().collect(),
+            sources: p
+                .sources
+                .into_iter()
+                .filter(|(_, (_, m))| m & only != 0)
+                .map(|(k, (c, _))| (k, c))
+                .collect(),
             more_sources: p.more_sources,
-            targets: p.targets.into_iter().collect(),
-            evidence: p.evidence,
-            more_evidence: p.more_evidence,
+            targets: p
+                .targets
+                .into_iter()
+                .filter(|(_, (_, m))| m & only != 0)
+                .map(|(k, (c, _))| (k, c))
+                .collect(),
+            evidence,
+            more_evidence,
         }
     }
 }
+
+/// Every class.
+const ALL: u8 = 0xff;
 
 /// One record, as the detectors see it.
 struct Ctx<'a> {
@@ -263,11 +320,61 @@ fn si(v: f64) -> String {
     }
 }
 
+/// When a key last yielded a finding, and whether it is marked for one at
+/// the end of this batch.
+#[derive(Clone, Copy, Debug, Default)]
+struct Fire {
+    /// Event time of the last finding (0: never).
+    last: u64,
+    marked: bool,
+    /// Event time of the first record that crossed the threshold in this
+    /// batch (0: marked only to update an open incident).
+    crossed_ns: u64,
+}
+
+impl Fire {
+    /// Whether the key's incident may still be open at `now`.
+    fn open(&self, now: u64, timeout: u64) -> bool {
+        self.last != 0 && now <= self.last.saturating_add(timeout)
+    }
+}
+
+/// A marked key, found again at the end of the batch.
+#[derive(Clone, Copy, Debug)]
+enum Mark {
+    Flood(IpAddr),
+    Vertical(IpAddr, IpAddr),
+    Horizontal(IpAddr, u8, u16),
+    Brute(IpAddr, IpAddr, u16),
+    Ics(IpAddr, IpAddr, u8, u16),
+    Amp(IpAddr),
+    Beacon(IpAddr, IpAddr, u8, u16),
+    Exfil(IpAddr, IpAddr),
+    Indicator(usize, IpAddr),
+}
+
+/// Marks `fire` (once per batch) when the threshold is crossed at `now` or
+/// the key's incident is open; returns whether to push a [`Mark`].
+fn mark(fire: &mut Fire, crossed: bool, now: u64, timeout: u64) -> bool {
+    if crossed && fire.crossed_ns == 0 {
+        fire.crossed_ns = now;
+    }
+    if fire.marked || !(crossed || fire.open(now, timeout)) {
+        return false;
+    }
+    fire.marked = true;
+    true
+}
+
 #[derive(Debug)]
 struct FloodHost {
     asset: usize,
     ring: Ring<15>,
-    last_fire: [u64; 5],
+    fire: Fire,
+    /// Class of the last finding (its alert kind).
+    class: usize,
+    /// The largest crossing in this batch: (ratio, class, metric, rate, threshold).
+    peak: Option<(f64, usize, usize, f64, f64)>,
     pending: Pending,
     last_ns: u64,
 }
@@ -283,8 +390,8 @@ struct ScanKey {
     counts: Counts,
     first_ns: u64,
     last_ns: u64,
-    pruned_ns: u64,
-    last_fire: u64,
+    recounted_ns: u64,
+    fire: Fire,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -298,7 +405,7 @@ struct SessionKey {
     asset: usize,
     times: VecDeque<u64>,
     pending: Pending,
-    last_fire: u64,
+    fire: Fire,
     last_ns: u64,
     sessions: u64,
 }
@@ -310,8 +417,10 @@ struct AmpKey {
     reflectors: HashMap<IpAddr, u64>,
     ports: HashMap<u16, u64>,
     pending: Pending,
-    pruned_ns: u64,
-    last_fire: u64,
+    recounted_ns: u64,
+    fire: Fire,
+    /// Largest unsolicited bytes in the window during this batch.
+    peak: f64,
     last_ns: u64,
 }
 
@@ -321,14 +430,18 @@ struct BeaconKey {
     starts: VecDeque<u64>,
     evidence: VecDeque<FlowRef>,
     last_flow: u64,
-    last_fire: u64,
+    /// (mean interval ns, coefficient of variation) of the latest regular run.
+    stats: (f64, f64),
+    port: Option<u16>,
+    fire: Fire,
 }
 
 #[derive(Debug)]
 struct ExfilKey {
     ring: Ring<1>,
     pending: Pending,
-    last_fire: u64,
+    fire: Fire,
+    asset: usize,
     last_ns: u64,
 }
 
@@ -345,19 +458,31 @@ pub(crate) struct Detectors {
     beacon: HashMap<(IpAddr, IpAddr, u8, u16), BeaconKey>,
     exfil: HashMap<(IpAddr, IpAddr), ExfilKey>,
     indicator: HashMap<(usize, IpAddr), SessionKey>,
-    reflector_extra: Vec<u16>,
-    auth_extra: Vec<u16>,
+    marks: Vec<Mark>,
     watermark: u64,
     swept: u64,
-    /// Keys not tracked because a map was full, and keys swept early.
+    /// Keys not tracked because a map was full.
     pub evictions: u64,
+}
+
+/// Inserts `key` unless the map is full (then counts an eviction).
+fn slot<'m, K: std::hash::Hash + Eq + Copy, V>(
+    map: &'m mut HashMap<K, V>,
+    key: K,
+    evictions: &mut u64,
+    make: impl FnOnce() -> V,
+) -> Option<&'m mut V> {
+    let n = map.len();
+    if n >= MAX_KEYS && !map.contains_key(&key) {
+        *evictions += 1;
+        return None;
+    }
+    Some(map.entry(key).or_insert_with(make))
 }
 
 impl Detectors {
     pub fn new(cfg: Arc<DetectConfig>) -> Detectors {
         Detectors {
-            reflector_extra: cfg.amplification.extra_ports.clone(),
-            auth_extra: cfg.brute.extra_ports.clone(),
             cfg,
             flood: HashMap::new(),
             vertical: HashMap::new(),
@@ -368,6 +493,7 @@ impl Detectors {
             beacon: HashMap::new(),
             exfil: HashMap::new(),
             indicator: HashMap::new(),
+            marks: Vec::new(),
             watermark: 0,
             swept: 0,
             evictions: 0,
@@ -379,12 +505,8 @@ impl Detectors {
     }
 
     /// Examines one record; returns whether it touches a protected asset.
-    pub fn observe(&mut self, sensor: u32, f: &FlowRecord, out: &mut Vec<Finding>) -> bool {
+    pub fn observe(&mut self, sensor: u32, f: &FlowRecord) -> bool {
         self.watermark = self.watermark.max(f.last_seen_ns);
-        if self.watermark >= self.swept.saturating_add(SWEEP_NS) {
-            self.sweep();
-            self.swept = self.watermark;
-        }
         let src_asset = self.cfg.asset_of(f.src_ip);
         let dst_asset = self.cfg.asset_of(f.dst_ip);
         if src_asset.is_none() && dst_asset.is_none() {
@@ -400,22 +522,70 @@ impl Detectors {
             src_asset,
             dst_asset,
         };
-        self.flood(&c, out);
-        self.scan(&c, out);
-        self.amplification(&c, out);
-        self.sessions(&c, out);
-        self.beacon(&c, out);
-        self.exfil(&c, out);
+        self.flood(&c);
+        self.scan(&c);
+        self.amplification(&c);
+        self.sessions(&c);
+        self.beacon(&c);
+        self.exfil(&c);
         if !self.cfg.indicators.is_empty() {
-            self.indicators(&c, out);
+            self.indicators(&c);
         }
         true
     }
 
+    /// Ends a batch: one finding per marked key, then the sweep of stale keys.
+    pub fn finish(&mut self, out: &mut Vec<Finding>) {
+        let cfg = self.cfg.clone();
+        for m in std::mem::take(&mut self.marks) {
+            let f = match m {
+                Mark::Flood(t) => self
+                    .flood
+                    .get_mut(&t)
+                    .and_then(|h| flood_finding(&cfg, t, h)),
+                Mark::Vertical(s, d) => self
+                    .vertical
+                    .get_mut(&(s, d))
+                    .map(|k| vertical_finding(&cfg, s, d, k)),
+                Mark::Horizontal(s, p, port) => self
+                    .horizontal
+                    .get_mut(&(s, p, port))
+                    .map(|k| horizontal_finding(&cfg, s, p, port, k)),
+                Mark::Brute(c, s, p) => self
+                    .brute
+                    .get_mut(&(c, s, p))
+                    .map(|k| brute_finding(&cfg, c, s, p, k)),
+                Mark::Ics(c, s, pr, p) => self
+                    .ics
+                    .get_mut(&(c, s, pr, p))
+                    .map(|k| ics_finding(&cfg, c, s, pr, p, k)),
+                Mark::Amp(t) => self.amp.get_mut(&t).map(|k| amp_finding(&cfg, t, k)),
+                Mark::Beacon(s, d, pr, p) => self
+                    .beacon
+                    .get_mut(&(s, d, pr, p))
+                    .map(|k| beacon_finding(&cfg, s, d, pr, k)),
+                Mark::Exfil(i, o) => self
+                    .exfil
+                    .get_mut(&(i, o))
+                    .map(|k| exfil_finding(&cfg, i, o, k)),
+                Mark::Indicator(a, bad) => self
+                    .indicator
+                    .get_mut(&(a, bad))
+                    .map(|k| indicator_finding(&cfg, a, bad, k)),
+            };
+            out.extend(f);
+        }
+        if self.watermark >= self.swept.saturating_add(SWEEP_NS) {
+            self.sweep();
+            self.swept = self.watermark;
+        }
+    }
+
     // ---- floods -------------------------------------------------------
 
-    fn flood(&mut self, c: &Ctx<'_>, out: &mut Vec<Finding>) {
+    fn flood(&mut self, c: &Ctx<'_>) {
         let f = c.f;
+        let timeout = self.cfg.incident_timeout_ns;
         // Traffic toward each protected side.
         let sides = [
             (
@@ -461,27 +631,21 @@ impl Detectors {
                 }
             }
             let window = self.cfg.flood_window_ns;
-            let n = self.flood.len();
-            let h = match self.flood.get_mut(&target) {
-                Some(h) => h,
-                None if n < MAX_KEYS => self.flood.entry(target).or_insert(FloodHost {
-                    asset,
-                    ring: Ring::new(window, (window / 1_000_000_000).max(1) as usize),
-                    last_fire: [0; 5],
-                    pending: Pending::default(),
-                    last_ns: 0,
-                }),
-                None => {
-                    self.evictions += 1;
-                    continue;
-                }
+            let Some(h) = slot(&mut self.flood, target, &mut self.evictions, || FloodHost {
+                asset,
+                ring: Ring::new(window, (window / 1_000_000_000).max(1) as usize),
+                fire: Fire::default(),
+                class: 0,
+                peak: None,
+                pending: Pending::default(),
+                last_ns: 0,
+            }) else {
+                continue;
             };
             h.ring.add_span(f.first_seen_ns, f.last_seen_ns, &v);
             h.last_ns = h.last_ns.max(f.last_seen_ns);
             // Gather evidence while it is recent; forget it when stale.
-            if !h.pending.is_empty() && h.pending.first_ns + 2 * window < f.first_seen_ns {
-                h.pending = Pending::default();
-            }
+            h.pending.expire(f.first_seen_ns, 2 * window, &h.fire);
             h.pending.add(
                 from,
                 (target, port),
@@ -491,13 +655,18 @@ impl Detectors {
                     bytes,
                 },
                 c.ev,
+                classes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, on)| **on)
+                    .fold(0u8, |m, (k, _)| m | (1 << k)),
             );
             let now = f.last_seen_ns;
             let sums = h.ring.sum(now);
             let wsecs = secs(h.ring.window_ns());
             let th = &self.cfg.assets[h.asset].flood.t;
             // The most specific class that crossed: syn, then tcp/udp/icmp, then all.
-            let mut best: Option<(usize, usize, f64, f64)> = None;
+            let mut best: Option<(f64, usize, usize, f64, f64)> = None;
             for class in [2, 1, 3, 4, 0] {
                 if !classes[class] {
                     continue;
@@ -505,59 +674,30 @@ impl Detectors {
                 for m in 0..3 {
                     let t = th[class][m];
                     let rate = sums[class * 3 + m] / wsecs;
-                    if t > 0.0
-                        && rate >= t
-                        && best.is_none_or(|b| b.0 == class && rate / t > b.2 / b.3)
-                    {
-                        best = Some((class, m, rate, t));
+                    if t > 0.0 && rate >= t && best.is_none_or(|b| b.1 == class && rate / t > b.0) {
+                        best = Some((rate / t, class, m, rate, t));
                     }
                 }
                 if best.is_some() {
                     break;
                 }
             }
-            let Some((class, m, rate, t)) = best else {
-                continue;
-            };
-            if h.last_fire[class] != 0 && now < h.last_fire[class] + REFIRE_NS {
-                continue;
+            if let Some(b) = best
+                && h.peak.is_none_or(|p| {
+                    specificity(b.1) > specificity(p.1) || (b.1 == p.1 && b.0 > p.0)
+                })
+            {
+                h.peak = Some(b);
             }
-            h.last_fire[class] = now;
-            let kind = [
-                AlertKind::VolumetricFlood,
-                AlertKind::TcpFlood,
-                AlertKind::SynFlood,
-                AlertKind::UdpFlood,
-                AlertKind::IcmpFlood,
-            ][class];
-            let n_src = h.pending.sources.len() as u64 + h.pending.more_sources;
-            let what = match class {
-                2 => "half-open/rejected TCP",
-                _ => FLOOD_CLASSES[class],
-            };
-            let summary = format!(
-                "{}{} of {what} traffic to {target} over {wsecs:.0} s (threshold {}{}) from {n_src} source(s)",
-                si(rate),
-                FLOOD_METRICS[m],
-                si(t),
-                FLOOD_METRICS[m],
-            );
-            out.push(h.pending.finding(
-                kind,
-                h.asset,
-                target,
-                now,
-                rate,
-                t,
-                FLOOD_METRICS[m].to_string(),
-                summary,
-            ));
+            if mark(&mut h.fire, best.is_some(), now, timeout) {
+                self.marks.push(Mark::Flood(target));
+            }
         }
     }
 
     // ---- scans --------------------------------------------------------
 
-    fn scan(&mut self, c: &Ctx<'_>, out: &mut Vec<Finding>) {
+    fn scan(&mut self, c: &Ctx<'_>) {
         let f = c.f;
         let Some(asset) = c.dst_asset else { return };
         if !probe(f) {
@@ -565,17 +705,15 @@ impl Detectors {
         }
         let Some(port) = f.dst_port else { return };
         let cfg = self.cfg.scan;
+        let timeout = self.cfg.incident_timeout_ns;
         let now = f.last_seen_ns;
         let counts = c.counts_fwd();
-        let go = |key: &mut ScanKey,
-                  item: ScanItem,
-                  fast_t: usize,
-                  slow_t: usize|
-         -> Option<(usize, usize, bool)> {
+        let add = |key: &mut ScanKey, item: ScanItem, fast_t: usize, slow_t: usize| -> bool {
             if key.first_ns == 0 {
                 key.first_ns = f.first_seen_ns;
                 key.asset = asset;
             }
+            key.first_ns = key.first_ns.min(f.first_seen_ns);
             key.last_ns = key.last_ns.max(now);
             key.counts.add(counts);
             if key.evidence.len() < PENDING_EVIDENCE {
@@ -583,246 +721,111 @@ impl Detectors {
             } else {
                 key.more_evidence += 1;
             }
-            if key.seen.insert(item, now).is_none() {
-                key.fast += 1;
+            match key.seen.get_mut(&item) {
+                Some(t) => *t = (*t).max(now),
+                None => {
+                    key.seen.insert(item, now);
+                    key.fast += 1;
+                }
             }
             // Recount at most once a second: drop what left the slow
             // window, count what is in the fast one.
-            if now >= key.pruned_ns + REFIRE_NS {
-                key.pruned_ns = now;
-                key.seen.retain(|_, t| *t + cfg.slow_window_ns >= now);
-                key.fast = key
-                    .seen
-                    .values()
-                    .filter(|t| **t + cfg.window_ns >= now)
-                    .count();
+            if key.last_ns >= key.recounted_ns + RECOUNT_NS {
+                recount(key, &cfg);
             }
-            let slow = key.seen.len();
-            let fast_hit = fast_t > 0 && key.fast >= fast_t;
-            let slow_hit = slow_t > 0 && slow >= slow_t;
-            if !(fast_hit || slow_hit) {
-                return None;
-            }
-            if key.last_fire != 0 && now < key.last_fire + REFIRE_NS {
-                return None;
-            }
-            key.last_fire = now;
-            Some(if fast_hit {
-                (key.fast, fast_t, true)
-            } else {
-                (slow, slow_t, false)
-            })
+            let crossed =
+                (fast_t > 0 && key.fast >= fast_t) || (slow_t > 0 && key.seen.len() >= slow_t);
+            mark(&mut key.fire, crossed, now, timeout)
         };
-        // Vertical: one source, one protected host, many ports.
-        let n = self.vertical.len();
         let vkey = (f.src_ip, f.dst_ip);
-        if n < MAX_KEYS || self.vertical.contains_key(&vkey) {
-            let key = self.vertical.entry(vkey).or_default();
-            if let Some((count, t, fast)) = go(
-                key,
-                ScanItem::Port(port),
-                cfg.vertical_ports,
-                cfg.slow_vertical_ports,
-            ) {
-                let window = if fast {
-                    cfg.window_ns
-                } else {
-                    cfg.slow_window_ns
-                };
-                let mut ports: Vec<u16> = key
-                    .seen
-                    .keys()
-                    .filter_map(|i| match i {
-                        ScanItem::Port(p) => Some(*p),
-                        ScanItem::Host(_) => None,
-                    })
-                    .collect();
-                ports.sort_unstable();
-                let summary = format!(
-                    "{} probed {count} ports of {} within {:.0} s{} (ports {}…{})",
-                    f.src_ip,
-                    f.dst_ip,
-                    secs(window),
-                    if fast { "" } else { " (slow scan)" },
-                    ports.first().copied().unwrap_or(0),
-                    ports.last().copied().unwrap_or(0),
-                );
-                out.push(scan_finding(
-                    key,
-                    AlertKind::VerticalScan,
-                    f.src_ip,
-                    now,
-                    count,
-                    t,
-                    format!("distinct ports in {:.0} s", secs(window)),
-                    summary,
-                    ports.iter().map(|p| (f.dst_ip, Some(*p))).collect(),
-                ));
-            }
-        } else {
-            self.evictions += 1;
+        if let Some(key) = slot(
+            &mut self.vertical,
+            vkey,
+            &mut self.evictions,
+            ScanKey::default,
+        ) && add(
+            key,
+            ScanItem::Port(port),
+            cfg.vertical_ports,
+            cfg.slow_vertical_ports,
+        ) {
+            self.marks.push(Mark::Vertical(vkey.0, vkey.1));
         }
-        // Horizontal: one source, one port, many protected hosts.
-        let n = self.horizontal.len();
         let hkey = (f.src_ip, f.proto, port);
-        if n < MAX_KEYS || self.horizontal.contains_key(&hkey) {
-            let key = self.horizontal.entry(hkey).or_default();
-            if let Some((count, t, fast)) = go(
-                key,
-                ScanItem::Host(f.dst_ip),
-                cfg.horizontal_hosts,
-                cfg.slow_horizontal_hosts,
-            ) {
-                let window = if fast {
-                    cfg.window_ns
-                } else {
-                    cfg.slow_window_ns
-                };
-                let hosts: Vec<(IpAddr, Option<u16>)> = key
-                    .seen
-                    .keys()
-                    .filter_map(|i| match i {
-                        ScanItem::Host(h) => Some((*h, Some(port))),
-                        ScanItem::Port(_) => None,
-                    })
-                    .collect();
-                let summary = format!(
-                    "{} probed port {port}/{} on {count} protected hosts within {:.0} s{}",
-                    f.src_ip,
-                    f.proto_name(),
-                    secs(window),
-                    if fast { "" } else { " (slow scan)" },
-                );
-                out.push(scan_finding(
-                    key,
-                    AlertKind::HorizontalScan,
-                    f.src_ip,
-                    now,
-                    count,
-                    t,
-                    format!("distinct hosts in {:.0} s", secs(window)),
-                    summary,
-                    hosts,
-                ));
-            }
-        } else {
-            self.evictions += 1;
+        if let Some(key) = slot(
+            &mut self.horizontal,
+            hkey,
+            &mut self.evictions,
+            ScanKey::default,
+        ) && add(
+            key,
+            ScanItem::Host(f.dst_ip),
+            cfg.horizontal_hosts,
+            cfg.slow_horizontal_hosts,
+        ) {
+            self.marks.push(Mark::Horizontal(hkey.0, hkey.1, hkey.2));
         }
     }
 
     // ---- amplification ------------------------------------------------
 
-    fn reflector(&self, port: u16) -> Option<&'static str> {
-        name_of(REFLECTOR_PORTS, port).or_else(|| {
-            self.reflector_extra
-                .contains(&port)
-                .then_some("configured reflector")
-        })
-    }
-
-    fn amplification(&mut self, c: &Ctx<'_>, out: &mut Vec<Finding>) {
+    fn amplification(&mut self, c: &Ctx<'_>) {
         let f = c.f;
         let Some(asset) = c.dst_asset else { return };
         if f.proto != 17 || f.rev_packets != 0 {
             return;
         }
         let Some(sport) = f.src_port else { return };
-        if self.reflector(sport).is_none() {
+        let cfg = &self.cfg.amplification;
+        if reflector(sport, &cfg.extra_ports).is_none() {
             return;
         }
-        let cfg = &self.cfg.amplification;
+        let timeout = self.cfg.incident_timeout_ns;
         let now = f.last_seen_ns;
-        let n = self.amp.len();
-        let key = match self.amp.get_mut(&f.dst_ip) {
-            Some(k) => k,
-            None if n < MAX_KEYS => self.amp.entry(f.dst_ip).or_insert(AmpKey {
-                asset,
-                ring: Ring::new(
-                    cfg.window_ns,
-                    (cfg.window_ns / 1_000_000_000).clamp(1, 600) as usize,
-                ),
-                reflectors: HashMap::new(),
-                ports: HashMap::new(),
-                pending: Pending::default(),
-                pruned_ns: 0,
-                last_fire: 0,
-                last_ns: 0,
-            }),
-            None => {
-                self.evictions += 1;
-                return;
-            }
+        let w = cfg.window_ns;
+        let Some(key) = slot(&mut self.amp, f.dst_ip, &mut self.evictions, || AmpKey {
+            asset,
+            ring: Ring::new(w, (w / 1_000_000_000).clamp(1, 600) as usize),
+            reflectors: HashMap::new(),
+            ports: HashMap::new(),
+            pending: Pending::default(),
+            recounted_ns: 0,
+            fire: Fire::default(),
+            peak: 0.0,
+            last_ns: 0,
+        }) else {
+            return;
         };
         key.ring
             .add_span(f.first_seen_ns, f.last_seen_ns, &[f.fwd_bytes as f64]);
         key.last_ns = key.last_ns.max(now);
-        key.reflectors.insert(f.src_ip, now);
+        let t = key.reflectors.entry(f.src_ip).or_insert(now);
+        *t = (*t).max(now);
         *key.ports.entry(sport).or_default() += f.fwd_bytes;
-        if !key.pending.is_empty() && key.pending.first_ns + 2 * cfg.window_ns < f.first_seen_ns {
-            key.pending = Pending::default();
-        }
+        key.pending.expire(f.first_seen_ns, 2 * w, &key.fire);
         key.pending
-            .add(f.src_ip, (f.dst_ip, f.dst_port), c.counts_fwd(), c.ev);
-        if now >= key.pruned_ns + REFIRE_NS {
-            key.pruned_ns = now;
-            let w = cfg.window_ns;
-            key.reflectors.retain(|_, t| *t + w >= now);
+            .add(f.src_ip, (f.dst_ip, f.dst_port), c.counts_fwd(), c.ev, ALL);
+        if key.last_ns >= key.recounted_ns + RECOUNT_NS {
+            key.recounted_ns = key.last_ns;
+            let last = key.last_ns;
+            key.reflectors.retain(|_, t| *t + w >= last);
         }
         let bytes = key.ring.sum(now)[0];
-        let wsecs = secs(key.ring.window_ns());
-        let reflectors = key.reflectors.len();
-        if (bytes as u64) < cfg.min_bytes || reflectors < cfg.min_reflectors.max(1) {
-            return;
+        let crossed =
+            bytes as u64 >= cfg.min_bytes && key.reflectors.len() >= cfg.min_reflectors.max(1);
+        if crossed {
+            key.peak = key.peak.max(bytes);
         }
-        if key.last_fire != 0 && now < key.last_fire + REFIRE_NS {
-            return;
+        if mark(&mut key.fire, crossed, now, timeout) {
+            self.marks.push(Mark::Amp(f.dst_ip));
         }
-        key.last_fire = now;
-        let mut services: Vec<(u16, u64)> = key.ports.iter().map(|(p, b)| (*p, *b)).collect();
-        services.sort_by_key(|b| std::cmp::Reverse(b.1));
-        let names: Vec<String> = services
-            .iter()
-            .take(3)
-            .map(|(p, _)| {
-                format!(
-                    "{} ({p})",
-                    name_of(REFLECTOR_PORTS, *p).unwrap_or("configured reflector")
-                )
-            })
-            .collect();
-        let rate = bytes * 8.0 / wsecs;
-        let t = cfg.min_bytes as f64 * 8.0 / wsecs;
-        let summary = format!(
-            "{}bits/s of unsolicited {} responses to {} from {reflectors} reflectors ({:.0} bytes in {wsecs:.0} s; none requested by the target)",
-            si(rate),
-            names.join(", "),
-            f.dst_ip,
-            bytes,
-        );
-        out.push(key.pending.finding(
-            AlertKind::Amplification,
-            key.asset,
-            f.dst_ip,
-            now,
-            rate,
-            t,
-            "bits/s".into(),
-            summary,
-        ));
     }
 
     // ---- brute force and ICS (per session) -----------------------------
 
-    fn auth_service(&self, port: u16) -> Option<&'static str> {
-        name_of(AUTH_PORTS, port).or_else(|| {
-            self.auth_extra
-                .contains(&port)
-                .then_some("configured service")
-        })
-    }
-
-    fn sessions(&mut self, c: &Ctx<'_>, out: &mut Vec<Finding>) {
+    fn sessions(&mut self, c: &Ctx<'_>) {
         let f = c.f;
+        let timeout = self.cfg.incident_timeout_ns;
         // Server: the protected side on a service port, destination first.
         let pick = |svc: &dyn Fn(u16) -> bool| -> Option<(usize, IpAddr, IpAddr, u16)> {
             if let (Some(a), Some(p)) = (c.dst_asset, f.dst_port)
@@ -841,11 +844,7 @@ impl Detectors {
         // ICS sessions from clients not allowed. A TCP session counts once
         // it carries payload: a bare probe of port 502 is the scan
         // detector's business.
-        let ics = |p: u16| {
-            ICS_PORTS
-                .iter()
-                .any(|(pr, port, _)| *pr == f.proto && *port == p)
-        };
+        let ics = |p: u16| ics_name(f.proto, p).is_some();
         let talked = f.proto != 6 || {
             let h = f.history.as_str();
             h.contains('D') || h.contains('d')
@@ -854,53 +853,28 @@ impl Detectors {
             && let Some((asset, client, server, port)) = pick(&ics)
             && !self.cfg.assets[asset].ics_clients.contains(client)
         {
-            let n = self.ics.len();
             let k = (client, server, f.proto, port);
-            if n < MAX_KEYS || self.ics.contains_key(&k) {
-                let key = self.ics.entry(k).or_default();
+            if let Some(key) = slot(&mut self.ics, k, &mut self.evictions, SessionKey::default) {
                 key.asset = asset;
                 key.sessions += 1;
                 key.last_ns = key.last_ns.max(now);
                 key.pending
-                    .add(client, (server, Some(port)), c.counts_all(), c.ev);
-                if key.last_fire == 0 || now >= key.last_fire + REFIRE_NS {
-                    key.last_fire = now;
-                    let proto = ICS_PORTS
-                        .iter()
-                        .find(|(pr, p, _)| *pr == f.proto && *p == port)
-                        .map_or("ICS", |x| x.2);
-                    let summary = format!(
-                        "{proto} session from {client} to {server}:{port}: {client} is not an allowed ICS client of {}",
-                        self.cfg.assets[asset].name
-                    );
-                    out.push(key.pending.finding(
-                        AlertKind::IcsUnauthorizedClient,
-                        asset,
-                        client,
-                        now,
-                        key.sessions as f64,
-                        0.0,
-                        "sessions from a client not in ics_clients".into(),
-                        summary,
-                    ));
+                    .add(client, (server, Some(port)), c.counts_all(), c.ev, ALL);
+                if mark(&mut key.fire, true, now, timeout) {
+                    self.marks.push(Mark::Ics(client, server, f.proto, port));
                 }
-            } else {
-                self.evictions += 1;
             }
         }
         // Brute force: short or failed TCP sessions to authentication services.
-        if f.proto != 6 {
+        let cfg = &self.cfg.brute;
+        if f.proto != 6 || cfg.sessions == 0 {
             return;
         }
-        let auth = |p: u16| self.auth_service(p).is_some();
+        let auth = |p: u16| auth_service(p, &cfg.extra_ports).is_some();
         let Some((asset, client, server, port)) = pick(&auth) else {
             return;
         };
         if self.cfg.assets[asset].management_clients.contains(client) {
-            return;
-        }
-        let cfg = &self.cfg.brute;
-        if cfg.sessions == 0 {
             return;
         }
         let failed = matches!(
@@ -920,49 +894,33 @@ impl Detectors {
         if !(failed || short) {
             return;
         }
-        let svc = self.auth_service(port).unwrap_or("service");
-        let n = self.brute.len();
+        let (window, need) = (cfg.window_ns, cfg.sessions);
         let k = (client, server, port);
-        if !(n < MAX_KEYS || self.brute.contains_key(&k)) {
-            self.evictions += 1;
+        let Some(key) = slot(&mut self.brute, k, &mut self.evictions, SessionKey::default) else {
             return;
-        }
-        let key = self.brute.entry(k).or_default();
+        };
         key.asset = asset;
         key.last_ns = key.last_ns.max(now);
-        key.times.push_back(now);
-        while key.times.front().is_some_and(|t| *t + cfg.window_ns < now) {
+        key.sessions += 1;
+        // Session times in order, so that the window holds whatever order
+        // the records come in.
+        let pos = key.times.partition_point(|t| *t <= now);
+        key.times.insert(pos, now);
+        let last = key.last_ns;
+        while key.times.front().is_some_and(|t| *t + window < last) {
             key.times.pop_front();
         }
-        if !key.pending.is_empty() && key.pending.first_ns + 2 * cfg.window_ns < f.first_seen_ns {
-            key.pending = Pending::default();
-        }
+        key.pending.expire(f.first_seen_ns, 2 * window, &key.fire);
         key.pending
-            .add(client, (server, Some(port)), c.counts_all(), c.ev);
-        let count = key.times.len();
-        if count < cfg.sessions || (key.last_fire != 0 && now < key.last_fire + REFIRE_NS) {
-            return;
+            .add(client, (server, Some(port)), c.counts_all(), c.ev, ALL);
+        if mark(&mut key.fire, key.times.len() >= need, now, timeout) {
+            self.marks.push(Mark::Brute(client, server, port));
         }
-        key.last_fire = now;
-        let summary = format!(
-            "{client} made {count} short or failed {svc} sessions to {server}:{port} within {:.0} s",
-            secs(cfg.window_ns)
-        );
-        out.push(key.pending.finding(
-            AlertKind::BruteForce,
-            asset,
-            client,
-            now,
-            count as f64,
-            cfg.sessions as f64,
-            format!("short or failed sessions in {:.0} s", secs(cfg.window_ns)),
-            summary,
-        ));
     }
 
     // ---- beaconing ----------------------------------------------------
 
-    fn beacon(&mut self, c: &Ctx<'_>, out: &mut Vec<Finding>) {
+    fn beacon(&mut self, c: &Ctx<'_>) {
         let f = c.f;
         let cfg = &self.cfg.beacon;
         if cfg.min_connections == 0 {
@@ -972,18 +930,23 @@ impl Detectors {
         if !self.external(f.dst_ip) || cfg.ignore.contains(f.dst_ip) {
             return;
         }
-        let port = f.dst_port.unwrap_or(0);
         if f.dst_port.is_some_and(|p| cfg.ignore_ports.contains(&p)) {
             return;
         }
+        let port = f.dst_port.unwrap_or(0);
+        let timeout = self.cfg.incident_timeout_ns;
+        let (need, min_iv, max_iv, jitter) = (
+            cfg.min_connections,
+            cfg.min_interval_ns as f64,
+            cfg.max_interval_ns as f64,
+            cfg.max_jitter,
+        );
         let k = (f.src_ip, f.dst_ip, f.proto, port);
-        let n = self.beacon.len();
-        if !(n < MAX_KEYS || self.beacon.contains_key(&k)) {
-            self.evictions += 1;
+        let Some(key) = slot(&mut self.beacon, k, &mut self.evictions, BeaconKey::default) else {
             return;
-        }
-        let key = self.beacon.entry(k).or_default();
+        };
         key.asset = asset;
+        key.port = f.dst_port;
         if key.last_flow == f.flow_id {
             return; // a later record of the same connection
         }
@@ -994,7 +957,6 @@ impl Detectors {
         }
         key.starts.push_back(start);
         key.evidence.push_back(c.ev);
-        let need = cfg.min_connections;
         while key.starts.len() > need {
             key.starts.pop_front();
             key.evidence.pop_front();
@@ -1009,57 +971,20 @@ impl Detectors {
             .map(|(a, b)| (b - a) as f64)
             .collect();
         let mean = iv.iter().sum::<f64>() / iv.len() as f64;
-        if mean < cfg.min_interval_ns as f64 || mean > cfg.max_interval_ns as f64 {
-            return;
-        }
         let var = iv.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / iv.len() as f64;
-        let cv = var.sqrt() / mean;
-        if cv > cfg.max_jitter {
-            return;
+        let cv = var.sqrt() / mean.max(1.0);
+        let regular = mean >= min_iv && mean <= max_iv && cv <= jitter;
+        if regular {
+            key.stats = (mean, cv);
         }
-        let now = f.last_seen_ns;
-        if key.last_fire != 0 && now < key.last_fire + REFIRE_NS {
-            return;
+        if regular && mark(&mut key.fire, true, f.last_seen_ns, timeout) {
+            self.marks.push(Mark::Beacon(k.0, k.1, k.2, k.3));
         }
-        key.last_fire = now;
-        let evidence: Vec<FlowRef> = key.evidence.iter().copied().collect();
-        let summary = format!(
-            "{} connected to {}:{port}/{} {} times, every {:.1} s (jitter {:.1} %)",
-            f.src_ip,
-            f.dst_ip,
-            f.proto_name(),
-            key.starts.len(),
-            mean / S,
-            cv * 100.0
-        );
-        out.push(Finding {
-            kind: AlertKind::Beaconing,
-            asset,
-            key: f.src_ip,
-            ts_ns: now,
-            first_ns: key.starts.front().copied().unwrap_or(start),
-            measured: cv,
-            threshold: cfg.max_jitter,
-            unit: "interval jitter (stddev/mean)".into(),
-            summary,
-            sources: vec![(
-                f.src_ip,
-                Counts {
-                    flows: key.starts.len() as u64,
-                    packets: 0,
-                    bytes: 0,
-                },
-            )],
-            more_sources: 0,
-            targets: vec![((f.dst_ip, f.dst_port), Counts::default())],
-            evidence,
-            more_evidence: 0,
-        });
     }
 
     // ---- exfiltration -------------------------------------------------
 
-    fn exfil(&mut self, c: &Ctx<'_>, out: &mut Vec<Finding>) {
+    fn exfil(&mut self, c: &Ctx<'_>) {
         let f = c.f;
         let cfg = &self.cfg.exfil;
         if cfg.bytes == 0 {
@@ -1074,28 +999,23 @@ impl Detectors {
         if sent == 0 || !self.external(outside) || cfg.ignore.contains(outside) {
             return;
         }
+        let (w, limit) = (cfg.window_ns, cfg.bytes);
+        let timeout = self.cfg.incident_timeout_ns;
         let now = f.last_seen_ns;
         let k = (inside, outside);
-        let n = self.exfil.len();
-        let key = match self.exfil.get_mut(&k) {
-            Some(x) => x,
-            None if n < MAX_KEYS => self.exfil.entry(k).or_insert(ExfilKey {
-                ring: Ring::new(cfg.window_ns, 60),
-                pending: Pending::default(),
-                last_fire: 0,
-                last_ns: 0,
-            }),
-            None => {
-                self.evictions += 1;
-                return;
-            }
+        let Some(key) = slot(&mut self.exfil, k, &mut self.evictions, || ExfilKey {
+            ring: Ring::new(w, 60),
+            pending: Pending::default(),
+            fire: Fire::default(),
+            asset,
+            last_ns: 0,
+        }) else {
+            return;
         };
         key.ring
             .add_span(f.first_seen_ns, f.last_seen_ns, &[sent as f64]);
         key.last_ns = key.last_ns.max(now);
-        if !key.pending.is_empty() && key.pending.first_ns + 2 * cfg.window_ns < f.first_seen_ns {
-            key.pending = Pending::default();
-        }
+        key.pending.expire(f.first_seen_ns, 2 * w, &key.fire);
         key.pending.add(
             inside,
             (outside, port),
@@ -1105,89 +1025,55 @@ impl Detectors {
                 bytes: sent,
             },
             c.ev,
+            ALL,
         );
         let total = key.ring.sum(now)[0];
-        if total < cfg.bytes as f64 || (key.last_fire != 0 && now < key.last_fire + REFIRE_NS) {
-            return;
+        if mark(&mut key.fire, total >= limit as f64, now, timeout) {
+            self.marks.push(Mark::Exfil(inside, outside));
         }
-        key.last_fire = now;
-        let summary = format!(
-            "{inside} sent {}B to external {outside} within {:.0} s",
-            si(total),
-            secs(cfg.window_ns)
-        );
-        out.push(key.pending.finding(
-            AlertKind::Exfiltration,
-            asset,
-            inside,
-            now,
-            total,
-            cfg.bytes as f64,
-            format!("bytes out in {:.0} s", secs(cfg.window_ns)),
-            summary,
-        ));
     }
 
     // ---- indicators ---------------------------------------------------
 
-    fn indicators(&mut self, c: &Ctx<'_>, out: &mut Vec<Finding>) {
+    fn indicators(&mut self, c: &Ctx<'_>) {
         let f = c.f;
+        let timeout = self.cfg.incident_timeout_ns;
         for (bad, asset, protected_ip, inbound) in [
             (f.src_ip, c.dst_asset, f.dst_ip, true),
             (f.dst_ip, c.src_asset, f.src_ip, false),
         ] {
             let Some(asset) = asset else { continue };
-            let Some(&idx) = self.cfg.indicators.get(bad) else {
-                continue;
-            };
-            let now = f.last_seen_ns;
-            let k = (asset, bad);
-            let n = self.indicator.len();
-            if !(n < MAX_KEYS || self.indicator.contains_key(&k)) {
-                self.evictions += 1;
+            if !self.cfg.indicators.contains(bad) {
                 continue;
             }
-            let key = self.indicator.entry(k).or_default();
+            let now = f.last_seen_ns;
+            let k = (asset, bad);
+            let Some(key) = slot(
+                &mut self.indicator,
+                k,
+                &mut self.evictions,
+                SessionKey::default,
+            ) else {
+                continue;
+            };
             key.asset = asset;
             key.sessions += 1;
             key.last_ns = key.last_ns.max(now);
             let port = if inbound { f.dst_port } else { f.src_port };
             key.pending
-                .add(bad, (protected_ip, port), c.counts_all(), c.ev);
-            if key.last_fire != 0 && now < key.last_fire + REFIRE_NS {
-                continue;
+                .add(bad, (protected_ip, port), c.counts_all(), c.ev, ALL);
+            if mark(&mut key.fire, true, now, timeout) {
+                self.marks.push(Mark::Indicator(asset, bad));
             }
-            key.last_fire = now;
-            let ind = &self.cfg.indicator_list[idx];
-            let summary = format!(
-                "{} {bad} (listed: {} in {}{}{})",
-                if inbound {
-                    format!("{protected_ip} was contacted by")
-                } else {
-                    format!("{protected_ip} contacted")
-                },
-                ind.net,
-                ind.source,
-                if ind.description.is_empty() { "" } else { ": " },
-                ind.description
-            );
-            out.push(key.pending.finding(
-                AlertKind::Indicator,
-                asset,
-                bad,
-                now,
-                key.sessions as f64,
-                0.0,
-                "flows with a listed address".into(),
-                summary,
-            ));
         }
     }
 
-    /// Drops keys that no window can use any more.
+    /// Drops keys that no window can use any more (and whose incident has
+    /// timed out).
     fn sweep(&mut self) {
         let now = self.watermark;
-        let old = |last: u64, keep: u64| last.saturating_add(keep) < now;
+        let t = self.cfg.incident_timeout_ns;
+        let old = |last: u64, keep: u64| last.saturating_add(keep.max(t)) < now;
         let fw = self.cfg.flood_window_ns.saturating_mul(2);
         self.flood.retain(|_, h| !old(h.last_ns, fw));
         let slow = self.cfg.scan.slow_window_ns;
@@ -1195,9 +1081,8 @@ impl Detectors {
         self.horizontal.retain(|_, k| !old(k.last_ns, slow));
         let bw = self.cfg.brute.window_ns.saturating_mul(2);
         self.brute.retain(|_, k| !old(k.last_ns, bw));
-        self.ics.retain(|_, k| !old(k.last_ns, 60_000_000_000));
-        self.indicator
-            .retain(|_, k| !old(k.last_ns, 60_000_000_000));
+        self.ics.retain(|_, k| !old(k.last_ns, 0));
+        self.indicator.retain(|_, k| !old(k.last_ns, 0));
         let aw = self.cfg.amplification.window_ns.saturating_mul(2);
         self.amp.retain(|_, k| !old(k.last_ns, aw));
         let bi = self.cfg.beacon.max_interval_ns.saturating_mul(2);
@@ -1208,21 +1093,144 @@ impl Detectors {
     }
 }
 
+/// Syn first, then the protocol classes, then all traffic.
+fn specificity(class: usize) -> u8 {
+    match class {
+        2 => 2,
+        0 => 0,
+        _ => 1,
+    }
+}
+
+fn reflector(port: u16, extra: &[u16]) -> Option<&'static str> {
+    name_of(REFLECTOR_PORTS, port)
+        .or_else(|| extra.contains(&port).then_some("configured reflector"))
+}
+
+fn auth_service(port: u16, extra: &[u16]) -> Option<&'static str> {
+    name_of(AUTH_PORTS, port).or_else(|| extra.contains(&port).then_some("configured service"))
+}
+
+fn ics_name(proto: u8, port: u16) -> Option<&'static str> {
+    ICS_PORTS
+        .iter()
+        .find(|(pr, p, _)| *pr == proto && *p == port)
+        .map(|x| x.2)
+}
+
+/// Drops items older than the slow window; counts those in the fast one.
+fn recount(key: &mut ScanKey, cfg: &super::config::ScanConfig) {
+    let now = key.last_ns;
+    key.recounted_ns = now;
+    key.seen.retain(|_, t| *t + cfg.slow_window_ns >= now);
+    key.fast = key
+        .seen
+        .values()
+        .filter(|t| **t + cfg.window_ns >= now)
+        .count();
+}
+
+/// Clears the mark; returns (finding time, detection time).
+fn take_fire(fire: &mut Fire, last_ns: u64) -> (u64, u64) {
+    let detected = if fire.crossed_ns != 0 {
+        fire.crossed_ns
+    } else {
+        last_ns
+    };
+    *fire = Fire {
+        last: last_ns,
+        marked: false,
+        crossed_ns: 0,
+    };
+    (last_ns, detected)
+}
+
+fn flood_finding(cfg: &DetectConfig, target: IpAddr, h: &mut FloodHost) -> Option<Finding> {
+    let wsecs = secs(h.ring.window_ns());
+    let (class, m, rate, t) = match h.peak.take() {
+        Some((_, class, m, rate, t)) => (class, m, rate, t),
+        None => {
+            // An update of an open incident: its class, the figure now.
+            let sums = h.ring.sum(h.last_ns);
+            let th = &cfg.assets[h.asset].flood.t[h.class];
+            let (m, rate, t) = (0..3)
+                .filter(|m| th[*m] > 0.0)
+                .map(|m| (m, sums[h.class * 3 + m] / wsecs, th[m]))
+                .max_by(|a, b| (a.1 / a.2).total_cmp(&(b.1 / b.2)))?;
+            (h.class, m, rate, t)
+        }
+    };
+    h.class = class;
+    let (ts, detected) = take_fire(&mut h.fire, h.last_ns);
+    let kind = [
+        AlertKind::VolumetricFlood,
+        AlertKind::TcpFlood,
+        AlertKind::SynFlood,
+        AlertKind::UdpFlood,
+        AlertKind::IcmpFlood,
+    ][class];
+    let what = if class == 2 {
+        "half-open/rejected TCP"
+    } else {
+        FLOOD_CLASSES[class]
+    };
+    let summary = format!(
+        "{}{} of {what} traffic to {target} over {wsecs:.0} s (threshold {}{})",
+        si(rate),
+        FLOOD_METRICS[m],
+        si(t),
+        FLOOD_METRICS[m],
+    );
+    Some(h.pending.finding(
+        1 << class,
+        kind,
+        h.asset,
+        target,
+        ts,
+        detected,
+        rate,
+        t,
+        FLOOD_METRICS[m].to_string(),
+        summary,
+    ))
+}
+
+fn scan_counts(
+    key: &mut ScanKey,
+    fast_t: usize,
+    slow_t: usize,
+    cfg: &super::config::ScanConfig,
+) -> (usize, usize, u64) {
+    recount(key, cfg);
+    let fast_hit = fast_t > 0 && key.fast >= fast_t;
+    let slow_hit = slow_t > 0 && key.seen.len() >= slow_t;
+    if fast_hit || !slow_hit {
+        (key.fast, fast_t, cfg.window_ns)
+    } else {
+        (key.seen.len(), slow_t, cfg.slow_window_ns)
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn scan_finding(
     key: &mut ScanKey,
     kind: AlertKind,
     src: IpAddr,
-    now: u64,
     count: usize,
     threshold: usize,
     unit: String,
     summary: String,
     targets: Vec<(IpAddr, Option<u16>)>,
 ) -> Finding {
+    let (ts, detected) = take_fire(&mut key.fire, key.last_ns);
     let evidence = std::mem::take(&mut key.evidence);
     let more = std::mem::take(&mut key.more_evidence);
     let counts = std::mem::take(&mut key.counts);
+    let first_ns = evidence
+        .iter()
+        .map(|e| e.first_ns)
+        .min()
+        .unwrap_or(key.first_ns);
     let per = Counts {
         flows: 1,
         packets: 0,
@@ -1232,8 +1240,9 @@ fn scan_finding(
         kind,
         asset: key.asset,
         key: src,
-        ts_ns: now,
-        first_ns: key.first_ns,
+        ts_ns: ts,
+        detected_ns: detected,
+        first_ns,
         measured: count as f64,
         threshold: threshold as f64,
         unit,
@@ -1244,4 +1253,281 @@ fn scan_finding(
         evidence,
         more_evidence: more,
     }
+}
+
+fn vertical_finding(cfg: &DetectConfig, src: IpAddr, dst: IpAddr, key: &mut ScanKey) -> Finding {
+    let sc = &cfg.scan;
+    let (count, t, window) = scan_counts(key, sc.vertical_ports, sc.slow_vertical_ports, sc);
+    let mut ports: Vec<u16> = key
+        .seen
+        .keys()
+        .filter_map(|i| match i {
+            ScanItem::Port(p) => Some(*p),
+            ScanItem::Host(_) => None,
+        })
+        .collect();
+    ports.sort_unstable();
+    let slow = window != sc.window_ns;
+    let summary = format!(
+        "{src} probed {count} ports of {dst} within {:.0} s{} (ports {}…{})",
+        secs(window),
+        if slow { " (slow scan)" } else { "" },
+        ports.first().copied().unwrap_or(0),
+        ports.last().copied().unwrap_or(0),
+    );
+    scan_finding(
+        key,
+        AlertKind::VerticalScan,
+        src,
+        count,
+        t,
+        format!("distinct ports in {:.0} s", secs(window)),
+        summary,
+        ports.iter().map(|p| (dst, Some(*p))).collect(),
+    )
+}
+
+fn horizontal_finding(
+    cfg: &DetectConfig,
+    src: IpAddr,
+    proto: u8,
+    port: u16,
+    key: &mut ScanKey,
+) -> Finding {
+    let sc = &cfg.scan;
+    let (count, t, window) = scan_counts(key, sc.horizontal_hosts, sc.slow_horizontal_hosts, sc);
+    let hosts: Vec<(IpAddr, Option<u16>)> = key
+        .seen
+        .keys()
+        .filter_map(|i| match i {
+            ScanItem::Host(h) => Some((*h, Some(port))),
+            ScanItem::Port(_) => None,
+        })
+        .collect();
+    let slow = window != sc.window_ns;
+    let summary = format!(
+        "{src} probed port {port}/{} on {count} protected hosts within {:.0} s{}",
+        vigil_proto::flow::proto_name(proto),
+        secs(window),
+        if slow { " (slow scan)" } else { "" },
+    );
+    scan_finding(
+        key,
+        AlertKind::HorizontalScan,
+        src,
+        count,
+        t,
+        format!("distinct hosts in {:.0} s", secs(window)),
+        summary,
+        hosts,
+    )
+}
+
+fn brute_finding(
+    cfg: &DetectConfig,
+    client: IpAddr,
+    server: IpAddr,
+    port: u16,
+    key: &mut SessionKey,
+) -> Finding {
+    let b = &cfg.brute;
+    let count = key.times.len();
+    let svc = auth_service(port, &b.extra_ports).unwrap_or("service");
+    let summary = format!(
+        "{client} made {count} short or failed {svc} sessions to {server}:{port} within {:.0} s ({} in all)",
+        secs(b.window_ns),
+        key.sessions
+    );
+    let (ts, detected) = take_fire(&mut key.fire, key.last_ns);
+    key.pending.finding(
+        ALL,
+        AlertKind::BruteForce,
+        key.asset,
+        client,
+        ts,
+        detected,
+        count as f64,
+        b.sessions as f64,
+        format!("short or failed sessions in {:.0} s", secs(b.window_ns)),
+        summary,
+    )
+}
+
+fn ics_finding(
+    cfg: &DetectConfig,
+    client: IpAddr,
+    server: IpAddr,
+    proto: u8,
+    port: u16,
+    key: &mut SessionKey,
+) -> Finding {
+    let name = ics_name(proto, port).unwrap_or("ICS");
+    let summary = format!(
+        "{name} session from {client} to {server}:{port}: {client} is not an allowed ICS client of {}",
+        cfg.assets[key.asset].name
+    );
+    let (ts, detected) = take_fire(&mut key.fire, key.last_ns);
+    key.pending.finding(
+        ALL,
+        AlertKind::IcsUnauthorizedClient,
+        key.asset,
+        client,
+        ts,
+        detected,
+        key.sessions as f64,
+        0.0,
+        "sessions from a client not in ics_clients".into(),
+        summary,
+    )
+}
+
+fn amp_finding(cfg: &DetectConfig, target: IpAddr, key: &mut AmpKey) -> Finding {
+    let a = &cfg.amplification;
+    let wsecs = secs(key.ring.window_ns());
+    let bytes = if key.peak > 0.0 {
+        key.peak
+    } else {
+        key.ring.sum(key.last_ns)[0]
+    };
+    key.peak = 0.0;
+    let mut services: Vec<(u16, u64)> = key.ports.iter().map(|(p, b)| (*p, *b)).collect();
+    services.sort_by_key(|s| std::cmp::Reverse(s.1));
+    let names: Vec<String> = services
+        .iter()
+        .take(3)
+        .map(|(p, _)| format!("{} ({p})", reflector(*p, &a.extra_ports).unwrap_or("?")))
+        .collect();
+    let rate = bytes * 8.0 / wsecs;
+    let t = a.min_bytes as f64 * 8.0 / wsecs;
+    let summary = format!(
+        "{}bits/s of unsolicited {} responses to {target} from {} reflectors ({:.0} bytes in {wsecs:.0} s, none requested by the target)",
+        si(rate),
+        names.join(", "),
+        key.reflectors.len(),
+        bytes,
+    );
+    let (ts, detected) = take_fire(&mut key.fire, key.last_ns);
+    key.pending.finding(
+        ALL,
+        AlertKind::Amplification,
+        key.asset,
+        target,
+        ts,
+        detected,
+        rate,
+        t,
+        "bits/s".into(),
+        summary,
+    )
+}
+
+fn beacon_finding(
+    cfg: &DetectConfig,
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    key: &mut BeaconKey,
+) -> Finding {
+    let (mean, cv) = key.stats;
+    let last = key.starts.back().copied().unwrap_or(0);
+    let (ts, detected) = take_fire(&mut key.fire, last);
+    let port = key.port.map_or(String::new(), |p| format!(":{p}"));
+    let summary = format!(
+        "{src} connected to {dst}{port}/{} {} times, every {:.1} s (jitter {:.1} %)",
+        vigil_proto::flow::proto_name(proto),
+        key.starts.len(),
+        mean / S,
+        cv * 100.0
+    );
+    Finding {
+        kind: AlertKind::Beaconing,
+        asset: key.asset,
+        key: src,
+        ts_ns: ts,
+        detected_ns: detected,
+        first_ns: key.starts.front().copied().unwrap_or(last),
+        measured: cv,
+        threshold: cfg.beacon.max_jitter,
+        unit: "interval jitter (stddev/mean)".into(),
+        summary,
+        sources: vec![(
+            src,
+            Counts {
+                flows: key.starts.len() as u64,
+                packets: 0,
+                bytes: 0,
+            },
+        )],
+        more_sources: 0,
+        targets: vec![((dst, key.port), Counts::default())],
+        evidence: key.evidence.iter().copied().collect(),
+        more_evidence: 0,
+    }
+}
+
+fn exfil_finding(
+    cfg: &DetectConfig,
+    inside: IpAddr,
+    outside: IpAddr,
+    key: &mut ExfilKey,
+) -> Finding {
+    let x = &cfg.exfil;
+    let total = key.ring.sum(key.last_ns)[0];
+    let summary = format!(
+        "{inside} sent {}B to external {outside} within {:.0} s",
+        si(total),
+        secs(x.window_ns)
+    );
+    let (ts, detected) = take_fire(&mut key.fire, key.last_ns);
+    key.pending.finding(
+        ALL,
+        AlertKind::Exfiltration,
+        key.asset,
+        inside,
+        ts,
+        detected,
+        total,
+        x.bytes as f64,
+        format!("bytes out in {:.0} s", secs(x.window_ns)),
+        summary,
+    )
+}
+
+fn indicator_finding(
+    cfg: &DetectConfig,
+    asset: usize,
+    bad: IpAddr,
+    key: &mut SessionKey,
+) -> Finding {
+    let listed = cfg
+        .indicators
+        .get(bad)
+        .and_then(|i| cfg.indicator_list.get(*i));
+    let summary = match listed {
+        Some(ind) => format!(
+            "traffic between {} and listed {bad} ({} in {}{}{})",
+            cfg.assets[asset].name,
+            ind.net,
+            ind.source,
+            if ind.description.is_empty() { "" } else { ": " },
+            ind.description
+        ),
+        None => format!(
+            "traffic between {} and listed {bad}",
+            cfg.assets[asset].name
+        ),
+    };
+    let (ts, detected) = take_fire(&mut key.fire, key.last_ns);
+    key.pending.finding(
+        ALL,
+        AlertKind::Indicator,
+        asset,
+        bad,
+        ts,
+        detected,
+        key.sessions as f64,
+        0.0,
+        "flows with a listed address".into(),
+        summary,
+    )
 }

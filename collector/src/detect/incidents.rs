@@ -118,6 +118,7 @@ impl Incidents {
                             target_count: 0,
                             first_seen_ns: f.first_ns,
                             last_seen_ns: f.ts_ns,
+                            raised_ns: f.detected_ns,
                             measured: 0.0,
                             threshold: f.threshold,
                             unit: f.unit.clone(),

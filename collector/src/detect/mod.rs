@@ -63,8 +63,11 @@ pub(crate) struct Finding {
     pub asset: usize,
     /// The address the incident is keyed on (attacker or victim).
     pub key: IpAddr,
-    /// Event time, ns.
+    /// Event time of the latest evidence, ns.
     pub ts_ns: u64,
+    /// Event time of the record at which the threshold was seen crossed
+    /// (for updates: the latest evidence), ns.
+    pub detected_ns: u64,
     pub first_ns: u64,
     pub measured: f64,
     pub threshold: f64,
@@ -153,10 +156,11 @@ impl Engine {
         let sensor = self.sensor_index(sensor_id);
         self.stats.flows += flows.len() as u64;
         for f in flows {
-            if self.detectors.observe(sensor, f, &mut self.findings) {
+            if self.detectors.observe(sensor, f) {
                 self.stats.protected_flows += 1;
             }
         }
+        self.detectors.finish(&mut self.findings);
         self.stats.state_evictions = self.detectors.evictions;
         self.stats.findings += self.findings.len() as u64;
         let updates = self.incidents.apply(self.findings.drain(..), &self.sensors);

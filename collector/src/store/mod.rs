@@ -18,7 +18,25 @@ use std::path::PathBuf;
 use thiserror::Error;
 use vigil_proto::{FlowRecord, pb};
 
+use crate::detect::{Alert, AlertKind, AlertUpdate, EvidenceRef, Severity};
 use crate::query::{Filter, TimeRange, TopBy, TopKey, TopRow, Totals};
+
+/// Which alerts to list.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AlertQuery {
+    /// Alerts whose last evidence is at or after this, ns.
+    pub since_ns: Option<u64>,
+    /// Alerts whose first evidence is before this, ns.
+    pub until_ns: Option<u64>,
+    /// Only this kind.
+    pub kind: Option<AlertKind>,
+    /// Only this severity or above.
+    pub min_severity: Option<Severity>,
+    /// Only this asset.
+    pub asset: Option<String>,
+    /// At most this many, newest first (0: 1000).
+    pub limit: usize,
+}
 
 /// A validated batch from one sensor.
 #[derive(Clone, Debug)]
@@ -149,8 +167,28 @@ pub trait FlowStore: Send + Sync {
     /// Every sensor the store has heard of.
     fn sensors(&self) -> Result<Vec<SensorRecord>, StoreError>;
 
-    /// Applies the configured retention at time `now_ns`.
+    /// Applies the configured retention at time `now_ns`. Flows that are
+    /// the evidence of an alert are kept.
     fn enforce_retention(&self, now_ns: u64) -> Result<RetentionReport, StoreError>;
+
+    /// Stores alerts opened or updated: each alert's row is replaced and
+    /// the evidence it carries is added to what the store has.
+    fn put_alerts(&self, updates: &[AlertUpdate]) -> Result<(), StoreError>;
+
+    /// Alerts matching `q`, newest first, without their evidence lists.
+    fn alerts(&self, q: &AlertQuery) -> Result<Vec<Alert>, StoreError>;
+
+    /// One alert with its evidence references.
+    fn alert(&self, id: u64) -> Result<Option<Alert>, StoreError>;
+
+    /// The stored flow records the evidence references name, oldest first.
+    fn evidence_flows(
+        &self,
+        evidence: &[EvidenceRef],
+    ) -> Result<Vec<(String, FlowRecord)>, StoreError>;
+
+    /// The largest alert id stored (0: none).
+    fn max_alert_id(&self) -> Result<u64, StoreError>;
 }
 
 /// Sums a sensor's per-run counters, given in the order of their latest

@@ -37,8 +37,10 @@ use vigil_proto::{
 };
 
 use super::{
-    CommitOutcome, FlowStore, IngestBatch, RetentionReport, SensorRecord, StoreError, sum_stats,
+    AlertQuery, CommitOutcome, FlowStore, IngestBatch, RetentionReport, SensorRecord, StoreError,
+    sum_stats,
 };
+use crate::detect::{Alert, AlertUpdate, EvidenceRef};
 use crate::query::{Cmp, Counter, Dir, Filter, TimeRange, TopBy, TopKey, TopRow, Totals};
 
 const NS_PER_MIN: u64 = 60_000_000_000;
@@ -132,6 +134,24 @@ CREATE TABLE IF NOT EXISTS rollup_dport (
     minute INTEGER NOT NULL, proto INTEGER NOT NULL, k INTEGER NOT NULL,
     flows INTEGER NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
     PRIMARY KEY (minute, proto, k)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    severity INTEGER NOT NULL,
+    asset TEXT NOT NULL,
+    first_ns INTEGER NOT NULL,
+    last_ns INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_last_ns ON alerts (last_ns);
+CREATE TABLE IF NOT EXISTS alert_evidence (
+    alert INTEGER NOT NULL,
+    sensor TEXT NOT NULL,
+    flow_id INTEGER NOT NULL,
+    first_ns INTEGER NOT NULL,
+    PRIMARY KEY (alert, sensor, flow_id, first_ns)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS alert_evidence_flow ON alert_evidence (flow_id);
 CREATE TABLE IF NOT EXISTS rollup_proto (
     minute INTEGER NOT NULL, k INTEGER NOT NULL,
     flows INTEGER NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
@@ -808,9 +828,211 @@ impl FlowStore for SqliteStore {
         }
         Ok(report)
     }
+
+    fn put_alerts(&self, updates: &[AlertUpdate]) -> Result<(), StoreError> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.lock_writer();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.err("starting an alert transaction", e))?;
+        {
+            let mut row = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO alerts (id, kind, severity, asset, first_ns, last_ns, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(|e| self.err("preparing an alert insert", e))?;
+            let mut ev = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO alert_evidence (alert, sensor, flow_id, first_ns) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(|e| self.err("preparing an evidence insert", e))?;
+            for u in updates {
+                let a = &u.alert;
+                let mut body = a.clone();
+                body.evidence = Vec::new();
+                let json = serde_json::to_string(&body)
+                    .map_err(|e| StoreError::Unrepresentable(format!("alert {}: {e}", a.id)))?;
+                row.execute(params![
+                    i64_of("alert id", a.id)?,
+                    a.kind.as_str(),
+                    a.severity as i64,
+                    a.asset,
+                    i64_of("first_seen", a.first_seen_ns)?,
+                    i64_of("last_seen", a.last_seen_ns)?,
+                    json
+                ])
+                .map_err(|e| self.err("storing an alert", e))?;
+                for e in &a.evidence {
+                    ev.execute(params![
+                        i64_of("alert id", a.id)?,
+                        e.sensor_id,
+                        i64_of("flow id", e.flow_id)?,
+                        i64_of("first_seen", e.first_ns)?
+                    ])
+                    .map_err(|e| self.err("storing alert evidence", e))?;
+                }
+            }
+        }
+        tx.commit().map_err(|e| self.err("committing alerts", e))
+    }
+
+    fn alerts(&self, q: &AlertQuery) -> Result<Vec<Alert>, StoreError> {
+        let mut sql = String::from("SELECT body FROM alerts WHERE 1");
+        let mut p: Vec<Value> = Vec::new();
+        if let Some(t) = q.since_ns {
+            sql.push_str(" AND last_ns >= ?");
+            p.push(Value::Integer(i64_of("since", t)?));
+        }
+        if let Some(t) = q.until_ns {
+            sql.push_str(" AND first_ns < ?");
+            p.push(Value::Integer(i64_of("until", t)?));
+        }
+        if let Some(k) = q.kind {
+            sql.push_str(" AND kind = ?");
+            p.push(Value::Text(k.as_str().into()));
+        }
+        if let Some(sv) = q.min_severity {
+            sql.push_str(" AND severity >= ?");
+            p.push(Value::Integer(sv as i64));
+        }
+        if let Some(a) = &q.asset {
+            sql.push_str(" AND asset = ?");
+            p.push(Value::Text(a.clone()));
+        }
+        sql.push_str(" ORDER BY last_ns DESC, id DESC LIMIT ?");
+        let limit = if q.limit == 0 { 1000 } else { q.limit };
+        p.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+        self.with_reader(|c| {
+            if !has_table(c, "alerts").map_err(|e| self.err("reading the schema", e))? {
+                return Ok(Vec::new());
+            }
+            let mut stmt = c
+                .prepare_cached(&sql)
+                .map_err(|e| self.err("preparing an alert query", e))?;
+            let mut rows = stmt
+                .query(rusqlite::params_from_iter(p.iter()))
+                .map_err(|e| self.err("listing alerts", e))?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next().map_err(|e| self.err("reading alerts", e))? {
+                let body: String = r.get(0).map_err(|e| self.err("reading an alert", e))?;
+                out.push(self.decode_alert(&body)?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn alert(&self, id: u64) -> Result<Option<Alert>, StoreError> {
+        let id = i64_of("alert id", id)?;
+        self.with_reader(|c| {
+            if !has_table(c, "alerts").map_err(|e| self.err("reading the schema", e))? {
+                return Ok(None);
+            }
+            let body: Option<String> = c
+                .query_row("SELECT body FROM alerts WHERE id = ?1", [id], |r| r.get(0))
+                .optional()
+                .map_err(|e| self.err("reading an alert", e))?;
+            let Some(body) = body else { return Ok(None) };
+            let mut a = self.decode_alert(&body)?;
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT sensor, flow_id, first_ns FROM alert_evidence WHERE alert = ?1 ORDER BY first_ns, flow_id",
+                )
+                .map_err(|e| self.err("preparing an evidence query", e))?;
+            let rows = stmt
+                .query_map([id], |r| {
+                    Ok(EvidenceRef {
+                        sensor_id: r.get(0)?,
+                        flow_id: r.get::<_, i64>(1)? as u64,
+                        first_ns: r.get::<_, i64>(2)? as u64,
+                    })
+                })
+                .map_err(|e| self.err("reading evidence", e))?;
+            for r in rows {
+                a.evidence.push(r.map_err(|e| self.err("reading evidence", e))?);
+            }
+            Ok(Some(a))
+        })
+    }
+
+    fn evidence_flows(
+        &self,
+        evidence: &[EvidenceRef],
+    ) -> Result<Vec<(String, FlowRecord)>, StoreError> {
+        let mut refs: Vec<&EvidenceRef> = evidence.iter().collect();
+        refs.sort_by_key(|e| (e.first_ns, e.flow_id));
+        let wanted: std::collections::HashSet<(&str, u64, u64)> = refs
+            .iter()
+            .map(|e| (e.sensor_id.as_str(), e.flow_id, e.first_ns))
+            .collect();
+        let mut out = Vec::new();
+        // Each chunk: a first_seen range (the time index) and its flow ids.
+        for chunk in refs.chunks(256) {
+            let (lo, hi) = (chunk[0].first_ns, chunk[chunk.len() - 1].first_ns);
+            let marks = vec!["?"; chunk.len()].join(",");
+            let sql = format!(
+                "SELECT {FLOW_COLUMNS} FROM flows f JOIN sensors s ON s.id = f.sensor WHERE f.first_ns >= ? AND f.first_ns <= ? AND f.flow_id IN ({marks}) ORDER BY f.first_ns, f.rowid"
+            );
+            let mut p = vec![
+                Value::Integer(i64_of("first_seen", lo)?),
+                Value::Integer(i64_of("first_seen", hi)?),
+            ];
+            for e in chunk {
+                p.push(Value::Integer(i64_of("flow id", e.flow_id)?));
+            }
+            self.with_reader(|c| {
+                let mut stmt = c
+                    .prepare(&sql)
+                    .map_err(|e| self.err("preparing an evidence query", e))?;
+                let mut rows = stmt
+                    .query(rusqlite::params_from_iter(p.iter()))
+                    .map_err(|e| self.err("reading evidence flows", e))?;
+                while let Some(row) = rows
+                    .next()
+                    .map_err(|e| self.err("reading evidence flows", e))?
+                {
+                    let (s, r) = self.decode_row(row)?;
+                    if wanted.contains(&(s.as_str(), r.flow_id, r.first_seen_ns)) {
+                        out.push((s, r));
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(out)
+    }
+
+    fn max_alert_id(&self) -> Result<u64, StoreError> {
+        self.with_reader(|c| {
+            if !has_table(c, "alerts").map_err(|e| self.err("reading the schema", e))? {
+                return Ok(0);
+            }
+            let v: Option<i64> = c
+                .query_row("SELECT MAX(id) FROM alerts", [], |r| r.get(0))
+                .map_err(|e| self.err("reading the largest alert id", e))?;
+            Ok(v.unwrap_or(0).max(0) as u64)
+        })
+    }
+}
+
+fn has_table(c: &Connection, name: &str) -> rusqlite::Result<bool> {
+    c.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
 }
 
 impl SqliteStore {
+    fn decode_alert(&self, body: &str) -> Result<Alert, StoreError> {
+        serde_json::from_str(body).map_err(|e| StoreError::Corrupt {
+            path: self.path.clone(),
+            what: format!("alert row: {e}"),
+        })
+    }
+
     /// One batch inside an open transaction; roll-up sums go to `rollups`.
     fn commit_in(
         &self,
@@ -921,9 +1143,11 @@ impl SqliteStore {
         let mut deleted = 0u64;
         loop {
             let conn = self.lock_writer();
+            // Evidence of alerts stays: an incident's flows must remain
+            // retrievable after the traffic around them has aged out.
             let n = conn
                 .execute(
-                    "DELETE FROM flows WHERE rowid IN (SELECT rowid FROM flows WHERE first_ns < ?1 ORDER BY first_ns LIMIT 50000)",
+                    "DELETE FROM flows WHERE rowid IN (SELECT rowid FROM flows f WHERE first_ns < ?1 AND NOT EXISTS (SELECT 1 FROM alert_evidence e WHERE e.flow_id = f.flow_id AND e.first_ns = f.first_ns) ORDER BY first_ns LIMIT 50000)",
                     [cutoff],
                 )
                 .map_err(|e| self.err("deleting old flows", e))?;

@@ -241,7 +241,135 @@ pub struct StatusReply {
     pub sensors: ::prost::alloc::vec::Vec<SensorStatus>,
     #[prost(uint64, tag = "2")]
     pub stored_flows: u64,
+    /// Flow records the detectors have examined since the collector started.
+    #[prost(uint64, tag = "3")]
+    pub detected_flows: u64,
+    /// Alerts opened since the collector started.
+    #[prost(uint64, tag = "4")]
+    pub alerts_opened: u64,
 }
+/// A source or target of an alert, with what it sent or received.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Party {
+    /// An address, or address:port for a service.
+    #[prost(string, tag = "1")]
+    pub addr: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "2")]
+    pub flows: u64,
+    #[prost(uint64, tag = "3")]
+    pub packets: u64,
+    #[prost(uint64, tag = "4")]
+    pub bytes: u64,
+}
+/// One evidence flow: the sensor and its flow id (interim records share it),
+/// with the first packet time of the record.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EvidenceRef {
+    #[prost(string, tag = "1")]
+    pub sensor_id: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "2")]
+    pub flow_id: u64,
+    #[prost(fixed64, tag = "3")]
+    pub first_ns: u64,
+}
+/// An alert (one incident), opened when a detector first fires and updated
+/// while the attack goes on.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Alert {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// vertical_scan, horizontal_scan, syn_flood, tcp_flood, udp_flood,
+    /// icmp_flood, volumetric_flood, amplification, brute_force,
+    /// ics_unauthorized_client, beaconing, exfiltration, indicator.
+    #[prost(string, tag = "2")]
+    pub kind: ::prost::alloc::string::String,
+    /// MITRE ATT&CK technique id, name and matrix (enterprise or ics).
+    #[prost(string, tag = "3")]
+    pub technique: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub technique_name: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub matrix: ::prost::alloc::string::String,
+    /// low, medium, high, critical.
+    #[prost(string, tag = "6")]
+    pub severity: ::prost::alloc::string::String,
+    #[prost(string, tag = "7")]
+    pub asset: ::prost::alloc::string::String,
+    #[prost(string, tag = "8")]
+    pub sector: ::prost::alloc::string::String,
+    #[prost(string, tag = "9")]
+    pub criticality: ::prost::alloc::string::String,
+    #[prost(string, tag = "10")]
+    pub summary: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "11")]
+    pub sources: ::prost::alloc::vec::Vec<Party>,
+    #[prost(uint64, tag = "12")]
+    pub source_count: u64,
+    #[prost(message, repeated, tag = "13")]
+    pub targets: ::prost::alloc::vec::Vec<Party>,
+    #[prost(uint64, tag = "14")]
+    pub target_count: u64,
+    #[prost(fixed64, tag = "15")]
+    pub first_seen_ns: u64,
+    #[prost(fixed64, tag = "16")]
+    pub last_seen_ns: u64,
+    #[prost(double, tag = "17")]
+    pub measured: f64,
+    #[prost(double, tag = "18")]
+    pub threshold: f64,
+    #[prost(string, tag = "19")]
+    pub unit: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "20")]
+    pub updates: u64,
+    /// In Get: every kept reference; in Subscribe: those this update added.
+    #[prost(message, repeated, tag = "21")]
+    pub evidence: ::prost::alloc::vec::Vec<EvidenceRef>,
+    #[prost(uint64, tag = "22")]
+    pub evidence_count: u64,
+    /// In Subscribe: whether this update opened the alert.
+    #[prost(bool, tag = "23")]
+    pub opened: bool,
+    /// Event time at which the detector saw its threshold crossed.
+    #[prost(fixed64, tag = "24")]
+    pub raised_ns: u64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AlertQuery {
+    #[prost(message, optional, tag = "1")]
+    pub range: ::core::option::Option<TimeRange>,
+    /// Empty: any.
+    #[prost(string, tag = "2")]
+    pub kind: ::prost::alloc::string::String,
+    /// Empty: any; else this severity or above.
+    #[prost(string, tag = "3")]
+    pub min_severity: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub asset: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "5")]
+    pub limit: u32,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct AlertList {
+    #[prost(message, repeated, tag = "1")]
+    pub alerts: ::prost::alloc::vec::Vec<Alert>,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AlertRequest {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// Also return the evidence flows themselves (at most this many; 0 = none).
+    #[prost(uint32, tag = "2")]
+    pub max_flows: u32,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct AlertDetail {
+    #[prost(message, optional, tag = "1")]
+    pub alert: ::core::option::Option<Alert>,
+    #[prost(message, repeated, tag = "2")]
+    pub flows: ::prost::alloc::vec::Vec<StoredFlow>,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SubscribeRequest {}
 /// Zeek's conn_state vocabulary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
@@ -1229,6 +1357,429 @@ pub mod query_server {
     /// Generated gRPC service name
     pub const SERVICE_NAME: &str = "vigil.v1.Query";
     impl<T> tonic::server::NamedService for QueryServer<T> {
+        const NAME: &'static str = SERVICE_NAME;
+    }
+}
+/// Generated client implementations.
+pub mod alerts_client {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    use tonic::codegen::http::Uri;
+    #[derive(Debug, Clone)]
+    pub struct AlertsClient<T> {
+        inner: tonic::client::Grpc<T>,
+    }
+    impl<T> AlertsClient<T>
+    where
+        T: tonic::client::GrpcService<tonic::body::Body>,
+        T::Error: Into<StdError>,
+        T::ResponseBody: Body<Data = Bytes> + std::marker::Send + 'static,
+        <T::ResponseBody as Body>::Error: Into<StdError> + std::marker::Send,
+    {
+        pub fn new(inner: T) -> Self {
+            let inner = tonic::client::Grpc::new(inner);
+            Self { inner }
+        }
+        pub fn with_origin(inner: T, origin: Uri) -> Self {
+            let inner = tonic::client::Grpc::with_origin(inner, origin);
+            Self { inner }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> AlertsClient<InterceptedService<T, F>>
+        where
+            F: tonic::service::Interceptor,
+            T::ResponseBody: Default,
+            T: tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<
+                    <T as tonic::client::GrpcService<tonic::body::Body>>::ResponseBody,
+                >,
+            >,
+            <T as tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+            >>::Error: Into<StdError> + std::marker::Send + std::marker::Sync,
+        {
+            AlertsClient::new(InterceptedService::new(inner, interceptor))
+        }
+        /// Compress requests with the given encoding.
+        ///
+        /// This requires the server to support it otherwise it might respond with an
+        /// error.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.send_compressed(encoding);
+            self
+        }
+        /// Enable decompressing responses.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.accept_compressed(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_decoding_message_size(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_encoding_message_size(limit);
+            self
+        }
+        pub async fn list(
+            &mut self,
+            request: impl tonic::IntoRequest<super::AlertQuery>,
+        ) -> std::result::Result<tonic::Response<super::AlertList>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/vigil.v1.Alerts/List");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("vigil.v1.Alerts", "List"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn get(
+            &mut self,
+            request: impl tonic::IntoRequest<super::AlertRequest>,
+        ) -> std::result::Result<tonic::Response<super::AlertDetail>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/vigil.v1.Alerts/Get");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("vigil.v1.Alerts", "Get"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Every alert opened or updated from now on.
+        pub async fn subscribe(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SubscribeRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::Alert>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/vigil.v1.Alerts/Subscribe",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("vigil.v1.Alerts", "Subscribe"));
+            self.inner.server_streaming(req, path, codec).await
+        }
+    }
+}
+/// Generated server implementations.
+pub mod alerts_server {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    /// Generated trait containing gRPC methods that should be implemented for use with AlertsServer.
+    #[async_trait]
+    pub trait Alerts: std::marker::Send + std::marker::Sync + 'static {
+        async fn list(
+            &self,
+            request: tonic::Request<super::AlertQuery>,
+        ) -> std::result::Result<tonic::Response<super::AlertList>, tonic::Status>;
+        async fn get(
+            &self,
+            request: tonic::Request<super::AlertRequest>,
+        ) -> std::result::Result<tonic::Response<super::AlertDetail>, tonic::Status>;
+        /// Server streaming response type for the Subscribe method.
+        type SubscribeStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::Alert, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// Every alert opened or updated from now on.
+        async fn subscribe(
+            &self,
+            request: tonic::Request<super::SubscribeRequest>,
+        ) -> std::result::Result<tonic::Response<Self::SubscribeStream>, tonic::Status>;
+    }
+    #[derive(Debug)]
+    pub struct AlertsServer<T> {
+        inner: Arc<T>,
+        accept_compression_encodings: EnabledCompressionEncodings,
+        send_compression_encodings: EnabledCompressionEncodings,
+        max_decoding_message_size: Option<usize>,
+        max_encoding_message_size: Option<usize>,
+    }
+    impl<T> AlertsServer<T> {
+        pub fn new(inner: T) -> Self {
+            Self::from_arc(Arc::new(inner))
+        }
+        pub fn from_arc(inner: Arc<T>) -> Self {
+            Self {
+                inner,
+                accept_compression_encodings: Default::default(),
+                send_compression_encodings: Default::default(),
+                max_decoding_message_size: None,
+                max_encoding_message_size: None,
+            }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> InterceptedService<Self, F>
+        where
+            F: tonic::service::Interceptor,
+        {
+            InterceptedService::new(Self::new(inner), interceptor)
+        }
+        /// Enable decompressing requests with the given encoding.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.accept_compression_encodings.enable(encoding);
+            self
+        }
+        /// Compress responses with the given encoding, if the client supports it.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.send_compression_encodings.enable(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.max_decoding_message_size = Some(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.max_encoding_message_size = Some(limit);
+            self
+        }
+    }
+    impl<T, B> tonic::codegen::Service<http::Request<B>> for AlertsServer<T>
+    where
+        T: Alerts,
+        B: Body + std::marker::Send + 'static,
+        B::Error: Into<StdError> + std::marker::Send + 'static,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+        fn poll_ready(
+            &mut self,
+            _cx: &mut Context<'_>,
+        ) -> Poll<std::result::Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            match req.uri().path() {
+                "/vigil.v1.Alerts/List" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListSvc<T: Alerts>(pub Arc<T>);
+                    impl<T: Alerts> tonic::server::UnaryService<super::AlertQuery>
+                    for ListSvc<T> {
+                        type Response = super::AlertList;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::AlertQuery>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Alerts>::list(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/vigil.v1.Alerts/Get" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetSvc<T: Alerts>(pub Arc<T>);
+                    impl<T: Alerts> tonic::server::UnaryService<super::AlertRequest>
+                    for GetSvc<T> {
+                        type Response = super::AlertDetail;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::AlertRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Alerts>::get(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/vigil.v1.Alerts/Subscribe" => {
+                    #[allow(non_camel_case_types)]
+                    struct SubscribeSvc<T: Alerts>(pub Arc<T>);
+                    impl<
+                        T: Alerts,
+                    > tonic::server::ServerStreamingService<super::SubscribeRequest>
+                    for SubscribeSvc<T> {
+                        type Response = super::Alert;
+                        type ResponseStream = T::SubscribeStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SubscribeRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Alerts>::subscribe(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SubscribeSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                _ => {
+                    Box::pin(async move {
+                        let mut response = http::Response::new(
+                            tonic::body::Body::default(),
+                        );
+                        let headers = response.headers_mut();
+                        headers
+                            .insert(
+                                tonic::Status::GRPC_STATUS,
+                                (tonic::Code::Unimplemented as i32).into(),
+                            );
+                        headers
+                            .insert(
+                                http::header::CONTENT_TYPE,
+                                tonic::metadata::GRPC_CONTENT_TYPE,
+                            );
+                        Ok(response)
+                    })
+                }
+            }
+        }
+    }
+    impl<T> Clone for AlertsServer<T> {
+        fn clone(&self) -> Self {
+            let inner = self.inner.clone();
+            Self {
+                inner,
+                accept_compression_encodings: self.accept_compression_encodings,
+                send_compression_encodings: self.send_compression_encodings,
+                max_decoding_message_size: self.max_decoding_message_size,
+                max_encoding_message_size: self.max_encoding_message_size,
+            }
+        }
+    }
+    /// Generated gRPC service name
+    pub const SERVICE_NAME: &str = "vigil.v1.Alerts";
+    impl<T> tonic::server::NamedService for AlertsServer<T> {
         const NAME: &'static str = SERVICE_NAME;
     }
 }

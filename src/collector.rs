@@ -46,14 +46,15 @@ pub struct CollectorArgs {
     #[arg(long)]
     max_bytes: Option<String>,
     /// Validate the configuration (this FILE, or --config) and exit.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "")]
-    check_config: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    #[allow(clippy::option_option)]
+    check_config: Option<Option<PathBuf>>,
 }
 
 impl CollectorArgs {
     fn file_config(&self) -> Result<CollectorFile, Failure> {
         let path = match &self.check_config {
-            Some(p) if !p.as_os_str().is_empty() => Some(p),
+            Some(Some(p)) => Some(p),
             _ => self.config.as_ref(),
         };
         let mut f = match path {

@@ -176,6 +176,9 @@ struct Shared {
     connected: Mutex<HashMap<String, usize>>,
     /// Alert updates for subscribers.
     alerts: broadcast::Sender<pb::Alert>,
+    /// Set when the collector shuts down: ends the subscribers' streams,
+    /// which would otherwise hold the graceful shutdown open forever.
+    closing: tokio::sync::watch::Sender<bool>,
     webhook: Option<Webhook>,
 }
 
@@ -378,6 +381,16 @@ fn detection(
     }
 }
 
+/// Returns once the collector starts shutting down.
+async fn until_closing(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let closed = *rx.borrow_and_update();
+        if closed || rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 struct DetectedOnDrop<'a>(&'a AtomicU64, u64);
 
 impl Drop for DetectedOnDrop<'_> {
@@ -470,10 +483,20 @@ impl Alerts for AlertsSvc {
         _req: Request<pb::SubscribeRequest>,
     ) -> Result<Response<AlertStream>, Status> {
         let mut rx = self.0.alerts.subscribe();
+        let mut closing = self.0.closing.subscribe();
         let (tx, out) = mpsc::channel::<Result<pb::Alert, Status>>(256);
         tokio::spawn(async move {
             loop {
-                match rx.recv().await {
+                let next = tokio::select! {
+                    r = rx.recv() => r,
+                    () = until_closing(&mut closing) => {
+                        let _ = tx
+                            .send(Err(Status::unavailable("the collector is shutting down")))
+                            .await;
+                        return;
+                    }
+                };
+                match next {
                     Ok(a) => {
                         if tx.send(Ok(a)).await.is_err() {
                             return;
@@ -1053,6 +1076,7 @@ async fn start_with_store(
         metrics: Metrics::default(),
         connected: Mutex::new(HashMap::new()),
         alerts,
+        closing: tokio::sync::watch::channel(false).0,
         webhook: cfg.webhook.clone().map(Webhook::start),
     });
     let metrics_addr = match cfg.metrics_listen {
@@ -1135,10 +1159,12 @@ async fn start_with_store(
                 .max_encoding_message_size(max),
         );
     tracing::info!(%addr, tls = cfg.tls.is_some(), metrics = ?metrics_addr, "collector listening");
+    let closing = shared.closing.clone();
     let task = tokio::spawn(async move {
         let r = router
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = stop_rx.await;
+                let _ = closing.send(true);
             })
             .await;
         retention.abort();

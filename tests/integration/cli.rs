@@ -238,10 +238,23 @@ fn demo_prints_a_traffic_summary() {
     );
     // It went through a collector over gRPC.
     assert!(out.contains("over gRPC"), "{out}");
+    // 4751 flows; the sensor's early reports cut a few one-way ones (SYNs
+    // answered late) into two records.
     assert!(
-        out.contains("collector: stored 4751 flow records from sensor demo-sensor"),
+        out.contains("collector: stored 4760 flow records from sensor demo-sensor"),
         "{out}"
     );
+    // The collector's alerts: each attack of the scenario, once.
+    for kind in [
+        "vertical_scan",
+        "horizontal_scan",
+        "syn_flood",
+        "brute_force",
+        "ics_unauthorized_client",
+    ] {
+        assert_eq!(out.matches(kind).count(), 1, "{kind}: {out}");
+    }
+    assert!(out.contains("alerts raised by the collector (5)"), "{out}");
     // The scanner stands out by flows.
     assert!(out.contains("203.0.113.66"), "{out}");
     // Same capture as the library builds.
@@ -316,6 +329,36 @@ fn daemons_check_their_configuration_and_name_bad_keys() {
         "--check-config",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // --check-config FILE: the file, its assets, their errors by key.
+    let conf = tmp.path().join("c.toml");
+    std::fs::write(
+        &conf,
+        "data_dir = \"/tmp/x\"\n[detect.scan]\nwindow = \"never\"\n[[protected]]\nname = \"plc\"\ncidrs = [\"10.0.0.0/40\"]\n",
+    )
+    .unwrap();
+    let o = vigil(&["collector", "--check-config", conf.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(64));
+    let e = stderr(&o);
+    assert!(
+        e.contains("collector.detect.scan.window = \"never\""),
+        "{e}"
+    );
+    assert!(
+        e.contains("collector.protected[0].cidrs[0] = \"10.0.0.0/40\""),
+        "{e}"
+    );
+    std::fs::write(
+        &conf,
+        "data_dir = \"/tmp/x\"\n[[protected]]\nname = \"plc\"\ncidrs = [\"10.0.0.0/24\"]\n",
+    )
+    .unwrap();
+    let o = vigil(&["collector", "--check-config", conf.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("1 protected asset(s) (plc)"),
+        "{}",
+        stderr(&o)
+    );
     for which in ["sensor", "collector"] {
         let o = vigil(&["config", "defaults", which]);
         assert!(o.status.success());

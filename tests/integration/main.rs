@@ -3,6 +3,7 @@
 mod alloc;
 mod cli;
 mod corpus;
+mod detection;
 mod engine;
 mod transport;
 mod util;

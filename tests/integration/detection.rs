@@ -1,0 +1,518 @@
+//! Detection on real captures, replayed through a sensor (its defaults,
+//! early reports included) into a collector over real gRPC on loopback: the
+//! attack captures raise the right alert kind against the protected asset,
+//! with evidence flows that exist in the store; the benign captures raise
+//! nothing at default thresholds. Also: alerts reach a gRPC subscriber and a
+//! webhook, and `vigil alerts` prints them.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use vigil_collector::detect::config::{Criticality, DetectConfig, ProtectedSection};
+use vigil_collector::detect::{Alert, AlertKind};
+use vigil_collector::server::{self, CollectorConfig};
+use vigil_collector::store::sqlite::{SqliteStore, Synchronous};
+use vigil_collector::store::{AlertQuery, FlowStore};
+use vigil_collector::webhook::WebhookConfig;
+use vigil_proto::{FlowRecord, pb};
+use vigil_sensor::export::grpc::{Exporter, ExporterConfig};
+use vigil_sensor::pipeline::{self, Input, LiveCounters, PipelineConfig};
+
+use crate::util::corpus_dir;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn asset(name: &str, cidrs: &[&str]) -> ProtectedSection {
+    ProtectedSection {
+        name: name.into(),
+        cidrs: cidrs.iter().map(|c| c.to_string()).collect(),
+        sector: "test".into(),
+        criticality: Criticality::High,
+        ..ProtectedSection::default()
+    }
+}
+
+/// What a replay left: the alerts and the store.
+struct Replay {
+    alerts: Vec<Alert>,
+    store: SqliteStore,
+    _dir: tempfile::TempDir,
+}
+
+/// Replays `inputs` through a sensor into a collector protecting `assets`.
+fn replay(inputs: Vec<Input<'static>>, assets: &[ProtectedSection]) -> Replay {
+    let dir = tempfile::tempdir().unwrap();
+    let detect = DetectConfig::with_assets(assets).expect("valid assets");
+    let data = dir.path().join("collector");
+    let spool = dir.path().join("spool");
+    rt().block_on(async {
+        let mut cfg = CollectorConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), data.clone());
+        cfg.store.synchronous = Synchronous::Normal;
+        cfg.detect = Some(Arc::new(detect));
+        let collector = server::start(cfg).await.expect("collector");
+        let url = format!("http://{}", collector.addr);
+        let live = Arc::new(LiveCounters::default());
+        let mut exp = ExporterConfig::new(url.clone(), "test-sensor".into(), spool);
+        exp.batch_delay = Duration::from_millis(50);
+        let exporter = Exporter::start(exp, live.clone()).expect("exporter");
+        let sink = exporter.sink();
+        // The sensor's defaults: early reports every second.
+        let mut pc = PipelineConfig {
+            live: Some(live),
+            ..PipelineConfig::default()
+        };
+        pc.flow.report_interval = Some(Duration::from_secs(1));
+        tokio::task::spawn_blocking(move || {
+            let mut push = |recs: &[FlowRecord]| sink.push(recs);
+            pipeline::run(&inputs, &pc, &mut push, None)
+        })
+        .await
+        .expect("pipeline task")
+        .expect("pipeline");
+        let drain = exporter
+            .drain(Duration::from_secs(60))
+            .await
+            .expect("drain");
+        assert_eq!(drain.pending, 0, "every batch acknowledged");
+        wait_detected(&url).await;
+        collector.shutdown().await.expect("shutdown");
+    });
+    let store = SqliteStore::open_read_only(&data).expect("store");
+    let alerts = store.alerts(&AlertQuery::default()).expect("alerts");
+    Replay {
+        alerts,
+        store,
+        _dir: dir,
+    }
+}
+
+/// Waits until the detectors have seen every stored flow.
+async fn wait_detected(url: &str) {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut q = pb::query_client::QueryClient::new(channel);
+    for _ in 0..600 {
+        let s = q
+            .status(pb::StatusRequest {})
+            .await
+            .expect("status")
+            .into_inner();
+        if s.detected_flows >= s.stored_flows && s.stored_flows > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("detection did not catch up with the store");
+}
+
+fn file(dir: &Path, name: &str) -> Input<'static> {
+    Input::File(dir.join(name))
+}
+
+fn kinds(alerts: &[Alert]) -> BTreeSet<AlertKind> {
+    alerts.iter().map(|a| a.kind).collect()
+}
+
+/// The capture raises `kind` against `asset`, with evidence in the store.
+fn assert_raises(r: &Replay, kind: AlertKind, asset: &str, what: &str) -> Alert {
+    let Some(a) = r.alerts.iter().find(|a| a.kind == kind && a.asset == asset) else {
+        panic!(
+            "{what}: no {} alert on {asset}; alerts: {:#?}",
+            kind.as_str(),
+            r.alerts
+                .iter()
+                .map(|a| (a.kind, a.summary.clone()))
+                .collect::<Vec<_>>()
+        );
+    };
+    let full = r.store.alert(a.id).expect("alert").expect("stored alert");
+    assert!(!full.evidence.is_empty(), "{what}: no evidence kept");
+    assert!(full.evidence_count >= full.evidence.len() as u64);
+    let flows = r
+        .store
+        .evidence_flows(&full.evidence)
+        .expect("evidence flows");
+    assert_eq!(
+        flows.len(),
+        full.evidence.len(),
+        "{what}: every evidence reference names a stored flow"
+    );
+    eprintln!("{what}: {} — {}", a.kind.as_str(), a.summary);
+    full
+}
+
+#[test]
+fn attack_captures_raise_the_right_alerts_with_stored_evidence() {
+    let Some(dir) = corpus_dir() else { return };
+    let cases: &[(&str, &[&str], AlertKind)] = &[
+        (
+            "stopddos__pkt.TCP.synflood.spoofed.pcap",
+            &["10.10.10.10"],
+            AlertKind::SynFlood,
+        ),
+        (
+            "stopddos__amp.dns.RRSIG.fragmented.pcap",
+            &["10.10.10.10"],
+            AlertKind::Amplification,
+        ),
+        (
+            "stopddos__amp.UDP.bacnet.IOT.37810.pcapng",
+            &["10.10.10.1"],
+            AlertKind::Amplification,
+        ),
+        (
+            "chrissanders-packets__synscan.pcapng",
+            &["64.13.134.52"],
+            AlertKind::VerticalScan,
+        ),
+        (
+            "chrissanders-packets__ppa1e__ftp-crack.pcap",
+            &["10.121.70.151"],
+            AlertKind::BruteForce,
+        ),
+        // ICS: the servers protected, no client allowed.
+        (
+            "zeek__modbus__modbusSmall.pcap",
+            &["118.189.96.132"],
+            AlertKind::IcsUnauthorizedClient,
+        ),
+        (
+            "zeek__modbus__modbusBig.pcap",
+            &["10.235.149.243", "10.235.149.240"],
+            AlertKind::IcsUnauthorizedClient,
+        ),
+        (
+            "zeek__dnp3__dnp3.pcap",
+            &["10.0.0.3"],
+            AlertKind::IcsUnauthorizedClient,
+        ),
+        (
+            "zeek__dnp3__dnp3_udp_read.pcap",
+            &["192.168.80.12"],
+            AlertKind::IcsUnauthorizedClient,
+        ),
+        (
+            "icsnpp-s7comm__snap7.pcap",
+            &["134.217.61.211"],
+            AlertKind::IcsUnauthorizedClient,
+        ),
+    ];
+    for (name, victims, kind) in cases {
+        let r = replay(vec![file(&dir, name)], &[asset("victim", victims)]);
+        let a = assert_raises(&r, *kind, "victim", name);
+        assert!(a.first_seen_ns <= a.last_seen_ns && a.raised_ns >= a.first_seen_ns);
+        match kind {
+            AlertKind::SynFlood => {
+                // Spoofed: thousands of sources, counted.
+                assert!(a.source_count > 1000, "{name}: {} sources", a.source_count);
+                assert_eq!(a.targets[0].addr, "10.10.10.10:25565");
+            }
+            AlertKind::Amplification => {
+                assert!(a.source_count >= 3, "{name}: {} reflectors", a.source_count);
+            }
+            AlertKind::VerticalScan => {
+                assert_eq!(a.sources[0].addr, "172.16.0.8");
+                assert!(a.measured >= 900.0, "{name}: {} ports", a.measured);
+            }
+            AlertKind::BruteForce => {
+                assert_eq!(a.sources[0].addr, "10.234.125.254");
+                assert!(a.summary.contains("FTP"), "{}", a.summary);
+            }
+            _ => {}
+        }
+    }
+    // An allowed client raises nothing: the same DNP3 capture with its
+    // master named in the allowed list.
+    let mut allowed = asset("victim", &["10.0.0.3"]);
+    allowed.ics_clients = vec!["10.0.0.8".into(), "10.0.0.9".into()];
+    let r = replay(vec![file(&dir, "zeek__dnp3__dnp3.pcap")], &[allowed]);
+    assert!(
+        !kinds(&r.alerts).contains(&AlertKind::IcsUnauthorizedClient),
+        "{:?}",
+        r.alerts
+    );
+}
+
+#[test]
+fn benign_captures_raise_nothing_at_default_thresholds() {
+    let Some(dir) = corpus_dir() else { return };
+    let benign = [
+        "zeek__http__get.pcap",
+        "zeek__http__bro.org.pcap",
+        "zeek__wikipedia.pcap",
+        "chrissanders-packets__http_espn.pcapng",
+        "chrissanders-packets__http_google.pcapng",
+        "tcpdump__dns_udp.pcap",
+        "chrissanders-packets__dns_tcp.pcapng",
+        "zeek__ipv6-fragmented-dns.pcap",
+        "zeek__ntp__ntp2.pcap",
+        "suricata-verify__tls__tls-subjectaltname__input.pcap",
+        "chrissanders-packets__icmp_traceroute.pcapng",
+        "zeek__icmp__icmp-destunreach-udp.pcap",
+        "tcpdump__icmpv6.pcap",
+        "tcpdump__various_gre.pcap",
+        "suricata-verify__vxlan-decoder-03__vxlan.pcap",
+        "tcpdump__geneve.pcap",
+        "zeek__erspan.pcap",
+        "zeek__tunnels__6in4.pcap",
+        "chrissanders-packets__tcp_teardown.pcapng",
+        "chrissanders-packets__tcp_retransmissions.pcapng",
+    ];
+    // Everything protected (floods, scans, brute force, amplification on
+    // every host), and then only private networks protected, so that
+    // beaconing and exfiltration see external peers.
+    let everything = asset("everything", &["0.0.0.0/0", "::/0"]);
+    let private = asset(
+        "private",
+        &["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"],
+    );
+    for name in benign {
+        for assets in [&everything, &private] {
+            let r = replay(vec![file(&dir, name)], std::slice::from_ref(assets));
+            assert!(
+                r.alerts.is_empty(),
+                "{name} with {} protected raised: {:#?}",
+                assets.name,
+                r.alerts
+                    .iter()
+                    .map(|a| (a.kind, a.summary.clone()))
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+}
+
+/// A webhook receiver: answers 500 to the first request (to exercise the
+/// retry), 200 to the rest, and keeps the bodies.
+async fn webhook_receiver() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let first = first.clone();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                // One connection may carry several requests (keep-alive).
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 8192];
+                    let n = match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if buf.len() < end + 4 + len {
+                            break;
+                        }
+                        let body =
+                            String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
+                        buf.drain(..end + 4 + len);
+                        let refuse = first.swap(false, std::sync::atomic::Ordering::SeqCst);
+                        let status = if refuse {
+                            "500 Internal Server Error"
+                        } else {
+                            seen.lock().unwrap().push(body);
+                            "200 OK"
+                        };
+                        let reply = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+                        if sock.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, bodies)
+}
+
+#[test]
+fn alerts_reach_subscribers_the_webhook_and_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("collector");
+    let assets = [ProtectedSection {
+        ics_clients: vec!["198.51.100.100".into()],
+        ..asset("utility", &[vigil_sensor::synth::DEMO_PROTECTED])
+    }];
+    let bytes: &'static [u8] = Box::leak(
+        vigil_sensor::synth::demo_scenario(7)
+            .to_pcap_bytes()
+            .into_boxed_slice(),
+    );
+    let (opened, hooked) = rt().block_on(async {
+        let (hook, bodies) = webhook_receiver().await;
+        let mut cfg = CollectorConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), data.clone());
+        cfg.store.synchronous = Synchronous::Normal;
+        cfg.detect = Some(Arc::new(DetectConfig::with_assets(&assets).unwrap()));
+        cfg.webhook = Some(WebhookConfig {
+            url: format!("http://{hook}/alerts"),
+            attempts: 5,
+            timeout: Duration::from_secs(5),
+        });
+        let collector = server::start(cfg).await.expect("collector");
+        let url = format!("http://{}", collector.addr);
+        // Subscribe before any flow arrives.
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut stream = pb::alerts_client::AlertsClient::new(channel)
+            .subscribe(pb::SubscribeRequest {})
+            .await
+            .expect("subscribe")
+            .into_inner();
+        let live = Arc::new(LiveCounters::default());
+        let mut exp = ExporterConfig::new(url.clone(), "demo".into(), dir.path().join("spool"));
+        exp.batch_delay = Duration::from_millis(50);
+        exp.batch_flows = 500;
+        let exporter = Exporter::start(exp, live.clone()).expect("exporter");
+        let sink = exporter.sink();
+        let pc = PipelineConfig {
+            live: Some(live),
+            ..PipelineConfig::default()
+        };
+        tokio::task::spawn_blocking(move || {
+            let inputs = [Input::Memory {
+                name: "demo".into(),
+                bytes,
+            }];
+            let mut push = |recs: &[FlowRecord]| sink.push(recs);
+            pipeline::run(&inputs, &pc, &mut push, None)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            exporter
+                .drain(Duration::from_secs(30))
+                .await
+                .unwrap()
+                .pending,
+            0
+        );
+        wait_detected(&url).await;
+        let mut opened = BTreeSet::new();
+        while opened.len() < 5 {
+            let a = tokio::time::timeout(Duration::from_secs(10), stream.message())
+                .await
+                .expect("an alert within 10 s")
+                .expect("stream")
+                .expect("open stream");
+            if a.opened {
+                opened.insert(a.kind.clone());
+            }
+        }
+        // The webhook retries its first refusal and gets every opening.
+        for _ in 0..200 {
+            let n = bodies
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|b| b.contains("\"event\":\"opened\""))
+                .count();
+            if n >= 5 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        collector.shutdown().await.unwrap();
+        let hooked: BTreeSet<String> = bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| b.contains("\"event\":\"opened\""))
+            .filter_map(|b| {
+                let v: serde_json::Value = serde_json::from_str(b).ok()?;
+                Some(v["alert"]["kind"].as_str()?.to_string())
+            })
+            .collect();
+        (opened, hooked)
+    });
+    let want: BTreeSet<String> = [
+        "vertical_scan",
+        "horizontal_scan",
+        "syn_flood",
+        "brute_force",
+        "ics_unauthorized_client",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(opened, want, "subscriber");
+    assert_eq!(hooked, want, "webhook");
+
+    // The command line, on the store the collector left.
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let d = data.to_str().unwrap();
+    let list = run(&["alerts", "list", "--data-dir", d]);
+    for k in &want {
+        assert!(list.contains(k.as_str()), "{k} missing from:\n{list}");
+    }
+    let jsonl = run(&[
+        "alerts",
+        "list",
+        "--data-dir",
+        d,
+        "--kind",
+        "syn_flood",
+        "--format",
+        "jsonl",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(jsonl.lines().next().unwrap()).unwrap();
+    assert_eq!(v["kind"], "syn_flood");
+    assert_eq!(v["technique"], "T1498.001");
+    let id = v["id"].as_u64().unwrap().to_string();
+    let show = run(&["alerts", "show", &id, "--data-dir", d, "--flows", "5"]);
+    assert!(
+        show.contains("T1498.001") && show.contains("evidence flows (5 of"),
+        "{show}"
+    );
+    assert!(show.contains("198.51.100.10:80"), "{show}");
+    // Bad arguments are named.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["alerts", "list", "--data-dir", d, "--kind", "tsunami"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--kind \"tsunami\""));
+}

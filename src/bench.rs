@@ -58,7 +58,9 @@ pub struct BenchArgs {
     /// `transport` (sensor → gRPC → collector → SQLite, flows/s and ack
     /// latency) and `store` (top-N over --store-flows stored flows) are
     /// measured when named.
-    #[arg(long, value_delimiter = ',', default_value = "dispatch,fanout", value_parser = ["dispatch", "fanout", "transport", "store"])]
+    /// `detect` (the detection engine's flows/s and its alert latency in
+    /// event time) is measured when named.
+    #[arg(long, value_delimiter = ',', default_value = "dispatch,fanout", value_parser = ["dispatch", "fanout", "transport", "store", "detect"])]
     modes: Vec<String>,
     /// Flows per batch in the transport benchmark.
     #[arg(long, default_value = "2048")]
@@ -69,6 +71,9 @@ pub struct BenchArgs {
     /// Flows in the store benchmark.
     #[arg(long, default_value = "10000000")]
     store_flows: u64,
+    /// Flow records in the detect benchmark.
+    #[arg(long, default_value = "4000000")]
+    detect_flows: u64,
     /// Keep (or reuse) the store benchmark's database in this directory.
     #[arg(long, value_name = "DIR")]
     store_dir: Option<PathBuf>,
@@ -93,9 +98,12 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
     }
     if a.modes.iter().any(|m| m == "store") {
         crate::bench_e2e::store(a.store_flows, a.runs, a.store_dir.as_deref())?;
-        if a.modes.iter().all(|m| m == "store") {
-            return Ok(());
-        }
+    }
+    if a.modes.iter().any(|m| m == "detect") {
+        crate::bench_detect::detect(a.runs, a.detect_flows)?;
+    }
+    if a.modes.iter().all(|m| m == "store" || m == "detect") {
+        return Ok(());
     }
     let (name, bytes) = match &a.file {
         Some(p) => (

@@ -4,6 +4,7 @@
 
 mod alerts;
 mod bench;
+mod bench_detect;
 mod bench_e2e;
 mod collector;
 mod demo;

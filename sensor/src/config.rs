@@ -74,7 +74,8 @@ impl Default for SpoolSection {
 pub struct ExportSection {
     /// Records per batch. Default 2048.
     pub batch_flows: usize,
-    /// Longest a record waits for its batch to fill. Default `1s`.
+    /// Longest a record waits for its batch to fill. Default `250ms`, so that
+    /// alerts follow attacks within the detection latency budget.
     pub batch_delay: String,
     /// Unacknowledged batches in flight. Default 32.
     pub window: usize,
@@ -89,7 +90,7 @@ impl Default for ExportSection {
     fn default() -> Self {
         ExportSection {
             batch_flows: 2048,
-            batch_delay: "1s".into(),
+            batch_delay: "250ms".into(),
             window: 32,
             backoff_max: "10s".into(),
             drain_timeout: "30s".into(),

@@ -262,7 +262,7 @@ impl PacketClock {
     }
 }
 
-const TICK_NS: u64 = 1_000_000_000;
+const TICK_NS: u64 = 250_000_000;
 /// The largest forward jump of packet time taken from a single packet (1 h).
 pub const MAX_CLOCK_JUMP_NS: u64 = 3_600_000_000_000;
 

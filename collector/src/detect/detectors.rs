@@ -436,12 +436,60 @@ struct BeaconKey {
     fire: Fire,
 }
 
+/// Bytes out per (inside, outside) pair over two tumbling windows: the
+/// sliding-window estimate is the previous window's share still inside it
+/// plus the current one (as rate limiters estimate). A few words per pair,
+/// because every outbound pair has one.
 #[derive(Debug)]
 struct ExfilKey {
-    ring: Ring<1>,
-    pending: Pending,
+    /// Number of the current window (`now / window`).
+    epoch: u64,
+    cur: u64,
+    prev: u64,
+    /// Gathered once the pair is warm (a hundredth of the threshold).
+    pending: Option<Box<Pending>>,
     fire: Fire,
     asset: usize,
+    last_ns: u64,
+}
+
+impl ExfilKey {
+    fn add(&mut self, now: u64, window: u64, bytes: u64) {
+        let e = now / window.max(1);
+        if e > self.epoch {
+            self.prev = if e == self.epoch + 1 { self.cur } else { 0 };
+            self.cur = 0;
+            self.epoch = e;
+        }
+        if e + 1 >= self.epoch {
+            self.cur += bytes;
+        }
+    }
+
+    fn estimate(&self, now: u64, window: u64) -> f64 {
+        let w = window.max(1);
+        let into = (now % w) as f64 / w as f64;
+        self.prev as f64 * (1.0 - into) + self.cur as f64
+    }
+}
+
+/// A probe, as the scan detector records it.
+#[derive(Clone, Copy, Debug)]
+struct Probe {
+    src: IpAddr,
+    dst: IpAddr,
+    port: u16,
+    proto: u8,
+    asset: usize,
+    ev: FlowRef,
+    counts: Counts,
+    now: u64,
+}
+
+/// A prober seen once so far (its probe kept), or more often.
+#[derive(Clone, Copy, Debug)]
+struct FirstProbe {
+    first: Option<Probe>,
     last_ns: u64,
 }
 
@@ -458,6 +506,13 @@ pub(crate) struct Detectors {
     beacon: HashMap<(IpAddr, IpAddr, u8, u16), BeaconKey>,
     exfil: HashMap<(IpAddr, IpAddr), ExfilKey>,
     indicator: HashMap<(usize, IpAddr), SessionKey>,
+    /// First probe of each prober: detail keys are made from its second,
+    /// so one-off probes (spoofed SYNs, stray packets) cost no allocation.
+    probers: HashMap<IpAddr, FirstProbe>,
+    /// First qualifying session per (client, server, port), likewise.
+    brute_first: HashMap<(IpAddr, IpAddr, u16), (u64, FlowRef, usize)>,
+    /// First connection per beaconing key, likewise.
+    beacon_first: HashMap<(IpAddr, IpAddr, u8, u16), (u64, FlowRef)>,
     marks: Vec<Mark>,
     watermark: u64,
     swept: u64,
@@ -493,6 +548,9 @@ impl Detectors {
             beacon: HashMap::new(),
             exfil: HashMap::new(),
             indicator: HashMap::new(),
+            probers: HashMap::new(),
+            brute_first: HashMap::new(),
+            beacon_first: HashMap::new(),
             marks: Vec::new(),
             watermark: 0,
             swept: 0,
@@ -633,7 +691,9 @@ impl Detectors {
             let window = self.cfg.flood_window_ns;
             let Some(h) = slot(&mut self.flood, target, &mut self.evictions, || FloodHost {
                 asset,
-                ring: Ring::new(window, (window / 1_000_000_000).max(1) as usize),
+                // Quarter-second buckets: the window's sum lags the true
+                // trailing window by at most one bucket.
+                ring: Ring::new(window, (window / 250_000_000).clamp(1, 240) as usize),
                 fire: Fire::default(),
                 class: 0,
                 peak: None,
@@ -644,27 +704,39 @@ impl Detectors {
             };
             h.ring.add_span(f.first_seen_ns, f.last_seen_ns, &v);
             h.last_ns = h.last_ns.max(f.last_seen_ns);
-            // Gather evidence while it is recent; forget it when stale.
-            h.pending.expire(f.first_seen_ns, 2 * window, &h.fire);
-            h.pending.add(
-                from,
-                (target, port),
-                Counts {
-                    flows: 1,
-                    packets,
-                    bytes,
-                },
-                c.ev,
-                classes
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, on)| **on)
-                    .fold(0u8, |m, (k, _)| m | (1 << k)),
-            );
             let now = f.last_seen_ns;
             let sums = h.ring.sum(now);
             let wsecs = secs(h.ring.window_ns());
             let th = &self.cfg.assets[h.asset].flood.t;
+            // Evidence is gathered while the host is warm (a quarter of a
+            // threshold of this record's classes) or its incident open: a
+            // busy server's ordinary traffic is not kept as evidence of
+            // nothing, nor paid for.
+            let warm = h.fire.open(now, timeout)
+                || classes.iter().enumerate().any(|(k, on)| {
+                    *on && (0..3)
+                        .any(|m| th[k][m] > 0.0 && sums[k * 3 + m] / wsecs >= 0.25 * th[k][m])
+                });
+            if warm {
+                h.pending.expire(f.first_seen_ns, 2 * window, &h.fire);
+                h.pending.add(
+                    from,
+                    (target, port),
+                    Counts {
+                        flows: 1,
+                        packets,
+                        bytes,
+                    },
+                    c.ev,
+                    classes
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, on)| **on)
+                        .fold(0u8, |m, (k, _)| m | (1 << k)),
+                );
+            } else if !h.pending.is_empty() && !h.fire.marked {
+                h.pending = Pending::default();
+            }
             // The most specific class that crossed: syn, then tcp/udp/icmp, then all.
             let mut best: Option<(f64, usize, usize, f64, f64)> = None;
             for class in [2, 1, 3, 4, 0] {
@@ -704,20 +776,63 @@ impl Detectors {
             return;
         }
         let Some(port) = f.dst_port else { return };
+        let probe = Probe {
+            src: f.src_ip,
+            dst: f.dst_ip,
+            port,
+            proto: f.proto,
+            asset,
+            ev: c.ev,
+            counts: c.counts_fwd(),
+            now: f.last_seen_ns,
+        };
+        let slow = self.cfg.scan.slow_window_ns;
+        let n = self.probers.len();
+        let p = match self.probers.get_mut(&f.src_ip) {
+            Some(p) => p,
+            None if n < MAX_KEYS => {
+                self.probers.insert(
+                    f.src_ip,
+                    FirstProbe {
+                        first: Some(probe),
+                        last_ns: probe.now,
+                    },
+                );
+                return;
+            }
+            None => {
+                self.evictions += 1;
+                return;
+            }
+        };
+        if p.last_ns.saturating_add(slow) < probe.now && p.first.is_none() {
+            // A prober back after the slow window starts over.
+            p.first = Some(probe);
+            p.last_ns = probe.now;
+            return;
+        }
+        p.last_ns = p.last_ns.max(probe.now);
+        if let Some(first) = p.first.take() {
+            self.add_probe(&first);
+        }
+        self.add_probe(&probe);
+    }
+
+    fn add_probe(&mut self, pr: &Probe) {
         let cfg = self.cfg.scan;
         let timeout = self.cfg.incident_timeout_ns;
-        let now = f.last_seen_ns;
-        let counts = c.counts_fwd();
+        let (asset, now, counts, port) = (pr.asset, pr.now, pr.counts, pr.port);
+        let first_seen = pr.ev.first_ns;
         let add = |key: &mut ScanKey, item: ScanItem, fast_t: usize, slow_t: usize| -> bool {
             if key.first_ns == 0 {
-                key.first_ns = f.first_seen_ns;
+                key.first_ns = first_seen;
                 key.asset = asset;
             }
-            key.first_ns = key.first_ns.min(f.first_seen_ns);
+            key.first_ns = key.first_ns.min(first_seen);
             key.last_ns = key.last_ns.max(now);
             key.counts.add(counts);
             if key.evidence.len() < PENDING_EVIDENCE {
-                key.evidence.push(c.ev);
+                key.evidence.push(pr.ev);
             } else {
                 key.more_evidence += 1;
             }
@@ -737,7 +852,7 @@ impl Detectors {
                 (fast_t > 0 && key.fast >= fast_t) || (slow_t > 0 && key.seen.len() >= slow_t);
             mark(&mut key.fire, crossed, now, timeout)
         };
-        let vkey = (f.src_ip, f.dst_ip);
+        let vkey = (pr.src, pr.dst);
         if let Some(key) = slot(
             &mut self.vertical,
             vkey,
@@ -751,7 +866,7 @@ impl Detectors {
         ) {
             self.marks.push(Mark::Vertical(vkey.0, vkey.1));
         }
-        let hkey = (f.src_ip, f.proto, port);
+        let hkey = (pr.src, pr.proto, port);
         if let Some(key) = slot(
             &mut self.horizontal,
             hkey,
@@ -759,7 +874,7 @@ impl Detectors {
             ScanKey::default,
         ) && add(
             key,
-            ScanItem::Host(f.dst_ip),
+            ScanItem::Host(pr.dst),
             cfg.horizontal_hosts,
             cfg.slow_horizontal_hosts,
         ) {
@@ -896,9 +1011,42 @@ impl Detectors {
         }
         let (window, need) = (cfg.window_ns, cfg.sessions);
         let k = (client, server, port);
+        if !self.brute.contains_key(&k) {
+            match self.brute_first.get(&k) {
+                None => {
+                    if self.brute_first.len() < MAX_KEYS {
+                        self.brute_first.insert(k, (now, c.ev, asset));
+                    } else {
+                        self.evictions += 1;
+                    }
+                    return;
+                }
+                Some(&(t, _, _)) if t.saturating_add(window) < now => {
+                    self.brute_first.insert(k, (now, c.ev, asset));
+                    return;
+                }
+                Some(_) => {}
+            }
+        }
+        let first = self.brute_first.remove(&k);
         let Some(key) = slot(&mut self.brute, k, &mut self.evictions, SessionKey::default) else {
             return;
         };
+        if let Some((t, ev, _)) = first {
+            key.sessions += 1;
+            key.times.push_back(t);
+            key.pending.add(
+                client,
+                (server, Some(port)),
+                Counts {
+                    flows: 1,
+                    packets: 0,
+                    bytes: 0,
+                },
+                ev,
+                ALL,
+            );
+        }
         key.asset = asset;
         key.last_ns = key.last_ns.max(now);
         key.sessions += 1;
@@ -942,11 +1090,31 @@ impl Detectors {
             cfg.max_jitter,
         );
         let k = (f.src_ip, f.dst_ip, f.proto, port);
+        if !self.beacon.contains_key(&k) {
+            match self.beacon_first.get(&k) {
+                None => {
+                    if self.beacon_first.len() < MAX_KEYS {
+                        self.beacon_first.insert(k, (f.first_seen_ns, c.ev));
+                    } else {
+                        self.evictions += 1;
+                    }
+                    return;
+                }
+                Some((_, ev)) if ev.flow_id == f.flow_id => return,
+                Some(_) => {}
+            }
+        }
+        let first = self.beacon_first.remove(&k);
         let Some(key) = slot(&mut self.beacon, k, &mut self.evictions, BeaconKey::default) else {
             return;
         };
         key.asset = asset;
         key.port = f.dst_port;
+        if let Some((t, ev)) = first {
+            key.starts.push_back(t);
+            key.evidence.push_back(ev);
+            key.last_flow = ev.flow_id;
+        }
         if key.last_flow == f.flow_id {
             return; // a later record of the same connection
         }
@@ -1004,30 +1172,32 @@ impl Detectors {
         let now = f.last_seen_ns;
         let k = (inside, outside);
         let Some(key) = slot(&mut self.exfil, k, &mut self.evictions, || ExfilKey {
-            ring: Ring::new(w, 60),
-            pending: Pending::default(),
+            epoch: now / w.max(1),
+            cur: 0,
+            prev: 0,
+            pending: None,
             fire: Fire::default(),
             asset,
             last_ns: 0,
         }) else {
             return;
         };
-        key.ring
-            .add_span(f.first_seen_ns, f.last_seen_ns, &[sent as f64]);
+        key.add(now, w, sent);
         key.last_ns = key.last_ns.max(now);
-        key.pending.expire(f.first_seen_ns, 2 * w, &key.fire);
-        key.pending.add(
-            inside,
-            (outside, port),
-            Counts {
-                flows: 1,
-                packets: 0,
-                bytes: sent,
-            },
-            c.ev,
-            ALL,
-        );
-        let total = key.ring.sum(now)[0];
+        let total = key.estimate(now, w);
+        if total >= limit as f64 / 100.0 || key.fire.open(now, timeout) {
+            key.pending.get_or_insert_with(Box::default).add(
+                inside,
+                (outside, port),
+                Counts {
+                    flows: 1,
+                    packets: 0,
+                    bytes: sent,
+                },
+                c.ev,
+                ALL,
+            );
+        }
         if mark(&mut key.fire, total >= limit as f64, now, timeout) {
             self.marks.push(Mark::Exfil(inside, outside));
         }
@@ -1088,8 +1258,11 @@ impl Detectors {
         let bi = self.cfg.beacon.max_interval_ns.saturating_mul(2);
         self.beacon
             .retain(|_, k| !old(k.starts.back().copied().unwrap_or(0), bi));
-        let xw = self.cfg.exfil.window_ns;
+        let xw = self.cfg.exfil.window_ns.saturating_mul(2);
         self.exfil.retain(|_, k| !old(k.last_ns, xw));
+        self.probers.retain(|_, p| !old(p.last_ns, slow));
+        self.brute_first.retain(|_, (t, _, _)| !old(*t, bw));
+        self.beacon_first.retain(|_, (t, _)| !old(*t, bi));
     }
 }
 
@@ -1472,14 +1645,14 @@ fn exfil_finding(
     key: &mut ExfilKey,
 ) -> Finding {
     let x = &cfg.exfil;
-    let total = key.ring.sum(key.last_ns)[0];
+    let total = key.estimate(key.last_ns, x.window_ns);
     let summary = format!(
         "{inside} sent {}B to external {outside} within {:.0} s",
         si(total),
         secs(x.window_ns)
     );
     let (ts, detected) = take_fire(&mut key.fire, key.last_ns);
-    key.pending.finding(
+    key.pending.get_or_insert_with(Box::default).finding(
         ALL,
         AlertKind::Exfiltration,
         key.asset,

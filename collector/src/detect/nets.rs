@@ -4,7 +4,7 @@
 //! hash map, so its cost grows with the number of distinct prefix lengths
 //! (a handful in practice), not with the number of blocks.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 

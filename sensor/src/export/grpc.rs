@@ -86,7 +86,7 @@ impl ExporterConfig {
             sensor_id,
             tls: None,
             batch_flows: 2048,
-            batch_delay: Duration::from_secs(1),
+            batch_delay: Duration::from_millis(250),
             window: 32,
             backoff_max: Duration::from_secs(10),
             spool: SpoolConfig::new(spool_dir),

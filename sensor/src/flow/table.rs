@@ -3,7 +3,7 @@
 //! Layout: flows live in a slab of fixed-size chunks (so growth never copies
 //! and slack stays below one chunk), found through a `hashbrown::HashTable`
 //! of `u32` slot numbers keyed by the canonical key's hash. A timer wheel of
-//! one-second ticks holds one `(slot, generation)` entry per flow; entries
+//! quarter-second ticks holds one `(slot, generation)` entry per flow; entries
 //! are checked lazily, so touching a flow never moves it in the wheel.
 //!
 //! Invariants:
@@ -41,8 +41,10 @@ use super::key::{FlowKey, addr_from};
 use crate::decode::{PacketMeta, TunnelMeta};
 
 const CHUNK: usize = 4096;
-const WHEEL_TICKS: usize = 4096;
-const TICK_NS: u64 = 1_000_000_000;
+const WHEEL_TICKS: usize = 8192;
+// Quarter-second ticks: early reports (one-way flows) are due within a
+// tick of their time; 8192 ticks span 34 minutes, past the active timeout.
+const TICK_NS: u64 = 250_000_000;
 const FLOW_ID_MASK: u64 = (1 << 53) - 1;
 
 // History letter bits: originator in the low byte, responder in the next.

@@ -62,6 +62,10 @@ pub struct SensorArgs {
     /// Flow shards.
     #[arg(long)]
     workers: Option<usize>,
+    /// Early reports of one-way and heavy flows for detection (e.g. 1s, or
+    /// off): the collector sees a flood within about this interval.
+    #[arg(long, value_name = "DUR")]
+    report_interval: Option<String>,
     /// Validate the configuration and exit.
     #[arg(long)]
     check_config: bool,
@@ -104,6 +108,9 @@ impl SensorArgs {
         }
         if let Some(v) = self.workers {
             f.flow.workers = v;
+        }
+        if let Some(v) = &self.report_interval {
+            f.flow.report_interval = v.clone();
         }
         match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
             (Some(ca), Some(cert), Some(key)) => {

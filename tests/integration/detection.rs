@@ -444,6 +444,30 @@ fn alerts_reach_subscribers_the_webhook_and_the_command_line() {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // The command line over gRPC, while the collector runs.
+        let remote = |args: &[&str]| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+                .args(args)
+                .args(["--collector", &url])
+                .output()
+                .unwrap()
+        };
+        let o = remote(&["alerts", "list", "--format", "jsonl"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let listed = String::from_utf8(o.stdout).unwrap();
+        assert_eq!(listed.lines().count(), 5, "{listed}");
+        let first: serde_json::Value =
+            serde_json::from_str(listed.lines().next().unwrap()).unwrap();
+        let id = first["id"].as_u64().unwrap().to_string();
+        let o = remote(&["alerts", "show", &id, "--flows", "3"]);
+        let shown = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success() && shown.contains("evidence flows ("),
+            "{shown}"
+        );
+        let o = remote(&["alerts", "show", "999999"]);
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("no alert 999999"));
         collector.shutdown().await.unwrap();
         let hooked: BTreeSet<String> = bodies
             .lock()
@@ -515,4 +539,32 @@ fn alerts_reach_subscribers_the_webhook_and_the_command_line() {
         .unwrap();
     assert_eq!(o.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--kind \"tsunami\""));
+}
+
+#[test]
+fn every_corpus_capture_goes_through_the_detectors() {
+    let Some(dir) = corpus_dir() else { return };
+    let cfg = DetectConfig::with_assets(&[asset("everything", &["0.0.0.0/0", "::/0"])]).unwrap();
+    let mut engine = vigil_collector::detect::Engine::new(Arc::new(cfg), 1);
+    let mut pc = PipelineConfig::default();
+    pc.flow.report_interval = Some(Duration::from_secs(1));
+    let mut flows = 0;
+    for f in crate::util::corpus_files(&dir) {
+        let (recs, _) = crate::util::run_inputs(&[Input::File(f.clone())], &pc);
+        flows += recs.len() as u64;
+        for chunk in recs.chunks(100) {
+            for u in engine.observe("corpus", chunk) {
+                // Every alert is well formed.
+                let a = &u.alert;
+                assert!(a.first_seen_ns <= a.last_seen_ns, "{}: {a:?}", f.display());
+                assert!(a.source_count >= a.sources.len() as u64);
+                assert!(!a.summary.is_empty() && !a.technique.is_empty());
+            }
+        }
+    }
+    assert_eq!(engine.stats.flows, flows);
+    assert_eq!(
+        engine.stats.protected_flows, flows,
+        "everything is protected"
+    );
 }

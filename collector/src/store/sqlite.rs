@@ -1843,6 +1843,96 @@ mod tests {
     }
 
     #[test]
+    fn evidence_flows_outlive_retention_and_alerts_round_trip() {
+        use crate::detect::config::Criticality;
+        use crate::detect::{Alert, AlertKind, AlertUpdate, EvidenceRef, Severity};
+        let (_d, store, all) = filled();
+        // Two old flows are the evidence of an alert.
+        let mut old: Vec<&(String, FlowRecord)> = all
+            .iter()
+            .filter(|(_, f)| f.first_seen_ns < T0 + NS_PER_MIN / 2)
+            .collect();
+        old.truncate(2);
+        let evidence: Vec<EvidenceRef> = old
+            .iter()
+            .map(|(s, f)| EvidenceRef {
+                sensor_id: s.clone(),
+                flow_id: f.flow_id,
+                first_ns: f.first_seen_ns,
+            })
+            .collect();
+        let alert = Alert {
+            id: 7,
+            kind: AlertKind::SynFlood,
+            technique: "T1498.001".into(),
+            technique_name: "Direct Network Flood".into(),
+            matrix: "enterprise".into(),
+            severity: Severity::High,
+            asset: "plant".into(),
+            sector: "water".into(),
+            criticality: Criticality::High,
+            summary: "a flood".into(),
+            sources: Vec::new(),
+            source_count: 2,
+            targets: Vec::new(),
+            target_count: 1,
+            first_seen_ns: T0,
+            last_seen_ns: T0 + 1,
+            raised_ns: T0 + 1,
+            measured: 900.0,
+            threshold: 500.0,
+            unit: "flows/s".into(),
+            updates: 0,
+            evidence: evidence.clone(),
+            evidence_count: 2,
+        };
+        store
+            .put_alerts(&[AlertUpdate {
+                alert: alert.clone(),
+                opened: true,
+            }])
+            .unwrap();
+        // An update adds evidence and replaces the row.
+        let mut later = alert.clone();
+        later.updates = 1;
+        later.evidence = Vec::new();
+        store
+            .put_alerts(&[AlertUpdate {
+                alert: later,
+                opened: false,
+            }])
+            .unwrap();
+        assert_eq!(store.max_alert_id().unwrap(), 7);
+        let back = store.alert(7).unwrap().unwrap();
+        assert_eq!((back.updates, back.evidence.len()), (1, 2));
+        assert_eq!(back.evidence, evidence);
+        let listed = store
+            .alerts(&crate::store::AlertQuery {
+                min_severity: Some(Severity::Critical),
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(listed.is_empty(), "severity filter");
+        assert_eq!(store.alerts(&Default::default()).unwrap().len(), 1);
+        // Retention removes everything old but the evidence.
+        let store = SqliteStore {
+            cfg: SqliteConfig {
+                max_age: Some(Duration::from_secs(1)),
+                ..Default::default()
+            },
+            ..store
+        };
+        store.enforce_retention(T0 + 1000 * NS_PER_MIN).unwrap();
+        let left = store
+            .flows(&Filter::All, TimeRange::default(), usize::MAX)
+            .unwrap();
+        assert_eq!(left.len(), 2, "only the evidence is left");
+        let ev = store.evidence_flows(&back.evidence).unwrap();
+        assert_eq!(ev.len(), 2);
+        assert!(ev.iter().all(|(_, f)| old.iter().any(|(_, o)| o == f)));
+    }
+
+    #[test]
     fn retention_by_age_and_by_size() {
         let (_d, store, all) = filled();
         let cfg = SqliteConfig {

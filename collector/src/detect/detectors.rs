@@ -439,18 +439,23 @@ struct BeaconKey {
 /// Bytes out per (inside, outside) pair over two tumbling windows: the
 /// sliding-window estimate is the previous window's share still inside it
 /// plus the current one (as rate limiters estimate). A few words per pair,
-/// because every outbound pair has one.
+/// because every outbound pair has one; evidence and the firing state are
+/// allocated only once the pair is warm (a hundredth of the threshold).
 #[derive(Debug)]
 struct ExfilKey {
     /// Number of the current window (`now / window`).
     epoch: u64,
     cur: u64,
     prev: u64,
-    /// Gathered once the pair is warm (a hundredth of the threshold).
-    pending: Option<Box<Pending>>,
-    fire: Fire,
-    asset: usize,
     last_ns: u64,
+    asset: u32,
+    hot: Option<Box<ExfilHot>>,
+}
+
+#[derive(Debug, Default)]
+struct ExfilHot {
+    pending: Pending,
+    fire: Fire,
 }
 
 impl ExfilKey {
@@ -471,6 +476,17 @@ impl ExfilKey {
         let into = (now % w) as f64 / w as f64;
         self.prev as f64 * (1.0 - into) + self.cur as f64
     }
+}
+
+/// One (protected host, external host) pair.
+#[derive(Debug)]
+struct PairKey {
+    exfil: ExfilKey,
+    /// The first connection the protected host opened on a (proto, port)
+    /// not yet a beaconing key: (proto, port, its record).
+    beacon_first: Option<(u8, u16, FlowRef)>,
+    /// Beaconing keys made for this pair (0: none to look up).
+    beacon_keys: u8,
 }
 
 /// A probe, as the scan detector records it.
@@ -504,15 +520,15 @@ pub(crate) struct Detectors {
     ics: HashMap<(IpAddr, IpAddr, u8, u16), SessionKey>,
     amp: HashMap<IpAddr, AmpKey>,
     beacon: HashMap<(IpAddr, IpAddr, u8, u16), BeaconKey>,
-    exfil: HashMap<(IpAddr, IpAddr), ExfilKey>,
+    /// (protected host, external host) pairs: exfiltration counters and
+    /// the beaconing gate.
+    pairs: HashMap<(IpAddr, IpAddr), PairKey>,
     indicator: HashMap<(usize, IpAddr), SessionKey>,
     /// First probe of each prober: detail keys are made from its second,
     /// so one-off probes (spoofed SYNs, stray packets) cost no allocation.
     probers: HashMap<IpAddr, FirstProbe>,
     /// First qualifying session per (client, server, port), likewise.
     brute_first: HashMap<(IpAddr, IpAddr, u16), (u64, FlowRef, usize)>,
-    /// First connection per beaconing key, likewise.
-    beacon_first: HashMap<(IpAddr, IpAddr, u8, u16), (u64, FlowRef)>,
     marks: Vec<Mark>,
     watermark: u64,
     swept: u64,
@@ -546,20 +562,15 @@ impl Detectors {
             ics: HashMap::new(),
             amp: HashMap::new(),
             beacon: HashMap::new(),
-            exfil: HashMap::new(),
+            pairs: HashMap::new(),
             indicator: HashMap::new(),
             probers: HashMap::new(),
             brute_first: HashMap::new(),
-            beacon_first: HashMap::new(),
             marks: Vec::new(),
             watermark: 0,
             swept: 0,
             evictions: 0,
         }
-    }
-
-    fn external(&self, ip: IpAddr) -> bool {
-        self.cfg.asset_of(ip).is_none() && !self.cfg.internal.contains(ip)
     }
 
     /// Examines one record; returns whether it touches a protected asset.
@@ -584,8 +595,7 @@ impl Detectors {
         self.scan(&c);
         self.amplification(&c);
         self.sessions(&c);
-        self.beacon(&c);
-        self.exfil(&c);
+        self.outbound(&c);
         if !self.cfg.indicators.is_empty() {
             self.indicators(&c);
         }
@@ -623,9 +633,9 @@ impl Detectors {
                     .get_mut(&(s, d, pr, p))
                     .map(|k| beacon_finding(&cfg, s, d, pr, k)),
                 Mark::Exfil(i, o) => self
-                    .exfil
+                    .pairs
                     .get_mut(&(i, o))
-                    .map(|k| exfil_finding(&cfg, i, o, k)),
+                    .map(|k| exfil_finding(&cfg, i, o, &mut k.exfil)),
                 Mark::Indicator(a, bad) => self
                     .indicator
                     .get_mut(&(a, bad))
@@ -1066,22 +1076,113 @@ impl Detectors {
         }
     }
 
-    // ---- beaconing ----------------------------------------------------
+    // ---- outbound pairs: exfiltration and beaconing -------------------
 
-    fn beacon(&mut self, c: &Ctx<'_>) {
+    /// A flow between a protected host and an external one: one lookup of
+    /// the pair serves the exfiltration counters and the beaconing gate.
+    fn outbound(&mut self, c: &Ctx<'_>) {
+        let f = c.f;
+        let (asset, inside, outside, sent, port, opened_inside) = match (c.src_asset, c.dst_asset) {
+            (Some(a), None) => (a, f.src_ip, f.dst_ip, f.fwd_bytes, f.dst_port, true),
+            (None, Some(a)) => (a, f.dst_ip, f.src_ip, f.rev_bytes, f.src_port, false),
+            _ => return,
+        };
+        if self.cfg.internal.contains(outside) {
+            return;
+        }
+        let x = &self.cfg.exfil;
+        let b = &self.cfg.beacon;
+        let exfil_on = x.bytes > 0 && sent > 0 && !x.ignore.contains(outside);
+        let beacon_on = b.min_connections > 0
+            && opened_inside
+            && !b.ignore.contains(outside)
+            && !f.dst_port.is_some_and(|p| b.ignore_ports.contains(&p));
+        if !exfil_on && !beacon_on {
+            return;
+        }
+        let (w, limit) = (x.window_ns.max(1), x.bytes);
+        let timeout = self.cfg.incident_timeout_ns;
+        let now = f.last_seen_ns;
+        let Some(pair) = slot(
+            &mut self.pairs,
+            (inside, outside),
+            &mut self.evictions,
+            || PairKey {
+                exfil: ExfilKey {
+                    epoch: now / w,
+                    cur: 0,
+                    prev: 0,
+                    last_ns: 0,
+                    asset: asset as u32,
+                    hot: None,
+                },
+                beacon_first: None,
+                beacon_keys: 0,
+            },
+        ) else {
+            return;
+        };
+        pair.exfil.last_ns = pair.exfil.last_ns.max(now);
+        if exfil_on {
+            let key = &mut pair.exfil;
+            key.add(now, w, sent);
+            let total = key.estimate(now, w);
+            let warm = total >= limit as f64 / 100.0;
+            if warm || key.hot.is_some() {
+                let hot = key.hot.get_or_insert_with(Box::default);
+                if warm || hot.fire.open(now, timeout) {
+                    hot.pending.add(
+                        inside,
+                        (outside, port),
+                        Counts {
+                            flows: 1,
+                            packets: 0,
+                            bytes: sent,
+                        },
+                        c.ev,
+                        ALL,
+                    );
+                }
+                if mark(&mut hot.fire, total >= limit as f64, now, timeout) {
+                    self.marks.push(Mark::Exfil(inside, outside));
+                }
+            }
+        }
+        if !beacon_on {
+            return;
+        }
+        // The pair's first connection on a (proto, port) waits in the pair;
+        // the second makes a beaconing key.
+        let dport = f.dst_port.unwrap_or(0);
+        let k = (inside, outside, f.proto, dport);
+        let mut first = None;
+        if pair.beacon_keys == 0 || !self.beacon.contains_key(&k) {
+            match pair.beacon_first {
+                Some((pr, po, ev)) if pr == f.proto && po == dport => {
+                    if ev.flow_id == f.flow_id {
+                        return;
+                    }
+                    first = pair.beacon_first.take();
+                    pair.beacon_keys = pair.beacon_keys.saturating_add(1);
+                }
+                _ => {
+                    pair.beacon_first = Some((f.proto, dport, c.ev));
+                    return;
+                }
+            }
+        }
+        self.beacon_key(c, asset, k, first);
+    }
+
+    fn beacon_key(
+        &mut self,
+        c: &Ctx<'_>,
+        asset: usize,
+        k: (IpAddr, IpAddr, u8, u16),
+        first: Option<(u8, u16, FlowRef)>,
+    ) {
         let f = c.f;
         let cfg = &self.cfg.beacon;
-        if cfg.min_connections == 0 {
-            return;
-        }
-        let Some(asset) = c.src_asset else { return };
-        if !self.external(f.dst_ip) || cfg.ignore.contains(f.dst_ip) {
-            return;
-        }
-        if f.dst_port.is_some_and(|p| cfg.ignore_ports.contains(&p)) {
-            return;
-        }
-        let port = f.dst_port.unwrap_or(0);
         let timeout = self.cfg.incident_timeout_ns;
         let (need, min_iv, max_iv, jitter) = (
             cfg.min_connections,
@@ -1089,29 +1190,13 @@ impl Detectors {
             cfg.max_interval_ns as f64,
             cfg.max_jitter,
         );
-        let k = (f.src_ip, f.dst_ip, f.proto, port);
-        if !self.beacon.contains_key(&k) {
-            match self.beacon_first.get(&k) {
-                None => {
-                    if self.beacon_first.len() < MAX_KEYS {
-                        self.beacon_first.insert(k, (f.first_seen_ns, c.ev));
-                    } else {
-                        self.evictions += 1;
-                    }
-                    return;
-                }
-                Some((_, ev)) if ev.flow_id == f.flow_id => return,
-                Some(_) => {}
-            }
-        }
-        let first = self.beacon_first.remove(&k);
         let Some(key) = slot(&mut self.beacon, k, &mut self.evictions, BeaconKey::default) else {
             return;
         };
         key.asset = asset;
         key.port = f.dst_port;
-        if let Some((t, ev)) = first {
-            key.starts.push_back(t);
+        if let Some((_, _, ev)) = first {
+            key.starts.push_back(ev.first_ns);
             key.evidence.push_back(ev);
             key.last_flow = ev.flow_id;
         }
@@ -1147,59 +1232,6 @@ impl Detectors {
         }
         if regular && mark(&mut key.fire, true, f.last_seen_ns, timeout) {
             self.marks.push(Mark::Beacon(k.0, k.1, k.2, k.3));
-        }
-    }
-
-    // ---- exfiltration -------------------------------------------------
-
-    fn exfil(&mut self, c: &Ctx<'_>) {
-        let f = c.f;
-        let cfg = &self.cfg.exfil;
-        if cfg.bytes == 0 {
-            return;
-        }
-        // Bytes a protected host sent to an external one, either way round.
-        let (asset, inside, outside, sent, port) = match (c.src_asset, c.dst_asset) {
-            (Some(a), None) => (a, f.src_ip, f.dst_ip, f.fwd_bytes, f.dst_port),
-            (None, Some(a)) => (a, f.dst_ip, f.src_ip, f.rev_bytes, f.src_port),
-            _ => return,
-        };
-        if sent == 0 || !self.external(outside) || cfg.ignore.contains(outside) {
-            return;
-        }
-        let (w, limit) = (cfg.window_ns, cfg.bytes);
-        let timeout = self.cfg.incident_timeout_ns;
-        let now = f.last_seen_ns;
-        let k = (inside, outside);
-        let Some(key) = slot(&mut self.exfil, k, &mut self.evictions, || ExfilKey {
-            epoch: now / w.max(1),
-            cur: 0,
-            prev: 0,
-            pending: None,
-            fire: Fire::default(),
-            asset,
-            last_ns: 0,
-        }) else {
-            return;
-        };
-        key.add(now, w, sent);
-        key.last_ns = key.last_ns.max(now);
-        let total = key.estimate(now, w);
-        if total >= limit as f64 / 100.0 || key.fire.open(now, timeout) {
-            key.pending.get_or_insert_with(Box::default).add(
-                inside,
-                (outside, port),
-                Counts {
-                    flows: 1,
-                    packets: 0,
-                    bytes: sent,
-                },
-                c.ev,
-                ALL,
-            );
-        }
-        if mark(&mut key.fire, total >= limit as f64, now, timeout) {
-            self.marks.push(Mark::Exfil(inside, outside));
         }
     }
 
@@ -1258,11 +1290,15 @@ impl Detectors {
         let bi = self.cfg.beacon.max_interval_ns.saturating_mul(2);
         self.beacon
             .retain(|_, k| !old(k.starts.back().copied().unwrap_or(0), bi));
-        let xw = self.cfg.exfil.window_ns.saturating_mul(2);
-        self.exfil.retain(|_, k| !old(k.last_ns, xw));
+        let xw = self
+            .cfg
+            .exfil
+            .window_ns
+            .saturating_mul(2)
+            .max(self.cfg.beacon.max_interval_ns.saturating_mul(2));
+        self.pairs.retain(|_, k| !old(k.exfil.last_ns, xw));
         self.probers.retain(|_, p| !old(p.last_ns, slow));
         self.brute_first.retain(|_, (t, _, _)| !old(*t, bw));
-        self.beacon_first.retain(|_, (t, _)| !old(*t, bi));
     }
 }
 
@@ -1651,11 +1687,12 @@ fn exfil_finding(
         si(total),
         secs(x.window_ns)
     );
-    let (ts, detected) = take_fire(&mut key.fire, key.last_ns);
-    key.pending.get_or_insert_with(Box::default).finding(
+    let hot = key.hot.get_or_insert_with(Box::default);
+    let (ts, detected) = take_fire(&mut hot.fire, key.last_ns);
+    hot.pending.finding(
         ALL,
         AlertKind::Exfiltration,
-        key.asset,
+        key.asset as usize,
         inside,
         ts,
         detected,

@@ -14,7 +14,7 @@ use vigil_proto::{FlowRecord, pb};
 use vigil_sensor::export::{Format, RecordWriter};
 
 use crate::Failure;
-use crate::query::{ClientTlsArgs, connect, parse_time, status_err};
+use crate::query::{ClientTlsArgs, connect, open_local, parse_time, status_err};
 
 /// `vigil alerts …`
 #[derive(Debug, Subcommand)]
@@ -103,15 +103,7 @@ enum Backend {
 
 async fn backend(s: &Source) -> Result<Backend, Failure> {
     match (&s.data_dir, &s.collector) {
-        (Some(dir), None) => {
-            if !dir.join("vigil.db").exists() {
-                return Err(Failure::usage(anyhow::anyhow!(
-                    "{}: no vigil.db here; is this a collector data directory?",
-                    dir.display()
-                )));
-            }
-            Ok(Backend::Local(SqliteStore::open_read_only(dir)?))
-        }
+        (Some(dir), None) => Ok(Backend::Local(open_local(dir)?)),
         (None, Some(url)) => Ok(Backend::Remote(pb::alerts_client::AlertsClient::new(
             connect(url, &s.tls).await?,
         ))),

@@ -75,13 +75,12 @@ pub fn run(a: DemoArgs) -> Result<(), Failure> {
             )));
         }
         // Read the stored flows back through the collector's Query API.
-        let mut client = pb::query_client::QueryClient::new(
-            tonic::transport::Endpoint::from_shared(url.clone())
-                .map_err(|e| anyhow::anyhow!("{url}: {e}"))?
-                .connect()
-                .await
-                .map_err(|e| anyhow::anyhow!("connecting to {url}: {e}"))?,
-        );
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .map_err(|e| anyhow::anyhow!("{url}: {e}"))?
+            .connect()
+            .await
+            .map_err(|e| anyhow::anyhow!("connecting to {url}: {e}"))?;
+        let mut client = pb::query_client::QueryClient::new(channel.clone());
         let mut stream = client
             .flows(pb::FlowQuery::default())
             .await
@@ -115,13 +114,7 @@ pub fn run(a: DemoArgs) -> Result<(), Failure> {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let mut alerts_client = pb::alerts_client::AlertsClient::new(
-            tonic::transport::Endpoint::from_shared(url.clone())
-                .map_err(|e| anyhow::anyhow!("{url}: {e}"))?
-                .connect()
-                .await
-                .map_err(|e| anyhow::anyhow!("connecting to {url}: {e}"))?,
-        );
+        let mut alerts_client = pb::alerts_client::AlertsClient::new(channel);
         let mut alerts = alerts_client
             .list(pb::AlertQuery {
                 limit: 1000,

@@ -129,15 +129,7 @@ pub fn run(a: QueryArgs) -> Result<(), Failure> {
     let rt = crate::runtime()?;
     rt.block_on(async {
         let backend = match (&a.data_dir, &a.collector) {
-            (Some(dir), None) => {
-                if !dir.join("vigil.db").exists() {
-                    return Err(Failure::usage(anyhow::anyhow!(
-                        "{}: no vigil.db here; is this a collector data directory?",
-                        dir.display()
-                    )));
-                }
-                Backend::Local(SqliteStore::open_read_only(dir)?)
-            }
+            (Some(dir), None) => Backend::Local(open_local(dir)?),
             (None, Some(url)) => Backend::Remote(pb::query_client::QueryClient::new(
                 connect(url, &a.tls).await?,
             )),
@@ -169,6 +161,17 @@ pub fn run(a: QueryArgs) -> Result<(), Failure> {
         out.flush().context("writing output")?;
         Ok(())
     })
+}
+
+/// Opens a collector's data directory read-only.
+pub fn open_local(dir: &std::path::Path) -> Result<SqliteStore, Failure> {
+    if !dir.join("vigil.db").exists() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "{}: no vigil.db here; is this a collector data directory?",
+            dir.display()
+        )));
+    }
+    Ok(SqliteStore::open_read_only(dir)?)
 }
 
 /// Connects to a collector, with TLS for https://.

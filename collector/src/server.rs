@@ -468,13 +468,7 @@ impl Alerts for AlertsSvc {
         };
         Ok(Response::new(pb::AlertDetail {
             alert: Some(pb::Alert::from(&alert)),
-            flows: flows
-                .iter()
-                .map(|(s, r)| pb::StoredFlow {
-                    sensor_id: s.clone(),
-                    flow: Some(pb::Flow::from(r)),
-                })
-                .collect(),
+            flows: flows.iter().map(stored_flow).collect(),
         }))
     }
 
@@ -678,6 +672,13 @@ impl Ingest for IngestSvc {
     }
 }
 
+fn stored_flow((sensor, r): &(String, FlowRecord)) -> pb::StoredFlow {
+    pb::StoredFlow {
+        sensor_id: sensor.clone(),
+        flow: Some(pb::Flow::from(r)),
+    }
+}
+
 fn range_of(r: Option<pb::TimeRange>) -> TimeRange {
     let r = r.unwrap_or_default();
     TimeRange {
@@ -720,13 +721,7 @@ impl Query for QuerySvc {
             .chunks(1024)
             .map(|c| {
                 Ok(pb::FlowChunk {
-                    flows: c
-                        .iter()
-                        .map(|(s, r)| pb::StoredFlow {
-                            sensor_id: s.clone(),
-                            flow: Some(pb::Flow::from(r)),
-                        })
-                        .collect(),
+                    flows: c.iter().map(stored_flow).collect(),
                 })
             })
             .collect();

@@ -17,11 +17,12 @@ use vigil_collector::server::{self, CollectorConfig};
 use vigil_collector::store::sqlite::{SqliteStore, Synchronous};
 use vigil_collector::store::{AlertQuery, FlowStore};
 use vigil_collector::webhook::WebhookConfig;
-use vigil_proto::{FlowRecord, pb};
-use vigil_sensor::export::grpc::{Exporter, ExporterConfig};
-use vigil_sensor::pipeline::{self, Input, LiveCounters, PipelineConfig};
+use vigil_proto::pb;
+use vigil_sensor::export::grpc::ExporterConfig;
+use vigil_sensor::flow::FlowConfig;
+use vigil_sensor::pipeline::{Input, PipelineConfig};
 
-use crate::util::corpus_dir;
+use crate::util::{corpus_dir, sensor_with};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -60,26 +61,14 @@ fn replay(inputs: Vec<Input<'static>>, assets: &[ProtectedSection]) -> Replay {
         cfg.detect = Some(Arc::new(detect));
         let collector = server::start(cfg).await.expect("collector");
         let url = format!("http://{}", collector.addr);
-        let live = Arc::new(LiveCounters::default());
         let mut exp = ExporterConfig::new(url.clone(), "test-sensor".into(), spool);
         exp.batch_delay = Duration::from_millis(50);
-        let exporter = Exporter::start(exp, live.clone()).expect("exporter");
-        let sink = exporter.sink();
         // The sensor's defaults: early reports every second.
-        let mut pc = PipelineConfig {
-            live: Some(live),
-            ..PipelineConfig::default()
+        let flow = FlowConfig {
+            report_interval: Some(Duration::from_secs(1)),
+            ..FlowConfig::default()
         };
-        pc.flow.report_interval = Some(Duration::from_secs(1));
-        tokio::task::spawn_blocking(move || {
-            let mut push = |recs: &[FlowRecord]| sink.push(recs);
-            pipeline::run(&inputs, &pc, &mut push, None)
-        })
-        .await
-        .expect("pipeline task")
-        .expect("pipeline");
-        let drain = exporter
-            .drain(Duration::from_secs(60))
+        let drain = sensor_with(inputs, exp, flow, Duration::from_secs(60))
             .await
             .expect("drain");
         assert_eq!(drain.pending, 0, "every batch acknowledged");
@@ -390,35 +379,17 @@ fn alerts_reach_subscribers_the_webhook_and_the_command_line() {
             .await
             .expect("subscribe")
             .into_inner();
-        let live = Arc::new(LiveCounters::default());
         let mut exp = ExporterConfig::new(url.clone(), "demo".into(), dir.path().join("spool"));
         exp.batch_delay = Duration::from_millis(50);
         exp.batch_flows = 500;
-        let exporter = Exporter::start(exp, live.clone()).expect("exporter");
-        let sink = exporter.sink();
-        let pc = PipelineConfig {
-            live: Some(live),
-            ..PipelineConfig::default()
-        };
-        tokio::task::spawn_blocking(move || {
-            let inputs = [Input::Memory {
-                name: "demo".into(),
-                bytes,
-            }];
-            let mut push = |recs: &[FlowRecord]| sink.push(recs);
-            pipeline::run(&inputs, &pc, &mut push, None)
-        })
-        .await
-        .unwrap()
-        .unwrap();
-        assert_eq!(
-            exporter
-                .drain(Duration::from_secs(30))
-                .await
-                .unwrap()
-                .pending,
-            0
-        );
+        let input = vec![Input::Memory {
+            name: "demo".into(),
+            bytes,
+        }];
+        let drain = sensor_with(input, exp, FlowConfig::default(), Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(drain.pending, 0);
         wait_detected(&url).await;
         let mut opened = BTreeSet::new();
         while opened.len() < 5 {

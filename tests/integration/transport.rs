@@ -18,6 +18,7 @@ use vigil_collector::store::sqlite::{SqliteConfig, SqliteStore, Synchronous};
 use vigil_proto::{FlowRecord, pb};
 use vigil_sensor::export::grpc::{ClientTls, DrainReport, ExportError, Exporter, ExporterConfig};
 use vigil_sensor::export::spool::SpoolConfig;
+use vigil_sensor::flow::FlowConfig;
 use vigil_sensor::pipeline::{self, Input, LiveCounters, PipelineConfig};
 use vigil_sensor::synth::{BulkConfig, FrameSize};
 
@@ -74,20 +75,7 @@ async fn sensor_run(
     exp: ExporterConfig,
     drain: Duration,
 ) -> Result<DrainReport, ExportError> {
-    let live = Arc::new(LiveCounters::default());
-    let exporter = Exporter::start(exp, live.clone())?;
-    let sink = exporter.sink();
-    let cfg = PipelineConfig {
-        live: Some(live),
-        ..PipelineConfig::default()
-    };
-    tokio::task::spawn_blocking(move || {
-        let mut push = |recs: &[FlowRecord]| sink.push(recs);
-        pipeline::run(&inputs, &cfg, &mut push, None).expect("pipeline")
-    })
-    .await
-    .expect("pipeline task");
-    exporter.drain(drain).await
+    crate::util::sensor_with(inputs, exp, FlowConfig::default(), drain).await
 }
 
 fn exporter_cfg(url: &str, id: &str, spool: &Path) -> ExporterConfig {

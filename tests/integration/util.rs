@@ -5,9 +5,12 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use vigil_proto::FlowRecord;
+use vigil_sensor::export::grpc::{DrainReport, ExportError, Exporter, ExporterConfig};
 use vigil_sensor::flow::{FlowConfig, Timeouts};
-use vigil_sensor::pipeline::{self, Input, PipelineConfig, RunReport};
+use vigil_sensor::pipeline::{self, Input, LiveCounters, PipelineConfig, RunReport};
 
 /// The capture corpus, or `None` (with the reason printed) when the
 /// environment does not name it.
@@ -97,3 +100,28 @@ pub fn run_bytes(bytes: &[u8], cfg: &PipelineConfig) -> (Vec<FlowRecord>, RunRep
 
 /// Timeouts long enough that nothing expires within a capture.
 pub const FOREVER: Duration = Duration::from_secs(1_000_000);
+
+/// A sensor in process: `inputs` through a pipeline configured with `flow`
+/// into an exporter to `exp.collector`, then the bounded wait for the acks.
+pub async fn sensor_with(
+    inputs: Vec<Input<'static>>,
+    exp: ExporterConfig,
+    flow: FlowConfig,
+    drain: Duration,
+) -> Result<DrainReport, ExportError> {
+    let live = Arc::new(LiveCounters::default());
+    let exporter = Exporter::start(exp, live.clone())?;
+    let sink = exporter.sink();
+    let cfg = PipelineConfig {
+        live: Some(live),
+        flow,
+        ..PipelineConfig::default()
+    };
+    tokio::task::spawn_blocking(move || {
+        let mut push = |recs: &[FlowRecord]| sink.push(recs);
+        pipeline::run(&inputs, &cfg, &mut push, None).expect("pipeline")
+    })
+    .await
+    .expect("pipeline task");
+    exporter.drain(drain).await
+}

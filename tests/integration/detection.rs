@@ -22,15 +22,7 @@ use vigil_sensor::export::grpc::ExporterConfig;
 use vigil_sensor::flow::FlowConfig;
 use vigil_sensor::pipeline::{Input, PipelineConfig};
 
-use crate::util::{corpus_dir, sensor_with};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
+use crate::util::{corpus_dir, rt, sensor_with};
 
 fn asset(name: &str, cidrs: &[&str]) -> ProtectedSection {
     ProtectedSection {

@@ -22,15 +22,7 @@ use vigil_sensor::flow::FlowConfig;
 use vigil_sensor::pipeline::{self, Input, LiveCounters, PipelineConfig};
 use vigil_sensor::synth::{BulkConfig, FrameSize};
 
-use crate::util::{corpus_dir, corpus_files, run_inputs};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
+use crate::util::{corpus_dir, corpus_files, rt, run_inputs};
 
 fn loopback0() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))

@@ -125,3 +125,12 @@ pub async fn sensor_with(
     .expect("pipeline task");
     exporter.drain(drain).await
 }
+
+/// The tokio runtime of the in-process daemons: two workers, as the machine.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}

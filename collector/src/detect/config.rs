@@ -343,7 +343,7 @@ fn five_s() -> String {
 /// Flood thresholds, resolved (0: off). Rates per second over the window.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct FloodThresholds {
-    /// [class][metric]: classes all, tcp, syn, udp, icmp; metrics pps, bits/s, flows/s.
+    /// `t[class][metric]`: classes all, tcp, syn, udp, icmp; metrics pps, bits/s, flows/s.
     pub t: [[f64; 3]; 5],
 }
 

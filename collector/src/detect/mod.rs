@@ -7,8 +7,8 @@
 //! the records' own (event time), so a capture replayed tomorrow raises the
 //! same alerts as it did live, and tests run on synthesized flows.
 //!
-//! Detectors ([`detectors`]) each keep their windows and fire *findings*;
-//! the [`incidents`] layer folds findings into alerts: a finding for the
+//! Detectors (`detectors.rs`) each keep their windows and fire *findings*;
+//! the incidents layer (`incidents.rs`) folds findings into alerts: a finding for the
 //! same (kind, asset, key address) while the incident is open (its last
 //! evidence younger than `incident_timeout`) updates that alert instead of
 //! raising another.

@@ -285,9 +285,18 @@ async fn watch(a: WatchArgs, out: &mut impl Write) -> Result<(), Failure> {
         .await
         .map_err(status_err)?
         .into_inner();
+    // On standard error, so that scripts know the subscription is live.
+    eprintln!("vigil alerts: watching {}", a.collector);
     while let Some(al) = stream.message().await.map_err(status_err)? {
         match a.format {
-            Format::Jsonl => writeln!(out, "{}", alert_json(&al)),
+            Format::Jsonl => writeln!(
+                out,
+                "{}",
+                serde_json::json!({
+                    "event": if al.opened { "opened" } else { "updated" },
+                    "alert": alert_json(&al),
+                })
+            ),
             _ => writeln!(
                 out,
                 "{} #{} {} {} {}: {}",

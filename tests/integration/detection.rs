@@ -371,6 +371,17 @@ fn alerts_reach_subscribers_the_webhook_and_the_command_line() {
             .await
             .expect("subscribe")
             .into_inner();
+        // And `vigil alerts watch`, once it says it is subscribed.
+        let mut watch = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(["alerts", "watch", "--format", "jsonl", "--collector", &url])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = std::io::BufReader::new(watch.stderr.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+        assert!(line.contains("watching"), "{line}");
         let mut exp = ExporterConfig::new(url.clone(), "demo".into(), dir.path().join("spool"));
         exp.batch_delay = Duration::from_millis(50);
         exp.batch_flows = 500;
@@ -432,6 +443,15 @@ fn alerts_reach_subscribers_the_webhook_and_the_command_line() {
         assert!(!o.status.success());
         assert!(String::from_utf8_lossy(&o.stderr).contains("no alert 999999"));
         collector.shutdown().await.unwrap();
+        // The collector's shutdown ends the watch's stream.
+        let watched = watch.wait_with_output().unwrap();
+        let watched: BTreeSet<String> = String::from_utf8_lossy(&watched.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == "opened")
+            .filter_map(|v| Some(v["alert"]["kind"].as_str()?.to_string()))
+            .collect();
+        assert_eq!(watched.len(), 5, "vigil alerts watch: {watched:?}");
         let hooked: BTreeSet<String> = bodies
             .lock()
             .unwrap()

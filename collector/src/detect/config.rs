@@ -110,6 +110,17 @@ pub struct FloodSection {
     /// ICMP megabits/s. Default 100.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub icmp_mbps: Option<f64>,
+    /// All traffic to all the asset's hosts together, packets/s: floods
+    /// spread thinly over many hosts (carpet bombing). Default 0 (off; the
+    /// right figure depends on the asset's size).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_pps: Option<f64>,
+    /// The same in megabits/s. Default 0 (off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_mbps: Option<f64>,
+    /// The same in new flow records/s. Default 0 (off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_flows: Option<f64>,
 }
 
 /// `[detect]`
@@ -345,6 +356,8 @@ fn five_s() -> String {
 pub struct FloodThresholds {
     /// `t[class][metric]`: classes all, tcp, syn, udp, icmp; metrics pps, bits/s, flows/s.
     pub t: [[f64; 3]; 5],
+    /// All traffic to the whole asset: pps, bits/s, flows/s.
+    pub total: [f64; 3],
 }
 
 /// Flood classes, in the order of [`FloodThresholds::t`].
@@ -368,6 +381,9 @@ impl FloodSection {
             udp_flows: Some(10_000.0),
             icmp_pps: Some(10_000.0),
             icmp_mbps: Some(100.0),
+            total_pps: Some(0.0),
+            total_mbps: Some(0.0),
+            total_flows: Some(0.0),
         }
     }
 
@@ -388,11 +404,14 @@ impl FloodSection {
             udp_flows: o(self.udp_flows, base.udp_flows),
             icmp_pps: o(self.icmp_pps, base.icmp_pps),
             icmp_mbps: o(self.icmp_mbps, base.icmp_mbps),
+            total_pps: o(self.total_pps, base.total_pps),
+            total_mbps: o(self.total_mbps, base.total_mbps),
+            total_flows: o(self.total_flows, base.total_flows),
         }
     }
 
     fn resolve(&self, key: &str, errs: &mut Vec<String>) -> FloodThresholds {
-        let mut t = [[0.0; 3]; 5];
+        let mut t = [[0.0; 6]; 6];
         let mut set = |name: &str, v: Option<f64>, class: usize, metric: usize, scale: f64| {
             let v = v.unwrap_or(0.0);
             if !v.is_finite() || v < 0.0 {
@@ -401,6 +420,9 @@ impl FloodSection {
                 t[class][metric] = v * scale;
             }
         };
+        set("total_pps", self.total_pps, 5, 0, 1.0);
+        set("total_mbps", self.total_mbps, 5, 1, 1e6);
+        set("total_flows", self.total_flows, 5, 2, 1.0);
         set("pps", self.pps, 0, 0, 1.0);
         set("mbps", self.mbps, 0, 1, 1e6);
         set("flows", self.flows, 0, 2, 1.0);
@@ -413,7 +435,14 @@ impl FloodSection {
         set("udp_flows", self.udp_flows, 3, 2, 1.0);
         set("icmp_pps", self.icmp_pps, 4, 0, 1.0);
         set("icmp_mbps", self.icmp_mbps, 4, 1, 1e6);
-        FloodThresholds { t }
+        let mut out = FloodThresholds {
+            t: [[0.0; 3]; 5],
+            total: [t[5][0], t[5][1], t[5][2]],
+        };
+        for (o, i) in out.t.iter_mut().zip(t) {
+            o.copy_from_slice(&i[..3]);
+        }
+        out
     }
 }
 

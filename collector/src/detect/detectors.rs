@@ -343,6 +343,7 @@ impl Fire {
 #[derive(Clone, Copy, Debug)]
 enum Mark {
     Flood(IpAddr),
+    FloodTotal(usize),
     Vertical(IpAddr, IpAddr),
     Horizontal(IpAddr, u8, u16),
     Brute(IpAddr, IpAddr, u16),
@@ -514,6 +515,8 @@ struct FirstProbe {
 pub(crate) struct Detectors {
     cfg: Arc<DetectConfig>,
     flood: HashMap<IpAddr, FloodHost>,
+    /// Whole-asset totals (all traffic), by asset index.
+    flood_totals: HashMap<usize, FloodHost>,
     vertical: HashMap<(IpAddr, IpAddr), ScanKey>,
     horizontal: HashMap<(IpAddr, u8, u16), ScanKey>,
     brute: HashMap<(IpAddr, IpAddr, u16), SessionKey>,
@@ -556,6 +559,7 @@ impl Detectors {
         Detectors {
             cfg,
             flood: HashMap::new(),
+            flood_totals: HashMap::new(),
             vertical: HashMap::new(),
             horizontal: HashMap::new(),
             brute: HashMap::new(),
@@ -611,6 +615,10 @@ impl Detectors {
                     .flood
                     .get_mut(&t)
                     .and_then(|h| flood_finding(&cfg, t, h)),
+                Mark::FloodTotal(a) => self
+                    .flood_totals
+                    .get_mut(&a)
+                    .map(|h| flood_total_finding(&cfg, a, h)),
                 Mark::Vertical(s, d) => self
                     .vertical
                     .get_mut(&(s, d))
@@ -774,6 +782,75 @@ impl Detectors {
             if mark(&mut h.fire, best.is_some(), now, timeout) {
                 self.marks.push(Mark::Flood(target));
             }
+            self.flood_total(c, asset, target, port, from, packets, bytes, new_flow);
+        }
+    }
+
+    /// All traffic to a whole asset, against its `total_*` thresholds.
+    #[allow(clippy::too_many_arguments)]
+    fn flood_total(
+        &mut self,
+        c: &Ctx<'_>,
+        asset: usize,
+        target: IpAddr,
+        port: Option<u16>,
+        from: IpAddr,
+        packets: u64,
+        bytes: u64,
+        new_flow: f64,
+    ) {
+        let th = self.cfg.assets[asset].flood.total;
+        if th.iter().all(|t| *t <= 0.0) {
+            return;
+        }
+        let f = c.f;
+        let window = self.cfg.flood_window_ns;
+        let timeout = self.cfg.incident_timeout_ns;
+        let h = self.flood_totals.entry(asset).or_insert_with(|| FloodHost {
+            asset,
+            ring: Ring::new(window, (window / 250_000_000).clamp(1, 240) as usize),
+            fire: Fire::default(),
+            class: 0,
+            peak: None,
+            pending: Pending::default(),
+            last_ns: 0,
+        });
+        let mut v = [0.0; 15];
+        v[0] = packets as f64;
+        v[1] = bytes as f64 * 8.0;
+        v[2] = new_flow;
+        h.ring.add_span(f.first_seen_ns, f.last_seen_ns, &v);
+        h.last_ns = h.last_ns.max(f.last_seen_ns);
+        let now = f.last_seen_ns;
+        let sums = h.ring.sum(now);
+        let wsecs = secs(h.ring.window_ns());
+        let best = (0..3)
+            .filter(|m| th[*m] > 0.0)
+            .map(|m| (sums[m] / wsecs / th[m], 0, m, sums[m] / wsecs, th[m]))
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        let warm = h.fire.open(now, timeout) || best.is_some_and(|b| b.0 >= 0.25);
+        if warm {
+            h.pending.expire(f.first_seen_ns, 2 * window, &h.fire);
+            h.pending.add(
+                from,
+                (target, port),
+                Counts {
+                    flows: 1,
+                    packets,
+                    bytes,
+                },
+                c.ev,
+                ALL,
+            );
+        }
+        let crossed = best.filter(|b| b.0 >= 1.0);
+        if let Some(b) = crossed
+            && h.peak.is_none_or(|p| b.0 > p.0)
+        {
+            h.peak = Some(b);
+        }
+        if mark(&mut h.fire, crossed.is_some(), now, timeout) {
+            self.marks.push(Mark::FloodTotal(asset));
         }
     }
 
@@ -1278,6 +1355,7 @@ impl Detectors {
         let old = |last: u64, keep: u64| last.saturating_add(keep.max(t)) < now;
         let fw = self.cfg.flood_window_ns.saturating_mul(2);
         self.flood.retain(|_, h| !old(h.last_ns, fw));
+        self.flood_totals.retain(|_, h| !old(h.last_ns, fw));
         let slow = self.cfg.scan.slow_window_ns;
         self.vertical.retain(|_, k| !old(k.last_ns, slow));
         self.horizontal.retain(|_, k| !old(k.last_ns, slow));
@@ -1352,6 +1430,49 @@ fn take_fire(fire: &mut Fire, last_ns: u64) -> (u64, u64) {
         crossed_ns: 0,
     };
     (last_ns, detected)
+}
+
+fn flood_total_finding(cfg: &DetectConfig, asset: usize, h: &mut FloodHost) -> Finding {
+    let a = &cfg.assets[asset];
+    let wsecs = secs(h.ring.window_ns());
+    let (m, rate, t) = match h.peak.take() {
+        Some((_, _, m, rate, t)) => (m, rate, t),
+        None => {
+            let sums = h.ring.sum(h.last_ns);
+            (0..3)
+                .filter(|m| a.flood.total[*m] > 0.0)
+                .map(|m| (m, sums[m] / wsecs, a.flood.total[m]))
+                .max_by(|x, y| (x.1 / x.2).total_cmp(&(y.1 / y.2)))
+                .unwrap_or((0, 0.0, 1.0))
+        }
+    };
+    let (ts, detected) = take_fire(&mut h.fire, h.last_ns);
+    let nets: Vec<String> = a.cidrs.iter().map(|c| c.to_string()).collect();
+    let summary = format!(
+        "{}{} of traffic to the whole of {} ({}) over {wsecs:.0} s (asset threshold {}{})",
+        si(rate),
+        FLOOD_METRICS[m],
+        a.name,
+        nets.join(", "),
+        si(t),
+        FLOOD_METRICS[m],
+    );
+    let key = a
+        .cidrs
+        .first()
+        .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |c| c.addr);
+    h.pending.finding(
+        ALL,
+        AlertKind::VolumetricFlood,
+        asset,
+        key,
+        ts,
+        detected,
+        rate,
+        t,
+        format!("{} to the asset", FLOOD_METRICS[m]),
+        summary,
+    )
 }
 
 fn flood_finding(cfg: &DetectConfig, target: IpAddr, h: &mut FloodHost) -> Option<Finding> {

@@ -697,3 +697,47 @@ fn config_errors_name_the_key_and_value() {
         assert!(err.contains(key), "{key} missing from:\n{err}");
     }
 }
+
+#[test]
+fn carpet_bombing_crosses_the_asset_total_and_no_host_threshold() {
+    // 250 hosts, each 600 UDP packets/s: 150 k packets/s in all, every host
+    // far below its own 100 k threshold.
+    let carpet = |per_host: u64| -> Vec<FlowRecord> {
+        let mut v = Vec::new();
+        for k in 0..4u64 {
+            for h in 1..=250u64 {
+                v.push(rec(
+                    k * 1000 + h,
+                    17,
+                    "203.0.113.9",
+                    9999,
+                    &format!("198.51.100.{h}"),
+                    53,
+                    T0 + k * S,
+                    T0 + k * S + 999 * MS,
+                    (per_host, per_host * 60),
+                    (0, 0),
+                    ConnState::S0,
+                    "D",
+                ));
+            }
+        }
+        v
+    };
+    // Off by default: nothing.
+    assert!(run(&mut engine(), &carpet(600)).is_empty());
+    let d = DetectSection {
+        flood: super::config::FloodSection {
+            total_pps: Some(100_000.0),
+            ..Default::default()
+        },
+        ..DetectSection::default()
+    };
+    let up = run(&mut engine_with(d.clone()), &carpet(600));
+    assert_eq!(kinds(&up), [AlertKind::VolumetricFlood]);
+    let a = &up.last().unwrap().alert;
+    assert!(a.summary.contains("whole of water-plant"), "{}", a.summary);
+    assert!(a.target_count >= 200, "{}", a.target_count);
+    // Below the total: nothing.
+    assert!(run(&mut engine_with(d), &carpet(300)).is_empty());
+}

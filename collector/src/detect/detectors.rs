@@ -380,6 +380,35 @@ struct FloodHost {
     last_ns: u64,
 }
 
+impl FloodHost {
+    /// Keeps a record as evidence while the host is warm; forgets what was
+    /// gathered when it is not and no finding is due.
+    #[allow(clippy::too_many_arguments)]
+    fn gather(
+        &mut self,
+        warm: bool,
+        keep: u64,
+        from: IpAddr,
+        target: (IpAddr, Option<u16>),
+        packets: u64,
+        bytes: u64,
+        ev: FlowRef,
+        mask: u8,
+    ) {
+        if warm {
+            self.pending.expire(ev.first_ns, keep, &self.fire);
+            let c = Counts {
+                flows: 1,
+                packets,
+                bytes,
+            };
+            self.pending.add(from, target, c, ev, mask);
+        } else if !self.pending.is_empty() && !self.fire.marked {
+            self.pending = Pending::default();
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct ScanKey {
     asset: usize,
@@ -735,26 +764,21 @@ impl Detectors {
                     *on && (0..3)
                         .any(|m| th[k][m] > 0.0 && sums[k * 3 + m] / wsecs >= 0.25 * th[k][m])
                 });
-            if warm {
-                h.pending.expire(f.first_seen_ns, 2 * window, &h.fire);
-                h.pending.add(
-                    from,
-                    (target, port),
-                    Counts {
-                        flows: 1,
-                        packets,
-                        bytes,
-                    },
-                    c.ev,
-                    classes
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, on)| **on)
-                        .fold(0u8, |m, (k, _)| m | (1 << k)),
-                );
-            } else if !h.pending.is_empty() && !h.fire.marked {
-                h.pending = Pending::default();
-            }
+            let mask = classes
+                .iter()
+                .enumerate()
+                .filter(|(_, on)| **on)
+                .fold(0u8, |m, (k, _)| m | (1 << k));
+            h.gather(
+                warm,
+                2 * window,
+                from,
+                (target, port),
+                packets,
+                bytes,
+                c.ev,
+                mask,
+            );
             // The most specific class that crossed: syn, then tcp/udp/icmp, then all.
             let mut best: Option<(f64, usize, usize, f64, f64)> = None;
             for class in [2, 1, 3, 4, 0] {
@@ -829,20 +853,16 @@ impl Detectors {
             .map(|m| (sums[m] / wsecs / th[m], 0, m, sums[m] / wsecs, th[m]))
             .max_by(|a, b| a.0.total_cmp(&b.0));
         let warm = h.fire.open(now, timeout) || best.is_some_and(|b| b.0 >= 0.25);
-        if warm {
-            h.pending.expire(f.first_seen_ns, 2 * window, &h.fire);
-            h.pending.add(
-                from,
-                (target, port),
-                Counts {
-                    flows: 1,
-                    packets,
-                    bytes,
-                },
-                c.ev,
-                ALL,
-            );
-        }
+        h.gather(
+            warm,
+            2 * window,
+            from,
+            (target, port),
+            packets,
+            bytes,
+            c.ev,
+            ALL,
+        );
         let crossed = best.filter(|b| b.0 >= 1.0);
         if let Some(b) = crossed
             && h.peak.is_none_or(|p| b.0 > p.0)

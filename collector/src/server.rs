@@ -834,42 +834,73 @@ type SensorMetric = (
     fn(&pb::SensorStatus) -> u64,
 );
 
+/// One metric family in the Prometheus text format: its HELP and TYPE
+/// lines, then a sample per (label value, value); with `label` empty, one
+/// sample without labels.
+fn family(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    label: &str,
+    samples: &[(&str, String)],
+) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (l, v) in samples {
+        let _ = if label.is_empty() {
+            writeln!(out, "{name} {v}")
+        } else {
+            writeln!(out, "{name}{{{label}=\"{l}\"}} {v}")
+        };
+    }
+}
+
 /// Renders the Prometheus text exposition.
 async fn render_metrics(shared: Arc<Shared>) -> String {
     use std::fmt::Write as _;
     let m = &shared.metrics;
     let mut out = String::new();
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let _ = writeln!(
-        out,
-        "# HELP vigil_collector_batches_total Batches received, by result.\n# TYPE vigil_collector_batches_total counter"
-    );
-    for (result, v) in [
+    let batches = [
         ("stored", &m.batches_stored),
         ("duplicate", &m.batches_duplicate),
         ("rejected", &m.batches_rejected),
         ("failed", &m.batches_failed),
-    ] {
-        let _ = writeln!(
-            out,
-            "vigil_collector_batches_total{{result=\"{result}\"}} {}",
-            get(v)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP vigil_collector_flows_stored_total Flow records committed.\n# TYPE vigil_collector_flows_stored_total counter\nvigil_collector_flows_stored_total {}",
-        get(&m.flows_stored)
+    ]
+    .map(|(r, v)| (r, get(v).to_string()));
+    family(
+        &mut out,
+        "vigil_collector_batches_total",
+        "counter",
+        "Batches received, by result.",
+        "result",
+        &batches,
     );
-    let _ = writeln!(
-        out,
-        "# HELP vigil_collector_streams_active Open ingest streams.\n# TYPE vigil_collector_streams_active gauge\nvigil_collector_streams_active {}",
-        get(&m.streams_active)
+    let one = |v: String| [("", v)];
+    family(
+        &mut out,
+        "vigil_collector_flows_stored_total",
+        "counter",
+        "Flow records committed.",
+        "",
+        &one(get(&m.flows_stored).to_string()),
     );
-    let _ = writeln!(
-        out,
-        "# HELP vigil_collector_streams_total Ingest streams opened.\n# TYPE vigil_collector_streams_total counter\nvigil_collector_streams_total {}",
-        get(&m.streams_total)
+    family(
+        &mut out,
+        "vigil_collector_streams_active",
+        "gauge",
+        "Open ingest streams.",
+        "",
+        &one(get(&m.streams_active).to_string()),
+    );
+    family(
+        &mut out,
+        "vigil_collector_streams_total",
+        "counter",
+        "Ingest streams opened.",
+        "",
+        &one(get(&m.streams_total).to_string()),
     );
     let _ = writeln!(
         out,
@@ -877,30 +908,50 @@ async fn render_metrics(shared: Arc<Shared>) -> String {
         get(&m.commit_ns_sum) as f64 / 1e9,
         get(&m.commits)
     );
-    let _ = writeln!(
-        out,
-        "# HELP vigil_collector_detect_flows_total Flow records the detectors examined.\n# TYPE vigil_collector_detect_flows_total counter\nvigil_collector_detect_flows_total {}",
-        get(&m.detect_flows)
+    family(
+        &mut out,
+        "vigil_collector_detect_flows_total",
+        "counter",
+        "Flow records the detectors examined.",
+        "",
+        &one(get(&m.detect_flows).to_string()),
     );
-    let _ = writeln!(
-        out,
-        "# HELP vigil_collector_detect_seconds_total Time the detectors spent.\n# TYPE vigil_collector_detect_seconds_total counter\nvigil_collector_detect_seconds_total {}",
-        get(&m.detect_ns_sum) as f64 / 1e9
+    family(
+        &mut out,
+        "vigil_collector_detect_seconds_total",
+        "counter",
+        "Time the detectors spent.",
+        "",
+        &one((get(&m.detect_ns_sum) as f64 / 1e9).to_string()),
     );
-    let _ = writeln!(
-        out,
-        "# HELP vigil_collector_alerts_total Alert events, by event.\n# TYPE vigil_collector_alerts_total counter\nvigil_collector_alerts_total{{event=\"opened\"}} {}\nvigil_collector_alerts_total{{event=\"updated\"}} {}\nvigil_collector_alerts_total{{event=\"store_failed\"}} {}",
-        get(&m.alerts_opened),
-        get(&m.alerts_updated),
-        get(&m.alerts_store_failures)
+    let alerts = [
+        ("opened", &m.alerts_opened),
+        ("updated", &m.alerts_updated),
+        ("store_failed", &m.alerts_store_failures),
+    ]
+    .map(|(e, v)| (e, get(v).to_string()));
+    family(
+        &mut out,
+        "vigil_collector_alerts_total",
+        "counter",
+        "Alert events, by event.",
+        "event",
+        &alerts,
     );
     if let Some(w) = &shared.webhook {
-        let _ = writeln!(
-            out,
-            "# HELP vigil_collector_webhook_total Webhook deliveries, by result.\n# TYPE vigil_collector_webhook_total counter\nvigil_collector_webhook_total{{result=\"sent\"}} {}\nvigil_collector_webhook_total{{result=\"failed_attempt\"}} {}\nvigil_collector_webhook_total{{result=\"dropped\"}} {}",
-            get(&w.stats.sent),
-            get(&w.stats.failed_attempts),
-            get(&w.stats.dropped)
+        let hook = [
+            ("sent", &w.stats.sent),
+            ("failed_attempt", &w.stats.failed_attempts),
+            ("dropped", &w.stats.dropped),
+        ]
+        .map(|(r, v)| (r, get(v).to_string()));
+        family(
+            &mut out,
+            "vigil_collector_webhook_total",
+            "counter",
+            "Webhook deliveries, by result.",
+            "result",
+            &hook,
         );
     }
     if let Ok(reply) = status_reply(&shared).await {

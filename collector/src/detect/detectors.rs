@@ -381,6 +381,20 @@ struct FloodHost {
 }
 
 impl FloodHost {
+    fn new(asset: usize, window_ns: u64) -> FloodHost {
+        FloodHost {
+            asset,
+            // Quarter-second buckets: the window's sum lags the true
+            // trailing window by at most one bucket.
+            ring: Ring::new(window_ns, (window_ns / 250_000_000).clamp(1, 240) as usize),
+            fire: Fire::default(),
+            class: 0,
+            peak: None,
+            pending: Pending::default(),
+            last_ns: 0,
+        }
+    }
+
     /// Keeps a record as evidence while the host is warm; forgets what was
     /// gathered when it is not and no finding is due.
     #[allow(clippy::too_many_arguments)]
@@ -560,7 +574,7 @@ pub(crate) struct Detectors {
     /// so one-off probes (spoofed SYNs, stray packets) cost no allocation.
     probers: HashMap<IpAddr, FirstProbe>,
     /// First qualifying session per (client, server, port), likewise.
-    brute_first: HashMap<(IpAddr, IpAddr, u16), (u64, FlowRef, usize)>,
+    brute_first: HashMap<(IpAddr, IpAddr, u16), (u64, FlowRef)>,
     marks: Vec<Mark>,
     watermark: u64,
     swept: u64,
@@ -640,10 +654,7 @@ impl Detectors {
         let cfg = self.cfg.clone();
         for m in std::mem::take(&mut self.marks) {
             let f = match m {
-                Mark::Flood(t) => self
-                    .flood
-                    .get_mut(&t)
-                    .and_then(|h| flood_finding(&cfg, t, h)),
+                Mark::Flood(t) => self.flood.get_mut(&t).map(|h| flood_finding(&cfg, t, h)),
                 Mark::FloodTotal(a) => self
                     .flood_totals
                     .get_mut(&a)
@@ -736,16 +747,8 @@ impl Detectors {
                 }
             }
             let window = self.cfg.flood_window_ns;
-            let Some(h) = slot(&mut self.flood, target, &mut self.evictions, || FloodHost {
-                asset,
-                // Quarter-second buckets: the window's sum lags the true
-                // trailing window by at most one bucket.
-                ring: Ring::new(window, (window / 250_000_000).clamp(1, 240) as usize),
-                fire: Fire::default(),
-                class: 0,
-                peak: None,
-                pending: Pending::default(),
-                last_ns: 0,
+            let Some(h) = slot(&mut self.flood, target, &mut self.evictions, || {
+                FloodHost::new(asset, window)
             }) else {
                 continue;
             };
@@ -830,15 +833,10 @@ impl Detectors {
         let f = c.f;
         let window = self.cfg.flood_window_ns;
         let timeout = self.cfg.incident_timeout_ns;
-        let h = self.flood_totals.entry(asset).or_insert_with(|| FloodHost {
-            asset,
-            ring: Ring::new(window, (window / 250_000_000).clamp(1, 240) as usize),
-            fire: Fire::default(),
-            class: 0,
-            peak: None,
-            pending: Pending::default(),
-            last_ns: 0,
-        });
+        let h = self
+            .flood_totals
+            .entry(asset)
+            .or_insert_with(|| FloodHost::new(asset, window));
         let mut v = [0.0; 15];
         v[0] = packets as f64;
         v[1] = bytes as f64 * 8.0;
@@ -1122,14 +1120,14 @@ impl Detectors {
             match self.brute_first.get(&k) {
                 None => {
                     if self.brute_first.len() < MAX_KEYS {
-                        self.brute_first.insert(k, (now, c.ev, asset));
+                        self.brute_first.insert(k, (now, c.ev));
                     } else {
                         self.evictions += 1;
                     }
                     return;
                 }
-                Some(&(t, _, _)) if t.saturating_add(window) < now => {
-                    self.brute_first.insert(k, (now, c.ev, asset));
+                Some(&(t, _)) if t.saturating_add(window) < now => {
+                    self.brute_first.insert(k, (now, c.ev));
                     return;
                 }
                 Some(_) => {}
@@ -1139,7 +1137,7 @@ impl Detectors {
         let Some(key) = slot(&mut self.brute, k, &mut self.evictions, SessionKey::default) else {
             return;
         };
-        if let Some((t, ev, _)) = first {
+        if let Some((t, ev)) = first {
             key.sessions += 1;
             key.times.push_back(t);
             key.pending.add(
@@ -1396,7 +1394,7 @@ impl Detectors {
             .max(self.cfg.beacon.max_interval_ns.saturating_mul(2));
         self.pairs.retain(|_, k| !old(k.exfil.last_ns, xw));
         self.probers.retain(|_, p| !old(p.last_ns, slow));
-        self.brute_first.retain(|_, (t, _, _)| !old(*t, bw));
+        self.brute_first.retain(|_, (t, _)| !old(*t, bw));
     }
 }
 
@@ -1495,7 +1493,7 @@ fn flood_total_finding(cfg: &DetectConfig, asset: usize, h: &mut FloodHost) -> F
     )
 }
 
-fn flood_finding(cfg: &DetectConfig, target: IpAddr, h: &mut FloodHost) -> Option<Finding> {
+fn flood_finding(cfg: &DetectConfig, target: IpAddr, h: &mut FloodHost) -> Finding {
     let wsecs = secs(h.ring.window_ns());
     let (class, m, rate, t) = match h.peak.take() {
         Some((_, class, m, rate, t)) => (class, m, rate, t),
@@ -1503,10 +1501,12 @@ fn flood_finding(cfg: &DetectConfig, target: IpAddr, h: &mut FloodHost) -> Optio
             // An update of an open incident: its class, the figure now.
             let sums = h.ring.sum(h.last_ns);
             let th = &cfg.assets[h.asset].flood.t[h.class];
+            // (A key is only marked through a threshold above 0 of its class.)
             let (m, rate, t) = (0..3)
                 .filter(|m| th[*m] > 0.0)
                 .map(|m| (m, sums[h.class * 3 + m] / wsecs, th[m]))
-                .max_by(|a, b| (a.1 / a.2).total_cmp(&(b.1 / b.2)))?;
+                .max_by(|a, b| (a.1 / a.2).total_cmp(&(b.1 / b.2)))
+                .unwrap_or((0, 0.0, 1.0));
             (h.class, m, rate, t)
         }
     };
@@ -1531,7 +1531,7 @@ fn flood_finding(cfg: &DetectConfig, target: IpAddr, h: &mut FloodHost) -> Optio
         si(t),
         FLOOD_METRICS[m],
     );
-    Some(h.pending.finding(
+    h.pending.finding(
         1 << class,
         kind,
         h.asset,
@@ -1542,7 +1542,7 @@ fn flood_finding(cfg: &DetectConfig, target: IpAddr, h: &mut FloodHost) -> Optio
         t,
         FLOOD_METRICS[m].to_string(),
         summary,
-    ))
+    )
 }
 
 fn scan_counts(

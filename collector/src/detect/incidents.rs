@@ -81,7 +81,9 @@ impl Incidents {
         findings: impl Iterator<Item = Finding>,
         sensors: &[String],
     ) -> Vec<AlertUpdate> {
+        // The incidents touched, in the order first touched.
         let mut touched: Vec<(AlertKind, usize, IpAddr)> = Vec::new();
+        let mut touched_set: HashSet<(AlertKind, usize, IpAddr)> = HashSet::new();
         let mut opened: HashSet<u64> = HashSet::new();
         let mut fresh: HashMap<u64, Vec<EvidenceRef>> = HashMap::new();
         for f in findings {
@@ -193,7 +195,7 @@ impl Incidents {
                 }
             }
             a.evidence_count += f.more_evidence;
-            if !touched.contains(&key) {
+            if touched_set.insert(key) {
                 touched.push(key);
             }
         }

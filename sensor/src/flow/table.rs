@@ -312,7 +312,9 @@ impl FlowTable {
                     .saturating_add(self.timeouts.active)
                     .saturating_add(1),
             );
-            if self.reportable(f) {
+            // The wheel acts on one-way early reports only (heavy records
+            // are cut by their packets), so only those are scheduled.
+            if self.timeouts.report != 0 && f.state & SEEN_RESP == 0 {
                 d = d.min(
                     f.first_ns
                         .saturating_add(self.timeouts.report)

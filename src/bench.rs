@@ -59,8 +59,10 @@ pub struct BenchArgs {
     /// latency) and `store` (top-N over --store-flows stored flows) are
     /// measured when named.
     /// `detect` (the detection engine's flows/s and its alert latency in
-    /// event time) is measured when named.
-    #[arg(long, value_delimiter = ',', default_value = "dispatch,fanout", value_parser = ["dispatch", "fanout", "transport", "store", "detect"])]
+    /// event time) is measured when named. `clickhouse` (insert rate into
+    /// the ClickHouse store at --clickhouse-url and top-N over
+    /// --store-flows flows) too.
+    #[arg(long, value_delimiter = ',', default_value = "dispatch,fanout", value_parser = ["dispatch", "fanout", "transport", "store", "detect", "clickhouse"])]
     modes: Vec<String>,
     /// Flows per batch in the transport benchmark.
     #[arg(long, default_value = "2048")]
@@ -74,6 +76,10 @@ pub struct BenchArgs {
     /// Flow records in the detect benchmark.
     #[arg(long, default_value = "4000000")]
     detect_flows: u64,
+    /// ClickHouse HTTP interface for the clickhouse benchmark (database
+    /// vigil_bench, reused when it holds flows).
+    #[arg(long, default_value = "http://127.0.0.1:8123", value_name = "URL")]
+    clickhouse_url: String,
     /// Keep (or reuse) the store benchmark's database in this directory.
     #[arg(long, value_name = "DIR")]
     store_dir: Option<PathBuf>,
@@ -102,7 +108,13 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
     if a.modes.iter().any(|m| m == "detect") {
         crate::bench_detect::detect(a.runs, a.detect_flows)?;
     }
-    if a.modes.iter().all(|m| m == "store" || m == "detect") {
+    if a.modes.iter().any(|m| m == "clickhouse") {
+        crate::bench_e2e::clickhouse(&a.clickhouse_url, a.store_flows, a.runs)?;
+    }
+    if a.modes
+        .iter()
+        .all(|m| m == "store" || m == "detect" || m == "clickhouse")
+    {
         return Ok(());
     }
     let (name, bytes) = match &a.file {

@@ -214,6 +214,40 @@ pub fn summary(r: &RunReport) -> String {
             r.decode.fragments_evicted
         );
     }
+    if r.worker_packets.len() > 1 {
+        let per: Vec<String> = r.worker_packets.iter().map(u64::to_string).collect();
+        let drops: Vec<String> = r
+            .worker_kernel
+            .iter()
+            .map(|k| k.drops.to_string())
+            .collect();
+        let _ = writeln!(
+            s,
+            "packets per worker: {}  kernel drops per worker: {}",
+            per.join(", "),
+            drops.join(", ")
+        );
+    }
+    if let Some(c) = r.cpu_ns {
+        let _ = writeln!(
+            s,
+            "capture cpu: {:.3} s  ({:.0} ns per packet)",
+            c as f64 / 1e9,
+            c as f64 / r.packets.max(1) as f64
+        );
+    }
+    if let Some(k) = r.kernel {
+        let pct = if k.packets > 0 {
+            100.0 * k.drops as f64 / k.packets as f64
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            s,
+            "kernel: received {}  dropped {} ({pct:.3}%)  ring freezes {}",
+            k.packets, k.drops, k.freezes
+        );
+    }
     if r.table.evicted > 0 {
         let _ = writeln!(s, "flows evicted (table full): {}", r.table.evicted);
     }

@@ -10,6 +10,7 @@ mod collector;
 mod demo;
 mod flows;
 mod query;
+mod replay;
 mod sensor;
 
 use std::process::ExitCode;
@@ -39,9 +40,12 @@ enum Cmd {
     /// Measure the capture → decode → flow pipeline.
     Bench(bench::BenchArgs),
     /// Capture, track flows and stream them to a collector (spooling to disk).
-    Sensor(sensor::SensorArgs),
+    Sensor(Box<sensor::SensorArgs>),
     /// Receive flows from sensors over gRPC, store them, answer queries.
     Collector(collector::CollectorArgs),
+    /// Send a capture out of a test interface, its addresses rewritten into
+    /// test ranges (for live-capture tests and benchmarks).
+    Replay(replay::ReplayArgs),
     /// Query stored flows: listings, top-N, totals, sensor status.
     Query(query::QueryArgs),
     /// Alerts: list them, show one with its evidence flows, watch new ones.
@@ -152,9 +156,10 @@ fn main() -> ExitCode {
         Cmd::Flows(a) => flows::run(a),
         Cmd::Demo(a) => demo::run(a),
         Cmd::Bench(a) => bench::run(a),
-        Cmd::Sensor(a) => sensor::run(a),
+        Cmd::Sensor(a) => sensor::run(*a),
         Cmd::Collector(a) => collector::run(a),
         Cmd::Query(a) => query::run(a),
+        Cmd::Replay(a) => replay::run(a),
         Cmd::Alerts(a) => alerts::run(a),
         Cmd::Config(ConfigCmd::Defaults { which }) => match which.as_str() {
             "sensor" => {

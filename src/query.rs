@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use vigil_collector::query::{self, Filter, TimeRange, TopBy, TopKey, TopRow, Totals};
+use vigil_collector::store::clickhouse::{ClickHouseConfig, ClickHouseStore};
 use vigil_collector::store::sqlite::SqliteStore;
 use vigil_collector::store::{FlowStore, SensorRecord};
 use vigil_proto::time::Rfc3339Nanos;
@@ -26,8 +27,13 @@ pub struct QueryArgs {
     #[arg(long, value_name = "DIR", conflicts_with = "collector")]
     data_dir: Option<PathBuf>,
     /// Ask this collector (http://HOST:PORT or https://HOST:PORT).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", conflicts_with = "store")]
     collector: Option<String>,
+    /// Read a ClickHouse store directly: clickhouse://USER:PASSWORD@HOST:PORT/DATABASE,
+    /// where the credentials, the port (HTTP, default 8123) and the database
+    /// (default vigil) may be left out.
+    #[arg(long, value_name = "URL", conflicts_with = "data_dir")]
+    store: Option<String>,
     /// Flows first seen at or after: RFC 3339 (2024-05-01T10:00:00Z), or a
     /// duration before now (90m, 2h, 7d).
     #[arg(long)]
@@ -86,7 +92,7 @@ pub fn parse_time(s: &str, now_ns: u64) -> Result<u64, String> {
 }
 
 enum Backend {
-    Local(SqliteStore),
+    Local(Box<dyn FlowStore>),
     Remote(pb::query_client::QueryClient<Channel>),
 }
 
@@ -128,14 +134,15 @@ pub fn run(a: QueryArgs) -> Result<(), Failure> {
     })?;
     let rt = crate::runtime()?;
     rt.block_on(async {
-        let backend = match (&a.data_dir, &a.collector) {
-            (Some(dir), None) => Backend::Local(open_local(dir)?),
-            (None, Some(url)) => Backend::Remote(pb::query_client::QueryClient::new(
+        let backend = match (&a.data_dir, &a.collector, &a.store) {
+            (Some(dir), None, None) => Backend::Local(Box::new(open_local(dir)?)),
+            (None, None, Some(url)) => Backend::Local(Box::new(open_clickhouse(url)?)),
+            (None, Some(url), None) => Backend::Remote(pb::query_client::QueryClient::new(
                 connect(url, &a.tls).await?,
             )),
             _ => {
                 return Err(Failure::usage(anyhow::anyhow!(
-                    "give --data-dir DIR or --collector URL"
+                    "give --data-dir DIR, --store clickhouse://HOST:PORT/DB or --collector URL"
                 )));
             }
         };
@@ -161,6 +168,40 @@ pub fn run(a: QueryArgs) -> Result<(), Failure> {
         out.flush().context("writing output")?;
         Ok(())
     })
+}
+
+/// Opens a ClickHouse store from `clickhouse://[USER[:PASSWORD]@]HOST[:PORT][/DATABASE]`
+/// (the bracketed parts are optional).
+pub fn open_clickhouse(url: &str) -> Result<ClickHouseStore, Failure> {
+    let bad = || {
+        Failure::usage(anyhow::anyhow!(
+            "--store {url:?}: expected clickhouse://[USER[:PASSWORD]@]HOST[:PORT][/DATABASE]"
+        ))
+    };
+    let rest = url.strip_prefix("clickhouse://").ok_or_else(bad)?;
+    let (auth, rest) = match rest.rsplit_once('@') {
+        Some((a, r)) => (Some(a), r),
+        None => (None, rest),
+    };
+    let (host, db) = match rest.split_once('/') {
+        Some((h, d)) if !d.is_empty() => (h, d),
+        Some((h, _)) => (h, "vigil"),
+        None => (rest, "vigil"),
+    };
+    if host.is_empty() {
+        return Err(bad());
+    }
+    let mut cfg = ClickHouseConfig {
+        url: format!("http://{host}"),
+        database: db.to_string(),
+        ..ClickHouseConfig::default()
+    };
+    if let Some(a) = auth {
+        let (u, p) = a.split_once(':').unwrap_or((a, ""));
+        cfg.user = u.to_string();
+        cfg.password = p.to_string();
+    }
+    ClickHouseStore::open(&cfg).map_err(|e| Failure::usage(anyhow::anyhow!("--store: {e}")))
 }
 
 /// Opens a collector's data directory read-only.
@@ -435,7 +476,7 @@ fn print_status(
                     let st = &s.stats;
                     writeln!(
                         out,
-                        "{{\"sensor_id\":{},\"last_seq\":{},\"batches\":{},\"flows\":{},\"duplicates\":{},\"seq_gaps\":{},\"last_seen\":\"{}\",\"packets\":{},\"decode_errors\":{},\"flows_evicted\":{},\"spool_bytes\":{},\"spool_dropped_batches\":{},\"spool_dropped_flows\":{}}}",
+                        "{{\"sensor_id\":{},\"last_seq\":{},\"batches\":{},\"flows\":{},\"duplicates\":{},\"seq_gaps\":{},\"last_seen\":\"{}\",\"packets\":{},\"kernel_drops\":{},\"decode_errors\":{},\"flows_evicted\":{},\"spool_bytes\":{},\"spool_dropped_batches\":{},\"spool_dropped_flows\":{}}}",
                         serde_json::to_string(&s.sensor_id).unwrap_or_default(),
                         s.last_seq,
                         s.batches,
@@ -444,6 +485,7 @@ fn print_status(
                         s.seq_gaps,
                         Rfc3339Nanos(s.last_seen_ns),
                         st.packets,
+                        st.kernel_drops,
                         st.decode_errors.values().sum::<u64>(),
                         st.flows_evicted,
                         st.spool_bytes,
@@ -455,26 +497,28 @@ fn print_status(
             _ => {
                 writeln!(
                     out,
-                    "{:<24} {:>8} {:>10} {:>8} {:>6} {:>12} {:>10} {:>14}  last seen",
+                    "{:<24} {:>8} {:>10} {:>8} {:>6} {:>12} {:>12} {:>10} {:>14}  last seen",
                     "sensor",
                     "last seq",
                     "flows",
                     "dup",
                     "gaps",
                     "packets",
+                    "kernel drops",
                     "evicted",
                     "spool dropped"
                 )?;
                 for s in sensors {
                     writeln!(
                         out,
-                        "{:<24} {:>8} {:>10} {:>8} {:>6} {:>12} {:>10} {:>14}  {}",
+                        "{:<24} {:>8} {:>10} {:>8} {:>6} {:>12} {:>12} {:>10} {:>14}  {}",
                         s.sensor_id,
                         s.last_seq,
                         s.flows,
                         s.duplicates,
                         s.seq_gaps,
                         s.stats.packets,
+                        s.stats.kernel_drops,
                         s.stats.flows_evicted,
                         s.stats.spool_dropped_flows,
                         Rfc3339Nanos(s.last_seen_ns)

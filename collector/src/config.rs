@@ -13,6 +13,7 @@ use vigil_proto::units::{check_duration, check_size};
 use crate::detect::config::{DetectSection, ProtectedSection};
 use crate::ingest::Limits;
 use crate::server::{CollectorConfig, TlsFiles};
+use crate::store::clickhouse::ClickHouseConfig;
 use crate::store::sqlite::{SqliteConfig, Synchronous};
 
 /// The file, as written.
@@ -84,6 +85,36 @@ pub struct StoreSection {
     pub max_bytes: Option<String>,
     /// How often retention runs. Default `60s`.
     pub retention_interval: String,
+    /// `sqlite` (default: the embedded store in `data_dir`) or `clickhouse`.
+    pub engine: String,
+    /// The ClickHouse server, for `engine = "clickhouse"`.
+    pub clickhouse: Option<ClickHouseSection>,
+}
+
+/// `[store.clickhouse]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClickHouseSection {
+    /// `http://HOST[:PORT]` of its HTTP interface. Default `http://127.0.0.1:8123`.
+    pub url: String,
+    /// Database, created if missing. Default `vigil`.
+    pub database: String,
+    /// User. Default `default`.
+    pub user: String,
+    /// Password. Default empty.
+    pub password: String,
+}
+
+impl Default for ClickHouseSection {
+    fn default() -> Self {
+        let d = ClickHouseConfig::default();
+        ClickHouseSection {
+            url: d.url,
+            database: d.database,
+            user: d.user,
+            password: d.password,
+        }
+    }
 }
 
 impl Default for StoreSection {
@@ -93,6 +124,8 @@ impl Default for StoreSection {
             max_age: None,
             max_bytes: None,
             retention_interval: "60s".into(),
+            engine: "sqlite".into(),
+            clickhouse: None,
         }
     }
 }
@@ -202,9 +235,57 @@ impl CollectorFile {
         if self.limits.max_batch_flows == 0 {
             errs.push("collector.limits.max_batch_flows = 0: must be at least 1".into());
         }
-        if self.data_dir.is_none() {
-            errs.push("collector.data_dir: required (--data-dir)".into());
-        }
+        let clickhouse = match self.store.engine.as_str() {
+            "sqlite" => {
+                if self.data_dir.is_none() {
+                    errs.push("collector.data_dir: required (--data-dir)".into());
+                }
+                None
+            }
+            "clickhouse" => {
+                // Not built yet for ClickHouse: refused rather than ignored.
+                for (key, set) in [
+                    ("max_age", self.store.max_age.is_some()),
+                    ("max_bytes", self.store.max_bytes.is_some()),
+                ] {
+                    if set {
+                        errs.push(format!(
+                            "collector.store.{key}: retention is not available with engine = \"clickhouse\" yet"
+                        ));
+                    }
+                }
+                let c = self.store.clickhouse.clone().unwrap_or_default();
+                if !c.url.starts_with("http://") {
+                    errs.push(format!(
+                        "collector.store.clickhouse.url = {:?}: expected http://HOST[:PORT]",
+                        c.url
+                    ));
+                }
+                if c.database.is_empty()
+                    || !c
+                        .database
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    errs.push(format!(
+                        "collector.store.clickhouse.database = {:?}: letters, digits and _ only",
+                        c.database
+                    ));
+                }
+                Some(ClickHouseConfig {
+                    url: c.url,
+                    database: c.database,
+                    user: c.user,
+                    password: c.password,
+                })
+            }
+            other => {
+                errs.push(format!(
+                    "collector.store.engine = {other:?}: expected \"sqlite\" or \"clickhouse\""
+                ));
+                None
+            }
+        };
         if let (Some(a), None, false) = (listen, &self.tls, self.insecure)
             && !a.ip().is_loopback()
         {
@@ -241,7 +322,9 @@ impl CollectorFile {
             skew,
             max_msg,
             synchronous,
-            self.data_dir.clone(),
+            self.data_dir
+                .clone()
+                .or_else(|| clickhouse.is_some().then(PathBuf::new)),
         ) else {
             return Err(ConfigErrors(vec![
                 "collector: incomplete configuration".into(),
@@ -270,6 +353,7 @@ impl CollectorFile {
             .filter(|d| !d.assets.is_empty())
             .map(std::sync::Arc::new);
         cfg.webhook = webhook;
+        cfg.clickhouse = clickhouse;
         Ok(cfg)
     }
 }

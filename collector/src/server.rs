@@ -88,6 +88,8 @@ pub struct CollectorConfig {
     pub detect: Option<Arc<DetectConfig>>,
     /// Where alerts are POSTed, if anywhere.
     pub webhook: Option<WebhookConfig>,
+    /// Store flows in ClickHouse instead of SQLite in `data_dir`.
+    pub clickhouse: Option<crate::store::clickhouse::ClickHouseConfig>,
 }
 
 impl CollectorConfig {
@@ -106,6 +108,7 @@ impl CollectorConfig {
             max_query_flows: 1_000_000,
             detect: None,
             webhook: None,
+            clickhouse: None,
         }
     }
 }
@@ -1085,15 +1088,27 @@ pub async fn start(cfg: CollectorConfig) -> Result<RunningCollector, CollectorEr
     };
     let dir = cfg.data_dir.clone();
     let store_cfg = cfg.store.clone();
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir, store_cfg))
-        .await
-        .map_err(|e| {
-            CollectorError::Store(StoreError::Unrepresentable(format!(
-                "opening the store: {e}"
-            )))
-        })??;
-    tracing::info!(path = %store.path().display(), "store opened");
-    let store: Arc<dyn FlowStore> = Arc::new(store);
+    let clickhouse = cfg.clickhouse.clone();
+    let store = tokio::task::spawn_blocking(move || -> Result<Arc<dyn FlowStore>, StoreError> {
+        Ok(match clickhouse {
+            Some(ch) => {
+                let s = crate::store::clickhouse::ClickHouseStore::open(&ch)?;
+                tracing::info!(url = %ch.url, database = %ch.database, "ClickHouse store opened");
+                Arc::new(s)
+            }
+            None => {
+                let s = SqliteStore::open(&dir, store_cfg)?;
+                tracing::info!(path = %s.path().display(), "store opened");
+                Arc::new(s)
+            }
+        })
+    })
+    .await
+    .map_err(|e| {
+        CollectorError::Store(StoreError::Unrepresentable(format!(
+            "opening the store: {e}"
+        )))
+    })??;
     start_with_store(cfg, store, tls).await
 }
 

@@ -15,6 +15,7 @@ pub use vigil_proto::units::ConfigErrors;
 use vigil_proto::units::{check_duration, check_size};
 use vigil_proto::valid_sensor_id;
 
+use crate::capture::{FanoutMode, RingConfig};
 use crate::export::grpc::{ClientTls, ExporterConfig};
 use crate::export::spool::{Fsync, SpoolConfig};
 use crate::flow::{FlowConfig, Timeouts};
@@ -40,6 +41,88 @@ pub struct SensorFile {
     /// Flow tracking.
     #[serde(default)]
     pub flow: FlowSection,
+    /// Also (or, without a collector, only) write flow records as JSON
+    /// lines to this file; `-` is standard output.
+    pub output: Option<PathBuf>,
+    /// The live capture source (instead of capture files).
+    #[serde(default)]
+    pub capture: CaptureSection,
+}
+
+/// `[capture]`: live capture on an interface.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaptureSection {
+    /// Interface to capture on (`--interface`).
+    pub interface: Option<String>,
+    /// `af-packet` (default: TPACKET_V3 ring, one fanout socket per worker)
+    /// or `libpcap` (one capture thread feeding the flow workers; needs the
+    /// `libpcap` build feature).
+    pub source: String,
+    /// Capture filter in tcpdump syntax (`--bpf`); needs the `libpcap` build
+    /// feature, which compiles it for either source.
+    pub bpf: Option<String>,
+    /// Promiscuous mode (`--promisc`): needed on a SPAN or tap port, whose
+    /// frames are addressed to other hosts. Default false.
+    pub promisc: bool,
+    /// AF_PACKET ring block size per worker, a power of two. Default `1MiB`.
+    pub block_size: String,
+    /// AF_PACKET ring blocks per worker. Default 64 (64 MiB per worker).
+    pub block_count: u32,
+    /// A block that is not full is handed over after this long. Default `100ms`.
+    pub block_timeout: String,
+    /// AF_PACKET fanout group id (default: from the process id). Two sensors
+    /// on one host need different ids.
+    pub fanout_group: Option<u16>,
+    /// How packets are spread over the workers: `address-pair` (default:
+    /// by the outermost IP addresses, exact for tunnels and IPv6 fragments)
+    /// or `flow-hash` (the kernel's flow hash: finer spread, but a tunnel's
+    /// outer flow may be counted on several workers).
+    pub fanout: String,
+}
+
+impl Default for CaptureSection {
+    fn default() -> Self {
+        CaptureSection {
+            interface: None,
+            source: "af-packet".into(),
+            bpf: None,
+            promisc: false,
+            block_size: "1MiB".into(),
+            block_count: 64,
+            block_timeout: "100ms".into(),
+            fanout_group: None,
+            fanout: "address-pair".into(),
+        }
+    }
+}
+
+/// Which live source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// AF_PACKET TPACKET_V3 with fanout.
+    AfPacket,
+    /// libpcap.
+    Libpcap,
+}
+
+/// The validated `[capture]` section.
+#[derive(Clone, Debug)]
+pub struct CaptureSettings {
+    /// Interface.
+    pub interface: String,
+    /// Source.
+    pub source: SourceKind,
+    /// Capture filter expression.
+    pub bpf: Option<String>,
+    /// Promiscuous mode.
+    pub promisc: bool,
+    /// AF_PACKET ring per worker.
+    pub ring: RingConfig,
+    /// AF_PACKET fanout group.
+    pub fanout_group: Option<u16>,
+    /// AF_PACKET fanout mode.
+    pub fanout: FanoutMode,
 }
 
 /// `[spool]`
@@ -148,8 +231,12 @@ impl Default for FlowSection {
 /// The validated configuration.
 #[derive(Clone, Debug)]
 pub struct SensorSettings {
-    /// The exporter.
-    pub exporter: ExporterConfig,
+    /// The exporter, when a collector is configured.
+    pub exporter: Option<ExporterConfig>,
+    /// JSON lines output.
+    pub output: Option<PathBuf>,
+    /// The live source, when an interface is configured.
+    pub capture: Option<CaptureSettings>,
     /// The pipeline.
     pub pipeline: PipelineConfig,
     /// Wait for acknowledgements at shutdown.
@@ -220,6 +307,7 @@ impl SensorFile {
                 ));
                 None
             }
+            None if self.collector.is_none() => Some(String::new()),
             None => {
                 errs.push("sensor.sensor_id: required (--sensor-id)".into());
                 None
@@ -233,8 +321,12 @@ impl SensorFile {
                 ));
                 None
             }
+            None if self.output.is_some() => None,
             None => {
-                errs.push("sensor.collector: required (--collector)".into());
+                errs.push(
+                    "sensor.collector: required (--collector), unless flows go to an output file (--output)"
+                        .into(),
+                );
                 None
             }
         };
@@ -250,9 +342,10 @@ impl SensorFile {
             }
         }
         let dir = self.spool.dir.clone();
-        if dir.is_none() {
+        if dir.is_none() && self.collector.is_some() {
             errs.push("sensor.spool.dir: required (--spool-dir)".into());
         }
+        let capture = self.capture.validate(&mut errs);
         if self.export.batch_flows == 0 || self.export.batch_flows > 65_536 {
             errs.push(format!(
                 "sensor.export.batch_flows = {}: must be 1-65536",
@@ -277,8 +370,6 @@ impl SensorFile {
         }
         let (
             Some(id),
-            Some(collector),
-            Some(dir),
             Some(batch_delay),
             Some(backoff_max),
             Some(drain_timeout),
@@ -290,8 +381,6 @@ impl SensorFile {
             Some(workers),
         ) = (
             id,
-            collector,
-            dir,
             batch_delay,
             backoff_max,
             drain_timeout,
@@ -307,23 +396,29 @@ impl SensorFile {
                 "sensor: incomplete configuration".into(),
             ]));
         };
-        let mut exporter = ExporterConfig::new(collector, id, dir.clone());
-        exporter.batch_flows = self.export.batch_flows;
-        exporter.batch_delay = batch_delay;
-        exporter.window = self.export.window;
-        exporter.backoff_max = backoff_max;
-        exporter.spool = SpoolConfig {
-            dir,
-            max_bytes,
-            segment_bytes,
-            fsync,
+        let exporter = match (collector, dir) {
+            (Some(collector), Some(dir)) => {
+                let mut exporter = ExporterConfig::new(collector, id, dir.clone());
+                exporter.batch_flows = self.export.batch_flows;
+                exporter.batch_delay = batch_delay;
+                exporter.window = self.export.window;
+                exporter.backoff_max = backoff_max;
+                exporter.spool = SpoolConfig {
+                    dir,
+                    max_bytes,
+                    segment_bytes,
+                    fsync,
+                };
+                exporter.tls = self.tls.as_ref().map(|t| ClientTls {
+                    ca: t.ca.clone(),
+                    cert: t.cert.clone(),
+                    key: t.key.clone(),
+                    server_name: t.server_name.clone(),
+                });
+                Some(exporter)
+            }
+            _ => None,
         };
-        exporter.tls = self.tls.as_ref().map(|t| ClientTls {
-            ca: t.ca.clone(),
-            cert: t.cert.clone(),
-            key: t.key.clone(),
-            server_name: t.server_name.clone(),
-        });
         let pipeline = PipelineConfig {
             workers,
             flow: FlowConfig {
@@ -338,8 +433,84 @@ impl SensorFile {
         };
         Ok(SensorSettings {
             exporter,
+            output: self.output.clone(),
+            capture,
             pipeline,
             drain_timeout,
+        })
+    }
+}
+
+impl CaptureSection {
+    /// The live source, if an interface is set; problems go to `errs`.
+    fn validate(&self, errs: &mut Vec<String>) -> Option<CaptureSettings> {
+        let source = match self.source.as_str() {
+            "af-packet" | "af_packet" => Some(SourceKind::AfPacket),
+            "libpcap" => Some(SourceKind::Libpcap),
+            v => {
+                errs.push(format!(
+                    "sensor.capture.source = {v:?}: expected af-packet or libpcap"
+                ));
+                None
+            }
+        };
+        let fanout = match self.fanout.as_str() {
+            "address-pair" => Some(FanoutMode::AddressPair),
+            "flow-hash" => Some(FanoutMode::FlowHash),
+            v => {
+                errs.push(format!(
+                    "sensor.capture.fanout = {v:?}: expected address-pair or flow-hash"
+                ));
+                None
+            }
+        };
+        let block_size = check_size(errs, "sensor.capture.block_size", &self.block_size, false);
+        let block_timeout =
+            check_duration(errs, "sensor.capture.block_timeout", &self.block_timeout);
+        let ring = match (block_size, block_timeout) {
+            (Some(b), Some(t)) => {
+                let ring = RingConfig {
+                    block_size: u32::try_from(b).unwrap_or(u32::MAX),
+                    block_count: self.block_count,
+                    block_timeout: t,
+                };
+                match ring.validate() {
+                    Ok(()) => Some(ring),
+                    Err(e) => {
+                        errs.push(format!(
+                            "sensor.capture (block_size = {:?}, block_count = {}, block_timeout = {:?}): {e}",
+                            self.block_size, self.block_count, self.block_timeout
+                        ));
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        if let Some(i) = &self.interface
+            && (i.is_empty()
+                || i.len() > 15
+                || i.contains('/')
+                || i.chars().any(char::is_whitespace))
+        {
+            errs.push(format!(
+                "sensor.capture.interface = {i:?}: not an interface name (1-15 characters, no '/' or spaces)"
+            ));
+        }
+        if let Some(b) = &self.bpf
+            && b.trim().is_empty()
+        {
+            errs.push("sensor.capture.bpf = \"\": an empty filter; leave the key out".into());
+        }
+        let interface = self.interface.clone()?;
+        Some(CaptureSettings {
+            interface,
+            source: source?,
+            bpf: self.bpf.clone(),
+            promisc: self.promisc,
+            ring: ring?,
+            fanout_group: self.fanout_group,
+            fanout: fanout?,
         })
     }
 }
@@ -353,8 +524,58 @@ mod tests {
         let text = SensorFile::defaults_toml();
         let f = SensorFile::parse(&text, "defaults").unwrap();
         let s = f.validate().unwrap();
-        assert_eq!(s.exporter.spool.max_bytes, 1 << 30);
-        assert_eq!(s.exporter.batch_flows, 2048);
+        let e = s.exporter.unwrap();
+        assert_eq!(e.spool.max_bytes, 1 << 30);
+        assert_eq!(e.batch_flows, 2048);
+        assert!(s.capture.is_none(), "no interface by default");
+    }
+
+    #[test]
+    fn a_live_source_with_json_output_needs_no_collector() {
+        let text = r#"
+output = "-"
+[capture]
+interface = "eth1"
+promisc = true
+block_size = "4MiB"
+block_count = 16
+"#;
+        let s = SensorFile::parse(text, "sensor.toml")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(s.exporter.is_none());
+        let c = s.capture.unwrap();
+        assert_eq!(c.interface, "eth1");
+        assert_eq!(c.source, SourceKind::AfPacket);
+        assert!(c.promisc);
+        assert_eq!(c.ring.block_size, 4 << 20);
+        assert_eq!(c.ring.block_count, 16);
+    }
+
+    #[test]
+    fn bad_capture_keys_are_named() {
+        let text = r#"
+output = "-"
+[capture]
+interface = "a/b"
+source = "netmap"
+block_size = "3000"
+"#;
+        let e = SensorFile::parse(text, "sensor.toml")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        for key in [
+            "sensor.capture.interface",
+            "sensor.capture.source",
+            "sensor.capture (block_size",
+        ] {
+            assert!(e.contains(key), "{key} missing from:\n{e}");
+        }
+        let e = SensorFile::default().validate().unwrap_err().to_string();
+        assert!(e.contains("unless flows go to an output file"), "{e}");
     }
 
     #[test]

@@ -61,9 +61,85 @@ pub fn read_capture(data: &[u8]) {
     let _ = table.take_records();
 }
 
+/// Rewrites `data` as one frame for replay (the first byte picks the link
+/// type) and, when the rewriter accepts it, checks its promise: every
+/// address the decoder finds in the frame it made — flow endpoints and
+/// tunnel endpoints — lies in a test range.
+pub fn rewrite_frame(data: &[u8]) {
+    let Some((&sel, frame)) = data.split_first() else {
+        return;
+    };
+    check_rewrite(LINKS[usize::from(sel) % LINKS.len()], frame);
+}
+
+/// [`rewrite_frame`] for a frame of a known link type.
+pub fn check_rewrite(link: LinkType, frame: &[u8]) {
+    use crate::rewrite::{Skip, in_test_range};
+    let mut out = Vec::new();
+    match crate::rewrite::Rewriter::new().rewrite(link, frame, &mut out) {
+        Ok(()) => {}
+        // The rewriter's own last check caught what its rewriting missed.
+        Err(Skip::Stray) => panic!("the rewriter left a stray address: {frame:02x?}"),
+        Err(_) => return,
+    }
+    let pkt = RawPacket {
+        ts_ns: 1_000_000_000,
+        link: LinkType::Ethernet,
+        orig_len: out.len() as u32,
+        data: &out,
+    };
+    Decoder::new().decode(&pkt, &mut |m: &PacketMeta| {
+        let k = &m.key;
+        assert!(
+            in_test_range(&k.addr_lo, k.v6) && in_test_range(&k.addr_hi, k.v6),
+            "a rewritten frame names a host outside the test ranges: {k:?}\nin: {frame:02x?}\nout: {out:02x?}"
+        );
+        if m.tunnel.kind.is_some() {
+            let t = &m.tunnel;
+            assert!(
+                in_test_range(&t.outer_src, t.outer_v6) && in_test_range(&t.outer_dst, t.outer_v6),
+                "a rewritten tunnel names a host outside the test ranges: {t:?}"
+            );
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every frame of a synthesized capture, and many mutations of each,
+    /// through the rewriter's promise.
+    #[test]
+    fn rewritten_frames_name_only_test_addresses() {
+        let mut bytes = Vec::new();
+        let cfg = crate::synth::BulkConfig {
+            packets: 2_000,
+            flows: 200,
+            ..crate::synth::BulkConfig::default()
+        };
+        crate::synth::write_bulk(&cfg, &mut bytes).unwrap();
+        let mut reader = CaptureReader::from_slice(&bytes, "synth").unwrap();
+        let mut rng = crate::synth::Rng::new(7);
+        let mut n = 0;
+        while let Ok(Some(pkt)) = reader.next_packet() {
+            let mut data = vec![1u8];
+            data.extend_from_slice(pkt.data);
+            rewrite_frame(&data);
+            for _ in 0..20 {
+                let mut m = data.clone();
+                for _ in 0..1 + rng.below(4) {
+                    let i = 1 + rng.below(m.len() as u64 - 1) as usize;
+                    m[i] = rng.below(256) as u8;
+                }
+                m.truncate(1 + rng.below(m.len() as u64) as usize);
+                m[0] = rng.below(12) as u8;
+                rewrite_frame(&m);
+                n += 1;
+            }
+        }
+        assert!(n > 10_000);
+    }
 
     #[test]
     fn fuzz_entry_points_survive_edge_inputs() {
@@ -77,6 +153,7 @@ mod tests {
         ] {
             decode_frame(data);
             read_capture(data);
+            rewrite_frame(data);
         }
         let mut sc = crate::synth::Scenario::new();
         sc.icmp_echo(

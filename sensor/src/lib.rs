@@ -1,10 +1,12 @@
 //! Vigil's sensor: capture, decode and bidirectional flow tracking.
 //!
 //! The data path, each stage a module:
-//! [`capture`] (pcap/pcapng files) → [`decode`] (frames to `PacketMeta`) →
+//! [`capture`] (pcap/pcapng files, AF_PACKET rings, libpcap) → [`decode`] (frames to `PacketMeta`) →
 //! [`pipeline`] (dispatch to shards) → [`flow`] (per-shard tables) →
 //! [`export`] (JSON lines, CSV, tables). [`fanout`] runs shared-nothing
-//! workers (read, decode and track inline), the model of AF_PACKET fanout.
+//! workers (read, decode and track inline), the model of AF_PACKET fanout;
+//! [`live`] runs them on live AF_PACKET sockets. [`rewrite`] moves a
+//! capture's addresses into test ranges for replay onto an interface.
 //! [`synth`] writes deterministic captures for tests, benchmarks and the demo.
 #![deny(missing_docs)]
 
@@ -16,5 +18,7 @@ pub mod fanout;
 pub mod flow;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
+pub mod live;
 pub mod pipeline;
+pub mod rewrite;
 pub mod synth;

@@ -29,7 +29,7 @@ use thiserror::Error;
 use vigil_proto::{EndReason, FlowRecord};
 
 use crate::capture::pcap_file::ByteSource;
-use crate::capture::{CaptureError, CaptureReader};
+use crate::capture::{CaptureError, CaptureReader, KernelStats, LiveError, RawPacket};
 use crate::decode::{DecodeError, DecodeStats, Decoder, PacketMeta};
 use crate::flow::FlowConfig;
 use crate::flow::table::{FlowTable, TableStats};
@@ -67,6 +67,41 @@ pub struct LiveCounters {
     pub decode_errors: [AtomicU64; DecodeError::ALL.len()],
     /// Flows evicted from full tables.
     pub evicted: AtomicU64,
+    /// Packets the kernel handed to live capture sockets (incl. drops).
+    pub kernel_packets: AtomicU64,
+    /// Packets the kernel dropped because a capture ring was full.
+    pub kernel_drops: AtomicU64,
+}
+
+/// What a worker has published to [`LiveCounters`] so far (workers add
+/// their growth, so several can share the counters).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Published {
+    packets: u64,
+    bytes: u64,
+    non_ip: u64,
+    errors: [u64; DecodeError::ALL.len()],
+    evicted: u64,
+    kernel: KernelStats,
+}
+
+impl Published {
+    pub(crate) fn of(
+        packets: u64,
+        bytes: u64,
+        d: &DecodeStats,
+        table: &FlowTable,
+        kernel: KernelStats,
+    ) -> Published {
+        Published {
+            packets,
+            bytes,
+            non_ip: d.non_ip,
+            errors: d.errors,
+            evicted: table.stats.evicted,
+            kernel,
+        }
+    }
 }
 
 impl LiveCounters {
@@ -77,6 +112,29 @@ impl LiveCounters {
         for (a, v) in self.decode_errors.iter().zip(d.errors) {
             a.store(v, Ordering::Relaxed);
         }
+    }
+
+    /// Adds what one worker counted since it last published.
+    pub(crate) fn add_worker(&self, last: &mut Published, now: &Published) {
+        let add = |a: &AtomicU64, old: u64, new: u64| {
+            if new > old {
+                a.fetch_add(new - old, Ordering::Relaxed);
+            }
+        };
+        add(&self.packets, last.packets, now.packets);
+        add(&self.bytes, last.bytes, now.bytes);
+        add(&self.non_ip, last.non_ip, now.non_ip);
+        for ((a, o), n) in self.decode_errors.iter().zip(last.errors).zip(now.errors) {
+            add(a, o, n);
+        }
+        add(&self.evicted, last.evicted, now.evicted);
+        add(
+            &self.kernel_packets,
+            last.kernel.packets,
+            now.kernel.packets,
+        );
+        add(&self.kernel_drops, last.kernel.drops, now.kernel.drops);
+        *last = now.clone();
     }
 
     /// Decode errors by reason name, non-zero ones only.
@@ -197,6 +255,17 @@ pub struct RunReport {
     pub flows_at_end: u64,
     /// Stage latencies.
     pub timings: StageTimings,
+    /// Kernel counters of a live source (`None` for files).
+    pub kernel: Option<KernelStats>,
+    /// Failures of a live source; its flows were flushed.
+    pub live_errors: Vec<LiveError>,
+    /// Packets each capture worker read (live AF_PACKET fanout), in order.
+    pub worker_packets: Vec<u64>,
+    /// Each capture worker's kernel counters (live AF_PACKET), in order.
+    pub worker_kernel: Vec<KernelStats>,
+    /// CPU time of the capture workers (live AF_PACKET), ns: capture,
+    /// decode and flow tracking, idle polling included.
+    pub cpu_ns: Option<u64>,
 }
 
 impl RunReport {
@@ -538,6 +607,52 @@ impl io::Read for StoppableStdin {
     }
 }
 
+/// What a [`PacketSource`] has next.
+#[derive(Debug)]
+pub enum Next<'a> {
+    /// A packet.
+    Packet(RawPacket<'a>),
+    /// Nothing for now (a live source's read timeout): the pipeline moves
+    /// packet time to the wall clock so that flows on a quiet link expire.
+    Idle,
+    /// The end of the input.
+    End,
+}
+
+/// A source of packets for the dispatch pipeline besides capture files: a
+/// libpcap capture (live or file).
+pub trait PacketSource {
+    /// The next packet, or why there is none.
+    fn next(&mut self) -> Result<Next<'_>, CaptureError>;
+    /// Bytes consumed (for progress), if the source knows.
+    fn offset(&self) -> u64 {
+        0
+    }
+    /// Kernel counters of a live source.
+    fn kernel_stats(&mut self) -> Option<KernelStats> {
+        None
+    }
+    /// Whether the source is live: the stop flag is then checked at every
+    /// packet, not every 65,536, since a slow link may never go idle.
+    fn is_live(&self) -> bool {
+        false
+    }
+}
+
+impl<S: ByteSource> PacketSource for CaptureReader<S> {
+    #[inline]
+    fn next(&mut self) -> Result<Next<'_>, CaptureError> {
+        Ok(match self.next_packet()? {
+            Some(p) => Next::Packet(p),
+            None => Next::End,
+        })
+    }
+
+    fn offset(&self) -> u64 {
+        CaptureReader::offset(self)
+    }
+}
+
 /// Progress callback: bytes of input consumed so far.
 pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
 
@@ -551,6 +666,62 @@ pub fn run(
     cfg: &PipelineConfig,
     sink: &mut (dyn FnMut(&[FlowRecord]) -> io::Result<()> + Send),
     progress: Option<Progress<'_>>,
+) -> Result<RunReport, PipelineError> {
+    run_with(cfg, sink, progress, &mut |reader| {
+        for input in inputs {
+            if reader.stop.load(Ordering::Relaxed) || reader.stopped.load(Ordering::Relaxed) {
+                break;
+            }
+            tracing::debug!(input = %input.name(), "reading");
+            let res = match input {
+                Input::File(p) => File::open(p)
+                    .map_err(|source| CaptureError::Io {
+                        path: p.clone(),
+                        source,
+                    })
+                    .and_then(|f| CaptureReader::new(f, p.clone()))
+                    .and_then(|mut r| reader.read(&mut r)),
+                Input::Stdin => match cfg.stop.clone() {
+                    // A daemon must stop on its flag even while standard
+                    // input has nothing to read.
+                    Some(stop) => CaptureReader::new(StoppableStdin::new(stop), input.name())
+                        .and_then(|mut r| reader.read(&mut r)),
+                    None => CaptureReader::new(io::stdin().lock(), input.name())
+                        .and_then(|mut r| reader.read(&mut r)),
+                },
+                // Through the same 1 MiB buffer as files: copying through a hot
+                // buffer is faster than walking gigabytes of 4 KiB pages, where
+                // the TLB misses and the prefetcher stops at every page.
+                Input::Memory { bytes, .. } => {
+                    CaptureReader::new(*bytes, input.name()).and_then(|mut r| reader.read(&mut r))
+                }
+            };
+            reader.finished(res);
+        }
+    })
+}
+
+/// Runs one [`PacketSource`] (a libpcap capture, live or file) through
+/// decode and the flow shards, as [`run`] does capture files. A live source
+/// runs until `cfg.stop` is set.
+pub fn run_source(
+    source: &mut (dyn PacketSource + Send),
+    cfg: &PipelineConfig,
+    sink: &mut (dyn FnMut(&[FlowRecord]) -> io::Result<()> + Send),
+) -> Result<RunReport, PipelineError> {
+    let mut report = run_with(cfg, sink, None, &mut |reader| {
+        let res = reader.read(source);
+        reader.finished(res);
+    })?;
+    report.kernel = source.kernel_stats();
+    Ok(report)
+}
+
+fn run_with(
+    cfg: &PipelineConfig,
+    sink: &mut (dyn FnMut(&[FlowRecord]) -> io::Result<()> + Send),
+    progress: Option<Progress<'_>>,
+    feed: &mut dyn FnMut(&mut Reader<'_, '_>),
 ) -> Result<RunReport, PipelineError> {
     validate(cfg)?;
     let n = cfg.workers.get();
@@ -614,52 +785,8 @@ pub fn run(
             progress,
             done_bytes: 0,
         };
-        tracing::info!(
-            workers = n,
-            batch_size = bs,
-            inputs = inputs.len(),
-            "flow pipeline started"
-        );
-        for input in inputs {
-            if stop.load(Ordering::Relaxed) || reader.stopped.load(Ordering::Relaxed) {
-                break;
-            }
-            tracing::debug!(input = %input.name(), "reading");
-            let res = match input {
-                Input::File(p) => File::open(p)
-                    .map_err(|source| CaptureError::Io {
-                        path: p.clone(),
-                        source,
-                    })
-                    .and_then(|f| CaptureReader::new(f, p.clone()))
-                    .and_then(|r| reader.read(r)),
-                Input::Stdin => match cfg.stop.clone() {
-                    // A daemon must stop on its flag even while standard
-                    // input has nothing to read.
-                    Some(stop) => CaptureReader::new(StoppableStdin::new(stop), input.name())
-                        .and_then(|r| reader.read(r)),
-                    None => CaptureReader::new(io::stdin().lock(), input.name())
-                        .and_then(|r| reader.read(r)),
-                },
-                // Through the same 1 MiB buffer as files: copying through a hot
-                // buffer is faster than walking gigabytes of 4 KiB pages, where
-                // the TLB misses and the prefetcher stops at every page.
-                Input::Memory { bytes, .. } => {
-                    CaptureReader::new(*bytes, input.name()).and_then(|r| reader.read(r))
-                }
-            };
-            match res {
-                Ok(consumed) => reader.done_bytes += consumed,
-                Err(e) => {
-                    if let Some(off) = e.offset() {
-                        reader.done_bytes += off;
-                    }
-                    // The caller reports input errors to the user; this is for the log.
-                    tracing::debug!(error = %e, "input stopped early; packets before the damage were kept");
-                    reader.report.input_errors.push(e);
-                }
-            }
-        }
+        tracing::info!(workers = n, batch_size = bs, "flow pipeline started");
+        feed(&mut reader);
         if let Some(l) = reader.live {
             l.publish_reader(
                 reader.report.packets,
@@ -725,11 +852,55 @@ struct Reader<'r, 'p> {
 }
 
 impl Reader<'_, '_> {
+    /// Records how an input ended.
+    fn finished(&mut self, res: Result<u64, CaptureError>) {
+        match res {
+            Ok(consumed) => self.done_bytes += consumed,
+            Err(e) => {
+                if let Some(off) = e.offset() {
+                    self.done_bytes += off;
+                }
+                // The caller reports input errors to the user; this is for the log.
+                tracing::debug!(error = %e, "input stopped early; packets before the damage were kept");
+                self.report.input_errors.push(e);
+            }
+        }
+    }
+
     /// Reads one input to its end; returns the bytes consumed.
-    fn read<S: ByteSource>(&mut self, mut reader: CaptureReader<S>) -> Result<u64, CaptureError> {
+    fn read<P: PacketSource + ?Sized>(&mut self, reader: &mut P) -> Result<u64, CaptureError> {
         let mut t0 = Instant::now();
+        let live_source = reader.is_live();
         let disp = &mut self.disp;
-        while let Some(pkt) = reader.next_packet()? {
+        loop {
+            if live_source && self.external.load(Ordering::Relaxed) {
+                self.stopped.store(true, Ordering::Relaxed);
+                break;
+            }
+            let pkt = match reader.next()? {
+                Next::Packet(p) => p,
+                Next::End => break,
+                Next::Idle => {
+                    // Nothing came within the source's timeout: packet time
+                    // moves with the wall clock, and the stop flag is seen.
+                    disp.clock(crate::live::wall_ns());
+                    if let Some(l) = self.live {
+                        l.publish_reader(
+                            self.report.packets,
+                            self.report.wire_bytes,
+                            &self.decoder.stats,
+                        );
+                    }
+                    if self.external.load(Ordering::Relaxed) {
+                        self.stopped.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    if self.stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    continue;
+                }
+            };
             self.report.packets += 1;
             self.report.wire_bytes += u64::from(pkt.orig_len);
             let ts = pkt.ts_ns;

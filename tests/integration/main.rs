@@ -2,8 +2,10 @@
 
 mod alloc;
 mod cli;
+mod clickhouse;
 mod corpus;
 mod detection;
 mod engine;
+mod live;
 mod transport;
 mod util;

@@ -10,6 +10,7 @@
 //! `seq` is not above the sensor's highest committed `seq` has been stored
 //! before and is dropped as a duplicate.
 
+pub mod clickhouse;
 pub mod sqlite;
 
 use std::io;
@@ -125,6 +126,9 @@ pub enum StoreError {
         /// What did not decode.
         what: String,
     },
+    /// ClickHouse refused an operation or could not be reached.
+    #[error("clickhouse: {0}")]
+    ClickHouse(String),
     /// The batch cannot be represented (a value beyond the store's range).
     #[error("batch rejected by the store: {0}")]
     Unrepresentable(String),

@@ -2,12 +2,177 @@
 //!
 //! A source hands out [`RawPacket`]s that borrow its internal buffer: the
 //! next call reuses that memory, so reading allocates nothing per packet.
-//! Today the source is a capture file ([`pcap_file`]); live AF_PACKET and
-//! libpcap sources join with the live-capture issue.
+//! Sources: capture files ([`pcap_file`], pure Rust), live AF_PACKET
+//! sockets with a TPACKET_V3 ring ([`af_packet`], Linux), and libpcap
+//! (`libpcap`, behind the `libpcap` cargo feature).
 
+#[cfg(target_os = "linux")]
+pub mod af_packet;
+#[cfg(feature = "libpcap")]
+pub mod libpcap;
 pub mod pcap_file;
 
+use std::io;
+use std::time::Duration;
+
+use thiserror::Error;
+
 pub use pcap_file::{CaptureError, CaptureReader, PcapWriter};
+
+/// Geometry of one socket's ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingConfig {
+    /// Bytes per block: a power of two, at least 4 KiB. A packet must fit in
+    /// one block (with its 48-byte header), so keep it ≥ 128 KiB where GRO
+    /// hands up 64 KiB packets.
+    pub block_size: u32,
+    /// Blocks in the ring.
+    pub block_count: u32,
+    /// The kernel hands over a block that is not full after this long, so a
+    /// quiet link is still read promptly.
+    pub block_timeout: Duration,
+}
+
+impl Default for RingConfig {
+    fn default() -> Self {
+        RingConfig {
+            block_size: 1 << 20,
+            block_count: 64,
+            block_timeout: Duration::from_millis(100),
+        }
+    }
+}
+
+impl RingConfig {
+    /// Checks the geometry; names the bad value.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.block_size < 4096 || !self.block_size.is_power_of_two() {
+            return Err(format!(
+                "ring block size {} must be a power of two of at least 4096",
+                self.block_size
+            ));
+        }
+        if self.block_count == 0 || self.block_count > 65_536 {
+            return Err(format!(
+                "ring block count {} must be 1-65536",
+                self.block_count
+            ));
+        }
+        if u64::from(self.block_size) * u64::from(self.block_count) > 1 << 34 {
+            return Err("ring larger than 16 GiB".into());
+        }
+        let ms = self.block_timeout.as_millis();
+        if ms == 0 || ms > 10_000 {
+            return Err(format!("ring block timeout {ms} ms must be 1-10000 ms"));
+        }
+        Ok(())
+    }
+}
+
+/// How a fanout group spreads packets over its sockets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FanoutMode {
+    /// By a symmetric hash of the outermost IP addresses (a classic BPF
+    /// program, `af_packet::address_pair_program`): every packet between two hosts
+    /// reaches one worker, so tunnels (whose outer flow carries many inner
+    /// ones) and IPv6 fragments (which the kernel does not reassemble) give
+    /// the same flows for any worker count. The default.
+    #[default]
+    AddressPair,
+    /// The kernel's symmetric flow hash (`PACKET_FANOUT_HASH`): spreads the
+    /// flows between two hosts too, but the kernel hashes tunnelled packets
+    /// by their inner headers, so one outer tunnel flow can be counted on
+    /// several workers, and IPv6 fragments may part from their flow.
+    FlowHash,
+}
+
+/// Kernel (or libpcap) counters of a live source, summed over its sockets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelStats {
+    /// Packets the kernel handed to the capture, including those it then
+    /// dropped for want of buffer space.
+    pub packets: u64,
+    /// Packets dropped because the ring (or buffer) was full.
+    pub drops: u64,
+    /// Times an AF_PACKET ring was frozen (every block held by the reader).
+    pub freezes: u64,
+}
+
+impl KernelStats {
+    /// Adds another socket's counters.
+    pub fn merge(&mut self, o: &KernelStats) {
+        self.packets += o.packets;
+        self.drops += o.drops;
+        self.freezes += o.freezes;
+    }
+}
+
+/// A live source could not be opened or read.
+#[derive(Debug, Error)]
+pub enum LiveError {
+    /// The process lacks CAP_NET_RAW.
+    #[error(
+        "capturing on {interface} needs CAP_NET_RAW: run as root, or grant it with `setcap cap_net_raw,cap_net_admin=eip` on the vigil binary"
+    )]
+    Permission {
+        /// The interface.
+        interface: String,
+    },
+    /// No interface has this name.
+    #[error("no such interface: {interface:?} (see `ip link`)")]
+    UnknownInterface {
+        /// The name given.
+        interface: String,
+    },
+    /// The interface's link layer is not one the sensor decodes.
+    #[error(
+        "{interface}: link type {hw_type} (ARPHRD_*) is not supported; Ethernet, loopback and raw-IP interfaces are"
+    )]
+    UnsupportedLink {
+        /// The interface.
+        interface: String,
+        /// Its ARPHRD_* hardware type.
+        hw_type: u16,
+    },
+    /// The ring geometry is invalid.
+    #[error("{interface}: {reason}")]
+    Ring {
+        /// The interface.
+        interface: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The capture filter does not compile or was refused.
+    #[error("capture filter {expr:?}: {message}")]
+    Filter {
+        /// The expression.
+        expr: String,
+        /// Why.
+        message: String,
+    },
+    /// The source is not in this build.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A system call failed.
+    #[error("{interface}: {what}: {source}")]
+    Os {
+        /// The interface.
+        interface: String,
+        /// The call.
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl LiveError {
+    /// Whether the error is the operator's to fix (permission, name, filter,
+    /// configuration) rather than a failure at run time: exit code 64.
+    pub fn is_usage(&self) -> bool {
+        !matches!(self, LiveError::Os { .. })
+    }
+}
 
 /// Link-layer header types (the tcpdump `LINKTYPE_*` values) the decoder knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -59,6 +59,14 @@ pub enum CaptureError {
         /// Bytes the file still has.
         available: u64,
     },
+    /// libpcap refused the file or a packet (the `libpcap` reader).
+    #[error("{path}: libpcap: {message}")]
+    Libpcap {
+        /// The file or interface.
+        path: PathBuf,
+        /// libpcap's message.
+        message: String,
+    },
     /// A header, record or block is inconsistent.
     #[error("{path}: corrupt at byte offset {offset}: {reason}")]
     Corrupt {

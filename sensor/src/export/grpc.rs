@@ -201,7 +201,7 @@ impl Shared {
             run_id: self.run_id,
             packets: l.packets.load(Ordering::Relaxed),
             bytes: l.bytes.load(Ordering::Relaxed),
-            kernel_drops: 0,
+            kernel_drops: l.kernel_drops.load(Ordering::Relaxed),
             decode_errors: l
                 .decode_errors_by_reason()
                 .into_iter()

@@ -1,0 +1,955 @@
+//! The ClickHouse flow store (work in progress: see ARCHITECTURE.md).
+//!
+//! Over ClickHouse's HTTP interface ([`http`]), in SQL and formats that
+//! ClickHouse 18.16 (Debian's package) and current releases both accept:
+//! `MergeTree` tables partitioned by day, `RowBinary` for inserts and
+//! results, no query parameters (18.16 has none), so every value of a
+//! query comes from the typed plan ([`Filter`]) and is written by this
+//! module as a number or a hex literal, never pasted from user text.
+//!
+//! Tables, in database `cfg.database`:
+//! - `flows`: one row per record, ordered by `first_ns`: the columns
+//!   queries filter and group on (addresses as 4- or 16-byte strings, as in
+//!   the SQLite store, so that ties in a top-N sort the same way), and the
+//!   record itself as its `vigil.v1.Flow` protobuf encoding, from which rows
+//!   are read back exactly.
+//! - `batches`: one row per committed batch `(sensor_id, seq)`: the dedupe
+//!   state, shared by every collector writing to the database.
+//! - `duplicates`, `sensor_runs`: duplicate batches seen; each sensor run's
+//!   latest counters.
+//! - `alerts` (`ReplacingMergeTree` by update time), `alert_evidence`.
+//!
+//! Exactly once: a batch's flows (each row carrying its `seq`) are
+//! inserted, then its `batches` row; a batch whose `seq` is not above the
+//! sensor's highest committed `seq` is a duplicate. ClickHouse has no
+//! transactions: when a commit stops between the two inserts, the batch
+//! comes again (the sensor still holds it), its flows are found by `seq`
+//! and only the mark is written. Remaining windows: an insert that
+//! ClickHouse splits over two day partitions is not atomic, and two
+//! collectors given the same batch at the same moment both store it.
+
+pub mod http;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+use prost::Message as _;
+use vigil_proto::wire::{ip_from_bytes, ip_to_bytes};
+use vigil_proto::{ConnState, FlowRecord, pb};
+
+use self::http::{Endpoint, HttpError};
+use super::{
+    AlertQuery, CommitOutcome, FlowStore, IngestBatch, RetentionReport, SensorRecord, StoreError,
+    sum_stats,
+};
+use crate::detect::{Alert, AlertUpdate, EvidenceRef};
+use crate::query::{Cmp, Counter, Dir, Filter, TimeRange, TopBy, TopKey, TopRow, Totals};
+
+/// Where the store is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClickHouseConfig {
+    /// `http://HOST[:PORT]`.
+    pub url: String,
+    /// Database (created if missing).
+    pub database: String,
+    /// User.
+    pub user: String,
+    /// Password.
+    pub password: String,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        ClickHouseConfig {
+            url: "http://127.0.0.1:8123".into(),
+            database: "vigil".into(),
+            user: "default".into(),
+            password: String::new(),
+        }
+    }
+}
+
+/// A flow store in ClickHouse.
+#[derive(Debug)]
+pub struct ClickHouseStore {
+    http: Endpoint,
+    db: String,
+    /// Per sensor, as this collector last saw them: the highest committed
+    /// `seq`, and the highest `seq` with flows stored (above the first when
+    /// a commit stopped between its inserts).
+    last_seq: Mutex<HashMap<String, (u64, u64)>>,
+}
+
+fn err(e: HttpError) -> StoreError {
+    StoreError::ClickHouse(e.to_string())
+}
+
+fn corrupt(what: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        path: "clickhouse".into(),
+        what: what.into(),
+    }
+}
+
+/// A valid database name: letters, digits, underscore (it is written into
+/// statements, so nothing else is allowed).
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !s.as_bytes()[0].is_ascii_digit()
+}
+
+/// A string literal: hex-encoded, so no byte of it is SQL.
+fn lit(s: &[u8]) -> String {
+    let mut o = String::with_capacity(2 * s.len() + 9);
+    o.push_str("unhex('");
+    for b in s {
+        let _ = write!(o, "{b:02X}");
+    }
+    o.push_str("')");
+    o
+}
+
+const NS_PER_MIN: u64 = 60_000_000_000;
+
+/// Roll-up tables: name, key type, key expression over `flows`, condition.
+const ROLLUPS: [(&str, &str, &str, &str); 4] = [
+    ("src", "String", "src_ip", "1"),
+    ("dst", "String", "dst_ip", "1"),
+    ("dport", "UInt64", "toUInt64(dst_port)", "has_ports = 1"),
+    ("proto", "UInt64", "toUInt64(proto)", "1"),
+];
+
+const FLOW_COLS: &str = "sensor_id, seq, idx, day, first_ns, last_ns, flow_id, proto, src_ip, src_port, dst_ip, dst_port, has_ports, vlan0, vlan1, packets, bytes, conn_state, community_id, record";
+
+impl ClickHouseStore {
+    /// Connects and creates the database and tables if missing.
+    pub fn open(cfg: &ClickHouseConfig) -> Result<ClickHouseStore, StoreError> {
+        if !valid_name(&cfg.database) {
+            return Err(StoreError::ClickHouse(format!(
+                "database name {:?}: letters, digits and _ only",
+                cfg.database
+            )));
+        }
+        let http = Endpoint::parse(&cfg.url, &cfg.user, &cfg.password).map_err(err)?;
+        let store = ClickHouseStore {
+            http,
+            db: cfg.database.clone(),
+            last_seq: Mutex::new(HashMap::new()),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The database this store writes to.
+    pub fn database(&self) -> &str {
+        &self.db
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let db = &self.db;
+        let ddl = [
+            format!("CREATE DATABASE IF NOT EXISTS {db}"),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {db}.flows (sensor_id String, seq UInt64, idx UInt32, day Date, \
+                 first_ns UInt64, last_ns UInt64, flow_id UInt64, proto UInt8, \
+                 src_ip String, src_port UInt16, dst_ip String, dst_port UInt16, has_ports UInt8, \
+                 vlan0 UInt16, vlan1 UInt16, packets UInt64, bytes UInt64, conn_state UInt8, \
+                 community_id String, record String) \
+                 ENGINE = MergeTree() PARTITION BY day ORDER BY (first_ns, sensor_id) \
+                 SETTINGS index_granularity = 8192"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {db}.batches (sensor_id String, seq UInt64, \
+                 flows UInt64, received_ns UInt64) \
+                 ENGINE = MergeTree() ORDER BY (sensor_id, seq)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {db}.duplicates (sensor_id String, seq UInt64, \
+                 received_ns UInt64) ENGINE = MergeTree() ORDER BY (sensor_id, seq)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {db}.sensor_runs (sensor_id String, run_id UInt64, \
+                 updated_ns UInt64, stats String) \
+                 ENGINE = ReplacingMergeTree(updated_ns) ORDER BY (sensor_id, run_id)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {db}.alerts (id UInt64, kind String, severity UInt8, \
+                 asset String, first_ns UInt64, last_ns UInt64, version UInt64, body String) \
+                 ENGINE = ReplacingMergeTree(version) ORDER BY id"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {db}.alert_evidence (alert UInt64, sensor_id String, \
+                 flow_id UInt64, first_ns UInt64) \
+                 ENGINE = ReplacingMergeTree() ORDER BY (alert, sensor_id, flow_id, first_ns)"
+            ),
+        ];
+        for s in &ddl {
+            self.http.query(s).map_err(err)?;
+        }
+        self.migrate_rollups()
+    }
+
+    /// Per-minute roll-ups (Akvorado's pattern): a `SummingMergeTree` per
+    /// top-N key, filled by a materialized view on every insert into
+    /// `flows`; created and back-filled from `flows` when missing.
+    fn migrate_rollups(&self) -> Result<(), StoreError> {
+        let db = &self.db;
+        for (name, k_type, k_expr, cond) in ROLLUPS {
+            let exists = self.select(&format!("EXISTS TABLE {db}.rollup_{name}"))?;
+            if exists.first() == Some(&1) {
+                continue;
+            }
+            self.http
+                .query(&format!(
+                    "CREATE TABLE IF NOT EXISTS {db}.rollup_{name} (minute UInt64, k {k_type}, \
+                     flows UInt64, packets UInt64, bytes UInt64) \
+                     ENGINE = SummingMergeTree() PARTITION BY intDiv(minute, 1440) ORDER BY (minute, k)"
+                ))
+                .map_err(err)?;
+            let select = format!(
+                "SELECT intDiv(first_ns, {NS_PER_MIN}) AS minute, {k_expr} AS k, count() AS flows, \
+                 sum(packets) AS packets, sum(bytes) AS bytes FROM {db}.flows WHERE {cond} GROUP BY minute, k"
+            );
+            self.http
+                .query(&format!(
+                    "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.rollup_{name}_mv TO {db}.rollup_{name} AS {select}"
+                ))
+                .map_err(err)?;
+            // Flows stored before the roll-up existed.
+            self.http
+                .query(&format!(
+                    "INSERT INTO {db}.rollup_{name} (minute, k, flows, packets, bytes) {select}"
+                ))
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// The sensor's highest `seq` with a `batches` mark, and the highest
+    /// with flows stored (higher when a commit stopped between the two).
+    fn db_last_seq(&self, sensor: &str) -> Result<(u64, u64), StoreError> {
+        let s = lit(sensor.as_bytes());
+        let db = &self.db;
+        let body = self.select(&format!(
+            "SELECT (SELECT max(seq) FROM {db}.batches WHERE sensor_id = {s}), \
+             (SELECT max(seq) FROM {db}.flows WHERE sensor_id = {s})"
+        ))?;
+        let mut r = Reader::new(&body);
+        Ok((r.u64()?, r.u64()?))
+    }
+
+    /// Indexes of a batch's rows already in `flows`.
+    fn stored_indexes(
+        &self,
+        b: &IngestBatch,
+    ) -> Result<std::collections::HashSet<u32>, StoreError> {
+        let (lo, hi) = b.flows.iter().fold((u64::MAX, 0), |(lo, hi), r| {
+            (lo.min(r.first_seen_ns), hi.max(r.first_seen_ns))
+        });
+        let body = self.select(&format!(
+            "SELECT idx FROM {}.flows WHERE first_ns >= {lo} AND first_ns <= {hi} \
+             AND sensor_id = {} AND seq = {}",
+            self.db,
+            lit(b.sensor_id.as_bytes()),
+            b.seq
+        ))?;
+        let mut r = Reader::new(&body);
+        let mut out = std::collections::HashSet::new();
+        while !r.done() {
+            let s = r.take(4)?;
+            out.insert(u32::from_le_bytes([s[0], s[1], s[2], s[3]]));
+        }
+        Ok(out)
+    }
+
+    fn select(&self, sql: &str) -> Result<Vec<u8>, StoreError> {
+        self.http
+            .query(&format!("{sql} FORMAT RowBinary"))
+            .map_err(err)
+    }
+
+    fn read_flows(&self, body: &[u8]) -> Result<Vec<(String, FlowRecord)>, StoreError> {
+        let mut r = Reader::new(body);
+        let mut out = Vec::new();
+        while !r.done() {
+            let sensor = r.string()?;
+            let bytes = r.bytes()?;
+            let f = pb::Flow::decode(bytes).map_err(|e| corrupt(format!("flow record: {e}")))?;
+            let rec = FlowRecord::try_from(&f).map_err(|e| corrupt(format!("flow record: {e}")))?;
+            out.push((sensor, rec));
+        }
+        Ok(out)
+    }
+}
+
+/// Appends one flow row in RowBinary, in [`FLOW_COLS`] order.
+fn encode_flow(
+    out: &mut Vec<u8>,
+    sensor: &str,
+    seq: u64,
+    idx: u32,
+    r: &FlowRecord,
+    scratch: &mut Vec<u8>,
+) {
+    put_str(out, sensor.as_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&idx.to_le_bytes());
+    let day = (r.first_seen_ns / 86_400_000_000_000).min(u64::from(u16::MAX)) as u16;
+    out.extend_from_slice(&day.to_le_bytes());
+    out.extend_from_slice(&r.first_seen_ns.to_le_bytes());
+    out.extend_from_slice(&r.last_seen_ns.to_le_bytes());
+    out.extend_from_slice(&r.flow_id.to_le_bytes());
+    out.push(r.proto);
+    put_str(out, &ip_to_bytes(r.src_ip));
+    out.extend_from_slice(&r.src_port.unwrap_or(0).to_le_bytes());
+    put_str(out, &ip_to_bytes(r.dst_ip));
+    out.extend_from_slice(&r.dst_port.unwrap_or(0).to_le_bytes());
+    out.push(u8::from(r.src_port.is_some()));
+    let v = r.vlan.as_slice();
+    out.extend_from_slice(&v.first().copied().unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(&v.get(1).copied().unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(&r.packets().to_le_bytes());
+    out.extend_from_slice(&r.bytes().to_le_bytes());
+    out.push(state_index(r.conn_state));
+    put_str(out, &r.community_id.0);
+    scratch.clear();
+    pb::Flow::from(r).encode(scratch).unwrap_or_default();
+    put_str(out, scratch);
+}
+
+fn state_index(s: ConnState) -> u8 {
+    ConnState::ALL.iter().position(|c| *c == s).unwrap_or(0) as u8
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &[u8]) {
+    put_varint(out, s.len() as u64);
+    out.extend_from_slice(s);
+}
+
+/// Reads RowBinary results.
+struct Reader<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn new(b: &'a [u8]) -> Reader<'a> {
+        Reader { b }
+    }
+
+    fn done(&self) -> bool {
+        self.b.is_empty()
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
+        if self.b.len() < n {
+            return Err(corrupt("RowBinary result ends early"));
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Ok(h)
+    }
+
+    fn u64(&mut self) -> Result<u64, StoreError> {
+        let s = self.take(8)?;
+        Ok(u64::from_le_bytes(s.try_into().unwrap_or([0; 8])))
+    }
+
+    fn u8(&mut self) -> Result<u8, StoreError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], StoreError> {
+        let mut len = 0u64;
+        let mut shift = 0;
+        loop {
+            let b = self.u8()?;
+            len |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+            if shift > 63 {
+                return Err(corrupt("RowBinary length"));
+            }
+        }
+        self.take(usize::try_from(len).map_err(|_| corrupt("RowBinary length"))?)
+    }
+
+    fn string(&mut self) -> Result<String, StoreError> {
+        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| corrupt("string not UTF-8"))
+    }
+}
+
+/// The typed plan as a ClickHouse condition.
+fn condition(f: &Filter, out: &mut String) {
+    let dir = |d: Dir, out: &mut String, one: &dyn Fn(&str, &mut String)| match d {
+        Dir::Src => one("src", out),
+        Dir::Dst => one("dst", out),
+        Dir::Either => {
+            out.push('(');
+            one("src", out);
+            out.push_str(" OR ");
+            one("dst", out);
+            out.push(')');
+        }
+    };
+    match f {
+        Filter::All => out.push('1'),
+        Filter::And(v) | Filter::Or(v) => {
+            let op = if matches!(f, Filter::And(_)) {
+                " AND "
+            } else {
+                " OR "
+            };
+            out.push('(');
+            for (i, g) in v.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(op);
+                }
+                condition(g, out);
+            }
+            if v.is_empty() {
+                out.push_str(if matches!(f, Filter::And(_)) {
+                    "1"
+                } else {
+                    "0"
+                });
+            }
+            out.push(')');
+        }
+        Filter::Not(g) => {
+            out.push_str("(NOT ");
+            condition(g, out);
+            out.push(')');
+        }
+        Filter::Ip(d, range) => {
+            let (lo, hi) = (ip_to_bytes(range.lo), ip_to_bytes(range.hi));
+            dir(*d, out, &|c, o| {
+                let _ = write!(
+                    o,
+                    "(length({c}_ip) = {} AND {c}_ip >= {} AND {c}_ip <= {})",
+                    lo.len(),
+                    lit(&lo),
+                    lit(&hi)
+                );
+            });
+        }
+        Filter::Port(d, lo, hi) => dir(*d, out, &|c, o| {
+            let _ = write!(
+                o,
+                "(has_ports = 1 AND {c}_port >= {lo} AND {c}_port <= {hi})"
+            );
+        }),
+        Filter::Proto(p) => {
+            let _ = write!(out, "proto = {p}");
+        }
+        Filter::Family(v) => {
+            let _ = write!(out, "length(src_ip) = {}", if *v == 4 { 4 } else { 16 });
+        }
+        Filter::Vlan(v) => {
+            let _ = write!(out, "({v} != 0 AND (vlan0 = {v} OR vlan1 = {v}))");
+        }
+        Filter::State(s) => {
+            let _ = write!(out, "conn_state = {}", state_index(*s));
+        }
+        Filter::Counter(c, op, n) => {
+            let col = match c {
+                Counter::Bytes => "bytes",
+                Counter::Packets => "packets",
+            };
+            let op = match op {
+                Cmp::Gt => ">",
+                Cmp::Lt => "<",
+                Cmp::Ge => ">=",
+                Cmp::Le => "<=",
+                Cmp::Eq => "=",
+            };
+            let _ = write!(out, "{col} {op} {n}");
+        }
+        Filter::Sensor(s) => {
+            let _ = write!(out, "sensor_id = {}", lit(s.as_bytes()));
+        }
+        Filter::CommunityId(c) => {
+            let _ = write!(out, "community_id = {}", lit(&c.0));
+        }
+    }
+}
+
+fn where_clause(filter: &Filter, range: TimeRange) -> String {
+    let mut w = String::from("WHERE ");
+    condition(filter, &mut w);
+    if let Some(s) = range.since_ns {
+        let _ = write!(w, " AND first_ns >= {s}");
+    }
+    if let Some(u) = range.until_ns {
+        let _ = write!(w, " AND first_ns < {u}");
+    }
+    w
+}
+
+impl FlowStore for ClickHouseStore {
+    fn commit(&self, batch: &IngestBatch) -> Result<CommitOutcome, StoreError> {
+        Ok(self.commit_many(&[batch])?.remove(0))
+    }
+
+    fn commit_many(&self, batches: &[&IngestBatch]) -> Result<Vec<CommitOutcome>, StoreError> {
+        let mut known = self
+            .last_seq
+            .lock()
+            .map_err(|_| StoreError::ClickHouse("state lock poisoned".into()))?;
+        let mut outcomes = Vec::with_capacity(batches.len());
+        let (mut rows, mut marks, mut dups, mut runs) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut scratch = Vec::new();
+        for b in batches {
+            let (last, flows_to) = match known.get(&b.sensor_id) {
+                Some(v) => *v,
+                None => self.db_last_seq(&b.sensor_id)?,
+            };
+            if b.seq > last && b.seq <= flows_to {
+                // A commit stopped after (some of) the flows and before the
+                // mark: ClickHouse writes an insert part by part (one per
+                // day partition), so store the rows that are missing, by
+                // their index in the batch, and the mark.
+                let have = self.stored_indexes(b)?;
+                for (i, r) in b.flows.iter().enumerate() {
+                    if !have.contains(&(i as u32)) {
+                        encode_flow(&mut rows, &b.sensor_id, b.seq, i as u32, r, &mut scratch);
+                    }
+                }
+                put_str(&mut marks, b.sensor_id.as_bytes());
+                marks.extend_from_slice(&b.seq.to_le_bytes());
+                marks.extend_from_slice(&(b.flows.len() as u64).to_le_bytes());
+                marks.extend_from_slice(&b.received_ns.to_le_bytes());
+                known.insert(b.sensor_id.clone(), (b.seq, flows_to));
+                outcomes.push(CommitOutcome::Stored {
+                    gap: b.seq - last - 1,
+                });
+                continue;
+            }
+            if b.seq <= last {
+                put_str(&mut dups, b.sensor_id.as_bytes());
+                dups.extend_from_slice(&b.seq.to_le_bytes());
+                dups.extend_from_slice(&b.received_ns.to_le_bytes());
+                known.insert(b.sensor_id.clone(), (last, flows_to));
+                outcomes.push(CommitOutcome::Duplicate);
+                continue;
+            }
+            for (i, r) in b.flows.iter().enumerate() {
+                encode_flow(&mut rows, &b.sensor_id, b.seq, i as u32, r, &mut scratch);
+            }
+            put_str(&mut marks, b.sensor_id.as_bytes());
+            marks.extend_from_slice(&b.seq.to_le_bytes());
+            marks.extend_from_slice(&(b.flows.len() as u64).to_le_bytes());
+            marks.extend_from_slice(&b.received_ns.to_le_bytes());
+            if let Some(s) = &b.stats {
+                put_str(&mut runs, b.sensor_id.as_bytes());
+                runs.extend_from_slice(&s.run_id.to_le_bytes());
+                runs.extend_from_slice(&b.received_ns.to_le_bytes());
+                put_str(&mut runs, &s.encode_to_vec());
+            }
+            let gap = b.seq - last - 1;
+            known.insert(b.sensor_id.clone(), (b.seq, b.seq));
+            outcomes.push(CommitOutcome::Stored { gap });
+        }
+        let insert = |table: &str, cols: &str, data: &[u8]| -> Result<(), StoreError> {
+            if data.is_empty() {
+                return Ok(());
+            }
+            let st = format!("INSERT INTO {}.{table} ({cols}) FORMAT RowBinary", self.db);
+            self.http.insert(&st, data).map_err(err)
+        };
+        let res = insert("flows", FLOW_COLS, &rows)
+            .and_then(|()| insert("sensor_runs", "sensor_id, run_id, updated_ns, stats", &runs))
+            .and_then(|()| insert("batches", "sensor_id, seq, flows, received_ns", &marks))
+            .and_then(|()| insert("duplicates", "sensor_id, seq, received_ns", &dups));
+        if res.is_err() {
+            // What is known is no longer sure: read it again next time.
+            known.clear();
+        }
+        res.map(|()| outcomes)
+    }
+
+    fn flows(
+        &self,
+        filter: &Filter,
+        range: TimeRange,
+        limit: usize,
+    ) -> Result<Vec<(String, FlowRecord)>, StoreError> {
+        let sql = format!(
+            "SELECT sensor_id, record FROM {}.flows {} ORDER BY first_ns, sensor_id, seq, flow_id LIMIT {}",
+            self.db,
+            where_clause(filter, range),
+            limit.min(i64::MAX as usize)
+        );
+        self.read_flows(&self.select(&sql)?)
+    }
+
+    fn count(&self, filter: &Filter, range: TimeRange) -> Result<Totals, StoreError> {
+        let sql = format!(
+            "SELECT count(), sum(packets), sum(bytes) FROM {}.flows {}",
+            self.db,
+            where_clause(filter, range)
+        );
+        let body = self.select(&sql)?;
+        let mut r = Reader::new(&body);
+        Ok(Totals {
+            flows: r.u64()?,
+            packets: r.u64()?,
+            bytes: r.u64()?,
+        })
+    }
+
+    fn top(
+        &self,
+        filter: &Filter,
+        range: TimeRange,
+        key: TopKey,
+        by: TopBy,
+        limit: usize,
+    ) -> Result<Vec<TopRow>, StoreError> {
+        let (col, extra) = match key {
+            TopKey::Src => ("src_ip", ""),
+            TopKey::Dst => ("dst_ip", ""),
+            TopKey::DstPort => ("toUInt64(dst_port)", " AND has_ports = 1"),
+            TopKey::SrcPort => ("toUInt64(src_port)", " AND has_ports = 1"),
+            TopKey::Proto => ("toUInt64(proto)", ""),
+        };
+        let order = match by {
+            TopBy::Bytes => "b",
+            TopBy::Packets => "p",
+            TopBy::Flows => "n",
+        };
+        let limit = limit.min(i64::MAX as usize);
+        let rollup = match key {
+            TopKey::Src => Some("src"),
+            TopKey::Dst => Some("dst"),
+            TopKey::DstPort => Some("dport"),
+            TopKey::Proto => Some("proto"),
+            TopKey::SrcPort => None,
+        };
+        let sql = match rollup.filter(|_| *filter == Filter::All) {
+            // Whole minutes from the roll-up, the partial minutes at the
+            // edges of the range from the flows.
+            Some(name) => {
+                let db = &self.db;
+                let m_lo = range.since_ns.map(|s| s.div_ceil(NS_PER_MIN));
+                let m_hi = range.until_ns.map(|u| u / NS_PER_MIN);
+                let mut parts = Vec::new();
+                if m_lo.zip(m_hi).is_none_or(|(lo, hi)| lo < hi) {
+                    let mut w = String::from("1");
+                    if let Some(lo) = m_lo {
+                        let _ = write!(w, " AND minute >= {lo}");
+                    }
+                    if let Some(hi) = m_hi {
+                        let _ = write!(w, " AND minute < {hi}");
+                    }
+                    parts.push(format!(
+                        "SELECT k, flows AS n, packets AS p, bytes AS b FROM {db}.rollup_{name} WHERE {w}"
+                    ));
+                    let mut edges = Vec::new();
+                    if let (Some(s), Some(lo)) = (range.since_ns, m_lo) {
+                        edges.push(format!(
+                            "(first_ns >= {s} AND first_ns < {})",
+                            lo * NS_PER_MIN
+                        ));
+                    }
+                    if let (Some(u), Some(hi)) = (range.until_ns, m_hi) {
+                        edges.push(format!(
+                            "(first_ns >= {} AND first_ns < {u})",
+                            hi * NS_PER_MIN
+                        ));
+                    }
+                    if !edges.is_empty() {
+                        parts.push(format!(
+                            "SELECT {col} AS k, count() AS n, sum(packets) AS p, sum(bytes) AS b FROM {db}.flows WHERE ({}){extra} GROUP BY k",
+                            edges.join(" OR ")
+                        ));
+                    }
+                } else {
+                    parts.push(format!(
+                        "SELECT {col} AS k, count() AS n, sum(packets) AS p, sum(bytes) AS b FROM {db}.flows {}{extra} GROUP BY k",
+                        where_clause(filter, range)
+                    ));
+                }
+                format!(
+                    "SELECT k, sum(n) AS n, sum(p) AS p, sum(b) AS b FROM ({}) GROUP BY k ORDER BY {order} DESC, k LIMIT {limit}",
+                    parts.join(" UNION ALL ")
+                )
+            }
+            None => format!(
+                "SELECT {col} AS k, count() AS n, sum(packets) AS p, sum(bytes) AS b FROM {}.flows {}{extra} GROUP BY k ORDER BY {order} DESC, k LIMIT {limit}",
+                self.db,
+                where_clause(filter, range),
+            ),
+        };
+        let body = self.select(&sql)?;
+        let mut r = Reader::new(&body);
+        let mut out = Vec::new();
+        while !r.done() {
+            let k = match key {
+                TopKey::Src | TopKey::Dst => {
+                    let b = r.bytes()?;
+                    ip_from_bytes("key", b)
+                        .map_err(|e| corrupt(e.to_string()))?
+                        .to_string()
+                }
+                TopKey::Proto => {
+                    let p = r.u64()?;
+                    vigil_proto::proto_name(p as u8).to_string()
+                }
+                _ => r.u64()?.to_string(),
+            };
+            out.push(TopRow {
+                key: k,
+                totals: Totals {
+                    flows: r.u64()?,
+                    packets: r.u64()?,
+                    bytes: r.u64()?,
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    fn sensors(&self) -> Result<Vec<SensorRecord>, StoreError> {
+        let db = &self.db;
+        let body = self.select(&format!(
+            "SELECT sensor_id, max(seq), count(), sum(flows), max(received_ns), uniqExact(seq) \
+             FROM {db}.batches GROUP BY sensor_id ORDER BY sensor_id"
+        ))?;
+        let mut r = Reader::new(&body);
+        let mut out = Vec::new();
+        while !r.done() {
+            let sensor_id = r.string()?;
+            let (last_seq, batches, flows, last_seen_ns, distinct) =
+                (r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+            out.push(SensorRecord {
+                sensor_id,
+                last_seq,
+                batches,
+                flows,
+                duplicates: 0,
+                seq_gaps: last_seq.saturating_sub(distinct),
+                last_seen_ns,
+                stats: pb::SensorStats::default(),
+            });
+        }
+        let body = self.select(&format!(
+            "SELECT sensor_id, count() FROM {db}.duplicates GROUP BY sensor_id"
+        ))?;
+        let mut r = Reader::new(&body);
+        while !r.done() {
+            let (s, n) = (r.string()?, r.u64()?);
+            if let Some(rec) = out.iter_mut().find(|x| x.sensor_id == s) {
+                rec.duplicates = n;
+            }
+        }
+        let body = self.select(&format!(
+            "SELECT sensor_id, stats FROM {db}.sensor_runs FINAL ORDER BY sensor_id, updated_ns, run_id"
+        ))?;
+        let mut r = Reader::new(&body);
+        let mut runs: HashMap<String, Vec<pb::SensorStats>> = HashMap::new();
+        while !r.done() {
+            let s = r.string()?;
+            let st = pb::SensorStats::decode(r.bytes()?)
+                .map_err(|e| corrupt(format!("sensor stats: {e}")))?;
+            runs.entry(s).or_default().push(st);
+        }
+        for rec in &mut out {
+            if let Some(v) = runs.remove(&rec.sensor_id) {
+                rec.stats = sum_stats(v);
+            }
+        }
+        Ok(out)
+    }
+
+    fn enforce_retention(&self, _now_ns: u64) -> Result<RetentionReport, StoreError> {
+        // Retention (dropping day partitions that hold no evidence) is not
+        // built yet for ClickHouse: nothing is deleted.
+        Ok(RetentionReport::default())
+    }
+
+    fn put_alerts(&self, updates: &[AlertUpdate]) -> Result<(), StoreError> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let (mut rows, mut ev) = (Vec::new(), Vec::new());
+        let version = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        for u in updates {
+            let a = &u.alert;
+            let mut body = a.clone();
+            body.evidence = Vec::new();
+            let json = serde_json::to_string(&body)
+                .map_err(|e| StoreError::Unrepresentable(format!("alert {}: {e}", a.id)))?;
+            rows.extend_from_slice(&a.id.to_le_bytes());
+            put_str(&mut rows, a.kind.as_str().as_bytes());
+            rows.push(a.severity as u8);
+            put_str(&mut rows, a.asset.as_bytes());
+            rows.extend_from_slice(&a.first_seen_ns.to_le_bytes());
+            rows.extend_from_slice(&a.last_seen_ns.to_le_bytes());
+            rows.extend_from_slice(&version.to_le_bytes());
+            put_str(&mut rows, json.as_bytes());
+            for e in &a.evidence {
+                ev.extend_from_slice(&a.id.to_le_bytes());
+                put_str(&mut ev, e.sensor_id.as_bytes());
+                ev.extend_from_slice(&e.flow_id.to_le_bytes());
+                ev.extend_from_slice(&e.first_ns.to_le_bytes());
+            }
+        }
+        let db = &self.db;
+        if !ev.is_empty() {
+            self.http
+                .insert(
+                    &format!("INSERT INTO {db}.alert_evidence (alert, sensor_id, flow_id, first_ns) FORMAT RowBinary"),
+                    &ev,
+                )
+                .map_err(err)?;
+        }
+        self.http
+            .insert(
+                &format!("INSERT INTO {db}.alerts (id, kind, severity, asset, first_ns, last_ns, version, body) FORMAT RowBinary"),
+                &rows,
+            )
+            .map_err(err)
+    }
+
+    fn alerts(&self, q: &AlertQuery) -> Result<Vec<Alert>, StoreError> {
+        let mut w = String::from("1");
+        if let Some(s) = q.since_ns {
+            let _ = write!(w, " AND last_ns >= {s}");
+        }
+        if let Some(u) = q.until_ns {
+            let _ = write!(w, " AND first_ns < {u}");
+        }
+        if let Some(k) = q.kind {
+            let _ = write!(w, " AND kind = {}", lit(k.as_str().as_bytes()));
+        }
+        if let Some(s) = q.min_severity {
+            let _ = write!(w, " AND severity >= {}", s as u8);
+        }
+        if let Some(a) = &q.asset {
+            let _ = write!(w, " AND asset = {}", lit(a.as_bytes()));
+        }
+        let limit = if q.limit == 0 { 1000 } else { q.limit };
+        let body = self.select(&format!(
+            "SELECT body FROM {}.alerts FINAL WHERE {w} ORDER BY last_ns DESC, id DESC LIMIT {limit}",
+            self.db
+        ))?;
+        let mut r = Reader::new(&body);
+        let mut out = Vec::new();
+        while !r.done() {
+            let b = r.bytes()?;
+            out.push(serde_json::from_slice(b).map_err(|e| corrupt(format!("alert: {e}")))?);
+        }
+        Ok(out)
+    }
+
+    fn alert(&self, id: u64) -> Result<Option<Alert>, StoreError> {
+        let db = &self.db;
+        let body = self.select(&format!(
+            "SELECT body FROM {db}.alerts FINAL WHERE id = {id}"
+        ))?;
+        let mut r = Reader::new(&body);
+        if r.done() {
+            return Ok(None);
+        }
+        let mut a: Alert =
+            serde_json::from_slice(r.bytes()?).map_err(|e| corrupt(format!("alert: {e}")))?;
+        let body = self.select(&format!(
+            "SELECT DISTINCT sensor_id, flow_id, first_ns FROM {db}.alert_evidence WHERE alert = {id} ORDER BY first_ns, flow_id, sensor_id"
+        ))?;
+        let mut r = Reader::new(&body);
+        a.evidence.clear();
+        while !r.done() {
+            a.evidence.push(EvidenceRef {
+                sensor_id: r.string()?,
+                flow_id: r.u64()?,
+                first_ns: r.u64()?,
+            });
+        }
+        Ok(Some(a))
+    }
+
+    fn evidence_flows(
+        &self,
+        evidence: &[EvidenceRef],
+    ) -> Result<Vec<(String, FlowRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in evidence.chunks(1000) {
+            let mut list = String::new();
+            for (i, e) in chunk.iter().enumerate() {
+                if i > 0 {
+                    list.push_str(", ");
+                }
+                let _ = write!(
+                    list,
+                    "({}, {}, {})",
+                    lit(e.sensor_id.as_bytes()),
+                    e.flow_id,
+                    e.first_ns
+                );
+            }
+            let (lo, hi) = chunk.iter().fold((u64::MAX, 0), |(lo, hi), e| {
+                (lo.min(e.first_ns), hi.max(e.first_ns))
+            });
+            let sql = format!(
+                "SELECT sensor_id, record FROM {}.flows WHERE first_ns >= {lo} AND first_ns <= {hi} \
+                 AND (sensor_id, flow_id, first_ns) IN ({list}) ORDER BY first_ns, sensor_id, seq, flow_id",
+                self.db
+            );
+            out.extend(self.read_flows(&self.select(&sql)?)?);
+        }
+        out.sort_by_key(|(_, r)| r.first_seen_ns);
+        Ok(out)
+    }
+
+    fn max_alert_id(&self) -> Result<u64, StoreError> {
+        let body = self.select(&format!("SELECT max(id) FROM {}.alerts", self.db))?;
+        Reader::new(&body).u64()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::parse;
+
+    #[test]
+    fn filters_compile_to_literals_only() {
+        let f = parse("src net 10.0.0.0/8 and not dst port 22 or proto udp").unwrap();
+        let mut s = String::new();
+        condition(&f, &mut s);
+        assert_eq!(
+            s,
+            "(((length(src_ip) = 4 AND src_ip >= unhex('0A000000') AND src_ip <= unhex('0AFFFFFF')) \
+             AND (NOT (has_ports = 1 AND dst_port >= 22 AND dst_port <= 22))) OR proto = 17)"
+        );
+    }
+
+    #[test]
+    fn names_with_sql_in_them_are_refused() {
+        for bad in ["", "a;drop", "a b", "1db", "x.y"] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+        assert!(valid_name("vigil_2"));
+        assert_eq!(lit(b"a'"), "unhex('6127')");
+    }
+}

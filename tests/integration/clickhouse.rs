@@ -1,0 +1,709 @@
+//! The ClickHouse store against a real server: the one named by
+//! `VIGIL_CLICKHOUSE_URL`, or a `clickhouse-server` (Debian's package) the
+//! test starts on loopback with a data directory of its own. Without
+//! either, the tests print why and pass.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use vigil_collector::detect::config::Criticality;
+use vigil_collector::detect::{Alert, AlertKind, AlertUpdate, EvidenceRef, Severity};
+use vigil_collector::query::{TimeRange, TopBy, TopKey, parse};
+use vigil_collector::store::clickhouse::{ClickHouseConfig, ClickHouseStore};
+use vigil_collector::store::sqlite::{SqliteConfig, SqliteStore};
+use vigil_collector::store::{AlertQuery, CommitOutcome, FlowStore, IngestBatch};
+use vigil_proto::FlowRecord;
+
+use crate::util::{config, corpus_dir, corpus_files, run_file};
+
+struct Server {
+    url: String,
+    /// The watchdog shell (which owns the server).
+    _child: Option<Child>,
+    /// The server's directory, removed by the watchdog.
+    _dir: PathBuf,
+}
+
+fn answers(url: &str) -> bool {
+    vigil_collector::store::clickhouse::http::Endpoint::parse(url, "default", "")
+        .and_then(|e| e.query("SELECT 1"))
+        .is_ok()
+}
+
+fn start_server() -> Result<Server, String> {
+    if let Ok(url) = std::env::var("VIGIL_CLICKHOUSE_URL") {
+        return if answers(&url) {
+            Ok(Server {
+                url,
+                _child: None,
+                _dir: PathBuf::new(),
+            })
+        } else {
+            Err(format!("VIGIL_CLICKHOUSE_URL={url} does not answer"))
+        };
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?.keep();
+    let port = |_: u8| {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| e.to_string())
+    };
+    let (http, tcp) = (port(0)?, port(1)?);
+    write_config(&dir, http, tcp)?;
+    let child = launch(&dir)?;
+    let url = format!("http://127.0.0.1:{http}");
+    wait_answering(&url)?;
+    Ok(Server {
+        url,
+        _child: Some(child),
+        _dir: dir,
+    })
+}
+
+fn clickhouse_bin() -> Result<PathBuf, String> {
+    ["/usr/sbin/clickhouse-server", "/usr/bin/clickhouse-server"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or_else(|| {
+            "clickhouse-server is not installed (Debian package clickhouse-server; .ci/run installs it)"
+                .to_string()
+        })
+}
+
+fn write_config(dir: &std::path::Path, http: u16, tcp: u16) -> Result<(), String> {
+    let d = dir.display();
+    let cfg = format!(
+        r#"<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>{d}/server.log</log><errorlog>{d}/err.log</errorlog></logger>
+  <listen_host>127.0.0.1</listen_host>
+  <http_port>{http}</http_port>
+  <tcp_port>{tcp}</tcp_port>
+  <path>{d}/data/</path>
+  <tmp_path>{d}/tmp/</tmp_path>
+  <user_files_path>{d}/user_files/</user_files_path>
+  <format_schema_path>{d}/format_schemas/</format_schema_path>
+  <users_config>{d}/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>268435456</mark_cache_size>
+</yandex>
+"#
+    );
+    let users = r#"<?xml version="1.0"?>
+<yandex>
+  <profiles><default></default></profiles>
+  <users><default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+  <quotas><default></default></quotas>
+</yandex>
+"#;
+    std::fs::write(dir.join("config.xml"), cfg).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("users.xml"), users).map_err(|e| e.to_string())
+}
+
+/// Starts the server in `dir` under a watchdog shell: the server's pid goes
+/// to `dir/ch.pid`; the server is stopped, and `dir` removed, once this test
+/// process is gone (a shared server lives in a static, never dropped).
+fn launch(dir: &std::path::Path) -> Result<Child, String> {
+    let bin = clickhouse_bin()?;
+    let d = dir.display();
+    let script = format!(
+        "{} --config-file={d}/config.xml & ch=$!; echo $ch > {d}/ch.pid; \
+         while kill -0 {pid} 2>/dev/null && kill -0 $ch 2>/dev/null; do sleep 0.5; done; \
+         kill $ch 2>/dev/null; wait $ch; kill -0 {pid} 2>/dev/null || rm -rf {d}",
+        bin.display(),
+        pid = std::process::id()
+    );
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting clickhouse-server: {e}"))
+}
+
+fn wait_answering(url: &str) -> Result<(), String> {
+    let started = Instant::now();
+    while !answers(url) {
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err("clickhouse-server did not answer within 60 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// The shared server, or why there is none.
+fn server() -> Result<&'static Server, &'static str> {
+    static S: OnceLock<Result<Server, String>> = OnceLock::new();
+    S.get_or_init(start_server).as_ref().map_err(|e| e.as_str())
+}
+
+/// A store in a database of its own.
+fn store() -> Option<ClickHouseStore> {
+    let s = match server() {
+        Ok(s) => s,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return None;
+        }
+    };
+    static N: AtomicU32 = AtomicU32::new(0);
+    let db = format!(
+        "vigil_test_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    Some(
+        ClickHouseStore::open(&ClickHouseConfig {
+            url: s.url.clone(),
+            database: db,
+            ..ClickHouseConfig::default()
+        })
+        .expect("open the ClickHouse store"),
+    )
+}
+
+fn batch(sensor: &str, seq: u64, flows: Vec<FlowRecord>) -> IngestBatch {
+    IngestBatch {
+        sensor_id: sensor.into(),
+        seq,
+        flows,
+        stats: None,
+        received_ns: 1_700_000_000_000_000_000 + seq,
+    }
+}
+
+/// The corpus (or, without it, one synthesized capture) as records.
+fn records() -> Vec<FlowRecord> {
+    let cfg = config(1, 256, Duration::from_secs(60));
+    match corpus_dir() {
+        Some(d) => corpus_files(&d)
+            .iter()
+            .flat_map(|f| run_file(f, &cfg).0)
+            .collect(),
+        None => {
+            let bulk = vigil_sensor::synth::BulkConfig {
+                packets: 20_000,
+                flows: 1_000,
+                ..vigil_sensor::synth::BulkConfig::default()
+            };
+            crate::util::run_bytes(&bulk.to_pcap_bytes(), &cfg).0
+        }
+    }
+}
+
+#[test]
+fn the_same_queries_give_the_same_answers_on_sqlite_and_clickhouse() {
+    let Some(ch) = store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let sq = SqliteStore::open(dir.path(), SqliteConfig::default()).unwrap();
+    let all = records();
+    // Two sensors, batches of 500.
+    for (i, chunk) in all.chunks(500).enumerate() {
+        let sensor = if i % 2 == 0 { "s-even" } else { "s-odd" };
+        let b = batch(sensor, i as u64 / 2 + 1, chunk.to_vec());
+        assert_eq!(sq.commit(&b).unwrap(), ch.commit(&b).unwrap());
+    }
+    let stored = ch
+        .flows(&parse("").unwrap(), TimeRange::default(), usize::MAX)
+        .unwrap();
+    assert_eq!(stored.len(), all.len(), "every record stored once");
+    let mut want: Vec<&FlowRecord> = all.iter().collect();
+    let mut got: Vec<&FlowRecord> = stored.iter().map(|(_, r)| r).collect();
+    want.sort_by_key(|r| (r.first_seen_ns, r.flow_id, r.last_seen_ns, r.fwd_packets));
+    got.sort_by_key(|r| (r.first_seen_ns, r.flow_id, r.last_seen_ns, r.fwd_packets));
+    assert!(want == got, "the records read back are the records stored");
+    let mid = all.iter().map(|r| r.first_seen_ns).min().unwrap_or(0) / 2
+        + all.iter().map(|r| r.first_seen_ns).max().unwrap_or(0) / 2;
+    let ranges = [
+        TimeRange::default(),
+        TimeRange {
+            since_ns: Some(mid),
+            until_ns: None,
+        },
+        TimeRange {
+            since_ns: None,
+            until_ns: Some(mid),
+        },
+    ];
+    let filters = [
+        "",
+        "proto tcp",
+        "udp and port 53",
+        "not proto tcp and not proto udp",
+        "src net 10.0.0.0/8 or dst net 192.168.0.0/16",
+        "ip6",
+        "dst port 502 or port 20000 or dst port 102",
+        "vlan 100 or vlan 32",
+        "bytes > 1000 and packets < 50",
+        "sensor s-odd",
+        "state S0",
+    ];
+    for text in filters {
+        let f = parse(text).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+        for range in ranges {
+            assert_eq!(
+                sq.count(&f, range).unwrap(),
+                ch.count(&f, range).unwrap(),
+                "count {text:?} {range:?}"
+            );
+            for key in [
+                TopKey::Src,
+                TopKey::Dst,
+                TopKey::DstPort,
+                TopKey::SrcPort,
+                TopKey::Proto,
+            ] {
+                for by in [TopBy::Bytes, TopBy::Packets, TopBy::Flows] {
+                    assert_eq!(
+                        sq.top(&f, range, key, by, 10).unwrap(),
+                        ch.top(&f, range, key, by, 10).unwrap(),
+                        "top {key:?} by {by:?} where {text:?} {range:?}"
+                    );
+                }
+            }
+            let a = sq.flows(&f, range, 50).unwrap();
+            let b = ch.flows(&f, range, 50).unwrap();
+            let key = |v: &[(String, FlowRecord)]| {
+                let mut k: Vec<(u64, u64, String)> = v
+                    .iter()
+                    .map(|(s, r)| (r.first_seen_ns, r.flow_id, s.clone()))
+                    .collect();
+                k.sort();
+                k
+            };
+            assert_eq!(a.len(), b.len(), "flows {text:?} {range:?}");
+            if a.len() < 50 {
+                assert_eq!(key(&a), key(&b), "flows {text:?} {range:?}");
+            }
+        }
+    }
+    let (s1, s2) = (sq.sensors().unwrap(), ch.sensors().unwrap());
+    let strip = |v: Vec<vigil_collector::store::SensorRecord>| {
+        v.into_iter()
+            .map(|s| {
+                (
+                    s.sensor_id,
+                    s.last_seq,
+                    s.batches,
+                    s.flows,
+                    s.duplicates,
+                    s.seq_gaps,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(s1), strip(s2));
+}
+
+#[test]
+fn duplicates_and_gaps_are_recognized_across_store_instances() {
+    let Some(ch) = store() else { return };
+    let recs = records();
+    let some: Vec<FlowRecord> = recs.iter().take(3).cloned().collect();
+    assert_eq!(
+        ch.commit(&batch("s", 1, some.clone())).unwrap(),
+        CommitOutcome::Stored { gap: 0 }
+    );
+    assert_eq!(
+        ch.commit(&batch("s", 1, some.clone())).unwrap(),
+        CommitOutcome::Duplicate
+    );
+    assert_eq!(
+        ch.commit(&batch("s", 4, some.clone())).unwrap(),
+        CommitOutcome::Stored { gap: 2 }
+    );
+    // A second collector on the same database (the sensor moved to it)
+    // knows what the first committed.
+    let url = server().unwrap().url.clone();
+    let db = ch_db(&ch);
+    let other = ClickHouseStore::open(&ClickHouseConfig {
+        url,
+        database: db,
+        ..ClickHouseConfig::default()
+    })
+    .unwrap();
+    assert_eq!(
+        other.commit(&batch("s", 4, some.clone())).unwrap(),
+        CommitOutcome::Duplicate
+    );
+    assert_eq!(
+        other.commit(&batch("s", 5, some.clone())).unwrap(),
+        CommitOutcome::Stored { gap: 0 }
+    );
+    let s = &other.sensors().unwrap()[0];
+    assert_eq!(
+        (s.last_seq, s.batches, s.flows, s.duplicates, s.seq_gaps),
+        (5, 3, 9, 2, 2)
+    );
+    let n = other
+        .count(&parse("").unwrap(), TimeRange::default())
+        .unwrap();
+    assert_eq!(n.flows, 9, "no batch stored twice");
+}
+
+fn ch_db(s: &ClickHouseStore) -> String {
+    s.database().to_string()
+}
+
+#[test]
+fn alerts_and_their_evidence_round_trip() {
+    let Some(ch) = store() else { return };
+    let recs = records();
+    let two: Vec<FlowRecord> = recs.iter().take(2).cloned().collect();
+    ch.commit(&batch("s", 1, two.clone())).unwrap();
+    let evidence: Vec<EvidenceRef> = two
+        .iter()
+        .map(|f| EvidenceRef {
+            sensor_id: "s".into(),
+            flow_id: f.flow_id,
+            first_ns: f.first_seen_ns,
+        })
+        .collect();
+    let alert = Alert {
+        id: 7,
+        kind: AlertKind::SynFlood,
+        technique: "T1498.001".into(),
+        technique_name: "Direct Network Flood".into(),
+        matrix: "enterprise".into(),
+        severity: Severity::High,
+        asset: "plant".into(),
+        sector: "water".into(),
+        criticality: Criticality::High,
+        summary: "a flood".into(),
+        sources: Vec::new(),
+        source_count: 2,
+        targets: Vec::new(),
+        target_count: 1,
+        first_seen_ns: 1,
+        last_seen_ns: 2,
+        raised_ns: 2,
+        measured: 900.0,
+        threshold: 500.0,
+        unit: "flows/s".into(),
+        updates: 0,
+        evidence: evidence.clone(),
+        evidence_count: 2,
+    };
+    ch.put_alerts(&[AlertUpdate {
+        alert: alert.clone(),
+        opened: true,
+    }])
+    .unwrap();
+    let mut later = alert.clone();
+    later.updates = 1;
+    later.evidence = Vec::new();
+    std::thread::sleep(Duration::from_millis(2));
+    ch.put_alerts(&[AlertUpdate {
+        alert: later,
+        opened: false,
+    }])
+    .unwrap();
+    assert_eq!(ch.max_alert_id().unwrap(), 7);
+    let back = ch.alert(7).unwrap().unwrap();
+    assert_eq!((back.updates, back.evidence.len()), (1, 2));
+    let flows = ch.evidence_flows(&back.evidence).unwrap();
+    assert_eq!(flows.len(), 2);
+    assert!(
+        ch.alerts(&AlertQuery {
+            min_severity: Some(Severity::Critical),
+            ..Default::default()
+        })
+        .unwrap()
+        .is_empty()
+    );
+    assert_eq!(ch.alerts(&AlertQuery::default()).unwrap().len(), 1);
+}
+
+const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A `vigil collector` process storing into ClickHouse database `db`.
+fn collector(dir: &std::path::Path, name: &str, ch_url: &str, db: &str) -> (Child, String) {
+    let port = free_port();
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\n[store]\nengine = \"clickhouse\"\n[store.clickhouse]\nurl = \"{ch_url}\"\ndatabase = \"{db}\"\n"
+        ),
+    )
+    .expect("collector.toml");
+    let child = Command::new(VIGIL)
+        .args(["collector", "-c"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("vigil collector");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the collector did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+/// A `vigil sensor` process; its standard error goes to `spool`.err.
+fn sensor(files: &[PathBuf], url: &str, id: &str, spool: &std::path::Path, drain: &str) -> Child {
+    let err = std::fs::File::create(spool.with_extension("err")).expect("stderr file");
+    let mut c = Command::new(VIGIL);
+    c.args([
+        "sensor",
+        "--collector",
+        url,
+        "--sensor-id",
+        id,
+        "--drain-timeout",
+        drain,
+    ])
+    .arg("--spool-dir")
+    .arg(spool)
+    .stdout(Stdio::null())
+    .stderr(err);
+    for f in files {
+        c.arg("-r").arg(f);
+    }
+    c.spawn().expect("vigil sensor")
+}
+
+/// Whether a sensor delivered everything: exit 0, or exit 1 for the
+/// corpus's damaged capture only, with nothing left in the spool.
+fn delivered(status: std::process::ExitStatus, spool: &std::path::Path) -> bool {
+    let err = std::fs::read_to_string(spool.with_extension("err")).unwrap_or_default();
+    let ok = status.success()
+        || (status.code() == Some(1)
+            && err.contains("0 still in the spool")
+            && err.contains("could not be read to the end")
+            && !err.contains("rejected by the collector; ")
+            && err.contains("; 0 rejected"));
+    if !ok {
+        eprintln!("sensor: {status}\n{err}");
+    }
+    ok
+}
+
+fn wait_exit(mut c: Child, limit: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(s) = c.try_wait().expect("wait") {
+            return s;
+        }
+        if started.elapsed() > limit {
+            let _ = c.kill();
+            panic!("a process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What the sensor makes of the files (its default early reports included).
+fn expected(files: &[PathBuf]) -> Vec<String> {
+    let cfg = vigil_sensor::pipeline::PipelineConfig {
+        flow: vigil_sensor::flow::FlowConfig {
+            report_interval: Some(Duration::from_secs(1)),
+            ..vigil_sensor::flow::FlowConfig::default()
+        },
+        ..vigil_sensor::pipeline::PipelineConfig::default()
+    };
+    let inputs: Vec<_> = files
+        .iter()
+        .map(|f| vigil_sensor::pipeline::Input::File(f.clone()))
+        .collect();
+    let mut v: Vec<String> = crate::util::run_inputs(&inputs, &cfg)
+        .0
+        .iter()
+        .map(|r| format!("{r:?}"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn stored(url: &str, db: &str) -> Vec<String> {
+    let s = ClickHouseStore::open(&ClickHouseConfig {
+        url: url.to_string(),
+        database: db.to_string(),
+        ..ClickHouseConfig::default()
+    })
+    .expect("open");
+    let mut v: Vec<String> = s
+        .flows(&parse("").unwrap(), TimeRange::default(), usize::MAX)
+        .expect("flows")
+        .iter()
+        .map(|(_, r)| format!("{r:?}"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn inputs() -> Vec<PathBuf> {
+    match corpus_dir() {
+        Some(d) => corpus_files(&d),
+        None => {
+            let p = std::env::temp_dir().join(format!("vigil-ch-{}.pcap", std::process::id()));
+            let bulk = vigil_sensor::synth::BulkConfig {
+                packets: 50_000,
+                flows: 3_000,
+                ..vigil_sensor::synth::BulkConfig::default()
+            };
+            std::fs::write(&p, bulk.to_pcap_bytes()).expect("write");
+            vec![p]
+        }
+    }
+}
+
+/// The corpus through `vigil sensor` → `vigil collector` → ClickHouse,
+/// with ClickHouse killed (SIGKILL) during the ingest and restarted: the
+/// store then holds exactly the records `vigil flows` makes, none missing,
+/// none twice.
+#[test]
+fn sensor_to_collector_to_clickhouse_loses_nothing_when_clickhouse_dies() {
+    if let Err(why) = clickhouse_bin() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ch_dir = tempfile::tempdir().unwrap().keep();
+    let (http, tcp) = (free_port(), free_port());
+    write_config(&ch_dir, http, tcp).unwrap();
+    let mut ch = launch(&ch_dir).unwrap();
+    let ch_url = format!("http://127.0.0.1:{http}");
+    wait_answering(&ch_url).unwrap();
+    let (mut col, url) = collector(dir.path(), "c", &ch_url, "vigil");
+    let files = inputs();
+    let s = sensor(&files, &url, "s1", &dir.path().join("spool"), "180s");
+    // Down during the ingest, for a while.
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = std::fs::read_to_string(ch_dir.join("ch.pid")).unwrap();
+    let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+    let _ = ch.wait();
+    std::thread::sleep(Duration::from_secs(3));
+    let mut ch = launch(&ch_dir).unwrap();
+    wait_answering(&ch_url).unwrap();
+    let status = wait_exit(s, Duration::from_secs(240));
+    assert!(
+        delivered(status, &dir.path().join("spool")),
+        "the sensor delivered everything"
+    );
+    let got = stored(&ch_url, "vigil");
+    let want = expected(&files);
+    let _ = col.kill();
+    let _ = col.wait();
+    assert_eq!(got.len(), want.len(), "records stored vs made");
+    assert!(got == want, "the stored records are the records made");
+    let pid = std::fs::read_to_string(ch_dir.join("ch.pid")).unwrap();
+    let _ = Command::new("kill").args([pid.trim()]).status();
+    let _ = ch.wait();
+    let _ = std::fs::remove_dir_all(&ch_dir);
+}
+
+/// Two collectors on one database: a sensor whose collector dies moves to
+/// the other with its spool; what the first stored but never acknowledged
+/// is recognized, and every record is stored once.
+#[test]
+fn two_collectors_share_one_clickhouse_and_store_each_record_once() {
+    let Some(st) = store() else { return };
+    let url = server().unwrap().url.clone();
+    let db = st.database().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let files = inputs();
+    let (mut a, url_a) = collector(dir.path(), "a", &url, &db);
+    let (mut b, url_b) = collector(dir.path(), "b", &url, &db);
+    let spool = dir.path().join("spool");
+    // s1 to A, which is killed mid-stream; s1 gives up after 3 s with
+    // batches left in its spool.
+    let s = sensor(&files, &url_a, "s1", &spool, "3s");
+    std::thread::sleep(Duration::from_millis(400));
+    let _ = a.kill();
+    let _ = a.wait();
+    let _ = wait_exit(s, Duration::from_secs(120));
+    // s1 again, now to B, with nothing new to read: it sends its spool.
+    let empty = dir.path().join("empty.pcap");
+    let w = vigil_sensor::capture::PcapWriter::new(
+        Vec::new(),
+        vigil_sensor::capture::LinkType::Ethernet,
+    )
+    .unwrap();
+    std::fs::write(&empty, w.finish().unwrap()).unwrap();
+    let s = sensor(std::slice::from_ref(&empty), &url_b, "s1", &spool, "120s");
+    // Meanwhile s2 streams the same captures to B.
+    let s2 = sensor(&files, &url_b, "s2", &dir.path().join("spool2"), "120s");
+    assert!(
+        delivered(wait_exit(s, Duration::from_secs(180)), &spool),
+        "s1 emptied its spool into B"
+    );
+    assert!(
+        delivered(
+            wait_exit(s2, Duration::from_secs(180)),
+            &dir.path().join("spool2")
+        ),
+        "s2 delivered"
+    );
+    let _ = b.kill();
+    let _ = b.wait();
+    let got = stored(&url, &db);
+    let one = expected(&files);
+    let mut want: Vec<String> = one.iter().chain(one.iter()).cloned().collect();
+    want.sort();
+    assert_eq!(got.len(), want.len(), "each sensor's records once");
+    assert!(got == want);
+    let s1 = st.sensors().unwrap();
+    assert_eq!(s1.len(), 2);
+    assert!(s1.iter().all(|s| s.seq_gaps == 0), "{s1:?}");
+}
+
+/// A database whose roll-ups are missing (made before them, or dropped)
+/// gets them back, filled from the flows, when a store opens it.
+#[test]
+fn rollups_are_back_filled_when_missing() {
+    let Some(ch) = store() else { return };
+    let recs = records();
+    ch.commit(&batch("s", 1, recs.clone())).unwrap();
+    let all = parse("").unwrap();
+    let before = ch
+        .top(&all, TimeRange::default(), TopKey::Dst, TopBy::Bytes, 10)
+        .unwrap();
+    let url = server().unwrap().url.clone();
+    let http =
+        vigil_collector::store::clickhouse::http::Endpoint::parse(&url, "default", "").unwrap();
+    let db = ch.database().to_string();
+    for name in ["src", "dst", "dport", "proto"] {
+        http.query(&format!("DROP TABLE {db}.rollup_{name}_mv"))
+            .unwrap();
+        http.query(&format!("DROP TABLE {db}.rollup_{name}"))
+            .unwrap();
+    }
+    let again = ClickHouseStore::open(&ClickHouseConfig {
+        url,
+        database: db,
+        ..ClickHouseConfig::default()
+    })
+    .unwrap();
+    let after = again
+        .top(&all, TimeRange::default(), TopKey::Dst, TopBy::Bytes, 10)
+        .unwrap();
+    assert_eq!(before, after);
+    assert!(!after.is_empty());
+    // And the view is back: new flows reach the roll-up.
+    again.commit(&batch("s", 2, recs.clone())).unwrap();
+    let doubled = again
+        .top(&all, TimeRange::default(), TopKey::Dst, TopBy::Bytes, 1)
+        .unwrap();
+    assert_eq!(doubled[0].totals.bytes, 2 * before[0].totals.bytes);
+}

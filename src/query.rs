@@ -1,4 +1,4 @@
-//! `vigil query`: flows, top-N, totals and sensor status, from a data
+//! `vigil query`: flows, top-N, totals, time series and sensor status, from a data
 //! directory or from a collector over gRPC.
 
 use std::io::{self, BufWriter, Write};
@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Args;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-use vigil_collector::query::{self, Filter, TimeRange, TopBy, TopKey, TopRow, Totals};
+use vigil_collector::query::{self, Filter, SeriesPoint, TimeRange, TopBy, TopKey, TopRow, Totals};
 use vigil_collector::store::clickhouse::{ClickHouseConfig, ClickHouseStore};
 use vigil_collector::store::sqlite::SqliteStore;
 use vigil_collector::store::{FlowStore, SensorRecord};
@@ -53,8 +53,13 @@ pub struct QueryArgs {
     /// Print totals (flows, packets, bytes) of the matching flows.
     #[arg(long, conflicts_with = "top")]
     count: bool,
+    /// Print a time series: totals per interval of this length (1m, 5m,
+    /// 1h; at least 1s), by the flows' first packet time; intervals without
+    /// flows are printed as zeros (up to now when only --since is given).
+    #[arg(long, value_name = "INTERVAL", conflicts_with_all = ["top", "count"])]
+    series: Option<String>,
     /// Print the sensors the collector knows, with their loss counters.
-    #[arg(long, conflicts_with_all = ["top", "count"])]
+    #[arg(long, conflicts_with_all = ["top", "count", "series"])]
     status: bool,
     /// Output: table, jsonl or csv.
     #[arg(long, default_value = "table")]
@@ -132,6 +137,27 @@ pub fn run(a: QueryArgs) -> Result<(), Failure> {
             a.by
         ))
     })?;
+    // A series from --since alone runs to now, quiet intervals included.
+    let shown = TimeRange {
+        until_ns: range
+            .until_ns
+            .or(range.since_ns.map(|s| now.max(s.saturating_add(1)))),
+        ..range
+    };
+    let step_ns = a
+        .series
+        .as_deref()
+        .map(|s| {
+            let d = vigil_proto::units::parse_duration(s)
+                .map_err(|e| format!("{s:?}: expected an interval such as 1m, 5m or 1h: {e}"))?;
+            let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+            query::check_step(ns)?;
+            // Refuse an impossible series before asking the store.
+            query::dense_series(&[], shown, ns)?;
+            Ok::<_, String>(ns)
+        })
+        .transpose()
+        .map_err(|e| Failure::usage(anyhow::anyhow!("--series {e}")))?;
     let rt = crate::runtime()?;
     rt.block_on(async {
         let backend = match (&a.data_dir, &a.collector, &a.store) {
@@ -151,6 +177,16 @@ pub fn run(a: QueryArgs) -> Result<(), Failure> {
         if a.status {
             let sensors = status(backend).await?;
             print_status(&mut out, &sensors, a.format)?;
+        } else if let Some(step) = step_ns {
+            let points = series(backend, &filter, &text, range, step).await?;
+            // Flows stamped after now (a sensor's clock ahead) are shown.
+            let mut shown = shown;
+            if let (Some(u), None, Some(last)) = (shown.until_ns, range.until_ns, points.last()) {
+                shown.until_ns = Some(u.max(last.start_ns.saturating_add(step)));
+            }
+            let points = query::dense_series(&points, shown, step)
+                .map_err(|e| Failure::usage(anyhow::anyhow!("--series: {e}")))?;
+            print_series(&mut out, &points, a.format)?;
         } else if a.count {
             let t = count(backend, &filter, &text, range).await?;
             print_totals(&mut out, &t, a.format)?;
@@ -305,6 +341,41 @@ async fn count(b: Backend, f: &Filter, text: &str, r: TimeRange) -> Result<Total
     }
 }
 
+async fn series(
+    b: Backend,
+    f: &Filter,
+    text: &str,
+    r: TimeRange,
+    step_ns: u64,
+) -> Result<Vec<SeriesPoint>, Failure> {
+    match b {
+        Backend::Local(s) => Ok(s.series(f, r, step_ns)?),
+        Backend::Remote(mut c) => {
+            let reply = c
+                .series(pb::SeriesQuery {
+                    filter: text.to_string(),
+                    range: Some(pb_range(r)),
+                    step_ns,
+                })
+                .await
+                .map_err(status_err)?
+                .into_inner();
+            Ok(reply
+                .points
+                .into_iter()
+                .map(|p| SeriesPoint {
+                    start_ns: p.start_ns,
+                    totals: Totals {
+                        flows: p.flows,
+                        packets: p.packets,
+                        bytes: p.bytes,
+                    },
+                })
+                .collect())
+        }
+    }
+}
+
 async fn top_n(
     b: Backend,
     f: &Filter,
@@ -415,6 +486,64 @@ fn print_totals(out: &mut impl Write, t: &Totals, format: Format) -> Result<(), 
         ),
     }
     .context("writing output")?;
+    Ok(())
+}
+
+fn print_series(
+    out: &mut impl Write,
+    points: &[SeriesPoint],
+    format: Format,
+) -> Result<(), Failure> {
+    let mut w = || -> io::Result<()> {
+        match format {
+            Format::Jsonl => {
+                for p in points {
+                    writeln!(
+                        out,
+                        "{{\"start\":\"{}\",\"start_ns\":{},\"flows\":{},\"packets\":{},\"bytes\":{}}}",
+                        Rfc3339Nanos(p.start_ns),
+                        p.start_ns,
+                        p.totals.flows,
+                        p.totals.packets,
+                        p.totals.bytes
+                    )?;
+                }
+            }
+            Format::Csv => {
+                writeln!(out, "start,start_ns,flows,packets,bytes")?;
+                for p in points {
+                    writeln!(
+                        out,
+                        "{},{},{},{},{}",
+                        Rfc3339Nanos(p.start_ns),
+                        p.start_ns,
+                        p.totals.flows,
+                        p.totals.packets,
+                        p.totals.bytes
+                    )?;
+                }
+            }
+            _ => {
+                writeln!(
+                    out,
+                    "{:<32} {:>12} {:>14} {:>16}",
+                    "start", "flows", "packets", "bytes"
+                )?;
+                for p in points {
+                    writeln!(
+                        out,
+                        "{:<32} {:>12} {:>14} {:>16}",
+                        Rfc3339Nanos(p.start_ns).to_string(),
+                        p.totals.flows,
+                        p.totals.packets,
+                        p.totals.bytes
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    };
+    w().context("writing output")?;
     Ok(())
 }
 

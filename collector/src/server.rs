@@ -695,6 +695,9 @@ fn filter_of(text: &str) -> Result<Filter, Status> {
 }
 
 fn store_status(e: StoreError) -> Status {
+    if let StoreError::BadQuery(m) = &e {
+        return Status::invalid_argument(m.clone());
+    }
     tracing::error!(error = %e, "query failed in the store");
     Status::internal(format!("store: {e}"))
 }
@@ -788,6 +791,31 @@ impl Query for QuerySvc {
             flows: t.flows,
             packets: t.packets,
             bytes: t.bytes,
+        }))
+    }
+
+    async fn series(
+        &self,
+        req: Request<pb::SeriesQuery>,
+    ) -> Result<Response<pb::SeriesReply>, Status> {
+        let q = req.into_inner();
+        let filter = filter_of(&q.filter)?;
+        crate::query::check_step(q.step_ns)
+            .map_err(|e| Status::invalid_argument(format!("step_ns: {e}")))?;
+        let range = range_of(q.range);
+        let store = self.0.store.clone();
+        let step = q.step_ns;
+        let points = blocking(move || store.series(&filter, range, step)).await?;
+        Ok(Response::new(pb::SeriesReply {
+            points: points
+                .into_iter()
+                .map(|p| pb::SeriesPoint {
+                    start_ns: p.start_ns,
+                    flows: p.totals.flows,
+                    packets: p.totals.packets,
+                    bytes: p.totals.bytes,
+                })
+                .collect(),
         }))
     }
 

@@ -462,6 +462,48 @@ fn sensor_and_collector_processes_store_a_capture_and_query_it() {
         out.contains("\"sensor_id\":\"cli-1\"") && out.contains("\"flows\":2"),
         "{out}"
     );
+    // A time series over five minutes: both flows start in 22:13.
+    let series = |backend: &str, at: &str| {
+        let o = vigil(&[
+            "query",
+            backend,
+            at,
+            "--series",
+            "1m",
+            "--since",
+            "2023-11-14T22:10:00Z",
+            "--until",
+            "2023-11-14T22:15:00Z",
+            "--format",
+            "csv",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let remote = series("--collector", &url);
+    let rows: Vec<&str> = remote.lines().collect();
+    assert_eq!(rows.len(), 6, "{remote}");
+    assert_eq!(rows[0], "start,start_ns,flows,packets,bytes");
+    assert!(rows[1].starts_with("2023-11-14T22:10:00"), "{remote}");
+    assert!(rows[1].ends_with(",0,0,0"), "{remote}");
+    assert!(
+        rows[4].starts_with("2023-11-14T22:13:00") && rows[4].ends_with(",2,14,1172"),
+        "{remote}"
+    );
+    let o = vigil(&["query", "--collector", &url, "--series", "10ms"]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(stderr(&o).contains("at least 1s"), "{}", stderr(&o));
+    let o = vigil(&[
+        "query",
+        "--collector",
+        &url,
+        "--series",
+        "1s",
+        "--since",
+        "30d",
+    ]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(stderr(&o).contains("at most 100000"), "{}", stderr(&o));
     let o = vigil(&["query", "--collector", &url, "port", "x"]);
     assert_eq!(
         o.status.code(),
@@ -483,4 +525,5 @@ fn sensor_and_collector_processes_store_a_capture_and_query_it() {
         String::from_utf8(o.stdout).unwrap(),
         "flows,packets,bytes\n2,14,1172\n"
     );
+    assert_eq!(series("--data-dir", data.to_str().unwrap()), remote);
 }

@@ -294,9 +294,133 @@ impl Totals {
     }
 }
 
+/// Most intervals a time series may have.
+pub const MAX_SERIES_POINTS: usize = 100_000;
+
+/// Shortest interval of a time series.
+pub const MIN_SERIES_STEP_NS: u64 = 1_000_000_000;
+
+/// One interval of a time series: the flows whose `first_seen` falls in
+/// `[start_ns, start_ns + step)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeriesPoint {
+    /// Start of the interval, ns since the epoch, a multiple of the step.
+    pub start_ns: u64,
+    /// Sums over the interval.
+    pub totals: Totals,
+}
+
+/// Checks a time series' step: at least a second.
+pub fn check_step(step_ns: u64) -> Result<(), String> {
+    if step_ns < MIN_SERIES_STEP_NS {
+        return Err(format!("interval of {step_ns} ns: at least 1s"));
+    }
+    Ok(())
+}
+
+/// A time series with the intervals that hold no flows filled in with
+/// zeros: from the interval of `range.since_ns` (or the first point) to the
+/// one before `range.until_ns` (or the last point). `points` are the
+/// non-empty intervals, in order, as a store returns them. Refuses more than
+/// [`MAX_SERIES_POINTS`] intervals.
+pub fn dense_series(
+    points: &[SeriesPoint],
+    range: TimeRange,
+    step_ns: u64,
+) -> Result<Vec<SeriesPoint>, String> {
+    check_step(step_ns)?;
+    let too_many = |n: u64| {
+        format!(
+            "{n} intervals of {}s: at most {MAX_SERIES_POINTS}; use a longer interval or a shorter range",
+            step_ns / 1_000_000_000
+        )
+    };
+    let first = match (range.since_ns, points.first()) {
+        (Some(s), _) => s / step_ns * step_ns,
+        (None, Some(p)) => p.start_ns,
+        (None, None) => return Ok(Vec::new()),
+    };
+    let end = match (range.until_ns, points.last()) {
+        // The interval holding the last instant of the range, inclusive.
+        (Some(u), _) if u > first => (u - 1) / step_ns * step_ns,
+        (Some(_), _) => return Ok(Vec::new()),
+        (None, Some(p)) => p.start_ns.max(first),
+        (None, None) => first,
+    };
+    let n = (end - first) / step_ns + 1;
+    if n > MAX_SERIES_POINTS as u64 {
+        return Err(too_many(n));
+    }
+    let mut out = Vec::with_capacity(n as usize);
+    let mut it = points.iter().peekable();
+    for i in 0..n {
+        let start_ns = first + i * step_ns;
+        while it.peek().is_some_and(|p| p.start_ns < start_ns) {
+            it.next();
+        }
+        let totals = match it.peek() {
+            Some(p) if p.start_ns == start_ns => p.totals,
+            _ => Totals::default(),
+        };
+        out.push(SeriesPoint { start_ns, totals });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pt(start_ns: u64, flows: u64) -> SeriesPoint {
+        SeriesPoint {
+            start_ns,
+            totals: Totals {
+                flows,
+                packets: 2 * flows,
+                bytes: 100 * flows,
+            },
+        }
+    }
+
+    #[test]
+    fn series_gaps_are_zero_filled() {
+        let s = 60_000_000_000;
+        let got = dense_series(&[pt(s, 3), pt(4 * s, 1)], TimeRange::default(), s).unwrap();
+        let flows: Vec<_> = got
+            .iter()
+            .map(|p| (p.start_ns / s, p.totals.flows))
+            .collect();
+        assert_eq!(flows, [(1, 3), (2, 0), (3, 0), (4, 1)]);
+        // A range widens the series to its bounds: the interval holding
+        // `since` to the one holding the last instant before `until`.
+        let r = TimeRange {
+            since_ns: Some(s / 2),
+            until_ns: Some(6 * s),
+        };
+        let got = dense_series(&[pt(s, 3), pt(4 * s, 1)], r, s).unwrap();
+        let flows: Vec<_> = got
+            .iter()
+            .map(|p| (p.start_ns / s, p.totals.flows))
+            .collect();
+        assert_eq!(flows, [(0, 0), (1, 3), (2, 0), (3, 0), (4, 1), (5, 0)]);
+        assert!(
+            dense_series(&[], TimeRange::default(), s)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn series_length_and_step_are_bounded() {
+        let r = TimeRange {
+            since_ns: Some(0),
+            until_ns: Some(86_400_000_000_000 * 30),
+        };
+        let e = dense_series(&[], r, 1_000_000_000).unwrap_err();
+        assert!(e.contains("2592000 intervals"), "{e}");
+        assert!(dense_series(&[], r, 3_600_000_000_000).is_ok());
+        assert!(check_step(999_999_999).unwrap_err().contains("at least 1s"));
+    }
 
     #[test]
     fn cidr_bounds() {

@@ -20,7 +20,7 @@ use thiserror::Error;
 use vigil_proto::{FlowRecord, pb};
 
 use crate::detect::{Alert, AlertKind, AlertUpdate, EvidenceRef, Severity};
-use crate::query::{Filter, TimeRange, TopBy, TopKey, TopRow, Totals};
+use crate::query::{Filter, SeriesPoint, TimeRange, TopBy, TopKey, TopRow, Totals};
 
 /// Which alerts to list.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -129,6 +129,10 @@ pub enum StoreError {
     /// ClickHouse refused an operation or could not be reached.
     #[error("clickhouse: {0}")]
     ClickHouse(String),
+    /// The query asks for something no store answers (a time series step
+    /// under a second, too many intervals).
+    #[error("query: {0}")]
+    BadQuery(String),
     /// The batch cannot be represented (a value beyond the store's range).
     #[error("batch rejected by the store: {0}")]
     Unrepresentable(String),
@@ -167,6 +171,17 @@ pub trait FlowStore: Send + Sync {
         by: TopBy,
         limit: usize,
     ) -> Result<Vec<TopRow>, StoreError>;
+
+    /// Totals of the records matching `filter` in `range` per interval of
+    /// `step_ns` (aligned to the epoch, by `first_seen`), oldest first: the
+    /// intervals that hold flows, at most
+    /// [`MAX_SERIES_POINTS`](crate::query::MAX_SERIES_POINTS)` + 1` of them.
+    fn series(
+        &self,
+        filter: &Filter,
+        range: TimeRange,
+        step_ns: u64,
+    ) -> Result<Vec<SeriesPoint>, StoreError>;
 
     /// Every sensor the store has heard of.
     fn sensors(&self) -> Result<Vec<SensorRecord>, StoreError>;

@@ -41,7 +41,10 @@ use super::{
     sum_stats,
 };
 use crate::detect::{Alert, AlertUpdate, EvidenceRef};
-use crate::query::{Cmp, Counter, Dir, Filter, TimeRange, TopBy, TopKey, TopRow, Totals};
+use crate::query::{
+    Cmp, Counter, Dir, Filter, MAX_SERIES_POINTS, SeriesPoint, TimeRange, TopBy, TopKey, TopRow,
+    Totals,
+};
 
 const NS_PER_MIN: u64 = 60_000_000_000;
 const SCHEMA_VERSION: i64 = 1;
@@ -629,7 +632,7 @@ impl FlowStore for SqliteStore {
     }
 
     fn count(&self, filter: &Filter, range: TimeRange) -> Result<Totals, StoreError> {
-        let rolled = rollup_union(range, filter, "rollup_proto", "k", "f.proto", "1");
+        let rolled = rollup_union(range, filter, "rollup_proto", "r.k", "f.proto", "1");
         let (sql, params) = if let Some(r) = rolled {
             r
         } else {
@@ -658,6 +661,64 @@ impl FlowStore for SqliteStore {
         })
     }
 
+    fn series(
+        &self,
+        filter: &Filter,
+        range: TimeRange,
+        step_ns: u64,
+    ) -> Result<Vec<SeriesPoint>, StoreError> {
+        crate::query::check_step(step_ns).map_err(StoreError::BadQuery)?;
+        // The step is a number of the typed plan, written as a literal.
+        let step = i64::try_from(step_ns).unwrap_or(i64::MAX);
+        let flow_key = format!("(f.first_ns / {step}) * {step}");
+        let rolled = if step_ns.is_multiple_of(NS_PER_MIN) {
+            let per = step_ns / NS_PER_MIN;
+            let key = format!("(r.minute / {per}) * {step}");
+            rollup_union(range, filter, "rollup_proto", &key, &flow_key, "1")
+        } else {
+            None
+        };
+        let (inner, params) = match rolled {
+            Some(r) => r,
+            None => {
+                let mut w = Where::default();
+                w.time(range);
+                w.filter(filter);
+                (
+                    format!(
+                        "SELECT {flow_key} AS k, COUNT(*) AS n, SUM(f.fwd_packets + f.rev_packets) AS p, SUM(f.fwd_bytes + f.rev_bytes) AS b FROM flows f WHERE {} GROUP BY k",
+                        w.sql
+                    ),
+                    w.params,
+                )
+            }
+        };
+        let sql = format!(
+            "SELECT k, SUM(n), SUM(p), SUM(b) FROM ({inner}) GROUP BY k ORDER BY k LIMIT {}",
+            MAX_SERIES_POINTS + 1
+        );
+        self.with_reader(|c| {
+            let mut stmt = c
+                .prepare(&sql)
+                .map_err(|e| self.err("preparing a time series query", e))?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(params.iter()), |r| {
+                    let get = |i| r.get::<_, i64>(i).map(|v| v as u64);
+                    Ok(SeriesPoint {
+                        start_ns: get(0)?,
+                        totals: Totals {
+                            flows: get(1)?,
+                            packets: get(2)?,
+                            bytes: get(3)?,
+                        },
+                    })
+                })
+                .map_err(|e| self.err("running a time series query", e))?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(|e| self.err("reading a time series", e))
+        })
+    }
+
     fn top(
         &self,
         filter: &Filter,
@@ -674,7 +735,7 @@ impl FlowStore for SqliteStore {
             TopKey::Proto => ("f.proto", Some("rollup_proto"), "1"),
         };
         let rolled =
-            rollup.and_then(|table| rollup_union(range, filter, table, "k", col, not_null));
+            rollup.and_then(|table| rollup_union(range, filter, table, "r.k", col, not_null));
         let (inner, mut params) = match rolled {
             Some(r) => r,
             None => {
@@ -1236,7 +1297,7 @@ fn rollup_union(
         return Some((sql, params));
     }
     let sql = format!(
-        "SELECT r.{key} AS k, r.flows AS n, r.packets AS p, r.bytes AS b FROM {table} r WHERE r.minute >= ? AND r.minute < ? AND {}
+        "SELECT {key} AS k, r.flows AS n, r.packets AS p, r.bytes AS b FROM {table} r WHERE r.minute >= ? AND r.minute < ? AND {}
          UNION ALL
          SELECT {flow_key}, 1, f.fwd_packets + f.rev_packets, f.fwd_bytes + f.rev_bytes FROM flows f
          WHERE {not_null} AND ((f.first_ns >= ? AND f.first_ns < ?) OR (f.first_ns >= ? AND f.first_ns < ?)) AND {}",
@@ -1759,7 +1820,7 @@ mod tests {
     fn filters_on_a_roll_up_table_s_own_columns_are_answered_from_it() {
         let r = TimeRange::default();
         let uses = |text: &str, table: &str| {
-            rollup_union(r, &parse(text).unwrap(), table, "k", "f.x", "1").is_some()
+            rollup_union(r, &parse(text).unwrap(), table, "r.k", "f.x", "1").is_some()
         };
         assert!(uses(
             "dst net 10.0.0.0/8 and not dst host 10.0.0.1",

@@ -210,6 +210,34 @@ pub struct CountReply {
     #[prost(uint64, tag = "3")]
     pub bytes: u64,
 }
+/// Totals per interval of step_ns (at least 1 s), aligned to the epoch, by
+/// the flows' first packet time.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SeriesQuery {
+    #[prost(string, tag = "1")]
+    pub filter: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "2")]
+    pub range: ::core::option::Option<TimeRange>,
+    #[prost(uint64, tag = "3")]
+    pub step_ns: u64,
+}
+/// One interval that holds flows (the empty ones are left out).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SeriesPoint {
+    #[prost(uint64, tag = "1")]
+    pub start_ns: u64,
+    #[prost(uint64, tag = "2")]
+    pub flows: u64,
+    #[prost(uint64, tag = "3")]
+    pub packets: u64,
+    #[prost(uint64, tag = "4")]
+    pub bytes: u64,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SeriesReply {
+    #[prost(message, repeated, tag = "1")]
+    pub points: ::prost::alloc::vec::Vec<SeriesPoint>,
+}
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct StatusRequest {}
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -1013,6 +1041,24 @@ pub mod query_client {
             req.extensions_mut().insert(GrpcMethod::new("vigil.v1.Query", "Count"));
             self.inner.unary(req, path, codec).await
         }
+        pub async fn series(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SeriesQuery>,
+        ) -> std::result::Result<tonic::Response<super::SeriesReply>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/vigil.v1.Query/Series");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("vigil.v1.Query", "Series"));
+            self.inner.unary(req, path, codec).await
+        }
         pub async fn status(
             &mut self,
             request: impl tonic::IntoRequest<super::StatusRequest>,
@@ -1064,6 +1110,10 @@ pub mod query_server {
             &self,
             request: tonic::Request<super::CountQuery>,
         ) -> std::result::Result<tonic::Response<super::CountReply>, tonic::Status>;
+        async fn series(
+            &self,
+            request: tonic::Request<super::SeriesQuery>,
+        ) -> std::result::Result<tonic::Response<super::SeriesReply>, tonic::Status>;
         async fn status(
             &self,
             request: tonic::Request<super::StatusRequest>,
@@ -1262,6 +1312,49 @@ pub mod query_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = CountSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/vigil.v1.Query/Series" => {
+                    #[allow(non_camel_case_types)]
+                    struct SeriesSvc<T: Query>(pub Arc<T>);
+                    impl<T: Query> tonic::server::UnaryService<super::SeriesQuery>
+                    for SeriesSvc<T> {
+                        type Response = super::SeriesReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SeriesQuery>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Query>::series(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SeriesSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

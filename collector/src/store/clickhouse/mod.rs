@@ -44,7 +44,10 @@ use super::{
     sum_stats,
 };
 use crate::detect::{Alert, AlertUpdate, EvidenceRef};
-use crate::query::{Cmp, Counter, Dir, Filter, TimeRange, TopBy, TopKey, TopRow, Totals};
+use crate::query::{
+    Cmp, Counter, Dir, Filter, MAX_SERIES_POINTS, SeriesPoint, TimeRange, TopBy, TopKey, TopRow,
+    Totals,
+};
 
 /// Where the store is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,12 +117,55 @@ fn lit(s: &[u8]) -> String {
 
 const NS_PER_MIN: u64 = 60_000_000_000;
 
-/// Roll-up tables: name, key type, key expression over `flows`, condition.
-const ROLLUPS: [(&str, &str, &str, &str); 4] = [
-    ("src", "String", "src_ip", "1"),
-    ("dst", "String", "dst_ip", "1"),
-    ("dport", "UInt64", "toUInt64(dst_port)", "has_ports = 1"),
-    ("proto", "UInt64", "toUInt64(proto)", "1"),
+/// A per-minute roll-up table.
+struct Rollup {
+    /// Table `rollup_{name}`.
+    name: &'static str,
+    /// Type of its key column `k`.
+    k_type: &'static str,
+    /// The key over `flows`.
+    k_expr: &'static str,
+    /// Which flows it counts.
+    cond: &'static str,
+    /// Further grouping columns, with their types (`, proto UInt8`), and
+    /// their names (`, proto`).
+    extra_ddl: &'static str,
+    extra: &'static str,
+}
+
+const ROLLUPS: [Rollup; 4] = [
+    Rollup {
+        name: "src",
+        k_type: "String",
+        k_expr: "src_ip",
+        cond: "1",
+        extra_ddl: "",
+        extra: "",
+    },
+    Rollup {
+        name: "dst",
+        k_type: "String",
+        k_expr: "dst_ip",
+        cond: "1",
+        extra_ddl: "",
+        extra: "",
+    },
+    Rollup {
+        name: "dport",
+        k_type: "UInt64",
+        k_expr: "toUInt64(dst_port)",
+        cond: "has_ports = 1",
+        extra_ddl: ", proto UInt8",
+        extra: ", proto",
+    },
+    Rollup {
+        name: "proto",
+        k_type: "UInt64",
+        k_expr: "toUInt64(proto)",
+        cond: "1",
+        extra_ddl: "",
+        extra: "",
+    },
 ];
 
 const FLOW_COLS: &str = "sensor_id, seq, idx, day, first_ns, last_ns, flow_id, proto, src_ip, src_port, dst_ip, dst_port, has_ports, vlan0, vlan1, packets, bytes, conn_state, community_id, record";
@@ -194,38 +240,111 @@ impl ClickHouseStore {
 
     /// Per-minute roll-ups (Akvorado's pattern): a `SummingMergeTree` per
     /// top-N key, filled by a materialized view on every insert into
-    /// `flows`; created and back-filled from `flows` when missing.
+    /// `flows`; created and back-filled from `flows` when missing, and made
+    /// again when an older version of the table has other columns.
     fn migrate_rollups(&self) -> Result<(), StoreError> {
         let db = &self.db;
-        for (name, k_type, k_expr, cond) in ROLLUPS {
-            let exists = self.select(&format!("EXISTS TABLE {db}.rollup_{name}"))?;
-            if exists.first() == Some(&1) {
+        for r in &ROLLUPS {
+            let name = r.name;
+            let mut want: Vec<String> =
+                format!("minute,k{},flows,packets,bytes", r.extra.replace(' ', ""))
+                    .split(',')
+                    .map(str::to_string)
+                    .collect();
+            want.sort();
+            let body = self.select(&format!(
+                "SELECT name FROM system.columns WHERE database = {} AND table = {}",
+                lit(db.as_bytes()),
+                lit(format!("rollup_{name}").as_bytes())
+            ))?;
+            let mut have = Vec::new();
+            let mut rd = Reader::new(&body);
+            while !rd.done() {
+                have.push(rd.string()?);
+            }
+            have.sort();
+            if have == want {
                 continue;
             }
+            if !have.is_empty() {
+                tracing::info!(table = %format!("{db}.rollup_{name}"), "roll-up table of an older layout: made again");
+                for stmt in [
+                    format!("DROP TABLE IF EXISTS {db}.rollup_{name}_mv"),
+                    format!("DROP TABLE IF EXISTS {db}.rollup_{name}"),
+                ] {
+                    self.http.query(&stmt).map_err(err)?;
+                }
+            }
+            let (k_type, k_expr, cond, extra, extra_ddl) =
+                (r.k_type, r.k_expr, r.cond, r.extra, r.extra_ddl);
             self.http
                 .query(&format!(
-                    "CREATE TABLE IF NOT EXISTS {db}.rollup_{name} (minute UInt64, k {k_type}, \
+                    "CREATE TABLE IF NOT EXISTS {db}.rollup_{name} (minute UInt64, k {k_type}{extra_ddl}, \
                      flows UInt64, packets UInt64, bytes UInt64) \
-                     ENGINE = SummingMergeTree() PARTITION BY intDiv(minute, 1440) ORDER BY (minute, k)"
+                     ENGINE = SummingMergeTree() PARTITION BY intDiv(minute, 1440) ORDER BY (minute, k{extra})"
                 ))
                 .map_err(err)?;
             let select = format!(
-                "SELECT intDiv(first_ns, {NS_PER_MIN}) AS minute, {k_expr} AS k, count() AS flows, \
-                 sum(packets) AS packets, sum(bytes) AS bytes FROM {db}.flows WHERE {cond} GROUP BY minute, k"
+                "SELECT intDiv(first_ns, {NS_PER_MIN}) AS minute, {k_expr} AS k{extra}, count() AS flows, \
+                 sum(packets) AS packets, sum(bytes) AS bytes FROM {db}.flows WHERE {cond} GROUP BY minute, k{extra}"
             );
             self.http
                 .query(&format!(
                     "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.rollup_{name}_mv TO {db}.rollup_{name} AS {select}"
                 ))
                 .map_err(err)?;
-            // Flows stored before the roll-up existed.
+            // Flows stored before the roll-up existed. (Flows inserted
+            // between the view's creation and this are counted twice: the
+            // collector migrates before it accepts sensors.)
             self.http
                 .query(&format!(
-                    "INSERT INTO {db}.rollup_{name} (minute, k, flows, packets, bytes) {select}"
+                    "INSERT INTO {db}.rollup_{name} (minute, k{extra}, flows, packets, bytes) {select}"
                 ))
                 .map_err(err)?;
         }
         Ok(())
+    }
+
+    /// An aggregate answered from roll-up `name`: the whole minutes of
+    /// `range` from the roll-up, the partial minutes at its edges from
+    /// `flows`, both under the filter. Rows `(g, n, p, b)`, several per key
+    /// (the caller sums them; the key is named `g`, so that no alias hides a
+    /// column the filter reads); `r_key` and `f_key` are the key over the
+    /// roll-up and over `flows`, `f_cond` a further condition on `flows`.
+    /// `None` when the filter looks at something the roll-up does not hold
+    /// or the range holds no whole minute.
+    fn rollup_union(
+        &self,
+        range: TimeRange,
+        filter: &Filter,
+        name: &str,
+        r_key: &str,
+        f_key: &str,
+        f_cond: &str,
+    ) -> Option<String> {
+        let mut rc = String::new();
+        if !rollup_condition(filter, name, &mut rc) {
+            return None;
+        }
+        let mut fc = String::new();
+        condition(filter, &mut fc);
+        let since = range.since_ns.unwrap_or(0);
+        let until = range.until_ns.unwrap_or(u64::MAX);
+        let (m_lo, m_hi) = (since.div_ceil(NS_PER_MIN), until / NS_PER_MIN);
+        if m_lo >= m_hi {
+            return None;
+        }
+        let db = &self.db;
+        Some(format!(
+            "SELECT {r_key} AS g, flows AS n, packets AS p, bytes AS b FROM {db}.rollup_{name} \
+             WHERE minute >= {m_lo} AND minute < {m_hi} AND {rc} \
+             UNION ALL \
+             SELECT {f_key} AS g, count() AS n, sum(packets) AS p, sum(bytes) AS b FROM {db}.flows \
+             WHERE ((first_ns >= {since} AND first_ns < {}) OR (first_ns >= {} AND first_ns < {until})) \
+             AND {fc}{f_cond} GROUP BY g",
+            m_lo * NS_PER_MIN,
+            m_hi * NS_PER_MIN,
+        ))
     }
 
     /// The sensor's highest `seq` with a `batches` mark, and the highest
@@ -490,6 +609,62 @@ fn condition(f: &Filter, out: &mut String) {
     }
 }
 
+/// The typed plan as a condition on roll-up `name`; false (and `out` of no
+/// use) when the filter looks at something the roll-up does not hold.
+fn rollup_condition(f: &Filter, name: &str, out: &mut String) -> bool {
+    match (f, name) {
+        (Filter::All, _) => out.push('1'),
+        (Filter::And(v) | Filter::Or(v), _) => {
+            let and = matches!(f, Filter::And(_));
+            out.push('(');
+            for (i, g) in v.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(if and { " AND " } else { " OR " });
+                }
+                if !rollup_condition(g, name, out) {
+                    return false;
+                }
+            }
+            if v.is_empty() {
+                out.push(if and { '1' } else { '0' });
+            }
+            out.push(')');
+        }
+        (Filter::Not(g), _) => {
+            out.push_str("(NOT ");
+            if !rollup_condition(g, name, out) {
+                return false;
+            }
+            out.push(')');
+        }
+        (Filter::Ip(Dir::Src, range), "src") | (Filter::Ip(Dir::Dst, range), "dst") => {
+            let (lo, hi) = (ip_to_bytes(range.lo), ip_to_bytes(range.hi));
+            let _ = write!(
+                out,
+                "(length(k) = {} AND k >= {} AND k <= {})",
+                lo.len(),
+                lit(&lo),
+                lit(&hi)
+            );
+        }
+        // Both ends of a flow have the same family.
+        (Filter::Family(v), "src" | "dst") => {
+            let _ = write!(out, "length(k) = {}", if *v == 4 { 4 } else { 16 });
+        }
+        (Filter::Port(Dir::Dst, lo, hi), "dport") => {
+            let _ = write!(out, "(k >= {lo} AND k <= {hi})");
+        }
+        (Filter::Proto(p), "dport") => {
+            let _ = write!(out, "proto = {p}");
+        }
+        (Filter::Proto(p), "proto") => {
+            let _ = write!(out, "k = {p}");
+        }
+        _ => return false,
+    }
+    true
+}
+
 fn where_clause(filter: &Filter, range: TimeRange) -> String {
     let mut w = String::from("WHERE ");
     condition(filter, &mut w);
@@ -601,18 +776,70 @@ impl FlowStore for ClickHouseStore {
     }
 
     fn count(&self, filter: &Filter, range: TimeRange) -> Result<Totals, StoreError> {
-        let sql = format!(
-            "SELECT count(), sum(packets), sum(bytes) FROM {}.flows {}",
-            self.db,
-            where_clause(filter, range)
-        );
-        let body = self.select(&sql)?;
+        let inner = self
+            .rollup_union(range, filter, "proto", "toUInt64(0)", "toUInt64(0)", "")
+            .unwrap_or_else(|| {
+                format!(
+                    "SELECT count() AS n, sum(packets) AS p, sum(bytes) AS b FROM {}.flows {}",
+                    self.db,
+                    where_clause(filter, range)
+                )
+            });
+        let body = self.select(&format!(
+            "SELECT toUInt64(sum(n)), toUInt64(sum(p)), toUInt64(sum(b)) FROM ({inner})"
+        ))?;
         let mut r = Reader::new(&body);
         Ok(Totals {
             flows: r.u64()?,
             packets: r.u64()?,
             bytes: r.u64()?,
         })
+    }
+
+    fn series(
+        &self,
+        filter: &Filter,
+        range: TimeRange,
+        step_ns: u64,
+    ) -> Result<Vec<SeriesPoint>, StoreError> {
+        crate::query::check_step(step_ns).map_err(StoreError::BadQuery)?;
+        // The step is a number of the typed plan, written as a literal.
+        let f_key = format!("toUInt64(intDiv(first_ns, {step_ns}) * {step_ns})");
+        let rolled = step_ns
+            .is_multiple_of(NS_PER_MIN)
+            .then(|| {
+                let r_key = format!(
+                    "toUInt64(intDiv(minute, {}) * {step_ns})",
+                    step_ns / NS_PER_MIN
+                );
+                self.rollup_union(range, filter, "proto", &r_key, &f_key, "")
+            })
+            .flatten();
+        let inner = rolled.unwrap_or_else(|| {
+            format!(
+                "SELECT {f_key} AS g, count() AS n, sum(packets) AS p, sum(bytes) AS b FROM {}.flows {} GROUP BY g",
+                self.db,
+                where_clause(filter, range)
+            )
+        });
+        let body = self.select(&format!(
+            "SELECT g, toUInt64(sum(n)), toUInt64(sum(p)), toUInt64(sum(b)) FROM ({inner}) \
+             GROUP BY g ORDER BY g LIMIT {}",
+            MAX_SERIES_POINTS + 1
+        ))?;
+        let mut r = Reader::new(&body);
+        let mut out = Vec::new();
+        while !r.done() {
+            out.push(SeriesPoint {
+                start_ns: r.u64()?,
+                totals: Totals {
+                    flows: r.u64()?,
+                    packets: r.u64()?,
+                    bytes: r.u64()?,
+                },
+            });
+        }
+        Ok(out)
     }
 
     fn top(
@@ -623,12 +850,12 @@ impl FlowStore for ClickHouseStore {
         by: TopBy,
         limit: usize,
     ) -> Result<Vec<TopRow>, StoreError> {
-        let (col, extra) = match key {
-            TopKey::Src => ("src_ip", ""),
-            TopKey::Dst => ("dst_ip", ""),
-            TopKey::DstPort => ("toUInt64(dst_port)", " AND has_ports = 1"),
-            TopKey::SrcPort => ("toUInt64(src_port)", " AND has_ports = 1"),
-            TopKey::Proto => ("toUInt64(proto)", ""),
+        let (col, extra, rollup) = match key {
+            TopKey::Src => ("src_ip", "", Some("src")),
+            TopKey::Dst => ("dst_ip", "", Some("dst")),
+            TopKey::DstPort => ("toUInt64(dst_port)", " AND has_ports = 1", Some("dport")),
+            TopKey::SrcPort => ("toUInt64(src_port)", " AND has_ports = 1", None),
+            TopKey::Proto => ("toUInt64(proto)", "", Some("proto")),
         };
         let order = match by {
             TopBy::Bytes => "b",
@@ -636,68 +863,19 @@ impl FlowStore for ClickHouseStore {
             TopBy::Flows => "n",
         };
         let limit = limit.min(i64::MAX as usize);
-        let rollup = match key {
-            TopKey::Src => Some("src"),
-            TopKey::Dst => Some("dst"),
-            TopKey::DstPort => Some("dport"),
-            TopKey::Proto => Some("proto"),
-            TopKey::SrcPort => None,
-        };
-        let sql = match rollup.filter(|_| *filter == Filter::All) {
-            // Whole minutes from the roll-up, the partial minutes at the
-            // edges of the range from the flows.
-            Some(name) => {
-                let db = &self.db;
-                let m_lo = range.since_ns.map(|s| s.div_ceil(NS_PER_MIN));
-                let m_hi = range.until_ns.map(|u| u / NS_PER_MIN);
-                let mut parts = Vec::new();
-                if m_lo.zip(m_hi).is_none_or(|(lo, hi)| lo < hi) {
-                    let mut w = String::from("1");
-                    if let Some(lo) = m_lo {
-                        let _ = write!(w, " AND minute >= {lo}");
-                    }
-                    if let Some(hi) = m_hi {
-                        let _ = write!(w, " AND minute < {hi}");
-                    }
-                    parts.push(format!(
-                        "SELECT k, flows AS n, packets AS p, bytes AS b FROM {db}.rollup_{name} WHERE {w}"
-                    ));
-                    let mut edges = Vec::new();
-                    if let (Some(s), Some(lo)) = (range.since_ns, m_lo) {
-                        edges.push(format!(
-                            "(first_ns >= {s} AND first_ns < {})",
-                            lo * NS_PER_MIN
-                        ));
-                    }
-                    if let (Some(u), Some(hi)) = (range.until_ns, m_hi) {
-                        edges.push(format!(
-                            "(first_ns >= {} AND first_ns < {u})",
-                            hi * NS_PER_MIN
-                        ));
-                    }
-                    if !edges.is_empty() {
-                        parts.push(format!(
-                            "SELECT {col} AS k, count() AS n, sum(packets) AS p, sum(bytes) AS b FROM {db}.flows WHERE ({}){extra} GROUP BY k",
-                            edges.join(" OR ")
-                        ));
-                    }
-                } else {
-                    parts.push(format!(
-                        "SELECT {col} AS k, count() AS n, sum(packets) AS p, sum(bytes) AS b FROM {db}.flows {}{extra} GROUP BY k",
-                        where_clause(filter, range)
-                    ));
-                }
+        let inner = rollup
+            .and_then(|name| self.rollup_union(range, filter, name, "k", col, extra))
+            .unwrap_or_else(|| {
                 format!(
-                    "SELECT k, sum(n) AS n, sum(p) AS p, sum(b) AS b FROM ({}) GROUP BY k ORDER BY {order} DESC, k LIMIT {limit}",
-                    parts.join(" UNION ALL ")
+                    "SELECT {col} AS g, count() AS n, sum(packets) AS p, sum(bytes) AS b FROM {}.flows {}{extra} GROUP BY g",
+                    self.db,
+                    where_clause(filter, range),
                 )
-            }
-            None => format!(
-                "SELECT {col} AS k, count() AS n, sum(packets) AS p, sum(bytes) AS b FROM {}.flows {}{extra} GROUP BY k ORDER BY {order} DESC, k LIMIT {limit}",
-                self.db,
-                where_clause(filter, range),
-            ),
-        };
+            });
+        let sql = format!(
+            "SELECT g, toUInt64(sum(n)) AS n, toUInt64(sum(p)) AS p, toUInt64(sum(b)) AS b FROM ({inner}) \
+             GROUP BY g ORDER BY {order} DESC, g LIMIT {limit}"
+        );
         let body = self.select(&sql)?;
         let mut r = Reader::new(&body);
         let mut out = Vec::new();

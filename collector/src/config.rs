@@ -243,17 +243,6 @@ impl CollectorFile {
                 None
             }
             "clickhouse" => {
-                // Not built yet for ClickHouse: refused rather than ignored.
-                for (key, set) in [
-                    ("max_age", self.store.max_age.is_some()),
-                    ("max_bytes", self.store.max_bytes.is_some()),
-                ] {
-                    if set {
-                        errs.push(format!(
-                            "collector.store.{key}: retention is not available with engine = \"clickhouse\" yet"
-                        ));
-                    }
-                }
                 let c = self.store.clickhouse.clone().unwrap_or_default();
                 if !c.url.starts_with("http://") {
                     errs.push(format!(
@@ -277,6 +266,9 @@ impl CollectorFile {
                     database: c.database,
                     user: c.user,
                     password: c.password,
+                    // Retention: the same keys as the embedded store's.
+                    max_age: max_age.flatten(),
+                    max_bytes: max_bytes.flatten(),
                 })
             }
             other => {
@@ -398,5 +390,42 @@ max_age = "0s"
                 .to_string()
                 .contains("lissten")
         );
+    }
+
+    #[test]
+    fn the_clickhouse_engine_takes_the_retention_keys_and_checks_its_own() {
+        let f = CollectorFile::parse(
+            r#"
+[store]
+engine = "clickhouse"
+max_age = "30d"
+max_bytes = "2GiB"
+[store.clickhouse]
+url = "http://127.0.0.1:8123"
+database = "site_a"
+"#,
+            "collector.toml",
+        )
+        .unwrap();
+        let c = f.validate().unwrap();
+        let ch = c.clickhouse.unwrap();
+        assert_eq!(ch.database, "site_a");
+        assert_eq!(
+            ch.max_age,
+            Some(std::time::Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(ch.max_bytes, Some(2 << 30));
+        let f = CollectorFile::parse(
+            "[store]\nengine = \"clickhouse\"\n[store.clickhouse]\nurl = \"ftp://x\"\ndatabase = \"a;b\"\n",
+            "collector.toml",
+        )
+        .unwrap();
+        let all = f.validate().unwrap_err().to_string();
+        for key in [
+            "collector.store.clickhouse.url",
+            "collector.store.clickhouse.database",
+        ] {
+            assert!(all.contains(key), "{key} missing from:\n{all}");
+        }
     }
 }

@@ -367,22 +367,9 @@ fn ch_db(s: &ClickHouseStore) -> String {
     s.database().to_string()
 }
 
-#[test]
-fn alerts_and_their_evidence_round_trip() {
-    let Some(ch) = store() else { return };
-    let recs = records();
-    let two: Vec<FlowRecord> = recs.iter().take(2).cloned().collect();
-    ch.commit(&batch("s", 1, two.clone())).unwrap();
-    let evidence: Vec<EvidenceRef> = two
-        .iter()
-        .map(|f| EvidenceRef {
-            sensor_id: "s".into(),
-            flow_id: f.flow_id,
-            first_ns: f.first_seen_ns,
-        })
-        .collect();
-    let alert = Alert {
-        id: 7,
+fn an_alert(id: u64, evidence: Vec<EvidenceRef>) -> Alert {
+    Alert {
+        id,
         kind: AlertKind::SynFlood,
         technique: "T1498.001".into(),
         technique_name: "Direct Network Flood".into(),
@@ -403,9 +390,26 @@ fn alerts_and_their_evidence_round_trip() {
         threshold: 500.0,
         unit: "flows/s".into(),
         updates: 0,
-        evidence: evidence.clone(),
-        evidence_count: 2,
-    };
+        evidence_count: evidence.len() as u64,
+        evidence,
+    }
+}
+
+#[test]
+fn alerts_and_their_evidence_round_trip() {
+    let Some(ch) = store() else { return };
+    let recs = records();
+    let two: Vec<FlowRecord> = recs.iter().take(2).cloned().collect();
+    ch.commit(&batch("s", 1, two.clone())).unwrap();
+    let evidence: Vec<EvidenceRef> = two
+        .iter()
+        .map(|f| EvidenceRef {
+            sensor_id: "s".into(),
+            flow_id: f.flow_id,
+            first_ns: f.first_seen_ns,
+        })
+        .collect();
+    let alert = an_alert(7, evidence.clone());
     ch.put_alerts(&[AlertUpdate {
         alert: alert.clone(),
         opened: true,
@@ -761,4 +765,71 @@ fn rollups_are_back_filled_when_missing() {
         .top(&all, TimeRange::default(), TopKey::Dst, TopBy::Bytes, 1)
         .unwrap();
     assert_eq!(doubled[0].totals.bytes, 2 * before[0].totals.bytes);
+}
+
+/// Retention drops whole days of flows (and of the roll-ups) by age, then
+/// by size, and keeps the flows that are the evidence of an alert.
+#[test]
+fn retention_drops_old_days_and_keeps_the_evidence() {
+    let Some(plain) = store() else { return };
+    const DAY: u64 = 86_400_000_000_000;
+    let now = 20_000 * DAY + DAY / 2;
+    let mut recs: Vec<FlowRecord> = records().into_iter().take(30).collect();
+    assert_eq!(recs.len(), 30);
+    for (i, r) in recs.iter_mut().enumerate() {
+        let t = now - [10, 5, 0][i / 10] * DAY - 1_000_000 * i as u64;
+        let len = (r.last_seen_ns - r.first_seen_ns).min(1_000_000);
+        (r.first_seen_ns, r.last_seen_ns) = (t, t + len);
+    }
+    plain.commit(&batch("r", 1, recs.clone())).unwrap();
+    let old = &recs[0];
+    let evidence = vec![EvidenceRef {
+        sensor_id: "r".into(),
+        flow_id: old.flow_id,
+        first_ns: old.first_seen_ns,
+    }];
+    plain
+        .put_alerts(&[AlertUpdate {
+            alert: an_alert(1, evidence.clone()),
+            opened: true,
+        }])
+        .unwrap();
+    let open = |max_age: Option<Duration>, max_bytes: Option<u64>| {
+        ClickHouseStore::open(&ClickHouseConfig {
+            url: server().unwrap().url.clone(),
+            database: ch_db(&plain),
+            max_age,
+            max_bytes,
+            ..ClickHouseConfig::default()
+        })
+        .unwrap()
+    };
+    let all = parse("").unwrap();
+    let everything = TimeRange::default();
+    // Without retention configured, nothing goes.
+    assert_eq!(plain.enforce_retention(now).unwrap().deleted_flows, 0);
+    // Seven days: the day ten days back goes; five days back is kept.
+    let week = open(Some(Duration::from_secs(7 * 86_400)), None);
+    assert_eq!(week.enforce_retention(now).unwrap().deleted_flows, 10);
+    assert_eq!(week.count(&all, everything).unwrap().flows, 20);
+    assert_eq!(
+        week.series(&all, everything, DAY).unwrap().len(),
+        2,
+        "the roll-ups lost the day as well"
+    );
+    let tops = week
+        .top(&all, everything, TopKey::Dst, TopBy::Flows, 100)
+        .unwrap();
+    assert_eq!(tops.iter().map(|r| r.totals.flows).sum::<u64>(), 20);
+    // The evidence flow survives its day.
+    let kept = week.evidence_flows(&evidence).unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(&kept[0].1, old);
+    // Again: nothing more is old enough.
+    assert_eq!(week.enforce_retention(now).unwrap().deleted_flows, 0);
+    // By size: all days but the newest.
+    let tiny = open(None, Some(1));
+    assert_eq!(tiny.enforce_retention(now).unwrap().deleted_flows, 10);
+    assert_eq!(tiny.count(&all, everything).unwrap().flows, 10);
+    assert_eq!(tiny.evidence_flows(&evidence).unwrap().len(), 1);
 }

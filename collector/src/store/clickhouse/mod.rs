@@ -60,6 +60,11 @@ pub struct ClickHouseConfig {
     pub user: String,
     /// Password.
     pub password: String,
+    /// Drop the days of flows wholly older than this.
+    pub max_age: Option<std::time::Duration>,
+    /// Drop the oldest days of flows while the database is larger than
+    /// this (the newest day is kept).
+    pub max_bytes: Option<u64>,
 }
 
 impl Default for ClickHouseConfig {
@@ -69,6 +74,8 @@ impl Default for ClickHouseConfig {
             database: "vigil".into(),
             user: "default".into(),
             password: String::new(),
+            max_age: None,
+            max_bytes: None,
         }
     }
 }
@@ -78,6 +85,8 @@ impl Default for ClickHouseConfig {
 pub struct ClickHouseStore {
     http: Endpoint,
     db: String,
+    max_age: Option<std::time::Duration>,
+    max_bytes: Option<u64>,
     /// Per sensor, as this collector last saw them: the highest committed
     /// `seq`, and the highest `seq` with flows stored (above the first when
     /// a commit stopped between its inserts).
@@ -116,6 +125,17 @@ fn lit(s: &[u8]) -> String {
 }
 
 const NS_PER_MIN: u64 = 60_000_000_000;
+const NS_PER_DAY: u64 = 1440 * NS_PER_MIN;
+
+/// A day partition of `flows`.
+struct FlowDay {
+    /// Its partition id (`YYYYMMDD`).
+    id: String,
+    /// Days since the epoch.
+    day: u16,
+    rows: u64,
+    bytes: u64,
+}
 
 /// A per-minute roll-up table.
 struct Rollup {
@@ -183,6 +203,8 @@ impl ClickHouseStore {
         let store = ClickHouseStore {
             http,
             db: cfg.database.clone(),
+            max_age: cfg.max_age,
+            max_bytes: cfg.max_bytes,
             last_seq: Mutex::new(HashMap::new()),
         };
         store.migrate()?;
@@ -206,6 +228,11 @@ impl ClickHouseStore {
                  community_id String, record String) \
                  ENGINE = MergeTree() PARTITION BY day ORDER BY (first_ns, sensor_id) \
                  SETTINGS index_granularity = 8192"
+            ),
+            // Evidence flows of the days retention dropped.
+            format!(
+                "CREATE TABLE IF NOT EXISTS {db}.evidence_flows AS {db}.flows \
+                 ENGINE = ReplacingMergeTree() PARTITION BY day ORDER BY (sensor_id, flow_id, first_ns, seq, idx)"
             ),
             format!(
                 "CREATE TABLE IF NOT EXISTS {db}.batches (sensor_id String, seq UInt64, \
@@ -382,6 +409,69 @@ impl ClickHouseStore {
             out.insert(u32::from_le_bytes([s[0], s[1], s[2], s[3]]));
         }
         Ok(out)
+    }
+
+    /// The day partitions of `flows`, oldest first, from `system.parts`.
+    fn flow_days(&self) -> Result<Vec<FlowDay>, StoreError> {
+        let body = self.select(&format!(
+            "SELECT partition_id, toUInt16(min_date), toUInt64(sum(rows)), toUInt64(sum(bytes_on_disk)) \
+             FROM system.parts WHERE database = {} AND table = 'flows' AND active \
+             GROUP BY partition_id, min_date ORDER BY min_date",
+            lit(self.db.as_bytes())
+        ))?;
+        let mut r = Reader::new(&body);
+        let mut out = Vec::new();
+        while !r.done() {
+            let id = r.string()?;
+            let b = r.take(2)?;
+            let day = u16::from_le_bytes([b[0], b[1]]);
+            let (rows, bytes) = (r.u64()?, r.u64()?);
+            // The id is written into a statement: digits only.
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(corrupt(format!("flows partition id {id:?}")));
+            }
+            out.push(FlowDay {
+                id,
+                day,
+                rows,
+                bytes,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Drops a day of flows and of the roll-ups, having copied the flows
+    /// that are evidence of an alert to `evidence_flows`.
+    fn drop_day(&self, d: &FlowDay) -> Result<(), StoreError> {
+        let db = &self.db;
+        let (lo, hi) = (
+            u64::from(d.day) * NS_PER_DAY,
+            (u64::from(d.day) + 1) * NS_PER_DAY,
+        );
+        let range = format!("first_ns >= {lo} AND first_ns < {hi}");
+        self.http
+            .query(&format!(
+                "INSERT INTO {db}.evidence_flows SELECT * FROM {db}.flows WHERE {range} \
+                 AND (sensor_id, flow_id, first_ns) IN \
+                 (SELECT sensor_id, flow_id, first_ns FROM {db}.alert_evidence WHERE {range})"
+            ))
+            .map_err(err)?;
+        tracing::info!(database = %db, day = %d.id, flows = d.rows, "retention: dropping a day of flows");
+        self.http
+            .query(&format!(
+                "ALTER TABLE {db}.flows DROP PARTITION ID '{}'",
+                d.id
+            ))
+            .map_err(err)?;
+        for r in &ROLLUPS {
+            self.http
+                .query(&format!(
+                    "ALTER TABLE {db}.rollup_{} DROP PARTITION ID '{}'",
+                    r.name, d.day
+                ))
+                .map_err(err)?;
+        }
+        Ok(())
     }
 
     fn select(&self, sql: &str) -> Result<Vec<u8>, StoreError> {
@@ -957,10 +1047,42 @@ impl FlowStore for ClickHouseStore {
         Ok(out)
     }
 
-    fn enforce_retention(&self, _now_ns: u64) -> Result<RetentionReport, StoreError> {
-        // Retention (dropping day partitions that hold no evidence) is not
-        // built yet for ClickHouse: nothing is deleted.
-        Ok(RetentionReport::default())
+    fn enforce_retention(&self, now_ns: u64) -> Result<RetentionReport, StoreError> {
+        let mut report = RetentionReport::default();
+        if self.max_age.is_none() && self.max_bytes.is_none() {
+            return Ok(report);
+        }
+        let days = self.flow_days()?;
+        let mut keep_from = 0;
+        if let Some(age) = self.max_age {
+            let cutoff = now_ns.saturating_sub(u64::try_from(age.as_nanos()).unwrap_or(u64::MAX));
+            // Whole days only: a day goes once its last instant is past.
+            keep_from = days
+                .iter()
+                .take_while(|d| (u64::from(d.day) + 1) * NS_PER_DAY <= cutoff)
+                .count();
+        }
+        if let Some(max) = self.max_bytes {
+            let body = self.select(&format!(
+                "SELECT toUInt64(sum(bytes_on_disk)) FROM system.parts WHERE database = {} AND active",
+                lit(self.db.as_bytes())
+            ))?;
+            let mut total = Reader::new(&body).u64()?;
+            total -= days[..keep_from]
+                .iter()
+                .map(|d| d.bytes)
+                .sum::<u64>()
+                .min(total);
+            while total > max && keep_from + 1 < days.len() {
+                total -= days[keep_from].bytes.min(total);
+                keep_from += 1;
+            }
+        }
+        for d in &days[..keep_from] {
+            self.drop_day(d)?;
+            report.deleted_flows += d.rows;
+        }
+        Ok(report)
     }
 
     fn put_alerts(&self, updates: &[AlertUpdate]) -> Result<(), StoreError> {
@@ -1088,10 +1210,20 @@ impl FlowStore for ClickHouseStore {
             let (lo, hi) = chunk.iter().fold((u64::MAX, 0), |(lo, hi), e| {
                 (lo.min(e.first_ns), hi.max(e.first_ns))
             });
+            // From the flows, or from the copies kept when retention
+            // dropped their day (both, for a moment, while it does).
+            let one = |table: &str| {
+                format!(
+                    "SELECT sensor_id, record, first_ns, seq, idx FROM {}.{table} WHERE first_ns >= {lo} \
+                     AND first_ns <= {hi} AND (sensor_id, flow_id, first_ns) IN ({list})",
+                    self.db
+                )
+            };
             let sql = format!(
-                "SELECT sensor_id, record FROM {}.flows WHERE first_ns >= {lo} AND first_ns <= {hi} \
-                 AND (sensor_id, flow_id, first_ns) IN ({list}) ORDER BY first_ns, sensor_id, seq, flow_id",
-                self.db
+                "SELECT sensor_id, record FROM ({} UNION ALL {}) \
+                 ORDER BY first_ns, sensor_id, seq, idx LIMIT 1 BY sensor_id, seq, idx",
+                one("flows"),
+                one("evidence_flows")
             );
             out.extend(self.read_flows(&self.select(&sql)?)?);
         }

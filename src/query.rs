@@ -31,7 +31,8 @@ pub struct QueryArgs {
     collector: Option<String>,
     /// Read a ClickHouse store directly: clickhouse://USER:PASSWORD@HOST:PORT/DATABASE,
     /// where the credentials, the port (HTTP, default 8123) and the database
-    /// (default vigil) may be left out.
+    /// (default vigil) may be left out; clickhouse+https://… for its HTTPS
+    /// port (default 8443), checked against --tls-ca or the system's CAs.
     #[arg(long, value_name = "URL", conflicts_with = "data_dir")]
     store: Option<String>,
     /// Flows first seen at or after: RFC 3339 (2024-05-01T10:00:00Z), or a
@@ -71,7 +72,8 @@ pub struct QueryArgs {
 /// TLS options of a client of the collector.
 #[derive(Debug, Args, Clone)]
 pub struct ClientTlsArgs {
-    /// CA (PEM) of the collector, for https://.
+    /// CA (PEM) of the collector, for https:// (or of ClickHouse, for
+    /// --store clickhouse+https://).
     #[arg(long, value_name = "PEM")]
     tls_ca: Option<PathBuf>,
     /// Client certificate (PEM), for https://.
@@ -162,7 +164,9 @@ pub fn run(a: QueryArgs) -> Result<(), Failure> {
     rt.block_on(async {
         let backend = match (&a.data_dir, &a.collector, &a.store) {
             (Some(dir), None, None) => Backend::Local(Box::new(open_local(dir)?)),
-            (None, None, Some(url)) => Backend::Local(Box::new(open_clickhouse(url)?)),
+            (None, None, Some(url)) => {
+                Backend::Local(Box::new(open_clickhouse(url, a.tls.tls_ca.as_deref())?))
+            }
             (None, Some(url), None) => Backend::Remote(pb::query_client::QueryClient::new(
                 connect(url, &a.tls).await?,
             )),
@@ -207,14 +211,26 @@ pub fn run(a: QueryArgs) -> Result<(), Failure> {
 }
 
 /// Opens a ClickHouse store from `clickhouse://[USER[:PASSWORD]@]HOST[:PORT][/DATABASE]`
-/// (the bracketed parts are optional).
-pub fn open_clickhouse(url: &str) -> Result<ClickHouseStore, Failure> {
+/// (the bracketed parts are optional), or `clickhouse+https://…` for its
+/// HTTPS interface, with `ca` the CA to check its certificate against.
+pub fn open_clickhouse(
+    url: &str,
+    ca: Option<&std::path::Path>,
+) -> Result<ClickHouseStore, Failure> {
     let bad = || {
         Failure::usage(anyhow::anyhow!(
-            "--store {url:?}: expected clickhouse://[USER[:PASSWORD]@]HOST[:PORT][/DATABASE]"
+            "--store {url:?}: expected clickhouse://[USER[:PASSWORD]@]HOST[:PORT][/DATABASE] \
+             or clickhouse+https://…"
         ))
     };
-    let rest = url.strip_prefix("clickhouse://").ok_or_else(bad)?;
+    let (rest, scheme) = match (
+        url.strip_prefix("clickhouse://"),
+        url.strip_prefix("clickhouse+https://"),
+    ) {
+        (Some(r), _) => (r, "http"),
+        (_, Some(r)) => (r, "https"),
+        _ => return Err(bad()),
+    };
     let (auth, rest) = match rest.rsplit_once('@') {
         Some((a, r)) => (Some(a), r),
         None => (None, rest),
@@ -228,7 +244,8 @@ pub fn open_clickhouse(url: &str) -> Result<ClickHouseStore, Failure> {
         return Err(bad());
     }
     let mut cfg = ClickHouseConfig {
-        url: format!("http://{host}"),
+        url: format!("{scheme}://{host}"),
+        ca: ca.map(std::path::Path::to_path_buf),
         database: db.to_string(),
         ..ClickHouseConfig::default()
     };

@@ -95,8 +95,12 @@ pub struct StoreSection {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClickHouseSection {
-    /// `http://HOST[:PORT]` of its HTTP interface. Default `http://127.0.0.1:8123`.
+    /// `http://HOST[:PORT]` or `https://HOST[:PORT]` of its HTTP interface.
+    /// Default `http://127.0.0.1:8123`.
     pub url: String,
+    /// For `https://`: CA certificates (PEM) to check the server's against;
+    /// unset: the system's CA bundle.
+    pub ca: Option<PathBuf>,
     /// Database, created if missing. Default `vigil`.
     pub database: String,
     /// User. Default `default`.
@@ -110,6 +114,7 @@ impl Default for ClickHouseSection {
         let d = ClickHouseConfig::default();
         ClickHouseSection {
             url: d.url,
+            ca: d.ca,
             database: d.database,
             user: d.user,
             password: d.password,
@@ -244,11 +249,24 @@ impl CollectorFile {
             }
             "clickhouse" => {
                 let c = self.store.clickhouse.clone().unwrap_or_default();
-                if !c.url.starts_with("http://") {
+                if !c.url.starts_with("http://") && !c.url.starts_with("https://") {
                     errs.push(format!(
-                        "collector.store.clickhouse.url = {:?}: expected http://HOST[:PORT]",
+                        "collector.store.clickhouse.url = {:?}: expected http://HOST[:PORT] or https://HOST[:PORT]",
                         c.url
                     ));
+                }
+                if let Some(ca) = &c.ca {
+                    if !c.url.starts_with("https://") {
+                        errs.push(format!(
+                            "collector.store.clickhouse.ca = {:?}: only with an https:// url",
+                            ca.display()
+                        ));
+                    } else if !ca.is_file() {
+                        errs.push(format!(
+                            "collector.store.clickhouse.ca = {:?}: no such file",
+                            ca.display()
+                        ));
+                    }
                 }
                 if c.database.is_empty()
                     || !c
@@ -263,6 +281,7 @@ impl CollectorFile {
                 }
                 Some(ClickHouseConfig {
                     url: c.url,
+                    ca: c.ca,
                     database: c.database,
                     user: c.user,
                     password: c.password,

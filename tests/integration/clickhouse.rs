@@ -22,6 +22,9 @@ use crate::util::{config, corpus_dir, corpus_files, run_file};
 
 struct Server {
     url: String,
+    /// Its HTTPS interface and the CA of its certificate (for `localhost`),
+    /// when this harness started it.
+    https: Option<(String, PathBuf)>,
     /// The watchdog shell (which owns the server).
     _child: Option<Child>,
     /// The server's directory, removed by the watchdog.
@@ -39,6 +42,7 @@ fn start_server() -> Result<Server, String> {
         return if answers(&url) {
             Ok(Server {
                 url,
+                https: None,
                 _child: None,
                 _dir: PathBuf::new(),
             })
@@ -53,13 +57,15 @@ fn start_server() -> Result<Server, String> {
             .map(|a| a.port())
             .map_err(|e| e.to_string())
     };
-    let (http, tcp) = (port(0)?, port(1)?);
-    write_config(&dir, http, tcp)?;
+    let (http, tcp, https) = (port(0)?, port(1)?, port(2)?);
+    write_certificates(&dir)?;
+    write_config(&dir, http, tcp, https)?;
     let child = launch(&dir)?;
     let url = format!("http://127.0.0.1:{http}");
     wait_answering(&url)?;
     Ok(Server {
         url,
+        https: Some((format!("https://localhost:{https}"), dir.join("ca.pem"))),
         _child: Some(child),
         _dir: dir,
     })
@@ -76,7 +82,32 @@ fn clickhouse_bin() -> Result<PathBuf, String> {
         })
 }
 
-fn write_config(dir: &std::path::Path, http: u16, tcp: u16) -> Result<(), String> {
+/// A CA and the server's certificate for `localhost`, signed by it.
+fn write_certificates(dir: &std::path::Path) -> Result<(), String> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let e = |e: rcgen::Error| e.to_string();
+    let ca_key = KeyPair::generate().map_err(e)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "vigil ClickHouse test CA");
+    let ca_cert = ca.self_signed(&ca_key).map_err(e)?;
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().map_err(e)?;
+    let mut p = CertificateParams::new(vec!["localhost".to_string()]).map_err(e)?;
+    p.distinguished_name.push(DnType::CommonName, "localhost");
+    let cert = p.signed_by(&key, &issuer).map_err(e)?;
+    for (name, pem) in [
+        ("ca.pem", ca_cert.pem()),
+        ("server.pem", cert.pem()),
+        ("server.key", key.serialize_pem()),
+    ] {
+        std::fs::write(dir.join(name), pem).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn write_config(dir: &std::path::Path, http: u16, tcp: u16, https: u16) -> Result<(), String> {
     let d = dir.display();
     let cfg = format!(
         r#"<?xml version="1.0"?>
@@ -84,6 +115,8 @@ fn write_config(dir: &std::path::Path, http: u16, tcp: u16) -> Result<(), String
   <logger><level>warning</level><log>{d}/server.log</log><errorlog>{d}/err.log</errorlog></logger>
   <listen_host>127.0.0.1</listen_host>
   <http_port>{http}</http_port>
+  <https_port>{https}</https_port>
+  <openSSL><server><certificateFile>{d}/server.pem</certificateFile><privateKeyFile>{d}/server.key</privateKeyFile><verificationMode>none</verificationMode><loadDefaultCAFile>false</loadDefaultCAFile><disableProtocols>sslv2,sslv3,tlsv1,tlsv1_1</disableProtocols></server></openSSL>
   <tcp_port>{tcp}</tcp_port>
   <path>{d}/data/</path>
   <tmp_path>{d}/tmp/</tmp_path>
@@ -598,8 +631,9 @@ fn sensor_to_collector_to_clickhouse_loses_nothing_when_clickhouse_dies() {
     }
     let dir = tempfile::tempdir().unwrap();
     let ch_dir = tempfile::tempdir().unwrap().keep();
-    let (http, tcp) = (free_port(), free_port());
-    write_config(&ch_dir, http, tcp).unwrap();
+    let (http, tcp, https) = (free_port(), free_port(), free_port());
+    write_certificates(&ch_dir).unwrap();
+    write_config(&ch_dir, http, tcp, https).unwrap();
     let mut ch = launch(&ch_dir).unwrap();
     let ch_url = format!("http://127.0.0.1:{http}");
     wait_answering(&ch_url).unwrap();
@@ -832,4 +866,68 @@ fn retention_drops_old_days_and_keeps_the_evidence() {
     assert_eq!(tiny.enforce_retention(now).unwrap().deleted_flows, 10);
     assert_eq!(tiny.count(&all, everything).unwrap().flows, 10);
     assert_eq!(tiny.evidence_flows(&evidence).unwrap().len(), 1);
+}
+
+/// The store over HTTPS: the server's certificate is checked against the CA
+/// given, a server the CA did not sign is refused, and `vigil query --store
+/// clickhouse+https://` reads what was stored.
+#[test]
+fn https_checks_the_server_certificate() {
+    let Some(plain) = store() else { return };
+    let Some((https, ca)) = server().unwrap().https.clone() else {
+        eprintln!("skipped: the server under test (VIGIL_CLICKHOUSE_URL) has no HTTPS set up here");
+        return;
+    };
+    let db = ch_db(&plain);
+    let open = |ca: Option<PathBuf>| {
+        ClickHouseStore::open(&ClickHouseConfig {
+            url: https.clone(),
+            ca,
+            database: db.clone(),
+            ..ClickHouseConfig::default()
+        })
+    };
+    let secure = open(Some(ca.clone())).expect("HTTPS with the server's CA");
+    let recs: Vec<FlowRecord> = records().into_iter().take(100).collect();
+    secure.commit(&batch("tls", 1, recs.clone())).unwrap();
+    let all = parse("").unwrap();
+    assert_eq!(
+        plain.count(&all, TimeRange::default()).unwrap().flows,
+        recs.len() as u64
+    );
+    // Another CA: the handshake fails, and the message says why.
+    let other = tempfile::tempdir().unwrap();
+    write_certificates(other.path()).unwrap();
+    let e = open(Some(other.path().join("ca.pem")))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("certificate"), "{e}");
+    // A CA file that holds none.
+    std::fs::write(other.path().join("empty.pem"), "not a certificate\n").unwrap();
+    let e = open(Some(other.path().join("empty.pem")))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no CA certificate"), "{e}");
+    // The CLI, over HTTPS.
+    let port = https.rsplit(':').next().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args([
+            "query",
+            "--store",
+            &format!("clickhouse+https://localhost:{port}/{db}"),
+            "--tls-ca",
+            ca.to_str().unwrap(),
+            "--count",
+            "--format",
+            "csv",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .starts_with(&format!("flows,packets,bytes\n{},", recs.len())),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
 }

@@ -52,8 +52,11 @@ use crate::query::{
 /// Where the store is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClickHouseConfig {
-    /// `http://HOST[:PORT]`.
+    /// `http://HOST[:PORT]` or `https://HOST[:PORT]`.
     pub url: String,
+    /// For `https://`: the CA certificates (PEM) to check the server's
+    /// against, instead of the system's.
+    pub ca: Option<std::path::PathBuf>,
     /// Database (created if missing).
     pub database: String,
     /// User.
@@ -71,6 +74,7 @@ impl Default for ClickHouseConfig {
     fn default() -> Self {
         ClickHouseConfig {
             url: "http://127.0.0.1:8123".into(),
+            ca: None,
             database: "vigil".into(),
             user: "default".into(),
             password: String::new(),
@@ -199,7 +203,10 @@ impl ClickHouseStore {
                 cfg.database
             )));
         }
-        let http = Endpoint::parse(&cfg.url, &cfg.user, &cfg.password).map_err(err)?;
+        let mut http = Endpoint::parse(&cfg.url, &cfg.user, &cfg.password).map_err(err)?;
+        if let Some(ca) = &cfg.ca {
+            http = http.with_ca_file(ca).map_err(err)?;
+        }
         let store = ClickHouseStore {
             http,
             db: cfg.database.clone(),

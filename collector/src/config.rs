@@ -107,6 +107,9 @@ pub struct ClickHouseSection {
     pub user: String,
     /// Password. Default empty.
     pub password: String,
+    /// Parallel inserts of a group commit's flows (each a ClickHouse server
+    /// thread). Default 2.
+    pub parallel_inserts: usize,
 }
 
 impl Default for ClickHouseSection {
@@ -118,6 +121,7 @@ impl Default for ClickHouseSection {
             database: d.database,
             user: d.user,
             password: d.password,
+            parallel_inserts: d.parallel_inserts,
         }
     }
 }
@@ -279,8 +283,15 @@ impl CollectorFile {
                         c.database
                     ));
                 }
+                if !(1..=64).contains(&c.parallel_inserts) {
+                    errs.push(format!(
+                        "collector.store.clickhouse.parallel_inserts = {}: expected 1 to 64",
+                        c.parallel_inserts
+                    ));
+                }
                 Some(ClickHouseConfig {
                     url: c.url,
+                    parallel_inserts: c.parallel_inserts,
                     ca: c.ca,
                     database: c.database,
                     user: c.user,

@@ -744,7 +744,7 @@ fn rollups_are_back_filled_when_missing() {
             10,
         )
         .unwrap();
-    for name in ["src", "dst", "dport", "proto"] {
+    for name in ["dst", "dport", "proto"] {
         http.query(&format!("DROP TABLE {db}.rollup_{name}_mv"))
             .unwrap();
         http.query(&format!("DROP TABLE {db}.rollup_{name}"))

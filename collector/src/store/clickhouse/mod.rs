@@ -63,6 +63,9 @@ pub struct ClickHouseConfig {
     pub user: String,
     /// Password.
     pub password: String,
+    /// Inserts of a group commit's flows run in parallel, at most this many
+    /// (each on a server thread of its own).
+    pub parallel_inserts: usize,
     /// Drop the days of flows wholly older than this.
     pub max_age: Option<std::time::Duration>,
     /// Drop the oldest days of flows while the database is larger than
@@ -78,6 +81,7 @@ impl Default for ClickHouseConfig {
             database: "vigil".into(),
             user: "default".into(),
             password: String::new(),
+            parallel_inserts: 2,
             max_age: None,
             max_bytes: None,
         }
@@ -91,6 +95,7 @@ pub struct ClickHouseStore {
     db: String,
     max_age: Option<std::time::Duration>,
     max_bytes: Option<u64>,
+    parallel_inserts: usize,
     /// Per sensor, as this collector last saw them: the highest committed
     /// `seq`, and the highest `seq` with flows stored (above the first when
     /// a commit stopped between its inserts).
@@ -157,15 +162,7 @@ struct Rollup {
     extra: &'static str,
 }
 
-const ROLLUPS: [Rollup; 4] = [
-    Rollup {
-        name: "src",
-        k_type: "String",
-        k_expr: "src_ip",
-        cond: "1",
-        extra_ddl: "",
-        extra: "",
-    },
+const ROLLUPS: [Rollup; 3] = [
     Rollup {
         name: "dst",
         k_type: "String",
@@ -192,6 +189,9 @@ const ROLLUPS: [Rollup; 4] = [
     },
 ];
 
+/// The columns a record is read back from (see `read_flows`).
+const READ_COLS: &str = "sensor_id, record, first_ns, last_ns, flow_id, proto, src_ip, src_port, dst_ip, dst_port, has_ports, vlan0, vlan1, community_id";
+
 const FLOW_COLS: &str = "sensor_id, seq, idx, day, first_ns, last_ns, flow_id, proto, src_ip, src_port, dst_ip, dst_port, has_ports, vlan0, vlan1, packets, bytes, conn_state, community_id, record";
 
 impl ClickHouseStore {
@@ -212,6 +212,7 @@ impl ClickHouseStore {
             db: cfg.database.clone(),
             max_age: cfg.max_age,
             max_bytes: cfg.max_bytes,
+            parallel_inserts: cfg.parallel_inserts.max(1),
             last_seq: Mutex::new(HashMap::new()),
         };
         store.migrate()?;
@@ -278,6 +279,14 @@ impl ClickHouseStore {
     /// again when an older version of the table has other columns.
     fn migrate_rollups(&self) -> Result<(), StoreError> {
         let db = &self.db;
+        // Retired: a roll-up by source (sources are many, often spoofed: it
+        // held nearly a row per flow and halved the insert rate).
+        for stmt in [
+            format!("DROP TABLE IF EXISTS {db}.rollup_src_mv"),
+            format!("DROP TABLE IF EXISTS {db}.rollup_src"),
+        ] {
+            self.http.query(&stmt).map_err(err)?;
+        }
         for r in &ROLLUPS {
             let name = r.name;
             let mut want: Vec<String> =
@@ -487,19 +496,65 @@ impl ClickHouseStore {
             .map_err(err)
     }
 
+    /// Records from rows of [`READ_COLS`]: the `record` column holds what
+    /// no other column does; the rest is put back from the columns.
     fn read_flows(&self, body: &[u8]) -> Result<Vec<(String, FlowRecord)>, StoreError> {
         let mut r = Reader::new(body);
         let mut out = Vec::new();
         while !r.done() {
             let sensor = r.string()?;
-            let bytes = r.bytes()?;
-            let f = pb::Flow::decode(bytes).map_err(|e| corrupt(format!("flow record: {e}")))?;
+            let mut f =
+                pb::Flow::decode(r.bytes()?).map_err(|e| corrupt(format!("flow record: {e}")))?;
+            f.first_seen_ns = r.u64()?;
+            f.last_seen_ns = r.u64()?;
+            f.flow_id = r.u64()?;
+            f.proto = u32::from(r.u8()?);
+            f.src_ip = r.bytes()?.to_vec();
+            let src_port = r.u16()?;
+            f.dst_ip = r.bytes()?.to_vec();
+            let dst_port = r.u16()?;
+            if r.u8()? == 1 {
+                (f.src_port, f.dst_port) = (Some(src_port.into()), Some(dst_port.into()));
+            }
+            f.vlan = [r.u16()?, r.u16()?]
+                .into_iter()
+                .filter(|v| *v != 0)
+                .map(u32::from)
+                .collect();
+            f.community_id = r.bytes()?.to_vec();
             let rec = FlowRecord::try_from(&f).map_err(|e| corrupt(format!("flow record: {e}")))?;
             out.push((sensor, rec));
         }
         Ok(out)
     }
 }
+
+/// Rows in at most `k` parts of about equal size, cut where rows end
+/// (`ends`: the end of each row, ascending); one part when there are fewer
+/// than [`MIN_PARALLEL_ROWS`] rows a part.
+fn split_rows<'a>(rows: &'a [u8], ends: &[usize], k: usize) -> Vec<&'a [u8]> {
+    let k = k.clamp(1, (ends.len() / MIN_PARALLEL_ROWS).max(1));
+    let mut out = Vec::with_capacity(k);
+    let mut start = 0;
+    for i in 1..=k {
+        let cut = if i == k {
+            rows.len()
+        } else {
+            let target = rows.len() * i / k;
+            ends.get(ends.partition_point(|&e| e < target))
+                .copied()
+                .unwrap_or(rows.len())
+        };
+        if cut > start {
+            out.push(&rows[start..cut]);
+            start = cut;
+        }
+    }
+    out
+}
+
+/// Fewest rows worth an insert of their own.
+const MIN_PARALLEL_ROWS: usize = 16_384;
 
 /// Appends one flow row in RowBinary, in [`FLOW_COLS`] order.
 fn encode_flow(
@@ -531,8 +586,15 @@ fn encode_flow(
     out.extend_from_slice(&r.bytes().to_le_bytes());
     out.push(state_index(r.conn_state));
     put_str(out, &r.community_id.0);
+    // The record without what the columns above hold (read back by
+    // `read_flows`): about a third of its size.
+    let mut f = pb::Flow::from(r);
+    (f.flow_id, f.first_seen_ns, f.last_seen_ns, f.proto) = (0, 0, 0, 0);
+    (f.src_ip, f.dst_ip, f.community_id) = (Vec::new(), Vec::new(), Vec::new());
+    (f.src_port, f.dst_port) = (None, None);
+    f.vlan.clear();
     scratch.clear();
-    pb::Flow::from(r).encode(scratch).unwrap_or_default();
+    f.encode(scratch).unwrap_or_default();
     put_str(out, scratch);
 }
 
@@ -583,6 +645,11 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Result<u64, StoreError> {
         let s = self.take(8)?;
         Ok(u64::from_le_bytes(s.try_into().unwrap_or([0; 8])))
+    }
+
+    fn u16(&mut self) -> Result<u16, StoreError> {
+        let b = self.take(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
     }
 
     fn u8(&mut self) -> Result<u8, StoreError> {
@@ -788,6 +855,8 @@ impl FlowStore for ClickHouseStore {
         let (mut rows, mut marks, mut dups, mut runs) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut scratch = Vec::new();
+        // Where each flow row ends in `rows`, to cut it into parallel inserts.
+        let mut ends = Vec::new();
         for b in batches {
             let (last, flows_to) = match known.get(&b.sensor_id) {
                 Some(v) => *v,
@@ -802,6 +871,7 @@ impl FlowStore for ClickHouseStore {
                 for (i, r) in b.flows.iter().enumerate() {
                     if !have.contains(&(i as u32)) {
                         encode_flow(&mut rows, &b.sensor_id, b.seq, i as u32, r, &mut scratch);
+                        ends.push(rows.len());
                     }
                 }
                 put_str(&mut marks, b.sensor_id.as_bytes());
@@ -824,6 +894,7 @@ impl FlowStore for ClickHouseStore {
             }
             for (i, r) in b.flows.iter().enumerate() {
                 encode_flow(&mut rows, &b.sensor_id, b.seq, i as u32, r, &mut scratch);
+                ends.push(rows.len());
             }
             put_str(&mut marks, b.sensor_id.as_bytes());
             marks.extend_from_slice(&b.seq.to_le_bytes());
@@ -846,7 +917,25 @@ impl FlowStore for ClickHouseStore {
             let st = format!("INSERT INTO {}.{table} ({cols}) FORMAT RowBinary", self.db);
             self.http.insert(&st, data).map_err(err)
         };
-        let res = insert("flows", FLOW_COLS, &rows)
+        // The flows in parallel inserts (ClickHouse parses and writes each
+        // on a thread of its own); the marks only once all are in.
+        let parts = split_rows(&rows, &ends, self.parallel_inserts);
+        let flows = if parts.len() <= 1 {
+            insert("flows", FLOW_COLS, &rows)
+        } else {
+            std::thread::scope(|sc| {
+                let handles: Vec<_> = parts
+                    .iter()
+                    .map(|p| sc.spawn(|| insert("flows", FLOW_COLS, p)))
+                    .collect();
+                handles.into_iter().try_for_each(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(StoreError::ClickHouse("an insert thread panicked".into()))
+                    })
+                })
+            })
+        };
+        let res = flows
             .and_then(|()| insert("sensor_runs", "sensor_id, run_id, updated_ns, stats", &runs))
             .and_then(|()| insert("batches", "sensor_id, seq, flows, received_ns", &marks))
             .and_then(|()| insert("duplicates", "sensor_id, seq, received_ns", &dups));
@@ -864,7 +953,7 @@ impl FlowStore for ClickHouseStore {
         limit: usize,
     ) -> Result<Vec<(String, FlowRecord)>, StoreError> {
         let sql = format!(
-            "SELECT sensor_id, record FROM {}.flows {} ORDER BY first_ns, sensor_id, seq, flow_id LIMIT {}",
+            "SELECT {READ_COLS} FROM {}.flows {} ORDER BY first_ns, sensor_id, seq, flow_id LIMIT {}",
             self.db,
             where_clause(filter, range),
             limit.min(i64::MAX as usize)
@@ -948,7 +1037,7 @@ impl FlowStore for ClickHouseStore {
         limit: usize,
     ) -> Result<Vec<TopRow>, StoreError> {
         let (col, extra, rollup) = match key {
-            TopKey::Src => ("src_ip", "", Some("src")),
+            TopKey::Src => ("src_ip", "", None),
             TopKey::Dst => ("dst_ip", "", Some("dst")),
             TopKey::DstPort => ("toUInt64(dst_port)", " AND has_ports = 1", Some("dport")),
             TopKey::SrcPort => ("toUInt64(src_port)", " AND has_ports = 1", None),
@@ -1221,13 +1310,13 @@ impl FlowStore for ClickHouseStore {
             // dropped their day (both, for a moment, while it does).
             let one = |table: &str| {
                 format!(
-                    "SELECT sensor_id, record, first_ns, seq, idx FROM {}.{table} WHERE first_ns >= {lo} \
+                    "SELECT {READ_COLS}, seq, idx FROM {}.{table} WHERE first_ns >= {lo} \
                      AND first_ns <= {hi} AND (sensor_id, flow_id, first_ns) IN ({list})",
                     self.db
                 )
             };
             let sql = format!(
-                "SELECT sensor_id, record FROM ({} UNION ALL {}) \
+                "SELECT {READ_COLS} FROM ({} UNION ALL {}) \
                  ORDER BY first_ns, sensor_id, seq, idx LIMIT 1 BY sensor_id, seq, idx",
                 one("flows"),
                 one("evidence_flows")
@@ -1259,6 +1348,21 @@ mod tests {
             "(((length(src_ip) = 4 AND src_ip >= unhex('0A000000') AND src_ip <= unhex('0AFFFFFF')) \
              AND (NOT (has_ports = 1 AND dst_port >= 22 AND dst_port <= 22))) OR proto = 17)"
         );
+    }
+
+    #[test]
+    fn rows_are_cut_where_rows_end() {
+        // 40,000 rows of 3 bytes.
+        let rows = vec![0u8; 120_000];
+        let ends: Vec<usize> = (1..=40_000).map(|i| 3 * i).collect();
+        let parts = split_rows(&rows, &ends, 2);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].len() % 3, 0);
+        assert_eq!(parts[0].len() + parts[1].len(), rows.len());
+        // Too few rows for a part each: one insert.
+        assert_eq!(split_rows(&rows[..300], &ends[..100], 2).len(), 1);
+        assert_eq!(split_rows(&rows, &ends, 8).len(), 2);
+        assert!(split_rows(&[], &[], 2).is_empty());
     }
 
     #[test]

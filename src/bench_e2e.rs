@@ -221,7 +221,8 @@ impl Synthetic {
             let rng = &mut self.rng;
             let i = self.i;
             let r = rng.next_u64();
-            let first = t0 + i * 3_600_000_000_000 / n;
+            // (In u128: i × 3.6e12 overflows u64 past 5 M records.)
+            let first = t0 + (u128::from(i) * 3_600_000_000_000 / u128::from(n)) as u64;
             let src = 0x0a00_0000 | (r as u32 & 0x000f_ffff);
             // 4096 servers; squaring skews towards low server numbers.
             let x = (rng.next_u64() % 4096) as u32;

@@ -384,10 +384,7 @@ impl ClickHouseStore {
         );
         // Each edge a range of its own, which the primary key narrows (an
         // OR of the two was read as a scan by 18.16).
-        for (lo, hi) in [
-            (since, m_lo * NS_PER_MIN),
-            (m_hi * NS_PER_MIN, until),
-        ] {
+        for (lo, hi) in [(since, m_lo * NS_PER_MIN), (m_hi * NS_PER_MIN, until)] {
             if lo < hi {
                 let _ = write!(
                     sql,

@@ -559,6 +559,14 @@ fn split_rows<'a>(rows: &'a [u8], ends: &[usize], k: usize) -> Vec<&'a [u8]> {
     out
 }
 
+/// Appends a batch's `batches` row: sensor_id, seq, flows, received_ns.
+fn put_mark(out: &mut Vec<u8>, b: &IngestBatch) {
+    put_str(out, b.sensor_id.as_bytes());
+    out.extend_from_slice(&b.seq.to_le_bytes());
+    out.extend_from_slice(&(b.flows.len() as u64).to_le_bytes());
+    out.extend_from_slice(&b.received_ns.to_le_bytes());
+}
+
 /// Fewest rows worth an insert of their own.
 const MIN_PARALLEL_ROWS: usize = 16_384;
 
@@ -880,10 +888,7 @@ impl FlowStore for ClickHouseStore {
                         ends.push(rows.len());
                     }
                 }
-                put_str(&mut marks, b.sensor_id.as_bytes());
-                marks.extend_from_slice(&b.seq.to_le_bytes());
-                marks.extend_from_slice(&(b.flows.len() as u64).to_le_bytes());
-                marks.extend_from_slice(&b.received_ns.to_le_bytes());
+                put_mark(&mut marks, b);
                 known.insert(b.sensor_id.clone(), (b.seq, flows_to));
                 outcomes.push(CommitOutcome::Stored {
                     gap: b.seq - last - 1,
@@ -902,10 +907,7 @@ impl FlowStore for ClickHouseStore {
                 encode_flow(&mut rows, &b.sensor_id, b.seq, i as u32, r, &mut scratch);
                 ends.push(rows.len());
             }
-            put_str(&mut marks, b.sensor_id.as_bytes());
-            marks.extend_from_slice(&b.seq.to_le_bytes());
-            marks.extend_from_slice(&(b.flows.len() as u64).to_le_bytes());
-            marks.extend_from_slice(&b.received_ns.to_le_bytes());
+            put_mark(&mut marks, b);
             if let Some(s) = &b.stats {
                 put_str(&mut runs, b.sensor_id.as_bytes());
                 runs.extend_from_slice(&s.run_id.to_le_bytes());

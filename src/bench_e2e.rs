@@ -369,7 +369,8 @@ fn query_suite(store: &dyn FlowStore, t0: u64, runs: usize) -> Result<(), Failur
 }
 
 /// ClickHouse: inserts `flows` synthetic records through the store (group
-/// commits of 8 batches of 8192, as the collector's writer makes them; the
+/// commits of batches of 8192 up to the store's `group_flows`, the most the
+/// collector's writer gathers; the
 /// records are made beforehand, so that only the store is timed), then
 /// times the query suite.
 pub fn clickhouse(url: &str, flows: u64, runs: usize) -> Result<(), Failure> {
@@ -390,9 +391,9 @@ pub fn clickhouse(url: &str, flows: u64, runs: usize) -> Result<(), Failure> {
         // memory at once).
         loop {
             let mut groups = Vec::new();
-            for _ in 0..16 {
+            for _ in 0..2 {
                 let mut group = Vec::new();
-                while group.len() < 8 {
+                while group.len() * 8192 < store.group_flows() {
                     let Some(f) = synth.batch(8192) else { break };
                     seq += 1;
                     group.push(IngestBatch {
@@ -420,8 +421,9 @@ pub fn clickhouse(url: &str, flows: u64, runs: usize) -> Result<(), Failure> {
         }
         let took = took.as_secs_f64();
         println!(
-            "clickhouse: {flows} flows inserted in {took:.1} s ({:.0} flows/s; group commits of 65,536, RowBinary over HTTP, 2 parallel inserts)",
-            flows as f64 / took
+            "clickhouse: {flows} flows inserted in {took:.1} s ({:.0} flows/s; group commits of {} as the collector makes them, RowBinary over HTTP, 2 parallel inserts)",
+            flows as f64 / took,
+            store.group_flows()
         );
     } else {
         println!("clickhouse: reusing database {db} ({have} flows)");

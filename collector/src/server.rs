@@ -274,21 +274,20 @@ struct Job {
     reply: oneshot::Sender<Result<CommitOutcome, Arc<StoreError>>>,
 }
 
-/// Most flows committed in one group transaction.
-const GROUP_FLOWS: usize = 65_536;
-
-/// The writer thread: takes every batch waiting (up to [`GROUP_FLOWS`]
-/// flows), from all streams, and commits them in one transaction (group
-/// commit), then answers each. One writer, because SQLite has one.
+/// The writer thread: takes every batch waiting (up to the store's
+/// [`FlowStore::group_flows`]), from all streams, and commits them in one
+/// transaction (group commit), then answers each. One writer, because SQLite
+/// has one.
 fn writer(
     shared: Arc<Shared>,
     mut rx: mpsc::Receiver<Job>,
     detect: Option<std::sync::mpsc::SyncSender<(String, Vec<FlowRecord>)>>,
 ) {
+    let group_flows = shared.store.group_flows();
     while let Some(first) = rx.blocking_recv() {
         let mut flows = first.batch.flows.len();
         let mut jobs = vec![first];
-        while flows < GROUP_FLOWS {
+        while flows < group_flows {
             match rx.try_recv() {
                 Ok(j) => {
                     flows += j.batch.flows.len();

@@ -150,6 +150,12 @@ pub trait FlowStore: Send + Sync {
         batches.iter().map(|b| self.commit(b)).collect()
     }
 
+    /// Most flows worth gathering into one [`FlowStore::commit_many`]: the
+    /// collector's writer takes every batch waiting, up to this.
+    fn group_flows(&self) -> usize {
+        65_536
+    }
+
     /// Flow records matching `filter` in `range`, oldest first, at most
     /// `limit`, each with its sensor id.
     fn flows(

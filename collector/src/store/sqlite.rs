@@ -632,21 +632,7 @@ impl FlowStore for SqliteStore {
     }
 
     fn count(&self, filter: &Filter, range: TimeRange) -> Result<Totals, StoreError> {
-        let rolled = rollup_union(range, filter, "rollup_proto", "r.k", "f.proto", "1");
-        let (sql, params) = if let Some(r) = rolled {
-            r
-        } else {
-            let mut w = Where::default();
-            w.time(range);
-            w.filter(filter);
-            (
-                format!(
-                    "SELECT 0 AS k, COUNT(*) AS n, SUM(f.fwd_packets + f.rev_packets) AS p, SUM(f.fwd_bytes + f.rev_bytes) AS b FROM flows f WHERE {}",
-                    w.sql
-                ),
-                w.params,
-            )
-        };
+        let (sql, params) = aggregate(range, filter, Some(("rollup_proto", "r.k")), "f.proto", "1");
         let sql = format!("SELECT COUNT(*), SUM(n), SUM(p), SUM(b) FROM ({sql})");
         self.with_reader(|c| {
             c.query_row(&sql, rusqlite::params_from_iter(params.iter()), |r| {
@@ -671,28 +657,11 @@ impl FlowStore for SqliteStore {
         // The step is a number of the typed plan, written as a literal.
         let step = i64::try_from(step_ns).unwrap_or(i64::MAX);
         let flow_key = format!("(f.first_ns / {step}) * {step}");
-        let rolled = if step_ns.is_multiple_of(NS_PER_MIN) {
-            let per = step_ns / NS_PER_MIN;
-            let key = format!("(r.minute / {per}) * {step}");
-            rollup_union(range, filter, "rollup_proto", &key, &flow_key, "1")
-        } else {
-            None
-        };
-        let (inner, params) = match rolled {
-            Some(r) => r,
-            None => {
-                let mut w = Where::default();
-                w.time(range);
-                w.filter(filter);
-                (
-                    format!(
-                        "SELECT {flow_key} AS k, COUNT(*) AS n, SUM(f.fwd_packets + f.rev_packets) AS p, SUM(f.fwd_bytes + f.rev_bytes) AS b FROM flows f WHERE {} GROUP BY k",
-                        w.sql
-                    ),
-                    w.params,
-                )
-            }
-        };
+        let r_key = format!("(r.minute / {}) * {step}", step_ns / NS_PER_MIN);
+        let rollup = step_ns
+            .is_multiple_of(NS_PER_MIN)
+            .then_some(("rollup_proto", r_key.as_str()));
+        let (inner, params) = aggregate(range, filter, rollup, &flow_key, "1");
         let sql = format!(
             "SELECT k, SUM(n), SUM(p), SUM(b) FROM ({inner}) GROUP BY k ORDER BY k LIMIT {}",
             MAX_SERIES_POINTS + 1
@@ -734,23 +703,8 @@ impl FlowStore for SqliteStore {
             TopKey::SrcPort => ("f.src_port", None, "f.src_port IS NOT NULL"),
             TopKey::Proto => ("f.proto", Some("rollup_proto"), "1"),
         };
-        let rolled =
-            rollup.and_then(|table| rollup_union(range, filter, table, "r.k", col, not_null));
-        let (inner, mut params) = match rolled {
-            Some(r) => r,
-            None => {
-                let mut w = Where::default();
-                w.time(range);
-                w.filter(filter);
-                (
-                    format!(
-                        "SELECT {col} AS k, COUNT(*) AS n, SUM(f.fwd_packets + f.rev_packets) AS p, SUM(f.fwd_bytes + f.rev_bytes) AS b FROM flows f WHERE {not_null} AND {} GROUP BY {col}",
-                        w.sql
-                    ),
-                    w.params,
-                )
-            }
-        };
+        let (inner, mut params) =
+            aggregate(range, filter, rollup.map(|t| (t, "r.k")), col, not_null);
         let order = match by {
             TopBy::Bytes => "b",
             TopBy::Packets => "p",
@@ -1259,6 +1213,34 @@ fn upsert_rollups(tx: &rusqlite::Transaction<'_>, r: &Rollups) -> rusqlite::Resu
         st.execute(params![*m as i64, proto, n, p, b])?;
     }
     Ok(())
+}
+
+/// Rows (key, flows, packets, bytes) of an aggregate by `flow_key` over the
+/// flows matching `filter` in `range` (and `not_null`): from roll-up
+/// `rollup = (table, key over it)` where it can answer ([`rollup_union`]),
+/// else from `flows`.
+fn aggregate(
+    range: TimeRange,
+    filter: &Filter,
+    rollup: Option<(&str, &str)>,
+    flow_key: &str,
+    not_null: &str,
+) -> (String, Vec<Value>) {
+    if let Some(r) =
+        rollup.and_then(|(table, key)| rollup_union(range, filter, table, key, flow_key, not_null))
+    {
+        return r;
+    }
+    let mut w = Where::default();
+    w.time(range);
+    w.filter(filter);
+    (
+        format!(
+            "SELECT {flow_key} AS k, COUNT(*) AS n, SUM(f.fwd_packets + f.rev_packets) AS p, SUM(f.fwd_bytes + f.rev_bytes) AS b FROM flows f WHERE {not_null} AND {} GROUP BY k",
+            w.sql
+        ),
+        w.params,
+    )
 }
 
 /// An aggregate from a roll-up table: whole minutes of the range from the

@@ -348,6 +348,29 @@ impl ClickHouseStore {
         Ok(())
     }
 
+    /// Rows `(g, n, p, b)` of an aggregate by `f_key` over the flows
+    /// matching `filter` in `range` (and `f_cond`): from roll-up
+    /// `rollup = (name, key over it)` where it can answer ([`Self::rollup_union`]),
+    /// else from `flows`.
+    fn aggregate(
+        &self,
+        range: TimeRange,
+        filter: &Filter,
+        rollup: Option<(&str, &str)>,
+        f_key: &str,
+        f_cond: &str,
+    ) -> String {
+        rollup
+            .and_then(|(name, r_key)| self.rollup_union(range, filter, name, r_key, f_key, f_cond))
+            .unwrap_or_else(|| {
+                format!(
+                    "SELECT {f_key} AS g, count() AS n, sum(packets) AS p, sum(bytes) AS b FROM {}.flows {}{f_cond} GROUP BY g",
+                    self.db,
+                    where_clause(filter, range)
+                )
+            })
+    }
+
     /// An aggregate answered from roll-up `name`: the whole minutes of
     /// `range` from the roll-up, the partial minutes at its edges from
     /// `flows`, both under the filter. Rows `(g, n, p, b)`, several per key
@@ -977,15 +1000,13 @@ impl FlowStore for ClickHouseStore {
     }
 
     fn count(&self, filter: &Filter, range: TimeRange) -> Result<Totals, StoreError> {
-        let inner = self
-            .rollup_union(range, filter, "proto", "toUInt64(0)", "toUInt64(0)", "")
-            .unwrap_or_else(|| {
-                format!(
-                    "SELECT count() AS n, sum(packets) AS p, sum(bytes) AS b FROM {}.flows {}",
-                    self.db,
-                    where_clause(filter, range)
-                )
-            });
+        let inner = self.aggregate(
+            range,
+            filter,
+            Some(("proto", "toUInt64(0)")),
+            "toUInt64(0)",
+            "",
+        );
         let body = self.select(&format!(
             "SELECT toUInt64(sum(n)), toUInt64(sum(p)), toUInt64(sum(b)) FROM ({inner})"
         ))?;
@@ -1006,23 +1027,14 @@ impl FlowStore for ClickHouseStore {
         crate::query::check_step(step_ns).map_err(StoreError::BadQuery)?;
         // The step is a number of the typed plan, written as a literal.
         let f_key = format!("toUInt64(intDiv(first_ns, {step_ns}) * {step_ns})");
-        let rolled = step_ns
+        let r_key = format!(
+            "toUInt64(intDiv(minute, {}) * {step_ns})",
+            step_ns / NS_PER_MIN
+        );
+        let rollup = step_ns
             .is_multiple_of(NS_PER_MIN)
-            .then(|| {
-                let r_key = format!(
-                    "toUInt64(intDiv(minute, {}) * {step_ns})",
-                    step_ns / NS_PER_MIN
-                );
-                self.rollup_union(range, filter, "proto", &r_key, &f_key, "")
-            })
-            .flatten();
-        let inner = rolled.unwrap_or_else(|| {
-            format!(
-                "SELECT {f_key} AS g, count() AS n, sum(packets) AS p, sum(bytes) AS b FROM {}.flows {} GROUP BY g",
-                self.db,
-                where_clause(filter, range)
-            )
-        });
+            .then_some(("proto", r_key.as_str()));
+        let inner = self.aggregate(range, filter, rollup, &f_key, "");
         let body = self.select(&format!(
             "SELECT g, toUInt64(sum(n)), toUInt64(sum(p)), toUInt64(sum(b)) FROM ({inner}) \
              GROUP BY g ORDER BY g LIMIT {}",
@@ -1064,15 +1076,7 @@ impl FlowStore for ClickHouseStore {
             TopBy::Flows => "n",
         };
         let limit = limit.min(i64::MAX as usize);
-        let inner = rollup
-            .and_then(|name| self.rollup_union(range, filter, name, "k", col, extra))
-            .unwrap_or_else(|| {
-                format!(
-                    "SELECT {col} AS g, count() AS n, sum(packets) AS p, sum(bytes) AS b FROM {}.flows {}{extra} GROUP BY g",
-                    self.db,
-                    where_clause(filter, range),
-                )
-            });
+        let inner = self.aggregate(range, filter, rollup.map(|name| (name, "k")), col, extra);
         let sql = format!(
             "SELECT g, toUInt64(sum(n)) AS n, toUInt64(sum(p)) AS p, toUInt64(sum(b)) AS b FROM ({inner}) \
              GROUP BY g ORDER BY {order} DESC, g LIMIT {limit}"

@@ -867,11 +867,27 @@ impl Reader<'_, '_> {
         }
     }
 
+    /// Publishes the reader's counters (live runs) and says whether the run
+    /// must stop: the caller's flag (noted in `stopped`) or the pipeline's.
+    fn check_in(&self) -> bool {
+        if let Some(l) = self.live {
+            l.publish_reader(
+                self.report.packets,
+                self.report.wire_bytes,
+                &self.decoder.stats,
+            );
+        }
+        if self.external.load(Ordering::Relaxed) {
+            self.stopped.store(true, Ordering::Relaxed);
+            return true;
+        }
+        self.stop.load(Ordering::Relaxed)
+    }
+
     /// Reads one input to its end; returns the bytes consumed.
     fn read<P: PacketSource + ?Sized>(&mut self, reader: &mut P) -> Result<u64, CaptureError> {
         let mut t0 = Instant::now();
         let live_source = reader.is_live();
-        let disp = &mut self.disp;
         loop {
             if live_source && self.external.load(Ordering::Relaxed) {
                 self.stopped.store(true, Ordering::Relaxed);
@@ -883,19 +899,8 @@ impl Reader<'_, '_> {
                 Next::Idle => {
                     // Nothing came within the source's timeout: packet time
                     // moves with the wall clock, and the stop flag is seen.
-                    disp.clock(crate::live::wall_ns());
-                    if let Some(l) = self.live {
-                        l.publish_reader(
-                            self.report.packets,
-                            self.report.wire_bytes,
-                            &self.decoder.stats,
-                        );
-                    }
-                    if self.external.load(Ordering::Relaxed) {
-                        self.stopped.store(true, Ordering::Relaxed);
-                        break;
-                    }
-                    if self.stop.load(Ordering::Relaxed) {
+                    self.disp.clock(crate::live::wall_ns());
+                    if self.check_in() {
                         break;
                     }
                     continue;
@@ -904,6 +909,7 @@ impl Reader<'_, '_> {
             self.report.packets += 1;
             self.report.wire_bytes += u64::from(pkt.orig_len);
             let ts = pkt.ts_ns;
+            let disp = &mut self.disp;
             self.decoder
                 .decode(&pkt, &mut |m: &PacketMeta| disp.push(m));
             // The clock moves after the packet is queued, so a tick never
@@ -918,18 +924,7 @@ impl Reader<'_, '_> {
                     if let Some(p) = self.progress {
                         p(self.done_bytes + reader.offset());
                     }
-                    if let Some(l) = self.live {
-                        l.publish_reader(
-                            self.report.packets,
-                            self.report.wire_bytes,
-                            &self.decoder.stats,
-                        );
-                    }
-                    if self.external.load(Ordering::Relaxed) {
-                        self.stopped.store(true, Ordering::Relaxed);
-                        break;
-                    }
-                    if self.stop.load(Ordering::Relaxed) {
+                    if self.check_in() {
                         break;
                     }
                 }

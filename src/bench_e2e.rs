@@ -421,9 +421,10 @@ pub fn clickhouse(url: &str, flows: u64, runs: usize) -> Result<(), Failure> {
         }
         let took = took.as_secs_f64();
         println!(
-            "clickhouse: {flows} flows inserted in {took:.1} s ({:.0} flows/s; group commits of {} as the collector makes them, RowBinary over HTTP, 2 parallel inserts)",
+            "clickhouse: {flows} flows inserted in {took:.1} s ({:.0} flows/s; group commits of {} as the collector makes them, Native blocks over HTTP, {} parallel inserts)",
             flows as f64 / took,
-            store.group_flows()
+            store.group_flows(),
+            ClickHouseConfig::default().parallel_inserts
         );
     } else {
         println!("clickhouse: reusing database {db} ({have} flows)");

@@ -197,15 +197,21 @@ impl Endpoint {
 
     /// Runs a statement given in the body; returns the response body.
     pub fn query(&self, sql: &str) -> Result<Vec<u8>, HttpError> {
-        self.post(&[], sql.as_bytes())
+        self.post(&[], &[sql.as_bytes()])
     }
 
     /// Runs `INSERT … FORMAT …` with `data` as the rows.
     pub fn insert(&self, statement: &str, data: &[u8]) -> Result<(), HttpError> {
-        self.post(&[("query", statement)], data).map(|_| ())
+        self.insert_parts(statement, &[data])
     }
 
-    fn post(&self, params: &[(&str, &str)], body: &[u8]) -> Result<Vec<u8>, HttpError> {
+    /// [`Self::insert`] with the data given as parts sent one after another
+    /// (column buffers, without copying them into one).
+    pub fn insert_parts(&self, statement: &str, parts: &[&[u8]]) -> Result<(), HttpError> {
+        self.post(&[("query", statement)], parts).map(|_| ())
+    }
+
+    fn post(&self, params: &[(&str, &str)], body: &[&[u8]]) -> Result<Vec<u8>, HttpError> {
         let mut path = String::from("/?");
         let mut all: Vec<(&str, &str)> = params.to_vec();
         all.push(("user", &self.user));
@@ -235,7 +241,7 @@ impl Endpoint {
         let head = format!(
             "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             self.addr(),
-            body.len()
+            body.iter().map(|p| p.len()).sum::<usize>()
         );
         let mut resp = Vec::new();
         match &self.tls {
@@ -310,11 +316,13 @@ impl Endpoint {
 fn exchange(
     s: &mut (impl Read + Write),
     head: &[u8],
-    body: &[u8],
+    body: &[&[u8]],
     resp: &mut Vec<u8>,
 ) -> io::Result<()> {
     s.write_all(head)?;
-    s.write_all(body)?;
+    for part in body {
+        s.write_all(part)?;
+    }
     s.flush()?;
     s.read_to_end(resp).map(|_| ())
 }

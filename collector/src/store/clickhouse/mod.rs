@@ -1,9 +1,10 @@
-//! The ClickHouse flow store (work in progress: see ARCHITECTURE.md).
+//! The ClickHouse flow store (see ARCHITECTURE.md).
 //!
 //! Over ClickHouse's HTTP interface ([`http`]), in SQL and formats that
 //! ClickHouse 18.16 (Debian's package) and current releases both accept:
-//! `MergeTree` tables partitioned by day, `RowBinary` for inserts and
-//! results, no query parameters (18.16 has none), so every value of a
+//! `MergeTree` tables partitioned by day, `Native` (columnar) blocks for
+//! flow inserts, `RowBinary` for the other inserts and for results, no
+//! query parameters (18.16 has none), so every value of a
 //! query comes from the typed plan ([`Filter`]) and is written by this
 //! module as a number or a hex literal, never pasted from user text.
 //!
@@ -100,6 +101,9 @@ pub struct ClickHouseStore {
     /// `seq`, and the highest `seq` with flows stored (above the first when
     /// a commit stopped between its inserts).
     last_seq: Mutex<HashMap<String, (u64, u64)>>,
+    /// Flow blocks of earlier inserts, their buffers kept for the next
+    /// (fresh ones of tens of MiB cost page faults on every commit).
+    blocks: Mutex<Vec<FlowBlock>>,
 }
 
 fn err(e: HttpError) -> StoreError {
@@ -192,7 +196,29 @@ const ROLLUPS: [Rollup; 3] = [
 /// The columns a record is read back from (see `read_flows`).
 const READ_COLS: &str = "sensor_id, record, first_ns, last_ns, flow_id, proto, src_ip, src_port, dst_ip, dst_port, has_ports, vlan0, vlan1, community_id";
 
-const FLOW_COLS: &str = "sensor_id, seq, idx, day, first_ns, last_ns, flow_id, proto, src_ip, src_port, dst_ip, dst_port, has_ports, vlan0, vlan1, packets, bytes, conn_state, community_id, record";
+/// The columns of `flows`, in the order [`FlowBlock`] writes them.
+const FLOW_COLUMNS: [(&str, &str); 20] = [
+    ("sensor_id", "String"),
+    ("seq", "UInt64"),
+    ("idx", "UInt32"),
+    ("day", "Date"),
+    ("first_ns", "UInt64"),
+    ("last_ns", "UInt64"),
+    ("flow_id", "UInt64"),
+    ("proto", "UInt8"),
+    ("src_ip", "String"),
+    ("src_port", "UInt16"),
+    ("dst_ip", "String"),
+    ("dst_port", "UInt16"),
+    ("has_ports", "UInt8"),
+    ("vlan0", "UInt16"),
+    ("vlan1", "UInt16"),
+    ("packets", "UInt64"),
+    ("bytes", "UInt64"),
+    ("conn_state", "UInt8"),
+    ("community_id", "String"),
+    ("record", "String"),
+];
 
 impl ClickHouseStore {
     /// Connects and creates the database and tables if missing.
@@ -214,6 +240,7 @@ impl ClickHouseStore {
             max_bytes: cfg.max_bytes,
             parallel_inserts: cfg.parallel_inserts.max(1),
             last_seq: Mutex::new(HashMap::new()),
+            blocks: Mutex::new(Vec::new()),
         };
         store.migrate()?;
         Ok(store)
@@ -229,13 +256,12 @@ impl ClickHouseStore {
         let ddl = [
             format!("CREATE DATABASE IF NOT EXISTS {db}"),
             format!(
-                "CREATE TABLE IF NOT EXISTS {db}.flows (sensor_id String, seq UInt64, idx UInt32, day Date, \
-                 first_ns UInt64, last_ns UInt64, flow_id UInt64, proto UInt8, \
-                 src_ip String, src_port UInt16, dst_ip String, dst_port UInt16, has_ports UInt8, \
-                 vlan0 UInt16, vlan1 UInt16, packets UInt64, bytes UInt64, conn_state UInt8, \
-                 community_id String, record String) \
+                "CREATE TABLE IF NOT EXISTS {db}.flows ({}) \
                  ENGINE = MergeTree() PARTITION BY day ORDER BY (first_ns, sensor_id) \
-                 SETTINGS index_granularity = 8192"
+                 SETTINGS index_granularity = 8192",
+                FLOW_COLUMNS
+                    .map(|(name, ty)| format!("{name} {ty}"))
+                    .join(", ")
             ),
             // Evidence flows of the days retention dropped.
             format!(
@@ -558,28 +584,173 @@ impl ClickHouseStore {
     }
 }
 
-/// Rows in at most `k` parts of about equal size, cut where rows end
-/// (`ends`: the end of each row, ascending); one part when there are fewer
-/// than [`MIN_PARALLEL_ROWS`] rows a part.
-fn split_rows<'a>(rows: &'a [u8], ends: &[usize], k: usize) -> Vec<&'a [u8]> {
-    let k = k.clamp(1, (ends.len() / MIN_PARALLEL_ROWS).max(1));
-    let mut out = Vec::with_capacity(k);
-    let mut start = 0;
-    for i in 1..=k {
-        let cut = if i == k {
-            rows.len()
-        } else {
-            let target = rows.len() * i / k;
-            ends.get(ends.partition_point(|&e| e < target))
-                .copied()
-                .unwrap_or(rows.len())
-        };
-        if cut > start {
-            out.push(&rows[start..cut]);
-            start = cut;
+/// `n` rows as at most `k` ranges of about equal size; one range when
+/// there are fewer than [`MIN_PARALLEL_ROWS`] rows a range, none for none.
+fn split_rows(n: usize, k: usize) -> Vec<std::ops::Range<usize>> {
+    let k = k.clamp(1, (n / MIN_PARALLEL_ROWS).max(1));
+    (0..k)
+        .map(|i| n * i / k..n * (i + 1) / k)
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
+/// Fewest rows worth an insert of their own.
+const MIN_PARALLEL_ROWS: usize = 16_384;
+
+/// Flow rows as one block of ClickHouse's `Native` format: each column's
+/// values one after another, which the server takes in column by column
+/// instead of parsing row by row (with `RowBinary` the same inserts ran
+/// about a fifth slower: BENCHMARKS.md).
+#[derive(Debug)]
+struct FlowBlock {
+    rows: u64,
+    /// The block's and the columns' headers, made by [`Self::parts`].
+    head: Vec<u8>,
+    /// One buffer per column of [`FLOW_COLUMNS`], in its order.
+    cols: [Vec<u8>; FLOW_COLUMNS.len()],
+}
+
+impl FlowBlock {
+    fn with_rows(rows: usize) -> FlowBlock {
+        FlowBlock {
+            rows: 0,
+            head: Vec::new(),
+            cols: std::array::from_fn(|i| {
+                let width = match FLOW_COLUMNS[i].1 {
+                    "UInt64" => 8,
+                    "UInt32" => 4,
+                    "UInt16" | "Date" => 2,
+                    "UInt8" => 1,
+                    _ => 16,
+                };
+                Vec::with_capacity(rows * width)
+            }),
         }
     }
-    out
+
+    /// Appends one flow row.
+    fn push(&mut self, sensor: &str, seq: u64, idx: u32, r: &FlowRecord, scratch: &mut Vec<u8>) {
+        let [
+            sensor_id,
+            seq_c,
+            idx_c,
+            day,
+            first_ns,
+            last_ns,
+            flow_id,
+            proto,
+            src_ip,
+            src_port,
+            dst_ip,
+            dst_port,
+            has_ports,
+            vlan0,
+            vlan1,
+            packets,
+            bytes,
+            conn_state,
+            community_id,
+            record,
+        ] = &mut self.cols;
+        self.rows += 1;
+        put_str(sensor_id, sensor.as_bytes());
+        seq_c.extend_from_slice(&seq.to_le_bytes());
+        idx_c.extend_from_slice(&idx.to_le_bytes());
+        let d = (r.first_seen_ns / 86_400_000_000_000).min(u64::from(u16::MAX)) as u16;
+        day.extend_from_slice(&d.to_le_bytes());
+        first_ns.extend_from_slice(&r.first_seen_ns.to_le_bytes());
+        last_ns.extend_from_slice(&r.last_seen_ns.to_le_bytes());
+        flow_id.extend_from_slice(&r.flow_id.to_le_bytes());
+        proto.push(r.proto);
+        put_ip(src_ip, r.src_ip);
+        src_port.extend_from_slice(&r.src_port.unwrap_or(0).to_le_bytes());
+        put_ip(dst_ip, r.dst_ip);
+        dst_port.extend_from_slice(&r.dst_port.unwrap_or(0).to_le_bytes());
+        has_ports.push(u8::from(r.src_port.is_some()));
+        let v = r.vlan.as_slice();
+        vlan0.extend_from_slice(&v.first().copied().unwrap_or(0).to_le_bytes());
+        vlan1.extend_from_slice(&v.get(1).copied().unwrap_or(0).to_le_bytes());
+        packets.extend_from_slice(&r.packets().to_le_bytes());
+        bytes.extend_from_slice(&r.bytes().to_le_bytes());
+        conn_state.push(state_index(r.conn_state));
+        put_str(community_id, &r.community_id.0);
+        scratch.clear();
+        slim_record(r).encode(scratch).unwrap_or_default();
+        put_str(record, scratch);
+    }
+
+    /// Empties the block, keeping its buffers for the next.
+    fn clear(&mut self) {
+        self.rows = 0;
+        self.cols.iter_mut().for_each(Vec::clear);
+        self.head.clear();
+    }
+
+    /// The block in `Native` format, as parts to send one after another:
+    /// column and row counts, then each column's name, type and values.
+    fn parts(&mut self) -> Vec<&[u8]> {
+        let head = &mut self.head;
+        head.clear();
+        put_varint(head, FLOW_COLUMNS.len() as u64);
+        put_varint(head, self.rows);
+        let mut ends = Vec::with_capacity(FLOW_COLUMNS.len());
+        for (name, ty) in FLOW_COLUMNS {
+            put_str(head, name.as_bytes());
+            put_str(head, ty.as_bytes());
+            ends.push(head.len());
+        }
+        let mut parts = Vec::with_capacity(2 * FLOW_COLUMNS.len());
+        let mut start = 0;
+        for (end, data) in ends.into_iter().zip(&self.cols) {
+            parts.push(&self.head[start..end]);
+            parts.push(data.as_slice());
+            start = end;
+        }
+        parts
+    }
+}
+
+/// What the `record` column holds of a record: every field that no other
+/// column does (the others are put back by `read_flows`). Every field is
+/// named, so a field added to the message cannot be left out unnoticed.
+fn slim_record(r: &FlowRecord) -> pb::Flow {
+    pb::Flow {
+        flow_id: 0,
+        first_seen_ns: 0,
+        last_seen_ns: 0,
+        proto: 0,
+        src_ip: Vec::new(),
+        src_port: None,
+        dst_ip: Vec::new(),
+        dst_port: None,
+        vlan: Vec::new(),
+        fwd_packets: r.fwd_packets,
+        fwd_bytes: r.fwd_bytes,
+        rev_packets: r.rev_packets,
+        rev_bytes: r.rev_bytes,
+        fwd_tcp_flags: u32::from(r.fwd_tcp_flags),
+        rev_tcp_flags: u32::from(r.rev_tcp_flags),
+        fwd_initial_tcp_flags: u32::from(r.fwd_initial_tcp_flags),
+        rev_initial_tcp_flags: u32::from(r.rev_initial_tcp_flags),
+        conn_state: pb::ConnState::from(r.conn_state) as i32,
+        history: r.history.as_str().to_owned(),
+        end_reason: pb::EndReason::from(r.end_reason) as i32,
+        community_id: Vec::new(),
+        tunnel: r.tunnel.map(|t| pb::Tunnel {
+            r#type: pb::TunnelType::from(t.kind) as i32,
+            outer_src: ip_to_bytes(t.outer_src),
+            outer_dst: ip_to_bytes(t.outer_dst),
+        }),
+    }
+}
+
+/// Appends an address as a `String` value of 4 or 16 bytes (as
+/// [`ip_to_bytes`] has it), without allocating.
+fn put_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(a) => put_str(out, &a.octets()),
+        std::net::IpAddr::V6(a) => put_str(out, &a.octets()),
+    }
 }
 
 /// Appends a batch's `batches` row: sensor_id, seq, flows, received_ns.
@@ -588,51 +759,6 @@ fn put_mark(out: &mut Vec<u8>, b: &IngestBatch) {
     out.extend_from_slice(&b.seq.to_le_bytes());
     out.extend_from_slice(&(b.flows.len() as u64).to_le_bytes());
     out.extend_from_slice(&b.received_ns.to_le_bytes());
-}
-
-/// Fewest rows worth an insert of their own.
-const MIN_PARALLEL_ROWS: usize = 16_384;
-
-/// Appends one flow row in RowBinary, in [`FLOW_COLS`] order.
-fn encode_flow(
-    out: &mut Vec<u8>,
-    sensor: &str,
-    seq: u64,
-    idx: u32,
-    r: &FlowRecord,
-    scratch: &mut Vec<u8>,
-) {
-    put_str(out, sensor.as_bytes());
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(&idx.to_le_bytes());
-    let day = (r.first_seen_ns / 86_400_000_000_000).min(u64::from(u16::MAX)) as u16;
-    out.extend_from_slice(&day.to_le_bytes());
-    out.extend_from_slice(&r.first_seen_ns.to_le_bytes());
-    out.extend_from_slice(&r.last_seen_ns.to_le_bytes());
-    out.extend_from_slice(&r.flow_id.to_le_bytes());
-    out.push(r.proto);
-    put_str(out, &ip_to_bytes(r.src_ip));
-    out.extend_from_slice(&r.src_port.unwrap_or(0).to_le_bytes());
-    put_str(out, &ip_to_bytes(r.dst_ip));
-    out.extend_from_slice(&r.dst_port.unwrap_or(0).to_le_bytes());
-    out.push(u8::from(r.src_port.is_some()));
-    let v = r.vlan.as_slice();
-    out.extend_from_slice(&v.first().copied().unwrap_or(0).to_le_bytes());
-    out.extend_from_slice(&v.get(1).copied().unwrap_or(0).to_le_bytes());
-    out.extend_from_slice(&r.packets().to_le_bytes());
-    out.extend_from_slice(&r.bytes().to_le_bytes());
-    out.push(state_index(r.conn_state));
-    put_str(out, &r.community_id.0);
-    // The record without what the columns above hold (read back by
-    // `read_flows`): about a third of its size.
-    let mut f = pb::Flow::from(r);
-    (f.flow_id, f.first_seen_ns, f.last_seen_ns, f.proto) = (0, 0, 0, 0);
-    (f.src_ip, f.dst_ip, f.community_id) = (Vec::new(), Vec::new(), Vec::new());
-    (f.src_port, f.dst_port) = (None, None);
-    f.vlan.clear();
-    scratch.clear();
-    f.encode(scratch).unwrap_or_default();
-    put_str(out, scratch);
 }
 
 fn state_index(s: ConnState) -> u8 {
@@ -896,11 +1022,9 @@ impl FlowStore for ClickHouseStore {
             .lock()
             .map_err(|_| StoreError::ClickHouse("state lock poisoned".into()))?;
         let mut outcomes = Vec::with_capacity(batches.len());
-        let (mut rows, mut marks, mut dups, mut runs) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut scratch = Vec::new();
-        // Where each flow row ends in `rows`, to cut it into parallel inserts.
-        let mut ends = Vec::new();
+        let (mut marks, mut dups, mut runs) = (Vec::new(), Vec::new(), Vec::new());
+        // The flow rows to insert: (batch, index in it).
+        let mut rows: Vec<(&IngestBatch, u32)> = Vec::new();
         for b in batches {
             let (last, flows_to) = match known.get(&b.sensor_id) {
                 Some(v) => *v,
@@ -912,12 +1036,11 @@ impl FlowStore for ClickHouseStore {
                 // day partition), so store the rows that are missing, by
                 // their index in the batch, and the mark.
                 let have = self.stored_indexes(b)?;
-                for (i, r) in b.flows.iter().enumerate() {
-                    if !have.contains(&(i as u32)) {
-                        encode_flow(&mut rows, &b.sensor_id, b.seq, i as u32, r, &mut scratch);
-                        ends.push(rows.len());
-                    }
-                }
+                rows.extend(
+                    (0..b.flows.len() as u32)
+                        .filter(|i| !have.contains(i))
+                        .map(|i| (*b, i)),
+                );
                 put_mark(&mut marks, b);
                 known.insert(b.sensor_id.clone(), (b.seq, flows_to));
                 outcomes.push(CommitOutcome::Stored {
@@ -933,10 +1056,7 @@ impl FlowStore for ClickHouseStore {
                 outcomes.push(CommitOutcome::Duplicate);
                 continue;
             }
-            for (i, r) in b.flows.iter().enumerate() {
-                encode_flow(&mut rows, &b.sensor_id, b.seq, i as u32, r, &mut scratch);
-                ends.push(rows.len());
-            }
+            rows.extend((0..b.flows.len() as u32).map(|i| (*b, i)));
             put_mark(&mut marks, b);
             if let Some(s) = &b.stats {
                 put_str(&mut runs, b.sensor_id.as_bytes());
@@ -955,23 +1075,39 @@ impl FlowStore for ClickHouseStore {
             let st = format!("INSERT INTO {}.{table} ({cols}) FORMAT RowBinary", self.db);
             self.http.insert(&st, data).map_err(err)
         };
-        // The flows in parallel inserts (ClickHouse parses and writes each
-        // on a thread of its own); the marks only once all are in.
-        let parts = split_rows(&rows, &ends, self.parallel_inserts);
-        let flows = if parts.len() <= 1 {
-            insert("flows", FLOW_COLS, &rows)
-        } else {
-            std::thread::scope(|sc| {
+        // The flows in parallel inserts, each encoded by its own thread and
+        // parsed and written by a server thread of its own; the marks only
+        // once all are in.
+        let insert_flows = |part: &[(&IngestBatch, u32)]| -> Result<(), StoreError> {
+            let spare = self.blocks.lock().ok().and_then(|mut v| v.pop());
+            let mut block = spare.unwrap_or_else(|| FlowBlock::with_rows(part.len()));
+            block.clear();
+            let mut scratch = Vec::new();
+            for (b, i) in part {
+                block.push(&b.sensor_id, b.seq, *i, &b.flows[*i as usize], &mut scratch);
+            }
+            let st = format!("INSERT INTO {}.flows FORMAT Native", self.db);
+            let res = self.http.insert_parts(&st, &block.parts()).map_err(err);
+            if let Ok(mut v) = self.blocks.lock() {
+                v.push(block);
+            }
+            res
+        };
+        let parts = split_rows(rows.len(), self.parallel_inserts);
+        let flows = match parts.as_slice() {
+            [] => Ok(()),
+            [one] => insert_flows(&rows[one.clone()]),
+            _ => std::thread::scope(|sc| {
                 let handles: Vec<_> = parts
                     .iter()
-                    .map(|p| sc.spawn(|| insert("flows", FLOW_COLS, p)))
+                    .map(|p| sc.spawn(|| insert_flows(&rows[p.clone()])))
                     .collect();
                 handles.into_iter().try_for_each(|h| {
                     h.join().unwrap_or_else(|_| {
                         Err(StoreError::ClickHouse("an insert thread panicked".into()))
                     })
                 })
-            })
+            }),
         };
         let res = flows
             .and_then(|()| insert("sensor_runs", "sensor_id, run_id, updated_ns, stats", &runs))
@@ -1370,18 +1506,16 @@ mod tests {
     }
 
     #[test]
-    fn rows_are_cut_where_rows_end() {
-        // 40,000 rows of 3 bytes.
-        let rows = vec![0u8; 120_000];
-        let ends: Vec<usize> = (1..=40_000).map(|i| 3 * i).collect();
-        let parts = split_rows(&rows, &ends, 2);
-        assert_eq!(parts.len(), 2);
-        assert_eq!(parts[0].len() % 3, 0);
-        assert_eq!(parts[0].len() + parts[1].len(), rows.len());
+    fn rows_are_split_into_parallel_inserts_of_at_least_the_minimum() {
+        assert_eq!(split_rows(40_000, 2), vec![0..20_000, 20_000..40_000]);
         // Too few rows for a part each: one insert.
-        assert_eq!(split_rows(&rows[..300], &ends[..100], 2).len(), 1);
-        assert_eq!(split_rows(&rows, &ends, 8).len(), 2);
-        assert!(split_rows(&[], &[], 2).is_empty());
+        assert_eq!(split_rows(100, 2), vec![0..100]);
+        assert_eq!(split_rows(40_000, 8).len(), 2);
+        assert_eq!(
+            split_rows(50_000, 3),
+            vec![0..16_666, 16_666..33_333, 33_333..50_000]
+        );
+        assert!(split_rows(0, 2).is_empty());
     }
 
     #[test]

@@ -450,9 +450,11 @@ impl ClickHouseStore {
     fn db_last_seq(&self, sensor: &str) -> Result<(u64, u64), StoreError> {
         let s = lit(sensor.as_bytes());
         let db = &self.db;
+        // Scalar subqueries are Nullable in current releases (not in
+        // 18.16): `ifNull` makes both plain UInt64.
         let body = self.select(&format!(
-            "SELECT (SELECT max(seq) FROM {db}.batches WHERE sensor_id = {s}), \
-             (SELECT max(seq) FROM {db}.flows WHERE sensor_id = {s})"
+            "SELECT toUInt64(ifNull((SELECT max(seq) FROM {db}.batches WHERE sensor_id = {s}), 0)), \
+             toUInt64(ifNull((SELECT max(seq) FROM {db}.flows WHERE sensor_id = {s}), 0))"
         ))?;
         let mut r = Reader::new(&body);
         Ok((r.u64()?, r.u64()?))

@@ -931,3 +931,50 @@ fn https_checks_the_server_certificate() {
         String::from_utf8_lossy(&o.stdout)
     );
 }
+
+/// `vigil query --store clickhouse://…` reads the store without a
+/// collector: the same top-N, count and series as the store's own calls.
+#[test]
+fn vigil_query_reads_clickhouse_directly() {
+    let Some(ch) = store() else { return };
+    let recs = records();
+    ch.commit(&batch("q", 1, recs.clone())).unwrap();
+    let url = server().unwrap().url.clone();
+    let hostport = url.trim_start_matches("http://");
+    let store_url = format!("clickhouse://{hostport}/{}", ch.database());
+    let query = |args: &[&str]| -> String {
+        let o = Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(["query", "--store", &store_url, "--format", "csv"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let filter = "tcp or udp";
+    let f = parse(filter).unwrap();
+    let top = ch
+        .top(&f, TimeRange::default(), TopKey::Dst, TopBy::Bytes, 5)
+        .unwrap();
+    assert!(!top.is_empty());
+    let out = query(&["--top", "dst", "--by", "bytes", "--limit", "5", filter]);
+    let lines: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(lines.len(), top.len(), "{out}");
+    for (line, row) in lines.iter().zip(&top) {
+        assert!(
+            line.starts_with(&format!("{},", row.key)),
+            "{line} vs {}",
+            row.key
+        );
+        assert!(line.contains(&row.totals.bytes.to_string()), "{line}");
+    }
+    let total = ch.count(&f, TimeRange::default()).unwrap();
+    let out = query(&["--count", filter]);
+    assert!(
+        out.starts_with(&format!(
+            "flows,packets,bytes\n{},{},{}",
+            total.flows, total.packets, total.bytes
+        )),
+        "{out}"
+    );
+}

@@ -140,24 +140,45 @@ impl From<&FlowRecord> for pb::Flow {
             dst_ip: ip_to_bytes(r.dst_ip),
             dst_port: r.dst_port.map(u32::from),
             vlan: r.vlan.as_slice().iter().map(|&v| u32::from(v)).collect(),
-            fwd_packets: r.fwd_packets,
-            fwd_bytes: r.fwd_bytes,
-            rev_packets: r.rev_packets,
-            rev_bytes: r.rev_bytes,
-            fwd_tcp_flags: u32::from(r.fwd_tcp_flags),
-            rev_tcp_flags: u32::from(r.rev_tcp_flags),
-            fwd_initial_tcp_flags: u32::from(r.fwd_initial_tcp_flags),
-            rev_initial_tcp_flags: u32::from(r.rev_initial_tcp_flags),
-            conn_state: pb::ConnState::from(r.conn_state) as i32,
-            history: r.history.as_str().to_owned(),
-            end_reason: pb::EndReason::from(r.end_reason) as i32,
             community_id: r.community_id.0.to_vec(),
-            tunnel: r.tunnel.map(|t| pb::Tunnel {
-                r#type: pb::TunnelType::from(t.kind) as i32,
-                outer_src: ip_to_bytes(t.outer_src),
-                outer_dst: ip_to_bytes(t.outer_dst),
-            }),
+            ..flow_without_identity(r)
         }
+    }
+}
+
+/// The record as a message without its identity — id, times, protocol,
+/// endpoints, VLANs and the Community ID they make — which stay zero or
+/// empty: for a store that keeps those in columns of their own (and
+/// without allocating for them). Every field is named, so a field added to
+/// the message must be placed here or in `From<&FlowRecord>`.
+pub fn flow_without_identity(r: &FlowRecord) -> pb::Flow {
+    pb::Flow {
+        flow_id: 0,
+        first_seen_ns: 0,
+        last_seen_ns: 0,
+        proto: 0,
+        src_ip: Vec::new(),
+        src_port: None,
+        dst_ip: Vec::new(),
+        dst_port: None,
+        vlan: Vec::new(),
+        community_id: Vec::new(),
+        fwd_packets: r.fwd_packets,
+        fwd_bytes: r.fwd_bytes,
+        rev_packets: r.rev_packets,
+        rev_bytes: r.rev_bytes,
+        fwd_tcp_flags: u32::from(r.fwd_tcp_flags),
+        rev_tcp_flags: u32::from(r.rev_tcp_flags),
+        fwd_initial_tcp_flags: u32::from(r.fwd_initial_tcp_flags),
+        rev_initial_tcp_flags: u32::from(r.rev_initial_tcp_flags),
+        conn_state: pb::ConnState::from(r.conn_state) as i32,
+        history: r.history.as_str().to_owned(),
+        end_reason: pb::EndReason::from(r.end_reason) as i32,
+        tunnel: r.tunnel.map(|t| pb::Tunnel {
+            r#type: pb::TunnelType::from(t.kind) as i32,
+            outer_src: ip_to_bytes(t.outer_src),
+            outer_dst: ip_to_bytes(t.outer_dst),
+        }),
     }
 }
 
@@ -314,6 +335,23 @@ mod tests {
         icmp.vlan = Vlans::NONE;
         icmp.tunnel = None;
         assert_eq!(FlowRecord::try_from(pb::Flow::from(&icmp)).unwrap(), icmp);
+    }
+
+    #[test]
+    fn without_identity_is_the_record_less_its_identity() {
+        let r = record();
+        let mut whole = pb::Flow::from(&r);
+        (
+            whole.flow_id,
+            whole.first_seen_ns,
+            whole.last_seen_ns,
+            whole.proto,
+        ) = (0, 0, 0, 0);
+        (whole.src_ip, whole.dst_ip, whole.community_id) = (Vec::new(), Vec::new(), Vec::new());
+        (whole.src_port, whole.dst_port) = (None, None);
+        whole.vlan.clear();
+        assert_eq!(flow_without_identity(&r), whole);
+        assert!(whole.tunnel.is_some() && !whole.history.is_empty());
     }
 
     #[test]

@@ -36,7 +36,7 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 
 use prost::Message as _;
-use vigil_proto::wire::{ip_from_bytes, ip_to_bytes};
+use vigil_proto::wire::{flow_without_identity, ip_from_bytes, ip_to_bytes};
 use vigil_proto::{ConnState, FlowRecord, pb};
 
 use self::http::{Endpoint, HttpError};
@@ -676,8 +676,10 @@ impl FlowBlock {
         bytes.extend_from_slice(&r.bytes().to_le_bytes());
         conn_state.push(state_index(r.conn_state));
         put_str(community_id, &r.community_id.0);
+        // The rest of the record (read back with the columns above by
+        // `read_flows`).
         scratch.clear();
-        slim_record(r).encode(scratch).unwrap_or_default();
+        flow_without_identity(r).encode(scratch).unwrap_or_default();
         put_str(record, scratch);
     }
 
@@ -709,40 +711,6 @@ impl FlowBlock {
             start = end;
         }
         parts
-    }
-}
-
-/// What the `record` column holds of a record: every field that no other
-/// column does (the others are put back by `read_flows`). Every field is
-/// named, so a field added to the message cannot be left out unnoticed.
-fn slim_record(r: &FlowRecord) -> pb::Flow {
-    pb::Flow {
-        flow_id: 0,
-        first_seen_ns: 0,
-        last_seen_ns: 0,
-        proto: 0,
-        src_ip: Vec::new(),
-        src_port: None,
-        dst_ip: Vec::new(),
-        dst_port: None,
-        vlan: Vec::new(),
-        fwd_packets: r.fwd_packets,
-        fwd_bytes: r.fwd_bytes,
-        rev_packets: r.rev_packets,
-        rev_bytes: r.rev_bytes,
-        fwd_tcp_flags: u32::from(r.fwd_tcp_flags),
-        rev_tcp_flags: u32::from(r.rev_tcp_flags),
-        fwd_initial_tcp_flags: u32::from(r.fwd_initial_tcp_flags),
-        rev_initial_tcp_flags: u32::from(r.rev_initial_tcp_flags),
-        conn_state: pb::ConnState::from(r.conn_state) as i32,
-        history: r.history.as_str().to_owned(),
-        end_reason: pb::EndReason::from(r.end_reason) as i32,
-        community_id: Vec::new(),
-        tunnel: r.tunnel.map(|t| pb::Tunnel {
-            r#type: pb::TunnelType::from(t.kind) as i32,
-            outer_src: ip_to_bytes(t.outer_src),
-            outer_dst: ip_to_bytes(t.outer_dst),
-        }),
     }
 }
 

@@ -30,7 +30,7 @@ data=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$venv/bin/python" scripts/chdb-http.py "$port" "$data/db" > "$data/log" 2>&1 &
 shim=$!
-trap 'kill $shim 2>/dev/null; wait $shim 2>/dev/null; rm -rf "$data"' EXIT
+trap 'kill $shim 2>/dev/null; wait $shim 2>/dev/null || true; rm -rf "$data"' EXIT
 for _ in $(seq 1 100); do
   curl -sf -X POST "http://127.0.0.1:$port/?user=default" --data-binary 'SELECT 1' >/dev/null 2>&1 && break
   kill -0 $shim 2>/dev/null || { cat "$data/log"; echo "chdb-http did not start"; exit 1; }

@@ -42,8 +42,7 @@ use super::{
 };
 use crate::detect::{Alert, AlertUpdate, EvidenceRef};
 use crate::query::{
-    Cmp, Counter, Dir, Filter, MAX_SERIES_POINTS, SeriesPoint, TimeRange, TopBy, TopKey, TopRow,
-    Totals,
+    Counter, Dir, Filter, MAX_SERIES_POINTS, SeriesPoint, TimeRange, TopBy, TopKey, TopRow, Totals,
 };
 
 const NS_PER_MIN: u64 = 60_000_000_000;
@@ -1384,14 +1383,7 @@ impl Where {
                     Counter::Bytes => "(f.fwd_bytes + f.rev_bytes)",
                     Counter::Packets => "(f.fwd_packets + f.rev_packets)",
                 };
-                let op = match op {
-                    Cmp::Gt => ">",
-                    Cmp::Lt => "<",
-                    Cmp::Ge => ">=",
-                    Cmp::Le => "<=",
-                    Cmp::Eq => "=",
-                };
-                self.sql.push_str(&format!("{expr} {op} ?"));
+                self.sql.push_str(&format!("{expr} {} ?", op.as_str()));
                 self.params
                     .push(Value::Integer(i64::try_from(*n).unwrap_or(i64::MAX)));
             }

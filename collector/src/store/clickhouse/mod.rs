@@ -46,8 +46,7 @@ use super::{
 };
 use crate::detect::{Alert, AlertUpdate, EvidenceRef};
 use crate::query::{
-    Cmp, Counter, Dir, Filter, MAX_SERIES_POINTS, SeriesPoint, TimeRange, TopBy, TopKey, TopRow,
-    Totals,
+    Counter, Dir, Filter, MAX_SERIES_POINTS, SeriesPoint, TimeRange, TopBy, TopKey, TopRow, Totals,
 };
 
 /// Where the store is.
@@ -888,14 +887,7 @@ fn condition(f: &Filter, out: &mut String) {
                 Counter::Bytes => "bytes",
                 Counter::Packets => "packets",
             };
-            let op = match op {
-                Cmp::Gt => ">",
-                Cmp::Lt => "<",
-                Cmp::Ge => ">=",
-                Cmp::Le => "<=",
-                Cmp::Eq => "=",
-            };
-            let _ = write!(out, "{col} {op} {n}");
+            let _ = write!(out, "{col} {} {n}", op.as_str());
         }
         Filter::Sensor(s) => {
             let _ = write!(out, "sensor_id = {}", lit(s.as_bytes()));

@@ -66,7 +66,7 @@ class Engine:
         if fmt.lower() == "native":
             # Native blocks name their columns and types themselves.
             source = f"file('{quoted}', 'Native')"
-            target = f"{db}.{table}"
+            target = f"{db}.{table}" + (f" ({cols})" if cols else "")
         else:
             names = [c.strip() for c in cols.split(",")] if cols else None
             with self.lock:

@@ -1048,7 +1048,10 @@ impl FlowStore for ClickHouseStore {
             for (b, i) in part {
                 block.push(&b.sensor_id, b.seq, *i, &b.flows[*i as usize], &mut scratch);
             }
-            let st = format!("INSERT INTO {}.flows FORMAT Native", self.db);
+            // Named in the statement as in the block: the table's own
+            // column order does not matter (a test checks).
+            let cols = FLOW_COLUMNS.map(|(name, _)| name).join(", ");
+            let st = format!("INSERT INTO {}.flows ({cols}) FORMAT Native", self.db);
             let res = self.http.insert_parts(&st, &block.parts()).map_err(err);
             if let Ok(mut v) = self.blocks.lock() {
                 v.push(block);

@@ -1471,6 +1471,59 @@ mod tests {
     }
 
     #[test]
+    fn a_native_block_is_counts_then_each_column_named_typed_and_filled() {
+        use vigil_proto::{CommunityId, EndReason, History, Vlans};
+        let r = FlowRecord {
+            flow_id: 9,
+            first_seen_ns: 86_400_000_000_000 * 3 + 5,
+            last_seen_ns: 86_400_000_000_000 * 3 + 6,
+            proto: 17,
+            src_ip: "10.0.0.1".parse().unwrap(),
+            src_port: Some(53),
+            dst_ip: "2001:db8::1".parse().unwrap(),
+            dst_port: Some(5353),
+            vlan: Vlans::new(7, 0),
+            fwd_packets: 1,
+            fwd_bytes: 60,
+            rev_packets: 1,
+            rev_bytes: 90,
+            fwd_tcp_flags: 0,
+            rev_tcp_flags: 0,
+            fwd_initial_tcp_flags: 0,
+            rev_initial_tcp_flags: 0,
+            conn_state: ConnState::SF,
+            history: History::default(),
+            end_reason: EndReason::Idle,
+            community_id: CommunityId([1; 20]),
+            tunnel: None,
+        };
+        let mut block = FlowBlock::with_rows(2);
+        let mut scratch = Vec::new();
+        block.push("s1", 4, 0, &r, &mut scratch);
+        block.push("s1", 4, 1, &r, &mut scratch);
+        let bytes: Vec<u8> = block.parts().concat();
+        // Columns, rows, then the first column: name, type, two values.
+        assert_eq!(&bytes[..2], &[20, 2]);
+        assert_eq!(&bytes[2..25], b"\x09sensor_id\x06String\x02s1\x02s1");
+        // The day of `first_seen`, as the Date column holds it.
+        let day = b"\x03day\x04Date";
+        let at = bytes.windows(day.len()).position(|w| w == day).unwrap() + day.len();
+        assert_eq!(&bytes[at..at + 4], &[3, 0, 3, 0]);
+        // Addresses as 4- and 16-byte strings; VLANs and ports as numbers.
+        let src = b"\x06src_ip\x06String\x04\x0a\x00\x00\x01\x04\x0a\x00\x00\x01";
+        assert!(bytes.windows(src.len()).any(|w| w == src));
+        let dst = b"\x06dst_ip\x06String\x10";
+        let at = bytes.windows(dst.len()).position(|w| w == dst).unwrap() + dst.len();
+        assert_eq!(&bytes[at..at + 2], &[0x20, 0x01]);
+        let vlan0 = b"\x05vlan0\x06UInt16\x07\x00\x07\x00";
+        assert!(bytes.windows(vlan0.len()).any(|w| w == vlan0));
+        // A block used again starts empty.
+        block.clear();
+        block.push("s2", 5, 0, &r, &mut scratch);
+        assert_eq!(&block.parts().concat()[..2], &[20, 1]);
+    }
+
+    #[test]
     fn rows_are_split_into_parallel_inserts_of_at_least_the_minimum() {
         assert_eq!(split_rows(40_000, 2), vec![0..20_000, 20_000..40_000]);
         // Too few rows for a part each: one insert.

@@ -278,26 +278,23 @@ fn query_suite(store: &dyn FlowStore, t0: u64, runs: usize) -> Result<(), Failur
         parse("not proto 255")?,
     );
     type Query<'a> = Box<dyn Fn() -> Result<String, vigil_collector::store::StoreError> + 'a>;
+    // A top 10, summed up by its first row (printed so that the stores'
+    // answers can be compared).
+    let top10 = |f: &Filter, range: TimeRange, key: TopKey, by: TopBy| {
+        let rows = store.top(f, range, key, by, 10)?;
+        Ok(format!(
+            "first {:?}",
+            rows.first().map(|r| (&r.key, r.totals.by(by)))
+        ))
+    };
     let cases: Vec<(&str, Query)> = vec![
         (
             "top 10 dst by bytes, one hour",
-            Box::new(|| {
-                let r = store.top(&all, hour, TopKey::Dst, TopBy::Bytes, 10)?;
-                Ok(format!(
-                    "first {:?}",
-                    r.first().map(|r| (&r.key, r.totals.bytes))
-                ))
-            }),
+            Box::new(|| top10(&all, hour, TopKey::Dst, TopBy::Bytes)),
         ),
         (
             "top 10 dst by bytes, ragged hour",
-            Box::new(|| {
-                let r = store.top(&all, ragged, TopKey::Dst, TopBy::Bytes, 10)?;
-                Ok(format!(
-                    "first {:?}",
-                    r.first().map(|r| (&r.key, r.totals.bytes))
-                ))
-            }),
+            Box::new(|| top10(&all, ragged, TopKey::Dst, TopBy::Bytes)),
         ),
         (
             "top 10 dst by bytes 'dst net 198.51.0.0/22'",
@@ -308,33 +305,15 @@ fn query_suite(store: &dyn FlowStore, t0: u64, runs: usize) -> Result<(), Failur
         ),
         (
             "top 10 dport by flows 'tcp and dst port 502'",
-            Box::new(|| {
-                let r = store.top(&tcp502, hour, TopKey::DstPort, TopBy::Flows, 10)?;
-                Ok(format!(
-                    "first {:?}",
-                    r.first().map(|r| (&r.key, r.totals.flows))
-                ))
-            }),
+            Box::new(|| top10(&tcp502, hour, TopKey::DstPort, TopBy::Flows)),
         ),
         (
             "top 10 dst by bytes 'not proto 255' (no roll-up: flows)",
-            Box::new(|| {
-                let r = store.top(&scan, hour, TopKey::Dst, TopBy::Bytes, 10)?;
-                Ok(format!(
-                    "first {:?}",
-                    r.first().map(|r| (&r.key, r.totals.bytes))
-                ))
-            }),
+            Box::new(|| top10(&scan, hour, TopKey::Dst, TopBy::Bytes)),
         ),
         (
             "top 10 src by bytes (flows)",
-            Box::new(|| {
-                let r = store.top(&all, hour, TopKey::Src, TopBy::Bytes, 10)?;
-                Ok(format!(
-                    "first {:?}",
-                    r.first().map(|r| (&r.key, r.totals.bytes))
-                ))
-            }),
+            Box::new(|| top10(&all, hour, TopKey::Src, TopBy::Bytes)),
         ),
         (
             "count",

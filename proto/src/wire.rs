@@ -60,9 +60,34 @@ pub fn valid_sensor_id(id: &str) -> bool {
 
 /// An address as wire bytes: 4 for IPv4, 16 for IPv6.
 pub fn ip_to_bytes(ip: IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
+    IpBytes::from(ip).as_slice().to_vec()
+}
+
+/// An address's wire bytes ([`ip_to_bytes`]) without allocating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpBytes {
+    /// IPv4's 4 bytes.
+    V4([u8; 4]),
+    /// IPv6's 16 bytes.
+    V6([u8; 16]),
+}
+
+impl From<IpAddr> for IpBytes {
+    fn from(ip: IpAddr) -> IpBytes {
+        match ip {
+            IpAddr::V4(a) => IpBytes::V4(a.octets()),
+            IpAddr::V6(a) => IpBytes::V6(a.octets()),
+        }
+    }
+}
+
+impl IpBytes {
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            IpBytes::V4(b) => b,
+            IpBytes::V6(b) => b,
+        }
     }
 }
 

@@ -30,7 +30,7 @@ use std::time::Duration;
 use prost::Message as _;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
-use vigil_proto::wire::{ip_from_bytes, ip_to_bytes};
+use vigil_proto::wire::{IpBytes, ip_from_bytes, ip_to_bytes};
 use vigil_proto::{
     CommunityId, ConnState, EndReason, FlowRecord, History, TunnelInfo, TunnelType, Vlans, pb,
     proto_name,
@@ -493,10 +493,7 @@ fn bind_flow(
         .iter()
         .position(|s| *s == r.end_reason)
         .unwrap_or(0) as i64;
-    let ip = |a: IpAddr| match a {
-        IpAddr::V4(a) => IpBytes::V4(a.octets()),
-        IpAddr::V6(a) => IpBytes::V6(a.octets()),
-    };
+    let ip = IpBytes::from;
     let p = |i: usize| base + i;
     st.raw_bind_parameter(p(1), sensor)?;
     st.raw_bind_parameter(p(2), i64_of("flow_id", r.flow_id)?)?;
@@ -519,21 +516,6 @@ fn bind_flow(
     st.raw_bind_parameter(p(19), &r.community_id.0[..])?;
     st.raw_bind_parameter(p(20), r.tunnel.as_ref().map(encode_tunnel))?;
     Ok(())
-}
-
-/// An address's bytes without allocating.
-enum IpBytes {
-    V4([u8; 4]),
-    V6([u8; 16]),
-}
-
-impl IpBytes {
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            IpBytes::V4(b) => b,
-            IpBytes::V6(b) => b,
-        }
-    }
 }
 
 fn i64_of(what: &str, v: u64) -> Result<i64, StoreError> {

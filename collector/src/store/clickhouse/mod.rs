@@ -36,7 +36,7 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 
 use prost::Message as _;
-use vigil_proto::wire::{flow_without_identity, ip_from_bytes, ip_to_bytes};
+use vigil_proto::wire::{IpBytes, flow_without_identity, ip_from_bytes, ip_to_bytes};
 use vigil_proto::{ConnState, FlowRecord, pb};
 
 use self::http::{Endpoint, HttpError};
@@ -657,15 +657,15 @@ impl FlowBlock {
         put_str(sensor_id, sensor.as_bytes());
         seq_c.extend_from_slice(&seq.to_le_bytes());
         idx_c.extend_from_slice(&idx.to_le_bytes());
-        let d = (r.first_seen_ns / 86_400_000_000_000).min(u64::from(u16::MAX)) as u16;
+        let d = (r.first_seen_ns / NS_PER_DAY).min(u64::from(u16::MAX)) as u16;
         day.extend_from_slice(&d.to_le_bytes());
         first_ns.extend_from_slice(&r.first_seen_ns.to_le_bytes());
         last_ns.extend_from_slice(&r.last_seen_ns.to_le_bytes());
         flow_id.extend_from_slice(&r.flow_id.to_le_bytes());
         proto.push(r.proto);
-        put_ip(src_ip, r.src_ip);
+        put_str(src_ip, IpBytes::from(r.src_ip).as_slice());
         src_port.extend_from_slice(&r.src_port.unwrap_or(0).to_le_bytes());
-        put_ip(dst_ip, r.dst_ip);
+        put_str(dst_ip, IpBytes::from(r.dst_ip).as_slice());
         dst_port.extend_from_slice(&r.dst_port.unwrap_or(0).to_le_bytes());
         has_ports.push(u8::from(r.src_port.is_some()));
         let v = r.vlan.as_slice();
@@ -710,15 +710,6 @@ impl FlowBlock {
             start = end;
         }
         parts
-    }
-}
-
-/// Appends an address as a `String` value of 4 or 16 bytes (as
-/// [`ip_to_bytes`] has it), without allocating.
-fn put_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
-    match ip {
-        std::net::IpAddr::V4(a) => put_str(out, &a.octets()),
-        std::net::IpAddr::V6(a) => put_str(out, &a.octets()),
     }
 }
 

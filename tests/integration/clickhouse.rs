@@ -908,9 +908,26 @@ fn https_checks_the_server_certificate() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("no CA certificate"), "{e}");
-    // The CLI, over HTTPS.
+    // The CLI, over HTTPS, on a system whose CA bundle holds nothing (an
+    // empty SSL_CERT_FILE): the CA given is enough, and without it the
+    // error says what to give.
     let port = https.rsplit(':').next().unwrap();
+    let no_bundle = other.path().join("empty.pem");
     let o = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .env("SSL_CERT_FILE", &no_bundle)
+        .args([
+            "query",
+            "--store",
+            &format!("clickhouse+https://localhost:{port}/{db}"),
+            "--count",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no CA certificate"), "{err}");
+    let o = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .env("SSL_CERT_FILE", &no_bundle)
         .args([
             "query",
             "--store",

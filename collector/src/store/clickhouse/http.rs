@@ -66,7 +66,10 @@ pub struct Endpoint {
     user: String,
     password: String,
     timeout: Duration,
-    /// For `https://`.
+    /// An `https://` URL.
+    secure: bool,
+    /// What `https://` is checked with: the CA file given, else the
+    /// system's bundle; `None` without either (requests then fail).
     tls: Option<Tls>,
 }
 
@@ -122,25 +125,25 @@ impl Endpoint {
             user: user.to_string(),
             password: password.to_string(),
             timeout: Duration::from_secs(300),
+            secure,
             tls: None,
         };
-        if secure {
-            let system = std::env::var_os("SSL_CERT_FILE")
-                .map(std::path::PathBuf::from)
-                .into_iter()
-                .chain(SYSTEM_CA_FILES.iter().map(std::path::PathBuf::from))
-                .find(|p| p.is_file());
-            e.tls = Some(e.tls_with(&match system {
-                Some(p) => read_certs(&p)?,
-                None => Vec::new(),
-            })?);
+        let system = std::env::var_os("SSL_CERT_FILE")
+            .map(std::path::PathBuf::from)
+            .into_iter()
+            .chain(SYSTEM_CA_FILES.iter().map(std::path::PathBuf::from))
+            .find(|p| p.is_file());
+        if let (true, Some(p)) = (secure, system) {
+            // A bundle that cannot be read or holds no certificate is as
+            // good as none: the CA file may still be given (`with_ca_file`).
+            e.tls = read_certs(&p).ok().and_then(|c| e.tls_with(&c).ok());
         }
         Ok(e)
     }
 
     /// Trusts only the CA certificates (PEM) in `path` for `https://`.
     pub fn with_ca_file(mut self, path: &Path) -> Result<Endpoint, HttpError> {
-        if self.tls.is_none() {
+        if !self.secure {
             return Err(HttpError::Tls(format!(
                 "a CA file ({}) is for https:// URLs only",
                 path.display()
@@ -176,7 +179,7 @@ impl Endpoint {
 
     /// Whether requests go over TLS.
     pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
+        self.secure
     }
 
     /// host:port, for messages.
@@ -212,6 +215,13 @@ impl Endpoint {
     }
 
     fn post(&self, params: &[(&str, &str)], body: &[&[u8]]) -> Result<Vec<u8>, HttpError> {
+        if self.secure && self.tls.is_none() {
+            return Err(HttpError::Tls(
+                "no CA certificate to check the server's against: no system CA bundle \
+                 (give store.clickhouse.ca)"
+                    .into(),
+            ));
+        }
         let mut path = String::from("/?");
         let mut all: Vec<(&str, &str)> = params.to_vec();
         all.push(("user", &self.user));
@@ -374,11 +384,10 @@ mod tests {
         let e = Endpoint::parse("http://[::1]:9000", "u", "").unwrap();
         assert_eq!(e.addr(), "[::1]:9000");
         assert!(!e.is_tls());
-        if let Ok(e) = Endpoint::parse("https://ch.example", "u", "") {
-            // (Only where the system has a CA bundle.)
-            assert_eq!(e.addr(), "ch.example:8443");
-            assert!(e.is_tls());
-        }
+        // With or without a system CA bundle (a CA file may follow).
+        let e = Endpoint::parse("https://ch.example", "u", "").unwrap();
+        assert_eq!(e.addr(), "ch.example:8443");
+        assert!(e.is_tls());
         let e = Endpoint::parse("http://h", "u", "")
             .unwrap()
             .with_ca_file(Path::new("/nonexistent.pem"))

@@ -490,6 +490,24 @@ fn hostile_peers_get_clear_errors_and_a_good_sensor_loses_nothing() {
                 duplicate: true
             }]
         );
+        // A query asking for a time series finer than a second: refused as
+        // a bad argument, by the store, naming the bound.
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut q = pb::query_client::QueryClient::new(channel);
+        let s = q
+            .series(pb::SeriesQuery {
+                filter: String::new(),
+                range: None,
+                step_ns: 10_000_000,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
+        assert!(s.message().contains("at least 1s"), "{}", s.message());
         let d = good.await.unwrap().unwrap();
         assert_eq!((d.pending, d.rejected), (0, 0));
         collector.shutdown().await.unwrap();

@@ -14,6 +14,7 @@ use crate::detect::config::{DetectSection, ProtectedSection};
 use crate::ingest::Limits;
 use crate::server::{CollectorConfig, TlsFiles};
 use crate::store::clickhouse::ClickHouseConfig;
+use crate::store::clickhouse::http::Endpoint;
 use crate::store::sqlite::{SqliteConfig, Synchronous};
 
 /// The file, as written.
@@ -253,14 +254,13 @@ impl CollectorFile {
             }
             "clickhouse" => {
                 let c = self.store.clickhouse.clone().unwrap_or_default();
-                if !c.url.starts_with("http://") && !c.url.starts_with("https://") {
-                    errs.push(format!(
-                        "collector.store.clickhouse.url = {:?}: expected http://HOST[:PORT] or https://HOST[:PORT]",
-                        c.url
-                    ));
+                // The URL as the store will read it.
+                let endpoint = Endpoint::parse(&c.url, &c.user, &c.password);
+                if let Err(e) = &endpoint {
+                    errs.push(format!("collector.store.clickhouse.url: {e}"));
                 }
                 if let Some(ca) = &c.ca {
-                    if !c.url.starts_with("https://") {
+                    if !endpoint.as_ref().is_ok_and(Endpoint::is_tls) {
                         errs.push(format!(
                             "collector.store.clickhouse.ca = {:?}: only with an https:// url",
                             ca.display()
@@ -457,5 +457,17 @@ database = "site_a"
         ] {
             assert!(all.contains(key), "{key} missing from:\n{all}");
         }
+        // Read as the store reads it: a port that is not a number is named
+        // at load, not when the store first connects.
+        let f = CollectorFile::parse(
+            "[store]\nengine = \"clickhouse\"\n[store.clickhouse]\nurl = \"http://ch:port\"\n",
+            "collector.toml",
+        )
+        .unwrap();
+        let e = f.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("collector.store.clickhouse.url") && e.contains("http://ch:port"),
+            "{e}"
+        );
     }
 }

@@ -913,33 +913,20 @@ fn https_checks_the_server_certificate() {
     // error says what to give.
     let port = https.rsplit(':').next().unwrap();
     let no_bundle = other.path().join("empty.pem");
-    let o = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .env("SSL_CERT_FILE", &no_bundle)
-        .args([
-            "query",
-            "--store",
-            &format!("clickhouse+https://localhost:{port}/{db}"),
-            "--count",
-        ])
-        .output()
-        .unwrap();
+    let store_url = format!("clickhouse+https://localhost:{port}/{db}");
+    let count = |tls: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .env("SSL_CERT_FILE", &no_bundle)
+            .args(["query", "--store", &store_url, "--count", "--format", "csv"])
+            .args(tls)
+            .output()
+            .unwrap()
+    };
+    let o = count(&[]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("no CA certificate"), "{err}");
-    let o = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .env("SSL_CERT_FILE", &no_bundle)
-        .args([
-            "query",
-            "--store",
-            &format!("clickhouse+https://localhost:{port}/{db}"),
-            "--tls-ca",
-            ca.to_str().unwrap(),
-            "--count",
-            "--format",
-            "csv",
-        ])
-        .output()
-        .unwrap();
+    let o = count(&["--tls-ca", ca.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(
         String::from_utf8_lossy(&o.stdout)

@@ -152,9 +152,7 @@ pub fn run(
                             clock.observe(pkt.ts_ns);
                             decoder.decode(&pkt, &mut |m: &PacketMeta| metas.push(*m));
                         }
-                        for m in &metas {
-                            table.process(m);
-                        }
+                        table.process_batch(&metas);
                         metas.clear();
                         table.advance(clock.now());
                         r.packets += n as u64;

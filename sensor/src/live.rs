@@ -213,9 +213,7 @@ fn merge(report: &mut RunReport, w: RunReport) {
 }
 
 fn apply(metas: &mut Vec<PacketMeta>, table: &mut FlowTable) {
-    for m in metas.iter() {
-        table.process(m);
-    }
+    table.process_batch(metas);
     metas.clear();
 }
 

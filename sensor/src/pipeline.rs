@@ -457,9 +457,7 @@ fn worker(
                 .as_nanos()
                 .max(1) as u64,
         );
-        for m in &batch.metas {
-            table.process(m);
-        }
+        table.process_batch(&batch.metas);
         table.advance(batch.now_ns);
         if !batch.metas.is_empty() {
             let per = start.elapsed().as_nanos() as u64 / batch.metas.len() as u64;

@@ -60,6 +60,9 @@ fn steady_state_packet_path_allocates_nothing() {
     let mut reader = CaptureReader::new(&file[..], "bulk").unwrap();
     let mut decoder = Decoder::new();
     let mut table = FlowTable::new(&FlowConfig::default(), 1_000_000);
+    // Packets are applied in batches, as the workers apply them
+    // (`process_batch` prefetches each batch's flows).
+    let mut metas: Vec<PacketMeta> = Vec::with_capacity(512);
     let mut counted = 0u64;
     let mut before = 0;
     let mut n = 0u64;
@@ -70,9 +73,14 @@ fn steady_state_packet_path_allocates_nothing() {
             before = allocations();
         }
         let ts = pkt.ts_ns;
-        decoder.decode(&pkt, &mut |m: &PacketMeta| table.process(m));
-        table.advance(ts);
+        decoder.decode(&pkt, &mut |m: &PacketMeta| metas.push(*m));
+        if metas.len() >= 256 {
+            table.process_batch(&metas);
+            metas.clear();
+            table.advance(ts);
+        }
         if n == 20 * flows {
+            table.process_batch(&metas);
             counted = n - 5 * flows;
             break;
         }

@@ -31,16 +31,19 @@
 
 use std::mem::size_of;
 
-use hashbrown::{HashMap, HashTable};
+use hashbrown::HashMap;
 use vigil_proto::flow::proto_has_ports;
 use vigil_proto::{ConnState, EndReason, FlowRecord, History, TunnelInfo, Vlans};
 
-use super::FlowConfig;
 use super::community_id::community_id;
+use super::index::FlowIndex;
 use super::key::{FlowKey, addr_from};
+use super::{FlowConfig, prefetch};
 use crate::decode::{PacketMeta, TunnelMeta};
 
 const CHUNK: usize = 4096;
+/// How many packets ahead [`FlowTable::process_batch`] requests flows.
+const PREFETCH_AHEAD: usize = 8;
 const WHEEL_TICKS: usize = 8192;
 // Quarter-second ticks: early reports (one-way flows) are due within a
 // tick of their time; 8192 ticks span 34 minutes, past the active timeout.
@@ -153,7 +156,7 @@ pub struct FlowTable {
     timeouts: TimeoutsNs,
     max_flows: usize,
     seed: u16,
-    index: HashTable<u32>,
+    index: FlowIndex,
     chunks: Vec<Box<[Flow]>>,
     free: Vec<u32>,
     /// Slots ever handed out.
@@ -200,7 +203,7 @@ impl FlowTable {
             },
             max_flows: max_flows.max(1),
             seed: cfg.community_id_seed,
-            index: HashTable::with_capacity(max_flows.clamp(1, 1 << 16)),
+            index: FlowIndex::with_capacity(max_flows.clamp(1, 1 << 16)),
             chunks: Vec::new(),
             free: Vec::new(),
             high_water: 0,
@@ -332,6 +335,47 @@ impl FlowTable {
         self.wheel[(t as usize) % WHEEL_TICKS].push((slot, generation));
     }
 
+    /// Applies packets in order, exactly as [`FlowTable::process`] on each.
+    ///
+    /// The table is larger than the caches, so each packet's lookup misses
+    /// twice (index line, then flow). Applied one by one, packets would stall
+    /// on every miss in turn. Instead the loop runs ahead of itself: while
+    /// packet `i` is applied, the index line of packet `i + 2·AHEAD` is
+    /// requested, and the flow slot of packet `i + AHEAD` (the one its
+    /// already-fetched index line points to, without comparing keys), so
+    /// that a few dozen misses are in flight at any time — about what the
+    /// CPU can track; requested all at once, most would be dropped. A wrong
+    /// guess (a new flow, a tag collision) only wastes a prefetch.
+    pub fn process_batch(&mut self, metas: &[PacketMeta]) {
+        let n = metas.len();
+        for m in metas.iter().take(2 * PREFETCH_AHEAD) {
+            self.index.prefetch(m.hash);
+        }
+        for m in metas.iter().take(PREFETCH_AHEAD) {
+            self.prefetch_flow(m.hash);
+        }
+        for (i, m) in metas.iter().enumerate() {
+            if let Some(far) = metas.get(i + 2 * PREFETCH_AHEAD) {
+                self.index.prefetch(far.hash);
+            }
+            if let Some(near) = metas.get(i + PREFETCH_AHEAD) {
+                self.prefetch_flow(near.hash);
+            }
+            self.process(m);
+        }
+        debug_assert_eq!(self.index.len(), self.len, "after {n} packets");
+    }
+
+    /// Requests the flow slot that `hash`'s first matching index entry names.
+    #[inline]
+    fn prefetch_flow(&self, hash: u64) {
+        if let Some(slot) = self.index.find(hash, |_| true) {
+            let f: *const Flow = self.flow(slot);
+            prefetch(f.cast());
+            prefetch(f.cast::<u8>().wrapping_add(64));
+        }
+    }
+
     /// Applies one packet.
     #[inline]
     pub fn process(&mut self, m: &PacketMeta) {
@@ -341,12 +385,9 @@ impl FlowTable {
             self.wheel_started = true;
         }
         let chunks = &self.chunks;
-        let found = self
-            .index
-            .find(m.hash, |&s| {
-                chunks[s as usize / CHUNK][s as usize % CHUNK].key == m.key
-            })
-            .copied();
+        let found = self.index.find(m.hash, |s| {
+            chunks[s as usize / CHUNK][s as usize % CHUNK].key == m.key
+        });
         if let Some(slot) = found {
             let mut f = *self.flow(slot);
             // An early report comes first: the wheel may have made it already.
@@ -439,10 +480,7 @@ impl FlowTable {
             self.tunnels.insert(slot, m.tunnel);
         }
         *self.flow_mut(slot) = f;
-        let chunks = &self.chunks;
-        self.index.insert_unique(m.hash, slot, |&s| {
-            chunks[s as usize / CHUNK][s as usize % CHUNK].key.hash64()
-        });
+        self.index.insert(m.hash, slot);
         self.len += 1;
         self.stats.flows += 1;
         self.update(slot, m);
@@ -601,12 +639,7 @@ impl FlowTable {
     fn end(&mut self, slot: u32, reason: EndReason) {
         self.emit(slot, reason);
         let f = *self.flow(slot);
-        let chunks = &self.chunks;
-        if let Ok(e) = self.index.find_entry(f.key.hash64(), |&s| {
-            s == slot && chunks[s as usize / CHUNK][s as usize % CHUNK].key == f.key
-        }) {
-            e.remove();
-        }
+        self.index.remove(f.key.hash64(), slot);
         if f.state & TUNNELED != 0 {
             self.tunnels.remove(&slot);
         }

@@ -1,0 +1,281 @@
+//! The flow table's index: flow hash → slot, built to be prefetched.
+//!
+//! `hashbrown` finds a flow with three dependent cache misses (control
+//! bytes, then the bucket, then the flow) and offers no way to ask for the
+//! first two ahead of time. This index keeps each entry — a 32-bit tag from
+//! the hash and the slot number — in 64-byte lines of eight, so that a batch
+//! of packets can first prefetch each packet's home line, then read the
+//! lines (now cached) and prefetch the flows they point to, and only then
+//! apply the packets (see `FlowTable::process_batch`).
+//!
+//! Open addressing over lines: an entry lives in its home line or, when that
+//! line is full, in the next lines in order; an empty entry in a line ends a
+//! search there. The home line and the tag both come from the hash's high 32
+//! bits, which the entry keeps, so the index rebuilds itself without asking
+//! for any key. Removal leaves a tombstone unless the line still holds an
+//! empty entry (then no search ever went past it, and the entry can become
+//! empty again); inserts reuse tombstones. When live entries and tombstones
+//! fill seven eighths of the index it is rebuilt: twice as large if live
+//! entries alone fill thirteen sixteenths, else at the same size without its
+//! tombstones.
+
+use std::mem::size_of;
+
+/// Eight entries: one cache line.
+#[derive(Clone, Copy)]
+#[repr(align(64))]
+struct Line([u64; WAYS]);
+
+const WAYS: usize = 8;
+/// Entry states, in the low 32 bits; a live entry holds its slot + 2 there.
+const EMPTY: u64 = 0;
+const DELETED: u64 = 1;
+
+const LOW: u64 = 0xffff_ffff;
+
+#[inline]
+fn tag(hash: u64) -> u64 {
+    hash & !LOW
+}
+
+#[inline]
+fn entry(hash: u64, slot: u32) -> u64 {
+    tag(hash) | (u64::from(slot) + 2)
+}
+
+#[inline]
+fn live(e: u64) -> bool {
+    e & LOW >= 2
+}
+
+#[inline]
+fn slot_of(e: u64) -> u32 {
+    ((e & LOW) - 2) as u32
+}
+
+/// Maps flow hashes to slot numbers; the caller compares keys.
+pub(crate) struct FlowIndex {
+    lines: Vec<Line>,
+    items: usize,
+    deleted: usize,
+}
+
+impl FlowIndex {
+    /// An index for about `n` entries before it first grows.
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        FlowIndex {
+            lines: vec![Line([EMPTY; WAYS]); Self::lines_for(n)],
+            items: 0,
+            deleted: 0,
+        }
+    }
+
+    /// Lines needed to hold `n` entries within the load limit.
+    fn lines_for(n: usize) -> usize {
+        (n.max(1) * 8 / 7).div_ceil(WAYS).next_power_of_two()
+    }
+
+    /// The line where entries of `hash` (or an entry, which keeps the
+    /// same high bits) start.
+    #[inline]
+    fn home(&self, hash: u64) -> usize {
+        (hash >> 32) as usize & (self.lines.len() - 1)
+    }
+
+    /// Entries held.
+    pub(crate) fn len(&self) -> usize {
+        self.items
+    }
+
+    /// Bytes allocated.
+    pub(crate) fn allocation_size(&self) -> usize {
+        self.lines.capacity() * size_of::<Line>()
+    }
+
+    /// Asks the CPU to fetch the line where a search for `hash` starts.
+    #[inline]
+    pub(crate) fn prefetch(&self, hash: u64) {
+        super::prefetch(self.lines[self.home(hash)].0.as_ptr().cast());
+    }
+
+    /// The first slot whose entry matches `hash` and for which `eq` holds.
+    #[inline]
+    pub(crate) fn find(&self, hash: u64, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
+        let t = tag(hash);
+        let mask = self.lines.len() - 1;
+        let mut i = self.home(hash);
+        // The index is never full (load ≤ 7/8), so some line has an empty entry.
+        loop {
+            let line = &self.lines[i].0;
+            let mut open = false;
+            for &e in line {
+                if live(e) && tag(e) == t && eq(slot_of(e)) {
+                    return Some(slot_of(e));
+                }
+                open |= e == EMPTY;
+            }
+            if open {
+                return None;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Adds `slot` under `hash`; the caller knows no equal key is present.
+    pub(crate) fn insert(&mut self, hash: u64, slot: u32) {
+        assert!(
+            slot < u32::MAX - 2,
+            "flow slot {slot} out of the index's range"
+        );
+        let cap = self.lines.len() * WAYS;
+        if (self.items + self.deleted + 1) * 8 > cap * 7 {
+            let grow = (self.items + 1) * 16 > cap * 13;
+            self.rebuild(if grow {
+                2 * self.lines.len()
+            } else {
+                self.lines.len()
+            });
+        }
+        self.place(entry(hash, slot));
+        self.items += 1;
+    }
+
+    fn place(&mut self, e: u64) {
+        let mask = self.lines.len() - 1;
+        let mut i = self.home(e);
+        loop {
+            let line = &mut self.lines[i].0;
+            if let Some(x) = line.iter_mut().find(|x| !live(**x)) {
+                if *x == DELETED {
+                    self.deleted -= 1;
+                }
+                *x = e;
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Removes the entry of `slot` under `hash`; whether it was there.
+    pub(crate) fn remove(&mut self, hash: u64, slot: u32) -> bool {
+        let want = entry(hash, slot);
+        let mask = self.lines.len() - 1;
+        let mut i = self.home(hash);
+        loop {
+            let line = &mut self.lines[i].0;
+            let open = line.contains(&EMPTY);
+            if let Some(x) = line.iter_mut().find(|x| **x == want) {
+                if open {
+                    *x = EMPTY;
+                } else {
+                    *x = DELETED;
+                    self.deleted += 1;
+                }
+                self.items -= 1;
+                return true;
+            }
+            if open {
+                return false;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Removes every entry, keeping the memory.
+    pub(crate) fn clear(&mut self) {
+        self.lines.fill(Line([EMPTY; WAYS]));
+        self.items = 0;
+        self.deleted = 0;
+    }
+
+    /// Re-places every live entry into `lines` lines, leaving tombstones behind.
+    #[cold]
+    fn rebuild(&mut self, lines: usize) {
+        let old = std::mem::replace(&mut self.lines, vec![Line([EMPTY; WAYS]); lines]);
+        self.deleted = 0;
+        for e in old.iter().flat_map(|l| l.0) {
+            if live(e) {
+                self.place(e);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mix(x: u64) -> u64 {
+        let r = u128::from(x ^ 0x9e37_79b9_7f4a_7c15) * 0xff51_afd7_ed55_8ccd_u128;
+        (r as u64) ^ ((r >> 64) as u64)
+    }
+
+    #[test]
+    fn finds_what_was_inserted_and_not_what_was_removed() {
+        let mut ix = FlowIndex::with_capacity(4);
+        // Slot s is keyed by mix(s); grows several times on the way.
+        for s in 0..10_000u32 {
+            ix.insert(mix(u64::from(s)), s);
+        }
+        assert_eq!(ix.len(), 10_000);
+        for s in 0..10_000u32 {
+            assert_eq!(ix.find(mix(u64::from(s)), |x| x == s), Some(s));
+        }
+        for s in (0..10_000u32).step_by(2) {
+            assert!(ix.remove(mix(u64::from(s)), s));
+            assert!(!ix.remove(mix(u64::from(s)), s));
+        }
+        for s in 0..10_000u32 {
+            let found = ix.find(mix(u64::from(s)), |x| x == s);
+            assert_eq!(found, (s % 2 == 1).then_some(s), "slot {s}");
+        }
+        assert_eq!(ix.len(), 5_000);
+        ix.clear();
+        assert_eq!(ix.len(), 0);
+        assert_eq!(ix.find(mix(1), |_| true), None);
+    }
+
+    #[test]
+    fn colliding_hashes_are_told_apart_by_the_caller() {
+        let mut ix = FlowIndex::with_capacity(8);
+        // Forty entries with one hash: they overflow their line into the next ones.
+        for s in 0..40u32 {
+            ix.insert(7 << 32, s);
+        }
+        for s in 0..40u32 {
+            assert_eq!(ix.find(7 << 32, |x| x == s), Some(s));
+        }
+        assert!(ix.remove(7 << 32, 3));
+        assert_eq!(ix.find(7 << 32, |x| x == 3), None);
+        assert_eq!(ix.find(7 << 32, |x| x == 39), Some(39));
+    }
+
+    #[test]
+    fn churn_reuses_tombstones_without_growing_forever() {
+        // A steady population of 1000 with constant turnover, as a flow
+        // table in steady state: the index stays at its size.
+        let mut ix = FlowIndex::with_capacity(1000);
+        let size = ix.allocation_size();
+        let key = |gen_: u64, s: u32| mix(gen_ << 32 | u64::from(s));
+        let mut gens = vec![0u64; 1000];
+        for s in 0..1000u32 {
+            ix.insert(key(0, s), s);
+        }
+        for round in 0..200_000u64 {
+            let s = (mix(round) % 1000) as u32;
+            let g = gens[s as usize];
+            assert!(ix.remove(key(g, s), s));
+            gens[s as usize] = g + 1;
+            ix.insert(key(g + 1, s), s);
+        }
+        assert_eq!(ix.len(), 1000);
+        assert!(
+            ix.allocation_size() <= 2 * size,
+            "{} > 2 × {size}",
+            ix.allocation_size()
+        );
+        for s in 0..1000u32 {
+            assert_eq!(ix.find(key(gens[s as usize], s), |x| x == s), Some(s));
+        }
+    }
+}

@@ -842,7 +842,10 @@ impl Decoder {
         inner.map(|_| true)
     }
 
+    // Inlined into `upper`: returning the packet summary by value costs a
+    // copy of it per packet otherwise.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn transport<'a>(
         &mut self,
         proto: u8,

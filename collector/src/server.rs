@@ -271,6 +271,8 @@ type ChunkStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::FlowChunk,
 /// A batch for the writer, and where its outcome goes.
 struct Job {
     batch: IngestBatch,
+    /// The first batch of its stream (see [`FlowStore::stream_opened`]).
+    opens_stream: bool,
     reply: oneshot::Sender<Result<CommitOutcome, Arc<StoreError>>>,
 }
 
@@ -295,6 +297,9 @@ fn writer(
                 }
                 Err(_) => break,
             }
+        }
+        for j in jobs.iter().filter(|j| j.opens_stream) {
+            shared.store.stream_opened(&j.batch.sensor_id);
         }
         let t0 = Instant::now();
         let batches: Vec<&IngestBatch> = jobs.iter().map(|j| &j.batch).collect();
@@ -638,7 +643,8 @@ impl Ingest for IngestSvc {
                         return;
                     }
                 };
-                if connected.is_none() {
+                let opens_stream = connected.is_none();
+                if opens_stream {
                     *shared
                         .connected
                         .lock()
@@ -657,6 +663,7 @@ impl Ingest for IngestSvc {
                 if jobs
                     .send(Job {
                         batch,
+                        opens_stream,
                         reply: reply_tx,
                     })
                     .await

@@ -396,6 +396,49 @@ fn duplicates_and_gaps_are_recognized_across_store_instances() {
     assert_eq!(n.flows, 9, "no batch stored twice");
 }
 
+/// A sensor that goes from collector A to B and back to A: A, told that
+/// the sensor's stream opened again, judges its batches by what B stored
+/// too. Without that, A stored again the batch B had stored but not
+/// acknowledged, and counted B's batches as a gap.
+#[test]
+fn a_sensor_back_from_another_collector_is_judged_by_the_database() {
+    let Some(a) = store() else { return };
+    let some: Vec<FlowRecord> = records().into_iter().take(3).collect();
+    let b = ClickHouseStore::open(&ClickHouseConfig {
+        url: server().unwrap().url.clone(),
+        database: ch_db(&a),
+        ..ClickHouseConfig::default()
+    })
+    .unwrap();
+    for seq in 1..=2 {
+        assert_eq!(
+            a.commit(&batch("s", seq, some.clone())).unwrap(),
+            CommitOutcome::Stored { gap: 0 }
+        );
+    }
+    b.stream_opened("s");
+    for seq in 3..=4 {
+        assert_eq!(
+            b.commit(&batch("s", seq, some.clone())).unwrap(),
+            CommitOutcome::Stored { gap: 0 }
+        );
+    }
+    // Back to A, resending batch 4 (B's acknowledgement was lost), then 5.
+    a.stream_opened("s");
+    assert_eq!(
+        a.commit(&batch("s", 4, some.clone())).unwrap(),
+        CommitOutcome::Duplicate
+    );
+    assert_eq!(
+        a.commit(&batch("s", 5, some.clone())).unwrap(),
+        CommitOutcome::Stored { gap: 0 }
+    );
+    let n = a.count(&parse("").unwrap(), TimeRange::default()).unwrap();
+    assert_eq!(n.flows, 15, "five batches of three, none stored twice");
+    let s = &a.sensors().unwrap()[0];
+    assert_eq!((s.last_seq, s.batches, s.seq_gaps), (5, 5, 0));
+}
+
 fn ch_db(s: &ClickHouseStore) -> String {
     s.database().to_string()
 }

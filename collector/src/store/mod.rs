@@ -150,6 +150,13 @@ pub trait FlowStore: Send + Sync {
         batches.iter().map(|b| self.commit(b)).collect()
     }
 
+    /// A sensor opened a stream to this collector. Whatever the store
+    /// remembers of that sensor's progress may be stale: since it last wrote
+    /// here, the sensor may have sent batches to another collector sharing
+    /// the database. Called by the writer before it commits the stream's
+    /// first batch. Nothing to do for a store only one collector writes.
+    fn stream_opened(&self, _sensor_id: &str) {}
+
     /// Most flows worth gathering into one [`FlowStore::commit_many`]: the
     /// collector's writer takes every batch waiting, up to this.
     fn group_flows(&self) -> usize {

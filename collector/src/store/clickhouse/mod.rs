@@ -969,6 +969,17 @@ impl FlowStore for ClickHouseStore {
         524_288
     }
 
+    /// Forgets the sensor's last mark, to be read again from the database:
+    /// a sensor that went to another collector and came back (A → B → A)
+    /// would otherwise find A judging its batches by what it had sent to A
+    /// alone, storing again a batch B stored but could not acknowledge, and
+    /// counting the batches B took as a gap.
+    fn stream_opened(&self, sensor_id: &str) {
+        if let Ok(mut known) = self.last_seq.lock() {
+            known.remove(sensor_id);
+        }
+    }
+
     fn commit_many(&self, batches: &[&IngestBatch]) -> Result<Vec<CommitOutcome>, StoreError> {
         let mut known = self
             .last_seq

@@ -18,9 +18,13 @@ const PACKETS: u64 = 200_000;
 const FLOWS: u64 = 20_000;
 
 fn frames(frame: FrameSize) -> Vec<(u64, Vec<u8>)> {
+    frames_of(frame, PACKETS, FLOWS)
+}
+
+fn frames_of(frame: FrameSize, packets: u64, flows: u64) -> Vec<(u64, Vec<u8>)> {
     let cfg = BulkConfig {
-        packets: PACKETS,
-        flows: FLOWS,
+        packets,
+        flows,
         frame,
         ..BulkConfig::default()
     };
@@ -103,6 +107,18 @@ fn flow_update(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    g.bench_function("vigil-table-batched", |b| {
+        b.iter_batched(
+            || FlowTable::new(&FlowConfig::default(), 1_000_000),
+            |mut t| {
+                for batch in ms.chunks(256) {
+                    t.process_batch(batch);
+                }
+                black_box(t.len())
+            },
+            BatchSize::LargeInput,
+        )
+    });
     g.bench_function("std-hashmap-siphash", |b| {
         b.iter_batched(
             HashMap::<NaiveKey, [u64; 4]>::new,
@@ -123,9 +139,46 @@ fn flow_update(c: &mut Criterion) {
     g.finish();
 }
 
+/// A table larger than the caches (200 k flows, 2 M packets), where each
+/// packet's lookup misses: packet by packet against `process_batch`, which
+/// prefetches ahead of itself.
+fn flow_update_large(c: &mut Criterion) {
+    let fr = frames_of(FrameSize::Fixed(64), 2_000_000, 200_000);
+    let ms = metas(&fr);
+    drop(fr);
+    let mut g = c.benchmark_group("flow_update_200k_flows");
+    g.throughput(Throughput::Elements(ms.len() as u64));
+    g.sample_size(10);
+    g.bench_function("process", |b| {
+        b.iter_batched(
+            || FlowTable::new(&FlowConfig::default(), 1_000_000),
+            |mut t| {
+                for m in &ms {
+                    t.process(m);
+                }
+                black_box(t.len())
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("process_batch", |b| {
+        b.iter_batched(
+            || FlowTable::new(&FlowConfig::default(), 1_000_000),
+            |mut t| {
+                for batch in ms.chunks(256) {
+                    t.process_batch(batch);
+                }
+                black_box(t.len())
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20);
-    targets = decode, flow_update
+    targets = decode, flow_update, flow_update_large
 }
 criterion_main!(benches);

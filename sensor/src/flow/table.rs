@@ -44,6 +44,9 @@ use crate::decode::{PacketMeta, TunnelMeta};
 const CHUNK: usize = 4096;
 /// How many packets ahead [`FlowTable::process_batch`] requests flows.
 const PREFETCH_AHEAD: usize = 8;
+/// Flows from which [`FlowTable::process_batch`] prefetches: 2 MiB of
+/// slots, about a core's L2 cache.
+const PREFETCH_MIN_FLOWS: usize = 16_384;
 const WHEEL_TICKS: usize = 8192;
 // Quarter-second ticks: early reports (one-way flows) are due within a
 // tick of their time; 8192 ticks span 34 minutes, past the active timeout.
@@ -346,8 +349,18 @@ impl FlowTable {
     /// that a few dozen misses are in flight at any time — about what the
     /// CPU can track; requested all at once, most would be dropped. A wrong
     /// guess (a new flow, a tag collision) only wastes a prefetch.
+    ///
+    /// A table that fits in the caches gains nothing from this and loses
+    /// the second lookup, so below [`PREFETCH_MIN_FLOWS`] flows the packets
+    /// are applied plainly.
     pub fn process_batch(&mut self, metas: &[PacketMeta]) {
         let n = metas.len();
+        if self.len < PREFETCH_MIN_FLOWS {
+            for m in metas {
+                self.process(m);
+            }
+            return;
+        }
         for m in metas.iter().take(2 * PREFETCH_AHEAD) {
             self.index.prefetch(m.hash);
         }

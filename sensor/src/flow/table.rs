@@ -882,4 +882,47 @@ mod tests {
         assert_eq!(conn_state(17, 0, IN_USE | SEEN_ORIG | SEEN_RESP), SF);
         assert_eq!(conn_state(1, 0, IN_USE | SEEN_ORIG | SEEN_RESP), OTH);
     }
+
+    /// Batches that prefetch (a table past `PREFETCH_MIN_FLOWS`) give the
+    /// records that packet-by-packet application gives.
+    #[test]
+    fn batches_give_the_records_of_single_packets() {
+        use crate::capture::CaptureReader;
+        use crate::decode::Decoder;
+        use crate::synth::BulkConfig;
+        let file = BulkConfig {
+            packets: 200_000,
+            flows: 3 * PREFETCH_MIN_FLOWS as u64,
+            ..BulkConfig::default()
+        }
+        .to_pcap_bytes();
+        let mut metas = Vec::new();
+        let mut reader = CaptureReader::new(&file[..], "bulk").unwrap();
+        let mut decoder = Decoder::new();
+        while let Some(p) = reader.next_packet().unwrap() {
+            decoder.decode(&p, &mut |m: &PacketMeta| metas.push(*m));
+        }
+        let run = |batch: usize| {
+            let mut t = FlowTable::new(&FlowConfig::default(), 1_000_000);
+            let mut recs = Vec::new();
+            for b in metas.chunks(batch) {
+                if batch == 1 {
+                    t.process(&b[0]);
+                } else {
+                    t.process_batch(b);
+                }
+                t.advance(b[b.len() - 1].ts_ns);
+                recs.extend(t.take_records());
+            }
+            t.flush(EndReason::EndOfInput);
+            recs.extend(t.take_records());
+            (recs, t.stats.clone())
+        };
+        let (one, one_stats) = run(1);
+        let (many, many_stats) = run(256);
+        assert!(one_stats.flows > 2 * PREFETCH_MIN_FLOWS as u64);
+        assert_eq!(one_stats, many_stats);
+        assert_eq!(one.len(), many.len());
+        assert!(one == many, "records differ");
+    }
 }

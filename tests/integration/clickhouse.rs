@@ -526,6 +526,8 @@ fn free_port() -> u16 {
 }
 
 /// A `vigil collector` process storing into ClickHouse database `db`.
+/// A `vigil collector` process writing to ClickHouse; its log goes to
+/// `dir/name.log`.
 fn collector(dir: &std::path::Path, name: &str, ch_url: &str, db: &str) -> (Child, String) {
     let port = free_port();
     let cfg = dir.join(format!("{name}.toml"));
@@ -539,8 +541,9 @@ fn collector(dir: &std::path::Path, name: &str, ch_url: &str, db: &str) -> (Chil
     let child = Command::new(VIGIL)
         .args(["collector", "-c"])
         .arg(&cfg)
+        .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).expect("collector log"))
         .spawn()
         .expect("vigil collector");
     let started = Instant::now();
@@ -761,6 +764,52 @@ fn two_collectors_share_one_clickhouse_and_store_each_record_once() {
     let s1 = st.sensors().unwrap();
     assert_eq!(s1.len(), 2);
     assert!(s1.iter().all(|s| s.seq_gaps == 0), "{s1:?}");
+}
+
+/// A sensor that goes from collector A to B and back to A, with new traffic
+/// each time: every record is stored once, and A, whose server tells its
+/// store that the sensor's stream opened again, takes the batches B stored
+/// into account. (A judged the sensor by its own cache before: it logged B's
+/// batches as a gap, and would have stored again a batch B had stored but
+/// could not acknowledge.)
+#[test]
+fn a_sensor_moving_from_a_to_b_and_back_is_stored_once_without_a_gap() {
+    let Some(st) = store() else { return };
+    let url = server().unwrap().url.clone();
+    let db = st.database().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, url_a) = collector(dir.path(), "a", &url, &db);
+    let (mut b, url_b) = collector(dir.path(), "b", &url, &db);
+    let spool = dir.path().join("spool");
+    let mut want = Vec::new();
+    for (leg, target) in [&url_a, &url_b, &url_a].into_iter().enumerate() {
+        let f = dir.path().join(format!("leg{leg}.pcap"));
+        let bulk = vigil_sensor::synth::BulkConfig {
+            seed: leg as u64 + 1,
+            packets: 6_000,
+            flows: 600,
+            ..vigil_sensor::synth::BulkConfig::default()
+        };
+        std::fs::write(&f, bulk.to_pcap_bytes()).unwrap();
+        let s = sensor(std::slice::from_ref(&f), target, "s1", &spool, "60s");
+        assert!(
+            delivered(wait_exit(s, Duration::from_secs(120)), &spool),
+            "leg {leg} delivered"
+        );
+        want.extend(expected(std::slice::from_ref(&f)));
+    }
+    let _ = a.kill();
+    let _ = b.kill();
+    let _ = (a.wait(), b.wait());
+    want.sort();
+    let got = stored(&url, &db);
+    assert_eq!(got.len(), want.len(), "every record once");
+    assert!(got == want);
+    let log = std::fs::read_to_string(dir.path().join("a.log")).unwrap();
+    assert!(log.contains("sensor stream opened"), "{log}");
+    assert!(!log.contains("sequence gap"), "A saw a gap:\n{log}");
+    let s = &st.sensors().unwrap()[0];
+    assert_eq!((s.seq_gaps, s.duplicates), (0, 0), "{s:?}");
 }
 
 /// A database whose roll-ups are missing (made before them, or dropped)

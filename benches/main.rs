@@ -7,7 +7,10 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::net::IpAddr;
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{
+    BatchSize, BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main,
+};
 use vigil_sensor::capture::{CaptureReader, LinkType, RawPacket};
 use vigil_sensor::decode::{Decoder, PacketMeta};
 use vigil_sensor::flow::FlowConfig;
@@ -90,35 +93,36 @@ fn decode(c: &mut Criterion) {
 
 type NaiveKey = (IpAddr, u16, IpAddr, u16, u8);
 
+/// Vigil's table fed `ms` packet by packet (`batch` 1, `process`) or in
+/// batches (`process_batch`), a fresh table per iteration.
+fn bench_table(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, ms: &[PacketMeta], batch: usize) {
+    g.bench_function(name, |b| {
+        b.iter_batched(
+            || FlowTable::new(&FlowConfig::default(), 1_000_000),
+            |mut t| {
+                if batch == 1 {
+                    for m in ms {
+                        t.process(m);
+                    }
+                } else {
+                    for c in ms.chunks(batch) {
+                        t.process_batch(c);
+                    }
+                }
+                black_box(t.len())
+            },
+            BatchSize::LargeInput,
+        )
+    });
+}
+
 fn flow_update(c: &mut Criterion) {
     let fr = frames(FrameSize::Fixed(64));
     let ms = metas(&fr);
     let mut g = c.benchmark_group("flow_update");
     g.throughput(Throughput::Elements(ms.len() as u64));
-    g.bench_function("vigil-table", |b| {
-        b.iter_batched(
-            || FlowTable::new(&FlowConfig::default(), 1_000_000),
-            |mut t| {
-                for m in &ms {
-                    t.process(m);
-                }
-                black_box(t.len())
-            },
-            BatchSize::LargeInput,
-        )
-    });
-    g.bench_function("vigil-table-batched", |b| {
-        b.iter_batched(
-            || FlowTable::new(&FlowConfig::default(), 1_000_000),
-            |mut t| {
-                for batch in ms.chunks(256) {
-                    t.process_batch(batch);
-                }
-                black_box(t.len())
-            },
-            BatchSize::LargeInput,
-        )
-    });
+    bench_table(&mut g, "vigil-table", &ms, 1);
+    bench_table(&mut g, "vigil-table-batched", &ms, 256);
     g.bench_function("std-hashmap-siphash", |b| {
         b.iter_batched(
             HashMap::<NaiveKey, [u64; 4]>::new,
@@ -149,30 +153,8 @@ fn flow_update_large(c: &mut Criterion) {
     let mut g = c.benchmark_group("flow_update_200k_flows");
     g.throughput(Throughput::Elements(ms.len() as u64));
     g.sample_size(10);
-    g.bench_function("process", |b| {
-        b.iter_batched(
-            || FlowTable::new(&FlowConfig::default(), 1_000_000),
-            |mut t| {
-                for m in &ms {
-                    t.process(m);
-                }
-                black_box(t.len())
-            },
-            BatchSize::LargeInput,
-        )
-    });
-    g.bench_function("process_batch", |b| {
-        b.iter_batched(
-            || FlowTable::new(&FlowConfig::default(), 1_000_000),
-            |mut t| {
-                for batch in ms.chunks(256) {
-                    t.process_batch(batch);
-                }
-                black_box(t.len())
-            },
-            BatchSize::LargeInput,
-        )
-    });
+    bench_table(&mut g, "process", &ms, 1);
+    bench_table(&mut g, "process_batch", &ms, 256);
     g.finish();
 }
 

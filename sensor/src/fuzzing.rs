@@ -45,18 +45,24 @@ pub fn decode_frame(data: &[u8]) {
 }
 
 /// Reads `data` as a capture file and runs every packet through decode and
-/// a small flow table.
+/// a small flow table, in batches of 8 as the workers apply them.
 pub fn read_capture(data: &[u8]) {
     let Ok(mut reader) = CaptureReader::from_slice(data, "fuzz") else {
         return;
     };
     let mut dec = Decoder::new();
     let mut table = FlowTable::new(&FlowConfig::default(), 64);
+    let mut metas = Vec::new();
     while let Ok(Some(pkt)) = reader.next_packet() {
         let ts = pkt.ts_ns;
-        dec.decode(&pkt, &mut |m: &PacketMeta| table.process(m));
-        table.advance(ts);
+        dec.decode(&pkt, &mut |m: &PacketMeta| metas.push(*m));
+        if metas.len() >= 8 {
+            table.process_batch(&metas);
+            metas.clear();
+            table.advance(ts);
+        }
     }
+    table.process_batch(&metas);
     table.flush(vigil_proto::EndReason::EndOfInput);
     let _ = table.take_records();
 }

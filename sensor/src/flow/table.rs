@@ -354,29 +354,28 @@ impl FlowTable {
     /// the second lookup, so below 16,384 flows (2 MiB of slots) the packets
     /// are applied plainly.
     pub fn process_batch(&mut self, metas: &[PacketMeta]) {
-        let n = metas.len();
         if self.len < PREFETCH_MIN_FLOWS {
             for m in metas {
                 self.process(m);
             }
-            return;
-        }
-        for m in metas.iter().take(2 * PREFETCH_AHEAD) {
-            self.index.prefetch(m.hash);
-        }
-        for m in metas.iter().take(PREFETCH_AHEAD) {
-            self.prefetch_flow(m.hash);
-        }
-        for (i, m) in metas.iter().enumerate() {
-            if let Some(far) = metas.get(i + 2 * PREFETCH_AHEAD) {
-                self.index.prefetch(far.hash);
+        } else {
+            for m in metas.iter().take(2 * PREFETCH_AHEAD) {
+                self.index.prefetch(m.hash);
             }
-            if let Some(near) = metas.get(i + PREFETCH_AHEAD) {
-                self.prefetch_flow(near.hash);
+            for m in metas.iter().take(PREFETCH_AHEAD) {
+                self.prefetch_flow(m.hash);
             }
-            self.process(m);
+            for (i, m) in metas.iter().enumerate() {
+                if let Some(far) = metas.get(i + 2 * PREFETCH_AHEAD) {
+                    self.index.prefetch(far.hash);
+                }
+                if let Some(near) = metas.get(i + PREFETCH_AHEAD) {
+                    self.prefetch_flow(near.hash);
+                }
+                self.process(m);
+            }
         }
-        debug_assert_eq!(self.index.len(), self.len, "after {n} packets");
+        debug_assert_eq!(self.index.len(), self.len, "index and table disagree");
     }
 
     /// Requests the flow slot that `hash`'s first matching index entry names.

@@ -128,15 +128,17 @@ impl Endpoint {
             secure,
             tls: None,
         };
-        let system = std::env::var_os("SSL_CERT_FILE")
-            .map(std::path::PathBuf::from)
-            .into_iter()
-            .chain(SYSTEM_CA_FILES.iter().map(std::path::PathBuf::from))
-            .find(|p| p.is_file());
-        if let (true, Some(p)) = (secure, system) {
+        if secure {
+            let system = std::env::var_os("SSL_CERT_FILE")
+                .map(std::path::PathBuf::from)
+                .into_iter()
+                .chain(SYSTEM_CA_FILES.iter().map(std::path::PathBuf::from))
+                .find(|p| p.is_file());
             // A bundle that cannot be read or holds no certificate is as
             // good as none: the CA file may still be given (`with_ca_file`).
-            e.tls = read_certs(&p).ok().and_then(|c| e.tls_with(&c).ok());
+            e.tls = system
+                .and_then(|p| read_certs(&p).ok())
+                .and_then(|c| e.tls_with(&c).ok());
         }
         Ok(e)
     }

@@ -193,14 +193,22 @@ fn store() -> Option<ClickHouseStore> {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     );
-    Some(
-        ClickHouseStore::open(&ClickHouseConfig {
-            url: s.url.clone(),
-            database: db,
-            ..ClickHouseConfig::default()
-        })
-        .expect("open the ClickHouse store"),
-    )
+    Some(open_store(&s.url, &db))
+}
+
+/// A store on database `db` of the server at `url`, configured by default.
+fn open_store(url: &str, db: &str) -> ClickHouseStore {
+    ClickHouseStore::open(&ClickHouseConfig {
+        url: url.to_string(),
+        database: db.to_string(),
+        ..ClickHouseConfig::default()
+    })
+    .expect("open the ClickHouse store")
+}
+
+/// Another store on `ch`'s database, as a second collector has it.
+fn another(ch: &ClickHouseStore) -> ClickHouseStore {
+    open_store(&server().unwrap().url, ch.database())
 }
 
 fn batch(sensor: &str, seq: u64, flows: Vec<FlowRecord>) -> IngestBatch {
@@ -369,14 +377,7 @@ fn duplicates_and_gaps_are_recognized_across_store_instances() {
     );
     // A second collector on the same database (the sensor moved to it)
     // knows what the first committed.
-    let url = server().unwrap().url.clone();
-    let db = ch_db(&ch);
-    let other = ClickHouseStore::open(&ClickHouseConfig {
-        url,
-        database: db,
-        ..ClickHouseConfig::default()
-    })
-    .unwrap();
+    let other = another(&ch);
     assert_eq!(
         other.commit(&batch("s", 4, some.clone())).unwrap(),
         CommitOutcome::Duplicate
@@ -404,12 +405,7 @@ fn duplicates_and_gaps_are_recognized_across_store_instances() {
 fn a_sensor_back_from_another_collector_is_judged_by_the_database() {
     let Some(a) = store() else { return };
     let some: Vec<FlowRecord> = records().into_iter().take(3).collect();
-    let b = ClickHouseStore::open(&ClickHouseConfig {
-        url: server().unwrap().url.clone(),
-        database: ch_db(&a),
-        ..ClickHouseConfig::default()
-    })
-    .unwrap();
+    let b = another(&a);
     for seq in 1..=2 {
         assert_eq!(
             a.commit(&batch("s", seq, some.clone())).unwrap(),
@@ -525,9 +521,8 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// A `vigil collector` process storing into ClickHouse database `db`.
-/// A `vigil collector` process writing to ClickHouse; its log goes to
-/// `dir/name.log`.
+/// A `vigil collector` process storing into ClickHouse database `db`; its
+/// log goes to `dir/name.log`.
 fn collector(dir: &std::path::Path, name: &str, ch_url: &str, db: &str) -> (Child, String) {
     let port = free_port();
     let cfg = dir.join(format!("{name}.toml"));
@@ -633,12 +628,7 @@ fn expected(files: &[PathBuf]) -> Vec<String> {
 }
 
 fn stored(url: &str, db: &str) -> Vec<String> {
-    let s = ClickHouseStore::open(&ClickHouseConfig {
-        url: url.to_string(),
-        database: db.to_string(),
-        ..ClickHouseConfig::default()
-    })
-    .expect("open");
+    let s = open_store(url, db);
     let mut v: Vec<String> = s
         .flows(&parse("").unwrap(), TimeRange::default(), usize::MAX)
         .expect("flows")
@@ -848,12 +838,7 @@ fn rollups_are_back_filled_when_missing() {
          bytes UInt64) ENGINE = SummingMergeTree() ORDER BY (minute, k)"
     ))
     .unwrap();
-    let again = ClickHouseStore::open(&ClickHouseConfig {
-        url,
-        database: db,
-        ..ClickHouseConfig::default()
-    })
-    .unwrap();
+    let again = open_store(&url, &db);
     let after = again
         .top(&all, TimeRange::default(), TopKey::Dst, TopBy::Bytes, 10)
         .unwrap();
@@ -1098,12 +1083,7 @@ fn inserts_name_their_columns() {
          sensor_id String) ENGINE = MergeTree() PARTITION BY day ORDER BY (first_ns, sensor_id)"
     ))
     .unwrap();
-    let ch = ClickHouseStore::open(&ClickHouseConfig {
-        url: s.url.clone(),
-        database: db,
-        ..ClickHouseConfig::default()
-    })
-    .unwrap();
+    let ch = open_store(&s.url, &db);
     let recs: Vec<FlowRecord> = records().into_iter().take(500).collect();
     ch.commit(&batch("o", 1, recs.clone())).unwrap();
     let mut back: Vec<String> = ch

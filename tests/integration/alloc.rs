@@ -60,8 +60,8 @@ fn steady_state_packet_path_allocates_nothing() {
     let mut reader = CaptureReader::new(&file[..], "bulk").unwrap();
     let mut decoder = Decoder::new();
     let mut table = FlowTable::new(&FlowConfig::default(), 1_000_000);
-    // Packets are applied in batches, as the workers apply them
-    // (`process_batch` prefetches each batch's flows).
+    // Packets are applied in batches through `process_batch`, as the
+    // workers apply them.
     let mut metas: Vec<PacketMeta> = Vec::with_capacity(512);
     let mut counted = 0u64;
     let mut before = 0;

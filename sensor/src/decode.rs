@@ -687,6 +687,39 @@ impl Decoder {
     }
 
     fn ip(&mut self, d: &[u8], ctx: Ctx, emit: &mut impl FnMut(&PacketMeta)) -> R<bool> {
+        // Most packets on a link are IPv4 without options or fragmentation,
+        // carrying TCP or UDP: that header is read in place. What it yields
+        // is exactly what the general path below yields for it (etherparse's
+        // lax slice: the payload ends at the total length, or at the end of
+        // the frame when the total length is past it or below the header);
+        // `fast_path_agrees_with_etherparse` checks this.
+        if d.len() >= 20 && d[0] == 0x45 && matches!(d[9], 6 | 17) && be16(d, 6) & 0x3fff == 0 {
+            let total = usize::from(be16(d, 2));
+            let (l4, ip_bytes) = if total < 20 {
+                (&d[20..], d.len() as u32)
+            } else {
+                (&d[20..total.min(d.len())], total as u32)
+            };
+            let mut src = [0u8; 16];
+            let mut dst = [0u8; 16];
+            src[..4].copy_from_slice(&d[12..16]);
+            dst[..4].copy_from_slice(&d[16..20]);
+            return self.upper(
+                d[9],
+                l4,
+                ip_bytes - 20,
+                ip_bytes,
+                src,
+                dst,
+                false,
+                ctx,
+                emit,
+            );
+        }
+        self.ip_general(d, ctx, emit)
+    }
+
+    fn ip_general(&mut self, d: &[u8], ctx: Ctx, emit: &mut impl FnMut(&PacketMeta)) -> R<bool> {
         use etherparse::err::ip::LaxHeaderSliceError;
         let (ip, ext_err) = match LaxIpSlice::from_slice(d) {
             Ok(v) => v,
@@ -1081,6 +1114,85 @@ mod tests {
         f.extend_from_slice(&et.to_be_bytes());
         f.extend_from_slice(payload);
         f
+    }
+
+    /// The IPv4 fast path in [`Decoder::ip`] and the general path through
+    /// etherparse yield the same packets and counters for every header
+    /// length field (below the header, exact, past the frame, with padding),
+    /// every cut of the frame, TCP and UDP, fragments and options excluded
+    /// (they must take the general path).
+    #[test]
+    fn fast_path_agrees_with_etherparse() {
+        let tcp_pkt = {
+            let spec = PacketSpec::new(
+                "192.0.2.1".parse().unwrap(),
+                "198.51.100.2".parse().unwrap(),
+                L4::Tcp {
+                    sport: 40000,
+                    dport: 443,
+                    flags: tcp::PSH | tcp::ACK,
+                    seq: 7,
+                    ack: 9,
+                },
+                12,
+            );
+            let mut v = Vec::new();
+            ip_packet(&spec, &mut v);
+            v
+        };
+        let run = |general: bool, d: &[u8]| {
+            let mut dec = Decoder::new();
+            let mut out = Vec::new();
+            let ctx = Ctx {
+                ts: 5,
+                vlan: [0; 2],
+                nvlan: 0,
+                tunnel: TunnelMeta::default(),
+                depth: 0,
+            };
+            let mut emit = |m: &PacketMeta| out.push(format!("{m:?}"));
+            let r = if general {
+                dec.ip_general(d, ctx, &mut emit)
+            } else {
+                dec.ip(d, ctx, &mut emit)
+            };
+            (r, out, dec.stats)
+        };
+        let mut fast_taken = 0;
+        for base in [udp_packet(), tcp_pkt] {
+            let mut padded = base.clone();
+            padded.extend_from_slice(&[0xee; 18]);
+            for total in [0u16, 8, 19, 20, 21, 27, 28, 40, 52, 60, 200] {
+                for frag in [0u16, 0x4000, 0x2000, 0x0001] {
+                    for frame in [&base, &padded] {
+                        let mut f = frame.clone();
+                        f[2..4].copy_from_slice(&total.to_be_bytes());
+                        f[6..8].copy_from_slice(&frag.to_be_bytes());
+                        for cut in [f.len(), 40, 28, 27, 21, 20, 19, 0] {
+                            let d = &f[..cut.min(f.len())];
+                            let fast = run(false, d);
+                            let general = run(true, d);
+                            assert_eq!(
+                                fast,
+                                general,
+                                "total {total} frag {frag:#x} cut {cut} of {}",
+                                f.len()
+                            );
+                            fast_taken += usize::from(d.len() >= 20 && frag & 0x3fff == 0);
+                        }
+                    }
+                }
+            }
+        }
+        assert!(fast_taken > 100);
+        // Options make the header longer: the general path takes them.
+        let mut opts = udp_packet();
+        opts[0] = 0x46;
+        opts.splice(20..20, [1, 1, 1, 0]);
+        let total = (opts.len() as u16).to_be_bytes();
+        opts[2..4].copy_from_slice(&total);
+        assert_eq!(run(false, &opts), run(true, &opts));
+        assert_eq!(run(false, &opts).1.len(), 1);
     }
 
     #[test]

@@ -150,6 +150,137 @@ struct TimeoutsNs {
     report_min_packets: u32,
 }
 
+impl TimeoutsNs {
+    #[inline]
+    fn idle_timeout(&self, f: &Flow) -> u64 {
+        let class = match f.key.proto {
+            6 => {
+                if f.state & CLOSED != 0 {
+                    return self.tcp_closed;
+                }
+                0
+            }
+            17 => 1,
+            1 | 58 => 2,
+            _ => 3,
+        };
+        let est = usize::from(f.state & SEEN_RESP != 0);
+        self.idle[class][est]
+    }
+
+    /// Whether the flow's unreported packets are to be reported early once
+    /// the report interval has passed: it is one-way so far, or heavy.
+    #[inline]
+    fn reportable(&self, f: &Flow) -> bool {
+        self.report != 0
+            && f.pkts[0] + f.pkts[1] > 0
+            && (f.state & SEEN_RESP == 0 || f.pkts[0] + f.pkts[1] >= self.report_min_packets)
+    }
+
+    /// Whether the flow's current record ends before a packet (or a wheel
+    /// visit) at `now_ns`: the active timeout, or an early report.
+    #[inline]
+    fn record_due(&self, f: &Flow, now_ns: u64) -> bool {
+        f.pkts[0] + f.pkts[1] > 0
+            && (now_ns > f.first_ns.saturating_add(self.active)
+                || (self.reportable(f) && now_ns > f.first_ns.saturating_add(self.report)))
+    }
+
+    /// Whether a one-way flow's early report is due at `now_ns`.
+    #[inline]
+    fn one_way_due(&self, f: &Flow, now_ns: u64) -> bool {
+        self.report != 0
+            && f.state & SEEN_RESP == 0
+            && f.pkts[0] + f.pkts[1] > 0
+            && now_ns > f.first_ns.saturating_add(self.report)
+    }
+}
+
+/// Whether a packet reopens its flow: a new SYN from the side that opened
+/// it, with another initial sequence number, is a new connection on a reused
+/// 4-tuple (Wireshark's and Suricata's rule).
+#[inline]
+fn reopens(f: &Flow, m: &PacketMeta) -> bool {
+    m.key.proto == 6
+        && m.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN
+        && f.seen & H_SYN != 0
+        && (m.src_is_lo == f.lo_is_orig)
+        && m.tcp_seq != f.syn_seq
+}
+
+/// Adds a packet to its flow's counters, flags and history. Returns whether
+/// a packet counter is full: the flow then reports what it has and starts a
+/// new record, so that counters stay exact.
+#[inline]
+fn apply(f: &mut Flow, m: &PacketMeta) -> bool {
+    let dir = usize::from(m.src_is_lo != f.lo_is_orig);
+    if f.pkts[dir] == 0 && f.state & (if dir == 0 { SEEN_ORIG } else { SEEN_RESP }) == 0 {
+        f.init_flags[dir] = m.tcp_flags;
+        if dir == 0 {
+            f.icmp = m.icmp;
+        }
+    }
+    f.state |= if dir == 0 { SEEN_ORIG } else { SEEN_RESP };
+    if f.pkts[0] + f.pkts[1] == 0 {
+        f.first_ns = m.ts_ns;
+    }
+    f.pkts[dir] += 1;
+    f.bytes[dir] += u64::from(m.ip_bytes);
+    f.last_ns = f.last_ns.max(m.ts_ns);
+    f.flags[dir] |= m.tcp_flags;
+    let fl = m.tcp_flags;
+    let mut ev = 0u32;
+    if m.key.proto == 6 {
+        let syn = fl & TCP_SYN != 0;
+        if syn && dir == 0 {
+            f.syn_seq = m.tcp_seq;
+        }
+        if syn && fl & (TCP_FIN | TCP_RST) != 0 {
+            ev |= H_MULTI;
+        }
+        if syn {
+            ev |= if fl & TCP_ACK != 0 { H_SYNACK } else { H_SYN };
+        }
+        if fl & TCP_FIN != 0 {
+            ev |= H_FIN;
+        }
+        if fl & TCP_RST != 0 {
+            ev |= H_RST;
+        }
+        if m.payload_len > 0 {
+            ev |= H_DATA;
+        } else if fl & (TCP_ACK | TCP_SYN | TCP_FIN | TCP_RST) == TCP_ACK {
+            ev |= H_ACK;
+        }
+        if m.tcp_zero_window {
+            ev |= H_ZWIN;
+        }
+    } else if m.payload_len > 0 {
+        ev |= H_DATA;
+    }
+    let ev = ev << (8 * dir);
+    let new = ev & !f.seen;
+    if new != 0 {
+        for (i, c) in LETTERS.iter().enumerate() {
+            for d in 0..2 {
+                if new & (1 << (i + 8 * d)) != 0 {
+                    f.history
+                        .push(if d == 0 { *c } else { c.to_ascii_lowercase() });
+                }
+            }
+        }
+        f.seen |= new;
+        if m.key.proto == 6 {
+            let both_fin = f.seen & H_FIN != 0 && f.seen & (H_FIN << 8) != 0;
+            let rst = f.seen & (H_RST | (H_RST << 8)) != 0;
+            if both_fin || rst {
+                f.state |= CLOSED;
+            }
+        }
+    }
+    f.pkts[dir] == u32::MAX
+}
+
 fn ns(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -160,7 +291,7 @@ pub struct FlowTable {
     max_flows: usize,
     seed: u16,
     index: FlowIndex,
-    chunks: Vec<Box<[Flow]>>,
+    chunks: Vec<Box<[Flow; CHUNK]>>,
     free: Vec<u32>,
     /// Slots ever handed out.
     high_water: u32,
@@ -262,48 +393,19 @@ impl FlowTable {
         &mut self.chunks[slot as usize / CHUNK][slot as usize % CHUNK]
     }
 
-    fn idle_timeout(&self, f: &Flow) -> u64 {
-        let class = match f.key.proto {
-            6 => {
-                if f.state & CLOSED != 0 {
-                    return self.timeouts.tcp_closed;
-                }
-                0
-            }
-            17 => 1,
-            1 | 58 => 2,
-            _ => 3,
-        };
-        let est = usize::from(f.state & SEEN_RESP != 0);
-        self.timeouts.idle[class][est]
-    }
-
-    /// Whether the flow's unreported packets are to be reported early once
-    /// the report interval has passed: it is one-way so far, or heavy.
     #[inline]
-    fn reportable(&self, f: &Flow) -> bool {
-        self.timeouts.report != 0
-            && f.pkts[0] + f.pkts[1] > 0
-            && (f.state & SEEN_RESP == 0
-                || f.pkts[0] + f.pkts[1] >= self.timeouts.report_min_packets)
+    fn idle_timeout(&self, f: &Flow) -> u64 {
+        self.timeouts.idle_timeout(f)
     }
 
-    /// Whether the flow's current record ends before a packet (or a wheel
-    /// visit) at `now_ns`: the active timeout, or an early report.
     #[inline]
     fn record_due(&self, f: &Flow, now_ns: u64) -> bool {
-        f.pkts[0] + f.pkts[1] > 0
-            && (now_ns > f.first_ns.saturating_add(self.timeouts.active)
-                || (self.reportable(f) && now_ns > f.first_ns.saturating_add(self.timeouts.report)))
+        self.timeouts.record_due(f, now_ns)
     }
 
-    /// Whether a one-way flow's early report is due at `now_ns`.
     #[inline]
     fn one_way_due(&self, f: &Flow, now_ns: u64) -> bool {
-        self.timeouts.report != 0
-            && f.state & SEEN_RESP == 0
-            && f.pkts[0] + f.pkts[1] > 0
-            && now_ns > f.first_ns.saturating_add(self.timeouts.report)
+        self.timeouts.one_way_due(f, now_ns)
     }
 
     /// The packet time at which the flow's next timer is due.
@@ -400,52 +502,67 @@ impl FlowTable {
         let found = self.index.find(m.hash, |s| {
             chunks[s as usize / CHUNK][s as usize % CHUNK].key == m.key
         });
-        if let Some(slot) = found {
-            let mut f = *self.flow(slot);
-            // An early report comes first: the wheel may have made it already.
-            if self.one_way_due(&f, m.ts_ns) {
+        let Some(slot) = found else {
+            self.create(m);
+            return;
+        };
+        // Most packets only add to their flow: no timer has passed, no
+        // record ends, no early report starts. Those touch the flow once.
+        let t = &self.timeouts;
+        let f = &mut self.chunks[slot as usize / CHUNK][slot as usize % CHUNK];
+        let plain = !t.one_way_due(f, m.ts_ns)
+            && m.ts_ns <= f.last_ns.saturating_add(t.idle_timeout(f))
+            && !reopens(f, m)
+            && !t.record_due(f, m.ts_ns)
+            && (t.report == 0 || f.pkts[0] + f.pkts[1] != 0);
+        if plain {
+            if apply(f, m) {
                 self.interim(slot);
-                f = *self.flow(slot);
-            }
-            let idle = m.ts_ns > f.last_ns.saturating_add(self.idle_timeout(&f));
-            // A new SYN from the side that opened the flow, with another
-            // initial sequence number, is a new connection on a reused
-            // 4-tuple (Wireshark's and Suricata's rule).
-            let reopened = m.key.proto == 6
-                && m.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN
-                && f.seen & H_SYN != 0
-                && (m.src_is_lo == f.lo_is_orig)
-                && m.tcp_seq != f.syn_seq;
-            if idle || reopened {
-                let reason = if f.state & CLOSED != 0 {
-                    closed_reason(&f)
-                } else if idle {
-                    EndReason::Idle
-                } else {
-                    EndReason::Reused
-                };
-                self.end(slot, reason);
-                self.create(m);
-                return;
-            }
-            if self.record_due(&f, m.ts_ns) {
-                self.interim(slot);
-            }
-            let restart = self.timeouts.report != 0 && {
-                let f = self.flow(slot);
-                f.pkts[0] + f.pkts[1] == 0
-            };
-            self.update(slot, m);
-            if restart && self.flow(slot).state & SEEN_RESP == 0 {
-                // A new one-way record: its early report is due in the wheel.
-                let f = self.flow_mut(slot);
-                f.generation = f.generation.wrapping_add(1);
-                let generation = f.generation;
-                let due = self.due(self.flow(slot));
-                self.schedule(slot, generation, due);
             }
         } else {
+            self.process_eventful(slot, m);
+        }
+    }
+
+    /// [`FlowTable::process`] for a packet of an existing flow that ends
+    /// its record, reopens it or starts an early report.
+    #[inline(never)]
+    fn process_eventful(&mut self, slot: u32, m: &PacketMeta) {
+        let mut f = *self.flow(slot);
+        // An early report comes first: the wheel may have made it already.
+        if self.one_way_due(&f, m.ts_ns) {
+            self.interim(slot);
+            f = *self.flow(slot);
+        }
+        let idle = m.ts_ns > f.last_ns.saturating_add(self.idle_timeout(&f));
+        let reopened = reopens(&f, m);
+        if idle || reopened {
+            let reason = if f.state & CLOSED != 0 {
+                closed_reason(&f)
+            } else if idle {
+                EndReason::Idle
+            } else {
+                EndReason::Reused
+            };
+            self.end(slot, reason);
             self.create(m);
+            return;
+        }
+        if self.record_due(&f, m.ts_ns) {
+            self.interim(slot);
+        }
+        let restart = self.timeouts.report != 0 && {
+            let f = self.flow(slot);
+            f.pkts[0] + f.pkts[1] == 0
+        };
+        self.update(slot, m);
+        if restart && self.flow(slot).state & SEEN_RESP == 0 {
+            // A new one-way record: its early report is due in the wheel.
+            let f = self.flow_mut(slot);
+            f.generation = f.generation.wrapping_add(1);
+            let generation = f.generation;
+            let due = self.due(self.flow(slot));
+            self.schedule(slot, generation, due);
         }
     }
 
@@ -458,8 +575,12 @@ impl FlowTable {
             None => {
                 let s = self.high_water;
                 if s as usize / CHUNK == self.chunks.len() {
-                    self.chunks
-                        .push(vec![Flow::default(); CHUNK].into_boxed_slice());
+                    // A fixed-size chunk: indexing it by `slot % CHUNK` needs no bounds check.
+                    let Ok(chunk) = vec![Flow::default(); CHUNK].into_boxed_slice().try_into()
+                    else {
+                        unreachable!("the vector holds CHUNK flows")
+                    };
+                    self.chunks.push(chunk);
                 }
                 self.high_water += 1;
                 s
@@ -502,75 +623,7 @@ impl FlowTable {
 
     #[inline]
     fn update(&mut self, slot: u32, m: &PacketMeta) {
-        let f = self.flow_mut(slot);
-        let dir = usize::from(m.src_is_lo != f.lo_is_orig);
-        if f.pkts[dir] == 0 && f.state & (if dir == 0 { SEEN_ORIG } else { SEEN_RESP }) == 0 {
-            f.init_flags[dir] = m.tcp_flags;
-            if dir == 0 {
-                f.icmp = m.icmp;
-            }
-        }
-        f.state |= if dir == 0 { SEEN_ORIG } else { SEEN_RESP };
-        if f.pkts[0] + f.pkts[1] == 0 {
-            f.first_ns = m.ts_ns;
-        }
-        f.pkts[dir] += 1;
-        f.bytes[dir] += u64::from(m.ip_bytes);
-        f.last_ns = f.last_ns.max(m.ts_ns);
-        f.flags[dir] |= m.tcp_flags;
-        let fl = m.tcp_flags;
-        let mut ev = 0u32;
-        if m.key.proto == 6 {
-            let syn = fl & TCP_SYN != 0;
-            if syn && dir == 0 {
-                f.syn_seq = m.tcp_seq;
-            }
-            if syn && fl & (TCP_FIN | TCP_RST) != 0 {
-                ev |= H_MULTI;
-            }
-            if syn {
-                ev |= if fl & TCP_ACK != 0 { H_SYNACK } else { H_SYN };
-            }
-            if fl & TCP_FIN != 0 {
-                ev |= H_FIN;
-            }
-            if fl & TCP_RST != 0 {
-                ev |= H_RST;
-            }
-            if m.payload_len > 0 {
-                ev |= H_DATA;
-            } else if fl & (TCP_ACK | TCP_SYN | TCP_FIN | TCP_RST) == TCP_ACK {
-                ev |= H_ACK;
-            }
-            if m.tcp_zero_window {
-                ev |= H_ZWIN;
-            }
-        } else if m.payload_len > 0 {
-            ev |= H_DATA;
-        }
-        let ev = ev << (8 * dir);
-        let new = ev & !f.seen;
-        if new != 0 {
-            for (i, c) in LETTERS.iter().enumerate() {
-                for d in 0..2 {
-                    if new & (1 << (i + 8 * d)) != 0 {
-                        f.history
-                            .push(if d == 0 { *c } else { c.to_ascii_lowercase() });
-                    }
-                }
-            }
-            f.seen |= new;
-            if m.key.proto == 6 {
-                let both_fin = f.seen & H_FIN != 0 && f.seen & (H_FIN << 8) != 0;
-                let rst = f.seen & (H_RST | (H_RST << 8)) != 0;
-                if both_fin || rst {
-                    f.state |= CLOSED;
-                }
-            }
-        }
-        // Keep counters exact: a flow about to overflow its packet counter
-        // reports what it has and starts a new record.
-        if f.pkts[dir] == u32::MAX {
+        if apply(self.flow_mut(slot), m) {
             self.interim(slot);
         }
     }

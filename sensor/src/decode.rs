@@ -463,6 +463,57 @@ fn tcp_options_valid(mut o: &[u8]) -> bool {
     true
 }
 
+/// A TCP or UDP header that ends the packet's decoding.
+struct PlainTransport {
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    zero_window: bool,
+    seq: u32,
+    payload_len: u32,
+}
+
+/// Reads a TCP or UDP header (`proto` 6 or 17) in place when it is whole,
+/// valid and carries no tunnel; `None` leaves the packet to
+/// `Decoder::upper`, which counts what is wrong or follows the tunnel. What
+/// it yields is what `upper` yields for the same header.
+#[inline(always)]
+fn plain_transport(proto: u8, l4: &[u8], l4_total: u32) -> Option<PlainTransport> {
+    if proto == 6 {
+        let hl = usize::from(*l4.get(12)? >> 4) * 4;
+        if hl < 20 || l4.len() < hl || !tcp_options_valid(&l4[20..hl]) {
+            return None;
+        }
+        let flags = l4[13];
+        Some(PlainTransport {
+            sport: be16(l4, 0),
+            dport: be16(l4, 2),
+            flags,
+            zero_window: be16(l4, 14) == 0 && flags & 0x06 == 0,
+            seq: u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]),
+            payload_len: l4_total.saturating_sub(hl as u32),
+        })
+    } else {
+        if l4.len() < 8 {
+            return None;
+        }
+        let (sport, dport) = (be16(l4, 0), be16(l4, 2));
+        if matches!(sport, 4789 | 6081) || matches!(dport, 4789 | 6081) {
+            return None;
+        }
+        Some(PlainTransport {
+            sport,
+            dport,
+            flags: 0,
+            zero_window: false,
+            seq: 0,
+            payload_len: u32::from(be16(l4, 4))
+                .saturating_sub(8)
+                .min(l4_total.saturating_sub(8)),
+        })
+    }
+}
+
 /// The final destination named by an IPv6 type 0 or type 2 routing header
 /// with segments left, as Wireshark and Zeek key the conversation. `p` is the
 /// header after its next-header and length bytes.
@@ -688,7 +739,8 @@ impl Decoder {
 
     fn ip(&mut self, d: &[u8], ctx: Ctx, emit: &mut impl FnMut(&PacketMeta)) -> R<bool> {
         // Most packets on a link are IPv4 without options or fragmentation,
-        // carrying TCP or UDP: that header is read in place. What it yields
+        // carrying TCP or UDP: those headers are read in place, and a plain
+        // TCP or UDP header makes the packet summary here. What it yields
         // is exactly what the general path below yields for it (etherparse's
         // lax slice: the payload ends at the total length, or at the end of
         // the frame when the total length is past it or below the header);
@@ -704,17 +756,35 @@ impl Decoder {
             let mut dst = [0u8; 16];
             src[..4].copy_from_slice(&d[12..16]);
             dst[..4].copy_from_slice(&d[16..20]);
-            return self.upper(
-                d[9],
-                l4,
-                ip_bytes - 20,
+            let proto = d[9];
+            let Some(t) = plain_transport(proto, l4, ip_bytes - 20) else {
+                return self.upper(
+                    proto,
+                    l4,
+                    ip_bytes - 20,
+                    ip_bytes,
+                    src,
+                    dst,
+                    false,
+                    ctx,
+                    emit,
+                );
+            };
+            let (key, src_is_lo) = FlowKey::new(src, t.sport, dst, t.dport, proto, false, ctx.vlan);
+            emit(&PacketMeta {
+                key,
+                hash: key.hash64(),
+                ts_ns: ctx.ts,
                 ip_bytes,
-                src,
-                dst,
-                false,
-                ctx,
-                emit,
-            );
+                payload_len: t.payload_len,
+                src_is_lo,
+                tcp_flags: t.flags,
+                tcp_zero_window: t.zero_window,
+                tcp_seq: t.seq,
+                icmp: [0; 2],
+                tunnel: ctx.tunnel,
+            });
+            return Ok(true);
         }
         self.ip_general(d, ctx, emit)
     }
@@ -1116,11 +1186,13 @@ mod tests {
         f
     }
 
-    /// The IPv4 fast path in [`Decoder::ip`] and the general path through
-    /// etherparse yield the same packets and counters for every header
-    /// length field (below the header, exact, past the frame, with padding),
-    /// every cut of the frame, TCP and UDP, fragments and options excluded
-    /// (they must take the general path).
+    /// The IPv4 fast path in [`Decoder::ip`] (and its `plain_transport`)
+    /// and the general path through etherparse and `upper` yield the same
+    /// packets and counters for every total length field (below the header,
+    /// exact, past the frame, with padding), every cut of the frame, UDP
+    /// (also to the VXLAN and Geneve ports, which the fast path leaves to
+    /// `upper`), TCP with valid, invalid and no options and a bad data
+    /// offset, fragments and IP options (which take the general path).
     #[test]
     fn fast_path_agrees_with_etherparse() {
         let tcp_pkt = {
@@ -1159,7 +1231,29 @@ mod tests {
             (r, out, dec.stats)
         };
         let mut fast_taken = 0;
-        for base in [udp_packet(), tcp_pkt] {
+        let udp_to = |dport: u16| {
+            let mut p = udp_packet();
+            p[22..24].copy_from_slice(&dport.to_be_bytes());
+            p
+        };
+        // TCP with options: valid (MSS), invalid (an MSS of the wrong size),
+        // and a data offset below 5.
+        let tcp_opts = |opts: &[u8], doff: u8| {
+            let mut p = tcp_pkt.clone();
+            p.splice(40..40, opts.iter().copied());
+            p[32] = doff << 4;
+            p
+        };
+        let bases = [
+            udp_packet(),
+            tcp_pkt.clone(),
+            udp_to(4789),
+            udp_to(6081),
+            tcp_opts(&[2, 4, 5, 0xb4], 6),
+            tcp_opts(&[2, 3, 5, 0xb4], 6),
+            tcp_opts(&[], 4),
+        ];
+        for base in bases {
             let mut padded = base.clone();
             padded.extend_from_slice(&[0xee; 18]);
             for total in [0u16, 8, 19, 20, 21, 27, 28, 40, 52, 60, 200] {

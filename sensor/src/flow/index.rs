@@ -3,7 +3,9 @@
 //! `hashbrown` finds a flow with three dependent cache misses (control
 //! bytes, then the bucket, then the flow) and offers no way to ask for the
 //! first two ahead of time. This index keeps each entry — a 32-bit tag from
-//! the hash and the slot number — in 64-byte lines of eight, so that a batch
+//! the hash and the slot number — in 64-byte lines of eight (the eight tags
+//! side by side, so that one vector comparison finds a line's candidates),
+//! so that a batch
 //! of packets can first prefetch each packet's home line, then read the
 //! lines (now cached) and prefetch the flows they point to, and only then
 //! apply the packets (see `FlowTable::process_batch`).
@@ -21,36 +23,59 @@
 
 use std::mem::size_of;
 
-/// Eight entries: one cache line.
+/// Eight entries, one cache line: their tags, then their slots. Kept apart,
+/// the eight tags are compared with `t` in one vector comparison.
 #[derive(Clone, Copy)]
-#[repr(align(64))]
-struct Line([u64; WAYS]);
+#[repr(C, align(64))]
+struct Line {
+    /// The hash's high 32 bits; 0 for an empty or deleted entry.
+    tags: [u32; WAYS],
+    /// [`EMPTY`], [`DELETED`], or the slot + 2.
+    slots: [u32; WAYS],
+}
 
 const WAYS: usize = 8;
-/// Entry states, in the low 32 bits; a live entry holds its slot + 2 there.
-const EMPTY: u64 = 0;
-const DELETED: u64 = 1;
+const EMPTY: u32 = 0;
+const DELETED: u32 = 1;
 
-const LOW: u64 = 0xffff_ffff;
+const EMPTY_LINE: Line = Line {
+    tags: [0; WAYS],
+    slots: [EMPTY; WAYS],
+};
 
 #[inline]
-fn tag(hash: u64) -> u64 {
-    hash & !LOW
+fn tag(hash: u64) -> u32 {
+    (hash >> 32) as u32
 }
 
-#[inline]
-fn entry(hash: u64, slot: u32) -> u64 {
-    tag(hash) | (u64::from(slot) + 2)
+/// A bit per entry of `line` equal to `x`: two SSE2 comparisons on x86_64.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn mask(line: &[u32; WAYS], x: u32) -> u32 {
+    use std::arch::x86_64::{
+        _mm_castsi128_ps, _mm_cmpeq_epi32, _mm_movemask_ps, _mm_set_epi32, _mm_set1_epi32,
+    };
+    let v = line.map(|e| e as i32);
+    #[allow(unsafe_code)]
+    // SAFETY: these intrinsics only compute on values (no memory access);
+    // they need SSE2, which is part of the x86_64 baseline.
+    unsafe {
+        let want = _mm_set1_epi32(x as i32);
+        let lo = _mm_cmpeq_epi32(_mm_set_epi32(v[3], v[2], v[1], v[0]), want);
+        let hi = _mm_cmpeq_epi32(_mm_set_epi32(v[7], v[6], v[5], v[4]), want);
+        (_mm_movemask_ps(_mm_castsi128_ps(lo)) | _mm_movemask_ps(_mm_castsi128_ps(hi)) << 4) as u32
+    }
 }
 
-#[inline]
-fn live(e: u64) -> bool {
-    e & LOW >= 2
-}
-
-#[inline]
-fn slot_of(e: u64) -> u32 {
-    ((e & LOW) - 2) as u32
+/// A bit per entry of `line` equal to `x`.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn mask(line: &[u32; WAYS], x: u32) -> u32 {
+    let mut m = 0;
+    for (k, &e) in line.iter().enumerate() {
+        m |= u32::from(e == x) << k;
+    }
+    m
 }
 
 /// Maps flow hashes to slot numbers; the caller compares keys.
@@ -64,7 +89,7 @@ impl FlowIndex {
     /// An index for about `n` entries before it first grows.
     pub(crate) fn with_capacity(n: usize) -> Self {
         FlowIndex {
-            lines: vec![Line([EMPTY; WAYS]); Self::lines_for(n)],
+            lines: vec![EMPTY_LINE; Self::lines_for(n)],
             items: 0,
             deleted: 0,
         }
@@ -75,11 +100,10 @@ impl FlowIndex {
         (n.max(1) * 8 / 7).div_ceil(WAYS).next_power_of_two()
     }
 
-    /// The line where entries of `hash` (or an entry, which keeps the
-    /// same high bits) start.
+    /// The line where entries with tag `t` start.
     #[inline]
-    fn home(&self, hash: u64) -> usize {
-        (hash >> 32) as usize & (self.lines.len() - 1)
+    fn home(&self, t: u32) -> usize {
+        t as usize & (self.lines.len() - 1)
     }
 
     /// Entries held.
@@ -95,29 +119,31 @@ impl FlowIndex {
     /// Asks the CPU to fetch the line where a search for `hash` starts.
     #[inline]
     pub(crate) fn prefetch(&self, hash: u64) {
-        super::prefetch(self.lines[self.home(hash)].0.as_ptr().cast());
+        super::prefetch((&raw const self.lines[self.home(tag(hash))]).cast());
     }
 
     /// The first slot whose entry matches `hash` and for which `eq` holds.
     #[inline]
     pub(crate) fn find(&self, hash: u64, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
         let t = tag(hash);
-        let mask = self.lines.len() - 1;
-        let mut i = self.home(hash);
+        let wrap = self.lines.len() - 1;
+        let mut i = self.home(t);
         // The index is never full (load ≤ 7/8), so some line has an empty entry.
         loop {
-            let line = &self.lines[i].0;
-            let mut open = false;
-            for &e in line {
-                if live(e) && tag(e) == t && eq(slot_of(e)) {
-                    return Some(slot_of(e));
+            let line = &self.lines[i];
+            let mut hits = mask(&line.tags, t);
+            while hits != 0 {
+                let k = hits.trailing_zeros() as usize;
+                let s = line.slots[k & (WAYS - 1)];
+                if s > DELETED && eq(s - 2) {
+                    return Some(s - 2);
                 }
-                open |= e == EMPTY;
+                hits &= hits - 1;
             }
-            if open {
+            if mask(&line.slots, EMPTY) != 0 {
                 return None;
             }
-            i = (i + 1) & mask;
+            i = (i + 1) & wrap;
         }
     }
 
@@ -136,39 +162,43 @@ impl FlowIndex {
                 self.lines.len()
             });
         }
-        self.place(entry(hash, slot));
+        self.place(tag(hash), slot + 2);
         self.items += 1;
     }
 
-    fn place(&mut self, e: u64) {
-        let mask = self.lines.len() - 1;
-        let mut i = self.home(e);
+    /// Puts an entry (`t`, `s` = slot + 2) in the first free place of its lines.
+    fn place(&mut self, t: u32, s: u32) {
+        let wrap = self.lines.len() - 1;
+        let mut i = self.home(t);
         loop {
-            let line = &mut self.lines[i].0;
-            if let Some(x) = line.iter_mut().find(|x| !live(**x)) {
-                if *x == DELETED {
+            let line = &mut self.lines[i];
+            if let Some(k) = line.slots.iter().position(|&x| x <= DELETED) {
+                if line.slots[k] == DELETED {
                     self.deleted -= 1;
                 }
-                *x = e;
+                line.tags[k] = t;
+                line.slots[k] = s;
                 return;
             }
-            i = (i + 1) & mask;
+            i = (i + 1) & wrap;
         }
     }
 
     /// Removes the entry of `slot` under `hash`; whether it was there.
     pub(crate) fn remove(&mut self, hash: u64, slot: u32) -> bool {
-        let want = entry(hash, slot);
-        let mask = self.lines.len() - 1;
-        let mut i = self.home(hash);
+        let t = tag(hash);
+        let wrap = self.lines.len() - 1;
+        let mut i = self.home(t);
         loop {
-            let line = &mut self.lines[i].0;
-            let open = line.contains(&EMPTY);
-            if let Some(x) = line.iter_mut().find(|x| **x == want) {
+            let line = &mut self.lines[i];
+            let open = line.slots.contains(&EMPTY);
+            let at = (0..WAYS).find(|&k| line.slots[k] == slot + 2 && line.tags[k] == t);
+            if let Some(k) = at {
+                line.tags[k] = 0;
                 if open {
-                    *x = EMPTY;
+                    line.slots[k] = EMPTY;
                 } else {
-                    *x = DELETED;
+                    line.slots[k] = DELETED;
                     self.deleted += 1;
                 }
                 self.items -= 1;
@@ -177,13 +207,13 @@ impl FlowIndex {
             if open {
                 return false;
             }
-            i = (i + 1) & mask;
+            i = (i + 1) & wrap;
         }
     }
 
     /// Removes every entry, keeping the memory.
     pub(crate) fn clear(&mut self) {
-        self.lines.fill(Line([EMPTY; WAYS]));
+        self.lines.fill(EMPTY_LINE);
         self.items = 0;
         self.deleted = 0;
     }
@@ -191,11 +221,13 @@ impl FlowIndex {
     /// Re-places every live entry into `lines` lines, leaving tombstones behind.
     #[cold]
     fn rebuild(&mut self, lines: usize) {
-        let old = std::mem::replace(&mut self.lines, vec![Line([EMPTY; WAYS]); lines]);
+        let old = std::mem::replace(&mut self.lines, vec![EMPTY_LINE; lines]);
         self.deleted = 0;
-        for e in old.iter().flat_map(|l| l.0) {
-            if live(e) {
-                self.place(e);
+        for line in &old {
+            for (&t, &s) in line.tags.iter().zip(&line.slots) {
+                if s > DELETED {
+                    self.place(t, s);
+                }
             }
         }
     }

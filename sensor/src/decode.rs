@@ -573,7 +573,13 @@ impl Decoder {
             tunnel: TunnelMeta::default(),
             depth: 0,
         };
-        let res = self.link(pkt.link, pkt.data, ctx, emit);
+        let d = pkt.data;
+        // Ethernet straight to IPv4, the common frame, skips the link layer's dispatch.
+        let res = if pkt.link == LinkType::Ethernet && d.len() >= 14 && be16(d, 12) == ETH_IPV4 {
+            self.ip(&d[14..], ctx, emit)
+        } else {
+            self.link(pkt.link, d, ctx, emit)
+        };
         match res {
             Ok(true) => {}
             Ok(false) => self.stats.non_ip += 1,

@@ -524,23 +524,29 @@ impl<S: ByteSource> CaptureReader<S> {
     }
 
     fn next_pcap(&mut self) -> Result<Option<RawPacket<'_>>, CaptureError> {
-        let Format::Pcap { swapped, iface } = self.format else {
+        let Format::Pcap { swapped, iface } = &self.format else {
             unreachable!()
         };
-        let n = self.input.fill(16).map_err(|e| self.io(e))?;
-        if n == 0 {
-            return Ok(None);
-        }
+        let (swapped, link, mul, fcs_len) = (*swapped, iface.link, iface.mul, iface.fcs_len);
+        // A larger snaplen raises the limit, never past what any block may hold.
+        let max = iface.snaplen.clamp(MAX_PACKET_LEN, MAX_BLOCK_LEN);
+        // The buffer mostly holds the whole record already: the source is
+        // asked for more only when it does not.
+        let mut n = self.input.available().len();
         if n < 16 {
-            return Err(self.truncated("record header", 16, n));
+            n = self.input.fill(16).map_err(|e| self.io(e))?;
+            if n == 0 {
+                return Ok(None);
+            }
+            if n < 16 {
+                return Err(self.truncated("record header", 16, n));
+            }
         }
         let h = &self.input.available()[..16];
         let sec = u32_at(h, swapped);
         let frac = u32_at(&h[4..], swapped);
         let caplen = u32_at(&h[8..], swapped);
         let orig_len = u32_at(&h[12..], swapped);
-        // A larger snaplen raises the limit, never past what any block may hold.
-        let max = iface.snaplen.clamp(MAX_PACKET_LEN, MAX_BLOCK_LEN);
         if caplen > max {
             return Err(self.corrupt(
                 self.input.offset(),
@@ -548,19 +554,21 @@ impl<S: ByteSource> CaptureReader<S> {
             ));
         }
         let total = 16 + caplen as usize;
-        let n = self.input.fill(total).map_err(|e| self.io(e))?;
         if n < total {
-            return Err(self.truncated("packet record", total, n));
+            n = self.input.fill(total).map_err(|e| self.io(e))?;
+            if n < total {
+                return Err(self.truncated("packet record", total, n));
+            }
         }
-        let ts_ns = (u64::from(sec) * 1_000_000_000).saturating_add(u64::from(frac) * iface.mul);
+        let ts_ns = (u64::from(sec) * 1_000_000_000).saturating_add(u64::from(frac) * mul);
         self.pending = total;
         self.packets += 1;
         self.last_ts = ts_ns;
         let data = &self.input.available()[16..total];
-        let data = &data[..data.len().saturating_sub(iface.fcs_len as usize)];
+        let data = &data[..data.len().saturating_sub(fcs_len as usize)];
         Ok(Some(RawPacket {
             ts_ns,
-            link: iface.link,
+            link,
             orig_len,
             data,
         }))

@@ -166,4 +166,38 @@ mod tests {
             assert!(seen.insert(variant.hash64()));
         }
     }
+
+    #[test]
+    fn keys_differing_in_any_field_are_unequal() {
+        let a = addr_bytes("192.0.2.1".parse().unwrap());
+        let b = addr_bytes("2001:db8::2".parse().unwrap());
+        let (k, _) = FlowKey::new(a, 1, b, 2, 6, false, [7, 9]);
+        let same = k;
+        assert_eq!(k, same);
+        let mut lo = k.addr_lo;
+        lo[15] ^= 1;
+        let mut hi = k.addr_hi;
+        hi[0] ^= 0x80;
+        for variant in [
+            FlowKey { addr_lo: lo, ..k },
+            FlowKey { addr_hi: hi, ..k },
+            FlowKey {
+                port_lo: 0x0101,
+                ..k
+            },
+            FlowKey {
+                port_hi: 0x8002,
+                ..k
+            },
+            FlowKey { vlan: [7, 8], ..k },
+            FlowKey {
+                vlan: [0x8007, 9],
+                ..k
+            },
+            FlowKey { proto: 0x86, ..k },
+            FlowKey { v6: true, ..k },
+        ] {
+            assert_ne!(k, variant, "{variant:?}");
+        }
+    }
 }

@@ -491,6 +491,9 @@ fn worker(
     }
 }
 
+/// Records per batch when a table is flushed at the end of input.
+const FLUSH_BATCH: usize = 4096;
+
 /// Ends a worker's table at the end of input: measures it (bytes, flows
 /// held) before the flush, then flushes every flow to `out`.
 pub(crate) fn finish_table(
@@ -499,7 +502,9 @@ pub(crate) fn finish_table(
     reason: EndReason,
 ) -> (u64, u64) {
     let measured = (table.memory_bytes() as u64, table.len() as u64);
-    table.flush(reason);
+    table.flush_batched(reason, FLUSH_BATCH, |records| {
+        let _ = out.send(records);
+    });
     if !table.records().is_empty() {
         let _ = out.send(table.take_records());
     }

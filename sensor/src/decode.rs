@@ -1141,19 +1141,24 @@ mod tests {
     use super::*;
     use crate::synth::{L4, PacketSpec, ip_packet, tcp};
 
-    fn udp_packet() -> Vec<u8> {
+    /// An IPv4 packet from 192.0.2.1 to 198.51.100.2 with 20 bytes of payload.
+    fn packet(l4: L4) -> Vec<u8> {
         let spec = PacketSpec::new(
             "192.0.2.1".parse().unwrap(),
             "198.51.100.2".parse().unwrap(),
-            L4::Udp {
-                sport: 1111,
-                dport: 53,
-            },
+            l4,
             20,
         );
         let mut v = Vec::new();
         ip_packet(&spec, &mut v);
         v
+    }
+
+    fn udp_packet() -> Vec<u8> {
+        packet(L4::Udp {
+            sport: 1111,
+            dport: 53,
+        })
     }
 
     fn decode(link: LinkType, frame: &[u8]) -> (Vec<PacketMeta>, DecodeStats) {
@@ -1201,23 +1206,13 @@ mod tests {
     /// offset, fragments and IP options (which take the general path).
     #[test]
     fn fast_path_agrees_with_etherparse() {
-        let tcp_pkt = {
-            let spec = PacketSpec::new(
-                "192.0.2.1".parse().unwrap(),
-                "198.51.100.2".parse().unwrap(),
-                L4::Tcp {
-                    sport: 40000,
-                    dport: 443,
-                    flags: tcp::PSH | tcp::ACK,
-                    seq: 7,
-                    ack: 9,
-                },
-                12,
-            );
-            let mut v = Vec::new();
-            ip_packet(&spec, &mut v);
-            v
-        };
+        let tcp_pkt = packet(L4::Tcp {
+            sport: 40000,
+            dport: 443,
+            flags: tcp::PSH | tcp::ACK,
+            seq: 7,
+            ack: 9,
+        });
         let run = |general: bool, d: &[u8]| {
             let mut dec = Decoder::new();
             let mut out = Vec::new();

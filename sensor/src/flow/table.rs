@@ -952,16 +952,14 @@ mod tests {
         assert_eq!(conn_state(1, 0, IN_USE | SEEN_ORIG | SEEN_RESP), OTH);
     }
 
-    /// Batches that prefetch (a table past `PREFETCH_MIN_FLOWS`) give the
-    /// records that packet-by-packet application gives.
-    #[test]
-    fn batches_give_the_records_of_single_packets() {
+    /// The decoded packets of a synthesized capture of `packets` over `flows`.
+    fn bulk_metas(packets: u64, flows: u64) -> Vec<PacketMeta> {
         use crate::capture::CaptureReader;
         use crate::decode::Decoder;
         use crate::synth::BulkConfig;
         let file = BulkConfig {
-            packets: 200_000,
-            flows: 3 * PREFETCH_MIN_FLOWS as u64,
+            packets,
+            flows,
             ..BulkConfig::default()
         }
         .to_pcap_bytes();
@@ -971,6 +969,14 @@ mod tests {
         while let Some(p) = reader.next_packet().unwrap() {
             decoder.decode(&p, &mut |m: &PacketMeta| metas.push(*m));
         }
+        metas
+    }
+
+    /// Batches that prefetch (a table past `PREFETCH_MIN_FLOWS`) give the
+    /// records that packet-by-packet application gives.
+    #[test]
+    fn batches_give_the_records_of_single_packets() {
+        let metas = bulk_metas(200_000, 3 * PREFETCH_MIN_FLOWS as u64);
         let run = |batch: usize| {
             let mut t = FlowTable::new(&FlowConfig::default(), 1_000_000);
             let mut recs = Vec::new();
@@ -1000,21 +1006,7 @@ mod tests {
     /// table is empty and reusable afterwards.
     #[test]
     fn a_batched_flush_gives_the_records_of_a_whole_one() {
-        use crate::capture::CaptureReader;
-        use crate::decode::Decoder;
-        use crate::synth::BulkConfig;
-        let file = BulkConfig {
-            packets: 20_000,
-            flows: 2_500,
-            ..BulkConfig::default()
-        }
-        .to_pcap_bytes();
-        let mut metas = Vec::new();
-        let mut reader = CaptureReader::new(&file[..], "bulk").unwrap();
-        let mut decoder = Decoder::new();
-        while let Some(p) = reader.next_packet().unwrap() {
-            decoder.decode(&p, &mut |m: &PacketMeta| metas.push(*m));
-        }
+        let metas = bulk_metas(20_000, 2_500);
         let filled = || {
             let mut t = FlowTable::new(&FlowConfig::default(), 100_000);
             t.process_batch(&metas);

@@ -474,9 +474,9 @@ struct PlainTransport {
 }
 
 /// Reads a TCP or UDP header (`proto` 6 or 17) in place when it is whole,
-/// valid and carries no tunnel; `None` leaves the packet to
-/// `Decoder::upper`, which counts what is wrong or follows the tunnel. What
-/// it yields is what `upper` yields for the same header.
+/// valid and carries no tunnel. Both the IPv4 fast path and
+/// `Decoder::transport` read these headers through it; on `None`,
+/// `transport` names what is wrong or follows the tunnel.
 #[inline(always)]
 fn plain_transport(proto: u8, l4: &[u8], l4_total: u32) -> Option<PlainTransport> {
     if proto == 6 {
@@ -973,28 +973,30 @@ impl Decoder {
         let mut icmp = [0u8; 2];
         let mut payload_len = l4_total;
         let mut next = Next::None;
-        match IpNumber(proto) {
-            IpNumber::TCP => {
-                let t = match TcpHeaderSlice::from_slice(l4) {
-                    Ok(t) => t,
-                    Err(etherparse::err::tcp::HeaderSliceError::Len(_)) => {
-                        return err(DecodeError::TcpTruncated);
-                    }
-                    Err(etherparse::err::tcp::HeaderSliceError::Content(_)) => {
-                        return err(DecodeError::TcpInvalid);
-                    }
-                };
-                if !tcp_options_valid(t.options()) {
-                    return err(DecodeError::TcpOptionsInvalid);
-                }
-                sport = t.source_port();
-                dport = t.destination_port();
-                tcp_flags = t.slice()[13];
-                tcp_seq = t.sequence_number();
-                zero_window = t.window_size() == 0 && tcp_flags & 0x06 == 0;
-                payload_len = l4_total.saturating_sub(u32::from(t.data_offset()) * 4);
+        let plain = match proto {
+            6 | 17 => plain_transport(proto, l4, l4_total),
+            _ => None,
+        };
+        match (IpNumber(proto), plain) {
+            (_, Some(t)) => {
+                sport = t.sport;
+                dport = t.dport;
+                tcp_flags = t.flags;
+                zero_window = t.zero_window;
+                tcp_seq = t.seq;
+                payload_len = t.payload_len;
             }
-            IpNumber::UDP => {
+            // Refused by `plain_transport`: etherparse names what is wrong.
+            (IpNumber::TCP, None) => {
+                use etherparse::err::tcp::HeaderSliceError;
+                return err(match TcpHeaderSlice::from_slice(l4) {
+                    Err(HeaderSliceError::Len(_)) => DecodeError::TcpTruncated,
+                    Err(HeaderSliceError::Content(_)) => DecodeError::TcpInvalid,
+                    Ok(_) => DecodeError::TcpOptionsInvalid,
+                });
+            }
+            // Too short, or to a tunnel port.
+            (IpNumber::UDP, None) => {
                 if l4.len() < 8 {
                     return err(DecodeError::UdpTruncated);
                 }
@@ -1026,21 +1028,21 @@ impl Decoder {
                     };
                 }
             }
-            IpNumber::SCTP => {
+            (IpNumber::SCTP, _) => {
                 if l4.len() < 12 {
                     return err(DecodeError::SctpTruncated);
                 }
                 sport = be16(l4, 0);
                 dport = be16(l4, 2);
             }
-            IpNumber::ICMP | IpNumber::IPV6_ICMP => {
+            (IpNumber::ICMP | IpNumber::IPV6_ICMP, _) => {
                 icmp = [
                     l4.first().copied().unwrap_or(0),
                     l4.get(1).copied().unwrap_or(0),
                 ];
             }
-            IpNumber::GRE => next = Next::Gre(l4),
-            IpNumber::IPV4 | IpNumber::IPV6 => next = Next::Ip(l4, TunnelType::IpInIp),
+            (IpNumber::GRE, _) => next = Next::Gre(l4),
+            (IpNumber::IPV4 | IpNumber::IPV6, _) => next = Next::Ip(l4, TunnelType::IpInIp),
             _ => {}
         }
         let (key, src_is_lo) = FlowKey::new(src, sport, dst, dport, proto, v6, ctx.vlan);
@@ -1197,13 +1199,13 @@ mod tests {
         f
     }
 
-    /// The IPv4 fast path in [`Decoder::ip`] (and its `plain_transport`)
-    /// and the general path through etherparse and `upper` yield the same
-    /// packets and counters for every total length field (below the header,
-    /// exact, past the frame, with padding), every cut of the frame, UDP
-    /// (also to the VXLAN and Geneve ports, which the fast path leaves to
-    /// `upper`), TCP with valid, invalid and no options and a bad data
-    /// offset, fragments and IP options (which take the general path).
+    /// The IPv4 fast path in [`Decoder::ip`] and the general path through
+    /// etherparse and `upper` yield the same packets and counters for every
+    /// total length field (below the header, exact, past the frame, with
+    /// padding), every cut of the frame, UDP (also to the VXLAN and Geneve
+    /// ports, which the fast path leaves to `upper`), TCP with valid, invalid
+    /// and no options and a bad data offset (where `upper` names the error),
+    /// fragments and IP options (which take the general path).
     #[test]
     fn fast_path_agrees_with_etherparse() {
         let tcp_pkt = packet(L4::Tcp {

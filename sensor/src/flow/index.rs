@@ -48,6 +48,18 @@ fn tag(hash: u64) -> u32 {
     (hash >> 32) as u32
 }
 
+/// How a slot is kept in [`Line::slots`]: above the two states.
+#[inline]
+fn stored(slot: u32) -> u32 {
+    slot + 2
+}
+
+/// The slot a live entry of [`Line::slots`] holds.
+#[inline]
+fn slot_of(s: u32) -> u32 {
+    s - 2
+}
+
 /// A bit per entry of `line` equal to `x`: two SSE2 comparisons on x86_64.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
@@ -135,8 +147,8 @@ impl FlowIndex {
             while hits != 0 {
                 let k = hits.trailing_zeros() as usize;
                 let s = line.slots[k & (WAYS - 1)];
-                if s > DELETED && eq(s - 2) {
-                    return Some(s - 2);
+                if s > DELETED && eq(slot_of(s)) {
+                    return Some(slot_of(s));
                 }
                 hits &= hits - 1;
             }
@@ -162,11 +174,11 @@ impl FlowIndex {
                 self.lines.len()
             });
         }
-        self.place(tag(hash), slot + 2);
+        self.place(tag(hash), stored(slot));
         self.items += 1;
     }
 
-    /// Puts an entry (`t`, `s` = slot + 2) in the first free place of its lines.
+    /// Puts an entry (tag `t`, stored slot `s`) in the first free place of its lines.
     fn place(&mut self, t: u32, s: u32) {
         let wrap = self.lines.len() - 1;
         let mut i = self.home(t);
@@ -191,9 +203,10 @@ impl FlowIndex {
         let mut i = self.home(t);
         loop {
             let line = &mut self.lines[i];
-            let open = line.slots.contains(&EMPTY);
-            let at = (0..WAYS).find(|&k| line.slots[k] == slot + 2 && line.tags[k] == t);
-            if let Some(k) = at {
+            let open = mask(&line.slots, EMPTY) != 0;
+            let at = mask(&line.slots, stored(slot)) & mask(&line.tags, t);
+            if at != 0 {
+                let k = at.trailing_zeros() as usize & (WAYS - 1);
                 line.tags[k] = 0;
                 if open {
                     line.slots[k] = EMPTY;

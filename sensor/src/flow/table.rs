@@ -393,26 +393,11 @@ impl FlowTable {
         &mut self.chunks[slot as usize / CHUNK][slot as usize % CHUNK]
     }
 
-    #[inline]
-    fn idle_timeout(&self, f: &Flow) -> u64 {
-        self.timeouts.idle_timeout(f)
-    }
-
-    #[inline]
-    fn record_due(&self, f: &Flow, now_ns: u64) -> bool {
-        self.timeouts.record_due(f, now_ns)
-    }
-
-    #[inline]
-    fn one_way_due(&self, f: &Flow, now_ns: u64) -> bool {
-        self.timeouts.one_way_due(f, now_ns)
-    }
-
     /// The packet time at which the flow's next timer is due.
     fn due(&self, f: &Flow) -> u64 {
         let idle = f
             .last_ns
-            .saturating_add(self.idle_timeout(f))
+            .saturating_add(self.timeouts.idle_timeout(f))
             .saturating_add(1);
         if f.pkts[0] + f.pkts[1] > 0 {
             let mut d = idle.min(
@@ -530,11 +515,11 @@ impl FlowTable {
     fn process_eventful(&mut self, slot: u32, m: &PacketMeta) {
         let mut f = *self.flow(slot);
         // An early report comes first: the wheel may have made it already.
-        if self.one_way_due(&f, m.ts_ns) {
+        if self.timeouts.one_way_due(&f, m.ts_ns) {
             self.interim(slot);
             f = *self.flow(slot);
         }
-        let idle = m.ts_ns > f.last_ns.saturating_add(self.idle_timeout(&f));
+        let idle = m.ts_ns > f.last_ns.saturating_add(self.timeouts.idle_timeout(&f));
         let reopened = reopens(&f, m);
         if idle || reopened {
             let reason = if f.state & CLOSED != 0 {
@@ -548,7 +533,7 @@ impl FlowTable {
             self.create(m);
             return;
         }
-        if self.record_due(&f, m.ts_ns) {
+        if self.timeouts.record_due(&f, m.ts_ns) {
             self.interim(slot);
         }
         let restart = self.timeouts.report != 0 && {
@@ -764,10 +749,10 @@ impl FlowTable {
                 // start (see `process`), so every shard cuts them at the same
                 // packet time whatever else it sees. Heavy two-way records
                 // are cut by packets only.
-                if self.one_way_due(&f, now_ns) {
+                if self.timeouts.one_way_due(&f, now_ns) {
                     self.interim(slot);
                 }
-                if now_ns > f.last_ns.saturating_add(self.idle_timeout(&f)) {
+                if now_ns > f.last_ns.saturating_add(self.timeouts.idle_timeout(&f)) {
                     let reason = if f.state & CLOSED != 0 {
                         closed_reason(&f)
                     } else {
@@ -807,7 +792,7 @@ impl FlowTable {
             if f.state & IN_USE != 0 {
                 // An early report due by the clock, whether or not the wheel
                 // reached its tick yet.
-                if self.one_way_due(f, self.now_ns) {
+                if self.timeouts.one_way_due(f, self.now_ns) {
                     self.interim(slot);
                 }
                 let f = self.flow(slot);

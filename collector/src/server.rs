@@ -298,12 +298,15 @@ fn writer(
                 Err(_) => break,
             }
         }
-        for j in jobs.iter().filter(|j| j.opens_stream) {
-            shared.store.stream_opened(&j.batch.sensor_id);
-        }
         let t0 = Instant::now();
-        let batches: Vec<&IngestBatch> = jobs.iter().map(|j| &j.batch).collect();
-        let res = shared.store.commit_many(&batches);
+        let res = jobs
+            .iter()
+            .filter(|j| j.opens_stream)
+            .try_for_each(|j| shared.store.stream_opened(&j.batch.sensor_id))
+            .and_then(|()| {
+                let batches: Vec<&IngestBatch> = jobs.iter().map(|j| &j.batch).collect();
+                shared.store.commit_many(&batches)
+            });
         let m = &shared.metrics;
         m.commit_ns_sum
             .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -576,6 +579,19 @@ impl Ingest for IngestSvc {
                             seq,
                             duplicate: true,
                         }
+                    }
+                    Ok(Ok(CommitOutcome::Fenced)) => {
+                        m.batches_failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            seq,
+                            "the sensor moved to another collector since this stream opened: stream ended"
+                        );
+                        let _ = ack_tx
+                            .send(Err(Status::aborted(
+                                "another collector took this sensor over since the stream opened: send again",
+                            )))
+                            .await;
+                        return;
                     }
                     Ok(Err(e)) => {
                         m.batches_failed.fetch_add(1, Ordering::Relaxed);

@@ -412,7 +412,7 @@ fn a_sensor_back_from_another_collector_is_judged_by_the_database() {
             CommitOutcome::Stored { gap: 0 }
         );
     }
-    b.stream_opened("s");
+    b.stream_opened("s").unwrap();
     for seq in 3..=4 {
         assert_eq!(
             b.commit(&batch("s", seq, some.clone())).unwrap(),
@@ -420,7 +420,7 @@ fn a_sensor_back_from_another_collector_is_judged_by_the_database() {
         );
     }
     // Back to A, resending batch 4 (B's acknowledgement was lost), then 5.
-    a.stream_opened("s");
+    a.stream_opened("s").unwrap();
     assert_eq!(
         a.commit(&batch("s", 4, some.clone())).unwrap(),
         CommitOutcome::Duplicate
@@ -433,6 +433,127 @@ fn a_sensor_back_from_another_collector_is_judged_by_the_database() {
     assert_eq!(n.flows, 15, "five batches of three, none stored twice");
     let s = &a.sensors().unwrap()[0];
     assert_eq!((s.last_seq, s.batches, s.seq_gaps), (5, 5, 0));
+}
+
+/// Rows stored per `seq` for `sensor` (straight from `flows`).
+fn rows_per_seq(ch: &ClickHouseStore, sensor: &str) -> Vec<(u64, u64)> {
+    let http = vigil_collector::store::clickhouse::http::Endpoint::parse(
+        &server().unwrap().url,
+        "default",
+        "",
+    )
+    .unwrap();
+    let body = http
+        .query(&format!(
+            "SELECT seq, count() FROM {}.flows WHERE sensor_id = '{sensor}' \
+             GROUP BY seq ORDER BY seq FORMAT TabSeparated",
+            ch.database()
+        ))
+        .unwrap();
+    String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (a, b) = l.split_once('\t').unwrap();
+            (a.parse().unwrap(), b.parse().unwrap())
+        })
+        .collect()
+}
+
+/// Collector B taking a sensor over fences A out: A's next insert fails,
+/// and A refuses every batch of the streams it had opened before (their
+/// sensors reconnect); a stream opened to A afterwards is stored again.
+#[test]
+fn a_collector_that_lost_a_sensor_stores_nothing_of_its_older_streams() {
+    let Some(a) = store() else { return };
+    let some: Vec<FlowRecord> = records().into_iter().take(3).collect();
+    let b = another(&a);
+    for s in ["s", "t"] {
+        a.stream_opened(s).unwrap();
+        assert_eq!(
+            a.commit(&batch(s, 1, some.clone())).unwrap(),
+            CommitOutcome::Stored { gap: 0 }
+        );
+    }
+    // s moves to B (its batch 2 is perhaps still on its way to A).
+    b.stream_opened("s").unwrap();
+    let e = a.commit(&batch("s", 2, some.clone())).unwrap_err();
+    assert!(e.to_string().contains("fenced out"), "{e}");
+    // Whatever A still holds from its older streams is refused: s's batch
+    // and t's alike (t's sensor reconnects).
+    assert_eq!(
+        a.commit_many(&[&batch("s", 2, some.clone()), &batch("t", 2, some.clone())])
+            .unwrap(),
+        vec![CommitOutcome::Fenced, CommitOutcome::Fenced]
+    );
+    assert_eq!(
+        b.commit(&batch("s", 2, some.clone())).unwrap(),
+        CommitOutcome::Stored { gap: 0 }
+    );
+    // t reconnects to A: its stream opened after the fence is stored.
+    a.stream_opened("t").unwrap();
+    assert_eq!(
+        a.commit(&batch("t", 2, some.clone())).unwrap(),
+        CommitOutcome::Stored { gap: 0 }
+    );
+    assert_eq!(rows_per_seq(&a, "s"), [(1, 3), (2, 3)]);
+    assert_eq!(rows_per_seq(&a, "t"), [(1, 3), (2, 3)]);
+    // And the roll-ups counted each flow once.
+    let all = parse("").unwrap();
+    let from_rollup = a
+        .top(&all, TimeRange::default(), TopKey::Proto, TopBy::Flows, 10)
+        .unwrap();
+    assert_eq!(from_rollup.iter().map(|r| r.totals.flows).sum::<u64>(), 12);
+}
+
+/// Two collectors handed the same batch at the same moment, as when a
+/// sensor gives up on A while A is still storing, and sends the batch to B:
+/// B fences A out before storing, so the batch is stored once whichever
+/// insert comes first. Without the fence, both stored it.
+#[test]
+fn the_same_batch_sent_to_two_collectors_at_once_is_stored_once() {
+    let Some(a) = store() else { return };
+    let b = another(&a);
+    let base = records();
+    // Large enough that A's insert is still running when B begins.
+    let big: Vec<FlowRecord> = base.iter().cycle().take(50_000).cloned().collect();
+    for round in 0..6 {
+        let sensor = format!("s{round}");
+        // The sensor streams to A, reconnecting while A refuses (it was
+        // fenced out in the round before).
+        let first = batch(&sensor, 1, base.clone());
+        for attempt in 0.. {
+            assert!(attempt < 3, "A stores again once reconnected");
+            a.stream_opened(&sensor).unwrap();
+            if let Ok(CommitOutcome::Stored { .. }) = a.commit(&first) {
+                break;
+            }
+        }
+        let second = batch(&sensor, 2, big.clone());
+        std::thread::scope(|sc| {
+            let on_a = sc.spawn(|| a.commit(&second));
+            // Staggered starts: B's take-over lands before, during and
+            // after A's insert.
+            std::thread::sleep(Duration::from_millis(40 * round));
+            let on_b = b
+                .stream_opened(&sensor)
+                .and_then(|()| b.commit(&second))
+                .unwrap();
+            assert!(
+                matches!(
+                    on_b,
+                    CommitOutcome::Stored { .. } | CommitOutcome::Duplicate
+                ),
+                "{on_b:?}"
+            );
+            let _ = on_a.join().unwrap();
+        });
+        assert_eq!(
+            rows_per_seq(&a, &sensor),
+            [(1, base.len() as u64), (2, big.len() as u64)],
+            "round {round}: each batch once"
+        );
+    }
 }
 
 fn ch_db(s: &ClickHouseStore) -> String {
@@ -827,15 +948,21 @@ fn rollups_are_back_filled_when_missing() {
         )
         .unwrap();
     for name in ["dst", "dport", "proto"] {
-        http.query(&format!("DROP TABLE {db}.rollup_{name}_mv"))
-            .unwrap();
         http.query(&format!("DROP TABLE {db}.rollup_{name}"))
             .unwrap();
     }
-    // An earlier layout of a roll-up (without the protocol) is made again.
+    // An earlier layout of a roll-up (without the protocol) is made again,
+    // and so is the view on `flows` that filled it then (the collectors'
+    // ingest tables fill the roll-ups now: left, it would count twice).
     http.query(&format!(
         "CREATE TABLE {db}.rollup_dport (minute UInt64, k UInt64, flows UInt64, packets UInt64, \
          bytes UInt64) ENGINE = SummingMergeTree() ORDER BY (minute, k)"
+    ))
+    .unwrap();
+    http.query(&format!(
+        "CREATE MATERIALIZED VIEW {db}.rollup_dport_mv TO {db}.rollup_dport AS SELECT \
+         intDiv(first_ns, 60000000000) AS minute, toUInt64(dst_port) AS k, count() AS flows, \
+         sum(packets) AS packets, sum(bytes) AS bytes FROM {db}.flows GROUP BY minute, k"
     ))
     .unwrap();
     let again = open_store(&url, &db);
@@ -870,12 +997,25 @@ fn rollups_are_back_filled_when_missing() {
             .unwrap(),
         ports
     );
-    // And the view is back: new flows reach the roll-up.
+    // And new flows reach the roll-ups, once.
     again.commit(&batch("s", 2, recs.clone())).unwrap();
     let doubled = again
         .top(&all, TimeRange::default(), TopKey::Dst, TopBy::Bytes, 1)
         .unwrap();
     assert_eq!(doubled[0].totals.bytes, 2 * before[0].totals.bytes);
+    let ports_doubled = again
+        .top(
+            &all,
+            TimeRange::default(),
+            TopKey::DstPort,
+            TopBy::Flows,
+            10,
+        )
+        .unwrap();
+    assert_eq!(ports_doubled.len(), ports.len());
+    for (two, one) in ports_doubled.iter().zip(&ports) {
+        assert_eq!(two.totals.flows, 2 * one.totals.flows, "{two:?} {one:?}");
+    }
 }
 
 /// Retention drops whole days of flows (and of the roll-ups) by age, then

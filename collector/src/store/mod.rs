@@ -65,6 +65,11 @@ pub enum CommitOutcome {
     },
     /// Stored before; nothing written but the duplicate count.
     Duplicate,
+    /// Not stored: the batch came on a stream this collector opened before
+    /// another collector took the sensor over and fenced this one out (see
+    /// [`FlowStore::stream_opened`]). The stream must end; the sensor sends
+    /// the batch again on its next one.
+    Fenced,
 }
 
 /// What the store knows of a sensor.
@@ -153,9 +158,14 @@ pub trait FlowStore: Send + Sync {
     /// A sensor opened a stream to this collector. Whatever the store
     /// remembers of that sensor's progress may be stale: since it last wrote
     /// here, the sensor may have sent batches to another collector sharing
-    /// the database. Called by the writer before it commits the stream's
-    /// first batch. Nothing to do for a store only one collector writes.
-    fn stream_opened(&self, _sensor_id: &str) {}
+    /// the database. A store several collectors share also stops the
+    /// collector the sensor left from writing any more (it may still be
+    /// storing a batch the sensor will now send here). Called by the writer
+    /// before it commits the stream's first batch; an error fails that
+    /// commit. Nothing to do for a store only one collector writes.
+    fn stream_opened(&self, _sensor_id: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Most flows worth gathering into one [`FlowStore::commit_many`]: the
     /// collector's writer takes every batch waiting, up to this.

@@ -19,15 +19,23 @@
 //! - `duplicates`, `sensor_runs`: duplicate batches seen; each sensor run's
 //!   latest counters.
 //! - `alerts` (`ReplacingMergeTree` by update time), `alert_evidence`.
+//! - `rollup_dst`, `rollup_dport`, `rollup_proto`: per-minute roll-ups.
+//! - `streams`: which collector each sensor opened a stream to, and when.
+//! - `ingest_{writer}_{epoch}`: each collector's own `Null` table, which
+//!   its flow inserts go to, with the materialized views that write them
+//!   into `flows` and the roll-ups.
 //!
 //! Exactly once: a batch's flows (each row carrying its `seq`) are
 //! inserted, then its `batches` row; a batch whose `seq` is not above the
 //! sensor's highest committed `seq` is a duplicate. ClickHouse has no
 //! transactions: when a commit stops between the two inserts, the batch
-//! comes again (the sensor still holds it), its flows are found by `seq`
-//! and only the mark is written. Remaining windows: an insert that
-//! ClickHouse splits over two day partitions is not atomic, and two
-//! collectors given the same batch at the same moment both store it.
+//! comes again (the sensor still holds it), and only the rows of it not
+//! found (by `seq` and index) are written, then the mark. A sensor that
+//! leaves collector A for B may have left A storing a batch that it now
+//! sends to B: B first fences A out (drops A's ingest table, which waits
+//! for A's running inserts and fails A's later ones), then reads what is
+//! stored. A, finding its ingest table gone, refuses the batches of every
+//! stream it opened before (their sensors reconnect) and makes a new one.
 
 pub mod http;
 
@@ -103,6 +111,55 @@ pub struct ClickHouseStore {
     /// Flow blocks of earlier inserts, their buffers kept for the next
     /// (fresh ones of tens of MiB cost page faults on every commit).
     blocks: Mutex<Vec<FlowBlock>>,
+    /// This store's name among the collectors sharing the database: its
+    /// ingest tables are `ingest_{writer}_{epoch}`.
+    writer: String,
+    /// ` SYNC` where `DROP TABLE` must be told to wait for the inserts
+    /// running into the table (an `Atomic` database), else empty.
+    drop_sync: &'static str,
+    ingest: Mutex<Ingest>,
+}
+
+/// Where this store's flow inserts go, and since when.
+///
+/// Flows are not inserted into `flows` directly but into a `Null` table of
+/// this store's own, `ingest_{writer}_{epoch}`, whose materialized views
+/// write them to `flows` and to the roll-ups. A collector taking a sensor
+/// over drops the ingest tables of the collectors the sensor streamed to
+/// before (`fence`): `DROP TABLE` waits for the inserts running into the
+/// table, and any insert after it fails, so once the new collector has
+/// fenced, nothing the old one still holds can land.
+#[derive(Debug, Default)]
+struct Ingest {
+    /// The current ingest table, once made.
+    table: Option<String>,
+    /// Made again, under the next epoch, when found dropped.
+    epoch: u64,
+    /// Per sensor, the epoch in which its current stream opened: a stream
+    /// older than the current epoch was opened before this store was fenced
+    /// out, and its batches are refused ([`CommitOutcome::Fenced`]).
+    opened: HashMap<String, u64>,
+}
+
+/// Whether `e` says that the ingest table `table` does not exist (code 60,
+/// `UNKNOWN_TABLE`; 18.16 writes `Code: 60, e.displayText() = …`, current
+/// releases `Code: 60. DB::Exception: … (UNKNOWN_TABLE)`): another
+/// collector fenced this one out.
+fn is_fenced(e: &HttpError, table: &str) -> bool {
+    matches!(e, HttpError::Server { message, .. }
+        if message.contains(table)
+            && (message.contains("Code: 60,") || message.contains("Code: 60.")))
+}
+
+/// A name for this store among the collectors writing to one database:
+/// 16 hex digits from the process, the time and the address of a local.
+fn writer_name() -> String {
+    use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    std::process::id().hash(&mut h);
+    std::time::SystemTime::now().hash(&mut h);
+    (&raw const h).addr().hash(&mut h);
+    format!("{:016x}", h.finish())
 }
 
 fn err(e: HttpError) -> StoreError {
@@ -192,6 +249,15 @@ const ROLLUPS: [Rollup; 3] = [
     },
 ];
 
+/// Roll-up `r`'s rows over the flows in `from`.
+fn rollup_select(r: &Rollup, from: &str) -> String {
+    let (k_expr, cond, extra) = (r.k_expr, r.cond, r.extra);
+    format!(
+        "SELECT intDiv(first_ns, {NS_PER_MIN}) AS minute, {k_expr} AS k{extra}, count() AS flows, \
+         sum(packets) AS packets, sum(bytes) AS bytes FROM {from} WHERE {cond} GROUP BY minute, k{extra}"
+    )
+}
+
 /// The columns a record is read back from (see `read_flows`).
 const READ_COLS: &str = "sensor_id, record, first_ns, last_ns, flow_id, proto, src_ip, src_port, dst_ip, dst_port, has_ports, vlan0, vlan1, community_id";
 
@@ -232,7 +298,7 @@ impl ClickHouseStore {
         if let Some(ca) = &cfg.ca {
             http = http.with_ca_file(ca).map_err(err)?;
         }
-        let store = ClickHouseStore {
+        let mut store = ClickHouseStore {
             http,
             db: cfg.database.clone(),
             max_age: cfg.max_age,
@@ -240,8 +306,21 @@ impl ClickHouseStore {
             parallel_inserts: cfg.parallel_inserts.max(1),
             last_seq: Mutex::new(HashMap::new()),
             blocks: Mutex::new(Vec::new()),
+            writer: writer_name(),
+            drop_sync: "",
+            ingest: Mutex::new(Ingest {
+                epoch: 1,
+                ..Ingest::default()
+            }),
         };
         store.migrate()?;
+        let body = store.select(&format!(
+            "SELECT engine FROM system.databases WHERE name = {}",
+            lit(store.db.as_bytes())
+        ))?;
+        if Reader::new(&body).string()? == "Atomic" {
+            store.drop_sync = " SYNC";
+        }
         Ok(store)
     }
 
@@ -276,6 +355,12 @@ impl ClickHouseStore {
                 "CREATE TABLE IF NOT EXISTS {db}.duplicates (sensor_id String, seq UInt64, \
                  received_ns UInt64) ENGINE = MergeTree() ORDER BY (sensor_id, seq)"
             ),
+            // Which collector (`writer`) each sensor opened a stream to,
+            // and when (the collector's clock): who to fence.
+            format!(
+                "CREATE TABLE IF NOT EXISTS {db}.streams (sensor_id String, writer String, \
+                 opened_ns UInt64) ENGINE = MergeTree() ORDER BY (sensor_id, opened_ns)"
+            ),
             format!(
                 "CREATE TABLE IF NOT EXISTS {db}.sensor_runs (sensor_id String, run_id UInt64, \
                  updated_ns UInt64, stats String) \
@@ -299,17 +384,26 @@ impl ClickHouseStore {
     }
 
     /// Per-minute roll-ups (Akvorado's pattern): a `SummingMergeTree` per
-    /// top-N key, filled by a materialized view on every insert into
-    /// `flows`; created and back-filled from `flows` when missing, and made
-    /// again when an older version of the table has other columns.
+    /// top-N key, filled by a materialized view on each collector's ingest
+    /// table ([`Ingest`]); created and back-filled from `flows` when
+    /// missing, and made again when an older version of the table has other
+    /// columns.
     fn migrate_rollups(&self) -> Result<(), StoreError> {
         let db = &self.db;
         // Retired: a roll-up by source (sources are many, often spoofed: it
-        // held nearly a row per flow and halved the insert rate).
-        for stmt in [
+        // held nearly a row per flow and halved the insert rate), and the
+        // views on `flows` that filled the roll-ups before the ingest
+        // tables did (they would count every flow twice now).
+        let mut retired = vec![
             format!("DROP TABLE IF EXISTS {db}.rollup_src_mv"),
             format!("DROP TABLE IF EXISTS {db}.rollup_src"),
-        ] {
+        ];
+        retired.extend(
+            ROLLUPS
+                .iter()
+                .map(|r| format!("DROP TABLE IF EXISTS {db}.rollup_{}_mv", r.name)),
+        );
+        for stmt in retired {
             self.http.query(&stmt).map_err(err)?;
         }
         for r in &ROLLUPS {
@@ -336,15 +430,11 @@ impl ClickHouseStore {
             }
             if !have.is_empty() {
                 tracing::info!(table = %format!("{db}.rollup_{name}"), "roll-up table of an older layout: made again");
-                for stmt in [
-                    format!("DROP TABLE IF EXISTS {db}.rollup_{name}_mv"),
-                    format!("DROP TABLE IF EXISTS {db}.rollup_{name}"),
-                ] {
-                    self.http.query(&stmt).map_err(err)?;
-                }
+                self.http
+                    .query(&format!("DROP TABLE IF EXISTS {db}.rollup_{name}"))
+                    .map_err(err)?;
             }
-            let (k_type, k_expr, cond, extra, extra_ddl) =
-                (r.k_type, r.k_expr, r.cond, r.extra, r.extra_ddl);
+            let (k_type, extra, extra_ddl) = (r.k_type, r.extra, r.extra_ddl);
             self.http
                 .query(&format!(
                     "CREATE TABLE IF NOT EXISTS {db}.rollup_{name} (minute UInt64, k {k_type}{extra_ddl}, \
@@ -352,21 +442,85 @@ impl ClickHouseStore {
                      ENGINE = SummingMergeTree() PARTITION BY intDiv(minute, 1440) ORDER BY (minute, k{extra})"
                 ))
                 .map_err(err)?;
-            let select = format!(
-                "SELECT intDiv(first_ns, {NS_PER_MIN}) AS minute, {k_expr} AS k{extra}, count() AS flows, \
-                 sum(packets) AS packets, sum(bytes) AS bytes FROM {db}.flows WHERE {cond} GROUP BY minute, k{extra}"
-            );
+            // The flows stored before the roll-up existed. (Flows that
+            // another collector inserts while this runs may be counted
+            // twice: collectors migrate before they accept sensors.)
             self.http
                 .query(&format!(
-                    "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.rollup_{name}_mv TO {db}.rollup_{name} AS {select}"
+                    "INSERT INTO {db}.rollup_{name} (minute, k{extra}, flows, packets, bytes) {}",
+                    rollup_select(r, &format!("{db}.flows"))
                 ))
                 .map_err(err)?;
-            // Flows stored before the roll-up existed. (Flows inserted
-            // between the view's creation and this are counted twice: the
-            // collector migrates before it accepts sensors.)
+        }
+        Ok(())
+    }
+
+    /// The current ingest table, made (with its views) if there is none.
+    fn ingest_table(&self, ing: &mut Ingest) -> Result<String, StoreError> {
+        if let Some(t) = &ing.table {
+            return Ok(t.clone());
+        }
+        let db = &self.db;
+        let table = format!("ingest_{}_{}", self.writer, ing.epoch);
+        let cols = FLOW_COLUMNS.map(|(name, _)| name).join(", ");
+        let mut ddl = vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {db}.{table} ({}) ENGINE = Null",
+                FLOW_COLUMNS
+                    .map(|(name, ty)| format!("{name} {ty}"))
+                    .join(", ")
+            ),
+            format!(
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{table}_flows TO {db}.flows \
+                 AS SELECT {cols} FROM {db}.{table}"
+            ),
+        ];
+        ddl.extend(ROLLUPS.iter().map(|r| {
+            format!(
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{table}_{} TO {db}.rollup_{} AS {}",
+                r.name,
+                r.name,
+                rollup_select(r, &format!("{db}.{table}"))
+            )
+        }));
+        for stmt in &ddl {
+            self.http.query(stmt).map_err(err)?;
+        }
+        ing.table = Some(table.clone());
+        Ok(table)
+    }
+
+    /// Stops collector `writer` from writing flows: drops its ingest
+    /// tables (waiting for the inserts running into them), then their
+    /// views.
+    fn fence(&self, writer: &str) -> Result<(), StoreError> {
+        let db = &self.db;
+        let prefix = format!("ingest_{writer}_");
+        let body = self.select(&format!(
+            "SELECT name, engine FROM system.tables WHERE database = {} AND name LIKE {}",
+            lit(db.as_bytes()),
+            lit(format!("{prefix}%").as_bytes())
+        ))?;
+        let mut rd = Reader::new(&body);
+        let (mut tables, mut views) = (Vec::new(), Vec::new());
+        while !rd.done() {
+            let (name, engine) = (rd.string()?, rd.string()?);
+            // Written into a statement: checked.
+            if !name.starts_with(&prefix) || !valid_name(&name) {
+                continue;
+            }
+            if engine == "Null" {
+                tables.push(name);
+            } else {
+                views.push(name);
+            }
+        }
+        for name in tables.iter().chain(&views) {
+            tracing::info!(table = %format!("{db}.{name}"), "fencing out the collector the sensor left");
             self.http
                 .query(&format!(
-                    "INSERT INTO {db}.rollup_{name} (minute, k{extra}, flows, packets, bytes) {select}"
+                    "DROP TABLE IF EXISTS {db}.{name}{}",
+                    self.drop_sync
                 ))
                 .map_err(err)?;
         }
@@ -974,10 +1128,59 @@ impl FlowStore for ClickHouseStore {
     /// would otherwise find A judging its batches by what it had sent to A
     /// alone, storing again a batch B stored but could not acknowledge, and
     /// counting the batches B took as a gap.
-    fn stream_opened(&self, sensor_id: &str) {
+    ///
+    /// And fences out every other collector to which the sensor opened a
+    /// stream since it last opened one here (by `streams`): one of them may
+    /// still be storing a batch the sensor will now send here. That
+    /// collector's other streams end too (their batches come back as
+    /// [`CommitOutcome::Fenced`]); their sensors reconnect.
+    fn stream_opened(&self, sensor_id: &str) -> Result<(), StoreError> {
         if let Ok(mut known) = self.last_seq.lock() {
             known.remove(sensor_id);
         }
+        let mut ing = self
+            .ingest
+            .lock()
+            .map_err(|_| StoreError::ClickHouse("state lock poisoned".into()))?;
+        let db = &self.db;
+        let s = lit(sensor_id.as_bytes());
+        let body = self.select(&format!(
+            "SELECT writer, toUInt64(max(opened_ns)) FROM {db}.streams WHERE sensor_id = {s} GROUP BY writer"
+        ))?;
+        let mut rd = Reader::new(&body);
+        let mut seen = Vec::new();
+        while !rd.done() {
+            seen.push((rd.string()?, rd.u64()?));
+        }
+        let mine = seen
+            .iter()
+            .filter(|(w, _)| *w == self.writer)
+            .map(|(_, t)| *t)
+            .max()
+            .unwrap_or(0);
+        for (w, t) in &seen {
+            if *w != self.writer && *t >= mine && w.bytes().all(|b| b.is_ascii_hexdigit()) {
+                self.fence(w)?;
+            }
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let mut row = Vec::new();
+        put_str(&mut row, sensor_id.as_bytes());
+        put_str(&mut row, self.writer.as_bytes());
+        row.extend_from_slice(&now.max(mine + 1).to_le_bytes());
+        self.http
+            .insert(
+                &format!(
+                    "INSERT INTO {db}.streams (sensor_id, writer, opened_ns) FORMAT RowBinary"
+                ),
+                &row,
+            )
+            .map_err(err)?;
+        let epoch = ing.epoch;
+        ing.opened.insert(sensor_id.to_string(), epoch);
+        Ok(())
     }
 
     fn commit_many(&self, batches: &[&IngestBatch]) -> Result<Vec<CommitOutcome>, StoreError> {
@@ -985,11 +1188,24 @@ impl FlowStore for ClickHouseStore {
             .last_seq
             .lock()
             .map_err(|_| StoreError::ClickHouse("state lock poisoned".into()))?;
+        let mut ing = self
+            .ingest
+            .lock()
+            .map_err(|_| StoreError::ClickHouse("state lock poisoned".into()))?;
+        let ingest = self.ingest_table(&mut ing)?;
         let mut outcomes = Vec::with_capacity(batches.len());
         let (mut marks, mut dups, mut runs) = (Vec::new(), Vec::new(), Vec::new());
         // The flow rows to insert: (batch, index in it).
         let mut rows: Vec<(&IngestBatch, u32)> = Vec::new();
         for b in batches {
+            if ing
+                .opened
+                .get(&b.sensor_id)
+                .is_some_and(|e| *e != ing.epoch)
+            {
+                outcomes.push(CommitOutcome::Fenced);
+                continue;
+            }
             let (last, flows_to) = match known.get(&b.sensor_id) {
                 Some(v) => *v,
                 None => self.db_last_seq(&b.sensor_id)?,
@@ -1042,7 +1258,7 @@ impl FlowStore for ClickHouseStore {
         // The flows in parallel inserts, each encoded by its own thread and
         // parsed and written by a server thread of its own; the marks only
         // once all are in.
-        let insert_flows = |part: &[(&IngestBatch, u32)]| -> Result<(), StoreError> {
+        let insert_flows = |part: &[(&IngestBatch, u32)]| -> Result<(), HttpError> {
             let spare = self.blocks.lock().ok().and_then(|mut v| v.pop());
             let mut block = spare.unwrap_or_else(|| FlowBlock::with_rows(part.len()));
             block.clear();
@@ -1053,8 +1269,8 @@ impl FlowStore for ClickHouseStore {
             // Named in the statement as in the block: the table's own
             // column order does not matter (a test checks).
             let cols = FLOW_COLUMNS.map(|(name, _)| name).join(", ");
-            let st = format!("INSERT INTO {}.flows ({cols}) FORMAT Native", self.db);
-            let res = self.http.insert_parts(&st, &block.parts()).map_err(err);
+            let st = format!("INSERT INTO {}.{ingest} ({cols}) FORMAT Native", self.db);
+            let res = self.http.insert_parts(&st, &block.parts());
             if let Ok(mut v) = self.blocks.lock() {
                 v.push(block);
             }
@@ -1069,13 +1285,44 @@ impl FlowStore for ClickHouseStore {
                     .iter()
                     .map(|p| sc.spawn(|| insert_flows(&rows[p.clone()])))
                     .collect();
-                handles.into_iter().try_for_each(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(StoreError::ClickHouse("an insert thread panicked".into()))
+                // Every insert's outcome: the fence is seen in any of them.
+                let all: Vec<_> = handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(HttpError::Io {
+                                addr: self.http.addr(),
+                                source: std::io::Error::other("an insert thread panicked"),
+                            })
+                        })
                     })
-                })
+                    .collect();
+                match all
+                    .iter()
+                    .position(|r| r.as_ref().is_err_and(|e| is_fenced(e, &ingest)))
+                {
+                    Some(i) => all.into_iter().nth(i).unwrap_or(Ok(())),
+                    None => all.into_iter().collect(),
+                }
             }),
         };
+        let flows = flows.map_err(|e| {
+            if is_fenced(&e, &ingest) {
+                // Another collector took one of this store's sensors over
+                // and dropped the ingest table. The streams open here may
+                // carry batches that collector stores now: they are
+                // refused from here on (their sensors reconnect), and a
+                // new ingest table serves the streams opened after.
+                tracing::warn!(table = %ingest, "fenced out by another collector: streams open here end");
+                ing.table = None;
+                ing.epoch += 1;
+                StoreError::ClickHouse(format!(
+                    "fenced out: another collector took a sensor of this one over ({e})"
+                ))
+            } else {
+                err(e)
+            }
+        });
         let res = flows
             .and_then(|()| insert("sensor_runs", "sensor_id, run_id, updated_ns, stats", &runs))
             .and_then(|()| insert("batches", "sensor_id, seq, flows, received_ns", &marks))
@@ -1545,5 +1792,39 @@ mod tests {
         }
         assert!(valid_name("vigil_2"));
         assert_eq!(lit(b"a'"), "unhex('6127')");
+    }
+
+    #[test]
+    fn a_dropped_ingest_table_is_recognized_in_both_servers_words() {
+        let server = |message: &str| HttpError::Server {
+            addr: "127.0.0.1:8123".into(),
+            status: 404,
+            message: message.into(),
+        };
+        let t = "ingest_00112233aabbccdd_1";
+        for m in [
+            // 18.16
+            "Code: 60, e.displayText() = DB::Exception: Table v.ingest_00112233aabbccdd_1 doesn't exist., e.what() = DB::Exception",
+            // current releases
+            "Code: 60. DB::Exception: Table v.ingest_00112233aabbccdd_1 does not exist. (UNKNOWN_TABLE)",
+        ] {
+            assert!(is_fenced(&server(m), t), "{m}");
+        }
+        // Another table missing, another error, another ingest table.
+        for m in [
+            "Code: 60. DB::Exception: Table v.flows does not exist. (UNKNOWN_TABLE)",
+            "Code: 241. DB::Exception: Memory limit exceeded while inserting into v.ingest_00112233aabbccdd_1",
+            "Code: 60. DB::Exception: Table v.ingest_00112233aabbccdd_2 does not exist. (UNKNOWN_TABLE)",
+        ] {
+            assert!(!is_fenced(&server(m), t), "{m}");
+        }
+        let io = HttpError::Io {
+            addr: "127.0.0.1:8123".into(),
+            source: std::io::Error::other(t),
+        };
+        assert!(!is_fenced(&io, t));
+        // Each store names itself apart.
+        assert_ne!(writer_name(), writer_name());
+        assert!(writer_name().bytes().all(|b| b.is_ascii_hexdigit()));
     }
 }

@@ -490,6 +490,19 @@ impl ClickHouseStore {
         Ok(table)
     }
 
+    /// Whether the server answers that table `name` does not exist (not
+    /// when it does not answer).
+    fn table_gone(&self, name: &str) -> bool {
+        let Ok(body) = self.select(&format!(
+            "SELECT toUInt64(count()) FROM system.tables WHERE database = {} AND name = {}",
+            lit(self.db.as_bytes()),
+            lit(name.as_bytes())
+        )) else {
+            return false;
+        };
+        matches!(Reader::new(&body).u64(), Ok(0))
+    }
+
     /// Stops collector `writer` from writing flows: drops its ingest
     /// tables (waiting for the inserts running into them), then their
     /// views.
@@ -1307,7 +1320,11 @@ impl FlowStore for ClickHouseStore {
             }),
         };
         let flows = flows.map_err(|e| {
-            if is_fenced(&e, &ingest) {
+            // The server may refuse an insert into a dropped table before
+            // it has read the body, and close the connection: the client
+            // then sees the connection reset, not the error. So any failed
+            // insert asks whether the table is still there.
+            if is_fenced(&e, &ingest) || self.table_gone(&ingest) {
                 // Another collector took one of this store's sensors over
                 // and dropped the ingest table. The streams open here may
                 // carry batches that collector stores now: they are

@@ -1130,10 +1130,13 @@ impl FlowStore for ClickHouseStore {
     }
 
     /// Larger than the embedded store's: every insert makes a part that
-    /// ClickHouse merges later, and fewer, larger parts doubled the insert
-    /// rate (BENCHMARKS.md).
+    /// ClickHouse merges later (and, on 18.16, two files per column), and
+    /// fewer, larger parts doubled the insert rate; doubled again from
+    /// 524,288 it won back what the ingest tables' extra view costs
+    /// (BENCHMARKS.md). The writer takes only what is waiting, so a lightly
+    /// loaded collector still commits small groups at once.
     fn group_flows(&self) -> usize {
-        524_288
+        1_048_576
     }
 
     /// Forgets the sensor's last mark, to be read again from the database:

@@ -271,7 +271,7 @@ type ChunkStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::FlowChunk,
 /// A batch for the writer, and where its outcome goes.
 struct Job {
     batch: IngestBatch,
-    /// The first batch of its stream (see [`FlowStore::stream_opened`]).
+    /// The first batch of its stream (see [`FlowStore::streams_opened`]).
     opens_stream: bool,
     reply: oneshot::Sender<Result<CommitOutcome, Arc<StoreError>>>,
 }
@@ -299,14 +299,15 @@ fn writer(
             }
         }
         let t0 = Instant::now();
-        let res = jobs
+        let opened: Vec<&str> = jobs
             .iter()
             .filter(|j| j.opens_stream)
-            .try_for_each(|j| shared.store.stream_opened(&j.batch.sensor_id))
-            .and_then(|()| {
-                let batches: Vec<&IngestBatch> = jobs.iter().map(|j| &j.batch).collect();
-                shared.store.commit_many(&batches)
-            });
+            .map(|j| j.batch.sensor_id.as_str())
+            .collect();
+        let res = shared.store.streams_opened(&opened).and_then(|()| {
+            let batches: Vec<&IngestBatch> = jobs.iter().map(|j| &j.batch).collect();
+            shared.store.commit_many(&batches)
+        });
         let m = &shared.metrics;
         m.commit_ns_sum
             .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);

@@ -412,7 +412,7 @@ fn a_sensor_back_from_another_collector_is_judged_by_the_database() {
             CommitOutcome::Stored { gap: 0 }
         );
     }
-    b.stream_opened("s").unwrap();
+    b.streams_opened(&["s"]).unwrap();
     for seq in 3..=4 {
         assert_eq!(
             b.commit(&batch("s", seq, some.clone())).unwrap(),
@@ -420,7 +420,7 @@ fn a_sensor_back_from_another_collector_is_judged_by_the_database() {
         );
     }
     // Back to A, resending batch 4 (B's acknowledgement was lost), then 5.
-    a.stream_opened("s").unwrap();
+    a.streams_opened(&["s"]).unwrap();
     assert_eq!(
         a.commit(&batch("s", 4, some.clone())).unwrap(),
         CommitOutcome::Duplicate
@@ -469,14 +469,14 @@ fn a_collector_that_lost_a_sensor_stores_nothing_of_its_older_streams() {
     let some: Vec<FlowRecord> = records().into_iter().take(3).collect();
     let b = another(&a);
     for s in ["s", "t"] {
-        a.stream_opened(s).unwrap();
+        a.streams_opened(&[s]).unwrap();
         assert_eq!(
             a.commit(&batch(s, 1, some.clone())).unwrap(),
             CommitOutcome::Stored { gap: 0 }
         );
     }
     // s moves to B (its batch 2 is perhaps still on its way to A).
-    b.stream_opened("s").unwrap();
+    b.streams_opened(&["s"]).unwrap();
     let e = a.commit(&batch("s", 2, some.clone())).unwrap_err();
     assert!(e.to_string().contains("fenced out"), "{e}");
     // Whatever A still holds from its older streams is refused: s's batch
@@ -491,7 +491,7 @@ fn a_collector_that_lost_a_sensor_stores_nothing_of_its_older_streams() {
         CommitOutcome::Stored { gap: 0 }
     );
     // t reconnects to A: its stream opened after the fence is stored.
-    a.stream_opened("t").unwrap();
+    a.streams_opened(&["t"]).unwrap();
     assert_eq!(
         a.commit(&batch("t", 2, some.clone())).unwrap(),
         CommitOutcome::Stored { gap: 0 }
@@ -504,6 +504,21 @@ fn a_collector_that_lost_a_sensor_stores_nothing_of_its_older_streams() {
         .top(&all, TimeRange::default(), TopKey::Proto, TopBy::Flows, 10)
         .unwrap();
     assert_eq!(from_rollup.iter().map(|r| r.totals.flows).sum::<u64>(), 12);
+    // A third collector taking both over in one call fences out both.
+    let c = another(&a);
+    c.streams_opened(&["s", "t"]).unwrap();
+    for (old, s) in [(&a, "t"), (&b, "s")] {
+        let e = old.commit(&batch(s, 3, some.clone())).unwrap_err();
+        assert!(e.to_string().contains("fenced out"), "{e}");
+    }
+    for s in ["s", "t"] {
+        assert_eq!(
+            c.commit(&batch(s, 3, some.clone())).unwrap(),
+            CommitOutcome::Stored { gap: 0 }
+        );
+    }
+    assert_eq!(rows_per_seq(&a, "s"), [(1, 3), (2, 3), (3, 3)]);
+    assert_eq!(rows_per_seq(&a, "t"), [(1, 3), (2, 3), (3, 3)]);
 }
 
 /// Two collectors handed the same batch at the same moment, as when a
@@ -524,7 +539,7 @@ fn the_same_batch_sent_to_two_collectors_at_once_is_stored_once() {
         let first = batch(&sensor, 1, base.clone());
         for attempt in 0.. {
             assert!(attempt < 3, "A stores again once reconnected");
-            a.stream_opened(&sensor).unwrap();
+            a.streams_opened(&[&sensor]).unwrap();
             if let Ok(CommitOutcome::Stored { .. }) = a.commit(&first) {
                 break;
             }
@@ -536,7 +551,7 @@ fn the_same_batch_sent_to_two_collectors_at_once_is_stored_once() {
             // after A's insert.
             std::thread::sleep(Duration::from_millis(40 * round));
             let on_b = b
-                .stream_opened(&sensor)
+                .streams_opened(&[&sensor])
                 .and_then(|()| b.commit(&second))
                 .unwrap();
             assert!(

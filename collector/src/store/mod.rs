@@ -67,7 +67,7 @@ pub enum CommitOutcome {
     Duplicate,
     /// Not stored: the batch came on a stream this collector opened before
     /// another collector took the sensor over and fenced this one out (see
-    /// [`FlowStore::stream_opened`]). The stream must end; the sensor sends
+    /// [`FlowStore::streams_opened`]). The stream must end; the sensor sends
     /// the batch again on its next one.
     Fenced,
 }
@@ -155,15 +155,15 @@ pub trait FlowStore: Send + Sync {
         batches.iter().map(|b| self.commit(b)).collect()
     }
 
-    /// A sensor opened a stream to this collector. Whatever the store
-    /// remembers of that sensor's progress may be stale: since it last wrote
-    /// here, the sensor may have sent batches to another collector sharing
-    /// the database. A store several collectors share also stops the
-    /// collector the sensor left from writing any more (it may still be
-    /// storing a batch the sensor will now send here). Called by the writer
-    /// before it commits the stream's first batch; an error fails that
-    /// commit. Nothing to do for a store only one collector writes.
-    fn stream_opened(&self, _sensor_id: &str) -> Result<(), StoreError> {
+    /// These sensors opened a stream to this collector. Whatever the store
+    /// remembers of their progress may be stale: since they last wrote
+    /// here, they may have sent batches to another collector sharing the
+    /// database. A store several collectors share also stops the
+    /// collectors they left from writing any more (one may still be storing
+    /// a batch its sensor will now send here). Called by the writer before
+    /// it commits the streams' first batches; an error fails that commit.
+    /// Nothing to do for a store only one collector writes.
+    fn streams_opened(&self, _sensor_ids: &[&str]) -> Result<(), StoreError> {
         Ok(())
     }
 

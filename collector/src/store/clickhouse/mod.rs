@@ -1139,63 +1139,84 @@ impl FlowStore for ClickHouseStore {
         1_048_576
     }
 
-    /// Forgets the sensor's last mark, to be read again from the database:
+    /// Forgets each sensor's last mark, to be read again from the database:
     /// a sensor that went to another collector and came back (A → B → A)
     /// would otherwise find A judging its batches by what it had sent to A
     /// alone, storing again a batch B stored but could not acknowledge, and
     /// counting the batches B took as a gap.
     ///
-    /// And fences out every other collector to which the sensor opened a
+    /// And fences out every other collector to which a sensor opened a
     /// stream since it last opened one here (by `streams`): one of them may
     /// still be storing a batch the sensor will now send here. That
     /// collector's other streams end too (their batches come back as
-    /// [`CommitOutcome::Fenced`]); their sensors reconnect.
-    fn stream_opened(&self, sensor_id: &str) -> Result<(), StoreError> {
+    /// [`CommitOutcome::Fenced`]); their sensors reconnect. One query and
+    /// one insert for all the sensors, so that a restart's reconnecting
+    /// sensors do not make a part each.
+    fn streams_opened(&self, sensor_ids: &[&str]) -> Result<(), StoreError> {
+        if sensor_ids.is_empty() {
+            return Ok(());
+        }
         if let Ok(mut known) = self.last_seq.lock() {
-            known.remove(sensor_id);
+            for s in sensor_ids {
+                known.remove(*s);
+            }
         }
         let mut ing = self
             .ingest
             .lock()
             .map_err(|_| StoreError::ClickHouse("state lock poisoned".into()))?;
         let db = &self.db;
-        let s = lit(sensor_id.as_bytes());
+        let list = sensor_ids
+            .iter()
+            .map(|s| lit(s.as_bytes()))
+            .collect::<Vec<_>>()
+            .join(", ");
         let body = self.select(&format!(
-            "SELECT writer, toUInt64(max(opened_ns)) FROM {db}.streams WHERE sensor_id = {s} GROUP BY writer"
+            "SELECT sensor_id, writer, toUInt64(max(opened_ns)) FROM {db}.streams \
+             WHERE sensor_id IN ({list}) GROUP BY sensor_id, writer"
         ))?;
         let mut rd = Reader::new(&body);
-        let mut seen = Vec::new();
+        // Per sensor: its latest stream here, and the other collectors'.
+        let mut mine: HashMap<String, u64> = HashMap::new();
+        let mut others: Vec<(String, String, u64)> = Vec::new();
         while !rd.done() {
-            seen.push((rd.string()?, rd.u64()?));
+            let (sensor, writer, t) = (rd.string()?, rd.string()?, rd.u64()?);
+            if writer == self.writer {
+                mine.insert(sensor, t);
+            } else if writer.bytes().all(|b| b.is_ascii_hexdigit()) {
+                others.push((sensor, writer, t));
+            }
         }
-        let mine = seen
-            .iter()
-            .filter(|(w, _)| *w == self.writer)
-            .map(|(_, t)| *t)
-            .max()
-            .unwrap_or(0);
-        for (w, t) in &seen {
-            if *w != self.writer && *t >= mine && w.bytes().all(|b| b.is_ascii_hexdigit()) {
-                self.fence(w)?;
+        let mut fenced: Vec<&str> = Vec::new();
+        for (sensor, writer, t) in &others {
+            let since = mine.get(sensor).copied().unwrap_or(0);
+            if *t >= since && !fenced.contains(&writer.as_str()) {
+                self.fence(writer)?;
+                fenced.push(writer);
             }
         }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        let mut row = Vec::new();
-        put_str(&mut row, sensor_id.as_bytes());
-        put_str(&mut row, self.writer.as_bytes());
-        row.extend_from_slice(&now.max(mine + 1).to_le_bytes());
+        let mut rows = Vec::new();
+        for s in sensor_ids {
+            let since = mine.get(*s).copied().unwrap_or(0);
+            put_str(&mut rows, s.as_bytes());
+            put_str(&mut rows, self.writer.as_bytes());
+            rows.extend_from_slice(&now.max(since + 1).to_le_bytes());
+        }
         self.http
             .insert(
                 &format!(
                     "INSERT INTO {db}.streams (sensor_id, writer, opened_ns) FORMAT RowBinary"
                 ),
-                &row,
+                &rows,
             )
             .map_err(err)?;
         let epoch = ing.epoch;
-        ing.opened.insert(sensor_id.to_string(), epoch);
+        for s in sensor_ids {
+            ing.opened.insert((*s).to_string(), epoch);
+        }
         Ok(())
     }
 

@@ -938,6 +938,18 @@ fn a_sensor_moving_from_a_to_b_and_back_is_stored_once_without_a_gap() {
     assert_eq!((s.seq_gaps, s.duplicates), (0, 0), "{s:?}");
 }
 
+/// The top ten destination ports by flows matching `filter`, over all time.
+fn ports_by_flows(ch: &ClickHouseStore, filter: &str) -> Vec<vigil_collector::query::TopRow> {
+    ch.top(
+        &parse(filter).unwrap(),
+        TimeRange::default(),
+        TopKey::DstPort,
+        TopBy::Flows,
+        10,
+    )
+    .unwrap()
+}
+
 /// A database whose roll-ups are missing (made before them, or dropped)
 /// gets them back, filled from the flows, when a store opens it.
 #[test]
@@ -953,15 +965,7 @@ fn rollups_are_back_filled_when_missing() {
     let http =
         vigil_collector::store::clickhouse::http::Endpoint::parse(&url, "default", "").unwrap();
     let db = ch.database().to_string();
-    let ports = ch
-        .top(
-            &all,
-            TimeRange::default(),
-            TopKey::DstPort,
-            TopBy::Flows,
-            10,
-        )
-        .unwrap();
+    let ports = ports_by_flows(&ch, "");
     for name in ["dst", "dport", "proto"] {
         http.query(&format!("DROP TABLE {db}.rollup_{name}"))
             .unwrap();
@@ -988,45 +992,18 @@ fn rollups_are_back_filled_when_missing() {
     assert!(!after.is_empty());
     // The remade port roll-up answers by protocol as the flows do
     // (`packets > 0` is not in a roll-up: that query reads the flows).
-    let tcp_ports = |text: &str| {
-        again
-            .top(
-                &parse(text).unwrap(),
-                TimeRange::default(),
-                TopKey::DstPort,
-                TopBy::Flows,
-                10,
-            )
-            .unwrap()
-    };
-    assert_eq!(tcp_ports("tcp"), tcp_ports("tcp and packets > 0"));
     assert_eq!(
-        again
-            .top(
-                &all,
-                TimeRange::default(),
-                TopKey::DstPort,
-                TopBy::Flows,
-                10
-            )
-            .unwrap(),
-        ports
+        ports_by_flows(&again, "tcp"),
+        ports_by_flows(&again, "tcp and packets > 0")
     );
+    assert_eq!(ports_by_flows(&again, ""), ports);
     // And new flows reach the roll-ups, once.
     again.commit(&batch("s", 2, recs.clone())).unwrap();
     let doubled = again
         .top(&all, TimeRange::default(), TopKey::Dst, TopBy::Bytes, 1)
         .unwrap();
     assert_eq!(doubled[0].totals.bytes, 2 * before[0].totals.bytes);
-    let ports_doubled = again
-        .top(
-            &all,
-            TimeRange::default(),
-            TopKey::DstPort,
-            TopBy::Flows,
-            10,
-        )
-        .unwrap();
+    let ports_doubled = ports_by_flows(&again, "");
     assert_eq!(ports_doubled.len(), ports.len());
     for (two, one) in ports_doubled.iter().zip(&ports) {
         assert_eq!(two.totals.flows, 2 * one.totals.flows, "{two:?} {one:?}");

@@ -519,6 +519,14 @@ fn a_collector_that_lost_a_sensor_stores_nothing_of_its_older_streams() {
     }
     assert_eq!(rows_per_seq(&a, "s"), [(1, 3), (2, 3), (3, 3)]);
     assert_eq!(rows_per_seq(&a, "t"), [(1, 3), (2, 3), (3, 3)]);
+    // A restart's storm of reconnections, in one group: 2,500 sensors of
+    // the longest ids (past what one statement may list), t among them.
+    let many: Vec<String> = (0..2500).map(|i| format!("{i:0>64}")).collect();
+    let mut opened: Vec<&str> = many.iter().map(String::as_str).collect();
+    opened.push("t");
+    a.streams_opened(&opened).unwrap();
+    let e = c.commit(&batch("t", 4, some.clone())).unwrap_err();
+    assert!(e.to_string().contains("fenced out"), "{e}");
 }
 
 /// Two collectors handed the same batch at the same moment, as when a

@@ -1166,25 +1166,30 @@ impl FlowStore for ClickHouseStore {
             .lock()
             .map_err(|_| StoreError::ClickHouse("state lock poisoned".into()))?;
         let db = &self.db;
-        let list = sensor_ids
-            .iter()
-            .map(|s| lit(s.as_bytes()))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let body = self.select(&format!(
-            "SELECT sensor_id, writer, toUInt64(max(opened_ns)) FROM {db}.streams \
-             WHERE sensor_id IN ({list}) GROUP BY sensor_id, writer"
-        ))?;
-        let mut rd = Reader::new(&body);
         // Per sensor: its latest stream here, and the other collectors'.
         let mut mine: HashMap<String, u64> = HashMap::new();
         let mut others: Vec<(String, String, u64)> = Vec::new();
-        while !rd.done() {
-            let (sensor, writer, t) = (rd.string()?, rd.string()?, rd.u64()?);
-            if writer == self.writer {
-                mine.insert(sensor, t);
-            } else if writer.bytes().all(|b| b.is_ascii_hexdigit()) {
-                others.push((sensor, writer, t));
+        // A restart's thousands of reconnecting sensors, in statements
+        // well within the server's `max_query_size` (256 KiB by default):
+        // a sensor id is at most 64 bytes, 137 as a literal.
+        for chunk in sensor_ids.chunks(1000) {
+            let list = chunk
+                .iter()
+                .map(|s| lit(s.as_bytes()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let body = self.select(&format!(
+                "SELECT sensor_id, writer, toUInt64(max(opened_ns)) FROM {db}.streams \
+                 WHERE sensor_id IN ({list}) GROUP BY sensor_id, writer"
+            ))?;
+            let mut rd = Reader::new(&body);
+            while !rd.done() {
+                let (sensor, writer, t) = (rd.string()?, rd.string()?, rd.u64()?);
+                if writer == self.writer {
+                    mine.insert(sensor, t);
+                } else if writer.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    others.push((sensor, writer, t));
+                }
             }
         }
         let mut fenced: Vec<&str> = Vec::new();

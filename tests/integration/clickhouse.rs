@@ -656,6 +656,30 @@ fn alerts_and_their_evidence_round_trip() {
     assert_eq!(ch.alerts(&AlertQuery::default()).unwrap().len(), 1);
 }
 
+/// An alert's evidence of thousands of flows from a sensor with the longest
+/// id comes back whole: the store asks for it in statements the server's
+/// `max_query_size` (256 KiB) admits.
+#[test]
+fn much_evidence_from_a_long_sensor_id_is_read_back() {
+    let Some(ch) = store() else { return };
+    let id = "s".repeat(64);
+    let recs: Vec<FlowRecord> = records().into_iter().cycle().take(1200).collect();
+    let mut recs = recs;
+    for (i, r) in recs.iter_mut().enumerate() {
+        r.flow_id = i as u64 + 1;
+    }
+    ch.commit(&batch(&id, 1, recs.clone())).unwrap();
+    let evidence: Vec<EvidenceRef> = recs
+        .iter()
+        .map(|f| EvidenceRef {
+            sensor_id: id.clone(),
+            flow_id: f.flow_id,
+            first_ns: f.first_seen_ns,
+        })
+        .collect();
+    assert_eq!(ch.evidence_flows(&evidence).unwrap().len(), 1200);
+}
+
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 
 fn free_port() -> u16 {

@@ -1704,7 +1704,10 @@ impl FlowStore for ClickHouseStore {
         evidence: &[EvidenceRef],
     ) -> Result<Vec<(String, FlowRecord)>, StoreError> {
         let mut out = Vec::new();
-        for chunk in evidence.chunks(1000) {
+        // The list goes into the statement twice: 500 references of the
+        // longest sensor ids (some 185 bytes each) keep it well within the
+        // server's `max_query_size` (256 KiB by default).
+        for chunk in evidence.chunks(500) {
             let mut list = String::new();
             for (i, e) in chunk.iter().enumerate() {
                 if i > 0 {

@@ -966,6 +966,19 @@ fn a_sensor_moving_from_a_to_b_and_back_is_stored_once_without_a_gap() {
     let log = std::fs::read_to_string(dir.path().join("a.log")).unwrap();
     assert!(log.contains("sensor stream opened"), "{log}");
     assert!(!log.contains("sequence gap"), "A saw a gap:\n{log}");
+    // B fenced A out when s1 came to it; back on A, A's first insert found
+    // its ingest table gone, ended the stream, and stored the batches once
+    // s1 reconnected (having fenced B out in turn).
+    let log_b = std::fs::read_to_string(dir.path().join("b.log")).unwrap();
+    assert!(
+        log_b.contains("fencing out the collector the sensor left"),
+        "{log_b}"
+    );
+    assert!(log.contains("fenced out by another collector"), "{log}");
+    assert!(
+        log.contains("fencing out the collector the sensor left"),
+        "{log}"
+    );
     let s = &st.sensors().unwrap()[0];
     assert_eq!((s.seq_gaps, s.duplicates), (0, 0), "{s:?}");
 }

@@ -285,6 +285,18 @@ const FLOW_COLUMNS: [(&str, &str); 20] = [
     ("record", "String"),
 ];
 
+/// `name type, …` of [`FLOW_COLUMNS`], for the tables that hold flow rows.
+fn flow_column_defs() -> String {
+    FLOW_COLUMNS
+        .map(|(name, ty)| format!("{name} {ty}"))
+        .join(", ")
+}
+
+/// `name, …` of [`FLOW_COLUMNS`], in their order.
+fn flow_column_names() -> String {
+    FLOW_COLUMNS.map(|(name, _)| name).join(", ")
+}
+
 impl ClickHouseStore {
     /// Connects and creates the database and tables if missing.
     pub fn open(cfg: &ClickHouseConfig) -> Result<ClickHouseStore, StoreError> {
@@ -337,9 +349,7 @@ impl ClickHouseStore {
                 "CREATE TABLE IF NOT EXISTS {db}.flows ({}) \
                  ENGINE = MergeTree() PARTITION BY day ORDER BY (first_ns, sensor_id) \
                  SETTINGS index_granularity = 8192",
-                FLOW_COLUMNS
-                    .map(|(name, ty)| format!("{name} {ty}"))
-                    .join(", ")
+                flow_column_defs()
             ),
             // Evidence flows of the days retention dropped.
             format!(
@@ -462,17 +472,15 @@ impl ClickHouseStore {
         }
         let db = &self.db;
         let table = format!("ingest_{}_{}", self.writer, ing.epoch);
-        let cols = FLOW_COLUMNS.map(|(name, _)| name).join(", ");
         let mut ddl = vec![
             format!(
                 "CREATE TABLE IF NOT EXISTS {db}.{table} ({}) ENGINE = Null",
-                FLOW_COLUMNS
-                    .map(|(name, ty)| format!("{name} {ty}"))
-                    .join(", ")
+                flow_column_defs()
             ),
             format!(
                 "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{table}_flows TO {db}.flows \
-                 AS SELECT {cols} FROM {db}.{table}"
+                 AS SELECT {} FROM {db}.{table}",
+                flow_column_names()
             ),
         ];
         ddl.extend(ROLLUPS.iter().map(|r| {
@@ -1299,7 +1307,13 @@ impl FlowStore for ClickHouseStore {
         };
         // The flows in parallel inserts, each encoded by its own thread and
         // parsed and written by a server thread of its own; the marks only
-        // once all are in.
+        // once all are in. Columns named in the statement as in the block:
+        // the table's own column order does not matter (a test checks).
+        let flow_insert = format!(
+            "INSERT INTO {}.{ingest} ({}) FORMAT Native",
+            self.db,
+            flow_column_names()
+        );
         let insert_flows = |part: &[(&IngestBatch, u32)]| -> Result<(), HttpError> {
             let spare = self.blocks.lock().ok().and_then(|mut v| v.pop());
             let mut block = spare.unwrap_or_else(|| FlowBlock::with_rows(part.len()));
@@ -1308,11 +1322,7 @@ impl FlowStore for ClickHouseStore {
             for (b, i) in part {
                 block.push(&b.sensor_id, b.seq, *i, &b.flows[*i as usize], &mut scratch);
             }
-            // Named in the statement as in the block: the table's own
-            // column order does not matter (a test checks).
-            let cols = FLOW_COLUMNS.map(|(name, _)| name).join(", ");
-            let st = format!("INSERT INTO {}.{ingest} ({cols}) FORMAT Native", self.db);
-            let res = self.http.insert_parts(&st, &block.parts());
+            let res = self.http.insert_parts(&flow_insert, &block.parts());
             if let Ok(mut v) = self.blocks.lock() {
                 v.push(block);
             }
@@ -1327,25 +1337,16 @@ impl FlowStore for ClickHouseStore {
                     .iter()
                     .map(|p| sc.spawn(|| insert_flows(&rows[p.clone()])))
                     .collect();
-                // Every insert's outcome: the fence is seen in any of them.
-                let all: Vec<_> = handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(HttpError::Io {
-                                addr: self.http.addr(),
-                                source: std::io::Error::other("an insert thread panicked"),
-                            })
+                // Any failure will do: whether it means fenced is asked
+                // of the server below.
+                handles.into_iter().try_for_each(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(HttpError::Io {
+                            addr: self.http.addr(),
+                            source: std::io::Error::other("an insert thread panicked"),
                         })
                     })
-                    .collect();
-                match all
-                    .iter()
-                    .position(|r| r.as_ref().is_err_and(|e| is_fenced(e, &ingest)))
-                {
-                    Some(i) => all.into_iter().nth(i).unwrap_or(Ok(())),
-                    None => all.into_iter().collect(),
-                }
+                })
             }),
         };
         let flows = flows.map_err(|e| {

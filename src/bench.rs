@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use hdrhistogram::Histogram;
 use vigil_sensor::fanout;
-use vigil_sensor::pipeline::{self, Input, RunReport};
+use vigil_sensor::pipeline::{self, FileMode, Input, RunReport};
 use vigil_sensor::synth::{self, BulkConfig, FrameSize};
 
 use crate::Failure;
@@ -51,10 +51,12 @@ pub struct BenchArgs {
     /// Runs per worker count; the median is reported.
     #[arg(long, default_value = "5")]
     runs: usize,
-    /// Pipelines to measure, comma-separated: `dispatch` (one reader thread
-    /// feeding N flow shards; what `vigil flows` runs) and `fanout` (N
-    /// shared-nothing workers, the input split by flow beforehand as
-    /// AF_PACKET fanout splits a live link).
+    /// Pipelines to measure, comma-separated: `shared` (N shared-nothing
+    /// workers, each walking the whole capture and decoding the frames whose
+    /// address pair it owns; what `vigil flows` runs on files), `dispatch`
+    /// (one reader thread feeding N flow shards; what standard input goes
+    /// through) and `fanout` (N shared-nothing workers, the input split by
+    /// flow beforehand as AF_PACKET fanout splits a live link).
     /// `transport` (sensor → gRPC → collector → SQLite, flows/s and ack
     /// latency) and `store` (top-N over --store-flows stored flows) are
     /// measured when named.
@@ -62,7 +64,7 @@ pub struct BenchArgs {
     /// event time) is measured when named. `clickhouse` (insert rate into
     /// the ClickHouse store at --clickhouse-url and top-N over
     /// --store-flows flows) too.
-    #[arg(long, value_delimiter = ',', default_value = "dispatch,fanout", value_parser = ["dispatch", "fanout", "transport", "store", "detect", "clickhouse"])]
+    #[arg(long, value_delimiter = ',', default_value = "shared,dispatch", value_parser = ["shared", "dispatch", "fanout", "transport", "store", "detect", "clickhouse"])]
     modes: Vec<String>,
     /// Flows per batch in the transport benchmark.
     #[arg(long, default_value = "2048")]
@@ -169,7 +171,8 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
         };
         crate::bench_e2e::transport(&bytes, a.runs, sync, a.batch_flows)?;
     }
-    if !a.modes.iter().any(|m| m == "dispatch" || m == "fanout") {
+    let pipelines = ["shared", "dispatch", "fanout"];
+    if !a.modes.iter().any(|m| pipelines.contains(&m.as_str())) {
         return Ok(());
     }
     println!(
@@ -180,15 +183,14 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
         name: name.clone(),
         bytes: &bytes,
     }];
-    for mode in a
-        .modes
-        .iter()
-        .filter(|m| *m == "dispatch" || *m == "fanout")
-    {
+    for mode in a.modes.iter().filter(|m| pipelines.contains(&m.as_str())) {
         let mut base = None;
         for &w in &a.worker_counts {
             let mut cfg = a.engine.config();
             cfg.workers = w;
+            if mode == "dispatch" {
+                cfg.file_mode = FileMode::Dispatch;
+            }
             let split = if mode == "fanout" {
                 fanout::split_by_flow(&bytes, w.get()).context("splitting the capture by flow")?
             } else {
@@ -207,7 +209,7 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
             runs.sort_by_key(|x| x.elapsed);
             let r = &runs[runs.len() / 2];
             let t = &r.timings;
-            let stages = if mode == "fanout" {
+            let stages = if mode != "dispatch" {
                 format!(
                     "worker {}/{}",
                     pct(&t.worker_ns, 0.5),
@@ -252,7 +254,7 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
     }
     println!(
         "stages: ns per packet measured per batch (decode: the reader thread; update: one shard; \
-         worker: read+decode+update); B/flow: table bytes per active flow"
+         worker: read+decode+update, per packet the worker owns); B/flow: table bytes per active flow"
     );
     Ok(())
 }

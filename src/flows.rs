@@ -28,10 +28,13 @@ fn duration(s: &str) -> Result<Duration, String> {
 /// Options shared by commands that run the flow pipeline.
 #[derive(Debug, Args, Clone)]
 pub struct EngineArgs {
-    /// Flow worker threads (shards).
+    /// Flow worker threads, a core each. On capture files every worker walks
+    /// the whole (mapped) file and decodes its share of the address pairs;
+    /// standard input is read by one more thread that feeds them.
     #[arg(long, default_value_t = NonZeroUsize::MIN)]
     pub workers: NonZeroUsize,
-    /// Packets per batch between the reader and the shards.
+    /// Packets per batch applied to a flow table (and, for standard input,
+    /// sent from the reader to a shard).
     #[arg(long, default_value = "256")]
     pub batch_size: NonZeroUsize,
     /// Idle timeout for every protocol and state, overriding the

@@ -1,33 +1,46 @@
 //! Shared-nothing workers: each worker reads its own packet stream and
-//! decodes and tracks flows inline — no reader thread, no channel, no copy on
-//! the packet path.
+//! decodes and tracks flows inline: no reader thread, no channel, no copy on
+//! the packet path. N workers use N cores.
 //!
-//! This is how a sensor scales with cores on a live link: AF_PACKET fanout
-//! (the live-capture issue) has the kernel hash every packet by flow to one
-//! socket per worker. For capture files, [`split_by_flow`] does the kernel's
-//! part ahead of time — the same symmetric flow hash and shard choice as the
-//! dispatcher — so that the workers themselves can be run and measured.
+//! Two ways to give the workers their packets:
 //!
-//! Frames that yield no flow packet (non-IP frames, fragments that do not
-//! complete a datagram) go to worker 0. The kernel's fanout with its defrag
-//! flag reassembles before hashing; the splitter does not, so a fragmented
-//! datagram whose flow lives on another worker is counted on worker 0 only
-//! when all its fragments are there. Use the dispatcher pipeline
-//! ([`crate::pipeline::run`]) for exact results on arbitrary files.
+//! - [`run_shared`], what capture files are read with: every worker walks
+//!   the whole capture (mapped, so nothing is copied; see
+//!   [`crate::capture::mapped`]) and decodes only the frames whose address
+//!   pair it owns ([`crate::decode::owner`]): a few loads tell a frame's
+//!   owner, so the others cost a worker little. Frames whose flows cannot be
+//!   told from their outer header (tunnels, fragments, IPv6 extension
+//!   headers, frames without IP) are decoded by every worker, and each keeps
+//!   the flow packets whose pair it owns; one of them counts the frame. Every
+//!   worker sees every timestamp, so all keep the same packet clock. The
+//!   records are exactly those of one worker, for any worker count.
+//! - [`run`], the model of AF_PACKET fanout on a live link: the kernel hashes
+//!   every packet to one socket per worker. For capture files,
+//!   [`split_by_flow`] does the kernel's part ahead of time (the same
+//!   symmetric flow hash and shard choice as the dispatcher) so that the
+//!   workers themselves can be run and measured. Frames that yield no flow
+//!   packet (non-IP frames, fragments that do not complete a datagram) go to
+//!   worker 0. The kernel's fanout with its defrag flag reassembles before
+//!   hashing; the splitter does not, so a fragmented datagram whose flow
+//!   lives on another worker is counted on worker 0 only when all its
+//!   fragments are there.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use crossbeam_channel::bounded;
+use crossbeam_channel::{Sender, bounded};
+use hdrhistogram::Histogram;
 use thiserror::Error;
 use vigil_proto::{EndReason, FlowRecord};
 
-use crate::capture::{CaptureError, CaptureReader, LinkType, PcapWriter};
-use crate::decode::{Decoder, PacketMeta};
+use crate::capture::pcap_file::{PcapWalk, SliceSource};
+use crate::capture::{CaptureError, CaptureReader, KernelStats, LinkType, PcapWriter, RawPacket};
+use crate::decode::{Decoder, Owner, PacketMeta, owner};
 use crate::flow::table::FlowTable;
 use crate::pipeline::{
-    PacketClock, PipelineConfig, PipelineError, RunReport, finish_table, histogram, join_sink,
-    shard_of, validate,
+    LiveCounters, PacketClock, PipelineConfig, PipelineError, Progress, Published, RunReport,
+    finish_table, histogram, join_sink, shard_of, validate,
 };
 
 /// A capture could not be split.
@@ -203,4 +216,441 @@ pub fn run(
     })?;
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// One input of [`run_shared`]: a whole capture's bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct SharedInput<'a> {
+    /// The file it came from, for messages.
+    pub name: &'a std::path::Path,
+    /// The capture (a mapping of the file, or bytes in memory).
+    pub bytes: &'a [u8],
+}
+
+/// What [`run_shared`] did: the run's report, and for each input the error
+/// that stopped its reading early, if one did (in input order).
+#[derive(Debug)]
+pub struct SharedRun {
+    /// Counters of the whole run; its `input_errors` is left empty.
+    pub report: RunReport,
+    /// Per input: why it could not be read to its end.
+    pub input_errors: Vec<Option<CaptureError>>,
+}
+
+/// Packets between checks of the stop flags, progress and live counters.
+const CHECK_EVERY: u64 = 1 << 16;
+
+/// Runs `cfg.workers` shared-nothing workers over the inputs, read one
+/// after another, each worker walking all of them (see the module docs),
+/// handing records to `sink`. `cfg.stop` ends the run early (open flows
+/// end as `shutdown`); `cfg.live` receives the counters as they grow.
+pub fn run_shared(
+    inputs: &[SharedInput<'_>],
+    cfg: &PipelineConfig,
+    sink: &mut (dyn FnMut(&[FlowRecord]) -> io::Result<()> + Send),
+    progress: Option<Progress<'_>>,
+) -> Result<SharedRun, PipelineError> {
+    validate(cfg)?;
+    let n = cfg.workers.get();
+    let per_worker = cfg.flow.max_flows.div_ceil(n);
+    let started = Instant::now();
+    let sink_failed = AtomicBool::new(false);
+    let never = AtomicBool::new(false);
+    let external = cfg.stop.as_deref().unwrap_or(&never);
+    let mut report = RunReport::default();
+    let mut input_errors = Vec::new();
+    std::thread::scope(|s| -> Result<(), PipelineError> {
+        let (out_tx, out_rx) = bounded::<Vec<FlowRecord>>(64);
+        let failed = &sink_failed;
+        let writer = s.spawn(move || -> io::Result<()> {
+            for recs in out_rx {
+                if let Err(e) = sink(&recs) {
+                    failed.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+            Ok(())
+        });
+        let mut handles = Vec::with_capacity(n);
+        for me in 0..n {
+            let w = SharedWorker {
+                me,
+                n,
+                batch: cfg.batch_size.get(),
+                table: FlowTable::new(&cfg.flow, per_worker),
+                decoder: Decoder::new(),
+                clock: PacketClock::default(),
+                metas: Vec::with_capacity(cfg.batch_size.get() + 16),
+                out: out_tx.clone(),
+                worker_ns: histogram(),
+                packets: 0,
+                wire_bytes: 0,
+                stop: [&sink_failed, external],
+                live: cfg.live.as_deref(),
+                published: Published::default(),
+                progress: if me == 0 { progress } else { None },
+            };
+            handles.push(s.spawn(move || w.run(inputs)));
+        }
+        drop(out_tx);
+        tracing::info!(
+            workers = n,
+            inputs = inputs.len(),
+            "shared-nothing file workers started"
+        );
+        for (i, h) in handles.into_iter().enumerate() {
+            let w = h.join().map_err(|_| PipelineError::Worker(i))?;
+            report.decode.merge(&w.report.decode);
+            report.table.merge(&w.report.table);
+            report.table_bytes += w.report.table_bytes;
+            report.flows_at_end += w.report.flows_at_end;
+            let _ = report.timings.worker_ns.add(&w.report.timings.worker_ns);
+            if i == 0 {
+                // Every worker reads every frame, holds the same fragments
+                // (they all see them) and meets the same damage; worker 0
+                // speaks for them.
+                report.packets = w.report.packets;
+                report.wire_bytes = w.report.wire_bytes;
+                report.fragments_pending = w.report.fragments_pending;
+                input_errors = w.errors;
+            }
+        }
+        join_sink(writer)
+    })?;
+    report.elapsed = started.elapsed();
+    tracing::info!(
+        packets = report.packets,
+        flows = report.table.flows,
+        records = report.table.record_total(),
+        decode_errors = report.decode.error_total(),
+        evicted = report.table.evicted,
+        elapsed_ms = report.elapsed.as_millis() as u64,
+        "shared-nothing file workers finished"
+    );
+    Ok(SharedRun {
+        report,
+        input_errors,
+    })
+}
+
+/// One worker of [`run_shared`].
+struct SharedWorker<'r> {
+    me: usize,
+    n: usize,
+    batch: usize,
+    table: FlowTable,
+    decoder: Decoder,
+    clock: PacketClock,
+    metas: Vec<PacketMeta>,
+    out: Sender<Vec<FlowRecord>>,
+    worker_ns: Histogram<u64>,
+    /// Frames read (every worker reads every frame).
+    packets: u64,
+    wire_bytes: u64,
+    /// The sink's failure, the caller's stop flag.
+    stop: [&'r AtomicBool; 2],
+    live: Option<&'r LiveCounters>,
+    published: Published,
+    progress: Option<Progress<'r>>,
+}
+
+/// What a [`SharedWorker`] hands back.
+struct SharedOut {
+    report: RunReport,
+    errors: Vec<Option<CaptureError>>,
+}
+
+/// How reading an input ended.
+enum Ended {
+    Input(Result<u64, CaptureError>),
+    Stopped,
+}
+
+impl SharedWorker<'_> {
+    fn run(mut self, inputs: &[SharedInput<'_>]) -> SharedOut {
+        let mut errors = Vec::with_capacity(inputs.len());
+        let mut done_bytes = 0u64;
+        let mut stopped = false;
+        for input in inputs {
+            if stopped {
+                errors.push(None);
+                continue;
+            }
+            let ended = match CaptureReader::from_slice(input.bytes, input.name) {
+                Ok(mut reader) => {
+                    if self.n == 1 {
+                        self.read::<false>(&mut reader, done_bytes)
+                    } else {
+                        self.read::<true>(&mut reader, done_bytes)
+                    }
+                }
+                Err(e) => Ended::Input(Err(e)),
+            };
+            match ended {
+                Ended::Input(Ok(consumed)) => {
+                    done_bytes += consumed;
+                    errors.push(None);
+                }
+                Ended::Input(Err(e)) => {
+                    done_bytes += e.offset().unwrap_or(0);
+                    if self.me == 0 {
+                        tracing::debug!(error = %e, "input stopped early; packets before the damage were kept");
+                    }
+                    errors.push(Some(e));
+                }
+                Ended::Stopped => {
+                    stopped = true;
+                    errors.push(None);
+                }
+            }
+        }
+        self.apply();
+        self.publish();
+        let reason = if self.stop[1].load(Ordering::Relaxed) {
+            EndReason::Shutdown
+        } else {
+            EndReason::EndOfInput
+        };
+        let (table_bytes, flows_at_end) = finish_table(&mut self.table, &self.out, reason);
+        let mut report = RunReport {
+            packets: self.packets,
+            wire_bytes: self.wire_bytes,
+            decode: self.decoder.stats.clone(),
+            table: self.table.stats.clone(),
+            fragments_pending: self.decoder.fragments_pending() as u64,
+            table_bytes,
+            flows_at_end,
+            ..RunReport::default()
+        };
+        report.timings.worker_ns = self.worker_ns;
+        SharedOut { report, errors }
+    }
+
+    /// Applies the packets gathered so far and moves the table's clock.
+    #[inline]
+    fn apply(&mut self) {
+        self.table.process_batch(&self.metas);
+        self.metas.clear();
+        self.table.advance(self.clock.now());
+        if self.table.records().len() >= RECORDS_PER_SEND {
+            let _ = self.out.send(self.table.take_records());
+        }
+    }
+
+    fn publish(&mut self) {
+        if let Some(l) = self.live {
+            // Frames are counted once, by worker 0.
+            let (packets, bytes) = if self.me == 0 {
+                (self.packets, self.wire_bytes)
+            } else {
+                (0, 0)
+            };
+            let now = Published::of(
+                packets,
+                bytes,
+                &self.decoder.stats,
+                &self.table,
+                KernelStats::default(),
+            );
+            l.add_worker(&mut self.published, &now);
+        }
+    }
+
+    /// Reads one input to its end (or to a stop). `SPLIT`: other workers
+    /// share the input, so frames are first given their owner.
+    ///
+    /// A batch at a time, in two passes: the walk over the capture (record
+    /// headers, timestamps, owners), a tight loop, gathers the frames this
+    /// worker decodes; then they are decoded and applied.
+    fn read<'a, const SPLIT: bool>(
+        &mut self,
+        reader: &mut CaptureReader<SliceSource<'a>>,
+        done_bytes: u64,
+    ) -> Ended {
+        let (me, n) = (self.me, self.n);
+        let batch = self.batch;
+        // A batch ends once it holds `batch` frames to decode or once this
+        // many frames went by, so that a worker owning few of them still
+        // moves its clock as often.
+        let scan = if SPLIT {
+            batch.saturating_mul(n)
+        } else {
+            batch
+        };
+        let mut g = Gather::<SPLIT> {
+            mine: Vec::with_capacity(scan),
+            me,
+            n,
+            batch,
+            scan,
+            seen: 0,
+            bytes: 0,
+            clock: self.clock,
+        };
+        let mut t0 = Instant::now();
+        let mut seen_total = 0u64;
+        loop {
+            g.mine.clear();
+            g.seen = 0;
+            g.bytes = 0;
+            g.clock = self.clock;
+            // Records walked in place, the common case; then whatever the
+            // walk stopped at (the end, damage, another format) one by one.
+            if let Some(mut walk) = reader.walk() {
+                let before = g.seen;
+                if walk.link() == LinkType::Ethernet {
+                    g.walk::<true>(&mut walk);
+                } else {
+                    g.walk::<false>(&mut walk);
+                }
+                reader.end_walk(walk, (g.seen - before) as u64);
+            }
+            let mut ended = None;
+            while !g.full() {
+                match reader.next_in_slice() {
+                    Ok(Some(pkt)) => g.take(pkt),
+                    Ok(None) => {
+                        ended = Some(Ended::Input(Ok(reader.offset())));
+                        break;
+                    }
+                    Err(e) => {
+                        ended = Some(Ended::Input(Err(e)));
+                        break;
+                    }
+                }
+            }
+            self.clock = g.clock;
+            // Every worker counts every frame (cheaper than asking whether
+            // to); the run takes worker 0's counts.
+            self.packets += g.seen as u64;
+            self.wire_bytes += g.bytes;
+            let seen = g.seen;
+            let mine = &g.mine;
+            let metas = &mut self.metas;
+            for (pkt, any) in mine {
+                if !any {
+                    self.decoder.decode(pkt, &mut |m: &PacketMeta| {
+                        debug_assert!(
+                            !SPLIT || shard_of(m.key.pair_hash(), n) == me,
+                            "owner() broke its promise"
+                        );
+                        metas.push(*m);
+                    });
+                    continue;
+                }
+                let mut keep = |m: &PacketMeta| {
+                    if shard_of(m.key.pair_hash(), n) == me {
+                        metas.push(*m);
+                    }
+                };
+                if me == 0 {
+                    self.decoder.decode(pkt, &mut keep);
+                } else {
+                    self.decoder.decode_uncounted(pkt, &mut keep);
+                }
+            }
+            let applied = self.metas.len();
+            self.apply();
+            if applied > 0 {
+                let now = Instant::now();
+                let per = now.duration_since(t0).as_nanos() as u64 / applied as u64;
+                let _ = self.worker_ns.record(per.max(1));
+                t0 = now;
+            }
+            if let Some(e) = ended {
+                return e;
+            }
+            let before = seen_total;
+            seen_total += seen as u64;
+            if before / CHECK_EVERY != seen_total / CHECK_EVERY {
+                if let Some(p) = self.progress {
+                    p(done_bytes + reader.offset());
+                }
+                self.publish();
+                if self.stop.iter().any(|f| f.load(Ordering::Relaxed)) {
+                    return Ended::Stopped;
+                }
+            }
+        }
+    }
+}
+
+/// One batch's walk over a capture: the frames a worker decodes, and what
+/// it saw of the others.
+struct Gather<'a, const SPLIT: bool> {
+    /// The frames to decode; `true`: every worker decodes it (`Owner::Any`).
+    mine: Vec<(RawPacket<'a>, bool)>,
+    me: usize,
+    n: usize,
+    batch: usize,
+    scan: usize,
+    seen: usize,
+    bytes: u64,
+    clock: PacketClock,
+}
+
+impl<'a, const SPLIT: bool> Gather<'a, SPLIT> {
+    /// Whether the batch is complete: `batch` frames to decode, or `scan`
+    /// frames seen (so that a worker owning few still moves its clock).
+    #[inline(always)]
+    fn full(&self) -> bool {
+        self.mine.len() >= self.batch || self.seen >= self.scan
+    }
+
+    /// Takes records from `walk` until the batch is complete or the walk
+    /// stops. Out of line, with its state in locals, so that the loop runs
+    /// in registers: most frames are only looked at here.
+    /// `ETHERNET`: every frame is Ethernet (the walk's link type).
+    #[inline(never)]
+    fn walk<const ETHERNET: bool>(&mut self, walk: &mut PcapWalk<'a>) {
+        let mut w = walk.clone();
+        let mut clock = self.clock;
+        let (mut seen, mut bytes) = (self.seen, self.bytes);
+        let (me, n, batch, scan) = (self.me, self.n, self.batch, self.scan);
+        while self.mine.len() < batch && seen < scan {
+            let Some(pkt) = w.next_packet() else { break };
+            seen += 1;
+            bytes += u64::from(pkt.orig_len);
+            clock.observe(pkt.ts_ns);
+            if !SPLIT {
+                self.mine.push((pkt, false));
+                continue;
+            }
+            let o = if ETHERNET {
+                owner(LinkType::Ethernet, pkt.data)
+            } else {
+                owner(pkt.link, pkt.data)
+            };
+            match o {
+                Owner::Pair(h) => {
+                    if shard_of(h, n) == me {
+                        self.mine.push((pkt, false));
+                    }
+                }
+                Owner::Any => self.mine.push((pkt, true)),
+            }
+        }
+        *walk = w;
+        self.clock = clock;
+        (self.seen, self.bytes) = (seen, bytes);
+    }
+
+    #[inline(always)]
+    fn take(&mut self, pkt: RawPacket<'a>) {
+        self.seen += 1;
+        self.bytes += u64::from(pkt.orig_len);
+        self.clock.observe(pkt.ts_ns);
+        if !SPLIT {
+            self.mine.push((pkt, false));
+            return;
+        }
+        match owner(pkt.link, pkt.data) {
+            Owner::Pair(h) => {
+                if shard_of(h, self.n) == self.me {
+                    self.mine.push((pkt, false));
+                }
+            }
+            Owner::Any => self.mine.push((pkt, true)),
+        }
+    }
 }

@@ -28,6 +28,7 @@ pub fn decode_frame(data: &[u8]) {
         return;
     };
     let link = LINKS[usize::from(sel) % LINKS.len()];
+    check_owner(link, frame);
     let mut dec = Decoder::new();
     let mut table = FlowTable::new(&FlowConfig::default(), 16);
     for ts in [1_000_000_000u64, 100_000_000_000_000] {
@@ -44,9 +45,38 @@ pub fn decode_frame(data: &[u8]) {
     let _ = table.take_records();
 }
 
+/// The promise of [`crate::decode::owner`]: a frame it gives to an address
+/// pair makes flow packets of that pair only, and no fragment state.
+pub fn check_owner(link: LinkType, frame: &[u8]) {
+    use crate::decode::{Owner, owner};
+    let Owner::Pair(h) = owner(link, frame) else {
+        return;
+    };
+    let mut dec = Decoder::new();
+    let pkt = RawPacket {
+        ts_ns: 1_000_000_000,
+        link,
+        orig_len: frame.len() as u32,
+        data: frame,
+    };
+    dec.decode(&pkt, &mut |m: &PacketMeta| {
+        assert_eq!(
+            m.key.pair_hash(),
+            h,
+            "owner() named another pair: {m:?}\nframe: {frame:02x?}"
+        );
+    });
+    assert_eq!(
+        (dec.stats.fragments, dec.fragments_pending()),
+        (0, 0),
+        "owner() named a pair for a fragment: {frame:02x?}"
+    );
+}
+
 /// Reads `data` as a capture file and runs every packet through decode and
 /// a small flow table, in batches of 8 as the workers apply them.
 pub fn read_capture(data: &[u8]) {
+    crate::capture::pcap_file::assert_slice_reading_agrees(data);
     let Ok(mut reader) = CaptureReader::from_slice(data, "fuzz") else {
         return;
     };
@@ -141,6 +171,43 @@ mod tests {
                 m.truncate(1 + rng.below(m.len() as u64) as usize);
                 m[0] = rng.below(12) as u8;
                 rewrite_frame(&m);
+                n += 1;
+            }
+        }
+        assert!(n > 10_000);
+    }
+
+    /// Every frame of a synthesized capture, and many mutations of each
+    /// under every link type, through `owner`'s promise (`decode_frame`
+    /// checks it first).
+    #[test]
+    fn frames_given_an_owner_make_packets_of_that_pair_only() {
+        let mut bytes = Vec::new();
+        let cfg = crate::synth::BulkConfig {
+            packets: 2_000,
+            flows: 200,
+            ..crate::synth::BulkConfig::default()
+        };
+        crate::synth::write_bulk(&cfg, &mut bytes).unwrap();
+        let mut reader = CaptureReader::from_slice(&bytes, "synth").unwrap();
+        let mut rng = crate::synth::Rng::new(11);
+        let mut n = 0;
+        while let Ok(Some(pkt)) = reader.next_packet() {
+            for sel in 0..LINKS.len() as u8 {
+                let mut data = vec![sel];
+                data.extend_from_slice(pkt.data);
+                decode_frame(&data);
+            }
+            for _ in 0..10 {
+                let mut m = vec![0u8];
+                m.extend_from_slice(pkt.data);
+                for _ in 0..1 + rng.below(3) {
+                    let i = 1 + rng.below(m.len() as u64 - 1) as usize;
+                    m[i] = rng.below(256) as u8;
+                }
+                m.truncate(1 + rng.below(m.len() as u64) as usize);
+                m[0] = rng.below(LINKS.len() as u64) as u8;
+                decode_frame(&m);
                 n += 1;
             }
         }

@@ -2,9 +2,11 @@
 //!
 //! The data path, each stage a module:
 //! [`capture`] (pcap/pcapng files, AF_PACKET rings, libpcap) → [`decode`] (frames to `PacketMeta`) →
-//! [`pipeline`] (dispatch to shards) → [`flow`] (per-shard tables) →
+//! [`pipeline`] (runs; dispatch to shards) → [`flow`] (per-shard tables) →
 //! [`export`] (JSON lines, CSV, tables). [`fanout`] runs shared-nothing
-//! workers (read, decode and track inline), the model of AF_PACKET fanout;
+//! workers (read, decode and track inline): on capture files, each walking
+//! the whole file for its share, and on streams split by flow, the model of
+//! AF_PACKET fanout;
 //! [`live`] runs them on live AF_PACKET sockets. [`rewrite`] moves a
 //! capture's addresses into test ranges for replay onto an interface.
 //! [`synth`] writes deterministic captures for tests, benchmarks and the demo.

@@ -28,6 +28,7 @@ use hdrhistogram::Histogram;
 use thiserror::Error;
 use vigil_proto::{EndReason, FlowRecord};
 
+use crate::capture::mapped::MappedFile;
 use crate::capture::pcap_file::ByteSource;
 use crate::capture::{CaptureError, CaptureReader, KernelStats, LiveError, RawPacket};
 use crate::decode::{DecodeError, DecodeStats, Decoder, PacketMeta};
@@ -50,6 +51,23 @@ pub struct PipelineConfig {
     /// Set to stop reading; open flows are then flushed with end reason
     /// `shutdown` (SIGTERM).
     pub stop: Option<Arc<AtomicBool>>,
+    /// How capture files reach the workers.
+    pub file_mode: FileMode,
+}
+
+/// How the packets of capture files (and captures in memory) reach the
+/// flow workers. Standard input is always read by the dispatcher.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FileMode {
+    /// Shared-nothing workers ([`crate::fanout::run_shared`]): each maps the
+    /// whole file and decodes the frames whose address pair it owns; no
+    /// reader thread, so `workers` threads use `workers` cores. Inputs that
+    /// cannot be mapped (pipes, FIFOs) fall back to the dispatcher.
+    #[default]
+    Shared,
+    /// One reader thread decodes every frame and dispatches the packets by
+    /// flow to the workers over channels (the pipeline drawn above).
+    Dispatch,
 }
 
 /// Counters a running pipeline publishes: plain per-thread counts stored
@@ -157,6 +175,7 @@ impl Default for PipelineConfig {
             flow: FlowConfig::default(),
             live: None,
             stop: None,
+            file_mode: FileMode::default(),
         }
     }
 }
@@ -299,8 +318,9 @@ struct Dispatcher {
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct PacketClock {
     now: u64,
-    /// A far-future timestamp seen once, waiting for confirmation.
-    jump: Option<u64>,
+    /// A far-future timestamp seen once, waiting for confirmation (0: none;
+    /// a jump is never to the epoch).
+    jump: u64,
 }
 
 impl PacketClock {
@@ -311,23 +331,30 @@ impl PacketClock {
     }
 
     /// Takes a packet's timestamp; returns whether the clock moved.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn observe(&mut self, ts: u64) -> bool {
         if ts <= self.now {
             return false;
         }
-        if self.now != 0 && ts - self.now > MAX_CLOCK_JUMP_NS {
-            let confirmed = self
-                .jump
-                .is_some_and(|j| j.abs_diff(ts) <= MAX_CLOCK_JUMP_NS);
-            self.jump = Some(ts);
-            if !confirmed {
-                return false;
-            }
+        if ts - self.now > MAX_CLOCK_JUMP_NS && self.now != 0 {
+            return self.jump_to(ts);
         }
-        self.jump = None;
+        self.jump = 0;
         self.now = ts;
         true
+    }
+
+    /// A timestamp more than [`MAX_CLOCK_JUMP_NS`] ahead: taken only when
+    /// the one before it was too, and close to it.
+    #[cold]
+    fn jump_to(&mut self, ts: u64) -> bool {
+        let confirmed = self.jump != 0 && self.jump.abs_diff(ts) <= MAX_CLOCK_JUMP_NS;
+        self.jump = ts;
+        if confirmed {
+            self.jump = 0;
+            self.now = ts;
+        }
+        confirmed
     }
 }
 
@@ -659,12 +686,102 @@ impl<S: ByteSource> PacketSource for CaptureReader<S> {
 /// Progress callback: bytes of input consumed so far.
 pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
 
-/// Runs the inputs through decode and the flow shards, handing records to `sink`.
+/// Runs the inputs through decode and the flow workers, handing records to `sink`.
 ///
 /// Inputs are read one after another. An input that is damaged stops at the
 /// damage: its earlier packets are kept, the error is recorded in the report
-/// and the next input is read. The sink runs on its own thread.
+/// and the next input is read. The sink runs on its own thread. Files and
+/// captures in memory go to shared-nothing workers unless `cfg.file_mode`
+/// says otherwise; standard input, and files that cannot be mapped, to the
+/// dispatcher. Both give the same records.
 pub fn run(
+    inputs: &[Input<'_>],
+    cfg: &PipelineConfig,
+    sink: &mut (dyn FnMut(&[FlowRecord]) -> io::Result<()> + Send),
+    progress: Option<Progress<'_>>,
+) -> Result<RunReport, PipelineError> {
+    if cfg.file_mode == FileMode::Shared
+        && let Some(opened) = open_shared(inputs)
+    {
+        return run_opened(opened, cfg, sink, progress);
+    }
+    run_dispatch(inputs, cfg, sink, progress)
+}
+
+/// An input made ready for the shared-nothing workers.
+enum Shared<'a> {
+    Mapped(PathBuf, MappedFile),
+    Memory(PathBuf, &'a [u8]),
+}
+
+impl Shared<'_> {
+    fn input(&self) -> crate::fanout::SharedInput<'_> {
+        match self {
+            Shared::Mapped(name, m) => crate::fanout::SharedInput { name, bytes: m },
+            Shared::Memory(name, bytes) => crate::fanout::SharedInput { name, bytes },
+        }
+    }
+}
+
+/// Opens and maps every input (an input that cannot be opened is an error
+/// in its place), or `None` when one cannot be shared: standard input, a
+/// pipe, a file the system will not map.
+fn open_shared<'a>(inputs: &[Input<'a>]) -> Option<Vec<Result<Shared<'a>, CaptureError>>> {
+    let mut opened = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        opened.push(match input {
+            Input::Stdin => return None,
+            Input::Memory { name, bytes } => Ok(Shared::Memory(PathBuf::from(name), bytes)),
+            Input::File(p) => match File::open(p) {
+                Err(source) => Err(CaptureError::Io {
+                    path: p.clone(),
+                    source,
+                }),
+                Ok(f) => match MappedFile::map(&f) {
+                    Ok(Some(m)) => Ok(Shared::Mapped(p.clone(), m)),
+                    Ok(None) => return None,
+                    Err(e) => {
+                        tracing::debug!(path = %p.display(), error = %e, "not mapped; reading through the dispatcher");
+                        return None;
+                    }
+                },
+            },
+        });
+    }
+    Some(opened)
+}
+
+fn run_opened(
+    opened: Vec<Result<Shared<'_>, CaptureError>>,
+    cfg: &PipelineConfig,
+    sink: &mut (dyn FnMut(&[FlowRecord]) -> io::Result<()> + Send),
+    progress: Option<Progress<'_>>,
+) -> Result<RunReport, PipelineError> {
+    let mut sources = Vec::with_capacity(opened.len());
+    // Open failures, each to be reported in its input's place.
+    let mut failures = Vec::with_capacity(opened.len());
+    for o in opened {
+        match o {
+            Ok(src) => {
+                sources.push(src);
+                failures.push(None);
+            }
+            Err(e) => failures.push(Some(e)),
+        }
+    }
+    let readable: Vec<_> = sources.iter().map(Shared::input).collect();
+    let run = crate::fanout::run_shared(&readable, cfg, sink, progress)?;
+    let mut report = run.report;
+    let mut read_errors = run.input_errors.into_iter();
+    for failure in failures {
+        let e = failure.or_else(|| read_errors.next().flatten());
+        report.input_errors.extend(e);
+    }
+    Ok(report)
+}
+
+/// [`run`] through the dispatcher: one reader thread, `cfg.workers` shards.
+fn run_dispatch(
     inputs: &[Input<'_>],
     cfg: &PipelineConfig,
     sink: &mut (dyn FnMut(&[FlowRecord]) -> io::Result<()> + Send),

@@ -273,21 +273,25 @@ fn bench_reports_rates_for_each_worker_count() {
         "1",
         "--worker-counts",
         "1,2",
+        "--modes",
+        "shared,dispatch,fanout",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8(o.stdout).unwrap();
     assert!(out.contains("Mpps") && out.contains("B/flow"), "{out}");
-    // Both pipelines, each with both worker counts.
+    // The three pipelines, each with both worker counts.
     assert_eq!(
         out.lines().filter(|l| l.contains("runs (Mpps")).count(),
-        4,
+        6,
         "{out}"
     );
-    assert!(
-        out.lines().any(|l| l.starts_with("dispatch"))
-            && out.lines().any(|l| l.starts_with("fanout")),
-        "{out}"
-    );
+    for mode in ["shared", "dispatch", "fanout"] {
+        assert_eq!(
+            out.lines().filter(|l| l.starts_with(mode)).count(),
+            2,
+            "{mode}: {out}"
+        );
+    }
 }
 
 #[test]

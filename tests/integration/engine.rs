@@ -614,3 +614,163 @@ fn early_reports_cut_one_way_and_heavy_flows_only() {
     let (plain, _) = run_bytes(&bytes, &config(1, 256, FOREVER));
     assert_eq!(plain.iter().filter(|r| r.src_port == Some(9999)).count(), 1);
 }
+
+/// A run's counters that must not depend on how the packets reach the
+/// workers: frames, bytes, decode errors, fragments, flows and records.
+fn counters(r: &vigil_sensor::pipeline::RunReport) -> String {
+    let errors: Vec<(Option<u64>, String)> = r
+        .input_errors
+        .iter()
+        .map(|e| (e.offset(), e.to_string()))
+        .collect();
+    format!(
+        "packets {} bytes {} decode {:?} table {:?} fragments pending {} errors {errors:?}",
+        r.packets, r.wire_bytes, r.decode, r.table, r.fragments_pending
+    )
+}
+
+fn with_mode(
+    workers: usize,
+    batch: usize,
+    timeout: Duration,
+    mode: vigil_sensor::pipeline::FileMode,
+) -> vigil_sensor::pipeline::PipelineConfig {
+    let mut c = config(workers, batch, timeout);
+    c.file_mode = mode;
+    c
+}
+
+/// Capture files are read by shared-nothing workers that each walk the whole
+/// file: for every capture of the corpus (tunnels, fragments, VLANs, IPv6
+/// extension headers, damage), 1, 2 and 3 of them give the records and the
+/// counters of the dispatcher, with long and with default timeouts.
+#[test]
+fn shared_workers_give_the_dispatchers_flows_and_counters_on_the_corpus() {
+    use vigil_sensor::pipeline::{FileMode, Input};
+    let Some(dir) = corpus_dir() else { return };
+    for f in corpus_files(&dir) {
+        let inputs = [Input::File(f.clone())];
+        for timeout in [FOREVER, Duration::from_secs(60)] {
+            let (recs, report) =
+                run_inputs(&inputs, &with_mode(1, 256, timeout, FileMode::Dispatch));
+            let (base, base_counters) = (fingerprint(&recs), counters(&report));
+            for (w, b) in [(1, 256), (2, 256), (3, 7), (2, 1)] {
+                let (recs, report) =
+                    run_inputs(&inputs, &with_mode(w, b, timeout, FileMode::Shared));
+                let what = format!("{}: {w} shared workers, batch {b}", f.display());
+                assert_same(&base, &fingerprint(&recs), &what);
+                assert_eq!(base_counters, counters(&report), "{what}");
+            }
+        }
+    }
+}
+
+/// The same on synthesized traffic: the demo's attack scenario, and bulk
+/// traffic with VLANs, IPv6, IMIX frames and a table small enough to evict.
+#[test]
+fn shared_workers_give_the_dispatchers_flows_on_synthetic_traffic() {
+    use vigil_sensor::pipeline::FileMode;
+    let bulk = BulkConfig {
+        packets: 60_000,
+        flows: 3_000,
+        frame: FrameSize::Imix,
+        ..BulkConfig::default()
+    }
+    .to_pcap_bytes();
+    let demo = synth::demo_scenario(3).to_pcap_bytes();
+    for bytes in [&bulk, &demo] {
+        let timeout = Duration::from_secs(30);
+        let (recs, report) = run_bytes(bytes, &with_mode(1, 256, timeout, FileMode::Dispatch));
+        let (base, base_counters) = (fingerprint(&recs), counters(&report));
+        for w in [1, 2, 4] {
+            let (recs, report) = run_bytes(bytes, &with_mode(w, 64, timeout, FileMode::Shared));
+            assert_same(&base, &fingerprint(&recs), &format!("{w} shared workers"));
+            assert_eq!(base_counters, counters(&report), "{w} shared workers");
+            // Every packet is in a record, none twice.
+            assert_eq!(
+                report.table.packets,
+                recs.iter().map(|r| r.packets()).sum::<u64>()
+            );
+        }
+    }
+}
+
+/// Several inputs, one missing and one damaged: both modes read them in
+/// order, carry the packet clock across them, and report each failure once,
+/// in its input's place.
+#[test]
+fn shared_workers_read_several_inputs_and_report_each_failure_once() {
+    use vigil_sensor::pipeline::{FileMode, Input};
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.pcap");
+    let cut = dir.path().join("cut.pcap");
+    let missing = dir.path().join("missing.pcap");
+    let b = dir.path().join("b.pcap");
+    let one = |seed| {
+        BulkConfig {
+            packets: 5_000,
+            flows: 300,
+            seed,
+            ..BulkConfig::default()
+        }
+        .to_pcap_bytes()
+    };
+    std::fs::write(&a, one(1)).unwrap();
+    let mut damaged = one(2);
+    damaged.truncate(damaged.len() / 2 + 3);
+    std::fs::write(&cut, &damaged).unwrap();
+    std::fs::write(&b, one(3)).unwrap();
+    let inputs = [
+        Input::File(a),
+        Input::File(cut.clone()),
+        Input::File(missing.clone()),
+        Input::File(b),
+    ];
+    let timeout = Duration::from_secs(30);
+    let (recs, report) = run_inputs(&inputs, &with_mode(1, 256, timeout, FileMode::Dispatch));
+    assert_eq!(report.input_errors.len(), 2, "{:?}", report.input_errors);
+    assert!(report.input_errors[0].to_string().contains("cut.pcap"));
+    assert!(report.input_errors[1].to_string().contains("missing.pcap"));
+    let (base, base_counters) = (fingerprint(&recs), counters(&report));
+    for w in [1, 2, 3] {
+        let (recs, report) = run_inputs(&inputs, &with_mode(w, 256, timeout, FileMode::Shared));
+        assert_same(&base, &fingerprint(&recs), &format!("{w} shared workers"));
+        assert_eq!(base_counters, counters(&report), "{w} shared workers");
+    }
+}
+
+/// The promise the shared workers' split rests on: a frame that
+/// `decode::owner` gives to one address pair yields flow packets of that pair
+/// only, and leaves no fragment behind, on every frame of the corpus.
+#[test]
+fn frames_given_an_owner_make_packets_of_that_pair_only_on_the_corpus() {
+    use vigil_sensor::capture::CaptureReader;
+    use vigil_sensor::decode::{Decoder, Owner, PacketMeta, owner};
+    let Some(dir) = corpus_dir() else { return };
+    let (mut paired, mut any) = (0u64, 0u64);
+    for f in corpus_files(&dir) {
+        let bytes = std::fs::read(&f).unwrap();
+        let Ok(mut reader) = CaptureReader::from_slice(&bytes, &f) else {
+            continue;
+        };
+        while let Ok(Some(pkt)) = reader.next_packet() {
+            let Owner::Pair(h) = owner(pkt.link, pkt.data) else {
+                any += 1;
+                continue;
+            };
+            paired += 1;
+            let mut d = Decoder::new();
+            d.decode(&pkt, &mut |m: &PacketMeta| {
+                assert_eq!(m.key.pair_hash(), h, "{}: {:?}", f.display(), m.key);
+            });
+            assert_eq!(
+                (d.stats.fragments, d.fragments_pending()),
+                (0, 0),
+                "{}",
+                f.display()
+            );
+        }
+    }
+    // Most frames of the corpus are plain IP: the split is not all `Any`.
+    assert!(paired > 10 * any, "{paired} paired, {any} any");
+}

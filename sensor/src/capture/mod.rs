@@ -10,6 +10,7 @@
 pub mod af_packet;
 #[cfg(feature = "libpcap")]
 pub mod libpcap;
+pub mod mapped;
 pub mod pcap_file;
 
 use std::io;

@@ -64,6 +64,30 @@ const SEEDS: [u64; 7] = [
     0xc0ac_29b7_c97c_50dd,
 ];
 
+/// A hash of an address pair alone (no ports, protocol or VLAN), the same
+/// whichever way the packet goes: every packet between two hosts, fragments
+/// and tunnels included, has it. IPv4 addresses are given as their four
+/// bytes read little-endian (cheaper than swapping them, and any fixed
+/// order serves); see [`pair_hash_v6`] for IPv6.
+#[inline(always)]
+pub fn pair_hash_v4(a: u32, b: u32) -> u64 {
+    mix(
+        u64::from(a.min(b)) ^ SEEDS[0],
+        u64::from(a.max(b)) ^ SEEDS[1],
+    )
+}
+
+/// [`pair_hash_v4`] for two IPv6 addresses (as bytes, network order).
+#[inline(always)]
+pub fn pair_hash_v6(a: &[u8; 16], b: &[u8; 16]) -> u64 {
+    let fold = |x: &[u8; 16]| {
+        let v = u128::from_le_bytes(*x);
+        (v as u64) ^ ((v >> 64) as u64).rotate_left(32)
+    };
+    let (x, y) = (fold(a), fold(b));
+    mix(x.min(y) ^ SEEDS[2], x.max(y) ^ SEEDS[3])
+}
+
 impl FlowKey {
     /// Builds the canonical key for a packet from `src` to `dst`; the flag
     /// says whether `src` is the key's lower endpoint.
@@ -116,6 +140,18 @@ impl FlowKey {
         mix(h, SEEDS[6])
     }
 
+    /// [`pair_hash_v4`] (or `_v6`) of the key's two addresses: which worker owns the
+    /// flow when capture files are read by shared-nothing workers.
+    #[inline]
+    pub fn pair_hash(&self) -> u64 {
+        if self.v6 {
+            pair_hash_v6(&self.addr_lo, &self.addr_hi)
+        } else {
+            let v4 = |x: &[u8; 16]| u32::from_le_bytes([x[0], x[1], x[2], x[3]]);
+            pair_hash_v4(v4(&self.addr_lo), v4(&self.addr_hi))
+        }
+    }
+
     /// The lower endpoint's address.
     pub fn lo_addr(&self) -> IpAddr {
         addr_from(&self.addr_lo, self.v6)
@@ -141,6 +177,39 @@ mod tests {
         assert_eq!(k1.hash64(), k2.hash64());
         assert!(d1 && !d2);
         assert_eq!(k1.lo_addr().to_string(), "192.0.2.1");
+    }
+
+    #[test]
+    fn the_pair_hash_of_a_key_is_that_of_its_addresses_either_way() {
+        let a = "192.0.2.1".parse().unwrap();
+        let b = "198.51.100.7".parse().unwrap();
+        let (k, _) = FlowKey::new(addr_bytes(a), 1, addr_bytes(b), 2, 6, false, [3, 0]);
+        let (k2, _) = FlowKey::new(addr_bytes(b), 9, addr_bytes(a), 8, 17, false, [0, 0]);
+        let v4 = |ip: IpAddr| match ip {
+            IpAddr::V4(x) => u32::from_le_bytes(x.octets()),
+            IpAddr::V6(_) => unreachable!(),
+        };
+        assert_eq!(k.pair_hash(), pair_hash_v4(v4(a), v4(b)));
+        assert_eq!(k.pair_hash(), pair_hash_v4(v4(b), v4(a)));
+        assert_eq!(k.pair_hash(), k2.pair_hash());
+        let c: IpAddr = "2001:db8::1".parse().unwrap();
+        let d: IpAddr = "2001:db8:ffff::2".parse().unwrap();
+        let (k6, _) = FlowKey::new(addr_bytes(d), 1, addr_bytes(c), 2, 17, true, [0, 0]);
+        assert_eq!(k6.pair_hash(), pair_hash_v6(&addr_bytes(c), &addr_bytes(d)));
+        assert_eq!(k6.pair_hash(), pair_hash_v6(&addr_bytes(d), &addr_bytes(c)));
+        assert_ne!(k6.pair_hash(), k.pair_hash());
+    }
+
+    #[test]
+    fn pair_hashes_spread_over_workers() {
+        // 10,000 clients of one server: each of 4 workers gets its share.
+        let mut per = [0u32; 4];
+        for i in 0..10_000u32 {
+            let client = u32::from_le_bytes((0x0a00_0000 + i).to_be_bytes());
+            let h = pair_hash_v4(client, u32::from_le_bytes([198, 51, 100, 1]));
+            per[crate::pipeline::shard_of(h, 4)] += 1;
+        }
+        assert!(per.iter().all(|&n| (2_250..=2_750).contains(&n)), "{per:?}");
     }
 
     #[test]

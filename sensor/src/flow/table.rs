@@ -796,8 +796,14 @@ impl FlowTable {
                     self.interim(slot);
                 }
                 let f = self.flow(slot);
+                // A flow idle past its timeout by the clock ended idle,
+                // whether or not the wheel saw it so: the wheel visits a
+                // tick once, and a flow due late in the tick may still have
+                // been running when it did (then it is due a tick later).
                 let r = if f.state & CLOSED != 0 {
                     closed_reason(f)
+                } else if self.now_ns > f.last_ns.saturating_add(self.timeouts.idle_timeout(f)) {
+                    EndReason::Idle
                 } else {
                     reason
                 };
@@ -935,6 +941,68 @@ mod tests {
         assert_eq!(conn_state(17, 0, IN_USE | SEEN_ORIG), S0);
         assert_eq!(conn_state(17, 0, IN_USE | SEEN_ORIG | SEEN_RESP), SF);
         assert_eq!(conn_state(1, 0, IN_USE | SEEN_ORIG | SEEN_RESP), OTH);
+    }
+
+    /// A flow due late in a tick, still running when the wheel reached the
+    /// tick and idle by the time the input ended within that tick, ended
+    /// idle: the same record whether the clock got there in one step or two
+    /// (it used to say `end_of_input` after two steps, `idle` after one).
+    #[test]
+    fn a_flow_idle_by_the_final_clock_ends_idle_however_the_clock_got_there() {
+        use crate::flow::Timeouts;
+        use crate::synth::{L4, PacketSpec, Scenario};
+        let t0 = 1_700_000_000_000_000_000u64 + 100_000_000;
+        let mut sc = Scenario::new();
+        let (a, b) = (
+            "192.0.2.1".parse().unwrap(),
+            "198.51.100.2".parse().unwrap(),
+        );
+        let spec = PacketSpec::new(
+            a,
+            b,
+            L4::Udp {
+                sport: 5000,
+                dport: 53,
+            },
+            10,
+        );
+        sc.packet(t0, &spec);
+        let file = sc.to_pcap_bytes();
+        let mut reader = crate::capture::CaptureReader::new(&file[..], "one").unwrap();
+        let mut metas = Vec::new();
+        let mut decoder = crate::decode::Decoder::new();
+        while let Some(p) = reader.next_packet().unwrap() {
+            decoder.decode(&p, &mut |m: &PacketMeta| metas.push(*m));
+        }
+        let idle = 30_000_000_000u64;
+        let cfg = FlowConfig {
+            timeouts: Timeouts::uniform(std::time::Duration::from_nanos(idle)),
+            ..FlowConfig::default()
+        };
+        let deadline = t0 + idle;
+        let run = |steps: &[u64]| {
+            let mut t = FlowTable::new(&cfg, 16);
+            t.process_batch(&metas);
+            for &now in steps {
+                t.advance(now);
+            }
+            t.flush(EndReason::EndOfInput);
+            t.take_records()
+        };
+        let one = run(&[deadline + 10_000_000]);
+        let two = run(&[deadline - 10_000_000, deadline + 10_000_000]);
+        assert_eq!(
+            deadline / TICK_NS,
+            (deadline + 10_000_000) / TICK_NS,
+            "one tick"
+        );
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].end_reason, EndReason::Idle);
+        assert_eq!(two.len(), 1);
+        assert_eq!(two[0].end_reason, EndReason::Idle);
+        // Not yet idle at the end: the input ended it.
+        let running = run(&[deadline - 10_000_000]);
+        assert_eq!(running[0].end_reason, EndReason::EndOfInput);
     }
 
     /// The decoded packets of a synthesized capture of `packets` over `flows`.

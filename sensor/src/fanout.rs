@@ -29,7 +29,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use crossbeam_channel::{Sender, bounded};
+use crossbeam_channel::Sender;
 use hdrhistogram::Histogram;
 use thiserror::Error;
 use vigil_proto::{EndReason, FlowRecord};
@@ -40,7 +40,7 @@ use crate::decode::{Decoder, Owner, PacketMeta, owner};
 use crate::flow::table::FlowTable;
 use crate::pipeline::{
     LiveCounters, PacketClock, PipelineConfig, PipelineError, Progress, Published, RunReport,
-    finish_table, histogram, join_sink, shard_of, validate,
+    finish_table, histogram, join_sink, log_finished, shard_of, spawn_sink, validate,
 };
 
 /// A capture could not be split.
@@ -129,14 +129,9 @@ pub fn run(
     let per_worker = cfg.flow.max_flows.div_ceil(n);
     let started = Instant::now();
     let mut report = RunReport::default();
+    let sink_failed = AtomicBool::new(false);
     std::thread::scope(|s| -> Result<(), PipelineError> {
-        let (out_tx, out_rx) = bounded::<Vec<FlowRecord>>(64);
-        let writer = s.spawn(move || -> io::Result<()> {
-            for recs in out_rx {
-                sink(&recs)?;
-            }
-            Ok(())
-        });
+        let (out_tx, writer) = spawn_sink(s, sink, &sink_failed);
         let mut handles = Vec::new();
         for (i, bytes) in streams.iter().enumerate() {
             let out = out_tx.clone();
@@ -260,17 +255,7 @@ pub fn run_shared(
     let mut report = RunReport::default();
     let mut input_errors = Vec::new();
     std::thread::scope(|s| -> Result<(), PipelineError> {
-        let (out_tx, out_rx) = bounded::<Vec<FlowRecord>>(64);
-        let failed = &sink_failed;
-        let writer = s.spawn(move || -> io::Result<()> {
-            for recs in out_rx {
-                if let Err(e) = sink(&recs) {
-                    failed.store(true, Ordering::Relaxed);
-                    return Err(e);
-                }
-            }
-            Ok(())
-        });
+        let (out_tx, writer) = spawn_sink(s, sink, &sink_failed);
         let mut handles = Vec::with_capacity(n);
         for me in 0..n {
             let w = SharedWorker {
@@ -318,15 +303,7 @@ pub fn run_shared(
         join_sink(writer)
     })?;
     report.elapsed = started.elapsed();
-    tracing::info!(
-        packets = report.packets,
-        flows = report.table.flows,
-        records = report.table.record_total(),
-        decode_errors = report.decode.error_total(),
-        evicted = report.table.evicted,
-        elapsed_ms = report.elapsed.as_millis() as u64,
-        "shared-nothing file workers finished"
-    );
+    log_finished(&report, "shared-nothing file workers finished");
     Ok(SharedRun {
         report,
         input_errors,
@@ -616,18 +593,13 @@ impl<'a, const SPLIT: bool> Gather<'a, SPLIT> {
                 self.mine.push((pkt, false));
                 continue;
             }
-            let o = if ETHERNET {
-                owner(LinkType::Ethernet, pkt.data)
+            let link = if ETHERNET {
+                LinkType::Ethernet
             } else {
-                owner(pkt.link, pkt.data)
+                pkt.link
             };
-            match o {
-                Owner::Pair(h) => {
-                    if shard_of(h, n) == me {
-                        self.mine.push((pkt, false));
-                    }
-                }
-                Owner::Any => self.mine.push((pkt, true)),
+            if let Some(any) = select(link, pkt.data, me, n) {
+                self.mine.push((pkt, any));
             }
         }
         *walk = w;
@@ -644,13 +616,19 @@ impl<'a, const SPLIT: bool> Gather<'a, SPLIT> {
             self.mine.push((pkt, false));
             return;
         }
-        match owner(pkt.link, pkt.data) {
-            Owner::Pair(h) => {
-                if shard_of(h, self.n) == self.me {
-                    self.mine.push((pkt, false));
-                }
-            }
-            Owner::Any => self.mine.push((pkt, true)),
+        if let Some(any) = select(pkt.link, pkt.data, self.me, self.n) {
+            self.mine.push((pkt, any));
         }
+    }
+}
+
+/// Whether worker `me` of `n` decodes a frame: `Some(false)`, it owns the
+/// frame's address pair; `Some(true)`, every worker decodes the frame
+/// (`Owner::Any`); `None`, another worker's.
+#[inline(always)]
+fn select(link: LinkType, frame: &[u8], me: usize, n: usize) -> Option<bool> {
+    match owner(link, frame) {
+        Owner::Pair(h) => (shard_of(h, n) == me).then_some(false),
+        Owner::Any => Some(true),
     }
 }

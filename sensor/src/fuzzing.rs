@@ -144,10 +144,15 @@ pub fn check_rewrite(link: LinkType, frame: &[u8]) {
 mod tests {
     use super::*;
 
-    /// Every frame of a synthesized capture, and many mutations of each,
-    /// through the rewriter's promise.
-    #[test]
-    fn rewritten_frames_name_only_test_addresses() {
+    /// Calls `check` on every frame of a synthesized capture, each behind a
+    /// link-type byte (`link`), then on `mutations` mutations of each (a few
+    /// bytes changed, the end cut, any link type); returns how many.
+    fn frames_and_mutations(
+        seed: u64,
+        link: u8,
+        mutations: usize,
+        mut check: impl FnMut(&[u8]),
+    ) -> usize {
         let mut bytes = Vec::new();
         let cfg = crate::synth::BulkConfig {
             packets: 2_000,
@@ -156,60 +161,42 @@ mod tests {
         };
         crate::synth::write_bulk(&cfg, &mut bytes).unwrap();
         let mut reader = CaptureReader::from_slice(&bytes, "synth").unwrap();
-        let mut rng = crate::synth::Rng::new(7);
+        let mut rng = crate::synth::Rng::new(seed);
         let mut n = 0;
         while let Ok(Some(pkt)) = reader.next_packet() {
-            let mut data = vec![1u8];
+            let mut data = vec![link];
             data.extend_from_slice(pkt.data);
-            rewrite_frame(&data);
-            for _ in 0..20 {
+            check(&data);
+            for _ in 0..mutations {
                 let mut m = data.clone();
                 for _ in 0..1 + rng.below(4) {
                     let i = 1 + rng.below(m.len() as u64 - 1) as usize;
                     m[i] = rng.below(256) as u8;
                 }
                 m.truncate(1 + rng.below(m.len() as u64) as usize);
-                m[0] = rng.below(12) as u8;
-                rewrite_frame(&m);
+                m[0] = rng.below(LINKS.len() as u64) as u8;
+                check(&m);
                 n += 1;
             }
         }
-        assert!(n > 10_000);
+        n
     }
 
-    /// Every frame of a synthesized capture, and many mutations of each
-    /// under every link type, through `owner`'s promise (`decode_frame`
-    /// checks it first).
+    /// Every frame of a synthesized capture, and many mutations of each,
+    /// through the rewriter's promise.
+    #[test]
+    fn rewritten_frames_name_only_test_addresses() {
+        assert!(frames_and_mutations(7, 1, 20, rewrite_frame) > 10_000);
+    }
+
+    /// Every frame of a synthesized capture under every link type, and many
+    /// mutations of each, through `owner`'s promise (`decode_frame` checks
+    /// it first).
     #[test]
     fn frames_given_an_owner_make_packets_of_that_pair_only() {
-        let mut bytes = Vec::new();
-        let cfg = crate::synth::BulkConfig {
-            packets: 2_000,
-            flows: 200,
-            ..crate::synth::BulkConfig::default()
-        };
-        crate::synth::write_bulk(&cfg, &mut bytes).unwrap();
-        let mut reader = CaptureReader::from_slice(&bytes, "synth").unwrap();
-        let mut rng = crate::synth::Rng::new(11);
         let mut n = 0;
-        while let Ok(Some(pkt)) = reader.next_packet() {
-            for sel in 0..LINKS.len() as u8 {
-                let mut data = vec![sel];
-                data.extend_from_slice(pkt.data);
-                decode_frame(&data);
-            }
-            for _ in 0..10 {
-                let mut m = vec![0u8];
-                m.extend_from_slice(pkt.data);
-                for _ in 0..1 + rng.below(3) {
-                    let i = 1 + rng.below(m.len() as u64 - 1) as usize;
-                    m[i] = rng.below(256) as u8;
-                }
-                m.truncate(1 + rng.below(m.len() as u64) as usize);
-                m[0] = rng.below(LINKS.len() as u64) as u8;
-                decode_frame(&m);
-                n += 1;
-            }
+        for link in 0..LINKS.len() as u8 {
+            n += frames_and_mutations(11 + u64::from(link), link, 2, decode_frame);
         }
         assert!(n > 10_000);
     }

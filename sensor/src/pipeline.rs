@@ -857,17 +857,7 @@ fn run_with(
     let mut report = RunReport::default();
 
     std::thread::scope(|s| -> Result<(), PipelineError> {
-        let (out_tx, out_rx) = bounded::<Vec<FlowRecord>>(64);
-        let stop_ref = &stop;
-        let writer = s.spawn(move || -> io::Result<()> {
-            for recs in out_rx {
-                if let Err(e) = sink(&recs) {
-                    stop_ref.store(true, Ordering::Relaxed);
-                    return Err(e);
-                }
-            }
-            Ok(())
-        });
+        let (out_tx, writer) = spawn_sink(s, sink, &stop);
         let mut txs = Vec::with_capacity(n);
         let mut rets = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n);
@@ -939,6 +929,35 @@ fn run_with(
         join_sink(writer)
     })?;
     report.elapsed = started.elapsed();
+    log_finished(&report, "flow pipeline finished");
+    Ok(report)
+}
+
+/// The sink thread of a run: hands every batch of records to `sink`; if the
+/// sink fails, sets `failed` (the readers stop) and ends with the error.
+pub(crate) fn spawn_sink<'scope, 'env>(
+    s: &'scope std::thread::Scope<'scope, 'env>,
+    sink: &'scope mut (dyn FnMut(&[FlowRecord]) -> io::Result<()> + Send),
+    failed: &'scope AtomicBool,
+) -> (
+    Sender<Vec<FlowRecord>>,
+    std::thread::ScopedJoinHandle<'scope, io::Result<()>>,
+) {
+    let (tx, rx) = bounded::<Vec<FlowRecord>>(64);
+    let writer = s.spawn(move || -> io::Result<()> {
+        for recs in rx {
+            if let Err(e) = sink(&recs) {
+                failed.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+        Ok(())
+    });
+    (tx, writer)
+}
+
+/// The log line at the end of a run.
+pub(crate) fn log_finished(report: &RunReport, message: &'static str) {
     tracing::info!(
         packets = report.packets,
         flows = report.table.flows,
@@ -946,9 +965,8 @@ fn run_with(
         decode_errors = report.decode.error_total(),
         evicted = report.table.evicted,
         elapsed_ms = report.elapsed.as_millis() as u64,
-        "flow pipeline finished"
+        "{message}"
     );
-    Ok(report)
 }
 
 const TIMING_EVERY: u64 = 256;

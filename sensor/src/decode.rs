@@ -584,23 +584,20 @@ pub fn owner(link: LinkType, d: &[u8]) -> Owner {
 
 /// [`owner`] of frames other than Ethernet carrying IPv4 directly.
 fn owner_general(link: LinkType, d: &[u8]) -> Owner {
-    let (et, off) = match link {
+    let (mut et, mut off) = match link {
         LinkType::Ethernet if d.len() >= 14 => (be16(d, 12), 14),
         LinkType::LinuxSll if d.len() >= 16 => (be16(d, 14), 16),
         LinkType::LinuxSll2 if d.len() >= 20 => (be16(d, 0), 20),
         LinkType::Raw | LinkType::Ipv4 | LinkType::Ipv6 => return ip_owner(d),
         LinkType::Null | LinkType::Loop if d.len() >= 4 => {
-            let le = u32::from_le_bytes([d[0], d[1], d[2], d[3]]);
-            let be = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
-            let fam = if le < 0x100 { le } else { be };
-            return match fam {
-                2 | 24 | 28 | 30 => ip_owner(&d[4..]),
-                _ => Owner::Any,
+            return if null_carries_ip(d) {
+                ip_owner(&d[4..])
+            } else {
+                Owner::Any
             };
         }
         _ => return Owner::Any,
     };
-    let (mut et, mut off) = (et, off);
     // VLAN tags, as `Decoder::ethertype` skips them.
     for _ in 0..4 {
         match et {
@@ -613,6 +610,16 @@ fn owner_general(link: LinkType, d: &[u8]) -> Owner {
         }
     }
     Owner::Any
+}
+
+/// Whether a BSD null or OpenBSD loopback header (at least 4 bytes) names
+/// IPv4 or IPv6: its address family is in the capturing host's byte order
+/// (null) or in network order (loop), so a value under 256 read either way.
+fn null_carries_ip(d: &[u8]) -> bool {
+    let le = u32::from_le_bytes([d[0], d[1], d[2], d[3]]);
+    let be = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
+    let fam = if le < 0x100 { le } else { be };
+    matches!(fam, 2 | 24 | 28 | 30)
 }
 
 /// [`owner`] from the IP header on: the version nibble decides, as it does
@@ -729,12 +736,10 @@ impl Decoder {
                 if d.len() < 4 {
                     return err(DecodeError::LinkTruncated);
                 }
-                let le = u32::from_le_bytes([d[0], d[1], d[2], d[3]]);
-                let be = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
-                let fam = if le < 0x100 { le } else { be };
-                match fam {
-                    2 | 24 | 28 | 30 => self.ip(&d[4..], ctx, emit),
-                    _ => Ok(false),
+                if null_carries_ip(d) {
+                    self.ip(&d[4..], ctx, emit)
+                } else {
+                    Ok(false)
                 }
             }
             LinkType::LinuxSll => {

@@ -270,7 +270,8 @@ pub fn run_shared(
                 worker_ns: histogram(),
                 packets: 0,
                 wire_bytes: 0,
-                stop: [&sink_failed, external],
+                sink_failed: &sink_failed,
+                external,
                 live: cfg.live.as_deref(),
                 published: Published::default(),
                 progress: if me == 0 { progress } else { None },
@@ -324,8 +325,10 @@ struct SharedWorker<'r> {
     /// Frames read (every worker reads every frame).
     packets: u64,
     wire_bytes: u64,
-    /// The sink's failure, the caller's stop flag.
-    stop: [&'r AtomicBool; 2],
+    /// Set when the sink failed.
+    sink_failed: &'r AtomicBool,
+    /// The caller's stop flag: open flows then end as `shutdown`.
+    external: &'r AtomicBool,
     live: Option<&'r LiveCounters>,
     published: Published,
     progress: Option<Progress<'r>>,
@@ -383,7 +386,7 @@ impl SharedWorker<'_> {
         }
         self.apply();
         self.publish();
-        let reason = if self.stop[1].load(Ordering::Relaxed) {
+        let reason = if self.external.load(Ordering::Relaxed) {
             EndReason::Shutdown
         } else {
             EndReason::EndOfInput
@@ -474,13 +477,8 @@ impl SharedWorker<'_> {
             // Records walked in place, the common case; then whatever the
             // walk stopped at (the end, damage, another format) one by one.
             if let Some(mut walk) = reader.walk() {
-                let before = g.seen;
-                if walk.link() == LinkType::Ethernet {
-                    g.walk::<true>(&mut walk);
-                } else {
-                    g.walk::<false>(&mut walk);
-                }
-                reader.end_walk(walk, (g.seen - before) as u64);
+                g.walk(&mut walk);
+                reader.end_walk(walk, g.seen as u64);
             }
             let mut ended = None;
             while !g.full() {
@@ -544,7 +542,8 @@ impl SharedWorker<'_> {
                     p(done_bytes + reader.offset());
                 }
                 self.publish();
-                if self.stop.iter().any(|f| f.load(Ordering::Relaxed)) {
+                if self.sink_failed.load(Ordering::Relaxed) || self.external.load(Ordering::Relaxed)
+                {
                     return Ended::Stopped;
                 }
             }
@@ -575,36 +574,13 @@ impl<'a, const SPLIT: bool> Gather<'a, SPLIT> {
     }
 
     /// Takes records from `walk` until the batch is complete or the walk
-    /// stops. Out of line, with its state in locals, so that the loop runs
-    /// in registers: most frames are only looked at here.
-    /// `ETHERNET`: every frame is Ethernet (the walk's link type).
+    /// stops.
     #[inline(never)]
-    fn walk<const ETHERNET: bool>(&mut self, walk: &mut PcapWalk<'a>) {
-        let mut w = walk.clone();
-        let mut clock = self.clock;
-        let (mut seen, mut bytes) = (self.seen, self.bytes);
-        let (me, n, batch, scan) = (self.me, self.n, self.batch, self.scan);
-        while self.mine.len() < batch && seen < scan {
-            let Some(pkt) = w.next_packet() else { break };
-            seen += 1;
-            bytes += u64::from(pkt.orig_len);
-            clock.observe(pkt.ts_ns);
-            if !SPLIT {
-                self.mine.push((pkt, false));
-                continue;
-            }
-            let link = if ETHERNET {
-                LinkType::Ethernet
-            } else {
-                pkt.link
-            };
-            if let Some(any) = select(link, pkt.data, me, n) {
-                self.mine.push((pkt, any));
-            }
+    fn walk(&mut self, walk: &mut PcapWalk<'a>) {
+        while !self.full() {
+            let Some(pkt) = walk.next_packet() else { break };
+            self.take(pkt);
         }
-        *walk = w;
-        self.clock = clock;
-        (self.seen, self.bytes) = (seen, bytes);
     }
 
     #[inline(always)]

@@ -164,11 +164,6 @@ pub trait ByteSource {
     fn consume(&mut self, n: usize);
     /// Offset of the first available byte in the file.
     fn offset(&self) -> u64;
-    /// Asks the CPU for bytes a little past the first available one, which
-    /// the next records will need. A source reading through a buffer it
-    /// keeps hot has no need to.
-    #[inline(always)]
-    fn prefetch_ahead(&self) {}
 }
 
 /// Reads through one large buffer (1 MiB, grown only for larger blocks).
@@ -260,21 +255,9 @@ impl ByteSource for SliceSource<'_> {
     fn offset(&self) -> u64 {
         self.pos as u64
     }
-
-    /// The capture is walked in order but read only here and there (record
-    /// headers, the first bytes of frames), and the hardware prefetcher
-    /// stops at every 4 KiB page: ask for what lies ahead.
-    #[inline(always)]
-    fn prefetch_ahead(&self) {
-        crate::flow::prefetch(
-            self.data
-                .as_ptr()
-                .wrapping_add(self.pos + SLICE_PREFETCH_AHEAD),
-        );
-    }
 }
 
-/// How far ahead of its position a [`SliceSource`] asks for bytes.
+/// How far ahead of its position a [`PcapWalk`] asks for bytes.
 const SLICE_PREFETCH_AHEAD: usize = 4096;
 
 #[derive(Clone, Copy, Debug)]
@@ -378,47 +361,25 @@ impl<'a> CaptureReader<SliceSource<'a>> {
     }
 
     /// [`CaptureReader::next_packet`], the packet borrowing the capture
-    /// rather than the reader. The same packets and errors; a pcap record
-    /// whole in the capture, the common case by far, is read here in a few
-    /// instructions, everything else by `next_packet`.
+    /// rather than the reader. The same packets and errors; a whole record
+    /// of a pcap file in the machine's byte order, the common case by far,
+    /// is read by a [`PcapWalk`] of one step, everything else by
+    /// `next_packet`.
     #[inline]
     pub fn next_in_slice(&mut self) -> Result<Option<RawPacket<'a>>, CaptureError> {
-        let data = self.input.data;
-        if let Format::Pcap { swapped, iface } = &self.format {
-            let pos = self.input.pos + self.pending;
-            if let Some(h) = data.get(pos..pos + 16) {
-                let caplen = u32_at(&h[8..], *swapped);
-                let total = 16 + caplen as usize;
-                if caplen <= iface.snaplen.clamp(MAX_PACKET_LEN, MAX_BLOCK_LEN)
-                    && let Some(frame) = data.get(pos + 16..pos + total)
-                {
-                    let sec = u32_at(h, *swapped);
-                    let frac = u32_at(&h[4..], *swapped);
-                    let orig_len = u32_at(&h[12..], *swapped);
-                    let ts_ns = (u64::from(sec) * 1_000_000_000)
-                        .saturating_add(u64::from(frac) * iface.mul);
-                    let frame = &frame[..frame.len().saturating_sub(iface.fcs_len as usize)];
-                    let link = iface.link;
-                    self.input.pos = pos + total;
-                    self.pending = 0;
-                    self.packets += 1;
-                    self.last_ts = ts_ns;
-                    self.input.prefetch_ahead();
-                    return Ok(Some(RawPacket {
-                        ts_ns,
-                        link,
-                        orig_len,
-                        data: frame,
-                    }));
-                }
-            }
+        if let Some(mut walk) = self.walk()
+            && let Some(p) = walk.next_packet()
+        {
+            self.end_walk(walk, 1);
+            return Ok(Some(p));
         }
-        self.next_packet_in(data)
+        self.next_packet_in()
     }
 
-    /// `next_packet`, the packet re-borrowed from `data` (the capture).
+    /// `next_packet`, the packet re-borrowed from the capture.
     #[inline(never)]
-    fn next_packet_in(&mut self, data: &'a [u8]) -> Result<Option<RawPacket<'a>>, CaptureError> {
+    fn next_packet_in(&mut self) -> Result<Option<RawPacket<'a>>, CaptureError> {
+        let data = self.input.data;
         let Some(p) = self.next_packet()? else {
             return Ok(None);
         };
@@ -683,7 +644,6 @@ impl<S: ByteSource> CaptureReader<S> {
             unreachable!()
         };
         let (swapped, link, mul, fcs_len) = (*swapped, iface.link, iface.mul, iface.fcs_len);
-        self.input.prefetch_ahead();
         // A larger snaplen raises the limit, never past what any block may hold.
         let max = iface.snaplen.clamp(MAX_PACKET_LEN, MAX_BLOCK_LEN);
         // The buffer mostly holds the whole record already: the source is

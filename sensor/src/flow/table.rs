@@ -186,6 +186,12 @@ impl TimeoutsNs {
                 || (self.reportable(f) && now_ns > f.first_ns.saturating_add(self.report)))
     }
 
+    /// Whether `f` has been idle past its timeout at `now_ns`.
+    #[inline]
+    fn idle_past(&self, f: &Flow, now_ns: u64) -> bool {
+        now_ns > f.last_ns.saturating_add(self.idle_timeout(f))
+    }
+
     /// Whether a one-way flow's early report is due at `now_ns`.
     #[inline]
     fn one_way_due(&self, f: &Flow, now_ns: u64) -> bool {
@@ -496,7 +502,7 @@ impl FlowTable {
         let t = &self.timeouts;
         let f = &mut self.chunks[slot as usize / CHUNK][slot as usize % CHUNK];
         let plain = !t.one_way_due(f, m.ts_ns)
-            && m.ts_ns <= f.last_ns.saturating_add(t.idle_timeout(f))
+            && !t.idle_past(f, m.ts_ns)
             && !reopens(f, m)
             && !t.record_due(f, m.ts_ns)
             && (t.report == 0 || f.pkts[0] + f.pkts[1] != 0);
@@ -519,7 +525,7 @@ impl FlowTable {
             self.interim(slot);
             f = *self.flow(slot);
         }
-        let idle = m.ts_ns > f.last_ns.saturating_add(self.timeouts.idle_timeout(&f));
+        let idle = self.timeouts.idle_past(&f, m.ts_ns);
         let reopened = reopens(&f, m);
         if idle || reopened {
             let reason = if f.state & CLOSED != 0 {
@@ -752,7 +758,7 @@ impl FlowTable {
                 if self.timeouts.one_way_due(&f, now_ns) {
                     self.interim(slot);
                 }
-                if now_ns > f.last_ns.saturating_add(self.timeouts.idle_timeout(&f)) {
+                if self.timeouts.idle_past(&f, now_ns) {
                     let reason = if f.state & CLOSED != 0 {
                         closed_reason(&f)
                     } else {
@@ -802,7 +808,7 @@ impl FlowTable {
                 // been running when it did (then it is due a tick later).
                 let r = if f.state & CLOSED != 0 {
                     closed_reason(f)
-                } else if self.now_ns > f.last_ns.saturating_add(self.timeouts.idle_timeout(f)) {
+                } else if self.timeouts.idle_past(f, self.now_ns) {
                     EndReason::Idle
                 } else {
                     reason

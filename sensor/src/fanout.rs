@@ -4,16 +4,18 @@
 //!
 //! Two ways to give the workers their packets:
 //!
-//! - [`run_shared`], what capture files are read with: every worker walks
-//!   the whole capture (mapped, so nothing is copied; see
-//!   [`crate::capture::mapped`]) and decodes only the frames whose address
-//!   pair it owns ([`crate::decode::owner`]): a few loads tell a frame's
-//!   owner, so the others cost a worker little. Frames whose flows cannot be
-//!   told from their outer header (tunnels, fragments, IPv6 extension
-//!   headers, frames without IP) are decoded by every worker, and each keeps
-//!   the flow packets whose pair it owns; one of them counts the frame. Every
-//!   worker sees every timestamp, so all keep the same packet clock. The
-//!   records are exactly those of one worker, for any worker count.
+//! - [`run_shared`], what capture files are read with (mapped, so nothing
+//!   is copied; see [`crate::capture::mapped`]): each worker decodes only
+//!   the frames whose address pair it owns ([`crate::decode::owner`]: a few
+//!   loads tell a frame's owner). Frames whose flows cannot be told from
+//!   their outer header (tunnels, fragments, IPv6 extension headers, frames
+//!   without IP) are decoded by every worker, and each keeps the flow
+//!   packets whose pair it owns; worker 0 counts the frame. A pcap file's
+//!   reading is shared out by the relay (`relay`): the workers walk it in
+//!   chunks, in turn, and hand each other their frames in file order. Any
+//!   other capture every worker walks whole. Either way every worker sees
+//!   every timestamp, so all keep the same packet clock, and the records
+//!   are exactly those of one worker, for any worker count.
 //! - [`run`], the model of AF_PACKET fanout on a live link: the kernel hashes
 //!   every packet to one socket per worker. For capture files,
 //!   [`split_by_flow`] does the kernel's part ahead of time (the same
@@ -33,6 +35,10 @@ use crossbeam_channel::Sender;
 use hdrhistogram::Histogram;
 use thiserror::Error;
 use vigil_proto::{EndReason, FlowRecord};
+
+mod relay;
+
+pub use relay::CHUNK_BYTES as RELAY_CHUNK_BYTES;
 
 use crate::capture::pcap_file::{PcapWalk, SliceSource};
 use crate::capture::{CaptureError, CaptureReader, KernelStats, LinkType, PcapWriter, RawPacket};
@@ -235,8 +241,8 @@ pub struct SharedRun {
 /// Packets between checks of the stop flags, progress and live counters.
 const CHECK_EVERY: u64 = 1 << 16;
 
-/// Runs `cfg.workers` shared-nothing workers over the inputs, read one
-/// after another, each worker walking all of them (see the module docs),
+/// Runs `cfg.workers` file workers over the inputs, read one after
+/// another, sharing each pcap file's reading out (see the module docs),
 /// handing records to `sink`. `cfg.stop` ends the run early (open flows
 /// end as `shutdown`); `cfg.live` receives the counters as they grow.
 pub fn run_shared(
@@ -257,7 +263,7 @@ pub fn run_shared(
     std::thread::scope(|s| -> Result<(), PipelineError> {
         let (out_tx, writer) = spawn_sink(s, sink, &sink_failed);
         let mut handles = Vec::with_capacity(n);
-        for me in 0..n {
+        for (me, mut ports) in relay::ports(n).into_iter().enumerate() {
             let w = SharedWorker {
                 me,
                 n,
@@ -276,7 +282,7 @@ pub fn run_shared(
                 published: Published::default(),
                 progress: if me == 0 { progress } else { None },
             };
-            handles.push(s.spawn(move || w.run(inputs)));
+            handles.push(s.spawn(move || w.run(inputs, &mut ports)));
         }
         drop(out_tx);
         tracing::info!(
@@ -292,9 +298,10 @@ pub fn run_shared(
             report.flows_at_end += w.report.flows_at_end;
             let _ = report.timings.worker_ns.add(&w.report.timings.worker_ns);
             if i == 0 {
-                // Every worker reads every frame, holds the same fragments
-                // (they all see them) and meets the same damage; worker 0
-                // speaks for them.
+                // Every worker sees every frame (or its relay's chunk),
+                // holds the same fragments (they all decode them) and
+                // learns of the same damage; worker 0 counts and speaks for
+                // them.
                 report.packets = w.report.packets;
                 report.wire_bytes = w.report.wire_bytes;
                 report.fragments_pending = w.report.fragments_pending;
@@ -347,7 +354,7 @@ enum Ended {
 }
 
 impl SharedWorker<'_> {
-    fn run(mut self, inputs: &[SharedInput<'_>]) -> SharedOut {
+    fn run<'a>(mut self, inputs: &[SharedInput<'a>], ports: &mut relay::Ports) -> SharedOut {
         let mut errors = Vec::with_capacity(inputs.len());
         let mut done_bytes = 0u64;
         let mut stopped = false;
@@ -358,7 +365,9 @@ impl SharedWorker<'_> {
             }
             let ended = match CaptureReader::from_slice(input.bytes, input.name) {
                 Ok(mut reader) => {
-                    if self.n == 1 {
+                    if self.n > 1 && reader.walk().is_some() {
+                        self.relay(&mut reader, ports, input.bytes.len() as u64, done_bytes)
+                    } else if self.n == 1 {
                         self.read::<false>(&mut reader, done_bytes)
                     } else {
                         self.read::<true>(&mut reader, done_bytes)
@@ -419,7 +428,7 @@ impl SharedWorker<'_> {
 
     fn publish(&mut self) {
         if let Some(l) = self.live {
-            // Frames are counted once, by worker 0.
+            // Frames are counted by worker 0.
             let (packets, bytes) = if self.me == 0 {
                 (self.packets, self.wire_bytes)
             } else {
@@ -495,10 +504,11 @@ impl SharedWorker<'_> {
                 }
             }
             self.clock = g.clock;
-            // Every worker counts every frame (cheaper than asking whether
-            // to); the run takes worker 0's counts.
-            self.packets += g.seen as u64;
-            self.wire_bytes += g.bytes;
+            // Every worker sees every frame; worker 0 counts them.
+            if me == 0 {
+                self.packets += g.seen as u64;
+                self.wire_bytes += g.bytes;
+            }
             let seen = g.seen;
             let mine = &g.mine;
             let metas = &mut self.metas;

@@ -739,6 +739,237 @@ fn shared_workers_read_several_inputs_and_report_each_failure_once() {
     }
 }
 
+/// A pcap file (nanosecond timestamps, Ethernet) built record by record,
+/// so that records can be put at chosen byte offsets.
+struct PcapBuilder(Vec<u8>);
+
+impl PcapBuilder {
+    fn new() -> Self {
+        let w = vigil_sensor::capture::PcapWriter::new(
+            Vec::new(),
+            vigil_sensor::capture::LinkType::Ethernet,
+        )
+        .unwrap();
+        PcapBuilder(w.finish().unwrap())
+    }
+
+    fn record(&mut self, ts_ns: u64, frame: &[u8]) {
+        let b = &mut self.0;
+        b.extend(((ts_ns / 1_000_000_000) as u32).to_le_bytes());
+        b.extend(((ts_ns % 1_000_000_000) as u32).to_le_bytes());
+        b.extend((frame.len() as u32).to_le_bytes());
+        b.extend((frame.len() as u32).to_le_bytes());
+        b.extend_from_slice(frame);
+    }
+
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+}
+
+/// The relay that shares a pcap file's reading out among the file
+/// workers, at its edges: captures ending on either side of a chunk's
+/// edge, cut or corrupt inside a chunk, records across an edge, one that
+/// covers a whole chunk, bytes inside a frame that look like records just
+/// past an edge (a wrong guess of where the chunk's records start), the
+/// clock jumping at an edge, a datagram's fragments in two chunks. The
+/// records and counters of one worker, for every worker count and batch
+/// size.
+#[test]
+fn the_relay_gives_one_workers_flows_at_every_chunk_edge() {
+    use vigil_sensor::capture::CaptureReader;
+    use vigil_sensor::fanout::RELAY_CHUNK_BYTES as C;
+    use vigil_sensor::pipeline::{FileMode, MAX_CLOCK_JUMP_NS};
+    let bulk = BulkConfig {
+        packets: 12_000,
+        flows: 150,
+        frame: FrameSize::Imix,
+        ..BulkConfig::default()
+    }
+    .to_pcap_bytes();
+    let mut frames = Vec::new();
+    let mut reader = CaptureReader::from_slice(&bulk, "bulk").unwrap();
+    while let Some(p) = reader.next_packet().unwrap() {
+        frames.push((p.ts_ns, p.data.to_vec()));
+    }
+    let first = PcapBuilder::new().len();
+    // The bulk frames in order, with `special` called before each to put
+    // records of its own; stopping once the file holds `until` bytes.
+    let build = |until: u64, special: &dyn Fn(&mut PcapBuilder, u64)| {
+        let mut b = PcapBuilder::new();
+        for (ts, f) in frames.iter().cycle() {
+            if b.len() >= until {
+                break;
+            }
+            special(&mut b, *ts);
+            b.record(*ts, f);
+        }
+        b.0
+    };
+    let edge = |k: u64| first + k * C;
+    let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
+    cases.push(("one record", build(first + 1, &|_, _| {})));
+    cases.push(("to just past an edge", build(edge(1) + 1, &|_, _| {})));
+    cases.push(("three chunks", build(edge(3) - 200, &|_, _| {})));
+    let long = build(edge(5), &|_, _| {});
+    cases.push((
+        "cut inside a chunk",
+        long[..(edge(2) + 5000) as usize].to_vec(),
+    ));
+    let mut corrupt = long.clone();
+    let mut at = first as usize;
+    while (at as u64) < edge(3) + 3000 {
+        let caplen = u32::from_le_bytes(corrupt[at + 8..at + 12].try_into().unwrap());
+        at += 16 + caplen as usize;
+    }
+    corrupt[at + 8..at + 12].copy_from_slice(&u32::MAX.to_le_bytes());
+    cases.push(("corrupt inside a chunk", corrupt));
+    // A frame whose bytes just past the edge of chunk 1 read as four
+    // plausible records; and, before chunk 3, a frame of the largest size
+    // that covers chunk 3 whole.
+    let fake = {
+        let mut f = PcapBuilder(Vec::new());
+        for i in 0..5 {
+            f.record(1_000_000_000 * 1_700_000_000 + i, &[0x45; 20]);
+        }
+        f.0
+    };
+    let tricky = build(edge(5), &|b, ts| {
+        let at = b.len();
+        if at < edge(1) && at + 1600 > edge(1) {
+            let lead = (edge(1) - at - 16) as usize;
+            let mut f = vec![0u8; lead];
+            f.extend_from_slice(&fake);
+            f.resize(lead + fake.len() + 64, 0);
+            b.record(ts, &f);
+        } else if at + 40 < edge(3) && at + 1600 > edge(3) {
+            // A filler so that the largest frame starts 8 bytes before the
+            // edge and ends 8 bytes past the next.
+            b.record(ts, &vec![7u8; (edge(3) - 8 - at - 16) as usize]);
+            let largest = vigil_sensor::capture::pcap_file::MAX_PACKET_LEN as u64;
+            assert_eq!(C, largest, "a frame that covers a chunk");
+            b.record(ts, &vec![0u8; largest as usize]);
+        }
+    });
+    cases.push(("a wrong guess and a covered chunk", tricky));
+    // The clock: a lone far-future record just past an edge, a real gap
+    // (every record after it far ahead) at another.
+    let jump = 3 * MAX_CLOCK_JUMP_NS;
+    let clocked = {
+        let mut b = PcapBuilder::new();
+        let mut lone = false;
+        for (ts, f) in frames.iter().cycle() {
+            if b.len() >= edge(4) {
+                break;
+            }
+            let shift = if b.len() > edge(2) + 100 { jump } else { 0 };
+            if !lone && b.len() > edge(1) {
+                lone = true;
+                b.record(ts + 2 * jump, f);
+            }
+            b.record(ts + shift, f);
+        }
+        b.0
+    };
+    cases.push(("clock jumps", clocked));
+    let spec = vigil_sensor::synth::PacketSpec::new(
+        "192.0.2.77".parse().unwrap(),
+        "198.51.100.9".parse().unwrap(),
+        vigil_sensor::synth::L4::Udp {
+            sport: 4444,
+            dport: 53,
+        },
+        3000,
+    );
+    let frags = vigil_sensor::synth::fragment_frames(&spec, 1400);
+    let fragmented = build(edge(3), &|b, ts| {
+        let at = b.len();
+        if at < edge(1) && at + 1600 > edge(1) {
+            b.record(ts, &frags[0]);
+            while b.len() < edge(1) + 300 {
+                b.record(ts, &frames[0].1);
+            }
+            b.record(ts, &frags[1]);
+            b.record(ts, &frags[2]);
+        }
+    });
+    cases.push(("fragments across an edge", fragmented));
+    for (what, bytes) in &cases {
+        let timeout = Duration::from_secs(30);
+        let (recs, report) = run_bytes(bytes, &with_mode(1, 256, timeout, FileMode::Shared));
+        let (base, base_counters) = (fingerprint(&recs), counters(&report));
+        let damaged = what.starts_with("cut") || what.starts_with("corrupt");
+        assert_eq!(report.input_errors.len(), usize::from(damaged), "{what}");
+        assert!(report.packets > 0, "{what}");
+        for (w, b) in [(2, 256), (3, 1), (5, 64)] {
+            let (recs, report) = run_bytes(bytes, &with_mode(w, b, timeout, FileMode::Shared));
+            let how = format!("{what}: {w} workers, batch {b}");
+            assert_same(&base, &fingerprint(&recs), &how);
+            assert_eq!(base_counters, counters(&report), "{how}");
+        }
+    }
+}
+
+/// A stop, or a sink that fails, in the middle of a capture: the file
+/// workers end early, each learning it at the same chunk, and none waits
+/// for another forever; with a stop the open flows end as `shutdown`.
+#[test]
+fn file_workers_stop_midway_without_waiting_on_each_other() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use vigil_proto::EndReason;
+    use vigil_sensor::pipeline::{FileMode, Input};
+    let total = 1_000_000;
+    let bytes = BulkConfig {
+        packets: total,
+        flows: 2_000,
+        ..BulkConfig::default()
+    }
+    .to_pcap_bytes();
+    let inputs = [Input::Memory {
+        name: "bulk".into(),
+        bytes: &bytes,
+    }];
+    for workers in [1, 2, 3] {
+        // A stop once the live counters show the run under way.
+        let stop = Arc::new(AtomicBool::new(false));
+        let live = Arc::new(vigil_sensor::pipeline::LiveCounters::default());
+        let mut cfg = with_mode(workers, 256, Duration::from_secs(1), FileMode::Shared);
+        cfg.stop = Some(stop.clone());
+        cfg.live = Some(live.clone());
+        let watcher = {
+            let (stop, live) = (stop.clone(), live.clone());
+            std::thread::spawn(move || {
+                while live.packets.load(Ordering::Relaxed) == 0 {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+                stop.store(true, Ordering::Relaxed);
+            })
+        };
+        let (recs, report) = run_inputs(&inputs, &cfg);
+        watcher.join().unwrap();
+        assert!(
+            report.packets < total,
+            "{workers} workers: {}",
+            report.packets
+        );
+        assert!(
+            recs.iter().any(|r| r.end_reason == EndReason::Shutdown),
+            "{workers} workers"
+        );
+        assert_eq!(
+            report.table.packets,
+            recs.iter().map(|r| r.packets()).sum::<u64>(),
+            "{workers} workers: every packet read is in a record"
+        );
+        // A sink that fails at once.
+        let cfg = with_mode(workers, 256, Duration::from_secs(1), FileMode::Shared);
+        let mut failing = |_: &[vigil_proto::FlowRecord]| Err(std::io::Error::other("full"));
+        let err = vigil_sensor::pipeline::run(&inputs, &cfg, &mut failing, None);
+        assert!(err.is_err(), "{workers} workers: a failed sink is an error");
+    }
+}
+
 /// The promise the shared workers' split rests on: a frame that
 /// `decode::owner` gives to one address pair yields flow packets of that pair
 /// only, and leaves no fragment behind, on every frame of the corpus.

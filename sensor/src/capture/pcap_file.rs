@@ -412,6 +412,19 @@ impl<'a> CaptureReader<SliceSource<'a>> {
         }
     }
 
+    /// Moves a reader that offers [`CaptureReader::walk`] to the record
+    /// starting at byte `offset` (one a walk found, or
+    /// [`PcapWalk::find_record`] guessed), so that several readers of one
+    /// capture can share its records out. The count of packets returned
+    /// goes on from where it was.
+    pub fn seek_record(&mut self, offset: u64) {
+        debug_assert!(matches!(self.format, Format::Pcap { .. }));
+        self.input.pos = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.input.data.len());
+        self.pending = 0;
+    }
+
     /// Takes back a [`PcapWalk`] that returned `packets` records: the reader
     /// goes on after the last of them.
     pub fn end_walk(&mut self, walk: PcapWalk<'a>, packets: u64) {
@@ -446,14 +459,9 @@ impl<'a> PcapWalk<'a> {
     #[inline(always)]
     pub fn next_packet(&mut self) -> Option<RawPacket<'a>> {
         let pos = self.pos;
-        let h: &[u8; 16] = self.data.get(pos..pos + 16)?.try_into().ok()?;
+        let (h, end) = self.record_at(pos)?;
         let le = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
-        let caplen = le(8) as usize;
-        // No overflow: `pos` is within the slice, `caplen` at most 16 MiB.
-        let end = pos + 16 + caplen;
-        if caplen > self.max || end > self.data.len() {
-            return None;
-        }
+        let caplen = end - pos - 16;
         let frame = &self.data[pos + 16..end];
         let ts_ns = (u64::from(le(0)) * 1_000_000_000).saturating_add(u64::from(le(4)) * self.mul);
         self.pos = end;
@@ -471,6 +479,89 @@ impl<'a> PcapWalk<'a> {
             orig_len: le(12),
             data: &frame[..caplen.saturating_sub(self.fcs)],
         })
+    }
+
+    /// The header of the whole record at `pos` and where the record ends;
+    /// `None` where [`PcapWalk::next_packet`] stops.
+    #[inline(always)]
+    fn record_at(&self, pos: usize) -> Option<(&'a [u8; 16], usize)> {
+        let h: &[u8; 16] = self.data.get(pos..pos + 16)?.try_into().ok()?;
+        let caplen = u32::from_le_bytes([h[8], h[9], h[10], h[11]]) as usize;
+        // No overflow: `pos` is within the slice, `caplen` at most 16 MiB.
+        let end = pos + 16 + caplen;
+        if caplen > self.max || end > self.data.len() {
+            return None;
+        }
+        Some((h, end))
+    }
+
+    /// The byte offset of the next record.
+    pub fn offset(&self) -> u64 {
+        self.pos as u64
+    }
+
+    /// The whole record at byte `offset` (one this walk, or another of the
+    /// same capture, returned), as [`PcapWalk::next_packet`] returned it.
+    #[inline(always)]
+    pub fn packet_at(&self, offset: u64) -> Option<RawPacket<'a>> {
+        let pos = usize::try_from(offset).ok()?;
+        let (h, end) = self.record_at(pos)?;
+        let le = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+        let frame = &self.data[pos + 16..end];
+        Some(RawPacket {
+            ts_ns: (u64::from(le(0)) * 1_000_000_000).saturating_add(u64::from(le(4)) * self.mul),
+            link: self.link,
+            orig_len: le(12),
+            data: &frame[..frame.len().saturating_sub(self.fcs)],
+        })
+    }
+
+    /// The capture's bytes from `offset` on, for asking for them ahead.
+    pub fn bytes_at(&self, offset: u64) -> *const u8 {
+        self.data
+            .as_ptr()
+            .wrapping_add(usize::try_from(offset).unwrap_or(usize::MAX))
+    }
+
+    /// The first offset in `from..until` where records seem to start: a
+    /// guess, for starting a walk in the middle of a capture, that whoever
+    /// walks there from the start must confirm. It asks that the header
+    /// there and the next few (or those up to the end) be whole records
+    /// whose lengths and timestamps are those of a real capture's.
+    pub fn find_record(&self, from: u64, until: u64) -> Option<u64> {
+        const CHAIN: usize = 4;
+        let frac_max: u32 = if self.mul == 1 {
+            1_000_000_000
+        } else {
+            1_000_000
+        };
+        let le = |h: &[u8; 16], i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+        let until = usize::try_from(until)
+            .unwrap_or(usize::MAX)
+            .min(self.data.len());
+        let from = usize::try_from(from).unwrap_or(usize::MAX);
+        (from..until)
+            .find(|&p| {
+                let mut at = p;
+                let mut secs = None;
+                for _ in 0..CHAIN {
+                    if at == self.data.len() {
+                        return true;
+                    }
+                    let Some((h, end)) = self.record_at(at) else {
+                        return false;
+                    };
+                    let (sec, caplen) = (le(h, 0), le(h, 8));
+                    let close = secs.is_none_or(|s: u32| s.abs_diff(sec) <= 86_400);
+                    if le(h, 4) >= frac_max || le(h, 12) < caplen || !close {
+                        return false;
+                    }
+                    secs = Some(sec);
+                    at = end;
+                }
+                true
+            })
+            .map(|p| p as u64)
     }
 }
 
@@ -1004,11 +1095,99 @@ pub fn assert_slice_reading_agrees(bytes: &[u8]) {
         assert_eq!((want, want_end), (got, got_end), "walks of {k}");
         assert_eq!((a.offset(), a.packets()), (b.offset(), b.packets()));
     }
+    // A record read at its offset is the record; a reader moved to a
+    // record's start (as the relay's walkers move theirs) reads on as one
+    // that read its way there; a guess of where records start lies in the
+    // bytes it was asked about.
+    let Ok(mut a) = CaptureReader::from_slice(bytes, "x") else {
+        return;
+    };
+    let Some(w) = a.walk() else { return };
+    let mut walk = w.clone();
+    let mut starts = Vec::new();
+    while starts.len() < 64 {
+        let at = walk.offset();
+        let Some(p) = walk.next_packet() else { break };
+        let q = w.packet_at(at).expect("a record at its offset");
+        assert_eq!(
+            (p.ts_ns, p.orig_len, p.link, p.data),
+            (q.ts_ns, q.orig_len, q.link, q.data)
+        );
+        starts.push(at);
+    }
+    for (i, &at) in starts
+        .iter()
+        .enumerate()
+        .rev()
+        .take(2)
+        .chain(starts.iter().enumerate().take(1))
+    {
+        let mut b = CaptureReader::from_slice(bytes, "x").unwrap();
+        b.seek_record(at);
+        let mut c = CaptureReader::from_slice(bytes, "x").unwrap();
+        for _ in 0..i {
+            assert!(matches!(c.next_in_slice(), Ok(Some(_))));
+        }
+        loop {
+            assert_eq!(b.offset(), c.offset());
+            match (b.next_in_slice(), c.next_in_slice()) {
+                (Ok(Some(p)), Ok(Some(q))) => assert_eq!((p.ts_ns, p.data), (q.ts_ns, q.data)),
+                (Ok(None), Ok(None)) => break,
+                (Err(e1), Err(e2)) => {
+                    assert_eq!((e1.offset(), e1.to_string()), (e2.offset(), e2.to_string()));
+                    break;
+                }
+                (x, y) => panic!(
+                    "a reader moved to {at} disagrees: {:?} vs {:?}",
+                    x.map(|p| p.map(|p| p.ts_ns)),
+                    y.map(|p| p.map(|p| p.ts_ns))
+                ),
+            }
+        }
+        let len = bytes.len() as u64;
+        for from in [at, at + 1, at + 7] {
+            let until = (from + 2000).min(len);
+            if let Some(p) = w.find_record(from, until) {
+                assert!((from..until).contains(&p), "{p} outside {from}..{until}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_guess_of_where_records_start_finds_the_next_record_in_real_traffic() {
+        let bytes = crate::synth::BulkConfig {
+            packets: 3000,
+            flows: 100,
+            frame: crate::synth::FrameSize::Imix,
+            ..Default::default()
+        }
+        .to_pcap_bytes();
+        let mut r = CaptureReader::from_slice(&bytes, "x").unwrap();
+        let w = r.walk().unwrap();
+        let mut walk = w.clone();
+        let mut starts = Vec::new();
+        while walk.next_packet().is_some() {
+            starts.push(walk.offset());
+        }
+        starts.pop(); // the end
+        let len = bytes.len() as u64;
+        for pair in starts.windows(2).step_by(97) {
+            // From inside a record (past its header): the next one.
+            assert_eq!(w.find_record(pair[0] - 1, len), Some(pair[0]));
+            assert_eq!(w.find_record(pair[0], len), Some(pair[0]));
+            assert_eq!(w.find_record(pair[0] + 17, len), Some(pair[1]));
+        }
+        // Bytes that hold no record start: none.
+        assert_eq!(w.find_record(starts[5] + 17, starts[6]), None);
+        // The last record, whole up to the end, counts.
+        let last = *starts.last().unwrap();
+        assert_eq!(w.find_record(last, len), Some(last));
+    }
 
     fn pcap_bytes(magic: u32, big_endian: bool, records: &[(u32, u32, &[u8])]) -> Vec<u8> {
         let w32 = |v: u32| {

@@ -1,0 +1,469 @@
+//! The relay: how [`super::run_shared`]'s workers share out the reading of
+//! one pcap file rather than each walking all of it.
+//!
+//! The file is cut into chunks of [`CHUNK_BYTES`] bytes, walked round the
+//! workers: worker `k` walks chunks `k`, `k + n`, `k + 2n`… A chunk holds
+//! the records whose header starts in its bytes. Its walker reads each,
+//! tells its owner ([`crate::decode::owner`]) and hands each worker, in
+//! record order, the frames whose address pair it owns and the frames
+//! every worker decodes (`Owner::Any`: tunnels, fragments); with a summary
+//! of the chunk's timestamps for the clock. Every worker takes every chunk
+//! in file order: its decoder and table see exactly the frames, and its
+//! clock exactly the timestamps, that walking the whole file would have
+//! given it, so the records are those of one worker, for any worker count.
+//!
+//! Where the first record of a chunk starts is known for certain only to
+//! whoever walked the file up to it. A walker guesses
+//! ([`PcapWalk::find_record`](crate::capture::pcap_file::PcapWalk::find_record):
+//! a few whole, plausible records in a row) and every worker checks the
+//! guess as it takes the chunk, against where the chunk before it ended. A
+//! wrong guess (bytes inside a frame that look like records) costs speed,
+//! never a record: every worker then walks that chunk itself, from where it
+//! really starts, as if it walked the whole file.
+//!
+//! Damage, the end, or a stop (the caller's, or a failed sink) end the
+//! input at the chunk where the walk from the file's start meets them, for
+//! every worker alike; the chunks after it are taken and dropped, so that
+//! no walker waits on a worker that went on.
+
+use std::sync::atomic::Ordering;
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+
+use crate::capture::pcap_file::SliceSource;
+use crate::capture::{CaptureReader, RawPacket};
+use crate::decode::{Owner, PacketMeta, owner};
+use crate::pipeline::{ClockSpan, recv_spinning, shard_of, spins_for};
+
+use super::{CHECK_EVERY, Ended, SharedWorker};
+
+/// Bytes of a chunk: large enough that its channel traffic and its guess
+/// are a rounding error, small enough that a chunk sits in a core's cache.
+pub const CHUNK_BYTES: u64 = 256 * 1024;
+
+/// Rounds of chunks a worker walks ahead of the chunk it takes next: the
+/// slack that keeps one worker's hiccup from stalling the others.
+const AHEAD_ROUNDS: usize = 2;
+
+/// Chunks a worker may hold from each other worker before its sender
+/// waits: more than it walks ahead.
+const IN_FLIGHT: usize = AHEAD_ROUNDS + 3;
+
+/// How many frames ahead of its decoding a worker asks for a frame's
+/// headers.
+const PREFETCH_FRAMES: usize = 8;
+
+/// What one chunk holds for one worker.
+pub(super) struct Chunk {
+    index: u64,
+    /// Where its walk started: the first record, as found or guessed
+    /// (`None`: no record seemed to start in its bytes).
+    start: Option<u64>,
+    /// The records for this worker, in record order, by byte offset
+    /// shifted left once, the low bit set where every worker decodes the
+    /// frame (`Owner::Any`): a few bytes a frame cross between cores.
+    frames: Vec<u64>,
+    /// Its records' timestamps, summed up for the clock (which reads them
+    /// again from the capture where the summary does not do).
+    span: ClockSpan,
+    /// Its records and their bytes on the wire.
+    records: u64,
+    wire_bytes: u64,
+    /// Where the walk stopped: the next record after the chunk's bytes.
+    end: u64,
+    /// Set when the walk met the end of the input, damage (the error goes
+    /// to worker 0 only), or a stop.
+    ended: Option<Ended>,
+}
+
+impl Chunk {
+    fn empty() -> Self {
+        Chunk {
+            index: 0,
+            start: None,
+            frames: Vec::with_capacity(1024),
+            span: ClockSpan::default(),
+            records: 0,
+            wire_bytes: 0,
+            end: 0,
+            ended: None,
+        }
+    }
+}
+
+/// One worker's ends of the relay's channels.
+pub(super) struct Ports {
+    /// To each worker (this one too): chunks.
+    to: Vec<Sender<Chunk>>,
+    /// From each worker: chunks.
+    from: Vec<Receiver<Chunk>>,
+    /// To each worker: its chunk buffers, taken.
+    back_to: Vec<Sender<Chunk>>,
+    /// This worker's chunk buffers, coming back.
+    back: Receiver<Chunk>,
+    /// Buffers back and ready for the next walk.
+    spare: Vec<Chunk>,
+    /// The chunk being walked, one buffer per worker.
+    outs: Vec<Chunk>,
+}
+
+/// The relay's channels, one [`Ports`] per worker.
+pub(super) fn ports(n: usize) -> Vec<Ports> {
+    let chunks: Vec<Vec<_>> = (0..n)
+        .map(|_| (0..n).map(|_| bounded(IN_FLIGHT)).collect())
+        .collect();
+    let backs: Vec<_> = (0..n).map(|_| unbounded()).collect();
+    (0..n)
+        .map(|me| Ports {
+            to: (0..n).map(|c| chunks[me][c].0.clone()).collect(),
+            from: (0..n).map(|p| chunks[p][me].1.clone()).collect(),
+            back_to: backs.iter().map(|(tx, _)| tx.clone()).collect(),
+            back: backs[me].1.clone(),
+            spare: Vec::with_capacity(n * (IN_FLIGHT + 2)),
+            outs: Vec::with_capacity(n),
+        })
+        .collect()
+}
+
+/// A chunk's walk: each record handed to the workers.
+struct Split {
+    outs: Vec<Chunk>,
+    n: usize,
+    span: ClockSpan,
+    records: u64,
+    wire_bytes: u64,
+}
+
+impl Split {
+    #[inline(always)]
+    fn take(&mut self, offset: u64, pkt: &RawPacket<'_>) {
+        self.span.add(pkt.ts_ns);
+        self.records += 1;
+        self.wire_bytes += u64::from(pkt.orig_len);
+        match owner(pkt.link, pkt.data) {
+            Owner::Pair(h) => self.outs[shard_of(h, self.n)].frames.push(offset << 1),
+            Owner::Any => self
+                .outs
+                .iter_mut()
+                .for_each(|o| o.frames.push(offset << 1 | 1)),
+        }
+    }
+}
+
+/// The bytes of chunk `index` of a capture whose records start at `first`.
+fn range(first: u64, index: u64) -> (u64, u64) {
+    (
+        first + index * CHUNK_BYTES,
+        first + (index + 1) * CHUNK_BYTES,
+    )
+}
+
+impl SharedWorker<'_> {
+    /// Reads one pcap input (one that offers [`CaptureReader::walk`]) with
+    /// the other workers through the relay.
+    pub(super) fn relay<'a>(
+        &mut self,
+        reader: &mut CaptureReader<SliceSource<'a>>,
+        ports: &mut Ports,
+        len: u64,
+        done_bytes: u64,
+    ) -> Ended {
+        let (me, n) = (self.me, self.n);
+        let first = reader.offset();
+        let chunks = (len.saturating_sub(first)).div_ceil(CHUNK_BYTES);
+        if chunks == 0 {
+            // Nothing after the file header.
+            return Ended::Input(Ok(first));
+        }
+        let ahead = (n - 1 + n * AHEAD_ROUNDS) as u64;
+        let spins = spins_for(n);
+        let mut next_walk = me as u64;
+        // Where the next chunk's first record really starts, and how the
+        // input ended once it has.
+        let mut expected = first;
+        let mut ended: Option<Ended> = None;
+        let mut seen_total = 0u64;
+        let mut t0 = std::time::Instant::now();
+        for j in 0..chunks {
+            while next_walk < chunks && next_walk <= j + ahead {
+                self.walk_chunk(next_walk, first, reader, ports);
+                next_walk += n as u64;
+            }
+            let producer = (j % n as u64) as usize;
+            let Some(mut chunk) = recv_spinning(&ports.from[producer], spins) else {
+                // A worker died (its panic is the run's error).
+                return Ended::Stopped;
+            };
+            debug_assert_eq!(chunk.index, j, "chunks arrive in order");
+            if ended.is_none() {
+                let (_, until) = range(first, j);
+                let records;
+                if matches!(chunk.ended, Some(Ended::Stopped)) {
+                    ended = chunk.ended.take();
+                    records = 0;
+                } else if expected >= until {
+                    // A frame before it covers all its bytes.
+                    records = 0;
+                } else if chunk.start == Some(expected) {
+                    records = chunk.records;
+                    let applied = self.take_chunk(&chunk, reader);
+                    self.time(&mut t0, applied);
+                    expected = chunk.end;
+                    ended = chunk.ended.take();
+                } else {
+                    // A wrong guess: walk it from where it really starts.
+                    let (end, records_here, how) = self.rewalk(expected, until, reader);
+                    records = records_here;
+                    self.time(&mut t0, records_here as usize);
+                    expected = end;
+                    ended = how;
+                }
+                let before = seen_total;
+                seen_total += records;
+                if before / CHECK_EVERY != seen_total / CHECK_EVERY {
+                    if let Some(p) = self.progress {
+                        p(done_bytes + expected);
+                    }
+                    self.publish();
+                }
+            }
+            chunk.frames.clear();
+            chunk.ended = None;
+            let _ = ports.back_to[producer].send(chunk);
+        }
+        self.apply();
+        // The last chunk ends at the end of the input at the latest.
+        ended.unwrap_or(Ended::Input(Ok(expected)))
+    }
+
+    /// Records a batch's time per packet in the worker histogram.
+    fn time(&mut self, t0: &mut std::time::Instant, applied: usize) {
+        if applied > 0 {
+            let now = std::time::Instant::now();
+            let per = now.duration_since(*t0).as_nanos() as u64 / applied as u64;
+            let _ = self.worker_ns.record(per.max(1));
+            *t0 = now;
+        }
+    }
+
+    /// Walks chunk `index` and hands every worker its part.
+    fn walk_chunk<'a>(
+        &mut self,
+        index: u64,
+        first: u64,
+        reader: &mut CaptureReader<SliceSource<'a>>,
+        ports: &mut Ports,
+    ) {
+        let n = self.n;
+        while let Ok(c) = ports.back.try_recv() {
+            ports.spare.push(c);
+        }
+        let mut outs = std::mem::take(&mut ports.outs);
+        for _ in 0..n {
+            let mut c = ports.spare.pop().unwrap_or_else(Chunk::empty);
+            c.index = index;
+            outs.push(c);
+        }
+        let (from, until) = range(first, index);
+        let mut ended = None;
+        let stop =
+            self.sink_failed.load(Ordering::Relaxed) || self.external.load(Ordering::Relaxed);
+        let start = if stop {
+            ended = Some(Ended::Stopped);
+            None
+        } else if index == 0 {
+            Some(from)
+        } else {
+            reader.walk().and_then(|w| w.find_record(from, until))
+        };
+        let mut split = Split {
+            outs,
+            n,
+            span: ClockSpan::default(),
+            records: 0,
+            wire_bytes: 0,
+        };
+        let mut end = start.unwrap_or(until);
+        let mut start = start;
+        if let Some(from) = start
+            && let Some(mut walk) = {
+                reader.seek_record(from);
+                reader.walk()
+            }
+        {
+            loop {
+                let at = walk.offset();
+                if at >= until {
+                    break;
+                }
+                let Some(pkt) = walk.next_packet() else { break };
+                split.take(at, &pkt);
+            }
+            end = walk.offset();
+            reader.end_walk(walk, 0);
+            if end < until {
+                // The walk stopped where the reader stops too (the same
+                // checks): the end, or damage, which the reader names.
+                match reader.next_in_slice() {
+                    Ok(None) => ended = Some(Ended::Input(Ok(end))),
+                    Err(e) => ended = Some(Ended::Input(Err(e))),
+                    // Were there a record only the reader takes, every
+                    // worker would walk this chunk itself (see `rewalk`).
+                    Ok(Some(_)) => start = None,
+                }
+            }
+        }
+        let Split {
+            mut outs,
+            span,
+            records,
+            wire_bytes,
+            ..
+        } = split;
+        // The other workers learn how the input ended; worker 0, which
+        // speaks for the run, gets its error too.
+        let told = ended.as_ref().map(|e| match e {
+            Ended::Input(Ok(x)) => Ended::Input(Ok(*x)),
+            Ended::Input(Err(e)) => Ended::Input(Ok(e.offset().unwrap_or(end))),
+            Ended::Stopped => Ended::Stopped,
+        });
+        for (c, mut out) in outs.drain(..).enumerate().rev() {
+            out.start = start;
+            out.span = span;
+            out.records = records;
+            out.wire_bytes = wire_bytes;
+            out.end = end;
+            out.ended = if c == 0 {
+                ended.take()
+            } else {
+                told.as_ref().map(|e| match e {
+                    Ended::Input(Ok(x)) => Ended::Input(Ok(*x)),
+                    _ => Ended::Stopped,
+                })
+            };
+            let _ = ports.to[c].send(out);
+        }
+        ports.outs = outs;
+    }
+
+    /// Applies one chunk's part for this worker; returns the flow packets
+    /// applied.
+    fn take_chunk(&mut self, chunk: &Chunk, reader: &mut CaptureReader<SliceSource<'_>>) -> usize {
+        let (me, n) = (self.me, self.n);
+        if me == 0 {
+            // Worker 0 counts the frames of the chunks taken.
+            self.packets += chunk.records;
+            self.wire_bytes += chunk.wire_bytes;
+        }
+        let Some(walk) = reader.walk() else {
+            return 0;
+        };
+        let mut applied = 0;
+        let frames = &chunk.frames;
+        for (k, part) in frames.chunks(self.batch).enumerate() {
+            let metas = &mut self.metas;
+            for (i, &entry) in part.iter().enumerate() {
+                // Frames another worker walked are in its cache, not this
+                // one's: their headers are asked for a few frames ahead.
+                if let Some(&ahead) = frames.get(k * self.batch + i + PREFETCH_FRAMES) {
+                    let p = walk.bytes_at(ahead >> 1);
+                    crate::flow::prefetch(p);
+                    crate::flow::prefetch(p.wrapping_add(64));
+                }
+                let Some(pkt) = walk.packet_at(entry >> 1) else {
+                    debug_assert!(false, "a record the walk took is gone");
+                    continue;
+                };
+                if entry & 1 == 0 {
+                    self.decoder.decode(&pkt, &mut |m: &PacketMeta| {
+                        debug_assert_eq!(
+                            shard_of(m.key.pair_hash(), n),
+                            me,
+                            "owner() broke its promise"
+                        );
+                        metas.push(*m);
+                    });
+                    continue;
+                }
+                let mut keep = |m: &PacketMeta| {
+                    if shard_of(m.key.pair_hash(), n) == me {
+                        metas.push(*m);
+                    }
+                };
+                if me == 0 {
+                    self.decoder.decode(&pkt, &mut keep);
+                } else {
+                    self.decoder.decode_uncounted(&pkt, &mut keep);
+                }
+            }
+            applied += self.metas.len();
+            self.table.process_batch(&self.metas);
+            self.metas.clear();
+        }
+        if !self.clock.observe_span(&chunk.span)
+            && let Some(start) = chunk.start
+        {
+            // A jump of the clock may be taken or wait in this chunk: its
+            // timestamps one by one.
+            reader.seek_record(start);
+            if let Some(mut walk) = reader.walk() {
+                for _ in 0..chunk.records {
+                    let Some(pkt) = walk.next_packet() else { break };
+                    self.clock.observe(pkt.ts_ns);
+                }
+            }
+        }
+        self.apply();
+        applied
+    }
+
+    /// Walks a chunk whose first record was guessed wrong from `from`, where
+    /// it really starts, to the first record past `until`, as every worker
+    /// walks an input none shares out: every frame decoded, the flow
+    /// packets of this worker's pairs kept, worker 0 counting. Returns where
+    /// it stopped, the records walked, and how the input ended if it did.
+    #[cold]
+    fn rewalk<'a>(
+        &mut self,
+        from: u64,
+        until: u64,
+        reader: &mut CaptureReader<SliceSource<'a>>,
+    ) -> (u64, u64, Option<Ended>) {
+        let (me, n) = (self.me, self.n);
+        reader.seek_record(from);
+        let mut records = 0;
+        let ended = loop {
+            if reader.offset() >= until {
+                break None;
+            }
+            let pkt = match reader.next_in_slice() {
+                Ok(Some(pkt)) => pkt,
+                Ok(None) => break Some(Ended::Input(Ok(reader.offset()))),
+                Err(e) => break Some(Ended::Input(Err(e))),
+            };
+            records += 1;
+            if me == 0 {
+                self.packets += 1;
+                self.wire_bytes += u64::from(pkt.orig_len);
+            }
+            self.clock.observe(pkt.ts_ns);
+            let metas = &mut self.metas;
+            let mut keep = |m: &PacketMeta| {
+                if shard_of(m.key.pair_hash(), n) == me {
+                    metas.push(*m);
+                }
+            };
+            if me == 0 {
+                self.decoder.decode(&pkt, &mut keep);
+            } else {
+                self.decoder.decode_uncounted(&pkt, &mut keep);
+            }
+            if self.metas.len() >= self.batch {
+                self.table.process_batch(&self.metas);
+                self.metas.clear();
+            }
+        };
+        self.apply();
+        (reader.offset(), records, ended)
+    }
+}

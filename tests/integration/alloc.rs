@@ -3,6 +3,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use vigil_sensor::capture::CaptureReader;
 use vigil_sensor::decode::{Decoder, PacketMeta};
@@ -16,11 +17,15 @@ thread_local! {
     static ALLOCS: Cell<u64> = const { Cell::new(0) };
 }
 
+/// Allocations on every thread.
+static ALL: AtomicU64 = AtomicU64::new(0);
+
 // SAFETY: defers to the system allocator; only counts calls.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        ALL.fetch_add(1, Ordering::Relaxed);
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
@@ -32,6 +37,7 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        ALL.fetch_add(1, Ordering::Relaxed);
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -94,4 +100,77 @@ fn steady_state_packet_path_allocates_nothing() {
         during, 0,
         "{during} allocations over {counted} steady-state packets"
     );
+}
+
+/// The file workers, their relay included: a run over four times the
+/// packets of the same flows allocates (on every thread) about what the
+/// shorter run does; nothing grows with the packets. Other tests allocate
+/// on their threads meanwhile, so the count is taken in a process of its
+/// own: this test runs itself again, alone.
+#[test]
+fn file_workers_allocate_per_run_not_per_packet() {
+    const ALONE: &str = "VIGIL_ALLOC_TEST_ALONE";
+    if std::env::var_os(ALONE).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "alloc::file_workers_allocate_per_run_not_per_packet",
+                "--exact",
+                "--test-threads=1",
+                "--nocapture",
+            ])
+            .env(ALONE, "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        assert!(
+            text.contains("1 passed"),
+            "the test did not run alone: {text}"
+        );
+        return;
+    }
+    use vigil_sensor::pipeline::{FileMode, Input, PipelineConfig};
+    let run = |packets: u64, workers: usize| {
+        let bytes = BulkConfig {
+            packets,
+            flows: 2_000,
+            ..BulkConfig::default()
+        }
+        .to_pcap_bytes();
+        let inputs = [Input::Memory {
+            name: "bulk".into(),
+            bytes: &bytes,
+        }];
+        let cfg = PipelineConfig {
+            workers: workers.try_into().unwrap(),
+            file_mode: FileMode::Shared,
+            flow: FlowConfig {
+                max_flows: 10_000,
+                ..FlowConfig::default()
+            },
+            ..PipelineConfig::default()
+        };
+        let mut records = 0;
+        let mut sink = |r: &[vigil_proto::FlowRecord]| {
+            records += r.len();
+            Ok(())
+        };
+        let before = ALL.load(Ordering::Relaxed);
+        let report = vigil_sensor::pipeline::run(&inputs, &cfg, &mut sink, None).unwrap();
+        let during = ALL.load(Ordering::Relaxed) - before;
+        assert_eq!(report.packets, packets);
+        (during, records)
+    };
+    for workers in [1, 2, 3] {
+        let (short, short_records) = run(200_000, workers);
+        let (long, long_records) = run(800_000, workers);
+        assert_eq!(short_records, long_records, "the same flows");
+        eprintln!("{workers} workers: {short} allocations for 200,000 packets, {long} for 800,000");
+        // 600,000 more packets: not one allocation per thousand of them.
+        assert!(
+            long < short + 600,
+            "{workers} workers: {short} allocations for 200,000 packets, {long} for 800,000"
+        );
+    }
 }

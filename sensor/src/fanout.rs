@@ -513,26 +513,7 @@ impl SharedWorker<'_> {
             let mine = &g.mine;
             let metas = &mut self.metas;
             for (pkt, any) in mine {
-                if !any {
-                    self.decoder.decode(pkt, &mut |m: &PacketMeta| {
-                        debug_assert!(
-                            !SPLIT || shard_of(m.key.pair_hash(), n) == me,
-                            "owner() broke its promise"
-                        );
-                        metas.push(*m);
-                    });
-                    continue;
-                }
-                let mut keep = |m: &PacketMeta| {
-                    if shard_of(m.key.pair_hash(), n) == me {
-                        metas.push(*m);
-                    }
-                };
-                if me == 0 {
-                    self.decoder.decode(pkt, &mut keep);
-                } else {
-                    self.decoder.decode_uncounted(pkt, &mut keep);
-                }
+                decode_for(&mut self.decoder, pkt, *any, me, n, metas);
             }
             let applied = self.metas.len();
             self.apply();
@@ -605,6 +586,42 @@ impl<'a, const SPLIT: bool> Gather<'a, SPLIT> {
         if let Some(any) = select(pkt.link, pkt.data, self.me, self.n) {
             self.mine.push((pkt, any));
         }
+    }
+}
+
+/// Decodes a frame for worker `me` of `n` into `metas`. `any` false: a
+/// frame whose address pair the worker owns, every packet kept. `true`: a
+/// frame every worker decodes (`Owner::Any`), the packets of the worker's
+/// own pairs kept, the frame counted by worker 0 only.
+#[inline(always)]
+fn decode_for(
+    decoder: &mut Decoder,
+    pkt: &RawPacket<'_>,
+    any: bool,
+    me: usize,
+    n: usize,
+    metas: &mut Vec<PacketMeta>,
+) {
+    if !any {
+        decoder.decode(pkt, &mut |m: &PacketMeta| {
+            debug_assert_eq!(
+                shard_of(m.key.pair_hash(), n),
+                me,
+                "owner() broke its promise"
+            );
+            metas.push(*m);
+        });
+        return;
+    }
+    let mut keep = |m: &PacketMeta| {
+        if shard_of(m.key.pair_hash(), n) == me {
+            metas.push(*m);
+        }
+    };
+    if me == 0 {
+        decoder.decode(pkt, &mut keep);
+    } else {
+        decoder.decode_uncounted(pkt, &mut keep);
     }
 }
 

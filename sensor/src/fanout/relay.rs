@@ -32,10 +32,10 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use crate::capture::pcap_file::SliceSource;
 use crate::capture::{CaptureReader, RawPacket};
-use crate::decode::{Owner, PacketMeta, owner};
+use crate::decode::{Owner, owner};
 use crate::pipeline::{ClockSpan, recv_spinning, shard_of, spins_for};
 
-use super::{CHECK_EVERY, Ended, SharedWorker};
+use super::{CHECK_EVERY, Ended, SharedWorker, decode_for};
 
 /// Bytes of a chunk: large enough that its channel traffic and its guess
 /// are a rounding error, small enough that a chunk sits in a core's cache.
@@ -374,27 +374,7 @@ impl SharedWorker<'_> {
                     debug_assert!(false, "a record the walk took is gone");
                     continue;
                 };
-                if entry & 1 == 0 {
-                    self.decoder.decode(&pkt, &mut |m: &PacketMeta| {
-                        debug_assert_eq!(
-                            shard_of(m.key.pair_hash(), n),
-                            me,
-                            "owner() broke its promise"
-                        );
-                        metas.push(*m);
-                    });
-                    continue;
-                }
-                let mut keep = |m: &PacketMeta| {
-                    if shard_of(m.key.pair_hash(), n) == me {
-                        metas.push(*m);
-                    }
-                };
-                if me == 0 {
-                    self.decoder.decode(&pkt, &mut keep);
-                } else {
-                    self.decoder.decode_uncounted(&pkt, &mut keep);
-                }
+                decode_for(&mut self.decoder, &pkt, entry & 1 != 0, me, n, metas);
             }
             applied += self.metas.len();
             self.table.process_batch(&self.metas);
@@ -447,17 +427,8 @@ impl SharedWorker<'_> {
                 self.wire_bytes += u64::from(pkt.orig_len);
             }
             self.clock.observe(pkt.ts_ns);
-            let metas = &mut self.metas;
-            let mut keep = |m: &PacketMeta| {
-                if shard_of(m.key.pair_hash(), n) == me {
-                    metas.push(*m);
-                }
-            };
-            if me == 0 {
-                self.decoder.decode(&pkt, &mut keep);
-            } else {
-                self.decoder.decode_uncounted(&pkt, &mut keep);
-            }
+            // Every frame, as an `Owner::Any` frame is decoded.
+            decode_for(&mut self.decoder, &pkt, true, me, n, &mut self.metas);
             if self.metas.len() >= self.batch {
                 self.table.process_batch(&self.metas);
                 self.metas.clear();

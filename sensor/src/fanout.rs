@@ -426,6 +426,22 @@ impl SharedWorker<'_> {
         }
     }
 
+    /// Whether the run is to stop: the sink failed, or the caller asked.
+    fn stopping(&self) -> bool {
+        self.sink_failed.load(Ordering::Relaxed) || self.external.load(Ordering::Relaxed)
+    }
+
+    /// Records the time per packet since `t0` of the `applied` packets just
+    /// applied in the worker histogram, and restarts `t0`.
+    fn time(&mut self, t0: &mut Instant, applied: usize) {
+        if applied > 0 {
+            let now = Instant::now();
+            let per = now.duration_since(*t0).as_nanos() as u64 / applied as u64;
+            let _ = self.worker_ns.record(per.max(1));
+            *t0 = now;
+        }
+    }
+
     fn publish(&mut self) {
         if let Some(l) = self.live {
             // Frames are counted by worker 0.
@@ -517,12 +533,7 @@ impl SharedWorker<'_> {
             }
             let applied = self.metas.len();
             self.apply();
-            if applied > 0 {
-                let now = Instant::now();
-                let per = now.duration_since(t0).as_nanos() as u64 / applied as u64;
-                let _ = self.worker_ns.record(per.max(1));
-                t0 = now;
-            }
+            self.time(&mut t0, applied);
             if let Some(e) = ended {
                 return e;
             }
@@ -533,8 +544,7 @@ impl SharedWorker<'_> {
                     p(done_bytes + reader.offset());
                 }
                 self.publish();
-                if self.sink_failed.load(Ordering::Relaxed) || self.external.load(Ordering::Relaxed)
-                {
+                if self.stopping() {
                     return Ended::Stopped;
                 }
             }

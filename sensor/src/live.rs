@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::bounded;
 use vigil_proto::{EndReason, FlowRecord};
 
 use crate::capture::{KernelStats, LiveError};
@@ -24,7 +23,7 @@ use crate::decode::{Decoder, PacketMeta};
 use crate::flow::table::FlowTable;
 use crate::pipeline::{
     LiveCounters, PacketClock, PipelineConfig, PipelineError, Published, RunReport, finish_table,
-    histogram, join_sink, validate,
+    histogram, join_sink, spawn_sink, validate,
 };
 
 #[cfg(target_os = "linux")]
@@ -142,17 +141,8 @@ impl AfPacketCapture {
         let started = Instant::now();
         let mut report = RunReport::default();
         std::thread::scope(|s| -> Result<(), PipelineError> {
-            let (out_tx, out_rx) = bounded::<Vec<FlowRecord>>(64);
-            let stop_sink = stop.clone();
-            let writer = s.spawn(move || -> io::Result<()> {
-                for recs in out_rx {
-                    if let Err(e) = sink(&recs) {
-                        stop_sink.store(true, Ordering::Relaxed);
-                        return Err(e);
-                    }
-                }
-                Ok(())
-            });
+            // A failing sink stops the capture.
+            let (out_tx, writer) = spawn_sink(s, sink, &stop);
             let mut handles = Vec::new();
             for (i, sock) in self.sockets.into_iter().enumerate() {
                 let out = out_tx.clone();

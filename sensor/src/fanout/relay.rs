@@ -26,8 +26,6 @@
 //! every worker alike; the chunks after it are taken and dropped, so that
 //! no walker waits on a worker that went on.
 
-use std::sync::atomic::Ordering;
-
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use crate::capture::pcap_file::SliceSource;
@@ -236,16 +234,6 @@ impl SharedWorker<'_> {
         ended.unwrap_or(Ended::Input(Ok(expected)))
     }
 
-    /// Records a batch's time per packet in the worker histogram.
-    fn time(&mut self, t0: &mut std::time::Instant, applied: usize) {
-        if applied > 0 {
-            let now = std::time::Instant::now();
-            let per = now.duration_since(*t0).as_nanos() as u64 / applied as u64;
-            let _ = self.worker_ns.record(per.max(1));
-            *t0 = now;
-        }
-    }
-
     /// Walks chunk `index` and hands every worker its part.
     fn walk_chunk<'a>(
         &mut self,
@@ -266,9 +254,7 @@ impl SharedWorker<'_> {
         }
         let (from, until) = range(first, index);
         let mut ended = None;
-        let stop =
-            self.sink_failed.load(Ordering::Relaxed) || self.external.load(Ordering::Relaxed);
-        let start = if stop {
+        let mut start = if self.stopping() {
             ended = Some(Ended::Stopped);
             None
         } else if index == 0 {
@@ -284,7 +270,6 @@ impl SharedWorker<'_> {
             wire_bytes: 0,
         };
         let mut end = start.unwrap_or(until);
-        let mut start = start;
         if let Some(from) = start
             && let Some(mut walk) = {
                 reader.seek_record(from);
@@ -350,14 +335,14 @@ impl SharedWorker<'_> {
     /// applied.
     fn take_chunk(&mut self, chunk: &Chunk, reader: &mut CaptureReader<SliceSource<'_>>) -> usize {
         let (me, n) = (self.me, self.n);
+        let Some(walk) = reader.walk() else {
+            return 0;
+        };
         if me == 0 {
             // Worker 0 counts the frames of the chunks taken.
             self.packets += chunk.records;
             self.wire_bytes += chunk.wire_bytes;
         }
-        let Some(walk) = reader.walk() else {
-            return 0;
-        };
         let mut applied = 0;
         let frames = &chunk.frames;
         for (k, part) in frames.chunks(self.batch).enumerate() {

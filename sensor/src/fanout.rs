@@ -40,6 +40,7 @@ mod relay;
 
 pub use relay::CHUNK_BYTES as RELAY_CHUNK_BYTES;
 
+use crate::capture::mapped::MappedFile;
 use crate::capture::pcap_file::{PcapWalk, SliceSource};
 use crate::capture::{CaptureError, CaptureReader, KernelStats, LinkType, PcapWriter, RawPacket};
 use crate::decode::{Decoder, Owner, PacketMeta, owner};
@@ -226,6 +227,10 @@ pub struct SharedInput<'a> {
     pub name: &'a std::path::Path,
     /// The capture (a mapping of the file, or bytes in memory).
     pub bytes: &'a [u8],
+    /// The mapping `bytes` is, when it is one: the workers then hand its
+    /// pages back to the kernel as they all pass them (bytes in memory are
+    /// left alone).
+    pub mapping: Option<&'a MappedFile>,
 }
 
 /// What [`run_shared`] did: the run's report, and for each input the error
@@ -264,25 +269,31 @@ pub fn run_shared(
         let (out_tx, writer) = spawn_sink(s, sink, &sink_failed);
         let mut handles = Vec::with_capacity(n);
         for (me, mut ports) in relay::ports(n).into_iter().enumerate() {
-            let w = SharedWorker {
-                me,
-                n,
-                batch: cfg.batch_size.get(),
-                table: FlowTable::new(&cfg.flow, per_worker),
-                decoder: Decoder::new(),
-                clock: PacketClock::default(),
-                metas: Vec::with_capacity(cfg.batch_size.get() + 16),
-                out: out_tx.clone(),
-                worker_ns: histogram(),
-                packets: 0,
-                wire_bytes: 0,
-                sink_failed: &sink_failed,
-                external,
-                live: cfg.live.as_deref(),
-                published: Published::default(),
-                progress: if me == 0 { progress } else { None },
-            };
-            handles.push(s.spawn(move || w.run(inputs, &mut ports)));
+            let out = out_tx.clone();
+            let sink_failed = &sink_failed;
+            // The table is made (its memory first touched) by the thread
+            // that uses it, all workers at once.
+            handles.push(s.spawn(move || {
+                let w = SharedWorker {
+                    me,
+                    n,
+                    batch: cfg.batch_size.get(),
+                    table: FlowTable::new(&cfg.flow, per_worker),
+                    decoder: Decoder::new(),
+                    clock: PacketClock::default(),
+                    metas: Vec::with_capacity(cfg.batch_size.get() + 16),
+                    out,
+                    worker_ns: histogram(),
+                    packets: 0,
+                    wire_bytes: 0,
+                    sink_failed,
+                    external,
+                    live: cfg.live.as_deref(),
+                    published: Published::default(),
+                    progress: if me == 0 { progress } else { None },
+                };
+                w.run(inputs, &mut ports)
+            }));
         }
         drop(out_tx);
         tracing::info!(
@@ -358,7 +369,7 @@ impl SharedWorker<'_> {
         let mut errors = Vec::with_capacity(inputs.len());
         let mut done_bytes = 0u64;
         let mut stopped = false;
-        for input in inputs {
+        for (index, input) in inputs.iter().enumerate() {
             if stopped {
                 errors.push(None);
                 continue;
@@ -366,11 +377,12 @@ impl SharedWorker<'_> {
             let ended = match CaptureReader::from_slice(input.bytes, input.name) {
                 Ok(mut reader) => {
                     if self.n > 1 && reader.walk().is_some() {
-                        self.relay(&mut reader, ports, input.bytes.len() as u64, done_bytes)
+                        self.relay(&mut reader, ports, (index, input), done_bytes)
                     } else if self.n == 1 {
-                        self.read::<false>(&mut reader, done_bytes)
+                        self.read::<false>(&mut reader, input.mapping, done_bytes)
                     } else {
-                        self.read::<true>(&mut reader, done_bytes)
+                        // Every worker walks it all: none hands pages back.
+                        self.read::<true>(&mut reader, None, done_bytes)
                     }
                 }
                 Err(e) => Ended::Input(Err(e)),
@@ -462,7 +474,8 @@ impl SharedWorker<'_> {
     }
 
     /// Reads one input to its end (or to a stop). `SPLIT`: other workers
-    /// share the input, so frames are first given their owner.
+    /// share the input, so frames are first given their owner. The pages of
+    /// `mapping` behind the walk go back to the kernel as it goes.
     ///
     /// A batch at a time, in two passes: the walk over the capture (record
     /// headers, timestamps, owners), a tight loop, gathers the frames this
@@ -470,10 +483,12 @@ impl SharedWorker<'_> {
     fn read<'a, const SPLIT: bool>(
         &mut self,
         reader: &mut CaptureReader<SliceSource<'a>>,
+        mapping: Option<&MappedFile>,
         done_bytes: u64,
     ) -> Ended {
         let (me, n) = (self.me, self.n);
         let batch = self.batch;
+        let mut released = 0;
         // A batch ends once it holds `batch` frames to decode or once this
         // many frames went by, so that a worker owning few of them still
         // moves its clock as often.
@@ -535,6 +550,9 @@ impl SharedWorker<'_> {
             self.apply();
             self.time(&mut t0, applied);
             if let Some(e) = ended {
+                if let Some(m) = mapping {
+                    relay::release_behind(m, released, m.len());
+                }
                 return e;
             }
             let before = seen_total;
@@ -546,6 +564,9 @@ impl SharedWorker<'_> {
                 self.publish();
                 if self.stopping() {
                     return Ended::Stopped;
+                }
+                if let Some(m) = mapping {
+                    released = relay::release_behind(m, released, reader.offset() as usize);
                 }
             }
         }

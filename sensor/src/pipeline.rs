@@ -768,8 +768,16 @@ enum Shared<'a> {
 impl Shared<'_> {
     fn input(&self) -> crate::fanout::SharedInput<'_> {
         match self {
-            Shared::Mapped(name, m) => crate::fanout::SharedInput { name, bytes: m },
-            Shared::Memory(name, bytes) => crate::fanout::SharedInput { name, bytes },
+            Shared::Mapped(name, m) => crate::fanout::SharedInput {
+                name,
+                bytes: m,
+                mapping: Some(m),
+            },
+            Shared::Memory(name, bytes) => crate::fanout::SharedInput {
+                name,
+                bytes,
+                mapping: None,
+            },
         }
     }
 }

@@ -14,6 +14,12 @@
 //! mapping covers the length the file had when it was opened. Readers that
 //! must survive a file being cut under them (standard input, pipes, FIFOs)
 //! go through [`super::pcap_file::ReadSource`], which never maps.
+//!
+//! Pages every reader is done with can be handed back while the mapping
+//! lives ([`MappedFile::release`]): the kernel's page tables and the
+//! process's resident size then stay bounded on captures of any size, and
+//! their teardown is spread over the run instead of falling, all at once,
+//! on the thread that drops the mapping.
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -90,6 +96,47 @@ impl MappedFile {
     }
 }
 
+impl MappedFile {
+    /// Hands the pages wholly inside bytes `range` of the file back to the
+    /// kernel (`madvise(MADV_DONTNEED)`): for a private mapping of a file
+    /// never written through, their bytes stay the file's, and are read
+    /// back from it (normally from the page cache, which this leaves alone)
+    /// should they be read again. Only speed is at stake: a reader that
+    /// comes back to them pays a page fault. Pages partly outside `range`
+    /// are kept, though the kernel may drop the whole of a huge page it
+    /// maps the file with (Linux does for large folios mapped whole).
+    pub fn release(&self, range: std::ops::Range<usize>) {
+        #[cfg(unix)]
+        if let Some(p) = self.ptr {
+            // SAFETY: sysconf has no preconditions.
+            let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+                .unwrap_or(4096)
+                .max(1);
+            let start = range.start.next_multiple_of(page);
+            let end = range.end.min(self.len) / page * page;
+            if start >= end {
+                return;
+            }
+            // SAFETY: `start..end` lies inside the mapping made in
+            // `map_len` (`end` is at most its length) and is page-aligned
+            // (the mapping starts on a page). The mapping is private,
+            // read-only and backed by a file: dropping its pages loses no
+            // byte, a later read faults the file's bytes back in, so the
+            // slices borrowed from `self` keep their contents. Failure
+            // leaves the pages mapped, which changes nothing but memory.
+            unsafe {
+                libc::madvise(
+                    p.as_ptr().add(start).cast(),
+                    end - start,
+                    libc::MADV_DONTNEED,
+                );
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = range;
+    }
+}
+
 impl Deref for MappedFile {
     type Target = [u8];
 
@@ -129,6 +176,40 @@ mod tests {
         f.write_all(&bytes).unwrap();
         let m = MappedFile::map(&f).unwrap().expect("a regular file maps");
         assert_eq!(&m[..], &bytes[..]);
+    }
+
+    /// Released pages read back as the file's bytes, and stop counting in
+    /// the process's resident memory.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn released_pages_read_back_as_the_files_bytes() {
+        /// The mapping's resident KiB, from the kernel's view of it.
+        fn resident_kib(m: &MappedFile) -> u64 {
+            let start = format!("{:x}-", m.ptr.unwrap().as_ptr() as usize);
+            let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+            let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&start));
+            assert!(lines.next().is_some(), "the mapping is in smaps");
+            let rss = lines.find(|l| l.starts_with("Rss:")).unwrap();
+            rss.split_whitespace().nth(1).unwrap().parse().unwrap()
+        }
+        let mut f = tempfile::tempfile().unwrap();
+        let bytes: Vec<u8> = (0..64u32 << 20).map(|i| (i % 251) as u8).collect();
+        f.write_all(&bytes).unwrap();
+        let m = MappedFile::map(&f).unwrap().expect("a regular file maps");
+        let sum: u64 = m.iter().step_by(4096).map(|&b| u64::from(b)).sum();
+        assert!(sum > 0);
+        assert_eq!(resident_kib(&m), 64 << 10);
+        // Not page-aligned at either end: at most the two partial pages
+        // stay (none, where the kernel maps the file in huge pages and
+        // drops those whole).
+        m.release(1000..m.len() - 1000);
+        let left = resident_kib(&m);
+        assert!(left <= 8, "{left} KiB resident after the release");
+        assert_eq!(&m[..], &bytes[..], "released pages read back as the file");
+        // Ranges with no whole page, or past the end, are harmless.
+        m.release(10..20);
+        m.release(0..usize::MAX);
+        assert_eq!(&m[..4096], &bytes[..4096]);
     }
 
     #[test]

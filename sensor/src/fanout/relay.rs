@@ -25,15 +25,26 @@
 //! input at the chunk where the walk from the file's start meets them, for
 //! every worker alike; the chunks after it are taken and dropped, so that
 //! no walker waits on a worker that went on.
+//!
+//! A mapped file's pages every worker has passed go back to the kernel as
+//! the run goes, a few MiB at a time, by whichever worker gets there first
+//! ([`MappedFile::release`]): the page tables and the resident size stay
+//! bounded, and the pages' teardown runs beside the other workers rather
+//! than alone at the end (unmapping 5 M frames' pages took one thread
+//! 15-20 ms after the workers were done).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
+use crate::capture::mapped::MappedFile;
 use crate::capture::pcap_file::SliceSource;
 use crate::capture::{CaptureReader, RawPacket};
-use crate::decode::{Owner, owner};
+use crate::decode::{DecodeStats, Decoder, Owner, PacketMeta, owner};
 use crate::pipeline::{ClockSpan, recv_spinning, shard_of, spins_for};
 
-use super::{CHECK_EVERY, Ended, SharedWorker, decode_for};
+use super::{CHECK_EVERY, Ended, SharedInput, SharedWorker, decode_for};
 
 /// Bytes of a chunk: large enough that its channel traffic and its guess
 /// are a rounding error, small enough that a chunk sits in a core's cache.
@@ -47,9 +58,86 @@ const AHEAD_ROUNDS: usize = 2;
 /// waits: more than it walks ahead.
 const IN_FLIGHT: usize = AHEAD_ROUNDS + 3;
 
-/// How many frames ahead of its decoding a worker asks for a frame's
-/// headers.
-const PREFETCH_FRAMES: usize = 8;
+/// Chunks taken between a worker's looks at what every worker has passed
+/// (8 MiB): each release makes the kernel flush the other workers' TLBs, so
+/// not too often.
+const RELEASE_EVERY: u64 = 32;
+
+/// Mapped bytes are handed back in whole steps of this many (the largest
+/// page Linux maps a file with on x86-64, so that a release never drops a
+/// huge page still being read).
+const RELEASE_ALIGN: usize = 2 << 20;
+
+/// How far every worker got: what lets the pages behind all of them go.
+#[derive(Debug)]
+struct Passed {
+    /// Per worker: the input it is on (high bits) and the chunks of it
+    /// taken (low [`INPUT_SHIFT`] bits). Only grows.
+    taken: Box<[AtomicU64]>,
+    /// The input whose pages are being released and the bytes of it
+    /// released so far.
+    released: Mutex<(usize, usize)>,
+}
+
+/// Bits of a [`Passed::taken`] entry that count chunks.
+const INPUT_SHIFT: u32 = 40;
+
+fn passed_key(input: usize, chunks: u64) -> u64 {
+    ((input as u64) << INPUT_SHIFT) | chunks
+}
+
+impl Passed {
+    /// The chunks of `input` every worker has taken.
+    fn all_took(&self, input: usize) -> u64 {
+        let least = self
+            .taken
+            .iter()
+            .map(|t| t.load(Ordering::SeqCst))
+            .min()
+            .unwrap_or(0);
+        match (least >> INPUT_SHIFT) as usize {
+            i if i > input => u64::MAX,
+            i if i == input => least & ((1 << INPUT_SHIFT) - 1),
+            _ => 0,
+        }
+    }
+
+    /// Hands back the pages of `mapping` (input `input`) before `before`,
+    /// which every worker has passed; nothing if another worker is at it,
+    /// unless `wait`.
+    fn release(&self, input: usize, mapping: &MappedFile, before: usize, wait: bool) {
+        let mut released = match self.released.try_lock() {
+            Ok(r) => r,
+            Err(std::sync::TryLockError::WouldBlock) if wait => {
+                self.released.lock().unwrap_or_else(|e| e.into_inner())
+            }
+            Err(std::sync::TryLockError::WouldBlock) => return,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+        };
+        if released.0 != input {
+            *released = (input, 0);
+        }
+        released.1 = release_behind(mapping, released.1, before);
+    }
+}
+
+/// Hands back the pages of `mapping` from `from` (where the last release
+/// ended) to `before`, in whole [`RELEASE_ALIGN`] steps, or to its end once
+/// `before` is; returns where this release ended.
+pub(super) fn release_behind(mapping: &MappedFile, from: usize, before: usize) -> usize {
+    let base = mapping.as_ptr() as usize;
+    let end = if before >= mapping.len() {
+        mapping.len()
+    } else {
+        ((base + before) & !(RELEASE_ALIGN - 1)).saturating_sub(base)
+    };
+    if end > from {
+        mapping.release(from..end);
+        end
+    } else {
+        from
+    }
+}
 
 /// What one chunk holds for one worker.
 pub(super) struct Chunk {
@@ -57,10 +145,17 @@ pub(super) struct Chunk {
     /// Where its walk started: the first record, as found or guessed
     /// (`None`: no record seemed to start in its bytes).
     start: Option<u64>,
-    /// The records for this worker, in record order, by byte offset
-    /// shifted left once, the low bit set where every worker decodes the
-    /// frame (`Owner::Any`): a few bytes a frame cross between cores.
-    frames: Vec<u64>,
+    /// The flow packets of this worker's address pairs, in record order,
+    /// decoded by the walker, where the frames are still in its cache: one
+    /// packet summary crosses between cores, not the frame.
+    metas: Vec<PacketMeta>,
+    /// The frames every worker decodes itself (`Owner::Any`), in record
+    /// order: how many of `metas` come before each, and its byte offset.
+    anys: Vec<(u32, u64)>,
+    /// What decoding `metas` counted, in the walker's own part only: taken
+    /// into the counters only if the chunk is (its walk may be a wrong
+    /// guess, or past the end).
+    decoded: DecodeStats,
     /// Its records' timestamps, summed up for the clock (which reads them
     /// again from the capture where the summary does not do).
     span: ClockSpan,
@@ -79,7 +174,9 @@ impl Chunk {
         Chunk {
             index: 0,
             start: None,
-            frames: Vec::with_capacity(1024),
+            metas: Vec::with_capacity(1024),
+            anys: Vec::new(),
+            decoded: DecodeStats::default(),
             span: ClockSpan::default(),
             records: 0,
             wire_bytes: 0,
@@ -103,6 +200,12 @@ pub(super) struct Ports {
     spare: Vec<Chunk>,
     /// The chunk being walked, one buffer per worker.
     outs: Vec<Chunk>,
+    /// How far every worker got.
+    passed: Arc<Passed>,
+    /// Decodes the frames of the chunks walked whose pair one worker owns:
+    /// such frames leave no state in a decoder ([`Owner::Pair`]), only
+    /// counts, which go with the chunk.
+    decoder: Decoder,
 }
 
 /// The relay's channels, one [`Ports`] per worker.
@@ -111,6 +214,10 @@ pub(super) fn ports(n: usize) -> Vec<Ports> {
         .map(|_| (0..n).map(|_| bounded(IN_FLIGHT)).collect())
         .collect();
     let backs: Vec<_> = (0..n).map(|_| unbounded()).collect();
+    let passed = Arc::new(Passed {
+        taken: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        released: Mutex::new((0, 0)),
+    });
     (0..n)
         .map(|me| Ports {
             to: (0..n).map(|c| chunks[me][c].0.clone()).collect(),
@@ -119,31 +226,45 @@ pub(super) fn ports(n: usize) -> Vec<Ports> {
             back: backs[me].1.clone(),
             spare: Vec::with_capacity(n * (IN_FLIGHT + 2)),
             outs: Vec::with_capacity(n),
+            passed: Arc::clone(&passed),
+            decoder: Decoder::new(),
         })
         .collect()
 }
 
 /// A chunk's walk: each record handed to the workers.
-struct Split {
+struct Split<'d> {
     outs: Vec<Chunk>,
     n: usize,
+    decoder: &'d mut Decoder,
     span: ClockSpan,
     records: u64,
     wire_bytes: u64,
 }
 
-impl Split {
+impl Split<'_> {
     #[inline(always)]
     fn take(&mut self, offset: u64, pkt: &RawPacket<'_>) {
         self.span.add(pkt.ts_ns);
         self.records += 1;
         self.wire_bytes += u64::from(pkt.orig_len);
         match owner(pkt.link, pkt.data) {
-            Owner::Pair(h) => self.outs[shard_of(h, self.n)].frames.push(offset << 1),
+            Owner::Pair(h) => {
+                let to = shard_of(h, self.n);
+                let metas = &mut self.outs[to].metas;
+                self.decoder.decode(pkt, &mut |m: &PacketMeta| {
+                    debug_assert_eq!(
+                        shard_of(m.key.pair_hash(), self.n),
+                        to,
+                        "owner() broke its promise"
+                    );
+                    metas.push(*m);
+                });
+            }
             Owner::Any => self
                 .outs
                 .iter_mut()
-                .for_each(|o| o.frames.push(offset << 1 | 1)),
+                .for_each(|o| o.anys.push((o.metas.len() as u32, offset))),
         }
     }
 }
@@ -157,16 +278,17 @@ fn range(first: u64, index: u64) -> (u64, u64) {
 }
 
 impl SharedWorker<'_> {
-    /// Reads one pcap input (one that offers [`CaptureReader::walk`]) with
-    /// the other workers through the relay.
+    /// Reads one pcap input (one that offers [`CaptureReader::walk`]),
+    /// input `index` of the run, with the other workers through the relay.
     pub(super) fn relay<'a>(
         &mut self,
         reader: &mut CaptureReader<SliceSource<'a>>,
         ports: &mut Ports,
-        len: u64,
+        (index, input): (usize, &SharedInput<'_>),
         done_bytes: u64,
     ) -> Ended {
         let (me, n) = (self.me, self.n);
+        let len = input.bytes.len() as u64;
         let first = reader.offset();
         let chunks = (len.saturating_sub(first)).div_ceil(CHUNK_BYTES);
         if chunks == 0 {
@@ -225,9 +347,29 @@ impl SharedWorker<'_> {
                     self.publish();
                 }
             }
-            chunk.frames.clear();
+            chunk.metas.clear();
+            chunk.anys.clear();
+            chunk.decoded = DecodeStats::default();
             chunk.ended = None;
             let _ = ports.back_to[producer].send(chunk);
+            // The last chunk's store and loads are sequentially consistent:
+            // of workers finishing together, one sees that all are done and
+            // hands the rest back.
+            ports.passed.taken[me].store(passed_key(index, j + 1), Ordering::SeqCst);
+            let last = j + 1 == chunks;
+            if let Some(mapping) = input.mapping
+                && (j % RELEASE_EVERY == RELEASE_EVERY - 1 || last)
+            {
+                let all = ports.passed.all_took(index).min(chunks);
+                let before = if all == chunks {
+                    len
+                } else {
+                    range(first, all).0
+                };
+                ports
+                    .passed
+                    .release(index, mapping, before.min(len) as usize, last);
+            }
         }
         self.apply();
         // The last chunk ends at the end of the input at the latest.
@@ -265,6 +407,7 @@ impl SharedWorker<'_> {
         let mut split = Split {
             outs,
             n,
+            decoder: &mut ports.decoder,
             span: ClockSpan::default(),
             records: 0,
             wire_bytes: 0,
@@ -318,6 +461,9 @@ impl SharedWorker<'_> {
             out.records = records;
             out.wire_bytes = wire_bytes;
             out.end = end;
+            if c == self.me {
+                out.decoded = std::mem::take(&mut ports.decoder.stats);
+            }
             out.ended = if c == 0 {
                 ended.take()
             } else {
@@ -343,28 +489,32 @@ impl SharedWorker<'_> {
             self.packets += chunk.records;
             self.wire_bytes += chunk.wire_bytes;
         }
-        let mut applied = 0;
-        let frames = &chunk.frames;
-        for (k, part) in frames.chunks(self.batch).enumerate() {
-            let metas = &mut self.metas;
-            for (i, &entry) in part.iter().enumerate() {
-                // Frames another worker walked are in its cache, not this
-                // one's: their headers are asked for a few frames ahead.
-                if let Some(&ahead) = frames.get(k * self.batch + i + PREFETCH_FRAMES) {
-                    let p = walk.bytes_at(ahead >> 1);
-                    crate::flow::prefetch(p);
-                    crate::flow::prefetch(p.wrapping_add(64));
-                }
-                let Some(pkt) = walk.packet_at(entry >> 1) else {
+        self.decoder.stats.merge(&chunk.decoded);
+        let mut applied = chunk.metas.len();
+        let mut at = 0;
+        let mut anys = chunk.anys.iter().peekable();
+        while let Some(&&(pos, _)) = anys.peek() {
+            self.process(&chunk.metas[at..pos as usize]);
+            at = pos as usize;
+            // The frames every worker decodes, up to the next packet decoded
+            // by the walker.
+            while let Some(&(_, offset)) = anys.next_if(|&&(p, _)| p == pos) {
+                let Some(pkt) = walk.packet_at(offset) else {
                     debug_assert!(false, "a record the walk took is gone");
                     continue;
                 };
-                decode_for(&mut self.decoder, &pkt, entry & 1 != 0, me, n, metas);
+                decode_for(&mut self.decoder, &pkt, true, me, n, &mut self.metas);
+                if self.metas.len() >= self.batch {
+                    applied += self.metas.len();
+                    self.table.process_batch(&self.metas);
+                    self.metas.clear();
+                }
             }
             applied += self.metas.len();
             self.table.process_batch(&self.metas);
             self.metas.clear();
         }
+        self.process(&chunk.metas[at..]);
         if !self.clock.observe_span(&chunk.span)
             && let Some(start) = chunk.start
         {
@@ -380,6 +530,14 @@ impl SharedWorker<'_> {
         }
         self.apply();
         applied
+    }
+
+    /// Applies packets decoded by a walker, a batch at a time.
+    #[inline]
+    fn process(&mut self, metas: &[PacketMeta]) {
+        for batch in metas.chunks(self.batch) {
+            self.table.process_batch(batch);
+        }
     }
 
     /// Walks a chunk whose first record was guessed wrong from `from`, where

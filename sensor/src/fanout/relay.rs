@@ -3,14 +3,20 @@
 //!
 //! The file is cut into chunks of [`CHUNK_BYTES`] bytes, walked round the
 //! workers: worker `k` walks chunks `k`, `k + n`, `k + 2n`… A chunk holds
-//! the records whose header starts in its bytes. Its walker reads each,
-//! tells its owner ([`crate::decode::owner`]) and hands each worker, in
-//! record order, the frames whose address pair it owns and the frames
-//! every worker decodes (`Owner::Any`: tunnels, fragments); with a summary
-//! of the chunk's timestamps for the clock. Every worker takes every chunk
-//! in file order: its decoder and table see exactly the frames, and its
-//! clock exactly the timestamps, that walking the whole file would have
-//! given it, so the records are those of one worker, for any worker count.
+//! the records whose header starts in its bytes. Its walker reads each and
+//! tells its owner ([`crate::decode::owner`]). A frame whose address pair
+//! one worker owns (`Owner::Pair`) the walker decodes itself, while the
+//! frame is in its cache, and hands that worker the packet summaries; a
+//! frame every worker decodes (`Owner::Any`: tunnels, fragments) goes to
+//! every worker by its offset, at its place among the summaries. With them
+//! goes a summary of the chunk's timestamps for the clock. Every worker
+//! takes every chunk in file order: its decoder and table see exactly the
+//! packets, and its clock exactly the timestamps, that walking the whole
+//! file would have given it, so the records are those of one worker, for
+//! any worker count. A `Pair` frame leaves no state in the decoder that
+//! decodes it, only counts, which travel with the chunk and are taken only
+//! when the chunk is (a wrong guess, below, or a chunk past the end leaves
+//! none).
 //!
 //! Where the first record of a chunk starts is known for certain only to
 //! whoever walked the file up to it. A walker guesses
@@ -31,7 +37,7 @@
 //! ([`MappedFile::release`]): the page tables and the resident size stay
 //! bounded, and the pages' teardown runs beside the other workers rather
 //! than alone at the end (unmapping 5 M frames' pages took one thread
-//! 15-20 ms after the workers were done).
+//! 20-30 ms after the workers were done).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

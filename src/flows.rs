@@ -29,9 +29,9 @@ fn duration(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Args, Clone)]
 pub struct EngineArgs {
     /// Flow worker threads, a core each. On capture files the workers share
-    /// the (mapped) file's reading out in chunks and each decodes its share
-    /// of the address pairs; standard input is read by one more thread that
-    /// feeds them.
+    /// out the reading and decoding of the (mapped) file and each tracks
+    /// the flows of its share of the address pairs; standard input is read
+    /// by one more thread that feeds them.
     #[arg(long, default_value_t = NonZeroUsize::MIN)]
     pub workers: NonZeroUsize,
     /// Packets per batch applied to a flow table (and, for standard input,

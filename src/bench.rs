@@ -52,8 +52,9 @@ pub struct BenchArgs {
     #[arg(long, default_value = "5")]
     runs: usize,
     /// Pipelines to measure, comma-separated: `shared` (N file workers
-    /// sharing the capture's reading out in chunks, each decoding the frames
-    /// whose address pair it owns; what `vigil flows` runs on files), `dispatch`
+    /// sharing the capture's reading and decoding out in chunks, each
+    /// tracking the flows of the address pairs it owns; what `vigil flows`
+    /// runs on files), `dispatch`
     /// (one reader thread feeding N flow shards; what standard input goes
     /// through) and `fanout` (N shared-nothing workers, the input split by
     /// flow beforehand as AF_PACKET fanout splits a live link).

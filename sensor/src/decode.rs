@@ -473,6 +473,67 @@ struct PlainTransport {
     payload_len: u32,
 }
 
+/// An IPv4 header without options or fragmentation carrying TCP or UDP,
+/// read in place: the shape most packets on a link have, which
+/// [`Decoder::ip`] and [`Decoder::decode_plain`] take without etherparse.
+struct PlainV4<'a> {
+    proto: u8,
+    /// The transport header and payload, cut at the total length (or the
+    /// end of the frame when the total length is past it or below the
+    /// header, as etherparse's lax slice cuts it).
+    l4: &'a [u8],
+    ip_bytes: u32,
+    src: [u8; 16],
+    dst: [u8; 16],
+}
+
+impl<'a> PlainV4<'a> {
+    #[inline(always)]
+    fn of(d: &'a [u8]) -> Option<Self> {
+        if !(d.len() >= 20 && d[0] == 0x45 && matches!(d[9], 6 | 17) && be16(d, 6) & 0x3fff == 0) {
+            return None;
+        }
+        let total = usize::from(be16(d, 2));
+        let (l4, ip_bytes) = if total < 20 {
+            (&d[20..], d.len() as u32)
+        } else {
+            (&d[20..total.min(d.len())], total as u32)
+        };
+        let mut src = [0u8; 16];
+        let mut dst = [0u8; 16];
+        src[..4].copy_from_slice(&d[12..16]);
+        dst[..4].copy_from_slice(&d[16..20]);
+        Some(PlainV4 {
+            proto: d[9],
+            l4,
+            ip_bytes,
+            src,
+            dst,
+        })
+    }
+
+    /// The packet summary, given its plain transport header.
+    #[inline(always)]
+    fn meta(&self, t: &PlainTransport, ctx: &Ctx) -> PacketMeta {
+        let (key, src_is_lo) = FlowKey::new(
+            self.src, t.sport, self.dst, t.dport, self.proto, false, ctx.vlan,
+        );
+        PacketMeta {
+            key,
+            hash: key.hash64(),
+            ts_ns: ctx.ts,
+            ip_bytes: self.ip_bytes,
+            payload_len: t.payload_len,
+            src_is_lo,
+            tcp_flags: t.flags,
+            tcp_zero_window: t.zero_window,
+            tcp_seq: t.seq,
+            icmp: [0; 2],
+            tunnel: ctx.tunnel,
+        }
+    }
+}
+
 /// Reads a TCP or UDP header (`proto` 6 or 17) in place when it is whole,
 /// valid and carries no tunnel. Both the IPv4 fast path and
 /// `Decoder::transport` read these headers through it; on `None`,
@@ -716,6 +777,32 @@ impl Decoder {
         self.stats = saved;
     }
 
+    /// Decodes and counts a frame, as [`Decoder::decode`] does, only if it
+    /// is Ethernet straight to a plain IPv4 TCP or UDP header (no options,
+    /// no fragment, no tunnel port): such a frame makes one packet and
+    /// leaves no state. Any other frame is left alone, uncounted (`None`).
+    /// The file workers try it first: it returns the summary instead of
+    /// calling back, and the relay's walker, knowing the frame's pair from
+    /// the summary, need not ask [`owner`], which reads the same headers.
+    #[inline(always)]
+    pub fn decode_plain(&mut self, pkt: &RawPacket<'_>) -> Option<PacketMeta> {
+        let d = pkt.data;
+        if !(pkt.link == LinkType::Ethernet && d.len() >= 14 && be16(d, 12) == ETH_IPV4) {
+            return None;
+        }
+        let h = PlainV4::of(&d[14..])?;
+        let t = plain_transport(h.proto, h.l4, h.ip_bytes - 20)?;
+        self.stats.frames += 1;
+        let ctx = Ctx {
+            ts: pkt.ts_ns,
+            vlan: [0; 2],
+            nvlan: 0,
+            tunnel: TunnelMeta::default(),
+            depth: 0,
+        };
+        Some(h.meta(&t, &ctx))
+    }
+
     /// Returns whether an IP layer was reached.
     fn link(
         &mut self,
@@ -878,45 +965,21 @@ impl Decoder {
         // lax slice: the payload ends at the total length, or at the end of
         // the frame when the total length is past it or below the header);
         // `fast_path_agrees_with_etherparse` checks this.
-        if d.len() >= 20 && d[0] == 0x45 && matches!(d[9], 6 | 17) && be16(d, 6) & 0x3fff == 0 {
-            let total = usize::from(be16(d, 2));
-            let (l4, ip_bytes) = if total < 20 {
-                (&d[20..], d.len() as u32)
-            } else {
-                (&d[20..total.min(d.len())], total as u32)
-            };
-            let mut src = [0u8; 16];
-            let mut dst = [0u8; 16];
-            src[..4].copy_from_slice(&d[12..16]);
-            dst[..4].copy_from_slice(&d[16..20]);
-            let proto = d[9];
-            let Some(t) = plain_transport(proto, l4, ip_bytes - 20) else {
+        if let Some(h) = PlainV4::of(d) {
+            let Some(t) = plain_transport(h.proto, h.l4, h.ip_bytes - 20) else {
                 return self.upper(
-                    proto,
-                    l4,
-                    ip_bytes - 20,
-                    ip_bytes,
-                    src,
-                    dst,
+                    h.proto,
+                    h.l4,
+                    h.ip_bytes - 20,
+                    h.ip_bytes,
+                    h.src,
+                    h.dst,
                     false,
                     ctx,
                     emit,
                 );
             };
-            let (key, src_is_lo) = FlowKey::new(src, t.sport, dst, t.dport, proto, false, ctx.vlan);
-            emit(&PacketMeta {
-                key,
-                hash: key.hash64(),
-                ts_ns: ctx.ts,
-                ip_bytes,
-                payload_len: t.payload_len,
-                src_is_lo,
-                tcp_flags: t.flags,
-                tcp_zero_window: t.zero_window,
-                tcp_seq: t.seq,
-                icmp: [0; 2],
-                tunnel: ctx.tunnel,
-            });
+            emit(&h.meta(&t, &ctx));
             return Ok(true);
         }
         self.ip_general(d, ctx, emit)
@@ -1417,6 +1480,110 @@ mod tests {
         opts[2..4].copy_from_slice(&total);
         assert_eq!(run(false, &opts), run(true, &opts));
         assert_eq!(run(false, &opts).1.len(), 1);
+    }
+
+    /// `decode_plain` takes a frame only when decoding it makes one packet
+    /// and leaves nothing but the frame's count, and then yields exactly
+    /// what `decode` yields and counts; any other frame it leaves alone,
+    /// uncounted. Over plain IPv4 frames and their near misses: tunnel
+    /// ports, TCP options good and bad, short and long total lengths,
+    /// fragments, cuts, IP options, a VLAN tag, IPv6, other link types.
+    #[test]
+    fn decode_plain_is_decode_or_nothing() {
+        let tcp_pkt = packet(L4::Tcp {
+            sport: 40000,
+            dport: 443,
+            flags: tcp::SYN,
+            seq: 7,
+            ack: 0,
+        });
+        let udp_to = |dport: u16| {
+            let mut p = udp_packet();
+            p[22..24].copy_from_slice(&dport.to_be_bytes());
+            p
+        };
+        let tcp_opts = |opts: &[u8], doff: u8| {
+            let mut p = tcp_pkt.clone();
+            p.splice(40..40, opts.iter().copied());
+            p[32] = doff << 4;
+            p
+        };
+        let mut ip_options = udp_packet();
+        ip_options[0] = 0x46;
+        ip_options.splice(20..20, [1, 1, 1, 0]);
+        let bases = [
+            udp_packet(),
+            tcp_pkt.clone(),
+            udp_to(4789),
+            udp_to(6081),
+            tcp_opts(&[2, 4, 5, 0xb4], 6),
+            tcp_opts(&[2, 3, 5, 0xb4], 6),
+            tcp_opts(&[], 4),
+            ip_options,
+        ];
+        let ether = |ethertype: u16, tag: bool, ip: &[u8]| {
+            let mut f = vec![0x02; 12];
+            if tag {
+                f.extend_from_slice(&ETH_VLAN.to_be_bytes());
+                f.extend_from_slice(&[0, 7]);
+            }
+            f.extend_from_slice(&ethertype.to_be_bytes());
+            f.extend_from_slice(ip);
+            f
+        };
+        let check = |link: LinkType, f: &[u8]| -> bool {
+            let pkt = RawPacket {
+                ts_ns: 9,
+                link,
+                orig_len: f.len() as u32,
+                data: f,
+            };
+            let mut plain = Decoder::new();
+            let got = plain.decode_plain(&pkt);
+            let mut full = Decoder::new();
+            let mut out = Vec::new();
+            full.decode(&pkt, &mut |m: &PacketMeta| out.push(format!("{m:?}")));
+            match got {
+                Some(m) => {
+                    assert_eq!(out, [format!("{m:?}")], "{link:?} {f:02x?}");
+                    assert_eq!(plain.stats, full.stats, "{link:?} {f:02x?}");
+                    assert_eq!(full.fragments_pending(), 0);
+                    true
+                }
+                None => {
+                    assert_eq!(plain.stats, DecodeStats::default(), "{link:?} {f:02x?}");
+                    false
+                }
+            }
+        };
+        let (mut taken, mut left) = (0, 0);
+        for base in &bases {
+            let mut padded = base.clone();
+            padded.extend_from_slice(&[0xee; 18]);
+            for total in [0u16, 8, 19, 20, 21, 27, 28, 40, 52, 60, 200] {
+                for frag in [0u16, 0x4000, 0x2000, 0x0001] {
+                    for ip in [base, &padded] {
+                        let mut ip = ip.clone();
+                        ip[2..4].copy_from_slice(&total.to_be_bytes());
+                        ip[6..8].copy_from_slice(&frag.to_be_bytes());
+                        for cut in [ip.len(), 40, 28, 27, 21, 20, 19, 0] {
+                            let ip = &ip[..cut.min(ip.len())];
+                            for frame in [ether(ETH_IPV4, false, ip), ether(ETH_IPV4, true, ip)] {
+                                if check(LinkType::Ethernet, &frame) {
+                                    taken += 1;
+                                } else {
+                                    left += 1;
+                                }
+                            }
+                            assert!(!check(LinkType::Raw, ip));
+                            assert!(!check(LinkType::Ethernet, &ether(ETH_IPV6, false, ip)));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(taken > 100 && left > 100, "taken {taken}, left {left}");
+        assert!(!check(LinkType::Ethernet, &[0x02; 13]));
     }
 
     #[test]

@@ -634,6 +634,15 @@ fn decode_for(
     metas: &mut Vec<PacketMeta>,
 ) {
     if !any {
+        if let Some(m) = decoder.decode_plain(pkt) {
+            debug_assert_eq!(
+                shard_of(m.key.pair_hash(), n),
+                me,
+                "owner() broke its promise"
+            );
+            metas.push(m);
+            return;
+        }
         decoder.decode(pkt, &mut |m: &PacketMeta| {
             debug_assert_eq!(
                 shard_of(m.key.pair_hash(), n),

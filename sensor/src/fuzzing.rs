@@ -29,6 +29,7 @@ pub fn decode_frame(data: &[u8]) {
     };
     let link = LINKS[usize::from(sel) % LINKS.len()];
     check_owner(link, frame);
+    check_decode_plain(link, frame);
     let mut dec = Decoder::new();
     let mut table = FlowTable::new(&FlowConfig::default(), 16);
     for ts in [1_000_000_000u64, 100_000_000_000_000] {
@@ -43,6 +44,42 @@ pub fn decode_frame(data: &[u8]) {
     }
     table.flush(vigil_proto::EndReason::EndOfInput);
     let _ = table.take_records();
+}
+
+/// The promise of [`Decoder::decode_plain`]: a frame it takes is one that
+/// [`Decoder::decode`] makes exactly that one packet of, with the same
+/// counts and no fragment state; a frame it leaves is left uncounted.
+/// Returns whether it took the frame.
+pub fn check_decode_plain(link: LinkType, frame: &[u8]) -> bool {
+    let pkt = RawPacket {
+        ts_ns: 1_000_000_000,
+        link,
+        orig_len: frame.len() as u32,
+        data: frame,
+    };
+    let mut plain = Decoder::new();
+    let Some(m) = plain.decode_plain(&pkt) else {
+        assert_eq!(
+            plain.stats,
+            crate::decode::DecodeStats::default(),
+            "decode_plain() counted a frame it left: {frame:02x?}"
+        );
+        return false;
+    };
+    let mut full = Decoder::new();
+    let mut out = Vec::new();
+    full.decode(&pkt, &mut |p: &PacketMeta| out.push(format!("{p:?}")));
+    assert_eq!(
+        out,
+        [format!("{m:?}")],
+        "decode_plain() and decode() disagree: {frame:02x?}"
+    );
+    assert_eq!(
+        plain.stats, full.stats,
+        "their counts disagree: {frame:02x?}"
+    );
+    assert_eq!(full.fragments_pending(), 0, "a fragment: {frame:02x?}");
+    true
 }
 
 /// The promise of [`crate::decode::owner`]: a frame it gives to an address

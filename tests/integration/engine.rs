@@ -970,21 +970,34 @@ fn file_workers_stop_midway_without_waiting_on_each_other() {
     }
 }
 
-/// The promise the shared workers' split rests on: a frame that
+/// The promises the shared workers' split rests on: a frame that
 /// `decode::owner` gives to one address pair yields flow packets of that pair
-/// only, and leaves no fragment behind, on every frame of the corpus.
+/// only, and leaves no fragment behind; a frame `Decoder::decode_plain`
+/// takes yields what `decode` yields, with its counts; on every frame of
+/// the corpus.
 #[test]
 fn frames_given_an_owner_make_packets_of_that_pair_only_on_the_corpus() {
     use vigil_sensor::capture::CaptureReader;
     use vigil_sensor::decode::{Decoder, Owner, PacketMeta, owner};
     let Some(dir) = corpus_dir() else { return };
-    let (mut paired, mut any) = (0u64, 0u64);
+    let (mut paired, mut any, mut plain) = (0u64, 0u64, 0u64);
     for f in corpus_files(&dir) {
         let bytes = std::fs::read(&f).unwrap();
         let Ok(mut reader) = CaptureReader::from_slice(&bytes, &f) else {
             continue;
         };
         while let Ok(Some(pkt)) = reader.next_packet() {
+            let mut d = Decoder::new();
+            if let Some(m) = d.decode_plain(&pkt) {
+                plain += 1;
+                let mut full = Decoder::new();
+                let mut out = Vec::new();
+                full.decode(&pkt, &mut |p: &PacketMeta| out.push(format!("{p:?}")));
+                assert_eq!(out, [format!("{m:?}")], "{}", f.display());
+                assert_eq!(d.stats, full.stats, "{}", f.display());
+            } else {
+                assert_eq!(d.stats, Default::default(), "{}", f.display());
+            }
             let Owner::Pair(h) = owner(pkt.link, pkt.data) else {
                 any += 1;
                 continue;
@@ -1002,8 +1015,10 @@ fn frames_given_an_owner_make_packets_of_that_pair_only_on_the_corpus() {
             );
         }
     }
-    // Most frames of the corpus are plain IP: the split is not all `Any`.
+    // Most frames of the corpus are plain IP: the split is not all `Any`,
+    // and many are plain IPv4 on Ethernet.
     assert!(paired > 10 * any, "{paired} paired, {any} any");
+    assert!(plain > paired / 2, "{plain} plain of {paired} paired");
 }
 
 /// Mapped captures read by the relay (and by one worker alone): the pages

@@ -254,6 +254,13 @@ impl Split<'_> {
         self.span.add(pkt.ts_ns);
         self.records += 1;
         self.wire_bytes += u64::from(pkt.orig_len);
+        // The common frame, plain IPv4 on Ethernet, decoded first: its pair
+        // comes with its summary.
+        if let Some(m) = self.decoder.decode_plain(pkt) {
+            let to = shard_of(m.key.pair_hash(), self.n);
+            self.outs[to].metas.push(m);
+            return;
+        }
         match owner(pkt.link, pkt.data) {
             Owner::Pair(h) => {
                 let to = shard_of(h, self.n);

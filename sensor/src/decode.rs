@@ -1389,6 +1389,39 @@ mod tests {
         f
     }
 
+    /// IPv4 frames around the decoder's fast path: plain UDP and TCP, UDP
+    /// to the tunnel ports, TCP with valid options (an MSS), invalid ones
+    /// (an MSS of the wrong size) and a data offset below 5.
+    fn plain_v4_near_misses() -> Vec<Vec<u8>> {
+        let tcp_pkt = packet(L4::Tcp {
+            sport: 40000,
+            dport: 443,
+            flags: tcp::PSH | tcp::ACK,
+            seq: 7,
+            ack: 9,
+        });
+        let udp_to = |dport: u16| {
+            let mut p = udp_packet();
+            p[22..24].copy_from_slice(&dport.to_be_bytes());
+            p
+        };
+        let tcp_opts = |opts: &[u8], doff: u8| {
+            let mut p = tcp_pkt.clone();
+            p.splice(40..40, opts.iter().copied());
+            p[32] = doff << 4;
+            p
+        };
+        vec![
+            udp_packet(),
+            tcp_pkt.clone(),
+            udp_to(4789),
+            udp_to(6081),
+            tcp_opts(&[2, 4, 5, 0xb4], 6),
+            tcp_opts(&[2, 3, 5, 0xb4], 6),
+            tcp_opts(&[], 4),
+        ]
+    }
+
     /// The IPv4 fast path in [`Decoder::ip`] and the general path through
     /// etherparse and `upper` yield the same packets and counters for every
     /// total length field (below the header, exact, past the frame, with
@@ -1398,13 +1431,6 @@ mod tests {
     /// fragments and IP options (which take the general path).
     #[test]
     fn fast_path_agrees_with_etherparse() {
-        let tcp_pkt = packet(L4::Tcp {
-            sport: 40000,
-            dport: 443,
-            flags: tcp::PSH | tcp::ACK,
-            seq: 7,
-            ack: 9,
-        });
         let run = |general: bool, d: &[u8]| {
             let mut dec = Decoder::new();
             let mut out = Vec::new();
@@ -1424,28 +1450,7 @@ mod tests {
             (r, out, dec.stats)
         };
         let mut fast_taken = 0;
-        let udp_to = |dport: u16| {
-            let mut p = udp_packet();
-            p[22..24].copy_from_slice(&dport.to_be_bytes());
-            p
-        };
-        // TCP with options: valid (MSS), invalid (an MSS of the wrong size),
-        // and a data offset below 5.
-        let tcp_opts = |opts: &[u8], doff: u8| {
-            let mut p = tcp_pkt.clone();
-            p.splice(40..40, opts.iter().copied());
-            p[32] = doff << 4;
-            p
-        };
-        let bases = [
-            udp_packet(),
-            tcp_pkt.clone(),
-            udp_to(4789),
-            udp_to(6081),
-            tcp_opts(&[2, 4, 5, 0xb4], 6),
-            tcp_opts(&[2, 3, 5, 0xb4], 6),
-            tcp_opts(&[], 4),
-        ];
+        let bases = plain_v4_near_misses();
         for base in bases {
             let mut padded = base.clone();
             padded.extend_from_slice(&[0xee; 18]);
@@ -1490,37 +1495,11 @@ mod tests {
     /// fragments, cuts, IP options, a VLAN tag, IPv6, other link types.
     #[test]
     fn decode_plain_is_decode_or_nothing() {
-        let tcp_pkt = packet(L4::Tcp {
-            sport: 40000,
-            dport: 443,
-            flags: tcp::SYN,
-            seq: 7,
-            ack: 0,
-        });
-        let udp_to = |dport: u16| {
-            let mut p = udp_packet();
-            p[22..24].copy_from_slice(&dport.to_be_bytes());
-            p
-        };
-        let tcp_opts = |opts: &[u8], doff: u8| {
-            let mut p = tcp_pkt.clone();
-            p.splice(40..40, opts.iter().copied());
-            p[32] = doff << 4;
-            p
-        };
         let mut ip_options = udp_packet();
         ip_options[0] = 0x46;
         ip_options.splice(20..20, [1, 1, 1, 0]);
-        let bases = [
-            udp_packet(),
-            tcp_pkt.clone(),
-            udp_to(4789),
-            udp_to(6081),
-            tcp_opts(&[2, 4, 5, 0xb4], 6),
-            tcp_opts(&[2, 3, 5, 0xb4], 6),
-            tcp_opts(&[], 4),
-            ip_options,
-        ];
+        let mut bases = plain_v4_near_misses();
+        bases.push(ip_options);
         let ether = |ethertype: u16, tag: bool, ip: &[u8]| {
             let mut f = vec![0x02; 12];
             if tag {
@@ -1531,31 +1510,7 @@ mod tests {
             f.extend_from_slice(ip);
             f
         };
-        let check = |link: LinkType, f: &[u8]| -> bool {
-            let pkt = RawPacket {
-                ts_ns: 9,
-                link,
-                orig_len: f.len() as u32,
-                data: f,
-            };
-            let mut plain = Decoder::new();
-            let got = plain.decode_plain(&pkt);
-            let mut full = Decoder::new();
-            let mut out = Vec::new();
-            full.decode(&pkt, &mut |m: &PacketMeta| out.push(format!("{m:?}")));
-            match got {
-                Some(m) => {
-                    assert_eq!(out, [format!("{m:?}")], "{link:?} {f:02x?}");
-                    assert_eq!(plain.stats, full.stats, "{link:?} {f:02x?}");
-                    assert_eq!(full.fragments_pending(), 0);
-                    true
-                }
-                None => {
-                    assert_eq!(plain.stats, DecodeStats::default(), "{link:?} {f:02x?}");
-                    false
-                }
-            }
-        };
+        let check = crate::fuzzing::check_decode_plain;
         let (mut taken, mut left) = (0, 0);
         for base in &bases {
             let mut padded = base.clone();

@@ -634,23 +634,18 @@ fn decode_for(
     metas: &mut Vec<PacketMeta>,
 ) {
     if !any {
-        if let Some(m) = decoder.decode_plain(pkt) {
-            debug_assert_eq!(
-                shard_of(m.key.pair_hash(), n),
-                me,
-                "owner() broke its promise"
-            );
-            metas.push(m);
-            return;
-        }
-        decoder.decode(pkt, &mut |m: &PacketMeta| {
+        let mut push = |m: &PacketMeta| {
             debug_assert_eq!(
                 shard_of(m.key.pair_hash(), n),
                 me,
                 "owner() broke its promise"
             );
             metas.push(*m);
-        });
+        };
+        match decoder.decode_plain(pkt) {
+            Some(m) => push(&m),
+            None => decoder.decode(pkt, &mut push),
+        }
         return;
     }
     let mut keep = |m: &PacketMeta| {

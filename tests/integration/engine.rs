@@ -10,7 +10,9 @@ use vigil_sensor::synth::{
     self, BulkConfig, Encap, FrameSize, L4, PacketSpec, ProbeAnswer, Scenario, fragment_frames, tcp,
 };
 
-use crate::util::{FOREVER, config, corpus_dir, corpus_files, run_bytes, run_fanout, run_inputs};
+use crate::util::{
+    FOREVER, collect, config, corpus_dir, corpus_files, run_bytes, run_fanout, run_inputs,
+};
 
 const T0: u64 = 1_700_000_000_000_000_000;
 const S: u64 = 1_000_000_000;
@@ -907,6 +909,54 @@ fn the_relay_gives_one_workers_flows_at_every_chunk_edge() {
             assert_same(&base, &fingerprint(&recs), &how);
             assert_eq!(base_counters, counters(&report), "{how}");
         }
+    }
+}
+
+/// One file worker held up (worker 0, by a progress callback that sleeps)
+/// while the others run: they walk the chunks it has not reached, which
+/// wait in its window out of order, and the records and counters are still
+/// those of one worker. Two inputs in a row, so that the chunks of the
+/// second are walked only once every worker has started it.
+#[test]
+fn a_held_up_file_worker_leaves_the_walking_to_the_others() {
+    use vigil_sensor::pipeline::{FileMode, Input};
+    let first = BulkConfig {
+        packets: 400_000,
+        flows: 3_000,
+        ..BulkConfig::default()
+    }
+    .to_pcap_bytes();
+    let second = BulkConfig {
+        seed: 7,
+        packets: 100_000,
+        flows: 500,
+        frame: FrameSize::Imix,
+        ..BulkConfig::default()
+    }
+    .to_pcap_bytes();
+    let inputs = [
+        Input::Memory {
+            name: "first".into(),
+            bytes: &first,
+        },
+        Input::Memory {
+            name: "second".into(),
+            bytes: &second,
+        },
+    ];
+    let timeout = Duration::from_secs(30);
+    let (recs, report) = run_inputs(&inputs, &with_mode(1, 256, timeout, FileMode::Shared));
+    let (base, base_counters) = (fingerprint(&recs), counters(&report));
+    assert_eq!(report.packets, 500_000);
+    let held_up = |_: u64| std::thread::sleep(Duration::from_millis(200));
+    for workers in [2, 3] {
+        let cfg = with_mode(workers, 256, timeout, FileMode::Shared);
+        let (recs, report) = collect(|sink| {
+            vigil_sensor::pipeline::run(&inputs, &cfg, sink, Some(&held_up)).expect("pipeline run")
+        });
+        let how = format!("{workers} workers, worker 0 held up");
+        assert_same(&base, &fingerprint(&recs), &how);
+        assert_eq!(base_counters, counters(&report), "{how}");
     }
 }
 

@@ -60,7 +60,7 @@ type Sink<'a> = dyn FnMut(&[FlowRecord]) -> io::Result<()> + Send + 'a;
 
 /// Collects the records a run hands its sink, sorted by (first_seen,
 /// flow_id), with the run's report.
-fn collect(run: impl FnOnce(&mut Sink<'_>) -> RunReport) -> (Vec<FlowRecord>, RunReport) {
+pub fn collect(run: impl FnOnce(&mut Sink<'_>) -> RunReport) -> (Vec<FlowRecord>, RunReport) {
     let out = Mutex::new(Vec::new());
     let mut sink = |r: &[FlowRecord]| {
         out.lock().unwrap().extend_from_slice(r);

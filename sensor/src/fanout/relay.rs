@@ -1,9 +1,14 @@
 //! The relay: how [`super::run_shared`]'s workers share out the reading of
 //! one pcap file rather than each walking all of it.
 //!
-//! The file is cut into chunks of [`CHUNK_BYTES`] bytes, walked round the
-//! workers: worker `k` walks chunks `k`, `k + n`, `k + 2n`… A chunk holds
-//! the records whose header starts in its bytes. Its walker reads each and
+//! The file is cut into chunks of [`CHUNK_BYTES`] bytes. A chunk holds the
+//! records whose header starts in its bytes. Each chunk is walked once, by
+//! whichever worker claims it first (one counter, claimed in order): a
+//! worker claims the next chunk whenever the one it takes next is not yet
+//! walked, within a window of chunks past the least taken by every worker
+//! ([`WINDOW_ROUNDS`]). So a worker whose core is busier walks fewer
+//! chunks, and one stalled mid-walk holds the others back only once they
+//! have walked the rest of the window. Its walker reads each record and
 //! tells its owner ([`crate::decode::owner`]). A frame whose address pair
 //! one worker owns (`Owner::Pair`) the walker decodes itself, while the
 //! frame is in its cache, and hands that worker the packet summaries; a
@@ -42,7 +47,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError, bounded, unbounded};
 
 use crate::capture::mapped::MappedFile;
 use crate::capture::pcap_file::SliceSource;
@@ -56,13 +61,16 @@ use super::{CHECK_EVERY, Ended, SharedInput, SharedWorker, decode_for};
 /// are a rounding error, small enough that a chunk sits in a core's cache.
 pub const CHUNK_BYTES: u64 = 256 * 1024;
 
-/// Rounds of chunks a worker walks ahead of the chunk it takes next: the
-/// slack that keeps one worker's hiccup from stalling the others.
-const AHEAD_ROUNDS: usize = 2;
+/// Rounds of chunks (a chunk per worker each) walked and not yet taken by
+/// every worker, at most: 4 MiB of capture per worker. A walker stalled
+/// mid-chunk (its core taken by another thread for a few milliseconds)
+/// stalls the others only once they have walked the rest of the window.
+const WINDOW_ROUNDS: usize = 16;
 
-/// Chunks a worker may hold from each other worker before its sender
-/// waits: more than it walks ahead.
-const IN_FLIGHT: usize = AHEAD_ROUNDS + 3;
+/// The window, in chunks, for `n` workers.
+fn window(n: usize) -> usize {
+    WINDOW_ROUNDS * n
+}
 
 /// Chunks taken between a worker's looks at what every worker has passed
 /// (8 MiB): each release makes the kernel flush the other workers' TLBs, so
@@ -83,6 +91,9 @@ struct Passed {
     /// The input whose pages are being released and the bytes of it
     /// released so far.
     released: Mutex<(usize, usize)>,
+    /// The input being walked (high bits) and the chunks of it claimed by a
+    /// walker (low [`INPUT_SHIFT`] bits). Only grows.
+    claimed: AtomicU64,
 }
 
 /// Bits of a [`Passed::taken`] entry that count chunks.
@@ -93,6 +104,51 @@ fn passed_key(input: usize, chunks: u64) -> u64 {
 }
 
 impl Passed {
+    /// Claims the next chunk of `input` (of `chunks`) for the caller to
+    /// walk, if there is one below `limit`. Every chunk is claimed once, in
+    /// order: by whichever worker asks first.
+    fn claim(&self, input: usize, chunks: u64, limit: u64) -> Option<u64> {
+        let mut now = self.claimed.load(Ordering::Acquire);
+        loop {
+            let next = match (now >> INPUT_SHIFT) as usize {
+                i if i > input => return None,
+                i if i == input => now & ((1 << INPUT_SHIFT) - 1),
+                // The first claim of this input: every chunk of the one
+                // before was claimed (its last taker is past it).
+                _ => 0,
+            };
+            if next >= chunks.min(limit) {
+                return None;
+            }
+            match self.claimed.compare_exchange_weak(
+                now,
+                passed_key(input, next + 1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(next),
+                Err(seen) => now = seen,
+            }
+        }
+    }
+
+    /// Below which chunk of `input` a walker may claim: `window` past the
+    /// least taken by every worker, once all have started it (before,
+    /// chunks of the input before may still wait in a worker's window).
+    fn claim_limit(&self, input: usize, window: u64) -> u64 {
+        let least = self
+            .taken
+            .iter()
+            .map(|t| t.load(Ordering::SeqCst))
+            .min()
+            .unwrap_or(0);
+        if ((least >> INPUT_SHIFT) as usize) < input {
+            0
+        } else {
+            (least & ((1 << INPUT_SHIFT) - 1)) + window
+        }
+    }
+
     /// The chunks of `input` every worker has taken.
     fn all_took(&self, input: usize) -> u64 {
         let least = self
@@ -148,6 +204,8 @@ pub(super) fn release_behind(mapping: &MappedFile, from: usize, before: usize) -
 /// What one chunk holds for one worker.
 pub(super) struct Chunk {
     index: u64,
+    /// The worker that walked it, which gets the buffer back.
+    walker: usize,
     /// Where its walk started: the first record, as found or guessed
     /// (`None`: no record seemed to start in its bytes).
     start: Option<u64>,
@@ -179,6 +237,7 @@ impl Chunk {
     fn empty() -> Self {
         Chunk {
             index: 0,
+            walker: 0,
             start: None,
             metas: Vec::with_capacity(1024),
             anys: Vec::new(),
@@ -194,10 +253,16 @@ impl Chunk {
 
 /// One worker's ends of the relay's channels.
 pub(super) struct Ports {
-    /// To each worker (this one too): chunks.
-    to: Vec<Sender<Chunk>>,
-    /// From each worker: chunks.
-    from: Vec<Receiver<Chunk>>,
+    me: usize,
+    /// To each worker: chunks, or `None` when a worker died (panicked).
+    to: Vec<Sender<Option<Chunk>>>,
+    /// From every other worker: this worker's part of the chunks they walk.
+    inbox: Receiver<Option<Chunk>>,
+    /// This worker's parts of the chunks walked and not yet taken, chunk
+    /// `i` at `i % window`: a walker claims only chunks below the least
+    /// taken by every worker plus the window, and this worker takes them
+    /// in order, so the chunks held lie in one window.
+    pending: Vec<Option<Chunk>>,
     /// To each worker: its chunk buffers, taken.
     back_to: Vec<Sender<Chunk>>,
     /// This worker's chunk buffers, coming back.
@@ -208,6 +273,8 @@ pub(super) struct Ports {
     outs: Vec<Chunk>,
     /// How far every worker got.
     passed: Arc<Passed>,
+    /// Chunks this worker walked, of the input being read.
+    walked: u64,
     /// Decodes the frames of the chunks walked whose pair one worker owns:
     /// such frames leave no state in a decoder ([`Owner::Pair`]), only
     /// counts, which go with the chunk.
@@ -216,26 +283,54 @@ pub(super) struct Ports {
 
 /// The relay's channels, one [`Ports`] per worker.
 pub(super) fn ports(n: usize) -> Vec<Ports> {
-    let chunks: Vec<Vec<_>> = (0..n)
-        .map(|_| (0..n).map(|_| bounded(IN_FLIGHT)).collect())
-        .collect();
+    let window = window(n);
+    // A worker is sent only chunks of its window, and the news of a death
+    // once by each other worker: sends never wait.
+    let inboxes: Vec<_> = (0..n).map(|_| bounded(window + n)).collect();
     let backs: Vec<_> = (0..n).map(|_| unbounded()).collect();
     let passed = Arc::new(Passed {
         taken: (0..n).map(|_| AtomicU64::new(0)).collect(),
         released: Mutex::new((0, 0)),
+        claimed: AtomicU64::new(0),
     });
     (0..n)
         .map(|me| Ports {
-            to: (0..n).map(|c| chunks[me][c].0.clone()).collect(),
-            from: (0..n).map(|p| chunks[p][me].1.clone()).collect(),
+            me,
+            to: inboxes.iter().map(|(tx, _)| tx.clone()).collect(),
+            inbox: inboxes[me].1.clone(),
+            pending: (0..window).map(|_| None).collect(),
             back_to: backs.iter().map(|(tx, _)| tx.clone()).collect(),
             back: backs[me].1.clone(),
-            spare: Vec::with_capacity(n * (IN_FLIGHT + 2)),
+            spare: Vec::with_capacity(n * (window + 2)),
             outs: Vec::with_capacity(n),
             passed: Arc::clone(&passed),
+            walked: 0,
             decoder: Decoder::new(),
         })
         .collect()
+}
+
+impl Ports {
+    /// Keeps this worker's part of a chunk until its turn.
+    fn park(&mut self, chunk: Chunk) {
+        let at = chunk.index as usize % self.pending.len();
+        debug_assert!(self.pending[at].is_none(), "two chunks of one window slot");
+        self.pending[at] = Some(chunk);
+    }
+}
+
+impl Drop for Ports {
+    /// A worker that panics tells the others, which may be waiting for a
+    /// chunk it claimed (the panic is the run's error).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for (c, to) in self.to.iter().enumerate() {
+                if c != self.me {
+                    let _ = to.try_send(None);
+                }
+            }
+        }
+    }
 }
 
 /// A chunk's walk: each record handed to the workers.
@@ -304,13 +399,15 @@ impl SharedWorker<'_> {
         let len = input.bytes.len() as u64;
         let first = reader.offset();
         let chunks = (len.saturating_sub(first)).div_ceil(CHUNK_BYTES);
+        // This worker has started the input: once all have, its chunks may
+        // be claimed.
+        ports.passed.taken[me].store(passed_key(index, 0), Ordering::SeqCst);
+        ports.walked = 0;
         if chunks == 0 {
             // Nothing after the file header.
             return Ended::Input(Ok(first));
         }
-        let ahead = (n - 1 + n * AHEAD_ROUNDS) as u64;
         let spins = spins_for(n);
-        let mut next_walk = me as u64;
         // Where the next chunk's first record really starts, and how the
         // input ended once it has.
         let mut expected = first;
@@ -318,16 +415,12 @@ impl SharedWorker<'_> {
         let mut seen_total = 0u64;
         let mut t0 = std::time::Instant::now();
         for j in 0..chunks {
-            while next_walk < chunks && next_walk <= j + ahead {
-                self.walk_chunk(next_walk, first, reader, ports);
-                next_walk += n as u64;
-            }
-            let producer = (j % n as u64) as usize;
-            let Some(mut chunk) = recv_spinning(&ports.from[producer], spins) else {
+            let Some(mut chunk) = self.next_chunk(j, (index, chunks, first), reader, ports, spins)
+            else {
                 // A worker died (its panic is the run's error).
                 return Ended::Stopped;
             };
-            debug_assert_eq!(chunk.index, j, "chunks arrive in order");
+            debug_assert_eq!(chunk.index, j, "chunks are taken in order");
             if ended.is_none() {
                 let (_, until) = range(first, j);
                 let records;
@@ -364,7 +457,8 @@ impl SharedWorker<'_> {
             chunk.anys.clear();
             chunk.decoded = DecodeStats::default();
             chunk.ended = None;
-            let _ = ports.back_to[producer].send(chunk);
+            let walker = chunk.walker;
+            let _ = ports.back_to[walker].send(chunk);
             // The last chunk's store and loads are sequentially consistent:
             // of workers finishing together, one sees that all are done and
             // hands the rest back.
@@ -385,8 +479,54 @@ impl SharedWorker<'_> {
             }
         }
         self.apply();
+        tracing::debug!(
+            worker = me,
+            input = %input.name.display(),
+            walked = ports.walked,
+            chunks,
+            "relay: input taken"
+        );
         // The last chunk ends at the end of the input at the latest.
         ended.unwrap_or(Ended::Input(Ok(expected)))
+    }
+
+    /// This worker's part of chunk `j` of input `index` (of `chunks`, the
+    /// first starting at `first`), once walked. Until it is, the worker
+    /// claims and walks the next chunks of the window: chunks are walked by
+    /// whichever worker needs them first, so that a worker whose core is
+    /// busier walks fewer of them. `None`: a worker died.
+    fn next_chunk<'a>(
+        &mut self,
+        j: u64,
+        (index, chunks, first): (usize, u64, u64),
+        reader: &mut CaptureReader<SliceSource<'a>>,
+        ports: &mut Ports,
+        spins: usize,
+    ) -> Option<Chunk> {
+        let window = ports.pending.len();
+        loop {
+            if let Some(chunk) = ports.pending[j as usize % window].take() {
+                return Some(chunk);
+            }
+            match ports.inbox.try_recv() {
+                Ok(Some(chunk)) => {
+                    ports.park(chunk);
+                    continue;
+                }
+                Ok(None) | Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => {}
+            }
+            let limit = ports.passed.claim_limit(index, window as u64);
+            if let Some(c) = ports.passed.claim(index, chunks, limit) {
+                self.walk_chunk(c, first, reader, ports);
+                continue;
+            }
+            // Chunk `j` is being walked by another worker (a claimed chunk
+            // is walked at once and sent without waiting), or will be: the
+            // worker that has taken least can always claim the chunk it
+            // needs, so some worker always moves on.
+            ports.park(recv_spinning(&ports.inbox, spins)??);
+        }
     }
 
     /// Walks chunk `index` and hands every worker its part.
@@ -398,6 +538,7 @@ impl SharedWorker<'_> {
         ports: &mut Ports,
     ) {
         let n = self.n;
+        ports.walked += 1;
         while let Ok(c) = ports.back.try_recv() {
             ports.spare.push(c);
         }
@@ -469,6 +610,7 @@ impl SharedWorker<'_> {
             Ended::Stopped => Ended::Stopped,
         });
         for (c, mut out) in outs.drain(..).enumerate().rev() {
+            out.walker = self.me;
             out.start = start;
             out.span = span;
             out.records = records;
@@ -485,7 +627,15 @@ impl SharedWorker<'_> {
                     _ => Ended::Stopped,
                 })
             };
-            let _ = ports.to[c].send(out);
+            if c == self.me {
+                ports.park(out);
+            } else {
+                // Never full: see `ports`.
+                if let Err(TrySendError::Full(out)) = ports.to[c].try_send(Some(out)) {
+                    debug_assert!(false, "a worker's inbox is full");
+                    let _ = ports.to[c].send(out);
+                }
+            }
         }
         ports.outs = outs;
     }
@@ -592,5 +742,71 @@ impl SharedWorker<'_> {
         };
         self.apply();
         (reader.offset(), records, ended)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn passed(n: usize) -> Passed {
+        Passed {
+            taken: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            released: Mutex::new((0, 0)),
+            claimed: AtomicU64::new(0),
+        }
+    }
+
+    #[test]
+    fn chunks_are_claimed_once_in_order_below_the_limit() {
+        let p = passed(2);
+        assert_eq!(p.claim(0, 5, 2), Some(0));
+        assert_eq!(p.claim(0, 5, 2), Some(1));
+        assert_eq!(p.claim(0, 5, 2), None, "the limit");
+        assert_eq!(p.claim(0, 5, 9), Some(2));
+        assert_eq!(p.claim(0, 5, 9), Some(3));
+        assert_eq!(p.claim(0, 5, 9), Some(4));
+        assert_eq!(p.claim(0, 5, 9), None, "every chunk");
+        // The next input starts again at its first chunk; the one before
+        // has nothing left to claim.
+        assert_eq!(p.claim(2, 3, 9), Some(0));
+        assert_eq!(p.claim(0, 5, 9), None);
+        assert_eq!(p.claim(2, 3, 9), Some(1));
+    }
+
+    #[test]
+    fn claims_wait_until_every_worker_has_started_the_input() {
+        let p = passed(2);
+        p.taken[0].store(passed_key(1, 0), Ordering::SeqCst);
+        p.taken[1].store(passed_key(0, 7), Ordering::SeqCst);
+        assert_eq!(p.claim_limit(1, 4), 0, "worker 1 is still on input 0");
+        p.taken[1].store(passed_key(1, 0), Ordering::SeqCst);
+        assert_eq!(p.claim_limit(1, 4), 4);
+        p.taken[0].store(passed_key(1, 3), Ordering::SeqCst);
+        p.taken[1].store(passed_key(1, 2), Ordering::SeqCst);
+        assert_eq!(p.claim_limit(1, 4), 6, "the window past the least taken");
+    }
+
+    #[test]
+    fn racing_claimers_take_every_chunk_once() {
+        let p = passed(3);
+        let got: Vec<Vec<u64>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..3)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut mine = Vec::new();
+                        while let Some(c) = p.claim(0, 10_000, u64::MAX) {
+                            mine.push(c);
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut all: Vec<u64> = got.iter().flatten().copied().collect();
+        assert!(got.iter().all(|g| g.windows(2).all(|w| w[0] < w[1])));
+        all.sort_unstable();
+        assert_eq!(all, (0..10_000).collect::<Vec<_>>());
     }
 }

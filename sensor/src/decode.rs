@@ -473,42 +473,78 @@ struct PlainTransport {
     payload_len: u32,
 }
 
-/// An IPv4 header without options or fragmentation carrying TCP or UDP,
-/// read in place: the shape most packets on a link have, which
-/// [`Decoder::ip`] and [`Decoder::decode_plain`] take without etherparse.
-struct PlainV4<'a> {
+/// An IP header carrying TCP or UDP directly, read in place: IPv4 without
+/// options or fragmentation, or IPv6 without extension headers. The shape
+/// most packets on a link have, which [`Decoder::ip`] and
+/// [`Decoder::decode_plain`] take without etherparse.
+struct PlainIp<'a> {
     proto: u8,
-    /// The transport header and payload, cut at the total length (or the
-    /// end of the frame when the total length is past it or below the
-    /// header, as etherparse's lax slice cuts it).
+    v6: bool,
+    /// The transport header and payload, cut at the IP length (or the end
+    /// of the frame when that length is past it, or is below the header or
+    /// zero, as etherparse's lax slice cuts it).
     l4: &'a [u8],
+    /// The IP length, as `ip_general` takes it (the frame's where the
+    /// header's is below its own length or zero), and what of it follows
+    /// the IP header.
     ip_bytes: u32,
+    l4_total: u32,
     src: [u8; 16],
     dst: [u8; 16],
 }
 
-impl<'a> PlainV4<'a> {
+impl<'a> PlainIp<'a> {
+    /// Either version.
     #[inline(always)]
     fn of(d: &'a [u8]) -> Option<Self> {
-        if !(d.len() >= 20 && d[0] == 0x45 && matches!(d[9], 6 | 17) && be16(d, 6) & 0x3fff == 0) {
+        Self::v4(d).or_else(|| Self::v6(d))
+    }
+
+    #[inline(always)]
+    fn v4(d: &'a [u8]) -> Option<Self> {
+        if d.len() >= 20 && d[0] == 0x45 && matches!(d[9], 6 | 17) && be16(d, 6) & 0x3fff == 0 {
+            let total = usize::from(be16(d, 2));
+            let (l4, ip_bytes) = if total < 20 {
+                (&d[20..], d.len() as u32)
+            } else {
+                (&d[20..total.min(d.len())], total as u32)
+            };
+            let mut src = [0u8; 16];
+            let mut dst = [0u8; 16];
+            src[..4].copy_from_slice(&d[12..16]);
+            dst[..4].copy_from_slice(&d[16..20]);
+            return Some(PlainIp {
+                proto: d[9],
+                v6: false,
+                l4,
+                ip_bytes,
+                l4_total: ip_bytes - 20,
+                src,
+                dst,
+            });
+        }
+        None
+    }
+
+    #[inline(always)]
+    fn v6(d: &'a [u8]) -> Option<Self> {
+        if !(d.len() >= 40 && d[0] >> 4 == 6 && matches!(d[6], 6 | 17)) {
             return None;
         }
-        let total = usize::from(be16(d, 2));
-        let (l4, ip_bytes) = if total < 20 {
-            (&d[20..], d.len() as u32)
+        let len = usize::from(be16(d, 4));
+        let (l4, ip_bytes) = if len == 0 {
+            (&d[40..], d.len() as u32)
         } else {
-            (&d[20..total.min(d.len())], total as u32)
+            (&d[40..(40 + len).min(d.len())], 40 + len as u32)
         };
-        let mut src = [0u8; 16];
-        let mut dst = [0u8; 16];
-        src[..4].copy_from_slice(&d[12..16]);
-        dst[..4].copy_from_slice(&d[16..20]);
-        Some(PlainV4 {
-            proto: d[9],
+        Some(PlainIp {
+            proto: d[6],
+            v6: true,
             l4,
             ip_bytes,
-            src,
-            dst,
+            l4_total: ip_bytes - 40,
+            src: d[8..24].try_into().ok()?,
+            dst: d[24..40].try_into().ok()?,
         })
     }
 
@@ -516,7 +552,7 @@ impl<'a> PlainV4<'a> {
     #[inline(always)]
     fn meta(&self, t: &PlainTransport, ctx: &Ctx) -> PacketMeta {
         let (key, src_is_lo) = FlowKey::new(
-            self.src, t.sport, self.dst, t.dport, self.proto, false, ctx.vlan,
+            self.src, t.sport, self.dst, t.dport, self.proto, self.v6, ctx.vlan,
         );
         PacketMeta {
             key,
@@ -778,28 +814,70 @@ impl Decoder {
     }
 
     /// Decodes and counts a frame, as [`Decoder::decode`] does, only if it
-    /// is Ethernet straight to a plain IPv4 TCP or UDP header (no options,
-    /// no fragment, no tunnel port): such a frame makes one packet and
-    /// leaves no state. Any other frame is left alone, uncounted (`None`).
+    /// is Ethernet, with at most two VLAN tags, to a plain IP header (IPv4
+    /// without options or fragmentation, IPv6 without extension headers)
+    /// carrying a plain TCP or UDP header (no tunnel port): such a frame
+    /// makes one packet and leaves no state. Any other frame is left alone,
+    /// uncounted (`None`).
     /// The file workers try it first: it returns the summary instead of
     /// calling back, and the relay's walker, knowing the frame's pair from
     /// the summary, need not ask [`owner`], which reads the same headers.
     #[inline(always)]
     pub fn decode_plain(&mut self, pkt: &RawPacket<'_>) -> Option<PacketMeta> {
         let d = pkt.data;
-        if !(pkt.link == LinkType::Ethernet && d.len() >= 14 && be16(d, 12) == ETH_IPV4) {
+        if pkt.link == LinkType::Ethernet
+            && d.len() >= 14
+            && be16(d, 12) == ETH_IPV4
+            && let Some(h) = PlainIp::v4(&d[14..])
+        {
+            // The commonest frame of all, untagged IPv4, kept apart: its
+            // summary folds the constant context in.
+            let t = plain_transport(h.proto, h.l4, h.l4_total)?;
+            self.stats.frames += 1;
+            let ctx = Ctx {
+                ts: pkt.ts_ns,
+                vlan: [0; 2],
+                nvlan: 0,
+                tunnel: TunnelMeta::default(),
+                depth: 0,
+            };
+            return Some(h.meta(&t, &ctx));
+        }
+        self.decode_plain_tagged(pkt)
+    }
+
+    /// [`Decoder::decode_plain`] for the frames other than untagged IPv4:
+    /// VLAN tags, IPv6.
+    #[inline(never)]
+    fn decode_plain_tagged(&mut self, pkt: &RawPacket<'_>) -> Option<PacketMeta> {
+        let d = pkt.data;
+        if !(pkt.link == LinkType::Ethernet && d.len() >= 14) {
             return None;
         }
-        let h = PlainV4::of(&d[14..])?;
-        let t = plain_transport(h.proto, h.l4, h.ip_bytes - 20)?;
-        self.stats.frames += 1;
-        let ctx = Ctx {
+        let mut ctx = Ctx {
             ts: pkt.ts_ns,
             vlan: [0; 2],
             nvlan: 0,
             tunnel: TunnelMeta::default(),
             depth: 0,
         };
+        let (mut et, mut at) = (be16(d, 12), 14);
+        while matches!(et, ETH_VLAN | ETH_QINQ | ETH_QINQ_OLD | ETH_QINQ_OLD2) {
+            // As `ethertype` reads the tags; a third goes the long way.
+            if ctx.nvlan == 2 || d.len() < at + 4 {
+                return None;
+            }
+            ctx.vlan[usize::from(ctx.nvlan)] = be16(d, at) & 0x0fff;
+            ctx.nvlan += 1;
+            et = be16(d, at + 2);
+            at += 4;
+        }
+        if !matches!(et, ETH_IPV4 | ETH_IPV6) {
+            return None;
+        }
+        let h = PlainIp::of(&d[at..])?;
+        let t = plain_transport(h.proto, h.l4, h.l4_total)?;
+        self.stats.frames += 1;
         Some(h.meta(&t, &ctx))
     }
 
@@ -965,18 +1043,10 @@ impl Decoder {
         // lax slice: the payload ends at the total length, or at the end of
         // the frame when the total length is past it or below the header);
         // `fast_path_agrees_with_etherparse` checks this.
-        if let Some(h) = PlainV4::of(d) {
-            let Some(t) = plain_transport(h.proto, h.l4, h.ip_bytes - 20) else {
+        if let Some(h) = PlainIp::of(d) {
+            let Some(t) = plain_transport(h.proto, h.l4, h.l4_total) else {
                 return self.upper(
-                    h.proto,
-                    h.l4,
-                    h.ip_bytes - 20,
-                    h.ip_bytes,
-                    h.src,
-                    h.dst,
-                    false,
-                    ctx,
-                    emit,
+                    h.proto, h.l4, h.l4_total, h.ip_bytes, h.src, h.dst, h.v6, ctx, emit,
                 );
             };
             emit(&h.meta(&t, &ctx));
@@ -1335,12 +1405,11 @@ mod tests {
 
     /// An IPv4 packet from 192.0.2.1 to 198.51.100.2 with 20 bytes of payload.
     fn packet(l4: L4) -> Vec<u8> {
-        let spec = PacketSpec::new(
-            "192.0.2.1".parse().unwrap(),
-            "198.51.100.2".parse().unwrap(),
-            l4,
-            20,
-        );
+        packet_between("192.0.2.1", "198.51.100.2", l4)
+    }
+
+    fn packet_between(src: &str, dst: &str, l4: L4) -> Vec<u8> {
+        let spec = PacketSpec::new(src.parse().unwrap(), dst.parse().unwrap(), l4, 20);
         let mut v = Vec::new();
         ip_packet(&spec, &mut v);
         v
@@ -1393,26 +1462,50 @@ mod tests {
     /// to the tunnel ports, TCP with valid options (an MSS), invalid ones
     /// (an MSS of the wrong size) and a data offset below 5.
     fn plain_v4_near_misses() -> Vec<Vec<u8>> {
-        let tcp_pkt = packet(L4::Tcp {
-            sport: 40000,
-            dport: 443,
-            flags: tcp::PSH | tcp::ACK,
-            seq: 7,
-            ack: 9,
-        });
+        plain_near_misses("192.0.2.1", "198.51.100.2")
+    }
+
+    /// The same packets over IPv6.
+    fn plain_v6_near_misses() -> Vec<Vec<u8>> {
+        plain_near_misses("2001:db8::1", "2001:db8:ff::2")
+    }
+
+    fn plain_near_misses(src: &str, dst: &str) -> Vec<Vec<u8>> {
+        let v6 = src.contains(':');
+        // Where the transport header starts.
+        let l4 = if v6 { 40 } else { 20 };
+        let tcp_pkt = packet_between(
+            src,
+            dst,
+            L4::Tcp {
+                sport: 40000,
+                dport: 443,
+                flags: tcp::PSH | tcp::ACK,
+                seq: 7,
+                ack: 9,
+            },
+        );
+        let udp_pkt = packet_between(
+            src,
+            dst,
+            L4::Udp {
+                sport: 1111,
+                dport: 53,
+            },
+        );
         let udp_to = |dport: u16| {
-            let mut p = udp_packet();
-            p[22..24].copy_from_slice(&dport.to_be_bytes());
+            let mut p = udp_pkt.clone();
+            p[l4 + 2..l4 + 4].copy_from_slice(&dport.to_be_bytes());
             p
         };
         let tcp_opts = |opts: &[u8], doff: u8| {
             let mut p = tcp_pkt.clone();
-            p.splice(40..40, opts.iter().copied());
-            p[32] = doff << 4;
+            p.splice(l4 + 20..l4 + 20, opts.iter().copied());
+            p[l4 + 12] = doff << 4;
             p
         };
         vec![
-            udp_packet(),
+            udp_pkt.clone(),
             tcp_pkt.clone(),
             udp_to(4789),
             udp_to(6081),
@@ -1477,6 +1570,36 @@ mod tests {
             }
         }
         assert!(fast_taken > 100);
+        // IPv6: every payload length (zero, below the transport header,
+        // exact, past the frame, with padding), every cut, and next headers
+        // other than TCP and UDP (extension headers, ICMPv6), which the
+        // general path takes.
+        let mut v6_taken = 0;
+        for base in plain_v6_near_misses() {
+            let mut padded = base.clone();
+            padded.extend_from_slice(&[0xee; 18]);
+            let real = be16(&base, 4);
+            for len in [0u16, 1, 7, 8, 19, 20, real - 1, real, real + 1, 200] {
+                for next in [base[6], 0, 43, 44, 58, 60] {
+                    for frame in [&base, &padded] {
+                        let mut f = frame.clone();
+                        f[4..6].copy_from_slice(&len.to_be_bytes());
+                        f[6] = next;
+                        for cut in [f.len(), 68, 60, 48, 47, 41, 40, 39, 0] {
+                            let d = &f[..cut.min(f.len())];
+                            assert_eq!(
+                                run(false, d),
+                                run(true, d),
+                                "length {len} next {next} cut {cut} of {}",
+                                f.len()
+                            );
+                            v6_taken += usize::from(d.len() >= 40 && matches!(next, 6 | 17));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(v6_taken > 100);
         // Options make the header longer: the general path takes them.
         let mut opts = udp_packet();
         opts[0] = 0x46;
@@ -1490,29 +1613,22 @@ mod tests {
     /// `decode_plain` takes a frame only when decoding it makes one packet
     /// and leaves nothing but the frame's count, and then yields exactly
     /// what `decode` yields and counts; any other frame it leaves alone,
-    /// uncounted. Over plain IPv4 frames and their near misses: tunnel
-    /// ports, TCP options good and bad, short and long total lengths,
-    /// fragments, cuts, IP options, a VLAN tag, IPv6, other link types.
+    /// uncounted. Over plain IPv4 and IPv6 frames and their near misses:
+    /// tunnel ports, TCP options good and bad, short and long IP lengths,
+    /// fragments, extension headers, cuts, IP options, none to three VLAN
+    /// tags (802.1Q and QinQ), either EtherType for either IP version,
+    /// other link types.
     #[test]
     fn decode_plain_is_decode_or_nothing() {
         let mut ip_options = udp_packet();
         ip_options[0] = 0x46;
         ip_options.splice(20..20, [1, 1, 1, 0]);
-        let mut bases = plain_v4_near_misses();
-        bases.push(ip_options);
-        let ether = |ethertype: u16, tag: bool, ip: &[u8]| {
-            let mut f = vec![0x02; 12];
-            if tag {
-                f.extend_from_slice(&ETH_VLAN.to_be_bytes());
-                f.extend_from_slice(&[0, 7]);
-            }
-            f.extend_from_slice(&ethertype.to_be_bytes());
-            f.extend_from_slice(ip);
-            f
-        };
-        let check = crate::fuzzing::check_decode_plain;
-        let (mut taken, mut left) = (0, 0);
-        for base in &bases {
+        let mut v4 = plain_v4_near_misses();
+        v4.push(ip_options);
+        // Each base with its length field (IPv4 total length, IPv6 payload
+        // length) and fragment bits (IPv4) or next header (IPv6) varied.
+        let mut ips: Vec<Vec<u8>> = Vec::new();
+        for base in &v4 {
             let mut padded = base.clone();
             padded.extend_from_slice(&[0xee; 18]);
             for total in [0u16, 8, 19, 20, 21, 27, 28, 40, 52, 60, 200] {
@@ -1521,24 +1637,70 @@ mod tests {
                         let mut ip = ip.clone();
                         ip[2..4].copy_from_slice(&total.to_be_bytes());
                         ip[6..8].copy_from_slice(&frag.to_be_bytes());
-                        for cut in [ip.len(), 40, 28, 27, 21, 20, 19, 0] {
-                            let ip = &ip[..cut.min(ip.len())];
-                            for frame in [ether(ETH_IPV4, false, ip), ether(ETH_IPV4, true, ip)] {
-                                if check(LinkType::Ethernet, &frame) {
-                                    taken += 1;
-                                } else {
-                                    left += 1;
-                                }
-                            }
-                            assert!(!check(LinkType::Raw, ip));
-                            assert!(!check(LinkType::Ethernet, &ether(ETH_IPV6, false, ip)));
-                        }
+                        ips.push(ip);
                     }
                 }
             }
         }
-        assert!(taken > 100 && left > 100, "taken {taken}, left {left}");
+        for base in plain_v6_near_misses() {
+            let mut padded = base.clone();
+            padded.extend_from_slice(&[0xee; 18]);
+            let real = be16(&base, 4);
+            for len in [0u16, 7, 8, 20, real - 1, real, real + 1, 200] {
+                for next in [base[6], 0, 44, 58] {
+                    for ip in [&base, &padded] {
+                        let mut ip = ip.clone();
+                        ip[4..6].copy_from_slice(&len.to_be_bytes());
+                        ip[6] = next;
+                        ips.push(ip);
+                    }
+                }
+            }
+        }
+        let ether = |ethertype: u16, tags: &[u16], ip: &[u8]| {
+            let mut f = vec![0x02; 12];
+            for (i, &t) in tags.iter().enumerate() {
+                f.extend_from_slice(&t.to_be_bytes());
+                f.extend_from_slice(&[0x20, 7 + i as u8]);
+            }
+            f.extend_from_slice(&ethertype.to_be_bytes());
+            f.extend_from_slice(ip);
+            f
+        };
+        let stacks: [&[u16]; 5] = [
+            &[],
+            &[ETH_VLAN],
+            &[ETH_QINQ, ETH_VLAN],
+            &[ETH_QINQ_OLD, ETH_VLAN],
+            &[ETH_QINQ, ETH_VLAN, ETH_VLAN],
+        ];
+        let check = crate::fuzzing::check_decode_plain;
+        // Taken and left, by IP version.
+        let mut counts = [[0usize; 2]; 2];
+        for ip in &ips {
+            let version = usize::from(ip[0] >> 4 == 6);
+            for cut in [ip.len(), 60, 48, 41, 40, 28, 27, 21, 20, 19, 0] {
+                let ip = &ip[..cut.min(ip.len())];
+                for ethertype in [ETH_IPV4, ETH_IPV6] {
+                    for tags in stacks {
+                        let taken = check(LinkType::Ethernet, &ether(ethertype, tags, ip));
+                        counts[version][usize::from(!taken)] += 1;
+                        assert!(!(taken && tags.len() > 2), "three tags go the long way");
+                    }
+                }
+                assert!(!check(LinkType::Raw, ip));
+                assert!(!check(LinkType::Ethernet, &ether(0x0806, &[], ip)));
+            }
+        }
+        for (version, [taken, left]) in [(4, counts[0]), (6, counts[1])] {
+            assert!(
+                taken > 100 && left > 100,
+                "IPv{version}: taken {taken}, left {left}"
+            );
+        }
         assert!(!check(LinkType::Ethernet, &[0x02; 13]));
+        // A tag cut short.
+        assert!(!check(LinkType::Ethernet, &ether(ETH_VLAN, &[], &[0, 7])));
     }
 
     #[test]

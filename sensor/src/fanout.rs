@@ -12,7 +12,8 @@
 //!   without IP) are decoded by every worker, and each keeps the flow
 //!   packets whose pair it owns; worker 0 counts the frame. A pcap file's
 //!   reading is shared out by the relay (`relay`): the workers walk it in
-//!   chunks, in turn, and hand each other their frames in file order. Any
+//!   chunks, each chunk walked by whichever worker needs it first, and hand
+//!   each other their frames in file order. Any
 //!   other capture every worker walks whole. Either way every worker sees
 //!   every timestamp, so all keep the same packet clock, and the records
 //!   are exactly those of one worker, for any worker count.

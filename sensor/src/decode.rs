@@ -377,6 +377,19 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// The context of a frame's outermost packet, at time `ts`: no VLAN
+    /// yet, no tunnel.
+    #[inline(always)]
+    fn outer(ts: u64) -> Ctx {
+        Ctx {
+            ts,
+            vlan: [0; 2],
+            nvlan: 0,
+            tunnel: TunnelMeta::default(),
+            depth: 0,
+        }
+    }
+
     /// The context of a packet carried in a tunnel of `kind` whose outer
     /// endpoints are in `outer`: fresh VLANs, one level deeper.
     fn inner(&self, kind: TunnelType, outer: TunnelMeta) -> Ctx {
@@ -783,13 +796,7 @@ impl Decoder {
     /// Decodes one frame, calling `emit` for each IP layer that makes a flow packet.
     pub fn decode(&mut self, pkt: &RawPacket<'_>, emit: &mut impl FnMut(&PacketMeta)) {
         self.stats.frames += 1;
-        let ctx = Ctx {
-            ts: pkt.ts_ns,
-            vlan: [0; 2],
-            nvlan: 0,
-            tunnel: TunnelMeta::default(),
-            depth: 0,
-        };
+        let ctx = Ctx::outer(pkt.ts_ns);
         let d = pkt.data;
         // Ethernet straight to IPv4, the common frame, skips the link layer's dispatch.
         let res = if pkt.link == LinkType::Ethernet && d.len() >= 14 && be16(d, 12) == ETH_IPV4 {
@@ -834,14 +841,7 @@ impl Decoder {
             // summary folds the constant context in.
             let t = plain_transport(h.proto, h.l4, h.l4_total)?;
             self.stats.frames += 1;
-            let ctx = Ctx {
-                ts: pkt.ts_ns,
-                vlan: [0; 2],
-                nvlan: 0,
-                tunnel: TunnelMeta::default(),
-                depth: 0,
-            };
-            return Some(h.meta(&t, &ctx));
+            return Some(h.meta(&t, &Ctx::outer(pkt.ts_ns)));
         }
         self.decode_plain_tagged(pkt)
     }
@@ -854,13 +854,7 @@ impl Decoder {
         if !(pkt.link == LinkType::Ethernet && d.len() >= 14) {
             return None;
         }
-        let mut ctx = Ctx {
-            ts: pkt.ts_ns,
-            vlan: [0; 2],
-            nvlan: 0,
-            tunnel: TunnelMeta::default(),
-            depth: 0,
-        };
+        let mut ctx = Ctx::outer(pkt.ts_ns);
         let (mut et, mut at) = (be16(d, 12), 14);
         while matches!(et, ETH_VLAN | ETH_QINQ | ETH_QINQ_OLD | ETH_QINQ_OLD2) {
             // As `ethertype` reads the tags; a third goes the long way.
@@ -1527,13 +1521,7 @@ mod tests {
         let run = |general: bool, d: &[u8]| {
             let mut dec = Decoder::new();
             let mut out = Vec::new();
-            let ctx = Ctx {
-                ts: 5,
-                vlan: [0; 2],
-                nvlan: 0,
-                tunnel: TunnelMeta::default(),
-                depth: 0,
-            };
+            let ctx = Ctx::outer(5);
             let mut emit = |m: &PacketMeta| out.push(format!("{m:?}"));
             let r = if general {
                 dec.ip_general(d, ctx, &mut emit)

@@ -103,6 +103,14 @@ fn passed_key(input: usize, chunks: u64) -> u64 {
     ((input as u64) << INPUT_SHIFT) | chunks
 }
 
+/// The input and the chunks of a [`passed_key`].
+fn split_key(key: u64) -> (usize, u64) {
+    (
+        (key >> INPUT_SHIFT) as usize,
+        key & ((1 << INPUT_SHIFT) - 1),
+    )
+}
+
 impl Passed {
     /// Claims the next chunk of `input` (of `chunks`) for the caller to
     /// walk, if there is one below `limit`. Every chunk is claimed once, in
@@ -110,9 +118,10 @@ impl Passed {
     fn claim(&self, input: usize, chunks: u64, limit: u64) -> Option<u64> {
         let mut now = self.claimed.load(Ordering::Acquire);
         loop {
-            let next = match (now >> INPUT_SHIFT) as usize {
+            let (at, claimed) = split_key(now);
+            let next = match at {
                 i if i > input => return None,
-                i if i == input => now & ((1 << INPUT_SHIFT) - 1),
+                i if i == input => claimed,
                 // The first claim of this input: every chunk of the one
                 // before was claimed (its last taker is past it).
                 _ => 0,
@@ -136,32 +145,31 @@ impl Passed {
     /// least taken by every worker, once all have started it (before,
     /// chunks of the input before may still wait in a worker's window).
     fn claim_limit(&self, input: usize, window: u64) -> u64 {
-        let least = self
-            .taken
-            .iter()
-            .map(|t| t.load(Ordering::SeqCst))
-            .min()
-            .unwrap_or(0);
-        if ((least >> INPUT_SHIFT) as usize) < input {
-            0
-        } else {
-            (least & ((1 << INPUT_SHIFT) - 1)) + window
+        match self.least_taken() {
+            (i, _) if i < input => 0,
+            (_, chunks) => chunks + window,
         }
     }
 
     /// The chunks of `input` every worker has taken.
     fn all_took(&self, input: usize) -> u64 {
-        let least = self
-            .taken
-            .iter()
-            .map(|t| t.load(Ordering::SeqCst))
-            .min()
-            .unwrap_or(0);
-        match (least >> INPUT_SHIFT) as usize {
-            i if i > input => u64::MAX,
-            i if i == input => least & ((1 << INPUT_SHIFT) - 1),
+        match self.least_taken() {
+            (i, _) if i > input => u64::MAX,
+            (i, chunks) if i == input => chunks,
             _ => 0,
         }
+    }
+
+    /// Where the worker furthest behind is: its input and the chunks of it
+    /// taken.
+    fn least_taken(&self) -> (usize, u64) {
+        split_key(
+            self.taken
+                .iter()
+                .map(|t| t.load(Ordering::SeqCst))
+                .min()
+                .unwrap_or(0),
+        )
     }
 
     /// Hands back the pages of `mapping` (input `input`) before `before`,

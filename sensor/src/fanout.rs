@@ -127,6 +127,12 @@ struct WorkerOut {
 
 /// Runs one shared-nothing worker per stream (each stream a capture in
 /// memory, e.g. from [`split_by_flow`]), handing records to `sink`.
+///
+/// Time is the link's, as on a live link, where every socket sees the same
+/// clock: once every stream is read, each worker's table is brought to the
+/// latest packet time of all the streams before its flows end as
+/// `end_of_input`. So a flow whose own stream ends before its idle timeout
+/// is up, while the link goes on, ends `idle`, as with one worker.
 pub fn run(
     streams: &[&[u8]],
     cfg: &PipelineConfig,
@@ -154,9 +160,9 @@ pub fn run(
                 // applied to the table in a tight loop: independent lookups
                 // sit close together, so their cache misses overlap.
                 let mut metas: Vec<PacketMeta> = Vec::with_capacity(2 * BATCH);
+                let mut clock = PacketClock::default();
                 let read = CaptureReader::new(*bytes, name).and_then(|mut reader| {
                     let mut t0 = Instant::now();
-                    let mut clock = PacketClock::default();
                     loop {
                         let mut n = 0;
                         while n < BATCH {
@@ -189,21 +195,39 @@ pub fn run(
                 if let Err(e) = read {
                     r.input_errors.push(e);
                 }
-                let (table_bytes, flows_at_end) =
-                    finish_table(&mut table, &out, EndReason::EndOfInput);
                 r.fragments_pending = decoder.fragments_pending() as u64;
                 r.decode = decoder.stats.clone();
-                r.table = table.stats.clone();
                 r.timings.worker_ns = worker_ns;
-                WorkerOut {
-                    report: r,
-                    table_bytes,
-                    flows_at_end,
-                }
+                (table, r, clock.now())
             }));
         }
-        drop(out_tx);
+        let mut read = Vec::with_capacity(n);
         for (i, h) in handles.into_iter().enumerate() {
+            read.push(h.join().map_err(|_| PipelineError::Worker(i))?);
+        }
+        let latest = read.iter().map(|(_, _, now)| *now).max().unwrap_or(0);
+        let finishing: Vec<_> = read
+            .into_iter()
+            .map(|(mut table, mut r, _)| {
+                let out = out_tx.clone();
+                s.spawn(move || {
+                    table.advance(latest);
+                    if !table.records().is_empty() {
+                        let _ = out.send(table.take_records());
+                    }
+                    let (table_bytes, flows_at_end) =
+                        finish_table(&mut table, &out, EndReason::EndOfInput);
+                    r.table = table.stats.clone();
+                    WorkerOut {
+                        report: r,
+                        table_bytes,
+                        flows_at_end,
+                    }
+                })
+            })
+            .collect();
+        drop(out_tx);
+        for (i, h) in finishing.into_iter().enumerate() {
             let w = h.join().map_err(|_| PipelineError::Worker(i))?;
             report.packets += w.report.packets;
             report.wire_bytes += w.report.wire_bytes;

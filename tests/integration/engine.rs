@@ -435,6 +435,51 @@ fn fanout_workers_give_the_dispatcher_flows() {
 }
 
 #[test]
+fn fanout_workers_end_flows_by_the_links_clock_not_their_streams() {
+    // One exchange early on, then a long conversation between two other
+    // hosts that fanout puts on the other worker: the early flow's stream
+    // ends at once, but the link goes on past its idle timeout.
+    let server = ip("198.51.100.53");
+    let clients: Vec<IpAddr> = (1..=40).map(|i| ip(&format!("192.0.2.{i}"))).collect();
+    let shard = |c: &IpAddr| {
+        let mut sc = Scenario::new();
+        sc.udp_exchange(T0, *c, 5000, server, 53, 30, 60, 1, S);
+        let split = vigil_sensor::fanout::split_by_flow(&sc.to_pcap_bytes(), 2).unwrap();
+        usize::from(split[0].len() <= 24)
+    };
+    let early = clients[0];
+    let late = *clients
+        .iter()
+        .find(|c| shard(c) != shard(&early))
+        .expect("40 clients all on one of two workers");
+    let mut sc = Scenario::new();
+    sc.udp_exchange(T0, early, 5000, server, 53, 30, 60, 1, S);
+    sc.udp_exchange(T0 + S, late, 6000, server, 53, 30, 60, 12, 10 * S);
+    let bytes = sc.to_pcap_bytes();
+    let timeout = Duration::from_secs(30);
+    let (base, _) = run_bytes(&bytes, &config(1, 256, timeout));
+    let split = vigil_sensor::fanout::split_by_flow(&bytes, 2).unwrap();
+    let streams: Vec<&[u8]> = split.iter().map(|v| v.as_slice()).collect();
+    let (recs, _) = run_fanout(&streams, &config(2, 256, timeout));
+    let end_of = |recs: &[vigil_proto::FlowRecord], host: IpAddr| {
+        // The last record (the long conversation has interim ones).
+        recs.iter()
+            .filter(|r| r.src_ip == host)
+            .max_by_key(|r| r.last_seen_ns)
+            .map(|r| r.end_reason)
+            .expect("a record of the host")
+    };
+    assert_eq!(end_of(&base, early), EndReason::Idle);
+    assert_eq!(end_of(&recs, early), EndReason::Idle);
+    assert_eq!(end_of(&recs, late), EndReason::EndOfInput);
+    assert_same(
+        &fingerprint(&base),
+        &fingerprint(&recs),
+        "fanout with 2 workers",
+    );
+}
+
+#[test]
 fn same_flows_for_one_and_two_workers_and_batch_sizes_on_the_corpus() {
     let Some(dir) = corpus_dir() else { return };
     for f in corpus_files(&dir) {

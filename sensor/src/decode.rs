@@ -561,15 +561,17 @@ impl<'a> PlainIp<'a> {
         })
     }
 
-    /// The packet summary, given its plain transport header.
+    /// The packet summary, given its plain transport header; `pair` is set
+    /// to its key's [`FlowKey::pair_hash`].
     #[inline(always)]
-    fn meta(&self, t: &PlainTransport, ctx: &Ctx) -> PacketMeta {
+    fn meta(&self, t: &PlainTransport, ctx: &Ctx, pair: &mut u64) -> PacketMeta {
         let (key, src_is_lo) = FlowKey::new(
             self.src, t.sport, self.dst, t.dport, self.proto, self.v6, ctx.vlan,
         );
+        *pair = key.pair_hash();
         PacketMeta {
             key,
-            hash: key.hash64(),
+            hash: key.hash_with_pair(*pair),
             ts_ns: ctx.ts,
             ip_bytes: self.ip_bytes,
             payload_len: t.payload_len,
@@ -827,10 +829,23 @@ impl Decoder {
     /// makes one packet and leaves no state. Any other frame is left alone,
     /// uncounted (`None`).
     /// The file workers try it first: it returns the summary instead of
-    /// calling back, and the relay's walker, knowing the frame's pair from
-    /// the summary, need not ask [`owner`], which reads the same headers.
+    /// calling back.
     #[inline(always)]
     pub fn decode_plain(&mut self, pkt: &RawPacket<'_>) -> Option<PacketMeta> {
+        self.decode_plain_paired(pkt, &mut 0)
+    }
+
+    /// [`Decoder::decode_plain`], which also sets `pair` to the packet's
+    /// [`FlowKey::pair_hash`] (its key's hash is built on it): the relay's
+    /// walker shares packets out by it, and need not ask [`owner`], which
+    /// reads the same headers. (An out parameter: a summary returned inside
+    /// a tuple was copied once more.)
+    #[inline(always)]
+    pub fn decode_plain_paired(
+        &mut self,
+        pkt: &RawPacket<'_>,
+        pair: &mut u64,
+    ) -> Option<PacketMeta> {
         let d = pkt.data;
         if pkt.link == LinkType::Ethernet
             && d.len() >= 14
@@ -841,15 +856,15 @@ impl Decoder {
             // summary folds the constant context in.
             let t = plain_transport(h.proto, h.l4, h.l4_total)?;
             self.stats.frames += 1;
-            return Some(h.meta(&t, &Ctx::outer(pkt.ts_ns)));
+            return Some(h.meta(&t, &Ctx::outer(pkt.ts_ns), pair));
         }
-        self.decode_plain_tagged(pkt)
+        self.decode_plain_tagged(pkt, pair)
     }
 
     /// [`Decoder::decode_plain`] for the frames other than untagged IPv4:
     /// VLAN tags, IPv6.
     #[inline(never)]
-    fn decode_plain_tagged(&mut self, pkt: &RawPacket<'_>) -> Option<PacketMeta> {
+    fn decode_plain_tagged(&mut self, pkt: &RawPacket<'_>, pair: &mut u64) -> Option<PacketMeta> {
         let d = pkt.data;
         if !(pkt.link == LinkType::Ethernet && d.len() >= 14) {
             return None;
@@ -872,7 +887,7 @@ impl Decoder {
         let h = PlainIp::of(&d[at..])?;
         let t = plain_transport(h.proto, h.l4, h.l4_total)?;
         self.stats.frames += 1;
-        Some(h.meta(&t, &ctx))
+        Some(h.meta(&t, &ctx, pair))
     }
 
     /// Returns whether an IP layer was reached.
@@ -1043,7 +1058,7 @@ impl Decoder {
                     h.proto, h.l4, h.l4_total, h.ip_bytes, h.src, h.dst, h.v6, ctx, emit,
                 );
             };
-            emit(&h.meta(&t, &ctx));
+            emit(&h.meta(&t, &ctx, &mut 0));
             return Ok(true);
         }
         self.ip_general(d, ctx, emit)

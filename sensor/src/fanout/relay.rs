@@ -359,8 +359,9 @@ impl Split<'_> {
         self.wire_bytes += u64::from(pkt.orig_len);
         // The common frame, plain IPv4 on Ethernet, decoded first: its pair
         // comes with its summary.
-        if let Some(m) = self.decoder.decode_plain(pkt) {
-            let to = shard_of(m.key.pair_hash(), self.n);
+        let mut pair = 0;
+        if let Some(m) = self.decoder.decode_plain_paired(pkt, &mut pair) {
+            let to = shard_of(pair, self.n);
             self.outs[to].metas.push(m);
             return;
         }

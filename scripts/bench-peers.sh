@@ -4,13 +4,20 @@
 #
 #   scripts/bench-peers.sh [PACKETS] [FLOWS]
 #
-# Needs: softflowd and hyperfine (apt-get install softflowd hyperfine).
+# Needs: softflowd (apt-get install softflowd) and python3.
 # softflowd exports NetFlow v9 to 127.0.0.1 (loopback only); nothing listens.
+#
+# The commands run in turn, round after round (RUNS rounds after one warm-up
+# round), rather than each command's runs in a row: on a shared VM a core's
+# speed drifts over seconds, and interleaving gives every command the same
+# drift. Each round also runs two one-worker processes side by side on two
+# copies of the capture: what the machine's two cores give at that moment
+# for two independent streams, the ceiling for two workers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 packets=${1:-5000000}
 flows=${2:-200000}
-runs=${RUNS:-5}
+runs=${RUNS:-7}
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 
@@ -19,25 +26,35 @@ vigil=target/release/vigil
 for frame in 64 imix; do
   f="$dir/bulk-$frame.pcap"
   $vigil bench --packets "$packets" --flows "$flows" --frame "$frame" --write-pcap "$f" 2>/dev/null
-  cat "$f" > /dev/null # into the page cache
-  echo "== $frame-byte frames: $packets packets over $flows flows ($(du -h "$f" | cut -f1))"
-  hyperfine --runs "$runs" --warmup 1 --export-json "$dir/$frame.json" \
-    -n "vigil flows (1 worker)" "$vigil flows -q --format null -r $f" \
-    -n "vigil flows (2 workers)" "$vigil flows -q --format null --workers 2 -r $f" \
-    -n "softflowd 1.1.0" "softflowd -r $f -n 127.0.0.1:9995 -v 9 -d -m 524288" >/dev/null
-  python3 - "$dir/$frame.json" "$packets" <<'PY'
-import json, sys
-res = json.load(open(sys.argv[1]))["results"]
-n = int(sys.argv[2])
-base = None
-for r in res:
-    med = r["median"]
-    mpps = n / med / 1e6
-    if r["command"].startswith("softflowd"):
-        base = mpps
-    print(f"  {r['command']:<26} median {med:8.3f} s  {mpps:7.2f} Mpps  (runs: {', '.join(f'{t:.3f}' for t in r['times'])})")
-for r in res:
-    if not r["command"].startswith("softflowd") and base:
-        print(f"  {r['command']:<26} {n / r['median'] / 1e6 / base:6.1f}x softflowd")
+  cp "$f" "$f.copy"
+  cat "$f" "$f.copy" > /dev/null # into the page cache
+  echo "== $frame-byte frames: $packets packets over $flows flows ($(du -h "$f" | cut -f1)), $runs rounds"
+  python3 - "$runs" "$packets" \
+    "vigil flows (1 worker)=$vigil flows -q --format null -r $f" \
+    "vigil flows (2 workers)=$vigil flows -q --format null --workers 2 -r $f" \
+    "two 1-worker runs at once=$vigil flows -q --format null -r $f & $vigil flows -q --format null -r $f.copy; wait" \
+    "softflowd 1.1.0=softflowd -r $f -n 127.0.0.1:9995 -v 9 -d -m 524288" <<'PY'
+import statistics, subprocess, sys, time
+runs, n = int(sys.argv[1]), int(sys.argv[2])
+cmds = [a.split("=", 1) for a in sys.argv[3:]]
+times = {name: [] for name, _ in cmds}
+for r in range(runs + 1):
+    for name, cmd in cmds:
+        t = time.perf_counter()
+        subprocess.run(cmd, shell=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if r > 0:
+            times[name].append(time.perf_counter() - t)
+med = {name: statistics.median(ts) for name, ts in times.items()}
+w1, w2, pair, sf = (name for name, _ in cmds)
+for name, ts in times.items():
+    packets = 2 * n if name == pair else n
+    print(f"  {name:<26} median {med[name]:7.3f} s  {packets / med[name] / 1e6:6.2f} Mpps"
+          f"  (runs: {', '.join(f'{t:.3f}' for t in ts)})")
+per_round = statistics.median(a / b for a, b in zip(times[w1], times[w2]))
+ceiling = statistics.median(2 * a / b for a, b in zip(times[w1], times[pair]))
+print(f"  2 workers / 1 worker: {med[w1] / med[w2]:.2f}x (median of per-round ratios {per_round:.2f}x);"
+      f" the machine's two-core ceiling this run: {ceiling:.2f}x")
+for name in (w1, w2):
+    print(f"  {name:<26} {med[sf] / med[name]:6.1f}x softflowd")
 PY
 done

@@ -48,8 +48,10 @@ pub fn decode_frame(data: &[u8]) {
 
 /// The promise of [`Decoder::decode_plain`]: a frame it takes is one that
 /// [`Decoder::decode`] makes exactly that one packet of, with the same
-/// counts and no fragment state; a frame it leaves is left uncounted.
-/// Returns whether it took the frame.
+/// counts and no fragment state; a frame it leaves is left uncounted. And
+/// of [`Decoder::decode_plain_paired`]: the pair it hands back, by which the
+/// relay shares the packet out, is its key's pair hash. Returns whether it
+/// took the frame.
 pub fn check_decode_plain(link: LinkType, frame: &[u8]) -> bool {
     let pkt = RawPacket {
         ts_ns: 1_000_000_000,
@@ -58,7 +60,8 @@ pub fn check_decode_plain(link: LinkType, frame: &[u8]) -> bool {
         data: frame,
     };
     let mut plain = Decoder::new();
-    let Some(m) = plain.decode_plain(&pkt) else {
+    let mut pair = 0;
+    let Some(m) = plain.decode_plain_paired(&pkt, &mut pair) else {
         assert_eq!(
             plain.stats,
             crate::decode::DecodeStats::default(),
@@ -79,6 +82,16 @@ pub fn check_decode_plain(link: LinkType, frame: &[u8]) -> bool {
         "their counts disagree: {frame:02x?}"
     );
     assert_eq!(full.fragments_pending(), 0, "a fragment: {frame:02x?}");
+    assert_eq!(
+        pair,
+        m.key.pair_hash(),
+        "decode_plain_paired() handed back another pair: {frame:02x?}"
+    );
+    assert_eq!(
+        m.hash,
+        m.key.hash64(),
+        "a summary's hash is not its key's: {frame:02x?}"
+    );
     true
 }
 

@@ -71,6 +71,28 @@ const SEEN_ORIG: u8 = 1 << 1;
 const SEEN_RESP: u8 = 1 << 2;
 const CLOSED: u8 = 1 << 3;
 const TUNNELED: u8 = 1 << 4;
+const LO_IS_ORIG: u8 = 1 << 5;
+
+/// Zeek's TCP endpoint states (`TCP_ENDPOINT_*` of its `TCP_Endpoint`), from
+/// which it derives `conn_state`.
+mod ep {
+    pub const INACTIVE: u8 = 0;
+    pub const SYN_SENT: u8 = 1;
+    pub const SYN_ACK_SENT: u8 = 2;
+    pub const PARTIAL: u8 = 3;
+    pub const ESTABLISHED: u8 = 4;
+    pub const CLOSED: u8 = 5;
+    pub const RESET: u8 = 6;
+    /// `RESET` entered from `CLOSED` (Zeek's `prev_state == CLOSED`): a FIN
+    /// from the peer makes it `CLOSED` again, a FIN-then-RST close being a
+    /// normal termination.
+    pub const RESET_AFTER_CLOSE: u8 = 7;
+
+    /// Either kind of `RESET`.
+    pub fn is_reset(s: u8) -> bool {
+        s >= RESET
+    }
+}
 
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
@@ -97,8 +119,18 @@ struct Flow {
     flags: [u8; 2],
     init_flags: [u8; 2],
     icmp: [u8; 2],
-    lo_is_orig: bool,
     state: u8,
+    /// Zeek's TCP endpoint states ([`ep`]): the originator's in bits 0-2,
+    /// the responder's in bits 4-6.
+    tcp: u8,
+}
+
+impl Flow {
+    /// Whether the key's lower endpoint is the originator.
+    #[inline]
+    fn lo_is_orig(&self) -> bool {
+        self.state & LO_IS_ORIG != 0
+    }
 }
 
 /// Counters of one table.
@@ -210,7 +242,7 @@ fn reopens(f: &Flow, m: &PacketMeta) -> bool {
     m.key.proto == 6
         && m.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN
         && f.seen & H_SYN != 0
-        && (m.src_is_lo == f.lo_is_orig)
+        && (m.src_is_lo == f.lo_is_orig())
         && m.tcp_seq != f.syn_seq
 }
 
@@ -219,7 +251,7 @@ fn reopens(f: &Flow, m: &PacketMeta) -> bool {
 /// new record, so that counters stay exact.
 #[inline]
 fn apply(f: &mut Flow, m: &PacketMeta) -> bool {
-    let dir = usize::from(m.src_is_lo != f.lo_is_orig);
+    let dir = usize::from(m.src_is_lo != f.lo_is_orig());
     if f.pkts[dir] == 0 && f.state & (if dir == 0 { SEEN_ORIG } else { SEEN_RESP }) == 0 {
         f.init_flags[dir] = m.tcp_flags;
         if dir == 0 {
@@ -237,25 +269,32 @@ fn apply(f: &mut Flow, m: &PacketMeta) -> bool {
     let fl = m.tcp_flags;
     let mut ev = 0u32;
     if m.key.proto == 6 {
-        let syn = fl & TCP_SYN != 0;
-        if syn && dir == 0 {
-            f.syn_seq = m.tcp_seq;
-        }
-        if syn && fl & (TCP_FIN | TCP_RST) != 0 {
-            ev |= H_MULTI;
-        }
-        if syn {
-            ev |= if fl & TCP_ACK != 0 { H_SYNACK } else { H_SYN };
-        }
-        if fl & TCP_FIN != 0 {
-            ev |= H_FIN;
-        }
-        if fl & TCP_RST != 0 {
-            ev |= H_RST;
+        const CONTROL: u8 = TCP_SYN | TCP_FIN | TCP_RST;
+        if fl & CONTROL != 0 {
+            let syn = fl & TCP_SYN != 0;
+            if syn {
+                if dir == 0 {
+                    f.syn_seq = m.tcp_seq;
+                }
+                if fl & (TCP_FIN | TCP_RST) != 0 {
+                    ev |= H_MULTI;
+                }
+                ev |= if fl & TCP_ACK != 0 { H_SYNACK } else { H_SYN };
+            }
+            if fl & TCP_FIN != 0 {
+                ev |= H_FIN;
+            }
+            if fl & TCP_RST != 0 {
+                ev |= H_RST;
+            }
+            f.tcp = tcp_step(f.tcp, dir, fl, m.payload_len > 0);
+        } else if (f.tcp >> (4 * dir)) & 7 == ep::INACTIVE {
+            // Without control flags only an endpoint's first packets move it.
+            f.tcp = tcp_step(f.tcp, dir, fl, m.payload_len > 0);
         }
         if m.payload_len > 0 {
             ev |= H_DATA;
-        } else if fl & (TCP_ACK | TCP_SYN | TCP_FIN | TCP_RST) == TCP_ACK {
+        } else if fl & (TCP_ACK | CONTROL) == TCP_ACK {
             ev |= H_ACK;
         }
         if m.tcp_zero_window {
@@ -285,6 +324,93 @@ fn apply(f: &mut Flow, m: &PacketMeta) -> bool {
         }
     }
     f.pkts[dir] == u32::MAX
+}
+
+/// One packet's step of Zeek's TCP endpoint state machine
+/// (`TCPSessionAdapter::UpdateStateMachine`): `states` holds both sides'
+/// [`ep`] states, `dir` is the sender (0 the originator). Zeek's SYN/SYN-ACK
+/// reversal cannot arise here: a flow whose first packet is a SYN-ACK is
+/// oriented at creation with that packet's sender as the responder.
+#[inline(always)]
+fn tcp_step(states: u8, dir: usize, fl: u8, payload: bool) -> u8 {
+    let (me_at, peer_at) = (4 * dir, 4 * (1 - dir));
+    let mut me = (states >> me_at) & 7;
+    let mut peer = (states >> peer_at) & 7;
+    let (syn, fin, rst, ack) = (
+        fl & TCP_SYN != 0,
+        fl & TCP_FIN != 0,
+        fl & TCP_RST != 0,
+        fl & TCP_ACK != 0,
+    );
+    let reset = |from: u8| {
+        if from == ep::CLOSED {
+            ep::RESET_AFTER_CLOSE
+        } else {
+            ep::RESET
+        }
+    };
+    match me {
+        ep::INACTIVE => {
+            if syn {
+                if dir == 0 {
+                    me = if ack { ep::SYN_ACK_SENT } else { ep::SYN_SENT };
+                } else {
+                    // A SYN answer (or a simultaneous open) establishes both.
+                    if peer == ep::SYN_SENT {
+                        peer = ep::ESTABLISHED;
+                    }
+                    me = ep::ESTABLISHED;
+                }
+            }
+            if fin {
+                me = ep::CLOSED;
+            }
+            if rst {
+                me = reset(me);
+            }
+            if me == ep::INACTIVE {
+                if dir == 1 && !payload && peer == ep::SYN_SENT {
+                    // A bare ACK of a SYN before its SYN-ACK (some stacks
+                    // do): not yet a partial connection.
+                } else if ack && peer == ep::ESTABLISHED {
+                    // The SYN was missed, the SYN-ACK was not.
+                    me = ep::ESTABLISHED;
+                } else {
+                    me = ep::PARTIAL;
+                }
+            }
+        }
+        ep::SYN_SENT | ep::SYN_ACK_SENT => {
+            if fin {
+                me = ep::CLOSED;
+            }
+            if rst {
+                me = reset(me);
+            }
+        }
+        ep::ESTABLISHED | ep::PARTIAL => {
+            if syn && me == ep::PARTIAL && peer == ep::INACTIVE && !ack {
+                me = ep::SYN_SENT;
+            }
+            if fin && !rst {
+                me = ep::CLOSED;
+                if peer == ep::RESET_AFTER_CLOSE {
+                    peer = ep::CLOSED;
+                }
+            }
+            if rst {
+                me = ep::RESET;
+            }
+        }
+        ep::CLOSED => {
+            // A RST after both sides' FINs changes nothing.
+            if rst && peer != ep::CLOSED {
+                me = ep::RESET_AFTER_CLOSE;
+            }
+        }
+        _ => {}
+    }
+    (me << me_at) | (peer << peer_at)
 }
 
 fn ns(d: std::time::Duration) -> u64 {
@@ -591,8 +717,11 @@ impl FlowTable {
             first_ns: m.ts_ns,
             last_ns: m.ts_ns,
             generation,
-            lo_is_orig,
-            state: IN_USE,
+            state: if lo_is_orig {
+                IN_USE | LO_IS_ORIG
+            } else {
+                IN_USE
+            },
             ..Flow::default()
         };
         if synack {
@@ -622,7 +751,7 @@ impl FlowTable {
     fn record(&self, slot: u32, reason: EndReason) -> FlowRecord {
         let f = self.flow(slot);
         let k = &f.key;
-        let (s_addr, s_port, d_addr, d_port) = if f.lo_is_orig {
+        let (s_addr, s_port, d_addr, d_port) = if f.lo_is_orig() {
             (&k.addr_lo, k.port_lo, &k.addr_hi, k.port_hi)
         } else {
             (&k.addr_hi, k.port_hi, &k.addr_lo, k.port_lo)
@@ -658,7 +787,7 @@ impl FlowTable {
             rev_tcp_flags: f.flags[1],
             fwd_initial_tcp_flags: f.init_flags[0],
             rev_initial_tcp_flags: f.init_flags[1],
-            conn_state: conn_state(k.proto, f.seen, f.state),
+            conn_state: conn_state(k.proto, f),
             history: f.history,
             end_reason: reason,
             community_id: community_id(
@@ -841,12 +970,13 @@ fn closed_reason(f: &Flow) -> EndReason {
     }
 }
 
-/// Zeek's conn_state from the history bits and which sides have sent.
-fn conn_state(proto: u8, seen: u32, state: u8) -> ConnState {
+/// Zeek's `conn_state` (its `Conn::conn_state`): for TCP from both sides'
+/// endpoint states, for UDP from which sides have sent.
+fn conn_state(proto: u8, f: &Flow) -> ConnState {
     match proto {
         6 => {}
         17 => {
-            return if state & SEEN_RESP != 0 {
+            return if f.state & SEEN_RESP != 0 {
                 ConnState::SF
             } else {
                 ConnState::S0
@@ -854,44 +984,65 @@ fn conn_state(proto: u8, seen: u32, state: u8) -> ConnState {
         }
         _ => return ConnState::OTH,
     }
-    let o = |b: u32| seen & b != 0;
-    let r = |b: u32| seen & (b << 8) != 0;
-    if o(H_SYN) && !r(H_SYNACK) && !r(H_SYN) {
-        return if o(H_RST) {
-            ConnState::RSTOS0
-        } else if r(H_RST) {
+    let (os, rs) = (f.tcp & 7, (f.tcp >> 4) & 7);
+    let inactive = |s: u8| s == ep::INACTIVE || s == ep::PARTIAL;
+    if ep::is_reset(rs) {
+        let no_data = f.seen & (H_DATA | (H_DATA << 8)) == 0;
+        if os == ep::SYN_SENT || os == ep::SYN_ACK_SENT || (ep::is_reset(os) && no_data) {
             ConnState::REJ
-        } else if o(H_FIN) {
-            ConnState::SH
-        } else {
-            ConnState::S0
-        };
-    }
-    if !o(H_SYN) && r(H_SYNACK) && !(o(H_ACK) || o(H_DATA)) {
-        return if r(H_RST) {
+        } else if inactive(os) {
             ConnState::RSTRH
-        } else if r(H_FIN) {
-            ConnState::SHR
+        } else {
+            ConnState::RSTR
+        }
+    } else if ep::is_reset(os) {
+        if !inactive(rs) {
+            ConnState::RSTO
+        } else if syn_then_rst(f.history.as_str().as_bytes()) {
+            ConnState::RSTOS0
         } else {
             ConnState::OTH
-        };
-    }
-    if !o(H_SYN) && !r(H_SYNACK) {
-        return ConnState::OTH;
-    }
-    if o(H_RST) {
-        ConnState::RSTO
-    } else if r(H_RST) {
-        ConnState::RSTR
-    } else if o(H_FIN) && r(H_FIN) {
+        }
+    } else if os == ep::CLOSED && rs == ep::CLOSED {
         ConnState::SF
-    } else if o(H_FIN) {
-        ConnState::S2
-    } else if r(H_FIN) {
-        ConnState::S3
-    } else {
+    } else if os == ep::CLOSED {
+        if inactive(rs) {
+            ConnState::SH
+        } else {
+            ConnState::S2
+        }
+    } else if rs == ep::CLOSED {
+        if inactive(os) {
+            ConnState::SHR
+        } else {
+            ConnState::S3
+        }
+    } else if os == ep::SYN_SENT && rs == ep::INACTIVE {
+        ConnState::S0
+    } else if os == ep::ESTABLISHED && rs == ep::ESTABLISHED {
         ConnState::S1
+    } else {
+        ConnState::OTH
     }
+}
+
+/// Whether a history reads as Zeek's RSTOS0 pattern `^?S[^HAFGIQ]*R.*`: the
+/// originator's SYN, then its RST, with no SYN-ACK, ACK, FIN, gap or odd
+/// flags from it in between.
+fn syn_then_rst(h: &[u8]) -> bool {
+    let h = h.strip_prefix(b"^").unwrap_or(h);
+    let Some(rest) = h.strip_prefix(b"S") else {
+        return false;
+    };
+    for &c in rest {
+        if c == b'R' {
+            return true;
+        }
+        if b"HAFGIQ".contains(&c) {
+            return false;
+        }
+    }
+    false
 }
 
 /// Bytes of one flow slot, for memory estimates.
@@ -904,49 +1055,106 @@ const _: () = assert!(FLOW_SLOT_BYTES <= 128);
 mod tests {
     use super::*;
 
-    fn state(history: &str, resp_seen: bool) -> ConnState {
-        let mut seen = 0u32;
-        for c in history.bytes() {
-            if c == b'^' {
-                seen |= H_FLIP;
-                continue;
-            }
-            let i = LETTERS
-                .iter()
-                .position(|l| *l == c.to_ascii_uppercase())
-                .unwrap();
-            seen |= 1 << (i + if c.is_ascii_lowercase() { 8 } else { 0 });
+    /// The flow of a packet sequence on one connection: one token a packet,
+    /// upper case from the originator, lower case from the responder;
+    /// `S` SYN, `H` SYN-ACK, `A` bare ACK, `D` data, `F` FIN-ACK, `R` RST,
+    /// `X` FIN-RST.
+    fn flow_of(proto: u8, packets: &str) -> Flow {
+        let mut f = Flow {
+            state: IN_USE | LO_IS_ORIG,
+            ..Flow::default()
+        };
+        for c in packets.bytes() {
+            let (flags, payload) = match c.to_ascii_uppercase() {
+                b'S' => (TCP_SYN, 0),
+                b'H' => (TCP_SYN | TCP_ACK, 0),
+                b'A' => (TCP_ACK, 0),
+                b'D' => (TCP_ACK | 0x08, 100),
+                b'F' => (TCP_FIN | TCP_ACK, 0),
+                b'R' => (TCP_RST, 0),
+                b'X' => (TCP_FIN | TCP_RST, 0),
+                _ => panic!("token {c}"),
+            };
+            let mut m = PacketMeta {
+                src_is_lo: c.is_ascii_uppercase(),
+                tcp_flags: if proto == 6 { flags } else { 0 },
+                payload_len: payload,
+                ip_bytes: 40 + payload,
+                ..PacketMeta::default()
+            };
+            m.key.proto = proto;
+            apply(&mut f, &m);
         }
-        conn_state(
-            6,
-            seen,
-            IN_USE | SEEN_ORIG | if resp_seen { SEEN_RESP } else { 0 },
-        )
+        f
     }
 
+    /// Zeek's conn_state for each packet sequence, as its TCP endpoint
+    /// state machine and `Conn::conn_state` give it (worked by hand from
+    /// Zeek's TCPSessionAdapter.cc and base/protocols/conn/main.zeek).
     #[test]
     fn zeek_connection_states() {
         use ConnState::*;
-        for (h, resp, want) in [
-            ("S", false, S0),
-            ("Sr", true, REJ),
-            ("SR", false, RSTOS0),
-            ("SF", false, SH),
-            ("ShA", true, S1),
-            ("ShADadFf", true, SF),
-            ("ShADF", true, S2),
-            ("ShADf", true, S3),
-            ("ShADR", true, RSTO),
-            ("ShADr", true, RSTR),
-            ("^hr", true, RSTRH),
-            ("^hf", true, SHR),
-            ("Dd", true, OTH),
+        for (packets, want) in [
+            ("S", S0),
+            ("SS", S0),
+            ("Sr", REJ),
+            ("SDr", REJ),
+            ("SRr", REJ),
+            ("SR", RSTOS0),
+            ("SaR", RSTOS0),
+            ("SAR", OTH),
+            ("SF", SH),
+            ("Sa", S0),
+            ("Sd", OTH),
+            ("Sh", S1),
+            ("ShA", S1),
+            ("ShADdFf", SF),
+            ("ShADdFfR", SF),
+            ("ShADdFRf", SF),
+            ("ShADdfF", SF),
+            ("ShADF", S2),
+            ("ShADf", S3),
+            ("ShADR", RSTO),
+            ("ShADr", RSTR),
+            ("ShADRr", RSTR),
+            ("ShADX", RSTO),
+            ("ShADFr", RSTR),
+            ("h", OTH),
+            ("hA", S1),
+            ("hr", RSTRH),
+            ("hf", SHR),
+            ("Dd", OTH),
+            ("DdFf", SF),
+            ("DdF", SH),
+            ("Ddf", SHR),
+            ("DdR", OTH),
+            ("Ddr", RSTRH),
+            ("DdRf", RSTO),
         ] {
-            assert_eq!(state(h, resp), want, "{h}");
+            assert_eq!(conn_state(6, &flow_of(6, packets)), want, "{packets}");
         }
-        assert_eq!(conn_state(17, 0, IN_USE | SEEN_ORIG), S0);
-        assert_eq!(conn_state(17, 0, IN_USE | SEEN_ORIG | SEEN_RESP), SF);
-        assert_eq!(conn_state(1, 0, IN_USE | SEEN_ORIG | SEEN_RESP), OTH);
+        assert_eq!(conn_state(17, &flow_of(17, "D")), S0);
+        assert_eq!(conn_state(17, &flow_of(17, "Dd")), SF);
+        assert_eq!(conn_state(1, &flow_of(1, "Dd")), OTH);
+    }
+
+    #[test]
+    fn zeek_rstos0_history_pattern() {
+        for (h, want) in [
+            ("SR", true),
+            ("^SR", true),
+            ("SaR", true),
+            ("SdDR", true),
+            ("SAR", false),
+            ("SHR", false),
+            ("SFR", false),
+            ("S", false),
+            ("R", false),
+            ("^hR", false),
+            ("", false),
+        ] {
+            assert_eq!(syn_then_rst(h.as_bytes()), want, "{h}");
+        }
     }
 
     /// A flow due late in a tick, still running when the wheel reached the

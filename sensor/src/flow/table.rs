@@ -402,12 +402,8 @@ fn tcp_step(states: u8, dir: usize, fl: u8, payload: bool) -> u8 {
                 me = ep::RESET;
             }
         }
-        ep::CLOSED => {
-            // A RST after both sides' FINs changes nothing.
-            if rst && peer != ep::CLOSED {
-                me = ep::RESET_AFTER_CLOSE;
-            }
-        }
+        // A RST after both sides' FINs changes nothing.
+        ep::CLOSED if rst && peer != ep::CLOSED => me = ep::RESET_AFTER_CLOSE,
         _ => {}
     }
     (me << me_at) | (peer << peer_at)

@@ -79,6 +79,73 @@ fn probe_answers_give_zeek_states() {
     assert_eq!(state(81).end_reason, EndReason::EndOfInput);
 }
 
+/// Zeek's conn_state depends on the order of events, not only on which
+/// flags each side sent: whole captures through the pipeline (one and two
+/// workers) give Zeek's states for sequences the history letters alone
+/// cannot tell apart.
+#[test]
+fn conn_state_follows_zeeks_endpoint_state_machine() {
+    let (c, s) = (ip("192.0.2.9"), ip("198.51.100.9"));
+    // One token a packet: upper case client, lower case server; S SYN,
+    // H SYN-ACK, A ACK, D data, F FIN-ACK, R RST.
+    let cases = [
+        ("ShADdFfR", ConnState::SF, "ShADdFfR"),
+        ("ShADdFRf", ConnState::SF, "ShADdFRf"),
+        ("ShADdFr", ConnState::RSTR, "ShADdFr"),
+        ("ShADdR", ConnState::RSTO, "ShADdR"),
+        ("DdFf", ConnState::SF, "DdFf"),
+        ("DdF", ConnState::SH, "DdF"),
+        ("SAFR", ConnState::OTH, "SAFR"),
+        ("SR", ConnState::RSTOS0, "SR"),
+    ];
+    let mut sc = Scenario::new();
+    for (i, (packets, _, _)) in cases.iter().enumerate() {
+        let cport = 20000 + i as u16;
+        let t = T0 + i as u64 * S;
+        for (j, tok) in packets.bytes().enumerate() {
+            let client = tok.is_ascii_uppercase();
+            let (flags, payload) = match tok.to_ascii_uppercase() {
+                b'S' => (tcp::SYN, 0),
+                b'H' => (tcp::SYN | tcp::ACK, 0),
+                b'A' => (tcp::ACK, 0),
+                b'D' => (tcp::ACK | tcp::PSH, 50),
+                b'F' => (tcp::FIN | tcp::ACK, 0),
+                b'R' => (tcp::RST, 0),
+                _ => unreachable!(),
+            };
+            let (src, dst, sport, dport) = if client {
+                (c, s, cport, 80)
+            } else {
+                (s, c, 80, cport)
+            };
+            let l4 = L4::Tcp {
+                sport,
+                dport,
+                flags,
+                seq: 1000,
+                ack: 1,
+            };
+            sc.packet(t + j as u64 * MS, &PacketSpec::new(src, dst, l4, payload));
+        }
+    }
+    let bytes = sc.to_pcap_bytes();
+    for workers in [1, 2] {
+        let (recs, _) = run_bytes(&bytes, &config(workers, 256, FOREVER));
+        assert_eq!(recs.len(), cases.len());
+        for (i, (packets, state, history)) in cases.iter().enumerate() {
+            let r = recs
+                .iter()
+                .find(|r| r.src_port == Some(20000 + i as u16))
+                .unwrap_or_else(|| panic!("{packets}: no flow"));
+            assert_eq!(
+                (r.conn_state, r.history.as_str()),
+                (*state, *history),
+                "{packets} with {workers} worker(s)"
+            );
+        }
+    }
+}
+
 #[test]
 fn syn_ack_first_flips_orientation() {
     let mut sc = Scenario::new();

@@ -12,7 +12,7 @@
 //! [`FragTracker`] remembers which bytes of each datagram have arrived (not
 //! the bytes themselves) and the transport header of the first fragment.
 
-use etherparse::{IpNumber, Ipv6ExtensionSlice, LaxIpSlice, TcpHeaderSlice};
+use etherparse::{IpNumber, Ipv6ExtensionSlice, Ipv6Header, LaxIpSlice, TcpHeaderSlice};
 use std::collections::VecDeque;
 
 use hashbrown::HashMap;
@@ -418,6 +418,9 @@ enum Next<'a> {
 #[derive(Debug, Default)]
 pub struct Decoder {
     frags: FragTracker,
+    /// A copy of an IPv6 packet whose payload length is read as unknown
+    /// (see [`Decoder::ip_general`]); kept to be reused.
+    relaxed: Vec<u8>,
     /// Counters since creation.
     pub stats: DecodeStats,
 }
@@ -1072,6 +1075,24 @@ impl Decoder {
             Err(LaxHeaderSliceError::Content(_)) => return err(DecodeError::IpInvalid),
         };
         if ext_err.is_some() {
+            // An IPv6 payload length too short for the packet's own
+            // extension headers, in a frame that holds them: the frame's
+            // length stands for it, as it does for an IPv4 total length
+            // below the header (and as Wireshark reads it). The packet is
+            // decoded again with the length zeroed, which etherparse reads
+            // as "to the end of the slice".
+            if let LaxIpSlice::Ipv6(s) = &ip {
+                let pl = usize::from(s.header().payload_length());
+                if pl != 0 && d.len() > Ipv6Header::LEN + pl {
+                    let mut copy = std::mem::take(&mut self.relaxed);
+                    copy.clear();
+                    copy.extend_from_slice(d);
+                    copy[4..6].fill(0);
+                    let r = self.ip_general(&copy, ctx, emit);
+                    self.relaxed = copy;
+                    return r;
+                }
+            }
             return err(DecodeError::Ipv6ExtensionInvalid);
         }
         let mut src = [0u8; 16];
@@ -1930,6 +1951,62 @@ mod tests {
         let mut want = [home.octets(), fin.octets()];
         want.sort();
         assert_eq!(addrs, want);
+    }
+
+    /// An IPv6 payload length too short for the packet's own extension
+    /// headers, in a frame that holds them all (a capture in Zeek's test
+    /// suite has one): the frame's length stands for it, and the packet is
+    /// keyed on its Home Address. Cut short, it is still malformed.
+    #[test]
+    fn ipv6_payload_length_below_its_extension_headers_reads_the_frame() {
+        let src: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let dst: std::net::Ipv6Addr = "2001:db8::2".parse().unwrap();
+        let home: std::net::Ipv6Addr = "2001:db8:aaaa::1".parse().unwrap();
+        let udp = [
+            0x75, 0x30, 0x32, 0xc8, 0x00, 0x0c, 0x00, 0x00, b'X', b'X', b'X', b'X',
+        ];
+        // Destination options, 24 bytes: Pad0 twice, Home Address, PadN.
+        let mut ext = vec![17, 2, 0, 0, 0xc9, 16];
+        ext.extend_from_slice(&home.octets());
+        ext.extend_from_slice(&[1, 0]);
+        assert_eq!(ext.len(), 24);
+        let whole = (ext.len() + udp.len()) as u16;
+        let packet = |payload_len: u16| {
+            let mut p = vec![0x60, 0, 0, 0];
+            p.extend_from_slice(&payload_len.to_be_bytes());
+            p.extend_from_slice(&[60, 64]);
+            p.extend_from_slice(&src.octets());
+            p.extend_from_slice(&dst.octets());
+            p.extend_from_slice(&ext);
+            p.extend_from_slice(&udp);
+            p
+        };
+        let home_key = |m: &PacketMeta| {
+            let mut addrs = [m.key.addr_lo, m.key.addr_hi];
+            addrs.sort();
+            let mut want = [home.octets(), dst.octets()];
+            want.sort();
+            addrs == want && (m.key.port_lo, m.key.port_hi) == (13000, 30000)
+        };
+        // As stated: the header's length.
+        let (metas, _) = decode(LinkType::Ipv6, &packet(whole));
+        assert!(home_key(&metas[0]));
+        assert_eq!(metas[0].ip_bytes, 40 + u32::from(whole));
+        // Stated shorter than the extension headers: the frame's length.
+        for short in [1, 12, 23] {
+            let p = packet(short);
+            let (metas, stats) = decode(LinkType::Ipv6, &p);
+            assert_eq!(metas.len(), 1, "payload length {short}: {stats:?}");
+            assert!(home_key(&metas[0]), "payload length {short}");
+            assert_eq!(metas[0].ip_bytes, p.len() as u32);
+            assert_eq!(stats.error_total(), 0);
+        }
+        // Cut inside the extension headers: nothing to stand for it.
+        let mut cut = packet(whole);
+        cut.truncate(40 + 20);
+        let (metas, stats) = decode(LinkType::Ipv6, &cut);
+        assert!(metas.is_empty());
+        assert_eq!(stats.error_total(), 1, "{stats:?}");
     }
 
     #[test]

@@ -412,6 +412,9 @@ enum Next<'a> {
     Ether(&'a [u8], TunnelType),
     Ip(&'a [u8], TunnelType),
     Gre(&'a [u8]),
+    /// A tunnel header that the packet cannot hold: the packet counts in
+    /// its own flow, and the frame is counted with this error.
+    Broken(DecodeError),
 }
 
 /// Decodes frames into [`PacketMeta`]s. One per capture thread.
@@ -1227,11 +1230,12 @@ impl Decoder {
         meta.ip_bytes = ip_bytes;
         emit(&meta);
 
-        if !matches!(next, Next::None) && ctx.depth >= MAX_DEPTH {
+        if !matches!(next, Next::None | Next::Broken(_)) && ctx.depth >= MAX_DEPTH {
             return err(DecodeError::TooDeep);
         }
         let inner = match next {
             Next::None => return Ok(true),
+            Next::Broken(e) => err(e),
             Next::Gre(g) => self.gre(g, outer, ctx, emit),
             Next::Ether(e, kind) => self.ether(e, ctx.inner(kind, outer), emit),
             Next::Ip(i, kind) => self.ip(i, ctx.inner(kind, outer), emit),
@@ -1295,26 +1299,26 @@ impl Decoder {
                 payload_len = u32::from(be16(l4, 4))
                     .saturating_sub(8)
                     .min(l4_total.saturating_sub(8));
+                // A payload too short for the tunnel header its port names
+                // is still this flow's packet (a client may pick port 4789
+                // or 6081); the frame is counted as an error after it.
                 let body = &l4[8..];
+                let short = Next::Broken(DecodeError::TunnelTruncated);
                 if dport == 4789 || (sport == 4789 && dport != 6081) {
-                    if body.len() < 8 {
-                        return err(DecodeError::TunnelTruncated);
-                    }
-                    if body[0] & 0x08 != 0 {
-                        next = Next::Ether(&body[8..], TunnelType::Vxlan);
-                    }
-                } else if dport == 6081 || sport == 6081 {
-                    if body.len() < 8 {
-                        return err(DecodeError::TunnelTruncated);
-                    }
-                    let hl = 8 + usize::from(body[0] & 0x3f) * 4;
-                    if body.len() < hl {
-                        return err(DecodeError::TunnelTruncated);
-                    }
-                    next = match be16(body, 2) {
-                        ETH_TEB => Next::Ether(&body[hl..], TunnelType::Geneve),
-                        ETH_IPV4 | ETH_IPV6 => Next::Ip(&body[hl..], TunnelType::Geneve),
+                    next = match body {
+                        b if b.len() < 8 => short,
+                        b if b[0] & 0x08 != 0 => Next::Ether(&b[8..], TunnelType::Vxlan),
                         _ => Next::None,
+                    };
+                } else if dport == 6081 || sport == 6081 {
+                    let hl = body.first().map_or(0, |b| 8 + usize::from(b & 0x3f) * 4);
+                    next = match body.get(hl..) {
+                        Some(inner) if body.len() >= 8 => match be16(body, 2) {
+                            ETH_TEB => Next::Ether(inner, TunnelType::Geneve),
+                            ETH_IPV4 | ETH_IPV6 => Next::Ip(inner, TunnelType::Geneve),
+                            _ => Next::None,
+                        },
+                        _ => short,
                     };
                 }
             }
@@ -1921,6 +1925,45 @@ mod tests {
         let (metas, stats) = decode(LinkType::Raw, &pkt);
         assert_eq!(metas.len(), usize::from(MAX_DEPTH) + 1);
         assert_eq!(stats.errors[DecodeError::TooDeep as usize], 1);
+    }
+
+    /// A UDP packet on the VXLAN or Geneve port whose payload cannot hold
+    /// the tunnel header it would be (a client that happened to pick port
+    /// 4789 or 6081, or a cut frame) is still a UDP packet of its flow: the
+    /// outer flow counts it, and the frame is counted as `tunnel_truncated`.
+    #[test]
+    fn udp_on_a_tunnel_port_too_short_for_its_header_keeps_the_outer_flow() {
+        let cases: [(u16, &[u8]); 5] = [
+            (4789, &[]),
+            (4789, &[0x08, 0, 0]),
+            (6081, &[0, 0, 0x65]),
+            // Geneve options of 63 × 4 bytes, in a 12-byte payload.
+            (6081, &[0x3f, 0, 0x65, 0x58, 0, 0, 1, 0, 0, 0, 0, 0]),
+            // A client port of 6081 to DNS (as the synthesizer's bulk traffic
+            // picks client ports), with a payload read as Geneve options.
+            (53, &[0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29]),
+        ];
+        for (dport, payload) in cases {
+            let sport: u16 = if dport == 53 { 6081 } else { 40000 };
+            let mut udp = [sport.to_be_bytes(), dport.to_be_bytes(), [0, 0], [0, 0]].concat();
+            udp.extend_from_slice(payload);
+            let len = udp.len() as u16;
+            udp[4..6].copy_from_slice(&len.to_be_bytes());
+            let ip = ipv4_with("192.0.2.10", "192.0.2.20", 17, &udp);
+            let (metas, stats) = decode(LinkType::Raw, &ip);
+            assert_eq!(metas.len(), 1, "port {dport}, payload {payload:?}");
+            let m = metas[0];
+            assert_eq!((m.key.proto, m.tunnel.kind), (17, None));
+            // The source sorts lower (by address), so its port is `port_lo`.
+            assert_eq!(
+                (m.key.port_lo, m.key.port_hi, m.src_is_lo),
+                (sport, dport, true)
+            );
+            assert_eq!(m.payload_len as usize, payload.len());
+            assert_eq!(m.ip_bytes as usize, ip.len());
+            assert_eq!(stats.errors[DecodeError::TunnelTruncated as usize], 1);
+            assert_eq!(stats.errors.iter().sum::<u64>(), 1);
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use vigil_proto::{ConnState, EndReason, TunnelType};
+use vigil_sensor::decode::DecodeError;
 use vigil_sensor::synth::{
     self, BulkConfig, Encap, FrameSize, L4, PacketSpec, ProbeAnswer, Scenario, fragment_frames, tcp,
 };
@@ -392,6 +393,42 @@ fn vlan_and_mpls_are_decoded_and_vlan_keys_the_flow() {
         recs.iter()
             .all(|r| r.community_id.to_string().starts_with("1:"))
     );
+}
+
+/// Every flow the synthesizer writes comes out as one record holding all
+/// its packets. Its bulk clients take ports 1024 upwards, so some pick the
+/// VXLAN and Geneve ports (4789, 6081): a UDP payload too short to be the
+/// tunnel it would be is counted as `tunnel_truncated` and still belongs to
+/// its flow (it once lost the flow).
+#[test]
+fn every_synthesized_flow_is_reported_also_on_the_tunnel_ports() {
+    let cfg_bulk = BulkConfig {
+        packets: 200_000,
+        flows: 200_000,
+        frame: FrameSize::Fixed(64),
+        ..BulkConfig::default()
+    };
+    let bytes = cfg_bulk.to_pcap_bytes();
+    for workers in [1, 2] {
+        let (recs, report) = run_bytes(&bytes, &config(workers, 256, FOREVER));
+        assert_eq!(recs.len(), 200_000, "{workers} workers");
+        assert_eq!(recs.iter().map(|r| r.packets()).sum::<u64>(), 200_000);
+        let on_tunnel_ports = recs
+            .iter()
+            .filter(|r| {
+                [r.src_port, r.dst_port]
+                    .iter()
+                    .any(|p| matches!(p, Some(4789 | 6081)))
+            })
+            .count();
+        assert!(
+            on_tunnel_ports >= 4,
+            "{on_tunnel_ports} flows on the tunnel ports"
+        );
+        let truncated = report.decode.errors[DecodeError::TunnelTruncated as usize];
+        assert!(truncated > 0);
+        assert_eq!(report.decode.error_total(), truncated);
+    }
 }
 
 #[test]

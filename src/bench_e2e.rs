@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use vigil_collector::query::{self, Filter, TimeRange, TopBy, TopKey};
 use vigil_collector::server::{self, CollectorConfig};
+use vigil_collector::store::IngestBatch;
+use vigil_collector::store::prelude::*;
 use vigil_collector::store::sqlite::{SqliteConfig, SqliteStore, Synchronous};
-use vigil_collector::store::{FlowStore, IngestBatch};
 use vigil_proto::{CommunityId, ConnState, EndReason, FlowRecord, History, Vlans};
 use vigil_sensor::export::grpc::{Exporter, ExporterConfig};
 use vigil_sensor::pipeline::{self, Input, LiveCounters, PipelineConfig};
@@ -260,7 +261,7 @@ impl Synthetic {
 
 /// The analysts' queries over the synthetic hour, timed on `store`, `runs`
 /// times each: the same list for the embedded store and ClickHouse.
-fn query_suite(store: &dyn FlowStore, t0: u64, runs: usize) -> Result<(), Failure> {
+fn query_suite(store: &dyn FlowQueries, t0: u64, runs: usize) -> Result<(), Failure> {
     let hour = TimeRange {
         since_ns: Some(t0),
         until_ns: Some(t0 + 3_600_000_000_000),

@@ -8,9 +8,10 @@ use anyhow::Context as _;
 use clap::Args;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use vigil_collector::query::{self, Filter, SeriesPoint, TimeRange, TopBy, TopKey, TopRow, Totals};
+use vigil_collector::store::SensorRecord;
 use vigil_collector::store::clickhouse::{ClickHouseConfig, ClickHouseStore};
+use vigil_collector::store::prelude::*;
 use vigil_collector::store::sqlite::SqliteStore;
-use vigil_collector::store::{FlowStore, SensorRecord};
 use vigil_proto::time::Rfc3339Nanos;
 use vigil_proto::{FlowRecord, pb};
 use vigil_sensor::export::{Format, RecordWriter};
@@ -99,7 +100,7 @@ pub fn parse_time(s: &str, now_ns: u64) -> Result<u64, String> {
 }
 
 enum Backend {
-    Local(Box<dyn FlowStore>),
+    Local(Box<dyn Store>),
     Remote(pb::query_client::QueryClient<Channel>),
 }
 

@@ -15,8 +15,12 @@
 pub mod config;
 pub mod detect;
 pub mod ingest;
+pub mod model;
 pub mod query;
 pub mod server;
 pub mod store;
 pub mod summary;
 pub mod webhook;
+
+#[cfg(test)]
+mod testutil;

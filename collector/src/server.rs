@@ -38,8 +38,9 @@ use vigil_proto::{FlowRecord, pb};
 use crate::detect::{AlertKind, DetectConfig, Engine, Severity};
 use crate::ingest::{Limits, Rejection, StreamState, validate};
 use crate::query::{Filter, TimeRange, TopBy, TopKey, parse};
+use crate::store::prelude::*;
 use crate::store::sqlite::{SqliteConfig, SqliteStore};
-use crate::store::{AlertQuery, CommitOutcome, FlowStore, IngestBatch, StoreError};
+use crate::store::{AlertQuery, CommitOutcome, IngestBatch, StoreError};
 use crate::webhook::{Webhook, WebhookConfig};
 
 /// Nanoseconds since the epoch, now.
@@ -142,6 +143,9 @@ pub enum CollectorError {
     /// The store failed to open.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A start-up task failed (panicked or was cancelled).
+    #[error("{0}: {1}")]
+    Task(&'static str, #[source] tokio::task::JoinError),
     /// The writer thread could not start.
     #[error("starting the writer thread: {0}")]
     Thread(#[source] std::io::Error),
@@ -171,7 +175,7 @@ struct Metrics {
 
 #[derive(Debug)]
 struct Shared {
-    store: Arc<dyn FlowStore>,
+    store: Arc<dyn Store>,
     limits: Limits,
     max_query_flows: u64,
     metrics: Metrics,
@@ -183,12 +187,6 @@ struct Shared {
     /// which would otherwise hold the graceful shutdown open forever.
     closing: tokio::sync::watch::Sender<bool>,
     webhook: Option<Webhook>,
-}
-
-impl std::fmt::Debug for dyn FlowStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("FlowStore")
-    }
 }
 
 /// Marks a sensor connected while a stream of it is open.
@@ -271,13 +269,13 @@ type ChunkStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::FlowChunk,
 /// A batch for the writer, and where its outcome goes.
 struct Job {
     batch: IngestBatch,
-    /// The first batch of its stream (see [`FlowStore::streams_opened`]).
+    /// The first batch of its stream (see [`IngestStore::streams_opened`]).
     opens_stream: bool,
     reply: oneshot::Sender<Result<CommitOutcome, Arc<StoreError>>>,
 }
 
 /// The writer thread: takes every batch waiting (up to the store's
-/// [`FlowStore::group_flows`]), from all streams, and commits them in one
+/// [`IngestStore::group_flows`]), from all streams, and commits them in one
 /// transaction (group commit), then answers each. One writer, because SQLite
 /// has one.
 fn writer(
@@ -1139,7 +1137,7 @@ pub async fn start(cfg: CollectorConfig) -> Result<RunningCollector, CollectorEr
     let dir = cfg.data_dir.clone();
     let store_cfg = cfg.store.clone();
     let clickhouse = cfg.clickhouse.clone();
-    let store = tokio::task::spawn_blocking(move || -> Result<Arc<dyn FlowStore>, StoreError> {
+    let store = tokio::task::spawn_blocking(move || -> Result<Arc<dyn Store>, StoreError> {
         Ok(match clickhouse {
             Some(ch) => {
                 let s = crate::store::clickhouse::ClickHouseStore::open(&ch)?;
@@ -1154,17 +1152,13 @@ pub async fn start(cfg: CollectorConfig) -> Result<RunningCollector, CollectorEr
         })
     })
     .await
-    .map_err(|e| {
-        CollectorError::Store(StoreError::Unrepresentable(format!(
-            "opening the store: {e}"
-        )))
-    })??;
+    .map_err(|e| CollectorError::Task("opening the store", e))??;
     start_with_store(cfg, store, tls).await
 }
 
 async fn start_with_store(
     cfg: CollectorConfig,
-    store: Arc<dyn FlowStore>,
+    store: Arc<dyn Store>,
     tls: Option<ServerTlsConfig>,
 ) -> Result<RunningCollector, CollectorError> {
     let listener = TcpListener::bind(cfg.listen)
@@ -1217,11 +1211,7 @@ async fn start_with_store(
             let store = shared.store.clone();
             let next = tokio::task::spawn_blocking(move || store.max_alert_id())
                 .await
-                .map_err(|e| {
-                    CollectorError::Store(StoreError::Unrepresentable(format!(
-                        "reading the alert ids: {e}"
-                    )))
-                })??
+                .map_err(|e| CollectorError::Task("reading the alert ids", e))??
                 + 1;
             let engine = Engine::new(d.clone(), next);
             tracing::info!(

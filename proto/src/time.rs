@@ -4,6 +4,15 @@
 //! flow record never allocates and always prints nine fractional digits.
 
 use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The wall clock, in nanoseconds since the epoch (0 before it). Vigil's one
+/// reading of the system clock: packet and event times come from the data.
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
 
 /// Nanoseconds since 1970-01-01T00:00:00Z, formatted as RFC 3339 in UTC with
 /// nanosecond precision, e.g. `2009-11-18T16:28:42.123456789Z`.

@@ -14,8 +14,9 @@ use vigil_collector::detect::config::Criticality;
 use vigil_collector::detect::{Alert, AlertKind, AlertUpdate, EvidenceRef, Severity};
 use vigil_collector::query::{TimeRange, TopBy, TopKey, parse};
 use vigil_collector::store::clickhouse::{ClickHouseConfig, ClickHouseStore};
+use vigil_collector::store::prelude::*;
 use vigil_collector::store::sqlite::{SqliteConfig, SqliteStore};
-use vigil_collector::store::{AlertQuery, CommitOutcome, FlowStore, IngestBatch};
+use vigil_collector::store::{AlertQuery, CommitOutcome, IngestBatch};
 use vigil_proto::FlowRecord;
 
 use crate::util::{config, corpus_dir, corpus_files, run_file};

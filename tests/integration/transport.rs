@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use prost::Message as _;
 use vigil_collector::query::{Filter, TimeRange};
 use vigil_collector::server::{self, CollectorConfig, RunningCollector, TlsFiles};
-use vigil_collector::store::FlowStore;
+use vigil_collector::store::prelude::*;
 use vigil_collector::store::sqlite::{SqliteConfig, SqliteStore, Synchronous};
 use vigil_proto::{FlowRecord, pb};
 use vigil_sensor::export::grpc::{ClientTls, DrainReport, ExportError, Exporter, ExporterConfig};

@@ -15,32 +15,7 @@ use vigil_proto::units::{check_duration, check_size};
 
 use super::nets::{Cidr, NetMap};
 
-/// How much an asset matters; drives severity.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Criticality {
-    /// Low.
-    Low,
-    /// Medium (the default).
-    #[default]
-    Medium,
-    /// High.
-    High,
-    /// Critical: life or safety depends on it.
-    Critical,
-}
-
-impl Criticality {
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Criticality::Low => "low",
-            Criticality::Medium => "medium",
-            Criticality::High => "high",
-            Criticality::Critical => "critical",
-        }
-    }
-}
+pub use crate::model::alert::Criticality;
 
 /// One `[[protected]]` entry, as written.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]

@@ -19,10 +19,10 @@ use std::sync::Arc;
 use hashbrown::HashMap;
 use vigil_proto::{ConnState, EndReason, FlowRecord};
 
-use super::alert::AlertKind;
 use super::config::{DetectConfig, FLOOD_CLASSES, FLOOD_METRICS};
 use super::window::Ring;
 use super::{Counts, Finding, FlowRef};
+use crate::model::alert::AlertKind;
 
 /// UDP services abused as reflectors, with their names.
 pub const REFLECTOR_PORTS: &[(u16, &str)] = &[

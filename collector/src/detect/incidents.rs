@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use hashbrown::{HashMap, HashSet};
 
-use super::alert::{Alert, AlertKind, EvidenceRef, Party, Severity};
 use super::config::DetectConfig;
-use super::{AlertUpdate, Counts, Finding};
+use super::{Counts, Finding};
+use crate::model::alert::{Alert, AlertKind, AlertUpdate, EvidenceRef, Party, Severity};
 
 /// Parties an incident keeps counts for; beyond, they are only counted.
 const MAX_PARTIES: usize = 100_000;

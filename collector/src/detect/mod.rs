@@ -13,7 +13,6 @@
 //! evidence younger than `incident_timeout`) updates that alert instead of
 //! raising another.
 
-pub mod alert;
 pub mod config;
 mod detectors;
 mod incidents;
@@ -25,7 +24,7 @@ use std::sync::Arc;
 
 use vigil_proto::FlowRecord;
 
-pub use alert::{Alert, AlertKind, EvidenceRef, Party, Severity};
+pub use crate::model::alert::{Alert, AlertKind, AlertUpdate, EvidenceRef, Party, Severity};
 pub use config::DetectConfig;
 
 use detectors::Detectors;
@@ -80,16 +79,6 @@ pub(crate) struct Finding {
     pub evidence: Vec<FlowRef>,
     /// Evidence flows beyond those listed.
     pub more_evidence: u64,
-}
-
-/// An alert opened or updated by one [`Engine::observe`] call.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AlertUpdate {
-    /// The alert as it stands, with only the evidence added by this update
-    /// in `alert.evidence` (the store appends it to what it has).
-    pub alert: Alert,
-    /// Whether this update opened the alert.
-    pub opened: bool,
 }
 
 /// Counters of the engine.

@@ -1,109 +1,53 @@
-//! Flow storage: one trait, engines behind it.
+//! Flow storage: narrow traits, one planner, two engines.
 //!
-//! [`FlowStore`] is what ingest and query need of a store. The embedded
-//! engine is SQLite ([`sqlite`]); the scale-out engine (ClickHouse) implements
-//! the same trait. Calls block: async callers run them on blocking threads.
+//! What a collector needs of a store is split by who needs it:
+//! [`IngestStore`] (commits with dedupe, for the writer), [`FlowQueries`]
+//! (filters, top-N, counts and series, for analysts), [`SensorRegistry`]
+//! (what is known of each sensor), [`Retention`], and [`AlertStore`]
+//! (alerts and the flows that are their evidence). [`Store`] is all of
+//! them, what an engine implements. Every trait speaks the plain types of
+//! [`crate::model`]; nothing here depends on detection, the query language
+//! or the server.
 //!
-//! Exactly-once: [`FlowStore::commit`] stores a batch's flows and its
-//! `(sensor_id, seq)` mark atomically. A sensor sends its batches in `seq`
-//! order and resends unacknowledged ones in the same order, so a batch whose
-//! `seq` is not above the sensor's highest committed `seq` has been stored
-//! before and is dropped as a duplicate.
+//! Questions about flows are planned once, dialect-free, by [`plan`]; the
+//! embedded engine ([`sqlite`]) and the scale-out engine ([`clickhouse`])
+//! only render plans in their SQL and run them. Calls block: async callers
+//! run them on blocking threads.
+//!
+//! Exactly-once: [`IngestStore::commit_many`] stores a batch's flows and
+//! its `(sensor_id, seq)` mark atomically. A sensor sends its batches in
+//! `seq` order and resends unacknowledged ones in the same order, so a
+//! batch whose `seq` is not above the sensor's highest committed `seq` has
+//! been stored before and is dropped as a duplicate.
 
 pub mod clickhouse;
+pub mod plan;
 pub mod sqlite;
 
 use std::io;
 use std::path::PathBuf;
 
 use thiserror::Error;
-use vigil_proto::{FlowRecord, pb};
+use vigil_proto::FlowRecord;
 
-use crate::detect::{Alert, AlertKind, AlertUpdate, EvidenceRef, Severity};
-use crate::query::{Filter, SeriesPoint, TimeRange, TopBy, TopKey, TopRow, Totals};
+pub use crate::model::alert::AlertQuery;
+use crate::model::alert::{Alert, AlertUpdate, EvidenceRef};
+pub use crate::model::ingest::{
+    CommitOutcome, IngestBatch, RetentionReport, SensorRecord, sum_stats,
+};
+use crate::model::query::{Filter, SeriesPoint, TimeRange, TopBy, TopKey, TopRow, Totals};
+use clickhouse::http::HttpError;
+use plan::{Aggregate, GroupValue, Rollup, Select};
 
-/// Which alerts to list.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct AlertQuery {
-    /// Alerts whose last evidence is at or after this, ns.
-    pub since_ns: Option<u64>,
-    /// Alerts whose first evidence is before this, ns.
-    pub until_ns: Option<u64>,
-    /// Only this kind.
-    pub kind: Option<AlertKind>,
-    /// Only this severity or above.
-    pub min_severity: Option<Severity>,
-    /// Only this asset.
-    pub asset: Option<String>,
-    /// At most this many, newest first (0: 1000).
-    pub limit: usize,
-}
-
-/// A validated batch from one sensor.
-#[derive(Clone, Debug)]
-pub struct IngestBatch {
-    /// The reporting sensor.
-    pub sensor_id: String,
-    /// The batch's sequence number (≥ 1).
-    pub seq: u64,
-    /// The flow records.
-    pub flows: Vec<FlowRecord>,
-    /// The sensor's counters when it sent the batch.
-    pub stats: Option<pb::SensorStats>,
-    /// Collector time of arrival, ns since the epoch.
-    pub received_ns: u64,
-}
-
-/// What [`FlowStore::commit`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CommitOutcome {
-    /// Stored, with this many sequence numbers skipped since the previous
-    /// batch of the sensor (batches its spool dropped).
-    Stored {
-        /// Missing sequence numbers before this batch.
-        gap: u64,
-    },
-    /// Stored before; nothing written but the duplicate count.
-    Duplicate,
-    /// Not stored: the batch came on a stream this collector opened before
-    /// another collector took the sensor over and fenced this one out (see
-    /// [`FlowStore::streams_opened`]). The stream must end; the sensor sends
-    /// the batch again on its next one.
-    Fenced,
-}
-
-/// What the store knows of a sensor.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct SensorRecord {
-    /// The sensor's id.
-    pub sensor_id: String,
-    /// Highest committed sequence number.
-    pub last_seq: u64,
-    /// Batches stored.
-    pub batches: u64,
-    /// Flow records stored.
-    pub flows: u64,
-    /// Duplicate batches dropped.
-    pub duplicates: u64,
-    /// Sequence numbers never received (the sensor's spool dropped them).
-    pub seq_gaps: u64,
-    /// Arrival of the latest stored batch, ns since the epoch.
-    pub last_seen_ns: u64,
-    /// Counters summed over the sensor's runs (spool counters: the latest).
-    pub stats: pb::SensorStats,
-}
-
-/// Flows held and removed by retention.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RetentionReport {
-    /// Flow records deleted.
-    pub deleted_flows: u64,
+/// Every store trait, for `use vigil_collector::store::prelude::*`.
+pub mod prelude {
+    pub use super::{AlertStore, FlowQueries, IngestStore, Retention, SensorRegistry, Store};
 }
 
 /// A store operation failed.
 #[derive(Debug, Error)]
 pub enum StoreError {
-    /// The database refused an operation.
+    /// SQLite refused an operation.
     #[error("{path}: {op}: {source}")]
     Sqlite {
         /// The database file.
@@ -113,6 +57,24 @@ pub enum StoreError {
         /// The database's error.
         #[source]
         source: rusqlite::Error,
+    },
+    /// ClickHouse refused an operation or could not be reached.
+    #[error("clickhouse: {op}: {source}")]
+    ClickHouse {
+        /// What was being done.
+        op: &'static str,
+        /// The error.
+        #[source]
+        source: HttpError,
+    },
+    /// Another collector sharing the ClickHouse database took one of this
+    /// collector's sensors over and fenced this one out: the batches of
+    /// the streams it had open are refused (their sensors send them again).
+    #[error("clickhouse: fenced out: another collector took a sensor of this one over ({source})")]
+    Fenced {
+        /// The failed insert.
+        #[source]
+        source: HttpError,
     },
     /// A file system operation failed.
     #[error("{path}: {source}")]
@@ -124,35 +86,54 @@ pub enum StoreError {
         source: io::Error,
     },
     /// Stored data does not decode: a bug or a damaged database.
-    #[error("{path}: corrupt row: {what}")]
+    #[error("{store}: corrupt data: {what}")]
     Corrupt {
-        /// The database file.
-        path: PathBuf,
+        /// The database file, or the ClickHouse database.
+        store: String,
         /// What did not decode.
         what: String,
     },
-    /// ClickHouse refused an operation or could not be reached.
-    #[error("clickhouse: {0}")]
-    ClickHouse(String),
+    /// The configuration names something the store cannot use.
+    #[error("{0}")]
+    Config(String),
     /// The query asks for something no store answers (a time series step
-    /// under a second, too many intervals).
+    /// under a second).
     #[error("query: {0}")]
     BadQuery(String),
-    /// The batch cannot be represented (a value beyond the store's range).
-    #[error("batch rejected by the store: {0}")]
-    Unrepresentable(String),
+    /// A value beyond what the store holds (integers up to 2^63 − 1).
+    #[error("{what} = {value} exceeds 2^63 - 1, the largest value the store holds")]
+    OutOfRange {
+        /// The field.
+        what: &'static str,
+        /// Its value.
+        value: u64,
+    },
+    /// A value that does not encode (an alert that is not JSON).
+    #[error("encoding {what}: {source}")]
+    Encode {
+        /// What was being encoded.
+        what: String,
+        /// The error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A bug: state left behind by a panicking thread, an engine breaking
+    /// its own contract.
+    #[error("internal error in the store: {0}")]
+    Internal(&'static str),
 }
 
-/// A flow store.
-pub trait FlowStore: Send + Sync {
-    /// Stores a batch and its dedupe mark in one transaction; returns after
-    /// the commit.
-    fn commit(&self, batch: &IngestBatch) -> Result<CommitOutcome, StoreError>;
-
+/// Ingest with dedupe: what the collector's writer needs.
+pub trait IngestStore: Send + Sync {
     /// Stores several batches in one transaction (group commit), in order;
-    /// all or none. The outcome of each, in order.
-    fn commit_many(&self, batches: &[&IngestBatch]) -> Result<Vec<CommitOutcome>, StoreError> {
-        batches.iter().map(|b| self.commit(b)).collect()
+    /// all or none. The outcome of each, in order. Returns after the commit.
+    fn commit_many(&self, batches: &[&IngestBatch]) -> Result<Vec<CommitOutcome>, StoreError>;
+
+    /// Stores one batch and its dedupe mark; returns after the commit.
+    fn commit(&self, batch: &IngestBatch) -> Result<CommitOutcome, StoreError> {
+        let mut out = self.commit_many(&[batch])?;
+        out.pop()
+            .ok_or(StoreError::Internal("a commit returned no outcome"))
     }
 
     /// These sensors opened a stream to this collector. Whatever the store
@@ -167,11 +148,24 @@ pub trait FlowStore: Send + Sync {
         Ok(())
     }
 
-    /// Most flows worth gathering into one [`FlowStore::commit_many`]: the
-    /// collector's writer takes every batch waiting, up to this.
+    /// Most flows worth gathering into one [`IngestStore::commit_many`]:
+    /// the collector's writer takes every batch waiting, up to this.
     fn group_flows(&self) -> usize {
         65_536
     }
+}
+
+/// Flow queries, planned by [`plan`] and run by the engine.
+pub trait FlowQueries: Send + Sync {
+    /// The roll-ups this engine keeps, which plans may read.
+    fn rollups(&self) -> &'static [Rollup];
+
+    /// The records a [`Select`] plan selects, oldest first, each with its
+    /// sensor id.
+    fn select(&self, plan: &Select) -> Result<Vec<(String, FlowRecord)>, StoreError>;
+
+    /// The rows of an [`Aggregate`] plan, in its order, at most its limit.
+    fn aggregate(&self, plan: &Aggregate) -> Result<Vec<(GroupValue, Totals)>, StoreError>;
 
     /// Flow records matching `filter` in `range`, oldest first, at most
     /// `limit`, each with its sensor id.
@@ -180,12 +174,17 @@ pub trait FlowStore: Send + Sync {
         filter: &Filter,
         range: TimeRange,
         limit: usize,
-    ) -> Result<Vec<(String, FlowRecord)>, StoreError>;
+    ) -> Result<Vec<(String, FlowRecord)>, StoreError> {
+        self.select(&plan::select(filter, range, limit))
+    }
 
     /// Totals over the records matching `filter` in `range`.
-    fn count(&self, filter: &Filter, range: TimeRange) -> Result<Totals, StoreError>;
+    fn count(&self, filter: &Filter, range: TimeRange) -> Result<Totals, StoreError> {
+        let rows = self.aggregate(&plan::count(filter, range, self.rollups()))?;
+        Ok(plan::totals(&rows))
+    }
 
-    /// The `limit` largest groups by `key`, ranked by `by`.
+    /// The `limit` largest groups by `key`, ranked by `by` (ties by key).
     fn top(
         &self,
         filter: &Filter,
@@ -193,26 +192,42 @@ pub trait FlowStore: Send + Sync {
         key: TopKey,
         by: TopBy,
         limit: usize,
-    ) -> Result<Vec<TopRow>, StoreError>;
+    ) -> Result<Vec<TopRow>, StoreError> {
+        let rows = self.aggregate(&plan::top(filter, range, key, by, limit, self.rollups()))?;
+        Ok(plan::top_rows(key, rows))
+    }
 
     /// Totals of the records matching `filter` in `range` per interval of
     /// `step_ns` (aligned to the epoch, by `first_seen`), oldest first: the
     /// intervals that hold flows, at most
-    /// [`MAX_SERIES_POINTS`](crate::query::MAX_SERIES_POINTS)` + 1` of them.
+    /// [`MAX_SERIES_POINTS`](crate::model::query::MAX_SERIES_POINTS)` + 1`
+    /// of them.
     fn series(
         &self,
         filter: &Filter,
         range: TimeRange,
         step_ns: u64,
-    ) -> Result<Vec<SeriesPoint>, StoreError>;
+    ) -> Result<Vec<SeriesPoint>, StoreError> {
+        let rows = self.aggregate(&plan::series(filter, range, step_ns, self.rollups())?)?;
+        Ok(plan::series_points(rows))
+    }
+}
 
-    /// Every sensor the store has heard of.
+/// What the store knows of each sensor.
+pub trait SensorRegistry: Send + Sync {
+    /// Every sensor the store has heard of, by id.
     fn sensors(&self) -> Result<Vec<SensorRecord>, StoreError>;
+}
 
+/// Retention of old flows.
+pub trait Retention: Send + Sync {
     /// Applies the configured retention at time `now_ns`. Flows that are
     /// the evidence of an alert are kept.
     fn enforce_retention(&self, now_ns: u64) -> Result<RetentionReport, StoreError>;
+}
 
+/// Alerts and their evidence.
+pub trait AlertStore: Send + Sync {
     /// Stores alerts opened or updated: each alert's row is replaced and
     /// the evidence it carries is added to what the store has.
     fn put_alerts(&self, updates: &[AlertUpdate]) -> Result<(), StoreError>;
@@ -233,25 +248,29 @@ pub trait FlowStore: Send + Sync {
     fn max_alert_id(&self) -> Result<u64, StoreError>;
 }
 
-/// Sums a sensor's per-run counters, given in the order of their latest
-/// report. Spool drop counters are cumulative over the spool's life, so the
-/// largest report wins; the spool's size is the latest report's.
-pub fn sum_stats(runs: impl IntoIterator<Item = pb::SensorStats>) -> pb::SensorStats {
-    let mut t = pb::SensorStats::default();
-    for s in runs {
-        t.packets += s.packets;
-        t.bytes += s.bytes;
-        t.kernel_drops += s.kernel_drops;
-        t.channel_full_drops += s.channel_full_drops;
-        t.flows_evicted += s.flows_evicted;
-        t.non_ip += s.non_ip;
-        for (k, v) in s.decode_errors {
-            *t.decode_errors.entry(k).or_default() += v;
-        }
-        t.spool_bytes = s.spool_bytes;
-        t.spool_dropped_batches = t.spool_dropped_batches.max(s.spool_dropped_batches);
-        t.spool_dropped_flows = t.spool_dropped_flows.max(s.spool_dropped_flows);
-        t.spool_corrupt_records = t.spool_corrupt_records.max(s.spool_corrupt_records);
+/// Everything a collector needs of one engine.
+pub trait Store: IngestStore + FlowQueries + SensorRegistry + Retention + AlertStore {}
+
+impl<T: IngestStore + FlowQueries + SensorRegistry + Retention + AlertStore> Store for T {}
+
+impl std::fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
     }
-    t
+}
+
+/// `v` as a stored integer (SQLite's and the alert tables' `i64`).
+pub(crate) fn i64_of(what: &'static str, value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::OutOfRange { what, value })
+}
+
+/// An alert's stored body: the alert as JSON, without its evidence list
+/// (kept apart, one row per reference).
+pub(crate) fn alert_body(a: &Alert) -> Result<String, StoreError> {
+    let mut body = a.clone();
+    body.evidence = Vec::new();
+    serde_json::to_string(&body).map_err(|source| StoreError::Encode {
+        what: format!("alert {}", a.id),
+        source,
+    })
 }

@@ -1,9 +1,34 @@
 //! Alerts: what a detector concluded, against which asset, from where, with
-//! the ids of the flows that are its evidence.
+//! the ids of the flows that are its evidence; and the query that lists them.
 
 use serde::{Deserialize, Serialize};
 
-use super::config::Criticality;
+/// How much an asset matters; drives severity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Criticality {
+    /// Low.
+    Low,
+    /// Medium (the default).
+    #[default]
+    Medium,
+    /// High.
+    High,
+    /// Critical: life or safety depends on it.
+    Critical,
+}
+
+impl Criticality {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Criticality::Low => "low",
+            Criticality::Medium => "medium",
+            Criticality::High => "high",
+            Criticality::Critical => "critical",
+        }
+    }
+}
 
 /// What was detected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -305,4 +330,31 @@ impl From<&Alert> for vigil_proto::pb::Alert {
             opened: false,
         }
     }
+}
+
+/// An alert opened or updated by one detection round.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertUpdate {
+    /// The alert as it stands, with only the evidence added by this update
+    /// in `alert.evidence` (the store appends it to what it has).
+    pub alert: Alert,
+    /// Whether this update opened the alert.
+    pub opened: bool,
+}
+
+/// Which alerts to list.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AlertQuery {
+    /// Alerts whose last evidence is at or after this, ns.
+    pub since_ns: Option<u64>,
+    /// Alerts whose first evidence is before this, ns.
+    pub until_ns: Option<u64>,
+    /// Only this kind.
+    pub kind: Option<AlertKind>,
+    /// Only this severity or above.
+    pub min_severity: Option<Severity>,
+    /// Only this asset.
+    pub asset: Option<String>,
+    /// At most this many, newest first (0: 1000).
+    pub limit: usize,
 }

@@ -1,0 +1,89 @@
+//! What ingest hands the store and what the store reports back: a
+//! validated batch, the outcome of committing it, what is known of each
+//! sensor, and what retention removed.
+
+use vigil_proto::{FlowRecord, pb};
+
+/// A validated batch from one sensor.
+#[derive(Clone, Debug)]
+pub struct IngestBatch {
+    /// The reporting sensor.
+    pub sensor_id: String,
+    /// The batch's sequence number (≥ 1).
+    pub seq: u64,
+    /// The flow records.
+    pub flows: Vec<FlowRecord>,
+    /// The sensor's counters when it sent the batch.
+    pub stats: Option<pb::SensorStats>,
+    /// Collector time of arrival, ns since the epoch.
+    pub received_ns: u64,
+}
+
+/// What [`IngestStore::commit`](crate::store::IngestStore::commit) did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Stored, with this many sequence numbers skipped since the previous
+    /// batch of the sensor (batches its spool dropped).
+    Stored {
+        /// Missing sequence numbers before this batch.
+        gap: u64,
+    },
+    /// Stored before; nothing written but the duplicate count.
+    Duplicate,
+    /// Not stored: the batch came on a stream this collector opened before
+    /// another collector took the sensor over and fenced this one out (see
+    /// [`IngestStore::streams_opened`](crate::store::IngestStore::streams_opened)). The stream must end; the sensor sends
+    /// the batch again on its next one.
+    Fenced,
+}
+
+/// What the store knows of a sensor.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SensorRecord {
+    /// The sensor's id.
+    pub sensor_id: String,
+    /// Highest committed sequence number.
+    pub last_seq: u64,
+    /// Batches stored.
+    pub batches: u64,
+    /// Flow records stored.
+    pub flows: u64,
+    /// Duplicate batches dropped.
+    pub duplicates: u64,
+    /// Sequence numbers never received (the sensor's spool dropped them).
+    pub seq_gaps: u64,
+    /// Arrival of the latest stored batch, ns since the epoch.
+    pub last_seen_ns: u64,
+    /// Counters summed over the sensor's runs (spool counters: the latest).
+    pub stats: pb::SensorStats,
+}
+
+/// Flows held and removed by retention.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Flow records deleted.
+    pub deleted_flows: u64,
+}
+
+/// Sums a sensor's per-run counters, given in the order of their latest
+/// report. Spool drop counters are cumulative over the spool's life, so the
+/// largest report wins; the spool's size is the latest report's.
+pub fn sum_stats(runs: impl IntoIterator<Item = pb::SensorStats>) -> pb::SensorStats {
+    let mut t = pb::SensorStats::default();
+    for s in runs {
+        t.packets += s.packets;
+        t.bytes += s.bytes;
+        t.kernel_drops += s.kernel_drops;
+        t.channel_full_drops += s.channel_full_drops;
+        t.flows_evicted += s.flows_evicted;
+        t.non_ip += s.non_ip;
+        for (k, v) in s.decode_errors {
+            *t.decode_errors.entry(k).or_default() += v;
+        }
+        t.spool_bytes = s.spool_bytes;
+        t.spool_dropped_batches = t.spool_dropped_batches.max(s.spool_dropped_batches);
+        t.spool_dropped_flows = t.spool_dropped_flows.max(s.spool_dropped_flows);
+        t.spool_corrupt_records = t.spool_corrupt_records.max(s.spool_corrupt_records);
+    }
+    t
+}

@@ -1,0 +1,161 @@
+//! Helpers for the crate's unit tests: a deterministic generator of flow
+//! records, and an embedded store filled with them.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use vigil_proto::wire::ip_to_bytes;
+use vigil_proto::{
+    CommunityId, ConnState, EndReason, FlowRecord, History, TunnelInfo, TunnelType, Vlans, pb,
+    proto_name,
+};
+
+use crate::model::ingest::{CommitOutcome, IngestBatch};
+use crate::model::query::{Filter, TimeRange, TopBy, TopKey, TopRow, Totals};
+use crate::store::IngestStore;
+use crate::store::plan::NS_PER_MIN;
+use crate::store::sqlite::{SqliteConfig, SqliteStore};
+
+/// A small deterministic generator (xorshift).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+pub const T0: u64 = 1_700_000_000_000_000_000;
+
+pub fn record(rng: &mut Rng, i: u64) -> FlowRecord {
+    let proto = [6u8, 17, 1, 58, 47][rng.below(5) as usize];
+    let v6 = proto == 58 || rng.below(8) == 0;
+    let ip = |rng: &mut Rng| -> IpAddr {
+        if v6 {
+            IpAddr::from([
+                0x2001,
+                0xdb8,
+                0,
+                0,
+                0,
+                0,
+                rng.below(4) as u16,
+                rng.below(8) as u16,
+            ])
+        } else {
+            IpAddr::from([10, rng.below(3) as u8, 0, rng.below(10) as u8])
+        }
+    };
+    let ports = vigil_proto::flow::proto_has_ports(proto);
+    let mut history = History::default();
+    history.push(b'S');
+    let first = T0 + rng.below(3 * NS_PER_MIN) + i;
+    FlowRecord {
+        flow_id: i,
+        first_seen_ns: first,
+        last_seen_ns: first + rng.below(1_000_000_000),
+        proto,
+        src_ip: ip(rng),
+        src_port: ports.then(|| 1024 + rng.below(4) as u16),
+        dst_ip: ip(rng),
+        dst_port: ports.then(|| [53u16, 80, 443, 502][rng.below(4) as usize]),
+        vlan: Vlans::new(rng.below(3) as u16 * 100, 0),
+        fwd_packets: 1 + rng.below(10),
+        fwd_bytes: 40 + rng.below(10_000),
+        rev_packets: rng.below(10),
+        rev_bytes: rng.below(10_000),
+        fwd_tcp_flags: rng.below(256) as u8,
+        rev_tcp_flags: rng.below(256) as u8,
+        fwd_initial_tcp_flags: 2,
+        rev_initial_tcp_flags: 0x12,
+        conn_state: ConnState::ALL[rng.below(13) as usize],
+        history,
+        end_reason: EndReason::ALL[rng.below(8) as usize],
+        community_id: CommunityId([rng.below(4) as u8; 20]),
+        tunnel: (rng.below(10) == 0).then(|| TunnelInfo {
+            kind: TunnelType::Vxlan,
+            outer_src: "192.0.2.1".parse().unwrap(),
+            outer_dst: "2001:db8::9".parse().unwrap(),
+        }),
+    }
+}
+
+pub fn batch(sensor: &str, seq: u64, flows: Vec<FlowRecord>) -> IngestBatch {
+    IngestBatch {
+        sensor_id: sensor.into(),
+        seq,
+        flows,
+        stats: Some(pb::SensorStats {
+            run_id: 7,
+            packets: seq * 10,
+            ..Default::default()
+        }),
+        received_ns: T0 + seq,
+    }
+}
+
+pub fn filled() -> (tempfile::TempDir, SqliteStore, Vec<(String, FlowRecord)>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), SqliteConfig::default()).unwrap();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut all = Vec::new();
+    for seq in 1..=20u64 {
+        let sensor = if seq % 2 == 0 { "alpha" } else { "beta" };
+        let flows: Vec<_> = (0..50).map(|i| record(&mut rng, seq * 100 + i)).collect();
+        all.extend(flows.iter().map(|f| (sensor.to_string(), f.clone())));
+        assert!(matches!(
+            store.commit(&batch(sensor, seq, flows)).unwrap(),
+            CommitOutcome::Stored { .. }
+        ));
+    }
+    all.sort_by_key(|(_, f)| f.first_seen_ns);
+    (dir, store, all)
+}
+
+/// Top-N computed in memory, as the stores must answer it.
+pub fn top_in_memory(
+    all: &[(String, FlowRecord)],
+    f: &Filter,
+    range: TimeRange,
+    key: TopKey,
+    by: TopBy,
+    n: usize,
+) -> Vec<TopRow> {
+    let mut m: BTreeMap<String, (Totals, Vec<u8>)> = BTreeMap::new();
+    for (s, r) in all {
+        if !f.matches(r, s) || !range.contains(r.first_seen_ns) {
+            continue;
+        }
+        let (k, sort): (String, Vec<u8>) = match key {
+            TopKey::Src => (r.src_ip.to_string(), ip_to_bytes(r.src_ip)),
+            TopKey::Dst => (r.dst_ip.to_string(), ip_to_bytes(r.dst_ip)),
+            TopKey::DstPort => match r.dst_port {
+                Some(p) => (p.to_string(), p.to_be_bytes().to_vec()),
+                None => continue,
+            },
+            TopKey::SrcPort => match r.src_port {
+                Some(p) => (p.to_string(), p.to_be_bytes().to_vec()),
+                None => continue,
+            },
+            TopKey::Proto => (proto_name(r.proto).to_string(), vec![r.proto]),
+        };
+        let e = m.entry(k).or_insert((Totals::default(), sort));
+        e.0.add(Totals {
+            flows: 1,
+            packets: r.packets(),
+            bytes: r.bytes(),
+        });
+    }
+    let mut v: Vec<_> = m.into_iter().collect();
+    v.sort_by(|a, b| b.1.0.by(by).cmp(&a.1.0.by(by)).then(a.1.1.cmp(&b.1.1)));
+    v.into_iter()
+        .take(n)
+        .map(|(key, (totals, _))| TopRow { key, totals })
+        .collect()
+}

@@ -539,10 +539,10 @@ pub trait Dialect {
 
     /// Appends `FROM flows WHERE ` and the range's bounds on `first_seen`,
     /// each followed by ` AND `.
-    fn from_flows(&mut self, range: TimeRange);
+    fn source_flows(&mut self, range: TimeRange);
 
     /// Appends `FROM` the roll-up ` WHERE ` its minutes `from..to` ` AND `.
-    fn from_rollup(&mut self, rollup: Rollup, from: u64, to: u64);
+    fn source_rollup(&mut self, rollup: Rollup, from: u64, to: u64);
 
     /// An expression for the sum of column `col` over a group, as an
     /// unsigned 64-bit integer.
@@ -601,13 +601,13 @@ pub fn write_aggregate(d: &mut impl Dialect, a: &Aggregate) {
         match part.source {
             Source::Flows(range) => {
                 d.push(&format!("SELECT {g} AS g, {} ", d.counts(false)));
-                d.from_flows(range);
+                d.source_flows(range);
                 write_cond(d, &part.cond);
                 d.push(" GROUP BY g");
             }
             Source::Rollup { rollup, from, to } => {
                 d.push(&format!("SELECT {g} AS g, {} ", d.counts(true)));
-                d.from_rollup(rollup, from, to);
+                d.source_rollup(rollup, from, to);
                 write_cond(d, &part.cond);
             }
         }

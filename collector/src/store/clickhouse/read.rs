@@ -165,12 +165,12 @@ impl Dialect for Sql<'_> {
         }
     }
 
-    fn from_flows(&mut self, range: TimeRange) {
+    fn source_flows(&mut self, range: TimeRange) {
         let _ = write!(self.text, "FROM {}.flows WHERE ", self.db);
         self.time(range);
     }
 
-    fn from_rollup(&mut self, rollup: Rollup, from: u64, to: u64) {
+    fn source_rollup(&mut self, rollup: Rollup, from: u64, to: u64) {
         let _ = write!(
             self.text,
             "FROM {}.{} WHERE minute >= {from} AND minute < {to} AND ",

@@ -153,12 +153,12 @@ impl Dialect for Sql {
         }
     }
 
-    fn from_flows(&mut self, range: TimeRange) {
+    fn source_flows(&mut self, range: TimeRange) {
         self.push("FROM flows f WHERE ");
         self.time(range);
     }
 
-    fn from_rollup(&mut self, rollup: Rollup, from: u64, to: u64) {
+    fn source_rollup(&mut self, rollup: Rollup, from: u64, to: u64) {
         self.push(&format!(
             "FROM {} r WHERE r.minute >= ? AND r.minute < ? AND ",
             rollup.table()

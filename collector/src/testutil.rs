@@ -1,17 +1,13 @@
 //! Helpers for the crate's unit tests: a deterministic generator of flow
 //! records, and an embedded store filled with them.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use vigil_proto::wire::ip_to_bytes;
 use vigil_proto::{
     CommunityId, ConnState, EndReason, FlowRecord, History, TunnelInfo, TunnelType, Vlans, pb,
-    proto_name,
 };
 
 use crate::model::ingest::{CommitOutcome, IngestBatch};
-use crate::model::query::{Filter, TimeRange, TopBy, TopKey, TopRow, Totals};
 use crate::store::IngestStore;
 use crate::store::plan::NS_PER_MIN;
 use crate::store::sqlite::{SqliteConfig, SqliteStore};
@@ -116,46 +112,4 @@ pub fn filled() -> (tempfile::TempDir, SqliteStore, Vec<(String, FlowRecord)>) {
     }
     all.sort_by_key(|(_, f)| f.first_seen_ns);
     (dir, store, all)
-}
-
-/// Top-N computed in memory, as the stores must answer it.
-pub fn top_in_memory(
-    all: &[(String, FlowRecord)],
-    f: &Filter,
-    range: TimeRange,
-    key: TopKey,
-    by: TopBy,
-    n: usize,
-) -> Vec<TopRow> {
-    let mut m: BTreeMap<String, (Totals, Vec<u8>)> = BTreeMap::new();
-    for (s, r) in all {
-        if !f.matches(r, s) || !range.contains(r.first_seen_ns) {
-            continue;
-        }
-        let (k, sort): (String, Vec<u8>) = match key {
-            TopKey::Src => (r.src_ip.to_string(), ip_to_bytes(r.src_ip)),
-            TopKey::Dst => (r.dst_ip.to_string(), ip_to_bytes(r.dst_ip)),
-            TopKey::DstPort => match r.dst_port {
-                Some(p) => (p.to_string(), p.to_be_bytes().to_vec()),
-                None => continue,
-            },
-            TopKey::SrcPort => match r.src_port {
-                Some(p) => (p.to_string(), p.to_be_bytes().to_vec()),
-                None => continue,
-            },
-            TopKey::Proto => (proto_name(r.proto).to_string(), vec![r.proto]),
-        };
-        let e = m.entry(k).or_insert((Totals::default(), sort));
-        e.0.add(Totals {
-            flows: 1,
-            packets: r.packets(),
-            bytes: r.bytes(),
-        });
-    }
-    let mut v: Vec<_> = m.into_iter().collect();
-    v.sort_by(|a, b| b.1.0.by(by).cmp(&a.1.0.by(by)).then(a.1.1.cmp(&b.1.1)));
-    v.into_iter()
-        .take(n)
-        .map(|(key, (totals, _))| TopRow { key, totals })
-        .collect()
 }

@@ -15,11 +15,10 @@ use vigil_collector::detect::{Alert, AlertKind, AlertUpdate, EvidenceRef, Severi
 use vigil_collector::query::{TimeRange, TopBy, TopKey, parse};
 use vigil_collector::store::clickhouse::{ClickHouseConfig, ClickHouseStore};
 use vigil_collector::store::prelude::*;
-use vigil_collector::store::sqlite::{SqliteConfig, SqliteStore};
 use vigil_collector::store::{AlertQuery, CommitOutcome, IngestBatch};
 use vigil_proto::FlowRecord;
 
-use crate::util::{config, corpus_dir, corpus_files, run_file};
+use crate::util::{corpus_dir, corpus_files};
 
 struct Server {
     url: String,
@@ -184,7 +183,7 @@ fn store() -> Option<ClickHouseStore> {
     let s = match server() {
         Ok(s) => s,
         Err(why) => {
-            eprintln!("skipped: {why}");
+            crate::util::skip(why);
             return None;
         }
     };
@@ -224,35 +223,49 @@ fn batch(sensor: &str, seq: u64, flows: Vec<FlowRecord>) -> IngestBatch {
 
 /// The corpus (or, without it, one synthesized capture) as records.
 fn records() -> Vec<FlowRecord> {
-    let cfg = config(1, 256, Duration::from_secs(60));
-    match corpus_dir() {
-        Some(d) => corpus_files(&d)
-            .iter()
-            .flat_map(|f| run_file(f, &cfg).0)
-            .collect(),
-        None => {
-            let bulk = vigil_sensor::synth::BulkConfig {
-                packets: 20_000,
-                flows: 1_000,
-                ..vigil_sensor::synth::BulkConfig::default()
-            };
-            crate::util::run_bytes(&bulk.to_pcap_bytes(), &cfg).0
+    crate::query::corpus_records()
+}
+
+/// The corpus in ClickHouse, batch for batch as in the embedded store of
+/// [`crate::query::stored_corpus`]; made once per test process.
+fn stored_corpus() -> Option<&'static ClickHouseStore> {
+    static S: OnceLock<Option<ClickHouseStore>> = OnceLock::new();
+    S.get_or_init(|| {
+        let ch = store()?;
+        let sq = crate::query::stored_corpus();
+        let all: Vec<FlowRecord> = sq.records.iter().map(|(_, r)| r.clone()).collect();
+        for b in crate::query::corpus_batches(&all) {
+            assert_eq!(ch.commit(&b).unwrap(), CommitOutcome::Stored { gap: 0 });
         }
-    }
+        Some(ch)
+    })
+    .as_ref()
+}
+
+#[test]
+fn random_filters_give_the_same_answers_on_sqlite_and_clickhouse() {
+    let Some(ch) = stored_corpus() else { return };
+    let sq = crate::query::stored_corpus();
+    let v = crate::query::Vocabulary::of(&sq.records);
+    let strategy = (v.filter(), v.range(), crate::query::shape());
+    crate::query::runner(64)
+        .run(&strategy, |(text, range, shape)| {
+            // Both against the same reference: so against each other.
+            crate::query::check_against_memory(&sq.store, &sq.records, &text, range, shape)?;
+            crate::query::check_against_memory(ch, &sq.records, &text, range, shape)
+        })
+        .unwrap();
 }
 
 #[test]
 fn the_same_queries_give_the_same_answers_on_sqlite_and_clickhouse() {
-    let Some(ch) = store() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let sq = SqliteStore::open(dir.path(), SqliteConfig::default()).unwrap();
-    let all = records();
-    // Two sensors, batches of 500.
-    for (i, chunk) in all.chunks(500).enumerate() {
-        let sensor = if i % 2 == 0 { "s-even" } else { "s-odd" };
-        let b = batch(sensor, i as u64 / 2 + 1, chunk.to_vec());
-        assert_eq!(sq.commit(&b).unwrap(), ch.commit(&b).unwrap());
-    }
+    let Some(ch) = stored_corpus() else { return };
+    let sq = &crate::query::stored_corpus().store;
+    let all: Vec<FlowRecord> = crate::query::stored_corpus()
+        .records
+        .iter()
+        .map(|(_, r)| r.clone())
+        .collect();
     let stored = ch
         .flows(&parse("").unwrap(), TimeRange::default(), usize::MAX)
         .unwrap();
@@ -831,7 +844,7 @@ fn inputs() -> Vec<PathBuf> {
 #[test]
 fn sensor_to_collector_to_clickhouse_loses_nothing_when_clickhouse_dies() {
     if let Err(why) = clickhouse_bin() {
-        eprintln!("skipped: {why}");
+        crate::util::skip(&why);
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -1244,9 +1257,12 @@ fn vigil_query_reads_clickhouse_directly() {
 /// this also holds the shim to naming the columns it inserts.)
 #[test]
 fn inserts_name_their_columns() {
-    let Some(s) = server().ok() else {
-        eprintln!("skipped: no ClickHouse server");
-        return;
+    let s = match server() {
+        Ok(s) => s,
+        Err(why) => {
+            crate::util::skip(why);
+            return;
+        }
     };
     let db = format!("vigil_test_{}_order", std::process::id());
     let http =

@@ -42,7 +42,7 @@ fn unavailable() -> Option<String> {
 macro_rules! require_live {
     () => {
         if let Some(why) = unavailable() {
-            eprintln!("skipped: {why}");
+            crate::util::skip(&why);
             return;
         }
     };

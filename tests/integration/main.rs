@@ -7,5 +7,6 @@ mod corpus;
 mod detection;
 mod engine;
 mod live;
+mod query;
 mod transport;
 mod util;

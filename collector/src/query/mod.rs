@@ -6,6 +6,7 @@
 //! into query text. [`Filter::matches`] evaluates the same plan over a record
 //! in memory: tests hold the stores' answers against it.
 
+pub mod memory;
 pub mod parse;
 
 pub use crate::model::query::{

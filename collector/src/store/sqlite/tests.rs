@@ -9,10 +9,11 @@ use vigil_proto::FlowRecord;
 use super::*;
 use crate::model::alert::AlertQuery;
 use crate::model::query::{Filter, TimeRange, TopBy, TopKey};
+use crate::query::memory;
 use crate::store::CommitOutcome;
 use crate::store::plan::NS_PER_MIN;
 use crate::store::prelude::*;
-use crate::testutil::{Rng, T0, batch, filled, record, top_in_memory};
+use crate::testutil::{Rng, T0, batch, filled, record};
 
 #[test]
 fn records_round_trip_through_the_store() {
@@ -52,7 +53,7 @@ fn top_n_from_roll_ups_equals_top_n_from_flows() {
             TopKey::Proto,
         ] {
             for by in [TopBy::Bytes, TopBy::Packets, TopBy::Flows] {
-                let want = top_in_memory(&all, &Filter::All, range, key, by, 5);
+                let want = memory::top(&all, &Filter::All, range, key, by, 5);
                 let got = store.top(&Filter::All, range, key, by, 5).unwrap();
                 assert_eq!(got, want, "{key:?} by {by:?} in {range:?}");
                 // The same through the flows table (a filter that keeps everything).

@@ -1,0 +1,297 @@
+//! The query language, the planner and the stores against the reference
+//! answers computed in memory (`vigil_collector::query::memory`): random
+//! filters from the grammar, over random time ranges, on the corpus stored
+//! in the embedded store. The same filters on ClickHouse are in
+//! `clickhouse.rs`.
+
+use std::net::IpAddr;
+use std::sync::OnceLock;
+
+use proptest::prelude::*;
+use proptest::sample::select;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use vigil_collector::query::{TimeRange, TopBy, TopKey, memory, parse};
+use vigil_collector::store::IngestBatch;
+use vigil_collector::store::prelude::*;
+use vigil_collector::store::sqlite::{SqliteConfig, SqliteStore};
+use vigil_proto::wire::ip_to_bytes;
+use vigil_proto::{ConnState, FlowRecord};
+
+use crate::util::{config, corpus_dir, corpus_files, run_bytes, run_file};
+
+const NS_PER_MIN: u64 = 60_000_000_000;
+
+/// The corpus as records (or, without it, one synthesized capture), in
+/// the order they are stored.
+pub fn corpus_records() -> Vec<FlowRecord> {
+    let cfg = config(1, 256, std::time::Duration::from_secs(60));
+    match corpus_dir() {
+        Some(d) => corpus_files(&d)
+            .iter()
+            .flat_map(|f| run_file(f, &cfg).0)
+            .collect(),
+        None => {
+            let bulk = vigil_sensor::synth::BulkConfig {
+                packets: 20_000,
+                flows: 1_000,
+                ..vigil_sensor::synth::BulkConfig::default()
+            };
+            run_bytes(&bulk.to_pcap_bytes(), &cfg).0
+        }
+    }
+}
+
+/// Records as batches of 500 from two sensors, alternately.
+pub fn corpus_batches(all: &[FlowRecord]) -> Vec<IngestBatch> {
+    all.chunks(500)
+        .enumerate()
+        .map(|(i, chunk)| IngestBatch {
+            sensor_id: if i % 2 == 0 { "s-even" } else { "s-odd" }.into(),
+            seq: i as u64 / 2 + 1,
+            flows: chunk.to_vec(),
+            stats: None,
+            received_ns: 1_700_000_000_000_000_000 + i as u64,
+        })
+        .collect()
+}
+
+/// The corpus stored in an embedded store, and the stored records in
+/// storage order, each with its sensor.
+pub struct Stored {
+    _dir: tempfile::TempDir,
+    /// The store.
+    pub store: SqliteStore,
+    /// What it holds.
+    pub records: Vec<(String, FlowRecord)>,
+}
+
+/// The corpus in an embedded store, made once per test process.
+pub fn stored_corpus() -> &'static Stored {
+    static S: OnceLock<Stored> = OnceLock::new();
+    S.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), SqliteConfig::default()).unwrap();
+        let mut records = Vec::new();
+        for b in corpus_batches(&corpus_records()) {
+            store.commit(&b).unwrap();
+            records.extend(b.flows.iter().map(|r| (b.sensor_id.clone(), r.clone())));
+        }
+        Stored {
+            _dir: dir,
+            store,
+            records,
+        }
+    })
+}
+
+/// What random filters are made of: values taken from the stored records,
+/// so that filters select something, and a few that match nothing.
+#[derive(Clone, Debug)]
+pub struct Vocabulary {
+    addrs: Vec<IpAddr>,
+    ports: Vec<u16>,
+    vlans: Vec<u16>,
+    sensors: Vec<String>,
+    cids: Vec<String>,
+    first_ns: (u64, u64),
+}
+
+impl Vocabulary {
+    /// Values of `records` (every tenth, and the extremes).
+    pub fn of(records: &[(String, FlowRecord)]) -> Vocabulary {
+        let mut v = Vocabulary {
+            addrs: vec![
+                "192.0.2.77".parse().unwrap(),
+                "2001:db8::77".parse().unwrap(),
+            ],
+            ports: vec![0, 53, 80, 443, 502, 65535],
+            vlans: vec![1, 4095],
+            sensors: vec!["s-even".into(), "s-odd".into(), "nosuch".into()],
+            cids: vec!["1:AAAAAAAAAAAAAAAAAAAAAAAAAAA=".into()],
+            first_ns: (u64::MAX, 0),
+        };
+        for (i, (_, r)) in records.iter().enumerate() {
+            v.first_ns = (
+                v.first_ns.0.min(r.first_seen_ns),
+                v.first_ns.1.max(r.first_seen_ns),
+            );
+            if i % 10 != 0 {
+                continue;
+            }
+            v.addrs.extend([r.src_ip, r.dst_ip]);
+            v.ports.extend(r.src_port.into_iter().chain(r.dst_port));
+            v.vlans.extend(r.vlan.as_slice());
+            v.cids.push(r.community_id.to_string());
+        }
+        if v.first_ns.0 > v.first_ns.1 {
+            v.first_ns = (0, 0);
+        }
+        v
+    }
+
+    fn primitive(&self) -> BoxedStrategy<String> {
+        let dir = || select(vec!["", "src ", "dst "]);
+        let cidr = (select(self.addrs.clone()), 0u8..=128).prop_map(|(a, len)| {
+            let len = if a.is_ipv4() { len % 33 } else { len };
+            format!("{a}/{len}")
+        });
+        prop_oneof![
+            (dir(), select(self.addrs.clone())).prop_map(|(d, a)| format!("{d}host {a}")),
+            (dir(), cidr).prop_map(|(d, n)| format!("{d}net {n}")),
+            (dir(), select(self.ports.clone())).prop_map(|(d, p)| format!("{d}port {p}")),
+            (dir(), select(self.ports.clone()), 0u16..4096)
+                .prop_map(|(d, p, w)| format!("{d}portrange {p}-{}", p.saturating_add(w))),
+            select(vec!["tcp", "udp", "icmp", "icmp6", "sctp", "gre", "esp"])
+                .prop_map(String::from),
+            select(vec![0u8, 1, 2, 6, 17, 41, 47, 50, 58, 132, 255])
+                .prop_map(|p| format!("proto {p}")),
+            select(vec!["ip4", "ip6", "inet", "inet6"]).prop_map(String::from),
+            select(self.vlans.clone()).prop_map(|v| format!("vlan {v}")),
+            select(ConnState::ALL.to_vec()).prop_map(|s| format!("state {}", s.as_str())),
+            (
+                select(vec!["bytes", "packets"]),
+                select(vec![">", "<", ">=", "<=", "="]),
+                prop_oneof![0u64..200, 0u64..100_000],
+            )
+                .prop_map(|(c, op, n)| format!("{c} {op} {n}")),
+            select(self.sensors.clone()).prop_map(|s| format!("sensor {s}")),
+            select(self.cids.clone()).prop_map(|c| format!("cid {c}")),
+        ]
+        .boxed()
+    }
+
+    /// A filter from the grammar: primitives joined by every spelling of
+    /// `and`, `or` and `not`, with and without parentheses, or nothing.
+    pub fn filter(&self) -> BoxedStrategy<String> {
+        let tree = self.primitive().prop_recursive(4, 24, 2, |inner| {
+            prop_oneof![
+                (
+                    inner.clone(),
+                    select(vec!["and", "&&", "or", "||"]),
+                    inner.clone()
+                )
+                    .prop_map(|(a, op, b)| format!("{a} {op} {b}")),
+                (inner.clone(), select(vec!["and", "or"]), inner.clone())
+                    .prop_map(|(a, op, b)| format!("({a}) {op} ({b})")),
+                (select(vec!["not ", "!"]), inner).prop_map(|(n, a)| format!("{n}({a})")),
+            ]
+        });
+        prop_oneof![1 => Just(String::new()), 20 => tree].boxed()
+    }
+
+    /// A time range over the records: unbounded, or bounded at random
+    /// points, some on whole minutes (the roll-ups' edges), some not.
+    pub fn range(&self) -> BoxedStrategy<TimeRange> {
+        let (lo, hi) = self.first_ns;
+        let point = (0u64..=1000, any::<bool>()).prop_map(move |(k, whole)| {
+            let t = lo.saturating_sub(NS_PER_MIN) + (hi - lo + 2 * NS_PER_MIN) / 1000 * k;
+            if whole {
+                t / NS_PER_MIN * NS_PER_MIN
+            } else {
+                t
+            }
+        });
+        (
+            proptest::option::of(point.clone()),
+            proptest::option::of(point),
+        )
+            .prop_map(|(a, b)| match (a, b) {
+                (Some(a), Some(b)) => TimeRange {
+                    since_ns: Some(a.min(b)),
+                    until_ns: Some(a.max(b)),
+                },
+                (since_ns, until_ns) => TimeRange { since_ns, until_ns },
+            })
+            .boxed()
+    }
+}
+
+/// One question: a top-N key and metric, a series step.
+pub fn shape() -> impl Strategy<Value = (TopKey, TopBy, u64)> {
+    (
+        select(vec![
+            TopKey::Src,
+            TopKey::Dst,
+            TopKey::DstPort,
+            TopKey::SrcPort,
+            TopKey::Proto,
+        ]),
+        select(vec![TopBy::Bytes, TopBy::Packets, TopBy::Flows]),
+        select(vec![1u64, 60, 300, 3600, 86_400]).prop_map(|s| s * 1_000_000_000),
+    )
+}
+
+/// A deterministic runner: `cases` cases, no files written.
+pub fn runner(cases: u32) -> TestRunner {
+    TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    })
+}
+
+/// Checks one store against the in-memory reference for one filter.
+pub fn check_against_memory(
+    store: &dyn FlowQueries,
+    records: &[(String, FlowRecord)],
+    text: &str,
+    range: TimeRange,
+    (key, by, step): (TopKey, TopBy, u64),
+) -> Result<(), TestCaseError> {
+    let f = parse(text).map_err(|e| TestCaseError::fail(format!("{text:?}: {e}")))?;
+    let ctx = format!("filter {text:?}, {range:?}");
+    prop_assert_eq!(
+        store.count(&f, range).unwrap(),
+        memory::count(records, &f, range),
+        "count, {}",
+        ctx
+    );
+    prop_assert_eq!(
+        store.top(&f, range, key, by, 10).unwrap(),
+        memory::top(records, &f, range, key, by, 10),
+        "top {:?} by {:?}, {}",
+        key,
+        by,
+        ctx
+    );
+    prop_assert_eq!(
+        store.series(&f, range, step).unwrap(),
+        memory::series(records, &f, range, step),
+        "series of {} s, {}",
+        step / 1_000_000_000,
+        ctx
+    );
+    let got = store.flows(&f, range, 100).unwrap();
+    let want = memory::flows(records, &f, range, 100);
+    prop_assert_eq!(got.len(), want.len(), "flows, {}", ctx);
+    // Ties in `first_seen` may come in another order at the limit.
+    let key_of = |v: &[(String, FlowRecord)]| {
+        let mut k: Vec<(u64, String, u64, Vec<u8>)> = v
+            .iter()
+            .map(|(s, r)| (r.first_seen_ns, s.clone(), r.flow_id, ip_to_bytes(r.src_ip)))
+            .collect();
+        k.sort();
+        k
+    };
+    if want.len() < 100 {
+        prop_assert_eq!(key_of(&got), key_of(&want), "flows, {}", ctx);
+    } else {
+        let times = |v: &[(String, FlowRecord)]| -> Vec<u64> {
+            v.iter().map(|(_, r)| r.first_seen_ns).collect()
+        };
+        prop_assert_eq!(times(&got), times(&want), "flows, {}", ctx);
+    }
+    Ok(())
+}
+
+#[test]
+fn random_filters_in_the_embedded_store_give_the_answers_computed_in_memory() {
+    let s = stored_corpus();
+    let v = Vocabulary::of(&s.records);
+    let strategy = (v.filter(), v.range(), shape());
+    runner(256)
+        .run(&strategy, |(text, range, shape)| {
+            check_against_memory(&s.store, &s.records, &text, range, shape)
+        })
+        .unwrap();
+}

@@ -130,7 +130,7 @@ pub fn run(cmd: AlertsCmd) -> Result<(), Failure> {
 }
 
 async fn list(a: ListArgs, out: &mut impl Write) -> Result<(), Failure> {
-    let now = vigil_collector::server::now_ns();
+    let now = vigil_proto::time::now_ns();
     let time = |flag: &str, v: &Option<String>| {
         v.as_deref()
             .map(|s| parse_time(s, now))

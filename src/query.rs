@@ -108,7 +108,7 @@ pub fn run(a: QueryArgs) -> Result<(), Failure> {
     let text = a.filter.join(" ");
     let filter =
         query::parse(&text).map_err(|e| Failure::usage(anyhow::anyhow!(e.render(&text))))?;
-    let now = vigil_collector::server::now_ns();
+    let now = vigil_proto::time::now_ns();
     let range = TimeRange {
         since_ns: a
             .since

@@ -877,6 +877,49 @@ fn prometheus_metrics_show_ingest_and_per_sensor_loss() {
             body.contains("vigil_collector_sensor_spool_dropped_flows_total{sensor=\"m1\"} 0"),
             "{body}"
         );
+        assert!(
+            body.contains("vigil_collector_commit_seconds_count 1"),
+            "{body}"
+        );
+        let exposition = body.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        promtool_accepts(exposition);
         collector.shutdown().await.unwrap();
     });
+}
+
+/// Prometheus's own linter (`promtool check metrics`, Debian package
+/// prometheus) takes the exposition without a complaint.
+fn promtool_accepts(exposition: &str) {
+    use std::io::Write as _;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            crate::util::skip(&format!(
+                "promtool (Debian package prometheus) not found ({e}): the exposition is not linted"
+            ));
+            return;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {said}\n{exposition}"
+    );
 }

@@ -1,0 +1,56 @@
+//! The detection thread: runs the engine over committed batches, stores
+//! the alerts it opens or updates, and hands them to subscribers and the
+//! webhook.
+
+use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+use std::time::Instant;
+
+use vigil_proto::pb;
+
+use super::Shared;
+use super::failure::Failure;
+use super::metrics::AlertEvent;
+use super::writer::Committed;
+use crate::detect::Engine;
+
+/// Runs until the writer is gone.
+pub fn run(shared: Arc<Shared>, mut engine: Engine, rx: Receiver<Committed>) {
+    let m = &shared.metrics;
+    while let Ok((sensor, flows)) = rx.recv() {
+        let t0 = Instant::now();
+        let updates = engine.observe(&sensor, &flows);
+        m.detect_seconds.inc_by(t0.elapsed().as_secs_f64());
+        if !updates.is_empty() {
+            if let Err(e) = shared.store.put_alerts(&updates) {
+                m.alert(AlertEvent::StoreFailed);
+                Failure::from(&e).log("storing alerts failed", &sensor);
+            }
+            for u in updates {
+                if u.opened {
+                    m.alert(AlertEvent::Opened);
+                    tracing::warn!(
+                        id = u.alert.id,
+                        kind = u.alert.kind.as_str(),
+                        severity = u.alert.severity.as_str(),
+                        asset = %u.alert.asset,
+                        "{}",
+                        u.alert.summary
+                    );
+                } else {
+                    m.alert(AlertEvent::Updated);
+                }
+                let mut p = pb::Alert::from(&u.alert);
+                p.opened = u.opened;
+                // No subscriber is not an error.
+                let _ = shared.alerts.send(p);
+                if let Some(w) = &shared.webhook {
+                    w.send(u);
+                }
+            }
+        }
+        // Counted once the batch's alerts are stored and sent, so that a
+        // reader who sees the count also finds those alerts.
+        m.detect_flows.inc_by(flows.len() as u64);
+    }
+}

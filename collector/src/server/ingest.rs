@@ -1,0 +1,246 @@
+//! The `Ingest` gRPC service: one task per sensor stream. Each batch is
+//! validated ([`crate::ingest`]), committed by the writer, and
+//! acknowledged only after the commit; a stream's batches are committed in
+//! order, and acknowledged in that order while the next ones are
+//! validated. A rejected batch ends that stream with a status naming the
+//! problem; other streams are untouched. A storage failure ends the stream
+//! with `UNAVAILABLE`, so the sensor keeps the batch and sends it again.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status, Streaming};
+use vigil_proto::pb;
+use vigil_proto::pb::ingest_server::Ingest;
+
+use super::Shared;
+use super::failure::Failure;
+use super::metrics::BatchResult;
+use super::tls::peer_identities;
+use super::writer::Job;
+use crate::ingest::{StreamState, validate};
+use crate::model::ingest::CommitOutcome;
+use crate::store::StoreError;
+
+/// The service: shared state and the writer's queue.
+#[derive(Clone, Debug)]
+pub struct IngestSvc {
+    pub(super) shared: Arc<Shared>,
+    pub(super) jobs: mpsc::Sender<Job>,
+}
+
+type AckStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::Ack, Status>> + Send>>;
+
+/// Open streams per sensor id: a sensor is connected while it has one.
+pub type Connected = Mutex<HashMap<String, usize>>;
+
+/// Marks a sensor connected while a stream of it is open.
+struct ConnectedGuard {
+    shared: Arc<Shared>,
+    sensor: String,
+}
+
+impl ConnectedGuard {
+    fn new(shared: Arc<Shared>, sensor: String) -> ConnectedGuard {
+        *shared
+            .connected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(sensor.clone())
+            .or_default() += 1;
+        ConnectedGuard { shared, sensor }
+    }
+}
+
+impl Drop for ConnectedGuard {
+    fn drop(&mut self) {
+        let mut c = self
+            .shared
+            .connected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = c.get_mut(&self.sensor) {
+            *n -= 1;
+            if *n == 0 {
+                c.remove(&self.sensor);
+            }
+        }
+        tracing::info!(sensor = %self.sensor, "sensor stream closed");
+    }
+}
+
+/// Counts an ingest stream open while it lives.
+struct StreamGauge(Arc<Shared>);
+
+impl StreamGauge {
+    fn new(shared: Arc<Shared>) -> StreamGauge {
+        shared.metrics.streams_active.inc();
+        shared.metrics.streams_total.inc();
+        StreamGauge(shared)
+    }
+}
+
+impl Drop for StreamGauge {
+    fn drop(&mut self) {
+        self.0.metrics.streams_active.dec();
+    }
+}
+
+/// A batch in commit: its seq, its flows, and where its outcome comes.
+type Pending = (
+    u64,
+    u64,
+    oneshot::Receiver<Result<CommitOutcome, Arc<StoreError>>>,
+);
+
+/// Answers a stream's batches in order, as their commits end; ends the
+/// stream at the first batch not stored.
+async fn acker(
+    shared: Arc<Shared>,
+    mut pending: mpsc::Receiver<Pending>,
+    tx: mpsc::Sender<Result<pb::Ack, Status>>,
+    peer: String,
+) {
+    let m = &shared.metrics;
+    while let Some((seq, flows, reply)) = pending.recv().await {
+        let failure = match reply.await {
+            Ok(Ok(CommitOutcome::Stored { gap })) => {
+                m.batch(BatchResult::Stored);
+                m.flows_stored.inc_by(flows);
+                if gap > 0 {
+                    tracing::warn!(
+                        %peer,
+                        seq,
+                        missing = gap,
+                        "sequence gap: batches the sensor's spool dropped"
+                    );
+                }
+                if tx
+                    .send(Ok(pb::Ack {
+                        seq,
+                        duplicate: false,
+                    }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                continue;
+            }
+            Ok(Ok(CommitOutcome::Duplicate)) => {
+                m.batch(BatchResult::Duplicate);
+                if tx
+                    .send(Ok(pb::Ack {
+                        seq,
+                        duplicate: true,
+                    }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                continue;
+            }
+            Ok(Ok(CommitOutcome::Fenced)) => Failure::handover(
+                "another collector took this sensor over since the stream opened: send again",
+            ),
+            // Logged once for the group by the writer.
+            Ok(Err(e)) => {
+                m.batch(BatchResult::Failed);
+                let _ = tx.send(Err(Failure::from(&*e).status())).await;
+                return;
+            }
+            Err(_) => Failure::bug("the writer stopped"),
+        };
+        m.batch(BatchResult::Failed);
+        failure.log("batch not stored: stream ended", &peer);
+        let _ = tx.send(Err(failure.status())).await;
+        return;
+    }
+}
+
+#[tonic::async_trait]
+impl Ingest for IngestSvc {
+    type StreamStream = AckStream;
+
+    async fn stream(
+        &self,
+        req: Request<Streaming<pb::FlowBatch>>,
+    ) -> Result<Response<AckStream>, Status> {
+        let identities = peer_identities(&req)?;
+        let peer = req
+            .remote_addr()
+            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel::<Result<pb::Ack, Status>>(64);
+        let shared = self.shared.clone();
+        let jobs = self.jobs.clone();
+        let gauge = StreamGauge::new(shared.clone());
+        let (pending_tx, pending_rx) = mpsc::channel::<Pending>(16);
+        let acker = tokio::spawn(acker(shared.clone(), pending_rx, tx.clone(), peer.clone()));
+        tokio::spawn(async move {
+            let _gauge = gauge;
+            let mut st = StreamState::default();
+            let mut connected: Option<ConnectedGuard> = None;
+            // Why the stream ends early, if it does.
+            let mut refusal: Option<Failure> = None;
+            loop {
+                let msg = match inbound.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(status) => {
+                        refusal = Some(Failure::peer(
+                            Code::InvalidArgument,
+                            format!("unreadable message: {}", status.message()),
+                        ));
+                        break;
+                    }
+                };
+                let batch = match validate(
+                    msg,
+                    &mut st,
+                    identities.as_deref(),
+                    &shared.limits,
+                    vigil_proto::time::now_ns(),
+                ) {
+                    Ok(b) => b,
+                    Err(rej) => {
+                        refusal = Some(Failure::from(&rej));
+                        break;
+                    }
+                };
+                let opens_stream = connected.is_none();
+                if opens_stream {
+                    tracing::info!(%peer, sensor = %batch.sensor_id, "sensor stream opened");
+                    connected = Some(ConnectedGuard::new(shared.clone(), batch.sensor_id.clone()));
+                }
+                let (seq, flows) = (batch.seq, batch.flows.len() as u64);
+                let (reply, reply_rx) = oneshot::channel();
+                let job = Job {
+                    batch,
+                    opens_stream,
+                    reply,
+                };
+                if jobs.send(job).await.is_err()
+                    || pending_tx.send((seq, flows, reply_rx)).await.is_err()
+                {
+                    break;
+                }
+            }
+            // Acknowledge what came before, then refuse.
+            drop(pending_tx);
+            let _ = acker.await;
+            if let Some(f) = refusal {
+                shared.metrics.batch(BatchResult::Rejected);
+                let who = st.sensor_id.as_deref().unwrap_or(&peer);
+                f.log("batch rejected: stream ended", who);
+                let _ = tx.send(Err(f.status())).await;
+            }
+            drop(connected);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

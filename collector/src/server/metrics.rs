@@ -1,0 +1,348 @@
+//! The collector's Prometheus metrics (`prometheus-client`, the Prometheus
+//! project's Rust client), served as the Prometheus text format 0.0.4 on
+//! `GET /metrics`.
+//!
+//! The collector's own counters live in a registry made at start; the
+//! per-sensor figures (what each sensor reported in its stream, summed over
+//! its runs) are read from the store at every scrape, so that they survive
+//! collector restarts and agree with `vigil query --status`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::prometheus_text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use vigil_proto::pb;
+
+use super::{CollectorError, Shared};
+use crate::webhook::WebhookStats;
+
+/// A label set of one label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Result_ {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Event {
+    event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SensorLabel {
+    sensor: String,
+}
+
+/// The collector's own counters.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    batches: Family<Result_, Counter>,
+    /// Flow records committed.
+    pub flows_stored: Counter,
+    /// Open ingest streams.
+    pub streams_active: Gauge,
+    /// Ingest streams opened.
+    pub streams_total: Counter,
+    /// Time to commit a group of batches.
+    pub commit_seconds: Histogram,
+    /// Flow records the detectors examined.
+    pub detect_flows: Counter,
+    /// Time the detectors spent.
+    pub detect_seconds: Counter<f64, AtomicU64>,
+    alerts: Family<Event, Counter>,
+}
+
+/// What became of a batch.
+#[derive(Clone, Copy, Debug)]
+pub enum BatchResult {
+    /// Committed.
+    Stored,
+    /// Stored before: dropped.
+    Duplicate,
+    /// Refused as invalid.
+    Rejected,
+    /// Not stored: the store failed, or another collector took over.
+    Failed,
+}
+
+/// What happened to an alert.
+#[derive(Clone, Copy, Debug)]
+pub enum AlertEvent {
+    /// Opened.
+    Opened,
+    /// Updated.
+    Updated,
+    /// Could not be stored.
+    StoreFailed,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            batches: Family::default(),
+            flows_stored: Counter::default(),
+            streams_active: Gauge::default(),
+            streams_total: Counter::default(),
+            // 1 ms to 33 s.
+            commit_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            detect_flows: Counter::default(),
+            detect_seconds: Counter::default(),
+            alerts: Family::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "vigil_collector_batches",
+            "Batches received, by result",
+            m.batches.clone(),
+        );
+        r.register(
+            "vigil_collector_flows_stored",
+            "Flow records committed",
+            m.flows_stored.clone(),
+        );
+        r.register(
+            "vigil_collector_streams_active",
+            "Open ingest streams",
+            m.streams_active.clone(),
+        );
+        r.register(
+            "vigil_collector_streams",
+            "Ingest streams opened",
+            m.streams_total.clone(),
+        );
+        r.register(
+            "vigil_collector_commit_seconds",
+            "Time to commit a group of batches",
+            m.commit_seconds.clone(),
+        );
+        r.register(
+            "vigil_collector_detect_flows",
+            "Flow records the detectors examined",
+            m.detect_flows.clone(),
+        );
+        r.register(
+            "vigil_collector_detect_seconds",
+            "Time the detectors spent",
+            m.detect_seconds.clone(),
+        );
+        r.register(
+            "vigil_collector_alerts",
+            "Alert events, by event",
+            m.alerts.clone(),
+        );
+        // Every label value from the start, at zero: a rate over a series
+        // that appears only with its first event is not seen rising.
+        for result in ["stored", "duplicate", "rejected", "failed"] {
+            let _ = m.batches.get_or_create(&Result_ { result });
+        }
+        for event in ["opened", "updated", "store_failed"] {
+            let _ = m.alerts.get_or_create(&Event { event });
+        }
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// Counts a batch by what became of it.
+    pub fn batch(&self, r: BatchResult) {
+        let result = match r {
+            BatchResult::Stored => "stored",
+            BatchResult::Duplicate => "duplicate",
+            BatchResult::Rejected => "rejected",
+            BatchResult::Failed => "failed",
+        };
+        self.batches.get_or_create(&Result_ { result }).inc();
+    }
+
+    /// Counts an alert event.
+    pub fn alert(&self, e: AlertEvent) {
+        let event = match e {
+            AlertEvent::Opened => "opened",
+            AlertEvent::Updated => "updated",
+            AlertEvent::StoreFailed => "store_failed",
+        };
+        self.alerts.get_or_create(&Event { event }).inc();
+    }
+
+    /// Alerts opened so far.
+    pub fn alerts_opened(&self) -> u64 {
+        self.alerts.get_or_create(&Event { event: "opened" }).get()
+    }
+}
+
+/// One per-sensor metric: name (without `_total`), help, whether it is a
+/// counter (else a gauge), and its value.
+type SensorMetric = (
+    &'static str,
+    &'static str,
+    bool,
+    fn(&pb::SensorStatus) -> u64,
+);
+
+const SENSOR_METRICS: [SensorMetric; 10] = [
+    (
+        "vigil_collector_sensor_connected",
+        "1 while a stream of the sensor is open",
+        false,
+        |s| u64::from(s.connected),
+    ),
+    (
+        "vigil_collector_sensor_last_seq",
+        "Highest committed batch sequence number",
+        false,
+        |s| s.last_seq,
+    ),
+    (
+        "vigil_collector_sensor_flows",
+        "Flow records stored",
+        true,
+        |s| s.flows,
+    ),
+    (
+        "vigil_collector_sensor_seq_gaps",
+        "Batch sequence numbers never received",
+        true,
+        |s| s.seq_gaps,
+    ),
+    (
+        "vigil_collector_sensor_packets",
+        "Packets the sensor captured",
+        true,
+        |s| s.stats.as_ref().map_or(0, |t| t.packets),
+    ),
+    (
+        "vigil_collector_sensor_kernel_drops",
+        "Packets the sensor's kernel dropped",
+        true,
+        |s| s.stats.as_ref().map_or(0, |t| t.kernel_drops),
+    ),
+    (
+        "vigil_collector_sensor_decode_errors",
+        "Malformed frames at the sensor",
+        true,
+        |s| {
+            s.stats
+                .as_ref()
+                .map_or(0, |t| t.decode_errors.values().sum())
+        },
+    ),
+    (
+        "vigil_collector_sensor_flows_evicted",
+        "Flows evicted from the sensor's full table",
+        true,
+        |s| s.stats.as_ref().map_or(0, |t| t.flows_evicted),
+    ),
+    (
+        "vigil_collector_sensor_spool_dropped_flows",
+        "Flows the sensor's spool dropped at its bound",
+        true,
+        |s| s.stats.as_ref().map_or(0, |t| t.spool_dropped_flows),
+    ),
+    (
+        "vigil_collector_sensor_spool_bytes",
+        "Bytes in the sensor's spool",
+        false,
+        |s| s.stats.as_ref().map_or(0, |t| t.spool_bytes),
+    ),
+];
+
+/// The per-sensor metrics of a status reply, in a registry of their own.
+fn sensor_registry(sensors: &[pb::SensorStatus]) -> Registry {
+    let mut r = Registry::default();
+    for (name, help, counter, value) in SENSOR_METRICS {
+        let label = |s: &pb::SensorStatus| SensorLabel {
+            sensor: s.sensor_id.clone(),
+        };
+        if counter {
+            let f = Family::<SensorLabel, Counter>::default();
+            for s in sensors {
+                f.get_or_create(&label(s)).inc_by(value(s));
+            }
+            r.register(name, help, f);
+        } else {
+            let f = Family::<SensorLabel, Gauge>::default();
+            for s in sensors {
+                let v = i64::try_from(value(s)).unwrap_or(i64::MAX);
+                f.get_or_create(&label(s)).set(v);
+            }
+            r.register(name, help, f);
+        }
+    }
+    r
+}
+
+/// The webhook's counters, in a registry of their own.
+fn webhook_registry(w: &WebhookStats) -> Registry {
+    use std::sync::atomic::Ordering;
+    let mut r = Registry::default();
+    let f = Family::<Result_, Counter>::default();
+    for (result, v) in [
+        ("sent", &w.sent),
+        ("failed_attempt", &w.failed_attempts),
+        ("dropped", &w.dropped),
+    ] {
+        f.get_or_create(&Result_ { result })
+            .inc_by(v.load(Ordering::Relaxed));
+    }
+    r.register(
+        "vigil_collector_webhook",
+        "Webhook deliveries, by result",
+        f,
+    );
+    r
+}
+
+/// The text exposition: the collector's counters, the webhook's, and each
+/// sensor's (when the store answers).
+pub async fn render(shared: Arc<Shared>) -> String {
+    let mut out = String::new();
+    let _ = encode(&mut out, &shared.metrics.registry);
+    if let Some(w) = &shared.webhook {
+        let _ = encode(&mut out, &webhook_registry(&w.stats));
+    }
+    match super::query::status_reply(&shared).await {
+        Ok(reply) => {
+            let _ = encode(&mut out, &sensor_registry(&reply.sensors));
+        }
+        Err(f) => f.log("reading sensors for /metrics", "metrics"),
+    }
+    out
+}
+
+/// Serves `GET /metrics` on `addr`; returns the bound address.
+pub async fn serve(addr: SocketAddr, shared: Arc<Shared>) -> Result<SocketAddr, CollectorError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| CollectorError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| CollectorError::Bind { addr, source })?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let shared = shared.clone();
+            async move {
+                (
+                    [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+                    render(shared).await,
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics endpoint stopped");
+        }
+    });
+    Ok(bound)
+}

@@ -1,0 +1,351 @@
+//! The collector daemon: wiring only. It opens the store and starts, each
+//! from its own module, the gRPC services ([`ingest`] of sensors' batches,
+//! [`query`] of flows, [`alerts`]), the [`writer`] thread that commits
+//! batches in groups, the [`detection`] thread, periodic [`retention`], and
+//! the Prometheus endpoint ([`metrics`]); mTLS and peers' identities are
+//! [`tls`]'s. Every failure answered to a peer goes through one type,
+//! [`failure::Failure`], whose cause decides its gRPC status and log level.
+//!
+//! Threads and tasks: the gRPC services run on the tokio runtime; store
+//! calls run on blocking threads; the writer and detection are plain
+//! threads joined by bounded channels (ingest → writer → detection), so a
+//! slow store or detector holds ingest back (the sensors spool) and never
+//! drops a committed batch.
+
+pub mod alerts;
+pub mod detection;
+pub mod failure;
+pub mod ingest;
+pub mod metrics;
+pub mod query;
+pub mod retention;
+pub mod tls;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Server, ServerTlsConfig};
+use vigil_proto::pb;
+use vigil_proto::pb::alerts_server::AlertsServer;
+use vigil_proto::pb::ingest_server::IngestServer;
+use vigil_proto::pb::query_server::QueryServer;
+
+use crate::detect::{DetectConfig, Engine};
+use crate::ingest::Limits;
+use crate::store::StoreError;
+use crate::store::clickhouse::{ClickHouseConfig, ClickHouseStore};
+use crate::store::prelude::*;
+use crate::store::sqlite::{SqliteConfig, SqliteStore};
+use crate::webhook::{Webhook, WebhookConfig};
+use metrics::Metrics;
+pub use tls::TlsFiles;
+
+/// How the collector runs (validated; see `config` for the TOML form).
+#[derive(Clone, Debug)]
+pub struct CollectorConfig {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Where the store keeps its files.
+    pub data_dir: PathBuf,
+    /// Prometheus endpoint (`GET /metrics`), if any.
+    pub metrics_listen: Option<SocketAddr>,
+    /// mTLS; without it the listen address must be loopback or `insecure` set.
+    pub tls: Option<TlsFiles>,
+    /// Allow plaintext on a non-loopback address.
+    pub insecure: bool,
+    /// Store settings.
+    pub store: SqliteConfig,
+    /// Batch bounds.
+    pub limits: Limits,
+    /// Largest gRPC message accepted, bytes.
+    pub max_message_bytes: usize,
+    /// How often retention runs.
+    pub retention_interval: Duration,
+    /// Default and largest number of records a flow query returns.
+    pub max_query_flows: u64,
+    /// Detection against the protected assets; `None`: off.
+    pub detect: Option<Arc<DetectConfig>>,
+    /// Where alerts are POSTed, if anywhere.
+    pub webhook: Option<WebhookConfig>,
+    /// Store flows in ClickHouse instead of SQLite in `data_dir`.
+    pub clickhouse: Option<ClickHouseConfig>,
+}
+
+impl CollectorConfig {
+    /// Defaults with the given addresses.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> CollectorConfig {
+        CollectorConfig {
+            listen,
+            data_dir,
+            metrics_listen: None,
+            tls: None,
+            insecure: false,
+            store: SqliteConfig::default(),
+            limits: Limits::default(),
+            max_message_bytes: 16 << 20,
+            retention_interval: Duration::from_secs(60),
+            max_query_flows: 1_000_000,
+            detect: None,
+            webhook: None,
+            clickhouse: None,
+        }
+    }
+}
+
+/// The collector could not start or stopped.
+#[derive(Debug, Error)]
+pub enum CollectorError {
+    /// A listen address could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A TLS file could not be read.
+    #[error("reading {path}: {source}")]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Plaintext on a non-loopback address without `insecure`.
+    #[error(
+        "refusing plaintext gRPC on {0}, which is not a loopback address: give --tls-cert, --tls-key and --tls-ca (or tls in collector.toml), or --insecure"
+    )]
+    PlaintextRefused(SocketAddr),
+    /// The store failed to open.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A start-up task failed (panicked or was cancelled).
+    #[error("{0}: {1}")]
+    Task(&'static str, #[source] tokio::task::JoinError),
+    /// A thread could not start.
+    #[error("starting the {0} thread: {1}")]
+    Thread(&'static str, #[source] std::io::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// What the services share.
+#[derive(Debug)]
+pub struct Shared {
+    store: Arc<dyn Store>,
+    limits: Limits,
+    max_query_flows: u64,
+    metrics: Arc<Metrics>,
+    /// Open streams per sensor id.
+    connected: ingest::Connected,
+    /// Alert updates for subscribers.
+    alerts: broadcast::Sender<pb::Alert>,
+    /// Set when the collector shuts down: ends the subscribers' streams,
+    /// which would otherwise hold the graceful shutdown open forever.
+    closing: watch::Sender<bool>,
+    webhook: Option<Webhook>,
+}
+
+/// A running collector.
+#[derive(Debug)]
+pub struct RunningCollector {
+    /// The bound gRPC address.
+    pub addr: SocketAddr,
+    /// The bound metrics address.
+    pub metrics_addr: Option<SocketAddr>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), CollectorError>>,
+}
+
+impl RunningCollector {
+    /// Stops accepting, ends the streams and waits for the server.
+    pub async fn shutdown(mut self) -> Result<(), CollectorError> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.wait().await
+    }
+
+    /// Waits until the server stops (on its own: an error).
+    pub async fn wait(&mut self) -> Result<(), CollectorError> {
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "collector task failed");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Opens the configured store (ClickHouse, or SQLite in the data directory).
+async fn open_store(cfg: &CollectorConfig) -> Result<Arc<dyn Store>, CollectorError> {
+    let dir = cfg.data_dir.clone();
+    let store_cfg = cfg.store.clone();
+    let clickhouse = cfg.clickhouse.clone();
+    let opened = tokio::task::spawn_blocking(move || -> Result<Arc<dyn Store>, StoreError> {
+        Ok(match clickhouse {
+            Some(ch) => {
+                let s = ClickHouseStore::open(&ch)?;
+                tracing::info!(url = %ch.url, database = %ch.database, "ClickHouse store opened");
+                Arc::new(s)
+            }
+            None => {
+                let s = SqliteStore::open(&dir, store_cfg)?;
+                tracing::info!(path = %s.path().display(), "store opened");
+                Arc::new(s)
+            }
+        })
+    })
+    .await
+    .map_err(|e| CollectorError::Task("opening the store", e))??;
+    Ok(opened)
+}
+
+/// Opens the store and starts serving; returns once the addresses are bound.
+pub async fn start(cfg: CollectorConfig) -> Result<RunningCollector, CollectorError> {
+    if cfg.tls.is_none() && !cfg.insecure && !cfg.listen.ip().is_loopback() {
+        return Err(CollectorError::PlaintextRefused(cfg.listen));
+    }
+    let tls = cfg.tls.as_ref().map(tls::server_config).transpose()?;
+    let store = open_store(&cfg).await?;
+    start_with_store(cfg, store, tls).await
+}
+
+/// Starts the detection thread, if detection is on: its queue.
+async fn start_detection(
+    cfg: &CollectorConfig,
+    shared: &Arc<Shared>,
+) -> Result<Option<std::sync::mpsc::SyncSender<writer::Committed>>, CollectorError> {
+    let Some(d) = &cfg.detect else {
+        return Ok(None);
+    };
+    let store = shared.store.clone();
+    let next = tokio::task::spawn_blocking(move || store.max_alert_id())
+        .await
+        .map_err(|e| CollectorError::Task("reading the alert ids", e))??
+        + 1;
+    let engine = Engine::new(d.clone(), next);
+    tracing::info!(
+        assets = d.assets.len(),
+        indicators = d.indicator_list.len(),
+        "detection on"
+    );
+    let (tx, rx) = std::sync::mpsc::sync_channel(64);
+    let shared = shared.clone();
+    std::thread::Builder::new()
+        .name("vigil-detect".into())
+        .spawn(move || detection::run(shared, engine, rx))
+        .map_err(|e| CollectorError::Thread("detection", e))?;
+    Ok(Some(tx))
+}
+
+async fn start_with_store(
+    cfg: CollectorConfig,
+    store: Arc<dyn Store>,
+    tls: Option<ServerTlsConfig>,
+) -> Result<RunningCollector, CollectorError> {
+    let bind = |source| CollectorError::Bind {
+        addr: cfg.listen,
+        source,
+    };
+    let listener = TcpListener::bind(cfg.listen).await.map_err(bind)?;
+    let addr = listener.local_addr().map_err(bind)?;
+    let shared = Arc::new(Shared {
+        store,
+        limits: cfg.limits,
+        max_query_flows: cfg.max_query_flows,
+        metrics: Arc::new(Metrics::default()),
+        connected: Mutex::new(HashMap::new()),
+        alerts: broadcast::channel(4096).0,
+        closing: watch::channel(false).0,
+        webhook: cfg.webhook.clone().map(Webhook::start),
+    });
+    let metrics_addr = match cfg.metrics_listen {
+        Some(a) => Some(metrics::serve(a, shared.clone()).await?),
+        None => None,
+    };
+    let retention = retention::spawn(shared.store.clone(), cfg.retention_interval);
+    let detect = start_detection(&cfg, &shared).await?;
+    let (jobs, jobs_rx) = mpsc::channel::<writer::Job>(256);
+    let (store, m) = (shared.store.clone(), shared.metrics.clone());
+    std::thread::Builder::new()
+        .name("vigil-writer".into())
+        .spawn(move || writer::run(store, m, jobs_rx, detect))
+        .map_err(|e| CollectorError::Thread("writer", e))?;
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let max = cfg.max_message_bytes;
+    let ingest = ingest::IngestSvc {
+        shared: shared.clone(),
+        jobs,
+    };
+    let router = builder
+        .add_service(
+            IngestServer::new(ingest)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            QueryServer::new(query::QuerySvc(shared.clone()))
+                .max_decoding_message_size(1 << 20)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            AlertsServer::new(alerts::AlertsSvc(shared.clone()))
+                .max_decoding_message_size(1 << 20)
+                .max_encoding_message_size(max),
+        );
+    tracing::info!(%addr, tls = cfg.tls.is_some(), metrics = ?metrics_addr, "collector listening");
+    let closing = shared.closing.clone();
+    let task = tokio::spawn(async move {
+        let r = router
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stop_rx.await;
+                let _ = closing.send(true);
+            })
+            .await;
+        retention.abort();
+        tracing::info!("collector stopped");
+        r.map_err(CollectorError::from)
+    });
+    Ok(RunningCollector {
+        addr,
+        metrics_addr,
+        stop: Some(stop_tx),
+        task,
+    })
+}
+
+/// Runs until `shutdown` completes.
+pub async fn run(
+    cfg: CollectorConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), CollectorError> {
+    let mut running = start(cfg).await?;
+    tokio::select! {
+        r = running.wait() => r,
+        () = shutdown => {
+            tracing::info!("shutting down");
+            running.shutdown().await
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The `Query` gRPC service: flows, top-N, totals and time series in the
+//! query language, over the store; and the sensors' status.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tonic::{Code, Request, Response, Status};
+use vigil_proto::pb::query_server::Query;
+use vigil_proto::{FlowRecord, pb};
+
+use super::Shared;
+use super::failure::Failure;
+use crate::model::query::{Filter, TimeRange, TopBy, TopKey};
+use crate::query::parse;
+use crate::store::StoreError;
+
+/// The service.
+#[derive(Clone, Debug)]
+pub struct QuerySvc(pub(super) Arc<Shared>);
+
+type ChunkStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::FlowChunk, Status>> + Send>>;
+
+/// A stored record as the wire has it.
+pub fn stored_flow((sensor, r): &(String, FlowRecord)) -> pb::StoredFlow {
+    pb::StoredFlow {
+        sensor_id: sensor.clone(),
+        flow: Some(pb::Flow::from(r)),
+    }
+}
+
+/// A wire time range (0: unbounded).
+pub fn range_of(r: Option<pb::TimeRange>) -> TimeRange {
+    let r = r.unwrap_or_default();
+    TimeRange {
+        since_ns: (r.since_ns != 0).then_some(r.since_ns),
+        until_ns: (r.until_ns != 0).then_some(r.until_ns),
+    }
+}
+
+fn filter_of(text: &str) -> Result<Filter, Failure> {
+    parse(text).map_err(|e| Failure::peer(Code::InvalidArgument, e.to_string()))
+}
+
+/// Runs a store call on a blocking thread; a failure is logged at its
+/// cause's level and becomes the peer's status.
+pub async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Failure> {
+    let r = match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(Failure::from),
+        Err(e) => Err(Failure::from(e)),
+    };
+    if let Err(f) = &r {
+        f.log(what, "query");
+    }
+    r
+}
+
+#[tonic::async_trait]
+impl Query for QuerySvc {
+    type FlowsStream = ChunkStream;
+
+    async fn flows(&self, req: Request<pb::FlowQuery>) -> Result<Response<ChunkStream>, Status> {
+        let q = req.into_inner();
+        let filter = filter_of(&q.filter)?;
+        let range = range_of(q.range);
+        let max = self.0.max_query_flows;
+        let limit = if q.limit == 0 { max } else { q.limit.min(max) } as usize;
+        let store = self.0.store.clone();
+        let rows = blocking("flow query", move || store.flows(&filter, range, limit)).await?;
+        let chunks: Vec<Result<pb::FlowChunk, Status>> = rows
+            .chunks(1024)
+            .map(|c| {
+                Ok(pb::FlowChunk {
+                    flows: c.iter().map(stored_flow).collect(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn top(&self, req: Request<pb::TopQuery>) -> Result<Response<pb::TopReply>, Status> {
+        let q = req.into_inner();
+        let filter = filter_of(&q.filter)?;
+        let bad = |what: &str, v: i32| {
+            Failure::peer(Code::InvalidArgument, format!("{what}: unknown value {v}"))
+        };
+        let key = match pb::TopKey::try_from(q.key) {
+            Ok(pb::TopKey::Src) => TopKey::Src,
+            Ok(pb::TopKey::Dst) => TopKey::Dst,
+            Ok(pb::TopKey::DstPort) => TopKey::DstPort,
+            Ok(pb::TopKey::SrcPort) => TopKey::SrcPort,
+            Ok(pb::TopKey::Proto) => TopKey::Proto,
+            _ => return Err(bad("key", q.key).into()),
+        };
+        let by = match pb::TopBy::try_from(q.by) {
+            Ok(pb::TopBy::Bytes) => TopBy::Bytes,
+            Ok(pb::TopBy::Packets) => TopBy::Packets,
+            Ok(pb::TopBy::Flows) => TopBy::Flows,
+            _ => return Err(bad("by", q.by).into()),
+        };
+        let limit = q.limit.clamp(1, 10_000) as usize;
+        let range = range_of(q.range);
+        let store = self.0.store.clone();
+        let rows = blocking("top-N query", move || {
+            store.top(&filter, range, key, by, limit)
+        })
+        .await?;
+        Ok(Response::new(pb::TopReply {
+            rows: rows
+                .into_iter()
+                .map(|r| pb::TopRow {
+                    key: r.key,
+                    flows: r.totals.flows,
+                    packets: r.totals.packets,
+                    bytes: r.totals.bytes,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn count(
+        &self,
+        req: Request<pb::CountQuery>,
+    ) -> Result<Response<pb::CountReply>, Status> {
+        let q = req.into_inner();
+        let filter = filter_of(&q.filter)?;
+        let range = range_of(q.range);
+        let store = self.0.store.clone();
+        let t = blocking("count query", move || store.count(&filter, range)).await?;
+        Ok(Response::new(pb::CountReply {
+            flows: t.flows,
+            packets: t.packets,
+            bytes: t.bytes,
+        }))
+    }
+
+    async fn series(
+        &self,
+        req: Request<pb::SeriesQuery>,
+    ) -> Result<Response<pb::SeriesReply>, Status> {
+        let q = req.into_inner();
+        let filter = filter_of(&q.filter)?;
+        // The planner checks the step (a bad one is the peer's fault).
+        let range = range_of(q.range);
+        let store = self.0.store.clone();
+        let step = q.step_ns;
+        let points = blocking("series query", move || store.series(&filter, range, step)).await?;
+        Ok(Response::new(pb::SeriesReply {
+            points: points
+                .into_iter()
+                .map(|p| pb::SeriesPoint {
+                    start_ns: p.start_ns,
+                    flows: p.totals.flows,
+                    packets: p.totals.packets,
+                    bytes: p.totals.bytes,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusReply>, Status> {
+        Ok(Response::new(status_reply(&self.0).await?))
+    }
+}
+
+/// Every sensor the store knows, with whether a stream of it is open, and
+/// the collector's detection counters.
+pub async fn status_reply(shared: &Arc<Shared>) -> Result<pb::StatusReply, Failure> {
+    let store = shared.store.clone();
+    let sensors = blocking("sensor status", move || store.sensors()).await?;
+    let connected = shared
+        .connected
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let stored_flows = sensors.iter().map(|s| s.flows).sum();
+    Ok(pb::StatusReply {
+        sensors: sensors
+            .into_iter()
+            .map(|s| pb::SensorStatus {
+                connected: connected.contains_key(&s.sensor_id),
+                sensor_id: s.sensor_id,
+                last_seq: s.last_seq,
+                batches: s.batches,
+                flows: s.flows,
+                duplicates: s.duplicates,
+                seq_gaps: s.seq_gaps,
+                last_seen_ns: s.last_seen_ns,
+                stats: Some(s.stats),
+            })
+            .collect(),
+        stored_flows,
+        detected_flows: shared.metrics.detect_flows.get(),
+        alerts_opened: shared.metrics.alerts_opened(),
+    })
+}

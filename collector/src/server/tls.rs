@@ -1,0 +1,66 @@
+//! TLS and identity: the server's certificate and the CA its peers'
+//! certificates must chain to (mTLS), and who a peer is by its certificate.
+
+use std::path::PathBuf;
+
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tonic::{Code, Request};
+
+use super::CollectorError;
+use super::failure::Failure;
+
+/// PEM files for TLS with client certificates.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// This side's certificate chain.
+    pub cert: PathBuf,
+    /// This side's private key.
+    pub key: PathBuf,
+    /// The CA that signs the peers' certificates.
+    pub ca: PathBuf,
+}
+
+fn read(path: &PathBuf) -> Result<Vec<u8>, CollectorError> {
+    std::fs::read(path).map_err(|source| CollectorError::TlsFile {
+        path: path.clone(),
+        source,
+    })
+}
+
+/// The server's TLS configuration: its identity, and client certificates
+/// required, from the CA.
+pub fn server_config(t: &TlsFiles) -> Result<ServerTlsConfig, CollectorError> {
+    Ok(ServerTlsConfig::new()
+        .identity(Identity::from_pem(read(&t.cert)?, read(&t.key)?))
+        .client_ca_root(Certificate::from_pem(read(&t.ca)?)))
+}
+
+/// The identities (SAN DNS names, then the common name) of the peer's
+/// client certificate; `None` without TLS.
+pub fn peer_identities<T>(req: &Request<T>) -> Result<Option<Vec<String>>, Failure> {
+    let Some(certs) = req.peer_certs() else {
+        return Ok(None);
+    };
+    let Some(leaf) = certs.first() else {
+        return Err(Failure::peer(
+            Code::Unauthenticated,
+            "no client certificate",
+        ));
+    };
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| Failure::peer(Code::Unauthenticated, format!("client certificate: {e}")))?;
+    let mut ids = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = name {
+                ids.push((*d).to_string());
+            }
+        }
+    }
+    for cn in cert.subject().iter_common_name() {
+        if let Ok(s) = cn.as_str() {
+            ids.push(s.to_string());
+        }
+    }
+    Ok(Some(ids))
+}

@@ -7,16 +7,31 @@
 //! the records' own (event time), so a capture replayed tomorrow raises the
 //! same alerts as it did live, and tests run on synthesized flows.
 //!
-//! Detectors (`detectors.rs`) each keep their windows and fire *findings*;
-//! the incidents layer (`incidents.rs`) folds findings into alerts: a finding for the
-//! same (kind, asset, key address) while the incident is open (its last
-//! evidence younger than `incident_timeout`) updates that alert instead of
-//! raising another.
+//! One detector per file, each behind the [`detector::Detector`] trait
+//! (observe a record, finish a batch, sweep its windows): [`flood`],
+//! [`scan`], [`reflection`] (amplification), [`bruteforce`], [`ics`],
+//! [`exfil`], [`beacon`], [`badhost`] (indicator lists). Each keeps its own
+//! windows and fires *findings*; what two of them share (the host-pair
+//! table of exfiltration and beaconing) is a [`detector::Context`] they are
+//! lent. The incidents layer ([`incidents`]) folds findings into alerts: a
+//! finding for the same (kind, asset, key address) while the incident is
+//! open (its last evidence younger than `incident_timeout`) updates that
+//! alert instead of raising another.
 
+mod badhost;
+mod beacon;
+mod bruteforce;
 pub mod config;
-mod detectors;
+mod detector;
+mod exfil;
+mod flood;
+mod ics;
 mod incidents;
 pub mod nets;
+mod pairs;
+pub mod ports;
+mod reflection;
+mod scan;
 mod window;
 
 use std::net::IpAddr;
@@ -27,7 +42,7 @@ use vigil_proto::FlowRecord;
 pub use crate::model::alert::{Alert, AlertKind, AlertUpdate, EvidenceRef, Party, Severity};
 pub use config::DetectConfig;
 
-use detectors::Detectors;
+use detector::{Context, Detector, Record};
 use incidents::Incidents;
 
 /// One evidence flow as the detectors keep it: an interned sensor index,
@@ -98,16 +113,71 @@ pub struct DetectStats {
     pub state_evictions: u64,
 }
 
+/// How often stale keys are swept, in event time.
+const SWEEP_NS: u64 = 10_000_000_000;
+
 /// The detection engine: detectors and incidents.
 #[derive(Debug)]
 pub struct Engine {
     cfg: Arc<DetectConfig>,
     sensors: Vec<String>,
-    detectors: Detectors,
+    flood: flood::Flood,
+    scan: scan::Scan,
+    reflection: reflection::Reflection,
+    ics: ics::Ics,
+    brute: bruteforce::BruteForce,
+    exfil: exfil::Exfil,
+    beacon: beacon::Beacon,
+    badhost: badhost::BadHost,
+    /// What the detectors share.
+    cx: Context,
     incidents: Incidents,
-    findings: Vec<Finding>,
+    findings: Vec<(u64, Finding)>,
+    /// Latest record end seen, ns (event time).
+    watermark: u64,
+    /// When the detectors were last swept, ns (event time).
+    swept: u64,
     /// Counters.
     pub stats: DetectStats,
+}
+
+/// Calls `$f` with each detector, in the order findings come out within a
+/// record (the order of a batch's findings is that of their marks).
+macro_rules! each_detector {
+    ($s:expr, $d:ident => $f:expr) => {{
+        {
+            let $d = &mut $s.flood;
+            $f;
+        }
+        {
+            let $d = &mut $s.scan;
+            $f;
+        }
+        {
+            let $d = &mut $s.reflection;
+            $f;
+        }
+        {
+            let $d = &mut $s.ics;
+            $f;
+        }
+        {
+            let $d = &mut $s.brute;
+            $f;
+        }
+        {
+            let $d = &mut $s.exfil;
+            $f;
+        }
+        {
+            let $d = &mut $s.beacon;
+            $f;
+        }
+        {
+            let $d = &mut $s.badhost;
+            $f;
+        }
+    }};
 }
 
 impl Engine {
@@ -115,11 +185,21 @@ impl Engine {
     /// largest, so ids stay unique across restarts).
     pub fn new(cfg: Arc<DetectConfig>, next_id: u64) -> Engine {
         Engine {
-            detectors: Detectors::new(cfg.clone()),
+            flood: flood::Flood::new(cfg.clone()),
+            scan: scan::Scan::new(cfg.clone()),
+            reflection: reflection::Reflection::new(cfg.clone()),
+            ics: ics::Ics::new(cfg.clone()),
+            brute: bruteforce::BruteForce::new(cfg.clone()),
+            exfil: exfil::Exfil::new(cfg.clone()),
+            beacon: beacon::Beacon::new(cfg.clone()),
+            badhost: badhost::BadHost::new(cfg.clone()),
+            cx: Context::new(),
             incidents: Incidents::new(cfg.clone(), next_id.max(1)),
             cfg,
             sensors: Vec::new(),
             findings: Vec::new(),
+            watermark: 0,
+            swept: 0,
             stats: DetectStats::default(),
         }
     }
@@ -139,20 +219,57 @@ impl Engine {
         }
     }
 
+    /// Examines one record; returns whether it touches a protected asset.
+    fn observe_one(&mut self, sensor: u32, f: &FlowRecord) -> bool {
+        self.watermark = self.watermark.max(f.last_seen_ns);
+        let src_asset = self.cfg.asset_of(f.src_ip);
+        let dst_asset = self.cfg.asset_of(f.dst_ip);
+        if src_asset.is_none() && dst_asset.is_none() {
+            return false;
+        }
+        let r = Record {
+            f,
+            ev: FlowRef {
+                sensor,
+                flow_id: f.flow_id,
+                first_ns: f.first_seen_ns,
+            },
+            src_asset,
+            dst_asset,
+        };
+        each_detector!(self, d => d.observe(&r, &mut self.cx));
+        true
+    }
+
+    /// Ends a batch: every detector's findings, in the order of their
+    /// marks; then, every 10 s of event time, the sweep of stale keys.
+    fn finish(&mut self) {
+        each_detector!(self, d => d.finish(&mut self.cx, &mut self.findings));
+        self.findings.sort_by_key(|(n, _)| *n);
+        if self.watermark >= self.swept.saturating_add(SWEEP_NS) {
+            let now = self.watermark;
+            each_detector!(self, d => d.sweep(now));
+            self.cx.pairs.sweep(now, &self.cfg);
+            self.swept = now;
+        }
+    }
+
     /// Runs the detectors over one sensor's records (in the order given)
     /// and returns the alerts opened or updated, each once.
     pub fn observe(&mut self, sensor_id: &str, flows: &[FlowRecord]) -> Vec<AlertUpdate> {
         let sensor = self.sensor_index(sensor_id);
         self.stats.flows += flows.len() as u64;
         for f in flows {
-            if self.detectors.observe(sensor, f) {
+            if self.observe_one(sensor, f) {
                 self.stats.protected_flows += 1;
             }
         }
-        self.detectors.finish(&mut self.findings);
-        self.stats.state_evictions = self.detectors.evictions;
+        self.finish();
+        self.stats.state_evictions = self.cx.evictions;
         self.stats.findings += self.findings.len() as u64;
-        let updates = self.incidents.apply(self.findings.drain(..), &self.sensors);
+        let updates = self
+            .incidents
+            .apply(self.findings.drain(..).map(|(_, f)| f), &self.sensors);
         for u in &updates {
             if u.opened {
                 self.stats.alerts_opened += 1;

@@ -1,0 +1,119 @@
+//! ICS sessions from clients not allowed: a Modbus/TCP, DNP3, S7comm,
+//! IEC 60870-5-104, EtherNet/IP, OPC UA, Niagara Fox or BACnet session
+//! carrying data between a protected asset and a client outside its
+//! `ics_clients` (ATT&CK for ICS T0855). A bare TCP probe of an ICS port is
+//! the scan detector's business: a TCP session counts once it carries
+//! payload.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+
+use super::Finding;
+use super::config::DetectConfig;
+use super::detector::{ALL, Context, Detector, Record, SessionKey, mark, slot, take_fire};
+use super::ports::ics_name;
+use crate::model::alert::AlertKind;
+
+/// (client, server, IP protocol, port).
+type Key = (IpAddr, IpAddr, u8, u16);
+
+/// The ICS detector.
+#[derive(Debug)]
+pub(crate) struct Ics {
+    cfg: Arc<DetectConfig>,
+    sessions: HashMap<Key, SessionKey>,
+    marks: Vec<(u64, Key)>,
+}
+
+impl Ics {
+    /// A detector for `cfg`.
+    pub fn new(cfg: Arc<DetectConfig>) -> Ics {
+        Ics {
+            cfg,
+            sessions: HashMap::new(),
+            marks: Vec::new(),
+        }
+    }
+}
+
+impl Detector for Ics {
+    fn observe(&mut self, c: &Record<'_>, cx: &mut Context) {
+        let f = c.f;
+        let talked = f.proto != 6 || {
+            let h = f.history.as_str();
+            h.contains('D') || h.contains('d')
+        };
+        if !talked {
+            return;
+        }
+        let Some((asset, client, server, port)) = c.server_side(|p| ics_name(f.proto, p).is_some())
+        else {
+            return;
+        };
+        if self.cfg.assets[asset].ics_clients.contains(client) {
+            return;
+        }
+        let now = f.last_seen_ns;
+        let k = (client, server, f.proto, port);
+        let Some(key) = slot(
+            &mut self.sessions,
+            k,
+            &mut cx.evictions,
+            SessionKey::default,
+        ) else {
+            return;
+        };
+        key.asset = asset;
+        key.sessions += 1;
+        key.last_ns = key.last_ns.max(now);
+        key.pending
+            .add(client, (server, Some(port)), c.counts_all(), c.ev, ALL);
+        if mark(&mut key.fire, true, now, self.cfg.incident_timeout_ns) {
+            self.marks.push((cx.mark_number(), k));
+        }
+    }
+
+    fn finish(&mut self, _cx: &mut Context, out: &mut Vec<(u64, Finding)>) {
+        for (n, k @ (c, s, pr, p)) in std::mem::take(&mut self.marks) {
+            if let Some(key) = self.sessions.get_mut(&k) {
+                out.push((n, ics_finding(&self.cfg, c, s, pr, p, key)));
+            }
+        }
+    }
+
+    fn sweep(&mut self, now: u64) {
+        let keep = self.cfg.incident_timeout_ns;
+        self.sessions
+            .retain(|_, k| k.last_ns.saturating_add(keep) >= now);
+    }
+}
+
+fn ics_finding(
+    cfg: &DetectConfig,
+    client: IpAddr,
+    server: IpAddr,
+    proto: u8,
+    port: u16,
+    key: &mut SessionKey,
+) -> Finding {
+    let name = ics_name(proto, port).unwrap_or("ICS");
+    let summary = format!(
+        "{name} session from {client} to {server}:{port}: {client} is not an allowed ICS client of {}",
+        cfg.assets[key.asset].name
+    );
+    let (ts, detected) = take_fire(&mut key.fire, key.last_ns);
+    key.pending.finding(
+        ALL,
+        AlertKind::IcsUnauthorizedClient,
+        key.asset,
+        client,
+        ts,
+        detected,
+        key.sessions as f64,
+        0.0,
+        "sessions from a client not in ics_clients".into(),
+        summary,
+    )
+}

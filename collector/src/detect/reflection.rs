@@ -1,0 +1,170 @@
+//! Reflection and amplification: responses from reflector services (DNS,
+//! NTP, SSDP, memcached, CLDAP, … and those configured) arriving at a
+//! protected host that sent nothing in those flows, from several
+//! reflectors, above a volume in a short window.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+
+use super::Finding;
+use super::config::DetectConfig;
+use super::detector::{
+    ALL, Context, Detector, Fire, Pending, RECOUNT_NS, Record, mark, secs, si, slot, take_fire,
+};
+use super::ports::reflector;
+use super::window::Ring;
+use crate::model::alert::AlertKind;
+
+/// The amplification detector, keyed by target.
+#[derive(Debug)]
+pub(crate) struct Reflection {
+    cfg: Arc<DetectConfig>,
+    targets: HashMap<IpAddr, AmpKey>,
+    marks: Vec<(u64, IpAddr)>,
+}
+
+impl Reflection {
+    /// A detector for `cfg`.
+    pub fn new(cfg: Arc<DetectConfig>) -> Reflection {
+        Reflection {
+            cfg,
+            targets: HashMap::new(),
+            marks: Vec::new(),
+        }
+    }
+}
+
+impl Detector for Reflection {
+    fn observe(&mut self, r: &Record<'_>, cx: &mut Context) {
+        self.on_record(r, cx);
+    }
+
+    fn finish(&mut self, _cx: &mut Context, out: &mut Vec<(u64, Finding)>) {
+        for (n, t) in std::mem::take(&mut self.marks) {
+            if let Some(k) = self.targets.get_mut(&t) {
+                out.push((n, amp_finding(&self.cfg, t, k)));
+            }
+        }
+    }
+
+    fn sweep(&mut self, now: u64) {
+        let keep = self
+            .cfg
+            .amplification
+            .window_ns
+            .saturating_mul(2)
+            .max(self.cfg.incident_timeout_ns);
+        self.targets
+            .retain(|_, k| k.last_ns.saturating_add(keep) >= now);
+    }
+}
+
+#[derive(Debug)]
+struct AmpKey {
+    asset: usize,
+    ring: Ring<1>,
+    reflectors: HashMap<IpAddr, u64>,
+    ports: HashMap<u16, u64>,
+    pending: Pending,
+    recounted_ns: u64,
+    fire: Fire,
+    /// Largest unsolicited bytes in the window during this batch.
+    peak: f64,
+    last_ns: u64,
+}
+
+impl Reflection {
+    fn on_record(&mut self, c: &Record<'_>, cx: &mut Context) {
+        let f = c.f;
+        let Some(asset) = c.dst_asset else { return };
+        if f.proto != 17 || f.rev_packets != 0 {
+            return;
+        }
+        let Some(sport) = f.src_port else { return };
+        let cfg = &self.cfg.amplification;
+        if reflector(sport, &cfg.extra_ports).is_none() {
+            return;
+        }
+        let timeout = self.cfg.incident_timeout_ns;
+        let now = f.last_seen_ns;
+        let w = cfg.window_ns;
+        let Some(key) = slot(&mut self.targets, f.dst_ip, &mut cx.evictions, || AmpKey {
+            asset,
+            ring: Ring::new(w, (w / 1_000_000_000).clamp(1, 600) as usize),
+            reflectors: HashMap::new(),
+            ports: HashMap::new(),
+            pending: Pending::default(),
+            recounted_ns: 0,
+            fire: Fire::default(),
+            peak: 0.0,
+            last_ns: 0,
+        }) else {
+            return;
+        };
+        key.ring
+            .add_span(f.first_seen_ns, f.last_seen_ns, &[f.fwd_bytes as f64]);
+        key.last_ns = key.last_ns.max(now);
+        let t = key.reflectors.entry(f.src_ip).or_insert(now);
+        *t = (*t).max(now);
+        *key.ports.entry(sport).or_default() += f.fwd_bytes;
+        key.pending.expire(f.first_seen_ns, 2 * w, &key.fire);
+        key.pending
+            .add(f.src_ip, (f.dst_ip, f.dst_port), c.counts_fwd(), c.ev, ALL);
+        if key.last_ns >= key.recounted_ns + RECOUNT_NS {
+            key.recounted_ns = key.last_ns;
+            let last = key.last_ns;
+            key.reflectors.retain(|_, t| *t + w >= last);
+        }
+        let bytes = key.ring.sum(now)[0];
+        let crossed =
+            bytes as u64 >= cfg.min_bytes && key.reflectors.len() >= cfg.min_reflectors.max(1);
+        if crossed {
+            key.peak = key.peak.max(bytes);
+        }
+        if mark(&mut key.fire, crossed, now, timeout) {
+            self.marks.push((cx.mark_number(), f.dst_ip));
+        }
+    }
+}
+
+fn amp_finding(cfg: &DetectConfig, target: IpAddr, key: &mut AmpKey) -> Finding {
+    let a = &cfg.amplification;
+    let wsecs = secs(key.ring.window_ns());
+    let bytes = if key.peak > 0.0 {
+        key.peak
+    } else {
+        key.ring.sum(key.last_ns)[0]
+    };
+    key.peak = 0.0;
+    let mut services: Vec<(u16, u64)> = key.ports.iter().map(|(p, b)| (*p, *b)).collect();
+    services.sort_by_key(|s| std::cmp::Reverse(s.1));
+    let names: Vec<String> = services
+        .iter()
+        .take(3)
+        .map(|(p, _)| format!("{} ({p})", reflector(*p, &a.extra_ports).unwrap_or("?")))
+        .collect();
+    let rate = bytes * 8.0 / wsecs;
+    let t = a.min_bytes as f64 * 8.0 / wsecs;
+    let summary = format!(
+        "{}bits/s of unsolicited {} responses to {target} from {} reflectors ({:.0} bytes in {wsecs:.0} s, none requested by the target)",
+        si(rate),
+        names.join(", "),
+        key.reflectors.len(),
+        bytes,
+    );
+    let (ts, detected) = take_fire(&mut key.fire, key.last_ns);
+    key.pending.finding(
+        ALL,
+        AlertKind::Amplification,
+        key.asset,
+        target,
+        ts,
+        detected,
+        rate,
+        t,
+        "bits/s".into(),
+        summary,
+    )
+}

@@ -20,7 +20,7 @@ use std::time::Duration;
 use thiserror::Error;
 use vigil_proto::{FlowRecord, pb, valid_sensor_id};
 
-use crate::store::IngestBatch;
+use crate::model::ingest::IngestBatch;
 
 /// 2000-01-01T00:00:00Z in ns: nothing Vigil sees is older.
 pub const MIN_TIMESTAMP_NS: u64 = 946_684_800_000_000_000;

@@ -1,13 +1,23 @@
-//! Vigil's collector.
+//! Vigil's collector: sensors' batches in, flows stored, attacks on the
+//! protected assets detected, flows and alerts answered.
 //!
-//! - [`server`]: the daemon — tonic `Ingest` (validated by [`ingest`],
-//!   acknowledged after the commit) and `Query` services, Prometheus metrics,
-//!   retention; configured by [`config`] (`collector.toml`).
-//! - [`store`]: the [`store::FlowStore`] trait and the embedded SQLite engine.
-//! - [`query`]: the analysts' filter language and query shapes.
-//! - [`detect`]: detectors over the stored flows, against the protected
-//!   assets; alerts with their evidence ([`webhook`] posts them).
-//! - [`summary`]: the traffic summary that `vigil demo` prints.
+//! The path through it, each step a module:
+//! - [`ingest`]: what a batch from a sensor must be (validation, a plain
+//!   function over the wire message);
+//! - [`store`]: narrow traits over [`model`] types, one query planner
+//!   ([`store::plan`]), and two engines that render its plans: the
+//!   embedded SQLite store and ClickHouse;
+//! - [`detect`]: detectors over the committed flows, against the protected
+//!   assets; incidents and alerts with their evidence ([`webhook`] posts
+//!   them);
+//! - [`query`]: the analysts' filter language, and the reference answers
+//!   computed in memory.
+//!
+//! [`server`] runs them as a daemon (gRPC services, the writer and
+//! detection threads, metrics, retention, TLS), configured by [`config`]
+//! (`collector.toml`); [`summary`] is the traffic summary `vigil demo`
+//! prints. Dependencies point one way: `model` depends on nothing here,
+//! `store` on `model`, `detect` and `query` on `model`, `server` on all.
 //!
 //! It depends on `vigil-proto` only: sensors reach it through gRPC.
 #![deny(missing_docs)]

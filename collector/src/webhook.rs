@@ -20,7 +20,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::detect::{Alert, AlertUpdate};
+use crate::model::alert::{Alert, AlertUpdate};
 
 /// Where and how to POST.
 #[derive(Clone, Debug)]

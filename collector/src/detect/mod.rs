@@ -7,13 +7,13 @@
 //! the records' own (event time), so a capture replayed tomorrow raises the
 //! same alerts as it did live, and tests run on synthesized flows.
 //!
-//! One detector per file, each behind the [`detector::Detector`] trait
-//! (observe a record, finish a batch, sweep its windows): [`flood`],
-//! [`scan`], [`reflection`] (amplification), [`bruteforce`], [`ics`],
-//! [`exfil`], [`beacon`], [`badhost`] (indicator lists). Each keeps its own
+//! One detector per file, each behind the `detector::Detector` trait
+//! (observe a record, finish a batch, sweep its windows): `flood`,
+//! `scan`, `reflection` (amplification), `bruteforce`, `ics`,
+//! `exfil`, `beacon`, `badhost` (indicator lists). Each keeps its own
 //! windows and fires *findings*; what two of them share (the host-pair
-//! table of exfiltration and beaconing) is a [`detector::Context`] they are
-//! lent. The incidents layer ([`incidents`]) folds findings into alerts: a
+//! table of exfiltration and beaconing) is a `detector::Context` they are
+//! lent. The incidents layer (`incidents`) folds findings into alerts: a
 //! finding for the same (kind, asset, key address) while the incident is
 //! open (its last evidence younger than `incident_timeout`) updates that
 //! alert instead of raising another.

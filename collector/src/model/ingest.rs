@@ -19,7 +19,7 @@ pub struct IngestBatch {
     pub received_ns: u64,
 }
 
-/// What [`IngestStore::commit`](crate::store::IngestStore::commit) did.
+/// What `IngestStore::commit` did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CommitOutcome {
     /// Stored, with this many sequence numbers skipped since the previous
@@ -32,7 +32,7 @@ pub enum CommitOutcome {
     Duplicate,
     /// Not stored: the batch came on a stream this collector opened before
     /// another collector took the sensor over and fenced this one out (see
-    /// [`IngestStore::streams_opened`](crate::store::IngestStore::streams_opened)). The stream must end; the sensor sends
+    /// `IngestStore::streams_opened`). The stream must end; the sensor sends
     /// the batch again on its next one.
     Fenced,
 }

@@ -3,7 +3,7 @@
 //!
 //! Tables:
 //! - `flows`: one row per record; `rowid` is the stored flow's id. Packed
-//!   columns keep rows small ([`rows`]): `tcp_flags` holds the four flag
+//!   columns keep rows small (`rows.rs`): `tcp_flags` holds the four flag
 //!   bytes (fwd, rev, fwd initial, rev initial, lowest first), `vlan` the
 //!   outer id plus the inner id shifted by 12 (0: untagged), `tunnel` a
 //!   blob `[type, src_len, src…, dst…]`. Addresses are 4- or 16-byte
@@ -12,11 +12,11 @@
 //! - `rollup_src`, `rollup_dst`, `rollup_dport`, `rollup_proto`: per-minute
 //!   (of `first_seen`) flows, packets and bytes by initiator, responder,
 //!   responder port and protocol, updated in the batch's transaction
-//!   ([`ingest`]); the planner answers whole minutes from them.
+//!   (`ingest.rs`); the planner answers whole minutes from them.
 //! - `sensors` (the dedupe mark: highest committed `seq`, plus counts) and
 //!   `sensor_runs` (the latest counters of each sensor process).
 //! - `alerts` (each alert's latest state as JSON) and `alert_evidence`
-//!   ([`alerts`]).
+//!   (`alerts.rs`).
 //!
 //! Writes go through one connection behind a mutex (SQLite has one writer);
 //! reads use pooled connections of their own, which WAL lets run beside the

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Args;
 use hdrhistogram::Histogram;
-use vigil_sensor::fanout;
-use vigil_sensor::pipeline::{self, FileMode, Input, RunReport};
+use vigil_sensor::run::split;
+use vigil_sensor::run::{self, FileMode, Input, RunReport};
 use vigil_sensor::synth::{self, BulkConfig, FrameSize};
 
 use crate::Failure;
@@ -193,7 +193,7 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
                 cfg.file_mode = FileMode::Dispatch;
             }
             let split = if mode == "fanout" {
-                fanout::split_by_flow(&bytes, w.get()).context("splitting the capture by flow")?
+                split::split_by_flow(&bytes, w.get()).context("splitting the capture by flow")?
             } else {
                 Vec::new()
             };
@@ -202,9 +202,9 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
             for _ in 0..a.runs {
                 let mut sink = |_: &[vigil_proto::FlowRecord]| Ok(());
                 runs.push(if mode == "fanout" {
-                    fanout::run(&streams, &cfg, &mut sink)?
+                    split::run(&streams, &cfg, &mut sink)?
                 } else {
-                    pipeline::run(&inputs, &cfg, &mut sink, None)?
+                    run::run(&inputs, &cfg, &mut sink, None)?
                 });
             }
             runs.sort_by_key(|x| x.elapsed);

@@ -24,7 +24,7 @@ use vigil_collector::store::prelude::*;
 use vigil_collector::store::sqlite::{SqliteConfig, SqliteStore, Synchronous};
 use vigil_proto::{CommunityId, ConnState, EndReason, FlowRecord, History, Vlans};
 use vigil_sensor::export::grpc::{Exporter, ExporterConfig};
-use vigil_sensor::pipeline::{self, Input, LiveCounters, PipelineConfig};
+use vigil_sensor::run::{self, Input, LiveCounters, RunConfig};
 use vigil_sensor::synth::Rng;
 
 use crate::Failure;
@@ -67,9 +67,9 @@ pub fn transport(
             let started = Instant::now();
             let exporter = Exporter::start(exp, live.clone())?;
             let sink = exporter.sink();
-            let pcfg = PipelineConfig {
+            let pcfg = RunConfig {
                 live: Some(live),
-                ..PipelineConfig::default()
+                ..RunConfig::default()
             };
             let data: &'static [u8] = Box::leak(bytes.to_vec().into_boxed_slice());
             let report = tokio::task::spawn_blocking(move || {
@@ -78,7 +78,7 @@ pub fn transport(
                     bytes: data,
                 }];
                 let mut push = |r: &[FlowRecord]| sink.push(r);
-                pipeline::run(&inputs, &pcfg, &mut push, None)
+                run::run(&inputs, &pcfg, &mut push, None)
             })
             .await
             .map_err(|e| anyhow::anyhow!("pipeline task: {e}"))??;
@@ -122,7 +122,7 @@ pub fn transport(
             name: "bench".into(),
             bytes,
         }];
-        let rep = pipeline::run(&inputs, &PipelineConfig::default(), &mut sink, None)?;
+        let rep = run::run(&inputs, &RunConfig::default(), &mut sink, None)?;
         (
             out.into_inner()
                 .map_err(|_| anyhow::anyhow!("record buffer poisoned"))?,

@@ -11,7 +11,7 @@ use vigil_collector::server::{self, CollectorConfig};
 use vigil_collector::summary::TrafficSummary;
 use vigil_proto::{FlowRecord, pb};
 use vigil_sensor::export::grpc::{Exporter, ExporterConfig};
-use vigil_sensor::pipeline::{self, Input, LiveCounters, PipelineConfig};
+use vigil_sensor::run::{self, Input, LiveCounters, RunConfig};
 use vigil_sensor::synth;
 
 use crate::Failure;
@@ -51,9 +51,9 @@ pub fn run(a: DemoArgs) -> Result<(), Failure> {
         exp.batch_delay = Duration::from_millis(100);
         let exporter = Exporter::start(exp, live.clone())?;
         let sink = exporter.sink();
-        let mut cfg = PipelineConfig {
+        let mut cfg = RunConfig {
             live: Some(live),
-            ..PipelineConfig::default()
+            ..RunConfig::default()
         };
         // As `vigil sensor` does: early reports, so floods show within a second.
         cfg.flow.report_interval = Some(Duration::from_secs(1));
@@ -63,7 +63,7 @@ pub fn run(a: DemoArgs) -> Result<(), Failure> {
                 bytes: &bytes,
             }];
             let mut push = |recs: &[FlowRecord]| sink.push(recs);
-            pipeline::run(&inputs, &cfg, &mut push, None)
+            run::run(&inputs, &cfg, &mut push, None)
         })
         .await
         .map_err(|e| anyhow::anyhow!("pipeline task failed: {e}"))??;

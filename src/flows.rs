@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use vigil_sensor::export::{Format, RecordWriter};
 use vigil_sensor::flow::table::END_REASONS;
 use vigil_sensor::flow::{FlowConfig, Timeouts};
-use vigil_sensor::pipeline::{self, Input, PipelineConfig, RunReport};
+use vigil_sensor::run::{self, Input, RunConfig, RunReport};
 
 use crate::Failure;
 
@@ -65,8 +65,8 @@ pub struct EngineArgs {
 
 impl EngineArgs {
     /// The pipeline configuration these options describe.
-    pub fn config(&self) -> PipelineConfig {
-        PipelineConfig {
+    pub fn config(&self) -> RunConfig {
+        RunConfig {
             workers: self.workers,
             batch_size: self.batch_size,
             flow: FlowConfig {
@@ -77,7 +77,7 @@ impl EngineArgs {
                 max_flows: self.max_flows.get(),
                 community_id_seed: self.community_id_seed,
             },
-            ..PipelineConfig::default()
+            ..RunConfig::default()
         }
     }
 }
@@ -128,12 +128,11 @@ pub fn run(a: FlowsArgs) -> Result<(), Failure> {
     let progress = bar.clone().map(|b| move |n: u64| b.set_position(n));
     let progress_ref = progress.as_ref().map(|p| p as &(dyn Fn(u64) + Sync));
     let mut sink = |recs: &[vigil_proto::FlowRecord]| writer.write(recs);
-    let report = pipeline::run(&inputs, &a.engine.config(), &mut sink, progress_ref).map_err(
-        |e| match e {
-            pipeline::PipelineError::Config(_) => Failure::usage(e),
+    let report =
+        run::run(&inputs, &a.engine.config(), &mut sink, progress_ref).map_err(|e| match e {
+            run::RunError::Config(_) => Failure::usage(e),
             e => Failure::from(e),
-        },
-    )?;
+        })?;
     writer.flush().context("writing flow records")?;
     if let Some(b) = bar {
         b.finish_and_clear();

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
+use vigil_proto::time::now_ns as wall_ns;
 use vigil_sensor::capture::{CaptureReader, LinkType, PcapWriter};
-use vigil_sensor::live::wall_ns;
 use vigil_sensor::rewrite::{Rewriter, Skip};
 
 use crate::Failure;

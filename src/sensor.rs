@@ -14,7 +14,7 @@ use vigil_sensor::capture::LiveError;
 use vigil_sensor::config::{CaptureSettings, SensorFile, SourceKind, TlsSection};
 use vigil_sensor::export::grpc::Exporter;
 use vigil_sensor::export::{Format, RecordWriter};
-use vigil_sensor::pipeline::{self, LiveCounters, PipelineConfig, PipelineError, RunReport};
+use vigil_sensor::run::{self, LiveCounters, RunConfig, RunError, RunReport};
 
 use crate::Failure;
 
@@ -214,7 +214,7 @@ impl SensorArgs {
 /// capability, a wrong interface name or a bad filter fails at once.
 enum Live {
     #[cfg(target_os = "linux")]
-    AfPacket(vigil_sensor::live::AfPacketCapture),
+    AfPacket(vigil_sensor::run::live::AfPacketCapture),
     #[cfg(feature = "libpcap")]
     Libpcap(Box<vigil_sensor::capture::libpcap::PcapLive>),
 }
@@ -227,11 +227,11 @@ fn live_failure(e: LiveError) -> Failure {
     }
 }
 
-fn open_live(c: &CaptureSettings, cfg: &PipelineConfig) -> Result<Live, Failure> {
+fn open_live(c: &CaptureSettings, cfg: &RunConfig) -> Result<Live, Failure> {
     match c.source {
         #[cfg(target_os = "linux")]
         SourceKind::AfPacket => {
-            use vigil_sensor::live::{AfPacketCapture, LiveSource};
+            use vigil_sensor::run::live::{AfPacketCapture, LiveSource};
             let filter = match &c.bpf {
                 None => None,
                 Some(expr) => Some(compile_bpf(&c.interface, expr)?),
@@ -290,14 +290,14 @@ fn compile_bpf(
 impl Live {
     fn run(
         self,
-        cfg: &PipelineConfig,
+        cfg: &RunConfig,
         sink: &mut (dyn FnMut(&[FlowRecord]) -> io::Result<()> + Send),
-    ) -> Result<RunReport, PipelineError> {
+    ) -> Result<RunReport, RunError> {
         match self {
             #[cfg(target_os = "linux")]
             Live::AfPacket(c) => c.run(cfg, sink),
             #[cfg(feature = "libpcap")]
-            Live::Libpcap(mut p) => pipeline::run_source(p.as_mut(), cfg, sink),
+            Live::Libpcap(mut p) => run::run_source(p.as_mut(), cfg, sink),
         }
     }
 }
@@ -397,7 +397,7 @@ pub fn run(a: SensorArgs) -> Result<(), Failure> {
                 Some(l) => l.run(&cfg, &mut push),
                 None => {
                     let inputs = crate::flows::inputs_of(&files);
-                    pipeline::run(&inputs, &cfg, &mut push, None)
+                    run::run(&inputs, &cfg, &mut push, None)
                 }
             }
         });

@@ -19,7 +19,7 @@ use crate::capture::{FanoutMode, RingConfig};
 use crate::export::grpc::{ClientTls, ExporterConfig};
 use crate::export::spool::{Fsync, SpoolConfig};
 use crate::flow::{FlowConfig, Timeouts};
-use crate::pipeline::PipelineConfig;
+use crate::run::RunConfig;
 
 /// The file, as written.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -238,7 +238,7 @@ pub struct SensorSettings {
     /// The live source, when an interface is configured.
     pub capture: Option<CaptureSettings>,
     /// The pipeline.
-    pub pipeline: PipelineConfig,
+    pub pipeline: RunConfig,
     /// Wait for acknowledgements at shutdown.
     pub drain_timeout: Duration,
 }
@@ -419,7 +419,7 @@ impl SensorFile {
             }
             _ => None,
         };
-        let pipeline = PipelineConfig {
+        let pipeline = RunConfig {
             workers,
             flow: FlowConfig {
                 timeouts: idle.flatten().map(Timeouts::uniform).unwrap_or_default(),
@@ -429,7 +429,7 @@ impl SensorFile {
                 max_flows: self.flow.max_flows,
                 ..FlowConfig::default()
             },
-            ..PipelineConfig::default()
+            ..RunConfig::default()
         };
         Ok(SensorSettings {
             exporter,

@@ -1,26 +1,25 @@
-//! Vigil's sensor: capture, decode and bidirectional flow tracking.
+//! Vigil's sensor: packets in, bidirectional flow records out.
 //!
-//! The data path, each stage a module:
-//! [`capture`] (pcap/pcapng files, AF_PACKET rings, libpcap) → [`decode`] (frames to `PacketMeta`) →
-//! [`pipeline`] (runs; dispatch to shards) → [`flow`] (per-shard tables) →
-//! [`export`] (JSON lines, CSV, tables). [`fanout`] runs shared-nothing
-//! workers (read, decode and track inline): on capture files, each walking
-//! the whole file for its share, and on streams split by flow, the model of
-//! AF_PACKET fanout;
-//! [`live`] runs them on live AF_PACKET sockets. [`rewrite`] moves a
-//! capture's addresses into test ranges for replay onto an interface.
-//! [`synth`] writes deterministic captures for tests, benchmarks and the demo.
+//! The data path, each stage a module that depends only on those before
+//! it: [`capture`] (pcap/pcapng files, AF_PACKET rings, libpcap: raw
+//! frames) → [`decode`] (frames to `PacketMeta`s with their canonical flow
+//! keys) → [`flow`] (per-worker flow tables on packet time) → [`run`] (the
+//! run modes that drive them: file workers, the dispatcher, live AF_PACKET
+//! fanout) → [`export`] (JSON lines, CSV, tables; the gRPC exporter with
+//! its disk spool). [`config`] reads `sensor.toml`. Beside the path:
+//! [`rewrite`] moves a capture's addresses into test ranges for replay onto
+//! an interface, and [`synth`] writes deterministic captures for tests,
+//! benchmarks and the demo.
 #![deny(missing_docs)]
 
 pub mod capture;
 pub mod config;
+mod cpu;
 pub mod decode;
 pub mod export;
-pub mod fanout;
 pub mod flow;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
-pub mod live;
-pub mod pipeline;
 pub mod rewrite;
+pub mod run;
 pub mod synth;

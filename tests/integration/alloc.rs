@@ -130,7 +130,7 @@ fn file_workers_allocate_per_run_not_per_packet() {
         );
         return;
     }
-    use vigil_sensor::pipeline::{FileMode, Input, PipelineConfig};
+    use vigil_sensor::run::{FileMode, Input, RunConfig};
     let run = |packets: u64, workers: usize| {
         let bytes = BulkConfig {
             packets,
@@ -142,14 +142,14 @@ fn file_workers_allocate_per_run_not_per_packet() {
             name: "bulk".into(),
             bytes: &bytes,
         }];
-        let cfg = PipelineConfig {
+        let cfg = RunConfig {
             workers: workers.try_into().unwrap(),
             file_mode: FileMode::Shared,
             flow: FlowConfig {
                 max_flows: 10_000,
                 ..FlowConfig::default()
             },
-            ..PipelineConfig::default()
+            ..RunConfig::default()
         };
         let mut records = 0;
         let mut sink = |r: &[vigil_proto::FlowRecord]| {
@@ -157,7 +157,7 @@ fn file_workers_allocate_per_run_not_per_packet() {
             Ok(())
         };
         let before = ALL.load(Ordering::Relaxed);
-        let report = vigil_sensor::pipeline::run(&inputs, &cfg, &mut sink, None).unwrap();
+        let report = vigil_sensor::run::run(&inputs, &cfg, &mut sink, None).unwrap();
         let during = ALL.load(Ordering::Relaxed) - before;
         assert_eq!(report.packets, packets);
         (during, records)

@@ -789,16 +789,16 @@ fn wait_exit(mut c: Child, limit: Duration) -> std::process::ExitStatus {
 
 /// What the sensor makes of the files (its default early reports included).
 fn expected(files: &[PathBuf]) -> Vec<String> {
-    let cfg = vigil_sensor::pipeline::PipelineConfig {
+    let cfg = vigil_sensor::run::RunConfig {
         flow: vigil_sensor::flow::FlowConfig {
             report_interval: Some(Duration::from_secs(1)),
             ..vigil_sensor::flow::FlowConfig::default()
         },
-        ..vigil_sensor::pipeline::PipelineConfig::default()
+        ..vigil_sensor::run::RunConfig::default()
     };
     let inputs: Vec<_> = files
         .iter()
-        .map(|f| vigil_sensor::pipeline::Input::File(f.clone()))
+        .map(|f| vigil_sensor::run::Input::File(f.clone()))
         .collect();
     let mut v: Vec<String> = crate::util::run_inputs(&inputs, &cfg)
         .0

@@ -21,7 +21,7 @@ use vigil_collector::webhook::WebhookConfig;
 use vigil_proto::pb;
 use vigil_sensor::export::grpc::ExporterConfig;
 use vigil_sensor::flow::FlowConfig;
-use vigil_sensor::pipeline::{Input, PipelineConfig};
+use vigil_sensor::run::{Input, RunConfig};
 
 use crate::util::{corpus_dir, rt, sensor_with};
 
@@ -530,7 +530,7 @@ fn every_corpus_capture_goes_through_the_detectors() {
     let Some(dir) = corpus_dir() else { return };
     let cfg = DetectConfig::with_assets(&[asset("everything", &["0.0.0.0/0", "::/0"])]).unwrap();
     let mut engine = vigil_collector::detect::Engine::new(Arc::new(cfg), 1);
-    let mut pc = PipelineConfig::default();
+    let mut pc = RunConfig::default();
     pc.flow.report_interval = Some(Duration::from_secs(1));
     let mut flows = 0;
     for f in crate::util::corpus_files(&dir) {

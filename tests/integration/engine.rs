@@ -520,7 +520,7 @@ fn fanout_workers_give_the_dispatcher_flows() {
         let timeout = Duration::from_secs(30);
         let base = fingerprint(&run_bytes(bytes, &config(1, 256, timeout)).0);
         for n in [1, 2, 3] {
-            let split = vigil_sensor::fanout::split_by_flow(bytes, n).unwrap();
+            let split = vigil_sensor::run::split::split_by_flow(bytes, n).unwrap();
             assert_eq!(split.len(), n);
             let streams: Vec<&[u8]> = split.iter().map(|v| v.as_slice()).collect();
             let (recs, report) = run_fanout(&streams, &config(n, 256, timeout));
@@ -548,7 +548,7 @@ fn fanout_workers_end_flows_by_the_links_clock_not_their_streams() {
     let shard = |c: &IpAddr| {
         let mut sc = Scenario::new();
         sc.udp_exchange(T0, *c, 5000, server, 53, 30, 60, 1, S);
-        let split = vigil_sensor::fanout::split_by_flow(&sc.to_pcap_bytes(), 2).unwrap();
+        let split = vigil_sensor::run::split::split_by_flow(&sc.to_pcap_bytes(), 2).unwrap();
         usize::from(split[0].len() <= 24)
     };
     let early = clients[0];
@@ -562,7 +562,7 @@ fn fanout_workers_end_flows_by_the_links_clock_not_their_streams() {
     let bytes = sc.to_pcap_bytes();
     let timeout = Duration::from_secs(30);
     let (base, _) = run_bytes(&bytes, &config(1, 256, timeout));
-    let split = vigil_sensor::fanout::split_by_flow(&bytes, 2).unwrap();
+    let split = vigil_sensor::run::split::split_by_flow(&bytes, 2).unwrap();
     let streams: Vec<&[u8]> = split.iter().map(|v| v.as_slice()).collect();
     let (recs, _) = run_fanout(&streams, &config(2, 256, timeout));
     let end_of = |recs: &[vigil_proto::FlowRecord], host: IpAddr| {
@@ -587,7 +587,7 @@ fn fanout_workers_end_flows_by_the_links_clock_not_their_streams() {
 fn same_flows_for_one_and_two_workers_and_batch_sizes_on_the_corpus() {
     let Some(dir) = corpus_dir() else { return };
     for f in corpus_files(&dir) {
-        let inputs = [vigil_sensor::pipeline::Input::File(f.clone())];
+        let inputs = [vigil_sensor::run::Input::File(f.clone())];
         let base = fingerprint(&run_inputs(&inputs, &config(1, 256, FOREVER)).0);
         for (w, b) in [(2, 256), (1, 1), (2, 1)] {
             let other = fingerprint(&run_inputs(&inputs, &config(w, b, FOREVER)).0);
@@ -621,7 +621,7 @@ fn no_capture_in_the_corpus_panics_and_damage_is_reported() {
     let Some(dir) = corpus_dir() else { return };
     for f in corpus_files(&dir) {
         let (_, report) = run_inputs(
-            &[vigil_sensor::pipeline::Input::File(f.clone())],
+            &[vigil_sensor::run::Input::File(f.clone())],
             &config(2, 32, FOREVER),
         );
         let name = f.file_name().unwrap().to_string_lossy();
@@ -768,7 +768,7 @@ fn early_reports_cut_one_way_and_heavy_flows_only() {
 
 /// A run's counters that must not depend on how the packets reach the
 /// workers: frames, bytes, decode errors, fragments, flows and records.
-fn counters(r: &vigil_sensor::pipeline::RunReport) -> String {
+fn counters(r: &vigil_sensor::run::RunReport) -> String {
     let errors: Vec<(Option<u64>, String)> = r
         .input_errors
         .iter()
@@ -784,8 +784,8 @@ fn with_mode(
     workers: usize,
     batch: usize,
     timeout: Duration,
-    mode: vigil_sensor::pipeline::FileMode,
-) -> vigil_sensor::pipeline::PipelineConfig {
+    mode: vigil_sensor::run::FileMode,
+) -> vigil_sensor::run::RunConfig {
     let mut c = config(workers, batch, timeout);
     c.file_mode = mode;
     c
@@ -797,7 +797,7 @@ fn with_mode(
 /// counters of the dispatcher, with long and with default timeouts.
 #[test]
 fn shared_workers_give_the_dispatchers_flows_and_counters_on_the_corpus() {
-    use vigil_sensor::pipeline::{FileMode, Input};
+    use vigil_sensor::run::{FileMode, Input};
     let Some(dir) = corpus_dir() else { return };
     for f in corpus_files(&dir) {
         let inputs = [Input::File(f.clone())];
@@ -820,7 +820,7 @@ fn shared_workers_give_the_dispatchers_flows_and_counters_on_the_corpus() {
 /// traffic with VLANs, IPv6, IMIX frames and a table small enough to evict.
 #[test]
 fn shared_workers_give_the_dispatchers_flows_on_synthetic_traffic() {
-    use vigil_sensor::pipeline::FileMode;
+    use vigil_sensor::run::FileMode;
     let bulk = BulkConfig {
         packets: 60_000,
         flows: 3_000,
@@ -851,7 +851,7 @@ fn shared_workers_give_the_dispatchers_flows_on_synthetic_traffic() {
 /// in its input's place.
 #[test]
 fn shared_workers_read_several_inputs_and_report_each_failure_once() {
-    use vigil_sensor::pipeline::{FileMode, Input};
+    use vigil_sensor::run::{FileMode, Input};
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a.pcap");
     let cut = dir.path().join("cut.pcap");
@@ -929,8 +929,9 @@ impl PcapBuilder {
 #[test]
 fn the_relay_gives_one_workers_flows_at_every_chunk_edge() {
     use vigil_sensor::capture::CaptureReader;
-    use vigil_sensor::fanout::RELAY_CHUNK_BYTES as C;
-    use vigil_sensor::pipeline::{FileMode, MAX_CLOCK_JUMP_NS};
+    use vigil_sensor::flow::clock::MAX_CLOCK_JUMP_NS;
+    use vigil_sensor::run::FileMode;
+    use vigil_sensor::run::shared::RELAY_CHUNK_BYTES as C;
     let bulk = BulkConfig {
         packets: 12_000,
         flows: 150,
@@ -1068,7 +1069,7 @@ fn the_relay_gives_one_workers_flows_at_every_chunk_edge() {
 /// second are walked only once every worker has started it.
 #[test]
 fn a_held_up_file_worker_leaves_the_walking_to_the_others() {
-    use vigil_sensor::pipeline::{FileMode, Input};
+    use vigil_sensor::run::{FileMode, Input};
     let first = BulkConfig {
         packets: 400_000,
         flows: 3_000,
@@ -1101,7 +1102,7 @@ fn a_held_up_file_worker_leaves_the_walking_to_the_others() {
     for workers in [2, 3] {
         let cfg = with_mode(workers, 256, timeout, FileMode::Shared);
         let (recs, report) = collect(|sink| {
-            vigil_sensor::pipeline::run(&inputs, &cfg, sink, Some(&held_up)).expect("pipeline run")
+            vigil_sensor::run::run(&inputs, &cfg, sink, Some(&held_up)).expect("pipeline run")
         });
         let how = format!("{workers} workers, worker 0 held up");
         assert_same(&base, &fingerprint(&recs), &how);
@@ -1117,7 +1118,7 @@ fn file_workers_stop_midway_without_waiting_on_each_other() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     use vigil_proto::EndReason;
-    use vigil_sensor::pipeline::{FileMode, Input};
+    use vigil_sensor::run::{FileMode, Input};
     let total = 1_000_000;
     let bytes = BulkConfig {
         packets: total,
@@ -1132,7 +1133,7 @@ fn file_workers_stop_midway_without_waiting_on_each_other() {
     for workers in [1, 2, 3] {
         // A stop once the live counters show the run under way.
         let stop = Arc::new(AtomicBool::new(false));
-        let live = Arc::new(vigil_sensor::pipeline::LiveCounters::default());
+        let live = Arc::new(vigil_sensor::run::LiveCounters::default());
         let mut cfg = with_mode(workers, 256, Duration::from_secs(1), FileMode::Shared);
         cfg.stop = Some(stop.clone());
         cfg.live = Some(live.clone());
@@ -1164,7 +1165,7 @@ fn file_workers_stop_midway_without_waiting_on_each_other() {
         // A sink that fails at once.
         let cfg = with_mode(workers, 256, Duration::from_secs(1), FileMode::Shared);
         let mut failing = |_: &[vigil_proto::FlowRecord]| Err(std::io::Error::other("full"));
-        let err = vigil_sensor::pipeline::run(&inputs, &cfg, &mut failing, None);
+        let err = vigil_sensor::run::run(&inputs, &cfg, &mut failing, None);
         assert!(err.is_err(), "{workers} workers: a failed sink is an error");
     }
 }
@@ -1231,8 +1232,8 @@ fn frames_given_an_owner_make_packets_of_that_pair_only_on_the_corpus() {
 fn mapped_captures_hand_their_pages_back_as_the_workers_pass_them() {
     use std::io::Write;
     use vigil_sensor::capture::mapped::MappedFile;
-    use vigil_sensor::fanout::{SharedInput, run_shared};
-    use vigil_sensor::pipeline::FileMode;
+    use vigil_sensor::run::FileMode;
+    use vigil_sensor::run::shared::{SharedInput, run_shared};
 
     /// The resident KiB of the mapping at `m`, from the kernel's view.
     fn resident_kib(m: &MappedFile) -> u64 {

@@ -626,8 +626,9 @@ fn rewriting_the_corpus_leaves_only_test_addresses() {
 #[cfg(feature = "libpcap")]
 mod libpcap {
     use super::*;
+    use vigil_sensor::capture::PacketSource;
     use vigil_sensor::capture::libpcap::PcapFile;
-    use vigil_sensor::pipeline::{self, PacketSource};
+    use vigil_sensor::run;
 
     /// The libpcap reader gives the same flows as the pure-Rust one on
     /// every capture of the corpus libpcap can open.
@@ -653,7 +654,7 @@ mod libpcap {
                 Ok(())
             };
             let src: &mut (dyn PacketSource + Send) = &mut src;
-            let rep = pipeline::run_source(src, &cfg, &mut sink).expect("libpcap run");
+            let rep = run::run_source(src, &cfg, &mut sink).expect("libpcap run");
             let mut via = out.into_inner().unwrap();
             via.sort_by_key(|r| (r.first_seen_ns, r.flow_id, r.last_seen_ns));
             let (native_ok, via_ok) = (nrep.input_errors.is_empty(), rep.input_errors.is_empty());

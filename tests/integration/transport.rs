@@ -19,7 +19,7 @@ use vigil_proto::{FlowRecord, pb};
 use vigil_sensor::export::grpc::{ClientTls, DrainReport, ExportError, Exporter, ExporterConfig};
 use vigil_sensor::export::spool::SpoolConfig;
 use vigil_sensor::flow::FlowConfig;
-use vigil_sensor::pipeline::{self, Input, LiveCounters, PipelineConfig};
+use vigil_sensor::run::{self, Input, LiveCounters, RunConfig};
 use vigil_sensor::synth::{BulkConfig, FrameSize};
 
 use crate::util::{corpus_dir, corpus_files, rt, run_inputs};
@@ -106,7 +106,7 @@ fn stored_flows_equal_offline_flows_on_the_corpus() {
         let collector = start_collector(&data).await;
         let url = format!("http://{}", collector.addr);
         for (i, f) in files.iter().enumerate() {
-            let (offline, _) = run_inputs(&[Input::File(f.clone())], &PipelineConfig::default());
+            let (offline, _) = run_inputs(&[Input::File(f.clone())], &RunConfig::default());
             let id = format!("corpus-{i}");
             let d = sensor_run(
                 vec![Input::File(f.clone())],
@@ -174,7 +174,7 @@ fn a_batch_rejected_for_a_future_timestamp_is_counted_not_retried_forever() {
             name: "good".into(),
             bytes: good,
         }],
-        &PipelineConfig::default(),
+        &RunConfig::default(),
     );
     assert_eq!(stored(&tmp.path().join("data"), None), sorted(offline));
 }
@@ -188,7 +188,7 @@ fn spool_drops_at_its_bound_are_counted_at_the_collector() {
             name: "bulk".into(),
             bytes: capture,
         }],
-        &PipelineConfig::default(),
+        &RunConfig::default(),
     );
     let addr = free_port();
     let url = format!("http://{addr}");
@@ -207,9 +207,9 @@ fn spool_drops_at_its_bound_are_counted_at_the_collector() {
         let live = Arc::new(LiveCounters::default());
         let exporter = Exporter::start(exp, live.clone()).unwrap();
         let sink = exporter.sink();
-        let cfg = PipelineConfig {
+        let cfg = RunConfig {
             live: Some(live),
-            ..PipelineConfig::default()
+            ..RunConfig::default()
         };
         tokio::task::spawn_blocking(move || {
             let inputs = [Input::Memory {
@@ -217,7 +217,7 @@ fn spool_drops_at_its_bound_are_counted_at_the_collector() {
                 bytes: capture,
             }];
             let mut push = |recs: &[FlowRecord]| sink.push(recs);
-            pipeline::run(&inputs, &cfg, &mut push, None).unwrap()
+            run::run(&inputs, &cfg, &mut push, None).unwrap()
         })
         .await
         .unwrap();
@@ -517,7 +517,7 @@ fn hostile_peers_get_clear_errors_and_a_good_sensor_loses_nothing() {
             name: "bulk".into(),
             bytes: capture,
         }],
-        &PipelineConfig::default(),
+        &RunConfig::default(),
     );
     assert_eq!(stored(&data, Some("good")), sorted(offline));
     let h4 = stored(&data, Some("h4"));
@@ -637,7 +637,7 @@ fn mutual_tls_binds_the_sensor_id_to_the_certificate() {
             name: "bulk".into(),
             bytes: capture,
         }],
-        &PipelineConfig::default(),
+        &RunConfig::default(),
     );
     assert_eq!(stored(&data, None), sorted(offline), "only s1's own flows");
 }
@@ -690,7 +690,7 @@ fn nothing_is_lost_when_the_collector_is_killed_and_restarted() {
         ..BulkConfig::default()
     };
     std::fs::write(&pcap, cfg.to_pcap_bytes()).unwrap();
-    let (offline, _) = run_inputs(&[Input::File(pcap.clone())], &PipelineConfig::default());
+    let (offline, _) = run_inputs(&[Input::File(pcap.clone())], &RunConfig::default());
     let total = offline.len() as u64;
     let data = tmp.path().join("data");
     let addr = free_port();

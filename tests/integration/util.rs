@@ -10,7 +10,7 @@ use std::sync::Arc;
 use vigil_proto::FlowRecord;
 use vigil_sensor::export::grpc::{DrainReport, ExportError, Exporter, ExporterConfig};
 use vigil_sensor::flow::{FlowConfig, Timeouts};
-use vigil_sensor::pipeline::{self, Input, LiveCounters, PipelineConfig, RunReport};
+use vigil_sensor::run::{self, Input, LiveCounters, RunConfig, RunReport};
 
 /// A test's real dependency is missing: outside CI the test prints why and
 /// passes without running; under CI (`CI` set) it fails, since CI installs
@@ -53,8 +53,8 @@ pub fn corpus_files(dir: &std::path::Path) -> Vec<PathBuf> {
 }
 
 /// A pipeline configuration with uniform timeouts.
-pub fn config(workers: usize, batch: usize, timeout: Duration) -> PipelineConfig {
-    PipelineConfig {
+pub fn config(workers: usize, batch: usize, timeout: Duration) -> RunConfig {
+    RunConfig {
         workers: workers.try_into().expect("workers > 0"),
         batch_size: batch.try_into().expect("batch > 0"),
         flow: FlowConfig {
@@ -62,7 +62,7 @@ pub fn config(workers: usize, batch: usize, timeout: Duration) -> PipelineConfig
             active_timeout: timeout,
             ..FlowConfig::default()
         },
-        ..PipelineConfig::default()
+        ..RunConfig::default()
     }
 }
 
@@ -83,22 +83,22 @@ pub fn collect(run: impl FnOnce(&mut Sink<'_>) -> RunReport) -> (Vec<FlowRecord>
 }
 
 /// Runs inputs through the dispatch pipeline.
-pub fn run_inputs(inputs: &[Input<'_>], cfg: &PipelineConfig) -> (Vec<FlowRecord>, RunReport) {
-    collect(|sink| pipeline::run(inputs, cfg, sink, None).expect("pipeline run"))
+pub fn run_inputs(inputs: &[Input<'_>], cfg: &RunConfig) -> (Vec<FlowRecord>, RunReport) {
+    collect(|sink| run::run(inputs, cfg, sink, None).expect("pipeline run"))
 }
 
 /// Runs in-memory captures through shared-nothing fanout workers, one each.
-pub fn run_fanout(streams: &[&[u8]], cfg: &PipelineConfig) -> (Vec<FlowRecord>, RunReport) {
-    collect(|sink| vigil_sensor::fanout::run(streams, cfg, sink).expect("fanout run"))
+pub fn run_fanout(streams: &[&[u8]], cfg: &RunConfig) -> (Vec<FlowRecord>, RunReport) {
+    collect(|sink| vigil_sensor::run::split::run(streams, cfg, sink).expect("fanout run"))
 }
 
 /// Runs one file.
-pub fn run_file(path: &std::path::Path, cfg: &PipelineConfig) -> (Vec<FlowRecord>, RunReport) {
+pub fn run_file(path: &std::path::Path, cfg: &RunConfig) -> (Vec<FlowRecord>, RunReport) {
     run_inputs(&[Input::File(path.to_owned())], cfg)
 }
 
 /// Runs in-memory pcap bytes.
-pub fn run_bytes(bytes: &[u8], cfg: &PipelineConfig) -> (Vec<FlowRecord>, RunReport) {
+pub fn run_bytes(bytes: &[u8], cfg: &RunConfig) -> (Vec<FlowRecord>, RunReport) {
     run_inputs(
         &[Input::Memory {
             name: "test".into(),
@@ -122,14 +122,14 @@ pub async fn sensor_with(
     let live = Arc::new(LiveCounters::default());
     let exporter = Exporter::start(exp, live.clone())?;
     let sink = exporter.sink();
-    let cfg = PipelineConfig {
+    let cfg = RunConfig {
         live: Some(live),
         flow,
-        ..PipelineConfig::default()
+        ..RunConfig::default()
     };
     tokio::task::spawn_blocking(move || {
         let mut push = |recs: &[FlowRecord]| sink.push(recs);
-        pipeline::run(&inputs, &cfg, &mut push, None).expect("pipeline")
+        run::run(&inputs, &cfg, &mut push, None).expect("pipeline")
     })
     .await
     .expect("pipeline task");

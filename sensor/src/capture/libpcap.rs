@@ -13,7 +13,7 @@ use pcap::{Active, Capture, Linktype, Offline, Precision};
 #[cfg(target_os = "linux")]
 use super::af_packet::{BpfFilter, BpfInsn};
 use super::{CaptureError, KernelStats, LinkType, LiveError, RawPacket};
-use crate::pipeline::{Next, PacketSource};
+use super::{Next, POLL_TIMEOUT, PacketSource};
 
 /// libpcap's DLT_* value for a link type (they differ from the file's
 /// LINKTYPE_* only for raw IP).
@@ -151,12 +151,12 @@ impl PacketSource for PcapLive {
             self.idle = false;
             #[cfg(target_os = "linux")]
             {
-                super::af_packet::wait_readable(&self.cap, crate::live::POLL_TIMEOUT).map_err(
-                    |e| CaptureError::Libpcap {
+                super::af_packet::wait_readable(&self.cap, POLL_TIMEOUT).map_err(|e| {
+                    CaptureError::Libpcap {
                         path: self.name.clone(),
                         message: format!("poll: {e}"),
-                    },
-                )?;
+                    }
+                })?;
             }
         }
         match self.cap.next_packet() {

@@ -1,6 +1,6 @@
 //! Capture files mapped read-only into memory.
 //!
-//! The shared-nothing file workers ([`crate::fanout::run_shared`]) each walk
+//! The shared-nothing file workers (`run::shared`) each walk
 //! the whole capture, keeping the packets whose address pair they own. A
 //! read-only mapping of the page cache lets all of them do so without
 //! copying a byte: reading the file through a buffer instead would copy it

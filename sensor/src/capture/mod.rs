@@ -18,7 +18,11 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-pub use pcap_file::{CaptureError, CaptureReader, PcapWriter};
+pub use pcap_file::{ByteSource, CaptureError, CaptureReader, PcapWriter};
+
+/// How long a live source waits for a packet before it reports
+/// [`Next::Idle`] (its reader then moves its clock to the wall clock).
+pub const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Geometry of one socket's ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -253,4 +257,51 @@ pub struct RawPacket<'a> {
     pub orig_len: u32,
     /// The captured bytes.
     pub data: &'a [u8],
+}
+
+/// What a [`PacketSource`] has next.
+#[derive(Debug)]
+pub enum Next<'a> {
+    /// A packet.
+    Packet(RawPacket<'a>),
+    /// Nothing for now (a live source's read timeout): the reader moves
+    /// packet time to the wall clock so that flows on a quiet link expire.
+    Idle,
+    /// The end of the input.
+    End,
+}
+
+/// A source of packets read one at a time: a capture file (through
+/// [`CaptureReader`]), or a libpcap capture (live or file). The run modes
+/// drive it; it knows nothing of them.
+pub trait PacketSource {
+    /// The next packet, or why there is none.
+    fn next(&mut self) -> Result<Next<'_>, CaptureError>;
+    /// Bytes consumed (for progress), if the source knows.
+    fn offset(&self) -> u64 {
+        0
+    }
+    /// Kernel counters of a live source.
+    fn kernel_stats(&mut self) -> Option<KernelStats> {
+        None
+    }
+    /// Whether the source is live: the stop flag is then checked at every
+    /// packet, not every 65,536, since a slow link may never go idle.
+    fn is_live(&self) -> bool {
+        false
+    }
+}
+
+impl<S: ByteSource> PacketSource for CaptureReader<S> {
+    #[inline]
+    fn next(&mut self) -> Result<Next<'_>, CaptureError> {
+        Ok(match self.next_packet()? {
+            Some(p) => Next::Packet(p),
+            None => Next::End,
+        })
+    }
+
+    fn offset(&self) -> u64 {
+        CaptureReader::offset(self)
+    }
 }

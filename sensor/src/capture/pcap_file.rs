@@ -470,7 +470,7 @@ impl<'a> PcapWalk<'a> {
         // page: every cache line up to a little ahead is asked for, as a
         // copy would read them all, but without the copy.
         while self.ahead < end + SLICE_PREFETCH_AHEAD {
-            crate::flow::prefetch(self.data.as_ptr().wrapping_add(self.ahead));
+            crate::cpu::prefetch(self.data.as_ptr().wrapping_add(self.ahead));
             self.ahead += 64;
         }
         Some(RawPacket {

@@ -41,7 +41,7 @@ use tonic::{Code, Status};
 use vigil_proto::{FlowRecord, pb};
 
 use super::spool::{Spool, SpoolConfig, SpoolError};
-use crate::pipeline::LiveCounters;
+use crate::run::LiveCounters;
 
 /// Client side of mTLS.
 #[derive(Clone, Debug)]

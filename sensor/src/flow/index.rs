@@ -131,7 +131,7 @@ impl FlowIndex {
     /// Asks the CPU to fetch the line where a search for `hash` starts.
     #[inline]
     pub(crate) fn prefetch(&self, hash: u64) {
-        super::prefetch((&raw const self.lines[self.home(tag(hash))]).cast());
+        crate::cpu::prefetch((&raw const self.lines[self.home(tag(hash))]).cast());
     }
 
     /// The first slot whose entry matches `hash` and for which `eq` holds.

@@ -5,29 +5,14 @@
 //! for any number of shards), and emits [`vigil_proto::FlowRecord`]s when
 //! flows end or outlive the active timeout.
 
+pub mod clock;
 pub mod community_id;
 mod index;
-pub mod key;
 pub mod table;
 
 use std::time::Duration;
 
 use thiserror::Error;
-
-/// Asks the CPU to bring the cache line holding `p` into L1.
-#[inline(always)]
-pub(crate) fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    #[allow(unsafe_code)]
-    // SAFETY: PREFETCHT0 is a hint: it reads nothing the program can
-    // observe, never faults whatever the address, and SSE, which it needs, is
-    // part of the x86_64 baseline.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
 
 /// Idle timeouts per protocol and state. The defaults are Suricata's
 /// `flow-timeouts` (tcp: new 60 s, established 600 s, closed 60 s; udp, icmp

@@ -35,10 +35,11 @@ use hashbrown::HashMap;
 use vigil_proto::flow::proto_has_ports;
 use vigil_proto::{ConnState, EndReason, FlowRecord, History, TunnelInfo, Vlans};
 
+use super::FlowConfig;
 use super::community_id::community_id;
 use super::index::FlowIndex;
-use super::key::{FlowKey, addr_from};
-use super::{FlowConfig, prefetch};
+use crate::cpu::prefetch;
+use crate::decode::key::{FlowKey, addr_from};
 use crate::decode::{PacketMeta, TunnelMeta};
 
 const CHUNK: usize = 4096;

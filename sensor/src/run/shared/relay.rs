@@ -52,8 +52,10 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError, bounded, u
 use crate::capture::mapped::MappedFile;
 use crate::capture::pcap_file::SliceSource;
 use crate::capture::{CaptureReader, RawPacket};
+use crate::decode::key::shard_of;
 use crate::decode::{DecodeStats, Decoder, Owner, PacketMeta, owner};
-use crate::pipeline::{ClockSpan, recv_spinning, shard_of, spins_for};
+use crate::flow::clock::ClockSpan;
+use crate::run::{recv_spinning, spins_for};
 
 use super::{CHECK_EVERY, Ended, SharedInput, SharedWorker, decode_for};
 

@@ -14,28 +14,21 @@ use std::io;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use vigil_proto::{EndReason, FlowRecord};
 
-use crate::capture::{KernelStats, LiveError};
-use crate::decode::{Decoder, PacketMeta};
-use crate::flow::table::FlowTable;
-use crate::pipeline::{
-    LiveCounters, PacketClock, PipelineConfig, PipelineError, Published, RunReport, finish_table,
-    histogram, join_sink, spawn_sink, validate,
+use super::{
+    LiveCounters, Published, RunConfig, RunError, RunReport, finish_table, histogram, join_sink,
+    spawn_sink, validate,
 };
+use crate::capture::{KernelStats, LiveError, POLL_TIMEOUT};
+use crate::decode::{Decoder, PacketMeta};
+use crate::flow::clock::PacketClock;
+use crate::flow::table::FlowTable;
 
 #[cfg(target_os = "linux")]
 pub use crate::capture::af_packet::{BpfFilter, BpfInsn, FanoutMode, RingConfig};
-
-/// The wall clock, ns since the Unix epoch (the kernel's packet timestamps
-/// use the same clock).
-pub fn wall_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
 
 /// CPU time of the calling thread, ns (Linux: `/proc/thread-self/schedstat`).
 pub fn thread_cpu_ns() -> Option<u64> {
@@ -43,8 +36,6 @@ pub fn thread_cpu_ns() -> Option<u64> {
     s.split_whitespace().next()?.parse().ok()
 }
 
-/// How long a worker waits on an empty ring before it moves its clock.
-pub const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 /// How often workers publish their counters and read the kernel's.
 const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 const BATCH: usize = 256;
@@ -130,9 +121,9 @@ impl AfPacketCapture {
     /// every open flow with end reason `shutdown`. Records go to `sink`.
     pub fn run(
         self,
-        cfg: &PipelineConfig,
+        cfg: &RunConfig,
         sink: &mut (dyn FnMut(&[FlowRecord]) -> io::Result<()> + Send),
-    ) -> Result<RunReport, PipelineError> {
+    ) -> Result<RunReport, RunError> {
         validate(cfg)?;
         let never = Arc::new(AtomicBool::new(false));
         let stop = cfg.stop.clone().unwrap_or(never);
@@ -140,7 +131,7 @@ impl AfPacketCapture {
         let per_worker = cfg.flow.max_flows.div_ceil(n);
         let started = Instant::now();
         let mut report = RunReport::default();
-        std::thread::scope(|s| -> Result<(), PipelineError> {
+        std::thread::scope(|s| -> Result<(), RunError> {
             // A failing sink stops the capture.
             let (out_tx, writer) = spawn_sink(s, sink, &stop);
             let mut handles = Vec::new();
@@ -154,7 +145,7 @@ impl AfPacketCapture {
                     .spawn_scoped(s, move || {
                         af_packet_worker(sock, FlowTable::new(&flow, per_worker), out, live, &stop)
                     })
-                    .map_err(|_| PipelineError::Worker(i))?;
+                    .map_err(|_| RunError::Worker(i))?;
                 handles.push(h);
             }
             drop(out_tx);
@@ -167,7 +158,7 @@ impl AfPacketCapture {
             }
             let sunk = join_sink(writer);
             if let Some(i) = failed {
-                return Err(PipelineError::Worker(i));
+                return Err(RunError::Worker(i));
             }
             sunk
         })?;
@@ -242,7 +233,7 @@ fn af_packet_worker(
                 // The block goes back to the kernel here.
             }
             Ok(None) => {
-                clock.observe(wall_ns());
+                clock.observe(vigil_proto::time::now_ns());
             }
             Err(e) => {
                 tracing::error!(error = %e, "capture failed; flushing this worker's flows");

@@ -19,7 +19,9 @@ use hashbrown::HashMap;
 use vigil_proto::TunnelType;
 
 use crate::capture::{LinkType, RawPacket};
-use crate::flow::key::FlowKey;
+pub mod key;
+
+use key::FlowKey;
 
 /// Deepest nesting of encapsulations followed (VLAN and MPLS excluded).
 const MAX_DEPTH: u8 = 6;
@@ -672,7 +674,7 @@ fn be16(b: &[u8], at: usize) -> u16 {
 
 /// Which worker must decode a frame, as far as its headers tell without
 /// decoding it: how shared-nothing workers reading one capture file split
-/// its packets ([`crate::fanout::run_shared`]).
+/// its packets (`run::shared`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Owner {
     /// Every flow packet the frame makes has this address pair
@@ -756,7 +758,7 @@ fn ip_owner(d: &[u8]) -> Owner {
             }
             let a = u32::from_le_bytes([d[12], d[13], d[14], d[15]]);
             let b = u32::from_le_bytes([d[16], d[17], d[18], d[19]]);
-            Owner::Pair(crate::flow::key::pair_hash_v4(a, b))
+            Owner::Pair(key::pair_hash_v4(a, b))
         }
         // Only headers that end at the transport: extension headers may
         // change the conversation's addresses, or fragment it.
@@ -765,7 +767,7 @@ fn ip_owner(d: &[u8]) -> Owner {
             let mut b = [0u8; 16];
             a.copy_from_slice(&d[8..24]);
             b.copy_from_slice(&d[24..40]);
-            Owner::Pair(crate::flow::key::pair_hash_v6(&a, &b))
+            Owner::Pair(key::pair_hash_v6(&a, &b))
         }
         _ => Owner::Any,
     }

@@ -1,32 +1,18 @@
-//! Shared-nothing workers: each worker reads its own packet stream and
-//! decodes and tracks flows inline: no reader thread, no channel, no copy on
-//! the packet path. N workers use N cores.
-//!
-//! Two ways to give the workers their packets:
-//!
-//! - [`run_shared`], what capture files are read with (mapped, so nothing
-//!   is copied; see [`crate::capture::mapped`]): each worker decodes only
-//!   the frames whose address pair it owns ([`crate::decode::owner`]: a few
-//!   loads tell a frame's owner). Frames whose flows cannot be told from
-//!   their outer header (tunnels, fragments, IPv6 extension headers, frames
-//!   without IP) are decoded by every worker, and each keeps the flow
-//!   packets whose pair it owns; worker 0 counts the frame. A pcap file's
-//!   reading is shared out by the relay (`relay`): the workers walk it in
-//!   chunks, each chunk walked by whichever worker needs it first, and hand
-//!   each other their frames in file order. Any
-//!   other capture every worker walks whole. Either way every worker sees
-//!   every timestamp, so all keep the same packet clock, and the records
-//!   are exactly those of one worker, for any worker count.
-//! - [`run`], the model of AF_PACKET fanout on a live link: the kernel hashes
-//!   every packet to one socket per worker. For capture files,
-//!   [`split_by_flow`] does the kernel's part ahead of time (the same
-//!   symmetric flow hash and shard choice as the dispatcher) so that the
-//!   workers themselves can be run and measured. Frames that yield no flow
-//!   packet (non-IP frames, fragments that do not complete a datagram) go to
-//!   worker 0. The kernel's fanout with its defrag flag reassembles before
-//!   hashing; the splitter does not, so a fragmented datagram whose flow
-//!   lives on another worker is counted on worker 0 only when all its
-//!   fragments are there.
+//! The file workers: what capture files and captures in memory are read
+//! with. `workers` threads, each decoding the frames whose outer address
+//! pair it owns ([`crate::decode::owner`]: a few loads tell a frame's
+//! owner) from a capture mapped once (nothing copied; see
+//! [`crate::capture::mapped`]), and tracking their flows inline: no reader
+//! thread, no channel on the packet path, N workers on N cores. Frames
+//! whose flows cannot be told from their outer header (tunnels, fragments,
+//! IPv6 extension headers, frames without IP) are decoded by every worker,
+//! and each keeps the flow packets whose pair it owns; worker 0 counts the
+//! frame. A pcap file's reading is shared out by the relay (`relay.rs`):
+//! the workers walk it in chunks, each chunk walked by whichever worker
+//! needs it first, and hand each other their frames in file order. Any
+//! other capture every worker walks whole. Either way every worker sees
+//! every timestamp, so all keep the same packet clock, and the records are
+//! exactly those of one worker, for any worker count.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,216 +20,23 @@ use std::time::Instant;
 
 use crossbeam_channel::Sender;
 use hdrhistogram::Histogram;
-use thiserror::Error;
 use vigil_proto::{EndReason, FlowRecord};
 
-mod relay;
+pub(crate) mod relay;
 
 pub use relay::CHUNK_BYTES as RELAY_CHUNK_BYTES;
 
+use super::{
+    LiveCounters, Progress, Published, RunConfig, RunError, RunReport, finish_table, histogram,
+    join_sink, log_finished, spawn_sink, validate,
+};
 use crate::capture::mapped::MappedFile;
 use crate::capture::pcap_file::{PcapWalk, SliceSource};
-use crate::capture::{CaptureError, CaptureReader, KernelStats, LinkType, PcapWriter, RawPacket};
+use crate::capture::{CaptureError, CaptureReader, KernelStats, LinkType, RawPacket};
+use crate::decode::key::shard_of;
 use crate::decode::{Decoder, Owner, PacketMeta, owner};
+use crate::flow::clock::PacketClock;
 use crate::flow::table::FlowTable;
-use crate::pipeline::{
-    LiveCounters, PacketClock, PipelineConfig, PipelineError, Progress, Published, RunReport,
-    finish_table, histogram, join_sink, log_finished, shard_of, spawn_sink, validate,
-};
-
-/// A capture could not be split.
-#[derive(Debug, Error)]
-pub enum SplitError {
-    /// The capture could not be read.
-    #[error(transparent)]
-    Capture(#[from] CaptureError),
-    /// The capture mixes link types, which one pcap output cannot hold.
-    #[error(
-        "packet {packet} has link type {found:?}, the capture started with {first:?}: fanout splitting needs one link type"
-    )]
-    MixedLinkTypes {
-        /// 1-based packet number.
-        packet: u64,
-        /// The first packet's link type.
-        first: LinkType,
-        /// This packet's.
-        found: LinkType,
-    },
-    /// Writing into memory failed (it does not).
-    #[error("writing a split capture: {0}")]
-    Io(#[from] io::Error),
-}
-
-/// Splits a capture into `workers` captures by flow, as AF_PACKET fanout in
-/// hash mode would hand the packets to `workers` sockets.
-pub fn split_by_flow(bytes: &[u8], workers: usize) -> Result<Vec<Vec<u8>>, SplitError> {
-    let n = workers.max(1);
-    let mut reader = CaptureReader::from_slice(bytes, "split")?;
-    let mut decoder = Decoder::new();
-    let mut writers: Vec<PcapWriter<Vec<u8>>> = Vec::new();
-    let mut first_link = None;
-    let mut packet = 0u64;
-    while let Some(pkt) = reader.next_packet()? {
-        packet += 1;
-        let first = *first_link.get_or_insert(pkt.link);
-        if pkt.link != first {
-            return Err(SplitError::MixedLinkTypes {
-                packet,
-                first,
-                found: pkt.link,
-            });
-        }
-        if writers.is_empty() {
-            for _ in 0..n {
-                writers.push(PcapWriter::new(
-                    Vec::with_capacity(bytes.len() / n + 4096),
-                    first,
-                )?);
-            }
-        }
-        let mut target = None;
-        decoder.decode(&pkt, &mut |m: &PacketMeta| {
-            target.get_or_insert(shard_of(m.hash, n));
-        });
-        writers[target.unwrap_or(0)].write_packet_with_len(pkt.ts_ns, pkt.data, pkt.orig_len)?;
-    }
-    if writers.is_empty() {
-        return Ok(vec![Vec::new(); n]);
-    }
-    writers
-        .into_iter()
-        .map(|w| w.finish().map_err(SplitError::from))
-        .collect()
-}
-
-const BATCH: usize = 256;
-const RECORDS_PER_SEND: usize = 256;
-
-struct WorkerOut {
-    report: RunReport,
-    table_bytes: u64,
-    flows_at_end: u64,
-}
-
-/// Runs one shared-nothing worker per stream (each stream a capture in
-/// memory, e.g. from [`split_by_flow`]), handing records to `sink`.
-///
-/// Time is the link's, as on a live link, where every socket sees the same
-/// clock: once every stream is read, each worker's table is brought to the
-/// latest packet time of all the streams before its flows end as
-/// `end_of_input`. So a flow whose own stream ends before its idle timeout
-/// is up, while the link goes on, ends `idle`, as with one worker.
-pub fn run(
-    streams: &[&[u8]],
-    cfg: &PipelineConfig,
-    sink: &mut (dyn FnMut(&[FlowRecord]) -> io::Result<()> + Send),
-) -> Result<RunReport, PipelineError> {
-    validate(cfg)?;
-    let n = streams.len().max(1);
-    let per_worker = cfg.flow.max_flows.div_ceil(n);
-    let started = Instant::now();
-    let mut report = RunReport::default();
-    let sink_failed = AtomicBool::new(false);
-    std::thread::scope(|s| -> Result<(), PipelineError> {
-        let (out_tx, writer) = spawn_sink(s, sink, &sink_failed);
-        let mut handles = Vec::new();
-        for (i, bytes) in streams.iter().enumerate() {
-            let out = out_tx.clone();
-            let flow = cfg.flow;
-            handles.push(s.spawn(move || {
-                let mut r = RunReport::default();
-                let mut table = FlowTable::new(&flow, per_worker);
-                let mut decoder = Decoder::new();
-                let mut worker_ns = histogram();
-                let name = format!("fanout stream {i}");
-                // Packets are decoded a batch at a time and the batch then
-                // applied to the table in a tight loop: independent lookups
-                // sit close together, so their cache misses overlap.
-                let mut metas: Vec<PacketMeta> = Vec::with_capacity(2 * BATCH);
-                let mut clock = PacketClock::default();
-                let read = CaptureReader::new(*bytes, name).and_then(|mut reader| {
-                    let mut t0 = Instant::now();
-                    loop {
-                        let mut n = 0;
-                        while n < BATCH {
-                            let Some(pkt) = reader.next_packet()? else {
-                                break;
-                            };
-                            n += 1;
-                            r.wire_bytes += u64::from(pkt.orig_len);
-                            clock.observe(pkt.ts_ns);
-                            decoder.decode(&pkt, &mut |m: &PacketMeta| metas.push(*m));
-                        }
-                        table.process_batch(&metas);
-                        metas.clear();
-                        table.advance(clock.now());
-                        r.packets += n as u64;
-                        if n > 0 {
-                            let now = Instant::now();
-                            let per = now.duration_since(t0).as_nanos() as u64 / n as u64;
-                            let _ = worker_ns.record(per.max(1));
-                            t0 = now;
-                        }
-                        if table.records().len() >= RECORDS_PER_SEND {
-                            let _ = out.send(table.take_records());
-                        }
-                        if n < BATCH {
-                            return Ok(());
-                        }
-                    }
-                });
-                if let Err(e) = read {
-                    r.input_errors.push(e);
-                }
-                r.fragments_pending = decoder.fragments_pending() as u64;
-                r.decode = decoder.stats.clone();
-                r.timings.worker_ns = worker_ns;
-                (table, r, clock.now())
-            }));
-        }
-        let mut read = Vec::with_capacity(n);
-        for (i, h) in handles.into_iter().enumerate() {
-            read.push(h.join().map_err(|_| PipelineError::Worker(i))?);
-        }
-        let latest = read.iter().map(|(_, _, now)| *now).max().unwrap_or(0);
-        let finishing: Vec<_> = read
-            .into_iter()
-            .map(|(mut table, mut r, _)| {
-                let out = out_tx.clone();
-                s.spawn(move || {
-                    table.advance(latest);
-                    if !table.records().is_empty() {
-                        let _ = out.send(table.take_records());
-                    }
-                    let (table_bytes, flows_at_end) =
-                        finish_table(&mut table, &out, EndReason::EndOfInput);
-                    r.table = table.stats.clone();
-                    WorkerOut {
-                        report: r,
-                        table_bytes,
-                        flows_at_end,
-                    }
-                })
-            })
-            .collect();
-        drop(out_tx);
-        for (i, h) in finishing.into_iter().enumerate() {
-            let w = h.join().map_err(|_| PipelineError::Worker(i))?;
-            report.packets += w.report.packets;
-            report.wire_bytes += w.report.wire_bytes;
-            report.decode.merge(&w.report.decode);
-            report.table.merge(&w.report.table);
-            report.fragments_pending += w.report.fragments_pending;
-            report.input_errors.extend(w.report.input_errors);
-            report.table_bytes += w.table_bytes;
-            report.flows_at_end += w.flows_at_end;
-            let _ = report.timings.worker_ns.add(&w.report.timings.worker_ns);
-        }
-        join_sink(writer)
-    })?;
-    report.elapsed = started.elapsed();
-    Ok(report)
-}
 
 /// One input of [`run_shared`]: a whole capture's bytes.
 #[derive(Clone, Copy, Debug)]
@@ -268,6 +61,9 @@ pub struct SharedRun {
     pub input_errors: Vec<Option<CaptureError>>,
 }
 
+/// Records a worker gathers before it sends them to the sink.
+const RECORDS_PER_SEND: usize = 256;
+
 /// Packets between checks of the stop flags, progress and live counters.
 const CHECK_EVERY: u64 = 1 << 16;
 
@@ -277,10 +73,10 @@ const CHECK_EVERY: u64 = 1 << 16;
 /// end as `shutdown`); `cfg.live` receives the counters as they grow.
 pub fn run_shared(
     inputs: &[SharedInput<'_>],
-    cfg: &PipelineConfig,
+    cfg: &RunConfig,
     sink: &mut (dyn FnMut(&[FlowRecord]) -> io::Result<()> + Send),
     progress: Option<Progress<'_>>,
-) -> Result<SharedRun, PipelineError> {
+) -> Result<SharedRun, RunError> {
     validate(cfg)?;
     let n = cfg.workers.get();
     let per_worker = cfg.flow.max_flows.div_ceil(n);
@@ -290,7 +86,7 @@ pub fn run_shared(
     let external = cfg.stop.as_deref().unwrap_or(&never);
     let mut report = RunReport::default();
     let mut input_errors = Vec::new();
-    std::thread::scope(|s| -> Result<(), PipelineError> {
+    std::thread::scope(|s| -> Result<(), RunError> {
         let (out_tx, writer) = spawn_sink(s, sink, &sink_failed);
         let mut handles = Vec::with_capacity(n);
         for (me, mut ports) in relay::ports(n).into_iter().enumerate() {
@@ -327,7 +123,7 @@ pub fn run_shared(
             "shared-nothing file workers started"
         );
         for (i, h) in handles.into_iter().enumerate() {
-            let w = h.join().map_err(|_| PipelineError::Worker(i))?;
+            let w = h.join().map_err(|_| RunError::Worker(i))?;
             report.decode.merge(&w.report.decode);
             report.table.merge(&w.report.table);
             report.table_bytes += w.report.table_bytes;

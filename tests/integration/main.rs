@@ -6,6 +6,7 @@ mod clickhouse;
 mod corpus;
 mod detection;
 mod engine;
+mod layout;
 mod live;
 mod query;
 mod transport;

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use hashbrown::HashMap;
 
 use super::Finding;
+use super::base::{ALL, Record, SessionKey, mark, slot, take_fire};
 use super::config::DetectConfig;
-use super::detector::{ALL, Context, Detector, Record, SessionKey, mark, slot, take_fire};
+use super::{Context, Detector};
 use crate::model::alert::AlertKind;
 
 /// (asset, listed address).

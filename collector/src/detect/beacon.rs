@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use hashbrown::HashMap;
 
+use super::base::{Fire, Record, S, mark, slot, take_fire};
 use super::config::DetectConfig;
-use super::detector::{Context, Detector, Fire, Record, S, mark, slot, take_fire};
 use super::pairs::Outbound;
+use super::{Context, Detector};
 use super::{Counts, Finding, FlowRef};
 use crate::model::alert::AlertKind;
 

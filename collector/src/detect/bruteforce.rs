@@ -12,11 +12,10 @@ use std::sync::Arc;
 use hashbrown::HashMap;
 use vigil_proto::{ConnState, EndReason};
 
+use super::base::{ALL, MAX_KEYS, Record, SessionKey, mark, secs, slot, take_fire};
 use super::config::DetectConfig;
-use super::detector::{
-    ALL, Context, Detector, MAX_KEYS, Record, SessionKey, mark, secs, slot, take_fire,
-};
 use super::ports::auth_service;
+use super::{Context, Detector};
 use super::{Counts, Finding, FlowRef};
 use crate::model::alert::AlertKind;
 

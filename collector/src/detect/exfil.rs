@@ -6,9 +6,10 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::base::{ALL, Record, mark, secs, si, take_fire};
 use super::config::DetectConfig;
-use super::detector::{ALL, Context, Detector, Fire, Pending, Record, mark, secs, si, take_fire};
-use super::pairs::Outbound;
+use super::pairs::{ExfilKey, Outbound};
+use super::{Context, Detector};
 use super::{Counts, Finding};
 use crate::model::alert::AlertKind;
 
@@ -82,58 +83,6 @@ impl Detector for Exfil {
 
     /// The pairs are swept with the context.
     fn sweep(&mut self, _now: u64) {}
-}
-
-/// Bytes out per (inside, outside) pair over two tumbling windows: the
-/// sliding-window estimate is the previous window's share still inside it
-/// plus the current one (as rate limiters estimate). A few words per pair,
-/// because every outbound pair has one; evidence and the firing state are
-/// allocated only once the pair is warm (a hundredth of the threshold).
-#[derive(Debug)]
-pub(crate) struct ExfilKey {
-    /// Number of the current window (`now / window`).
-    epoch: u64,
-    cur: u64,
-    prev: u64,
-    asset: u32,
-    hot: Option<Box<ExfilHot>>,
-}
-
-#[derive(Debug, Default)]
-struct ExfilHot {
-    pending: Pending,
-    fire: Fire,
-}
-
-impl ExfilKey {
-    /// A pair's counts, its windows starting at `now`.
-    pub fn new(now: u64, window_ns: u64, asset: usize) -> ExfilKey {
-        ExfilKey {
-            epoch: now / window_ns.max(1),
-            cur: 0,
-            prev: 0,
-            asset: asset as u32,
-            hot: None,
-        }
-    }
-
-    fn add(&mut self, now: u64, window: u64, bytes: u64) {
-        let e = now / window.max(1);
-        if e > self.epoch {
-            self.prev = if e == self.epoch + 1 { self.cur } else { 0 };
-            self.cur = 0;
-            self.epoch = e;
-        }
-        if e + 1 >= self.epoch {
-            self.cur += bytes;
-        }
-    }
-
-    fn estimate(&self, now: u64, window: u64) -> f64 {
-        let w = window.max(1);
-        let into = (now % w) as f64 / w as f64;
-        self.prev as f64 * (1.0 - into) + self.cur as f64
-    }
 }
 
 fn exfil_finding(

@@ -11,11 +11,10 @@ use std::sync::Arc;
 use hashbrown::HashMap;
 use vigil_proto::ConnState;
 
+use super::base::{ALL, Fire, Pending, Record, mark, secs, si, slot, take_fire};
 use super::config::{DetectConfig, FLOOD_CLASSES, FLOOD_METRICS};
-use super::detector::{
-    ALL, Context, Detector, Fire, Pending, Record, mark, secs, si, slot, take_fire,
-};
 use super::window::Ring;
+use super::{Context, Detector};
 use super::{Counts, Finding, FlowRef};
 use crate::model::alert::AlertKind;
 

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use hashbrown::HashMap;
 
 use super::Finding;
+use super::base::{ALL, Record, SessionKey, mark, slot, take_fire};
 use super::config::DetectConfig;
-use super::detector::{ALL, Context, Detector, Record, SessionKey, mark, slot, take_fire};
 use super::ports::ics_name;
+use super::{Context, Detector};
 use crate::model::alert::AlertKind;
 
 /// (client, server, IP protocol, port).

@@ -7,22 +7,22 @@
 //! the records' own (event time), so a capture replayed tomorrow raises the
 //! same alerts as it did live, and tests run on synthesized flows.
 //!
-//! One detector per file, each behind the `detector::Detector` trait
+//! One detector per file, each behind the `Detector` trait
 //! (observe a record, finish a batch, sweep its windows): `flood`,
 //! `scan`, `reflection` (amplification), `bruteforce`, `ics`,
 //! `exfil`, `beacon`, `badhost` (indicator lists). Each keeps its own
 //! windows and fires *findings*; what two of them share (the host-pair
-//! table of exfiltration and beaconing) is a `detector::Context` they are
+//! table of exfiltration and beaconing) is a `Context` they are
 //! lent. The incidents layer (`incidents`) folds findings into alerts: a
 //! finding for the same (kind, asset, key address) while the incident is
 //! open (its last evidence younger than `incident_timeout`) updates that
 //! alert instead of raising another.
 
 mod badhost;
+mod base;
 mod beacon;
 mod bruteforce;
 pub mod config;
-mod detector;
 mod exfil;
 mod flood;
 mod ics;
@@ -42,8 +42,9 @@ use vigil_proto::FlowRecord;
 pub use crate::model::alert::{Alert, AlertKind, AlertUpdate, EvidenceRef, Party, Severity};
 pub use config::DetectConfig;
 
-use detector::{Context, Detector, Record};
+use base::Record;
 use incidents::Incidents;
+use pairs::Pairs;
 
 /// One evidence flow as the detectors keep it: an interned sensor index,
 /// the flow id and the record's first packet time.
@@ -111,6 +112,57 @@ pub struct DetectStats {
     pub alerts_updated: u64,
     /// Window entries dropped to stay within the memory bound.
     pub state_evictions: u64,
+}
+
+/// A detector: it keeps windows keyed by the addresses it watches. When a
+/// record makes a window cross its threshold, or adds to a key whose
+/// incident is still open, the key is *marked*; at the end of the batch
+/// ([`Detector::finish`]) every marked key yields one [`Finding`] with its
+/// state at that point and the evidence gathered since its last finding.
+/// So an attack yields one finding per batch however many records it has,
+/// records arriving out of event-time order are all counted, and nothing
+/// gathered after the last finding is lost when the attack stops.
+pub(crate) trait Detector: std::fmt::Debug + Send {
+    /// Examines one record that touches a protected asset.
+    fn observe(&mut self, r: &Record<'_>, cx: &mut Context);
+
+    /// Ends a batch: one finding per key marked in it, each with the
+    /// number of its mark ([`Context::mark_number`]).
+    fn finish(&mut self, cx: &mut Context, out: &mut Vec<(u64, Finding)>);
+
+    /// Drops the keys that no window can use at event time `now` any more
+    /// and whose incidents are over.
+    fn sweep(&mut self, now: u64);
+}
+
+/// What the detectors share, lent to each in turn.
+#[derive(Debug)]
+pub(crate) struct Context {
+    /// (protected host, external host) pairs: exfiltration's counters and
+    /// beaconing's gate, one lookup serving both.
+    pub pairs: Pairs,
+    /// Keys not tracked because a map was full.
+    pub evictions: u64,
+    /// Marks made so far: findings come out in the order their keys were
+    /// marked, whichever detector marked them.
+    marks: u64,
+}
+
+impl Context {
+    /// An empty context.
+    pub fn new() -> Context {
+        Context {
+            pairs: Pairs::default(),
+            evictions: 0,
+            marks: 0,
+        }
+    }
+
+    /// The number of a mark being made now.
+    pub fn mark_number(&mut self) -> u64 {
+        self.marks += 1;
+        self.marks
+    }
 }
 
 /// How often stale keys are swept, in event time.

@@ -3,16 +3,15 @@
 //! its part of a pair here ([`PairKey`]) so that one table, bounded like
 //! every detector map, holds every outbound pair once.
 //!
-//! [`Context`]: super::detector::Context
+//! [`Context`]: super::Context
 
 use std::net::IpAddr;
 
 use hashbrown::HashMap;
 
 use super::FlowRef;
+use super::base::{Fire, MAX_KEYS, Pending, Record};
 use super::config::DetectConfig;
-use super::detector::{MAX_KEYS, Record};
-use super::exfil::ExfilKey;
 
 /// One (protected host, external host) pair.
 #[derive(Debug)]
@@ -127,5 +126,61 @@ impl Pairs {
             .max(cfg.incident_timeout_ns);
         self.map
             .retain(|_, k| k.last_ns.saturating_add(keep) >= now);
+    }
+}
+
+/// Bytes out per (inside, outside) pair over two tumbling windows: the
+/// sliding-window estimate is the previous window's share still inside it
+/// plus the current one (as rate limiters estimate). A few words per pair,
+/// because every outbound pair has one; evidence and the firing state are
+/// allocated only once the pair is warm (a hundredth of the threshold).
+#[derive(Debug)]
+pub(crate) struct ExfilKey {
+    /// Number of the current window (`now / window`).
+    epoch: u64,
+    cur: u64,
+    prev: u64,
+    /// The protected host's asset.
+    pub asset: u32,
+    /// Evidence and marking state, once the pair is warm.
+    pub hot: Option<Box<ExfilHot>>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct ExfilHot {
+    /// Evidence since the last finding.
+    pub pending: Pending,
+    /// Marking state.
+    pub fire: Fire,
+}
+
+impl ExfilKey {
+    /// A pair's counts, its windows starting at `now`.
+    pub fn new(now: u64, window_ns: u64, asset: usize) -> ExfilKey {
+        ExfilKey {
+            epoch: now / window_ns.max(1),
+            cur: 0,
+            prev: 0,
+            asset: asset as u32,
+            hot: None,
+        }
+    }
+
+    pub fn add(&mut self, now: u64, window: u64, bytes: u64) {
+        let e = now / window.max(1);
+        if e > self.epoch {
+            self.prev = if e == self.epoch + 1 { self.cur } else { 0 };
+            self.cur = 0;
+            self.epoch = e;
+        }
+        if e + 1 >= self.epoch {
+            self.cur += bytes;
+        }
+    }
+
+    pub fn estimate(&self, now: u64, window: u64) -> f64 {
+        let w = window.max(1);
+        let into = (now % w) as f64 / w as f64;
+        self.prev as f64 * (1.0 - into) + self.cur as f64
     }
 }

@@ -9,12 +9,11 @@ use std::sync::Arc;
 use hashbrown::HashMap;
 
 use super::Finding;
+use super::base::{ALL, Fire, Pending, RECOUNT_NS, Record, mark, secs, si, slot, take_fire};
 use super::config::DetectConfig;
-use super::detector::{
-    ALL, Context, Detector, Fire, Pending, RECOUNT_NS, Record, mark, secs, si, slot, take_fire,
-};
 use super::ports::reflector;
 use super::window::Ring;
+use super::{Context, Detector};
 use crate::model::alert::AlertKind;
 
 /// The amplification detector, keyed by target.

@@ -12,12 +12,12 @@ use std::sync::Arc;
 use hashbrown::HashMap;
 use vigil_proto::FlowRecord;
 
-use super::config::{DetectConfig, ScanConfig};
-use super::detector::{
-    Context, Detector, Fire, MAX_KEYS, PENDING_EVIDENCE, RECOUNT_NS, Record, mark, secs, slot,
-    take_fire,
+use super::base::{
+    Fire, MAX_KEYS, PENDING_EVIDENCE, RECOUNT_NS, Record, mark, secs, slot, take_fire,
 };
+use super::config::{DetectConfig, ScanConfig};
 use super::ports::{REFLECTOR_PORTS, name_of};
+use super::{Context, Detector};
 use super::{Counts, Finding, FlowRef};
 use crate::model::alert::AlertKind;
 

@@ -1,18 +1,7 @@
-//! What a detector is, and the machinery every detector uses.
-//!
-//! A detector ([`Detector`]) keeps windows keyed by the addresses it
-//! watches. When a record makes a window cross its threshold, or adds to a
-//! key whose incident is still open, the key is *marked* ([`mark`]); at the
-//! end of the batch ([`Detector::finish`]) every marked key yields one
-//! [`Finding`] with its state at that point and the evidence gathered since
-//! its last finding ([`Pending`]). So an attack yields one finding per batch
-//! however many records it has, records arriving out of event-time order
-//! are all counted, and nothing gathered after the last finding is lost
-//! when the attack stops.
-//!
-//! State that several detectors share is not in any of them: it is the
-//! [`Context`] they are lent in turn (the host-pair table of exfiltration
-//! and beaconing, the count of keys not tracked, the numbering of marks).
+//! What every detector builds on: the record as detectors see it, marking
+//! a key for a finding ([`mark`]), the evidence gathered until then
+//! ([`Pending`]), bounded key maps ([`slot`]), and the key of the
+//! session-counting detectors.
 //!
 //! Orientation: a flow record's `src` is the side that opened it (the SYN
 //! sender, else the first packet's sender). Service-based detectors (brute
@@ -25,54 +14,8 @@ use std::net::IpAddr;
 use hashbrown::HashMap;
 use vigil_proto::FlowRecord;
 
-use super::pairs::Pairs;
 use super::{Counts, Finding, FlowRef};
 use crate::model::alert::AlertKind;
-
-/// A detector: it examines records touching protected assets, and at the
-/// end of each batch turns the keys it marked into findings.
-pub(crate) trait Detector: std::fmt::Debug + Send {
-    /// Examines one record that touches a protected asset.
-    fn observe(&mut self, r: &Record<'_>, cx: &mut Context);
-
-    /// Ends a batch: one finding per key marked in it, each with the
-    /// number of its mark ([`Context::mark_number`]).
-    fn finish(&mut self, cx: &mut Context, out: &mut Vec<(u64, Finding)>);
-
-    /// Drops the keys that no window can use at event time `now` any more
-    /// and whose incidents are over.
-    fn sweep(&mut self, now: u64);
-}
-
-/// What the detectors share, lent to each in turn.
-#[derive(Debug)]
-pub(crate) struct Context {
-    /// (protected host, external host) pairs: exfiltration's counters and
-    /// beaconing's gate, one lookup serving both.
-    pub pairs: Pairs,
-    /// Keys not tracked because a map was full.
-    pub evictions: u64,
-    /// Marks made so far: findings come out in the order their keys were
-    /// marked, whichever detector marked them.
-    marks: u64,
-}
-
-impl Context {
-    /// An empty context.
-    pub fn new() -> Context {
-        Context {
-            pairs: Pairs::default(),
-            evictions: 0,
-            marks: 0,
-        }
-    }
-
-    /// The number of a mark being made now.
-    pub fn mark_number(&mut self) -> u64 {
-        self.marks += 1;
-        self.marks
-    }
-}
 
 /// Evidence refs gathered before a finding.
 pub(crate) const PENDING_EVIDENCE: usize = 512;

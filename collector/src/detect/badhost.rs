@@ -4,10 +4,8 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use hashbrown::HashMap;
-
 use super::Finding;
-use super::base::{ALL, Record, SessionKey, mark, slot, take_fire};
+use super::base::{ALL, Keys, Record, SessionKey, mark, take_fire};
 use super::config::DetectConfig;
 use super::{Context, Detector};
 use crate::model::alert::AlertKind;
@@ -19,8 +17,7 @@ type Key = (usize, IpAddr);
 #[derive(Debug)]
 pub(crate) struct BadHost {
     cfg: Arc<DetectConfig>,
-    hits: HashMap<Key, SessionKey>,
-    marks: Vec<(u64, Key)>,
+    hits: Keys<Key, SessionKey>,
 }
 
 impl BadHost {
@@ -28,8 +25,7 @@ impl BadHost {
     pub fn new(cfg: Arc<DetectConfig>) -> BadHost {
         BadHost {
             cfg,
-            hits: HashMap::new(),
-            marks: Vec::new(),
+            hits: Keys::new(),
         }
     }
 }
@@ -51,7 +47,7 @@ impl Detector for BadHost {
             }
             let now = f.last_seen_ns;
             let k = (asset, bad);
-            let Some(key) = slot(&mut self.hits, k, &mut cx.evictions, SessionKey::default) else {
+            let Some(key) = self.hits.slot(k, &mut cx.evictions, SessionKey::default) else {
                 continue;
             };
             key.asset = asset;
@@ -61,23 +57,20 @@ impl Detector for BadHost {
             key.pending
                 .add(bad, (protected_ip, port), c.counts_all(), c.ev, ALL);
             if mark(&mut key.fire, true, now, timeout) {
-                self.marks.push((cx.mark_number(), k));
+                self.hits.mark(cx.mark_number(), k);
             }
         }
     }
 
     fn finish(&mut self, _cx: &mut Context, out: &mut Vec<(u64, Finding)>) {
-        for (n, k @ (a, bad)) in std::mem::take(&mut self.marks) {
-            if let Some(key) = self.hits.get_mut(&k) {
-                out.push((n, indicator_finding(&self.cfg, a, bad, key)));
-            }
-        }
+        let cfg = &self.cfg;
+        self.hits
+            .finish(out, |(a, bad), key| indicator_finding(cfg, a, bad, key));
     }
 
     fn sweep(&mut self, now: u64) {
         let keep = self.cfg.incident_timeout_ns;
-        self.hits
-            .retain(|_, k| k.last_ns.saturating_add(keep) >= now);
+        self.hits.sweep(now, keep, |k| k.last_ns);
     }
 }
 

@@ -291,6 +291,60 @@ pub(crate) fn slot<'m, K: std::hash::Hash + Eq + Copy, V>(
     Some(map.entry(key).or_insert_with(make))
 }
 
+/// A detector's keys: their state in a bounded map ([`slot`]), and the
+/// keys marked in this batch, each with its mark's number.
+#[derive(Debug)]
+pub(crate) struct Keys<K, V> {
+    map: HashMap<K, V>,
+    marks: Vec<(u64, K)>,
+}
+
+impl<K: std::hash::Hash + Eq + Copy, V> Keys<K, V> {
+    /// No keys.
+    pub fn new() -> Self {
+        Keys {
+            map: HashMap::new(),
+            marks: Vec::new(),
+        }
+    }
+
+    /// Whether `k` has state.
+    pub fn contains(&self, k: &K) -> bool {
+        self.map.contains_key(k)
+    }
+
+    /// The state of `k`, made by `make` if new and there is room (else
+    /// `None`, counted in `evictions`).
+    pub fn slot(&mut self, k: K, evictions: &mut u64, make: impl FnOnce() -> V) -> Option<&mut V> {
+        slot(&mut self.map, k, evictions, make)
+    }
+
+    /// Marks `k` for a finding at the end of the batch, as mark `number`.
+    pub fn mark(&mut self, number: u64, k: K) {
+        self.marks.push((number, k));
+    }
+
+    /// Ends a batch: `finding` of every marked key still kept, with its
+    /// mark's number.
+    pub fn finish(
+        &mut self,
+        out: &mut Vec<(u64, Finding)>,
+        mut finding: impl FnMut(K, &mut V) -> Finding,
+    ) {
+        for (n, k) in std::mem::take(&mut self.marks) {
+            if let Some(v) = self.map.get_mut(&k) {
+                out.push((n, finding(k, v)));
+            }
+        }
+    }
+
+    /// Drops the keys whose last event (`last`) is more than `keep` before
+    /// `now`.
+    pub fn sweep(&mut self, now: u64, keep: u64, last: impl Fn(&V) -> u64) {
+        self.map.retain(|_, v| last(v).saturating_add(keep) >= now);
+    }
+}
+
 /// A key of one session-counting detector (brute force, ICS, indicators).
 #[derive(Debug, Default)]
 pub(crate) struct SessionKey {

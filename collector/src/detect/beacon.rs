@@ -9,9 +9,7 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use hashbrown::HashMap;
-
-use super::base::{Fire, Record, S, mark, slot, take_fire};
+use super::base::{Fire, Keys, Record, S, mark, take_fire};
 use super::config::DetectConfig;
 use super::pairs::Outbound;
 use super::{Context, Detector};
@@ -25,8 +23,7 @@ type Key = (IpAddr, IpAddr, u8, u16);
 #[derive(Debug)]
 pub(crate) struct Beacon {
     cfg: Arc<DetectConfig>,
-    keys: HashMap<Key, BeaconKey>,
-    marks: Vec<(u64, Key)>,
+    keys: Keys<Key, BeaconKey>,
 }
 
 impl Beacon {
@@ -34,8 +31,7 @@ impl Beacon {
     pub fn new(cfg: Arc<DetectConfig>) -> Beacon {
         Beacon {
             cfg,
-            keys: HashMap::new(),
-            marks: Vec::new(),
+            keys: Keys::new(),
         }
     }
 }
@@ -63,7 +59,7 @@ impl Detector for Beacon {
         let dport = f.dst_port.unwrap_or(0);
         let k = (o.inside, o.outside, f.proto, dport);
         let mut first = None;
-        if pair.beacon_keys == 0 || !self.keys.contains_key(&k) {
+        if pair.beacon_keys == 0 || !self.keys.contains(&k) {
             match pair.beacon_first {
                 Some((pr, po, ev)) if pr == f.proto && po == dport => {
                     if ev.flow_id == f.flow_id {
@@ -82,11 +78,9 @@ impl Detector for Beacon {
     }
 
     fn finish(&mut self, _cx: &mut Context, out: &mut Vec<(u64, Finding)>) {
-        for (n, k @ (s, d, pr, _)) in std::mem::take(&mut self.marks) {
-            if let Some(key) = self.keys.get_mut(&k) {
-                out.push((n, beacon_finding(&self.cfg, s, d, pr, key)));
-            }
-        }
+        let cfg = &self.cfg;
+        self.keys
+            .finish(out, |(s, d, pr, _), key| beacon_finding(cfg, s, d, pr, key));
     }
 
     fn sweep(&mut self, now: u64) {
@@ -97,7 +91,7 @@ impl Detector for Beacon {
             .saturating_mul(2)
             .max(self.cfg.incident_timeout_ns);
         self.keys
-            .retain(|_, k| k.starts.back().copied().unwrap_or(0).saturating_add(keep) >= now);
+            .sweep(now, keep, |k| k.starts.back().copied().unwrap_or(0));
     }
 }
 
@@ -131,7 +125,7 @@ impl Beacon {
             cfg.max_interval_ns as f64,
             cfg.max_jitter,
         );
-        let Some(key) = slot(&mut self.keys, k, &mut cx.evictions, BeaconKey::default) else {
+        let Some(key) = self.keys.slot(k, &mut cx.evictions, BeaconKey::default) else {
             return;
         };
         key.asset = asset;
@@ -172,7 +166,7 @@ impl Beacon {
             key.stats = (mean, cv);
         }
         if regular && mark(&mut key.fire, true, f.last_seen_ns, timeout) {
-            self.marks.push((cx.mark_number(), k));
+            self.keys.mark(cx.mark_number(), k);
         }
     }
 }

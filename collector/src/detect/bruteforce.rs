@@ -12,7 +12,7 @@ use std::sync::Arc;
 use hashbrown::HashMap;
 use vigil_proto::{ConnState, EndReason};
 
-use super::base::{ALL, MAX_KEYS, Record, SessionKey, mark, secs, slot, take_fire};
+use super::base::{ALL, Keys, MAX_KEYS, Record, SessionKey, mark, secs, take_fire};
 use super::config::DetectConfig;
 use super::ports::auth_service;
 use super::{Context, Detector};
@@ -26,10 +26,9 @@ type Key = (IpAddr, IpAddr, u16);
 #[derive(Debug)]
 pub(crate) struct BruteForce {
     cfg: Arc<DetectConfig>,
-    sessions: HashMap<Key, SessionKey>,
+    sessions: Keys<Key, SessionKey>,
     /// First qualifying session per key, until its second.
     first: HashMap<Key, (u64, FlowRef)>,
-    marks: Vec<(u64, Key)>,
 }
 
 impl BruteForce {
@@ -37,9 +36,8 @@ impl BruteForce {
     pub fn new(cfg: Arc<DetectConfig>) -> BruteForce {
         BruteForce {
             cfg,
-            sessions: HashMap::new(),
+            sessions: Keys::new(),
             first: HashMap::new(),
-            marks: Vec::new(),
         }
     }
 }
@@ -79,7 +77,7 @@ impl Detector for BruteForce {
         let now = f.last_seen_ns;
         let (window, need) = (cfg.window_ns, cfg.sessions);
         let k = (client, server, port);
-        if !self.sessions.contains_key(&k) {
+        if !self.sessions.contains(&k) {
             match self.first.get(&k) {
                 None => {
                     if self.first.len() < MAX_KEYS {
@@ -97,12 +95,10 @@ impl Detector for BruteForce {
             }
         }
         let first = self.first.remove(&k);
-        let Some(key) = slot(
-            &mut self.sessions,
-            k,
-            &mut cx.evictions,
-            SessionKey::default,
-        ) else {
+        let Some(key) = self
+            .sessions
+            .slot(k, &mut cx.evictions, SessionKey::default)
+        else {
             return;
         };
         if let Some((t, ev)) = first {
@@ -140,16 +136,14 @@ impl Detector for BruteForce {
             now,
             self.cfg.incident_timeout_ns,
         ) {
-            self.marks.push((cx.mark_number(), k));
+            self.sessions.mark(cx.mark_number(), k);
         }
     }
 
     fn finish(&mut self, _cx: &mut Context, out: &mut Vec<(u64, Finding)>) {
-        for (n, k @ (c, s, p)) in std::mem::take(&mut self.marks) {
-            if let Some(key) = self.sessions.get_mut(&k) {
-                out.push((n, brute_finding(&self.cfg, c, s, p, key)));
-            }
-        }
+        let cfg = &self.cfg;
+        self.sessions
+            .finish(out, |(c, s, p), key| brute_finding(cfg, c, s, p, key));
     }
 
     fn sweep(&mut self, now: u64) {
@@ -159,8 +153,7 @@ impl Detector for BruteForce {
             .window_ns
             .saturating_mul(2)
             .max(self.cfg.incident_timeout_ns);
-        self.sessions
-            .retain(|_, k| k.last_ns.saturating_add(keep) >= now);
+        self.sessions.sweep(now, keep, |k| k.last_ns);
         self.first.retain(|_, (t, _)| t.saturating_add(keep) >= now);
     }
 }

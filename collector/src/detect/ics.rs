@@ -8,10 +8,8 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use hashbrown::HashMap;
-
 use super::Finding;
-use super::base::{ALL, Record, SessionKey, mark, slot, take_fire};
+use super::base::{ALL, Keys, Record, SessionKey, mark, take_fire};
 use super::config::DetectConfig;
 use super::ports::ics_name;
 use super::{Context, Detector};
@@ -24,8 +22,7 @@ type Key = (IpAddr, IpAddr, u8, u16);
 #[derive(Debug)]
 pub(crate) struct Ics {
     cfg: Arc<DetectConfig>,
-    sessions: HashMap<Key, SessionKey>,
-    marks: Vec<(u64, Key)>,
+    sessions: Keys<Key, SessionKey>,
 }
 
 impl Ics {
@@ -33,8 +30,7 @@ impl Ics {
     pub fn new(cfg: Arc<DetectConfig>) -> Ics {
         Ics {
             cfg,
-            sessions: HashMap::new(),
-            marks: Vec::new(),
+            sessions: Keys::new(),
         }
     }
 }
@@ -58,12 +54,10 @@ impl Detector for Ics {
         }
         let now = f.last_seen_ns;
         let k = (client, server, f.proto, port);
-        let Some(key) = slot(
-            &mut self.sessions,
-            k,
-            &mut cx.evictions,
-            SessionKey::default,
-        ) else {
+        let Some(key) = self
+            .sessions
+            .slot(k, &mut cx.evictions, SessionKey::default)
+        else {
             return;
         };
         key.asset = asset;
@@ -72,22 +66,19 @@ impl Detector for Ics {
         key.pending
             .add(client, (server, Some(port)), c.counts_all(), c.ev, ALL);
         if mark(&mut key.fire, true, now, self.cfg.incident_timeout_ns) {
-            self.marks.push((cx.mark_number(), k));
+            self.sessions.mark(cx.mark_number(), k);
         }
     }
 
     fn finish(&mut self, _cx: &mut Context, out: &mut Vec<(u64, Finding)>) {
-        for (n, k @ (c, s, pr, p)) in std::mem::take(&mut self.marks) {
-            if let Some(key) = self.sessions.get_mut(&k) {
-                out.push((n, ics_finding(&self.cfg, c, s, pr, p, key)));
-            }
-        }
+        let cfg = &self.cfg;
+        self.sessions
+            .finish(out, |(c, s, pr, p), key| ics_finding(cfg, c, s, pr, p, key));
     }
 
     fn sweep(&mut self, now: u64) {
         let keep = self.cfg.incident_timeout_ns;
-        self.sessions
-            .retain(|_, k| k.last_ns.saturating_add(keep) >= now);
+        self.sessions.sweep(now, keep, |k| k.last_ns);
     }
 }
 

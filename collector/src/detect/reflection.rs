@@ -9,7 +9,7 @@ use std::sync::Arc;
 use hashbrown::HashMap;
 
 use super::Finding;
-use super::base::{ALL, Fire, Pending, RECOUNT_NS, Record, mark, secs, si, slot, take_fire};
+use super::base::{ALL, Fire, Keys, Pending, RECOUNT_NS, Record, mark, secs, si, take_fire};
 use super::config::DetectConfig;
 use super::ports::reflector;
 use super::window::Ring;
@@ -20,8 +20,7 @@ use crate::model::alert::AlertKind;
 #[derive(Debug)]
 pub(crate) struct Reflection {
     cfg: Arc<DetectConfig>,
-    targets: HashMap<IpAddr, AmpKey>,
-    marks: Vec<(u64, IpAddr)>,
+    targets: Keys<IpAddr, AmpKey>,
 }
 
 impl Reflection {
@@ -29,8 +28,7 @@ impl Reflection {
     pub fn new(cfg: Arc<DetectConfig>) -> Reflection {
         Reflection {
             cfg,
-            targets: HashMap::new(),
-            marks: Vec::new(),
+            targets: Keys::new(),
         }
     }
 }
@@ -41,11 +39,8 @@ impl Detector for Reflection {
     }
 
     fn finish(&mut self, _cx: &mut Context, out: &mut Vec<(u64, Finding)>) {
-        for (n, t) in std::mem::take(&mut self.marks) {
-            if let Some(k) = self.targets.get_mut(&t) {
-                out.push((n, amp_finding(&self.cfg, t, k)));
-            }
-        }
+        let cfg = &self.cfg;
+        self.targets.finish(out, |t, k| amp_finding(cfg, t, k));
     }
 
     fn sweep(&mut self, now: u64) {
@@ -55,8 +50,7 @@ impl Detector for Reflection {
             .window_ns
             .saturating_mul(2)
             .max(self.cfg.incident_timeout_ns);
-        self.targets
-            .retain(|_, k| k.last_ns.saturating_add(keep) >= now);
+        self.targets.sweep(now, keep, |k| k.last_ns);
     }
 }
 
@@ -89,7 +83,7 @@ impl Reflection {
         let timeout = self.cfg.incident_timeout_ns;
         let now = f.last_seen_ns;
         let w = cfg.window_ns;
-        let Some(key) = slot(&mut self.targets, f.dst_ip, &mut cx.evictions, || AmpKey {
+        let Some(key) = self.targets.slot(f.dst_ip, &mut cx.evictions, || AmpKey {
             asset,
             ring: Ring::new(w, (w / 1_000_000_000).clamp(1, 600) as usize),
             reflectors: HashMap::new(),
@@ -123,7 +117,7 @@ impl Reflection {
             key.peak = key.peak.max(bytes);
         }
         if mark(&mut key.fire, crossed, now, timeout) {
-            self.marks.push((cx.mark_number(), f.dst_ip));
+            self.targets.mark(cx.mark_number(), f.dst_ip);
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The wall clock, in nanoseconds since the epoch (0 before it). Vigil's one
 /// reading of the system clock: packet and event times come from the data.
+#[allow(clippy::disallowed_methods)] // The one reading.
 pub fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -156,7 +156,7 @@ fn writer_name() -> String {
     use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     std::process::id().hash(&mut h);
-    std::time::SystemTime::now().hash(&mut h);
+    vigil_proto::time::now_ns().hash(&mut h);
     (&raw const h).addr().hash(&mut h);
     format!("{:016x}", h.finish())
 }

@@ -431,6 +431,18 @@ pub enum TunnelType {
     Geneve,
     /// IP in IP: 6in4, 4in4, 4in6, 6in6.
     IpInIp,
+    /// GTP-U, the GPRS tunnelling protocol's user plane (UDP 2152).
+    GtpU,
+    /// Teredo: IPv6 over UDP (3544).
+    Teredo,
+    /// AYIYA, "anything in anything" (UDP 5072).
+    Ayiya,
+    /// GRE in UDP (RFC 8086, UDP 4754).
+    GreUdp,
+    /// L2TP: version 2 carrying PPP (UDP 1701), version 3 over IP or UDP.
+    L2tp,
+    /// MPLS in UDP (RFC 7510, UDP 6635).
+    MplsUdp,
 }
 
 impl TunnelType {
@@ -442,6 +454,12 @@ impl TunnelType {
             TunnelType::Vxlan => "vxlan",
             TunnelType::Geneve => "geneve",
             TunnelType::IpInIp => "ip_in_ip",
+            TunnelType::GtpU => "gtp_u",
+            TunnelType::Teredo => "teredo",
+            TunnelType::Ayiya => "ayiya",
+            TunnelType::GreUdp => "gre_udp",
+            TunnelType::L2tp => "l2tp",
+            TunnelType::MplsUdp => "mpls_udp",
         }
     }
 }

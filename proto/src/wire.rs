@@ -151,7 +151,9 @@ enum_map!(EndReason, EndReason, "end_reason",
     Idle <=> Idle, Active <=> Active, Fin <=> Fin, Rst <=> Rst, Evicted <=> Evicted,
     EndOfInput <=> EndOfInput, Shutdown <=> Shutdown, Reused <=> Reused);
 enum_map!(TunnelType, TunnelType, "tunnel.type",
-    Gre <=> Gre, Erspan <=> Erspan, Vxlan <=> Vxlan, Geneve <=> Geneve, IpInIp <=> IpInIp);
+    Gre <=> Gre, Erspan <=> Erspan, Vxlan <=> Vxlan, Geneve <=> Geneve, IpInIp <=> IpInIp,
+    GtpU <=> GtpU, Teredo <=> Teredo, Ayiya <=> Ayiya, GreUdp <=> GreUdp, L2tp <=> L2tp,
+    MplsUdp <=> MplsUdp);
 
 impl From<&FlowRecord> for pb::Flow {
     fn from(r: &FlowRecord) -> pb::Flow {

@@ -8,8 +8,10 @@
 //! stay distinct and the flows of the rewritten capture correspond one for
 //! one to the original's.
 //!
-//! Rewritten: outer and tunnelled IP headers (IP-in-IP, 6in4, GRE with IP,
-//! Ethernet or ERSPAN II/III inside, VXLAN, Geneve, MPLS), and the IP header
+//! Rewritten: outer and tunnelled IP headers (IP-in-IP, 6in4, GRE over IP
+//! or UDP with IP, Ethernet, MPLS or ERSPAN II/III inside, VXLAN, Geneve,
+//! GTP-U, Teredo, AYIYA, L2TP, MPLS over UDP; through MPLS pseudowires,
+//! PPPoE, 802.1ah, VN-Tag, FabricPath and NSH), and the IP header
 //! quoted in ICMP and ICMPv6 errors; IPv4 header, TCP, UDP, ICMP and ICMPv6
 //! checksums are updated (RFC 1624), so the frames stay valid. A frame that
 //! cannot be rewritten completely — not IP (ARP also names addresses),
@@ -21,7 +23,7 @@
 use std::collections::HashMap;
 
 use crate::capture::{LinkType, RawPacket};
-use crate::decode::{Decoder, PacketMeta};
+use crate::decode::{Decoder, Inner, PacketMeta, Pseudowire, pseudowire, tunnel_inner};
 
 /// The IPv6 prefix rewritten addresses live in (`fd00:7669:6769:6c00::/64`).
 pub const V6_PREFIX: [u8; 8] = [0xfd, 0x00, 0x76, 0x69, 0x67, 0x69, 0x6c, 0x00];
@@ -261,7 +263,8 @@ impl Rewriter {
         self.ip(&mut out[14..], 0, false, &mut d)
     }
 
-    /// An Ethernet frame at `p[at..]` (VLAN tags, MPLS, then IP).
+    /// An Ethernet frame at the start of `p`: VLAN and VN-Tag tags, 802.1ah
+    /// and FabricPath (an inner frame), PPPoE sessions, NSH, MPLS, then IP.
     fn ethernet(&mut self, p: &mut [u8], depth: u8, delta: &mut Delta) -> Result<(), Skip> {
         if depth > MAX_DEPTH {
             return Err(Skip::TooDeep);
@@ -271,30 +274,97 @@ impl Rewriter {
             if p.len() < at + 2 {
                 return Err(Skip::Truncated);
             }
+            let body = at + 2;
             match be16(p, at) {
                 0x8100 | 0x88a8 | 0x9100 | 0x9200 => at += 4,
-                0x0800 | 0x86dd => return self.ip(&mut p[at + 2..], depth, false, delta),
-                0x8847 | 0x8848 => {
-                    let mut l = at + 2;
-                    loop {
-                        if p.len() < l + 4 {
-                            return Err(Skip::Truncated);
-                        }
-                        let bottom = p[l + 2] & 1 == 1;
-                        l += 4;
-                        if bottom {
-                            break;
-                        }
+                0x8926 => at += 6,
+                0x0800 | 0x86dd => return self.ip(&mut p[body..], depth, false, delta),
+                0x8847 | 0x8848 => return self.mpls(&mut p[body..], depth, delta),
+                // The I-tag, or the forwarding tag: then a whole frame.
+                0x88e7 => return self.ethernet(sub(p, body + 4)?, depth + 1, delta),
+                0x8903 => return self.ethernet(sub(p, body + 2)?, depth + 1, delta),
+                0x8864 => {
+                    if p.len() < body + 6 || p[body] != 0x11 || p[body + 1] != 0 {
+                        return Err(Skip::Truncated);
                     }
-                    return match p.get(l).map(|b| b >> 4) {
-                        Some(4 | 6) => self.ip(&mut p[l..], depth, false, delta),
-                        Some(_) => Err(Skip::Encapsulation),
-                        None => Err(Skip::Truncated),
+                    return self.ppp(&mut p[body + 6..], depth, delta);
+                }
+                0x894f => {
+                    let n = p.get(body..body + 8).ok_or(Skip::Truncated)?;
+                    let (len, next) = (usize::from(n[1] & 0x3f) * 4, n[3]);
+                    if n[0] >> 6 != 0 || len < 8 {
+                        return Err(Skip::Encapsulation);
+                    }
+                    let inner = sub(p, body + len)?;
+                    return match next {
+                        1 | 2 => self.ip(inner, depth, false, delta),
+                        3 => self.ethernet(inner, depth + 1, delta),
+                        5 => self.mpls(inner, depth, delta),
+                        _ => Err(Skip::Encapsulation),
                     };
                 }
-                0x8863 | 0x8864 => return Err(Skip::Encapsulation),
+                0x8863 => return Err(Skip::NotIp),
                 _ => return Err(Skip::NotIp),
             }
+        }
+    }
+
+    /// An MPLS label stack at the start of `p`, then IP or a pseudowire's
+    /// Ethernet frame (after its control word, when there is one), as the
+    /// decoder reads it.
+    fn mpls(&mut self, p: &mut [u8], depth: u8, delta: &mut Delta) -> Result<(), Skip> {
+        let mut l = 0;
+        loop {
+            if p.len() < l + 4 {
+                return Err(Skip::Truncated);
+            }
+            let bottom = p[l + 2] & 1 == 1;
+            l += 4;
+            if bottom {
+                break;
+            }
+        }
+        match pseudowire(&p[l..]) {
+            Some(Pseudowire::Ip) => self.ip(&mut p[l..], depth, false, delta),
+            Some(Pseudowire::Ethernet(at)) => self.ethernet(&mut p[l + at..], depth + 1, delta),
+            None => Err(Skip::Truncated),
+        }
+    }
+
+    /// A PPP frame at the start of `p` (address and control optional, the
+    /// protocol field one or two bytes long).
+    fn ppp(&mut self, p: &mut [u8], depth: u8, delta: &mut Delta) -> Result<(), Skip> {
+        let at = if p.starts_with(&[0xff, 0x03]) { 2 } else { 0 };
+        let (proto, body) = match p.get(at) {
+            Some(&b) if b & 1 == 1 => (u16::from(b), at + 1),
+            Some(_) if p.len() >= at + 2 => (be16(p, at), at + 2),
+            _ => return Err(Skip::Truncated),
+        };
+        match proto {
+            0x0021 | 0x0057 => self.ip(&mut p[body..], depth, false, delta),
+            0x0281 | 0x0283 => self.mpls(&mut p[body..], depth, delta),
+            _ => Err(Skip::NotIp),
+        }
+    }
+
+    /// The tunnel a UDP payload (`ports` given) or an L2TPv3-over-IP one
+    /// carries, found as the decoder finds it.
+    fn tunnel(
+        &mut self,
+        ports: Option<(u16, u16)>,
+        body: &mut [u8],
+        depth: u8,
+        delta: &mut Delta,
+    ) -> Result<(), Skip> {
+        let depth = depth + 1;
+        match tunnel_inner(ports, body) {
+            Ok(None) => Ok(()),
+            Err(_) => Err(Skip::Truncated),
+            Ok(Some(Inner::Ip(at))) => self.ip(&mut body[at..], depth, false, delta),
+            Ok(Some(Inner::Ethernet(at))) => self.ethernet(&mut body[at..], depth, delta),
+            Ok(Some(Inner::Gre(at))) => self.gre(&mut body[at..], depth, delta),
+            Ok(Some(Inner::Ppp(at))) => self.ppp(&mut body[at..], depth, delta),
+            Ok(Some(Inner::Mpls(at))) => self.mpls(&mut body[at..], depth, delta),
         }
     }
 
@@ -349,7 +419,12 @@ impl Rewriter {
         fix_checksum(p, 10, addr, false, delta);
         let proto = p[9];
         let frag_off = be16(p, 6) & 0x1fff;
-        let total = usize::from(be16(p, 2)).clamp(ihl, p.len().max(ihl));
+        // The total length read as the decoder reads it: past the frame, or
+        // below the header, the frame's end stands for it.
+        let total = match usize::from(be16(p, 2)) {
+            t if t < ihl => p.len(),
+            t => t.min(p.len()),
+        };
         if frag_off != 0 {
             return Ok(());
         }
@@ -376,7 +451,12 @@ impl Rewriter {
         put(p, 8, &nsrc, &mut addr);
         put(p, 24, &ndst, &mut addr);
         *delta = u32::from(fold(*delta + addr));
-        let total = (40 + usize::from(be16(p, 4))).min(p.len());
+        // A payload length of 0 (a jumbogram's) is read as the decoder
+        // reads it: to the frame's end.
+        let total = match usize::from(be16(p, 4)) {
+            0 => p.len(),
+            pl => (40 + pl).min(p.len()),
+        };
         let mut next = p[6];
         let mut at = 40;
         loop {
@@ -443,17 +523,7 @@ impl Rewriter {
                 }
                 let (sport, dport) = (be16(l4, 0), be16(l4, 2));
                 let mut inner = 0;
-                let res = if dport == 4789 || sport == 4789 {
-                    if l4.len() < 16 {
-                        Err(Skip::Truncated)
-                    } else {
-                        self.ethernet(&mut l4[16..], depth + 1, &mut inner)
-                    }
-                } else if dport == 6081 || sport == 6081 {
-                    self.geneve(&mut l4[8..], depth + 1, &mut inner)
-                } else {
-                    Ok(())
-                };
+                let res = self.tunnel(Some((sport, dport)), &mut l4[8..], depth, &mut inner);
                 if quoted && res == Err(Skip::Truncated) {
                     // A quoted datagram is cut short by design.
                 } else {
@@ -506,6 +576,15 @@ impl Rewriter {
                     r
                 }
             }
+            // L2TPv3 over IP: no checksum of its own.
+            115 => {
+                let r = self.tunnel(None, l4, depth, delta);
+                if quoted && r == Err(Skip::Truncated) {
+                    Ok(())
+                } else {
+                    r
+                }
+            }
             _ => Ok(()),
         }
     }
@@ -531,6 +610,7 @@ impl Rewriter {
         match be16(g, 2) {
             0x0800 | 0x86dd => self.ip(&mut g[len..], depth, false, &mut inner)?,
             0x6558 => self.ethernet(&mut g[len..], depth, &mut inner)?,
+            0x8847 | 0x8848 => self.mpls(&mut g[len..], depth, &mut inner)?,
             // ERSPAN type II: an 8-byte header, then the mirrored frame.
             0x88be => {
                 if g.len() < len + 8 {
@@ -557,21 +637,6 @@ impl Rewriter {
         }
         Ok(())
     }
-
-    fn geneve(&mut self, g: &mut [u8], depth: u8, delta: &mut Delta) -> Result<(), Skip> {
-        if g.len() < 8 {
-            return Err(Skip::Truncated);
-        }
-        let len = 8 + usize::from(g[0] & 0x3f) * 4;
-        if g.len() < len {
-            return Err(Skip::Truncated);
-        }
-        match be16(g, 2) {
-            0x6558 => self.ethernet(&mut g[len..], depth, delta),
-            0x0800 | 0x86dd => self.ip(&mut g[len..], depth, false, delta),
-            _ => Err(Skip::Encapsulation),
-        }
-    }
 }
 
 /// The IP header quoted by an ICMP error: its addresses must go too; the
@@ -581,6 +646,11 @@ fn quoted_ip(r: &mut Rewriter, p: &mut [u8], depth: u8, delta: &mut Delta) -> Re
 }
 
 /// The ethertype of a raw IP packet, from its version nibble.
+/// `p` from `at` on, or `Truncated`.
+fn sub(p: &mut [u8], at: usize) -> Result<&mut [u8], Skip> {
+    p.get_mut(at..).ok_or(Skip::Truncated)
+}
+
 fn version_type(p: &[u8], at: usize) -> Result<u16, Skip> {
     match p.get(at).map(|b| b >> 4) {
         Some(4) => Ok(0x0800),

@@ -174,3 +174,135 @@ fn file_workers_allocate_per_run_not_per_packet() {
         );
     }
 }
+
+/// Every encapsulation the decoder opens, in steady state: once their flows
+/// exist, decoding their frames and applying the packets allocates nothing.
+#[test]
+fn every_encapsulation_decodes_without_allocating() {
+    use std::net::IpAddr;
+    use vigil_sensor::capture::{LinkType, RawPacket};
+    use vigil_sensor::synth::{
+        Encap, L4, LinkEncap, PacketSpec, UdpTunnel, Wlan, build_frame, ip_packet, wlan_frame,
+    };
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let (a, b) = (ip("192.0.2.10"), ip("192.0.2.20"));
+    let udp = |tunnel| Encap::Udp {
+        outer_src: a,
+        outer_dst: b,
+        tunnel,
+        reply: false,
+    };
+    let encaps = [
+        Encap::Vxlan {
+            outer_src: a,
+            outer_dst: b,
+        },
+        Encap::Gre {
+            outer_src: a,
+            outer_dst: b,
+        },
+        udp(UdpTunnel::GtpU {
+            teid: 1,
+            extension: true,
+        }),
+        udp(UdpTunnel::Teredo {
+            auth: true,
+            origin: true,
+        }),
+        udp(UdpTunnel::Ayiya),
+        udp(UdpTunnel::GreUdp),
+        udp(UdpTunnel::L2tpV2),
+        udp(UdpTunnel::L2tpV3 { cookie: 8 }),
+        udp(UdpTunnel::MplsUdp),
+        Encap::L2tpv3 {
+            outer_src: a,
+            outer_dst: b,
+            cookie: 4,
+        },
+        Encap::Link(LinkEncap::Pppoe { session: 1 }),
+        Encap::Link(LinkEncap::Pbb { isid: 1 }),
+        Encap::Link(LinkEncap::VnTag),
+        Encap::Link(LinkEncap::FabricPath),
+        Encap::Link(LinkEncap::Nsh),
+        Encap::Link(LinkEncap::MplsPw {
+            label: 7,
+            control_word: true,
+        }),
+    ];
+    let mut frames: Vec<(LinkType, Vec<u8>)> = Vec::new();
+    for (i, encap) in encaps.into_iter().enumerate() {
+        // Teredo carries IPv6 only.
+        let (c, s) = if matches!(
+            encap,
+            Encap::Udp {
+                tunnel: UdpTunnel::Teredo { .. },
+                ..
+            }
+        ) {
+            (ip("2001:db8:1::1"), ip("2001:db8:2::2"))
+        } else {
+            (ip("10.1.1.1"), ip("10.2.2.2"))
+        };
+        for port in 0..50u16 {
+            let l4 = L4::Udp {
+                sport: 10_000 + port,
+                dport: 20_000 + i as u16,
+            };
+            let mut spec = PacketSpec::new(c, s, l4, 100);
+            spec.encap = encap;
+            let mut f = Vec::new();
+            build_frame(&spec, &mut f);
+            frames.push((LinkType::Ethernet, f));
+        }
+    }
+    for port in 0..50u16 {
+        let l4 = L4::Udp {
+            sport: 10_000 + port,
+            dport: 30_000,
+        };
+        let mut p = Vec::new();
+        ip_packet(
+            &PacketSpec::new(ip("10.3.3.3"), ip("10.4.4.4"), l4, 100),
+            &mut p,
+        );
+        let w = Wlan {
+            fcs: true,
+            amsdu: port % 2 == 0,
+            ..Wlan::default()
+        };
+        frames.push((LinkType::Ieee80211Radiotap, wlan_frame(&p, w)));
+    }
+    let mut decoder = Decoder::new();
+    let mut table = FlowTable::new(&FlowConfig::default(), 100_000);
+    let mut metas: Vec<PacketMeta> = Vec::with_capacity(4096);
+    let mut round = |ts: u64| {
+        for (link, f) in &frames {
+            let pkt = RawPacket {
+                ts_ns: ts,
+                link: *link,
+                orig_len: f.len() as u32,
+                data: f,
+            };
+            decoder.decode(&pkt, &mut |m: &PacketMeta| metas.push(*m));
+        }
+        let n = metas.len();
+        table.process_batch(&metas);
+        metas.clear();
+        table.advance(ts);
+        n
+    };
+    let t0 = 1_700_000_000_000_000_000u64;
+    round(t0);
+    round(t0 + 1_000_000);
+    let before = allocations();
+    let mut packets = 0;
+    for i in 2..12 {
+        packets += round(t0 + i * 1_000_000);
+    }
+    let during = allocations() - before;
+    // Each frame an outer and an inner packet, but the layer-2 ones (six
+    // kinds) one, and the A-MSDUs two.
+    assert_eq!(packets, 10 * (10 * 50 * 2 + 6 * 50 + 25 * 2 + 25));
+    assert_eq!(decoder.stats.error_total(), 0);
+    assert_eq!(during, 0, "{during} allocations over {packets} packets");
+}

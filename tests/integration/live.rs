@@ -274,11 +274,43 @@ fn offline(sent: &Path, extra: &[&str]) -> String {
     String::from_utf8(o.stdout).expect("utf-8")
 }
 
+/// Packets and bytes each way of the flows inside tunnels, by inner
+/// conversation and tunnel type, whatever the tunnel's endpoints.
+fn tunnelled_totals(m: &BTreeMap<Conversation, Vec<Counts>>) -> BTreeMap<Conversation, [u64; 4]> {
+    let mut t: BTreeMap<Conversation, [u64; 4]> = BTreeMap::new();
+    for (k, v) in m.iter().filter(|(k, _)| k.6 != "null") {
+        let kind: Value = serde_json::from_str(&k.6).unwrap_or_default();
+        let mut inner = k.clone();
+        inner.6 = kind["type"].to_string();
+        let e = t.entry(inner).or_default();
+        for c in v {
+            for (i, n) in [c.0, c.1, c.2, c.3].into_iter().enumerate() {
+                e[i] += n;
+            }
+        }
+    }
+    t
+}
+
 fn assert_same(live: &str, off: &str, what: &str) {
     let (l, o) = (conversations(live), conversations(off));
+    // A known limit of live fanout: the group spreads frames by their
+    // outermost addresses, so an inner conversation carried by several
+    // tunnel endpoint pairs (Teredo clients sharing a link-local address,
+    // a GTP-U session handed over between base stations) is counted by
+    // each worker that received a share, one record per share. Those are
+    // compared by their totals: every packet and byte is still counted
+    // once.
+    let (lt, ot) = (tunnelled_totals(&l), tunnelled_totals(&o));
+    let split_but_whole = |k: &Conversation| {
+        let mut inner = k.clone();
+        let kind: Value = serde_json::from_str(&k.6).unwrap_or_default();
+        inner.6 = kind["type"].to_string();
+        k.6 != "null" && lt.get(&inner) == ot.get(&inner)
+    };
     let mut diffs = Vec::new();
     for k in l.keys().chain(o.keys()) {
-        if l.get(k) != o.get(k) && diffs.len() < 10 {
+        if l.get(k) != o.get(k) && !split_but_whole(k) && diffs.len() < 10 {
             diffs.push(format!(
                 "{k:?}: live {:?}, offline {:?}",
                 l.get(k),

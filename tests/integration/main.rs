@@ -5,6 +5,7 @@ mod cli;
 mod clickhouse;
 mod corpus;
 mod detection;
+mod encap;
 mod engine;
 mod layout;
 mod live;

@@ -518,6 +518,12 @@ pub enum TunnelType {
     Vxlan = 3,
     Geneve = 4,
     IpInIp = 5,
+    GtpU = 6,
+    Teredo = 7,
+    Ayiya = 8,
+    GreUdp = 9,
+    L2tp = 10,
+    MplsUdp = 11,
 }
 impl TunnelType {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -532,6 +538,12 @@ impl TunnelType {
             Self::Vxlan => "TUNNEL_TYPE_VXLAN",
             Self::Geneve => "TUNNEL_TYPE_GENEVE",
             Self::IpInIp => "TUNNEL_TYPE_IP_IN_IP",
+            Self::GtpU => "TUNNEL_TYPE_GTP_U",
+            Self::Teredo => "TUNNEL_TYPE_TEREDO",
+            Self::Ayiya => "TUNNEL_TYPE_AYIYA",
+            Self::GreUdp => "TUNNEL_TYPE_GRE_UDP",
+            Self::L2tp => "TUNNEL_TYPE_L2TP",
+            Self::MplsUdp => "TUNNEL_TYPE_MPLS_UDP",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -543,6 +555,12 @@ impl TunnelType {
             "TUNNEL_TYPE_VXLAN" => Some(Self::Vxlan),
             "TUNNEL_TYPE_GENEVE" => Some(Self::Geneve),
             "TUNNEL_TYPE_IP_IN_IP" => Some(Self::IpInIp),
+            "TUNNEL_TYPE_GTP_U" => Some(Self::GtpU),
+            "TUNNEL_TYPE_TEREDO" => Some(Self::Teredo),
+            "TUNNEL_TYPE_AYIYA" => Some(Self::Ayiya),
+            "TUNNEL_TYPE_GRE_UDP" => Some(Self::GreUdp),
+            "TUNNEL_TYPE_L2TP" => Some(Self::L2tp),
+            "TUNNEL_TYPE_MPLS_UDP" => Some(Self::MplsUdp),
             _ => None,
         }
     }

@@ -204,6 +204,16 @@ pub enum LinkType {
     Ipv6,
     /// IEEE 802.3br mPackets: 7-byte preamble and SMD before an Ethernet frame.
     EthernetMpacket,
+    /// IEEE 802.11 frames without a radio header.
+    Ieee80211,
+    /// IEEE 802.11 after a radiotap header.
+    Ieee80211Radiotap,
+    /// IEEE 802.11 after a Prism or AVS monitor header.
+    Ieee80211Prism,
+    /// IEEE 802.11 after an AVS monitor header.
+    Ieee80211Avs,
+    /// Per-Packet Information header, then 802.11 or Ethernet.
+    Ppi,
     /// Anything else; frames are counted as unsupported.
     Other(u32),
 }
@@ -223,6 +233,11 @@ impl LinkType {
             228 => LinkType::Ipv4,
             229 => LinkType::Ipv6,
             274 => LinkType::EthernetMpacket,
+            105 => LinkType::Ieee80211,
+            127 => LinkType::Ieee80211Radiotap,
+            119 => LinkType::Ieee80211Prism,
+            163 => LinkType::Ieee80211Avs,
+            192 => LinkType::Ppi,
             other => LinkType::Other(other),
         }
     }
@@ -241,6 +256,11 @@ impl LinkType {
             LinkType::Ipv4 => 228,
             LinkType::Ipv6 => 229,
             LinkType::EthernetMpacket => 274,
+            LinkType::Ieee80211 => 105,
+            LinkType::Ieee80211Radiotap => 127,
+            LinkType::Ieee80211Prism => 119,
+            LinkType::Ieee80211Avs => 163,
+            LinkType::Ppi => 192,
             LinkType::Other(v) => v,
         }
     }

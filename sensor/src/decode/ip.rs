@@ -235,7 +235,9 @@ impl Decoder {
         let inner = match next {
             Next::None => return Ok(true),
             Next::Broken(e) => err(e),
-            Next::Gre(g) => self.gre(g, outer, ctx, emit),
+            Next::Gre(g, kind) => self.gre(g, kind, outer, ctx, emit),
+            Next::Ppp(p, kind) => self.ppp(p, ctx.inner(kind, outer), emit),
+            Next::Mpls(m, kind) => self.mpls(m, ctx.inner(kind, outer), emit),
             Next::Ether(e, kind) => self.ether(e, ctx.inner(kind, outer), emit),
             Next::Ip(i, kind) => self.ip(i, ctx.inner(kind, outer), emit),
         };

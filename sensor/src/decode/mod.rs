@@ -25,14 +25,22 @@ mod plain;
 #[cfg(test)]
 mod tests;
 mod transport;
+mod udp_tunnel;
+mod wlan;
 
 pub use frag::{FragTracker, MAX_FRAGMENT_BYTES};
 use key::FlowKey;
+pub(crate) use link::{Pseudowire, pseudowire};
 pub use owner::{Owner, owner};
 use plain::{PlainIp, plain_transport};
+pub use udp_tunnel::{Inner, tunnel_inner};
 
 /// Deepest nesting of encapsulations followed (VLAN and MPLS excluded).
 const MAX_DEPTH: u8 = 6;
+/// Ethernet headers followed within one packet outside tunnels (MPLS
+/// pseudowires, 802.1ah, FabricPath, NSH each open one more): a bound on
+/// the decoder's recursion that a crafted frame cannot push.
+const MAX_ETHERNET_LAYERS: u8 = 8;
 /// Datagrams under reassembly at once.
 pub const MAX_FRAGMENTED_DATAGRAMS: usize = 8192;
 /// Fragments of a datagram older than this are abandoned (Linux's ipfrag_time).
@@ -111,11 +119,33 @@ pub enum DecodeError {
     TunnelTruncated,
     /// More nested encapsulations than followed.
     TooDeep,
+    /// Cut inside a PPPoE session header, or not a PPPoE session frame.
+    PppoeTruncated,
+    /// Cut inside an 802.1ah (PBB) I-tag.
+    PbbTruncated,
+    /// Cut inside a Cisco VN-Tag.
+    VnTagTruncated,
+    /// Cut inside a Cisco FabricPath header.
+    FabricPathTruncated,
+    /// An NSH header cut, of an unknown version, or of a length below its base and service path headers.
+    NshInvalid,
+    /// A radiotap (or Prism, AVS) header cut or with an impossible length.
+    RadiotapInvalid,
+    /// Cut inside an 802.11 MAC header or its LLC/SNAP header.
+    Ieee80211Truncated,
+    /// A GTP-U header or extension header cut or malformed.
+    GtpInvalid,
+    /// A Teredo authentication or origin indicator cut.
+    TeredoInvalid,
+    /// An AYIYA header cut.
+    AyiyaInvalid,
+    /// An L2TP header cut, or an L2TPv3 payload whose cookie and sublayer could not be told apart from it.
+    L2tpInvalid,
 }
 
 impl DecodeError {
     /// Every reason, in counter order.
-    pub const ALL: [DecodeError; 14] = [
+    pub const ALL: [DecodeError; 25] = [
         DecodeError::LinkTruncated,
         DecodeError::UnsupportedLinkType,
         DecodeError::VlanTruncated,
@@ -130,6 +160,17 @@ impl DecodeError {
         DecodeError::SctpTruncated,
         DecodeError::TunnelTruncated,
         DecodeError::TooDeep,
+        DecodeError::PppoeTruncated,
+        DecodeError::PbbTruncated,
+        DecodeError::VnTagTruncated,
+        DecodeError::FabricPathTruncated,
+        DecodeError::NshInvalid,
+        DecodeError::RadiotapInvalid,
+        DecodeError::Ieee80211Truncated,
+        DecodeError::GtpInvalid,
+        DecodeError::TeredoInvalid,
+        DecodeError::AyiyaInvalid,
+        DecodeError::L2tpInvalid,
     ];
 
     /// A bounded label for metrics and summaries.
@@ -149,6 +190,17 @@ impl DecodeError {
             DecodeError::SctpTruncated => "sctp_truncated",
             DecodeError::TunnelTruncated => "tunnel_truncated",
             DecodeError::TooDeep => "too_deep",
+            DecodeError::PppoeTruncated => "pppoe_truncated",
+            DecodeError::PbbTruncated => "pbb_truncated",
+            DecodeError::VnTagTruncated => "vntag_truncated",
+            DecodeError::FabricPathTruncated => "fabricpath_truncated",
+            DecodeError::NshInvalid => "nsh_invalid",
+            DecodeError::RadiotapInvalid => "radiotap_invalid",
+            DecodeError::Ieee80211Truncated => "ieee80211_truncated",
+            DecodeError::GtpInvalid => "gtp_invalid",
+            DecodeError::TeredoInvalid => "teredo_invalid",
+            DecodeError::AyiyaInvalid => "ayiya_invalid",
+            DecodeError::L2tpInvalid => "l2tp_invalid",
         }
     }
 }
@@ -209,6 +261,8 @@ struct Ctx {
     nvlan: u8,
     tunnel: TunnelMeta,
     depth: u8,
+    /// Ethernet headers opened since the last tunnel.
+    layers: u8,
 }
 
 impl Ctx {
@@ -222,6 +276,7 @@ impl Ctx {
             nvlan: 0,
             tunnel: TunnelMeta::default(),
             depth: 0,
+            layers: 0,
         }
     }
 
@@ -237,6 +292,7 @@ impl Ctx {
                 ..outer
             },
             depth: self.depth + 1,
+            layers: 0,
         }
     }
 }
@@ -246,7 +302,12 @@ enum Next<'a> {
     None,
     Ether(&'a [u8], TunnelType),
     Ip(&'a [u8], TunnelType),
-    Gre(&'a [u8]),
+    /// A GRE header: over IP (`Gre`) or UDP (`GreUdp`).
+    Gre(&'a [u8], TunnelType),
+    /// A PPP frame (L2TPv2).
+    Ppp(&'a [u8], TunnelType),
+    /// An MPLS label stack (MPLS in UDP).
+    Mpls(&'a [u8], TunnelType),
     /// A tunnel header that the packet cannot hold: the packet counts in
     /// its own flow, and the frame is counted with this error.
     Broken(DecodeError),
@@ -287,6 +348,11 @@ mod ethertype {
     pub(super) const ETH_ERSPAN3: u16 = 0x22eb;
     pub(super) const ETH_PPP: u16 = 0x880b;
     pub(super) const ETH_CISCO_METADATA: u16 = 0x8909;
+    pub(super) const ETH_NSH: u16 = 0x894f;
+    pub(super) const ETH_ARP: u16 = 0x0806;
+    pub(super) const ETH_PBB: u16 = 0x88e7;
+    pub(super) const ETH_VNTAG: u16 = 0x8926;
+    pub(super) const ETH_FABRICPATH: u16 = 0x8903;
 }
 use ethertype::*;
 

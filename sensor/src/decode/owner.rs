@@ -4,6 +4,7 @@
 use super::be16;
 use super::ethertype::*;
 use super::key;
+use super::udp_tunnel::tunnel_port;
 use crate::capture::LinkType;
 
 /// Which worker must decode a frame, as far as its headers tell without
@@ -114,11 +115,11 @@ fn ip_owner(d: &[u8]) -> Owner {
 fn plain_l4(proto: u8, l4: Option<&[u8]>) -> bool {
     match proto {
         6 => true,
-        4 | 41 | 47 => false,
+        4 | 41 | 47 | 115 => false,
         17 => match l4 {
             Some(u) if u.len() >= 4 => {
                 let (sport, dport) = (be16(u, 0), be16(u, 2));
-                !(matches!(sport, 4789 | 6081) || matches!(dport, 4789 | 6081))
+                !(tunnel_port(sport) || tunnel_port(dport))
             }
             _ => true,
         },

@@ -7,6 +7,7 @@
 
 use super::ethertype::*;
 use super::key::FlowKey;
+use super::udp_tunnel::tunnel_port;
 use super::{Ctx, Decoder, PacketMeta, be16};
 use crate::capture::{LinkType, RawPacket};
 
@@ -176,7 +177,7 @@ pub(super) fn plain_transport(proto: u8, l4: &[u8], l4_total: u32) -> Option<Pla
             return None;
         }
         let (sport, dport) = (be16(l4, 0), be16(l4, 2));
-        if matches!(sport, 4789 | 6081) || matches!(dport, 4789 | 6081) {
+        if tunnel_port(sport) || tunnel_port(dport) {
             return None;
         }
         Some(PlainTransport {

@@ -1,6 +1,7 @@
 //! The transport layer (TCP, UDP, SCTP, ICMP and ICMPv6) as a packet
-//! summary, and the tunnels it carries: GRE (with ERSPAN and Cisco
-//! MetaData), VXLAN, Geneve, IP-in-IP.
+//! summary, and the tunnels it carries: GRE (over IP or UDP, with ERSPAN
+//! and Cisco MetaData), IP-in-IP, L2TPv3 over IP, and the UDP tunnels of
+//! [`super::udp_tunnel`].
 
 use etherparse::{IpNumber, TcpHeaderSlice};
 use vigil_proto::TunnelType;
@@ -8,6 +9,7 @@ use vigil_proto::TunnelType;
 use super::ethertype::*;
 use super::key::FlowKey;
 use super::plain::plain_transport;
+use super::udp_tunnel::{l2tpv3, udp_tunnel};
 use super::{Ctx, DecodeError, Decoder, Next, PacketMeta, R, TunnelMeta, be16, err};
 
 impl Decoder {
@@ -68,27 +70,7 @@ impl Decoder {
                 // A payload too short for the tunnel header its port names
                 // is still this flow's packet (a client may pick port 4789
                 // or 6081); the frame is counted as an error after it.
-                let body = &l4[8..];
-                let short = Next::Broken(DecodeError::TunnelTruncated);
-                if dport == 4789 || (sport == 4789 && dport != 6081) {
-                    next = match body {
-                        b if b.len() < 8 => short,
-                        b if b[0] & 0x08 != 0 => Next::Ether(&b[8..], TunnelType::Vxlan),
-                        _ => Next::None,
-                    };
-                } else if dport == 6081 || sport == 6081 {
-                    // The header's length, 8 bytes and its options: past
-                    // the payload's end, or no payload, is too short.
-                    let hl = body.first().map(|b| 8 + usize::from(b & 0x3f) * 4);
-                    next = match hl.and_then(|hl| body.get(hl..)) {
-                        Some(inner) => match be16(body, 2) {
-                            ETH_TEB => Next::Ether(inner, TunnelType::Geneve),
-                            ETH_IPV4 | ETH_IPV6 => Next::Ip(inner, TunnelType::Geneve),
-                            _ => Next::None,
-                        },
-                        _ => short,
-                    };
-                }
+                next = udp_tunnel(sport, dport, &l4[8..]);
             }
             (IpNumber::SCTP, _) => {
                 if l4.len() < 12 {
@@ -103,7 +85,8 @@ impl Decoder {
                     l4.get(1).copied().unwrap_or(0),
                 ];
             }
-            (IpNumber::GRE, _) => next = Next::Gre(l4),
+            (IpNumber::GRE, _) => next = Next::Gre(l4, TunnelType::Gre),
+            (IpNumber(115), _) => next = l2tpv3(l4),
             (IpNumber::IPV4 | IpNumber::IPV6, _) => next = Next::Ip(l4, TunnelType::IpInIp),
             _ => {}
         }
@@ -127,6 +110,7 @@ impl Decoder {
     pub(super) fn gre(
         &mut self,
         g: &[u8],
+        kind: TunnelType,
         outer: TunnelMeta,
         ctx: Ctx,
         emit: &mut impl FnMut(&PacketMeta),
@@ -161,10 +145,10 @@ impl Decoder {
         let body = &g[hl..];
         let inner = |kind| ctx.inner(kind, outer);
         match proto {
-            ETH_IPV4 | ETH_IPV6 => self.ip(body, inner(TunnelType::Gre), emit),
-            ETH_TEB => self.ether(body, inner(TunnelType::Gre), emit),
-            ETH_MPLS | ETH_MPLS_MC => self.mpls(body, inner(TunnelType::Gre), emit),
-            ETH_PPP if version == 1 => self.ppp(body, inner(TunnelType::Gre), emit),
+            ETH_IPV4 | ETH_IPV6 => self.ip(body, inner(kind), emit),
+            ETH_TEB => self.ether(body, inner(kind), emit),
+            ETH_MPLS | ETH_MPLS_MC => self.mpls(body, inner(kind), emit),
+            ETH_PPP if version == 1 => self.ppp(body, inner(kind), emit),
             ETH_CISCO_METADATA => {
                 // Cisco MetaData (the TrustSec SGT tag): 8 bytes, naming the
                 // EtherType of what follows.
@@ -175,7 +159,7 @@ impl Decoder {
                     et @ (ETH_IPV4 | ETH_IPV6) => et,
                     _ => be16(body, 6),
                 };
-                self.ethertype(et, &body[8..], inner(TunnelType::Gre), emit)
+                self.ethertype(et, &body[8..], inner(kind), emit)
             }
             ETH_ERSPAN2 => {
                 // Type I has no ERSPAN header (and no GRE sequence number).

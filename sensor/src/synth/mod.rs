@@ -17,9 +17,11 @@ use std::net::IpAddr;
 use crate::capture::{LinkType, PcapWriter};
 
 mod bulk;
+mod encap;
 mod scenario;
 
 pub use bulk::{BulkConfig, BulkSummary, FrameSize, write_bulk};
+pub use encap::{LinkEncap, UdpTunnel, Wlan, wlan_beacon, wlan_frame};
 pub use scenario::{DEMO_PROTECTED, ProbeAnswer, Scenario, demo_scenario};
 
 /// SplitMix64: small, fast and good enough for synthetic traffic.
@@ -127,6 +129,30 @@ pub enum Encap {
     },
     /// An MPLS label stack of one label.
     Mpls(u32),
+    /// A tunnel in UDP between two endpoints.
+    Udp {
+        /// Outer source.
+        outer_src: IpAddr,
+        /// Outer destination.
+        outer_dst: IpAddr,
+        /// Which tunnel.
+        tunnel: UdpTunnel,
+        /// Sent by the endpoint that did not open the tunnel (its ports
+        /// as [`UdpTunnel::ports`] gives them).
+        reply: bool,
+    },
+    /// L2TPv3 over IP (protocol 115): an Ethernet pseudowire after the
+    /// session id and a cookie of `cookie` bytes (0, 4 or 8).
+    L2tpv3 {
+        /// Outer source.
+        outer_src: IpAddr,
+        /// Outer destination.
+        outer_dst: IpAddr,
+        /// Cookie length.
+        cookie: u8,
+    },
+    /// Layer-2 headers before the IP packet or an inner frame.
+    Link(LinkEncap),
 }
 
 /// One packet to synthesize.
@@ -321,29 +347,54 @@ pub fn ip_packet(spec: &PacketSpec, out: &mut Vec<u8>) {
 pub fn build_frame(spec: &PacketSpec, out: &mut Vec<u8>) {
     out.clear();
     match spec.encap {
+        // The common case without a copy of the packet.
         Encap::None => {
             push_ether(out, spec.vlan, ethertype(spec.src));
             ip_packet(spec, out);
         }
+        _ => {
+            let mut inner = Vec::new();
+            ip_packet(spec, &mut inner);
+            encapsulate(spec, &inner, out);
+        }
+    }
+    if out.len() < 60 {
+        out.resize(60, 0);
+    }
+}
+
+/// Appends the frame carrying the IP packet `inner` (the spec's, or one
+/// of its fragments) in the spec's VLANs and encapsulation.
+fn encapsulate(spec: &PacketSpec, inner: &[u8], out: &mut Vec<u8>) {
+    let inner_type = if inner.first().is_some_and(|b| b >> 4 == 6) {
+        0x86dd
+    } else {
+        0x0800
+    };
+    match spec.encap {
+        Encap::None => {
+            push_ether(out, spec.vlan, inner_type);
+            out.extend_from_slice(inner);
+        }
         Encap::Mpls(label) => {
             push_ether(out, spec.vlan, 0x8847);
             out.extend_from_slice(&((label << 12) | 0x100 | 64).to_be_bytes());
-            ip_packet(spec, out);
+            out.extend_from_slice(inner);
         }
         Encap::Vxlan {
             outer_src,
             outer_dst,
         } => {
-            let mut inner = Vec::new();
-            push_ether(&mut inner, [0; 2], ethertype(spec.src));
-            ip_packet(spec, &mut inner);
+            let mut frame = Vec::new();
+            push_ether(&mut frame, [0; 2], inner_type);
+            frame.extend_from_slice(inner);
             push_ether(out, spec.vlan, ethertype(outer_src));
             push_ip(
                 out,
                 outer_src,
                 outer_dst,
                 17,
-                8 + 8 + inner.len(),
+                8 + 8 + frame.len(),
                 spec.ip_id,
                 0,
             );
@@ -357,16 +408,14 @@ pub fn build_frame(spec: &PacketSpec, out: &mut Vec<u8>) {
             );
             let udp_len_at = out.len() - 4;
             out[udp_len_at..udp_len_at + 2]
-                .copy_from_slice(&((16 + inner.len()) as u16).to_be_bytes());
+                .copy_from_slice(&((16 + frame.len()) as u16).to_be_bytes());
             out.extend_from_slice(&[0x08, 0, 0, 0, 0, 0, 42, 0]);
-            out.extend_from_slice(&inner);
+            out.extend_from_slice(&frame);
         }
         Encap::Gre {
             outer_src,
             outer_dst,
         } => {
-            let mut inner = Vec::new();
-            ip_packet(spec, &mut inner);
             push_ether(out, spec.vlan, ethertype(outer_src));
             push_ip(
                 out,
@@ -378,28 +427,25 @@ pub fn build_frame(spec: &PacketSpec, out: &mut Vec<u8>) {
                 0,
             );
             out.extend_from_slice(&[0, 0]);
-            out.extend_from_slice(&ethertype(spec.src).to_be_bytes());
-            out.extend_from_slice(&inner);
+            out.extend_from_slice(&inner_type.to_be_bytes());
+            out.extend_from_slice(inner);
         }
         Encap::IpInIp {
             outer_src,
             outer_dst,
         } => {
-            let mut inner = Vec::new();
-            ip_packet(spec, &mut inner);
             push_ether(out, spec.vlan, ethertype(outer_src));
-            let proto = if spec.src.is_ipv4() { 4 } else { 41 };
+            let proto = if inner_type == 0x0800 { 4 } else { 41 };
             push_ip(out, outer_src, outer_dst, proto, inner.len(), spec.ip_id, 0);
-            out.extend_from_slice(&inner);
+            out.extend_from_slice(inner);
         }
-    }
-    if out.len() < 60 {
-        out.resize(60, 0);
+        Encap::Udp { .. } | Encap::L2tpv3 { .. } | Encap::Link(_) => encap::wrap(spec, inner, out),
     }
 }
 
 /// Splits an IPv4 spec into fragment frames carrying at most `mtu_payload`
-/// bytes of IP payload each (rounded down to 8).
+/// bytes of IP payload each (rounded down to 8), each in the spec's VLANs
+/// and encapsulation (a tunnel carries the inner packet's fragments).
 pub fn fragment_frames(spec: &PacketSpec, mtu_payload: usize) -> Vec<Vec<u8>> {
     let mut whole = Vec::new();
     ip_packet(spec, &mut whole);
@@ -411,11 +457,10 @@ pub fn fragment_frames(spec: &PacketSpec, mtu_payload: usize) -> Vec<Vec<u8>> {
     while off < body.len() {
         let end = (off + step).min(body.len());
         let more = end < body.len();
-        let mut f = Vec::new();
-        push_ether(&mut f, spec.vlan, 0x0800);
         let frag = ((off / 8) as u16) | if more { 0x2000 } else { 0 };
+        let mut ip = Vec::new();
         push_ip(
-            &mut f,
+            &mut ip,
             spec.src,
             spec.dst,
             proto,
@@ -423,7 +468,9 @@ pub fn fragment_frames(spec: &PacketSpec, mtu_payload: usize) -> Vec<Vec<u8>> {
             spec.ip_id,
             frag,
         );
-        f.extend_from_slice(&body[off..end]);
+        ip.extend_from_slice(&body[off..end]);
+        let mut f = Vec::new();
+        encapsulate(spec, &ip, &mut f);
         if f.len() < 60 {
             f.resize(60, 0);
         }

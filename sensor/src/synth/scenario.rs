@@ -9,6 +9,8 @@ use super::*;
 #[derive(Clone, Debug, Default)]
 pub struct Scenario {
     packets: Vec<(u64, Vec<u8>)>,
+    /// The frames' link type when not Ethernet.
+    link: Option<LinkType>,
 }
 
 /// How a probed port answers a SYN.
@@ -26,6 +28,15 @@ impl Scenario {
     /// An empty scenario.
     pub fn new() -> Self {
         Scenario::default()
+    }
+
+    /// An empty scenario whose frames (added with [`Scenario::frame`]) are
+    /// of link type `link`.
+    pub fn with_link(link: LinkType) -> Self {
+        Scenario {
+            packets: Vec::new(),
+            link: Some(link),
+        }
     }
 
     /// Packets so far.
@@ -246,7 +257,7 @@ impl Scenario {
     /// Writes the packets sorted by time (stable) as a pcap file.
     pub fn write_pcap(mut self, out: impl Write) -> io::Result<usize> {
         self.packets.sort_by_key(|(t, _)| *t);
-        let mut w = PcapWriter::new(out, LinkType::Ethernet)?;
+        let mut w = PcapWriter::new(out, self.link.unwrap_or(LinkType::Ethernet))?;
         for (t, f) in &self.packets {
             w.write_packet(*t, f)?;
         }

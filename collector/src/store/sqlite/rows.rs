@@ -93,12 +93,19 @@ impl SqliteStore {
     }
 }
 
-const TUNNEL_TYPES: [TunnelType; 5] = [
+/// Tunnel types by their stored number: append only, never reorder.
+const TUNNEL_TYPES: [TunnelType; 11] = [
     TunnelType::Gre,
     TunnelType::Erspan,
     TunnelType::Vxlan,
     TunnelType::Geneve,
     TunnelType::IpInIp,
+    TunnelType::GtpU,
+    TunnelType::Teredo,
+    TunnelType::Ayiya,
+    TunnelType::GreUdp,
+    TunnelType::L2tp,
+    TunnelType::MplsUdp,
 ];
 
 fn encode_tunnel(t: &TunnelInfo) -> Vec<u8> {

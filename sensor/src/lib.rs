@@ -18,7 +18,7 @@ mod cpu;
 pub mod decode;
 pub mod export;
 pub mod flow;
-#[cfg(any(fuzzing, test))]
+#[cfg(any(fuzzing, test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod rewrite;
 pub mod run;

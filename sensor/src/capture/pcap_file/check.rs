@@ -125,7 +125,7 @@ pub fn assert_slice_reading_agrees(bytes: &[u8]) {
         }
         let len = bytes.len() as u64;
         for from in [at, at + 1, at + 7] {
-            let until = (from + 2000).min(len);
+            let until = (from + 512).min(len);
             if let Some(p) = w.find_record(from, until) {
                 assert!((from..until).contains(&p), "{p} outside {from}..{until}");
             }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use super::{LinkType, RawPacket};
 
-#[cfg(any(fuzzing, test))]
+#[cfg(any(fuzzing, test, feature = "fuzzing"))]
 mod check;
 mod error;
 mod pcapng;
@@ -25,7 +25,7 @@ mod tests;
 mod walk;
 mod writer;
 
-#[cfg(any(fuzzing, test))]
+#[cfg(any(fuzzing, test, feature = "fuzzing"))]
 pub use check::assert_slice_reading_agrees;
 pub use error::{CaptureError, Corruption};
 use pcapng::{BlockResult, Interface};

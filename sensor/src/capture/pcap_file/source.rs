@@ -5,6 +5,9 @@ use std::io::{self, Read};
 
 use super::BUF_LEN;
 
+/// The read buffer's first size; it grows to [`BUF_LEN`].
+const START_LEN: usize = 64 << 10;
+
 /// Where a capture reader gets its bytes: a window that can be refilled,
 /// with absolute offsets for error messages.
 pub trait ByteSource {
@@ -35,7 +38,7 @@ impl<R: Read> ReadSource<R> {
     pub(super) fn new(inner: R) -> Self {
         ReadSource {
             inner,
-            buf: vec![0; BUF_LEN],
+            buf: vec![0; START_LEN],
             pos: 0,
             end: 0,
             base: 0,
@@ -65,6 +68,12 @@ impl<R: Read> ByteSource for ReadSource<R> {
         }
         if need > self.buf.len() {
             self.buf.resize(need.next_power_of_two(), 0);
+        } else if self.end > self.buf.len() / 2 && self.buf.len() < BUF_LEN {
+            // Half full after moving what is left to the front: reads get
+            // larger, up to BUF_LEN (a small capture never zeroes a large
+            // buffer; a stream soon reads in large blocks).
+            let len = (self.buf.len() * 2).min(BUF_LEN);
+            self.buf.resize(len, 0);
         }
         while self.end < need {
             match self.inner.read(&mut self.buf[self.end..]) {

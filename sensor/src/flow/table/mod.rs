@@ -109,6 +109,10 @@ pub struct FlowTable {
     len: usize,
     tunnels: HashMap<u32, TunnelMeta>,
     wheel: Vec<Vec<(u32, u32)>>,
+    /// A bit per wheel slot, set when the slot may hold entries (clear:
+    /// the slot is empty), so that a walk over many ticks visits only the
+    /// slots in use.
+    occupied: [u64; WHEEL_TICKS / 64],
     spare: Vec<(u32, u32)>,
     /// Last tick the wheel has processed.
     tick: u64,
@@ -155,6 +159,7 @@ impl FlowTable {
             len: 0,
             tunnels: HashMap::new(),
             wheel: (0..WHEEL_TICKS).map(|_| Vec::new()).collect(),
+            occupied: [0; WHEEL_TICKS / 64],
             spare: Vec::new(),
             tick: 0,
             now_ns: 0,
@@ -232,8 +237,9 @@ impl FlowTable {
     }
 
     fn schedule(&mut self, slot: u32, generation: u32, due: u64) {
-        let t = (due / TICK_NS).max(self.tick + 1);
-        self.wheel[(t as usize) % WHEEL_TICKS].push((slot, generation));
+        let t = ((due / TICK_NS).max(self.tick + 1) as usize) % WHEEL_TICKS;
+        self.wheel[t].push((slot, generation));
+        self.occupied[t / 64] |= 1 << (t % 64);
     }
 
     /// Applies packets in order, exactly as [`FlowTable::process`] on each.
@@ -539,6 +545,12 @@ impl FlowTable {
         if target <= self.tick {
             return;
         }
+        // No flow, nothing due: whatever the wheel still holds belongs to
+        // flows already gone, and is skipped wherever it is met.
+        if self.len == 0 {
+            self.tick = target;
+            return;
+        }
         let steps = (target - self.tick).min(WHEEL_TICKS as u64);
         let first = if target - self.tick > WHEEL_TICKS as u64 {
             target - WHEEL_TICKS as u64 + 1
@@ -546,8 +558,24 @@ impl FlowTable {
             self.tick + 1
         };
         self.tick = target;
-        for i in 0..steps {
-            let t = ((first + i) as usize) % WHEEL_TICKS;
+        let start = (first % WHEEL_TICKS as u64) as usize;
+        let steps = steps as usize;
+        let mut i = 0;
+        while i < steps {
+            let t = (start + i) % WHEEL_TICKS;
+            // Skip the slots not in use, a word of them at a time.
+            let word = self.occupied[t / 64] >> (t % 64);
+            if word == 0 {
+                i += 64 - t % 64;
+                continue;
+            }
+            let skip = word.trailing_zeros() as usize;
+            if skip > 0 {
+                i += skip;
+                continue;
+            }
+            i += 1;
+            self.occupied[t / 64] &= !(1 << (t % 64));
             std::mem::swap(&mut self.spare, &mut self.wheel[t]);
             let mut entries = std::mem::take(&mut self.spare);
             for &(slot, generation) in &entries {
@@ -635,8 +663,12 @@ impl FlowTable {
         self.index.clear();
         self.tunnels.clear();
         self.len = 0;
-        for w in &mut self.wheel {
-            w.clear();
+        for (n, word) in self.occupied.iter_mut().enumerate() {
+            while *word != 0 {
+                let t = n * 64 + word.trailing_zeros() as usize;
+                *word &= *word - 1;
+                self.wheel[t].clear();
+            }
         }
     }
 }

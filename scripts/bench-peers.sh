@@ -4,6 +4,12 @@
 #
 #   scripts/bench-peers.sh [PACKETS] [FLOWS]
 #
+# INPUTS (default "bulk:64 bulk:imix realistic:64 realistic:natural") names
+# the captures: the synthesizer's bulk traffic (every flow alike,
+# round-robin) and its realistic mix (`vigil bench --traffic realistic`:
+# Zipf flow sizes, random interleaving, DNS, ICMP, ESP, full TCP
+# conversations), each with 64-byte frames and with IMIX or natural sizes.
+#
 # Needs: softflowd (apt-get install softflowd) and python3.
 # softflowd exports NetFlow v9 to 127.0.0.1 (loopback only); nothing listens.
 #
@@ -25,12 +31,14 @@ trap 'rm -rf "$dir"' EXIT
 
 cargo build --release --quiet
 vigil=target/release/vigil
-for frame in 64 imix; do
-  f="$dir/bulk-$frame.pcap"
-  $vigil bench --packets "$packets" --flows "$flows" --frame "$frame" --write-pcap "$f" 2>/dev/null
+for input in ${INPUTS:-bulk:64 bulk:imix realistic:64 realistic:natural}; do
+  traffic=${input%%:*}
+  frame=${input#*:}
+  f="$dir/$traffic-$frame.pcap"
+  $vigil bench --traffic "$traffic" --packets "$packets" --flows "$flows" --frame "$frame" --write-pcap "$f" 2>/dev/null
   cp "$f" "$f.copy"
   cat "$f" "$f.copy" > /dev/null # into the page cache
-  echo "== $frame-byte frames: $packets packets over $flows flows ($(du -h "$f" | cut -f1)), $runs rounds"
+  echo "== $traffic traffic, $frame frames: $packets packets over $flows flows ($(du -h "$f" | cut -f1)), $runs rounds"
   python3 - "$runs" "$packets" \
     "vigil flows (1 worker)=$vigil flows -q --format null -r $f" \
     "vigil flows (2 workers)=$vigil flows -q --format null --workers 2 -r $f" \

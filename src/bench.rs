@@ -9,20 +9,31 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use vigil_sensor::run::split;
 use vigil_sensor::run::{self, FileMode, Input, RunReport};
-use vigil_sensor::synth::{self, BulkConfig, FrameSize};
+use vigil_sensor::synth::{self, BulkConfig, FrameSize, MixConfig};
 
 use crate::Failure;
 use crate::flows::EngineArgs;
 
-fn frame_size(s: &str) -> Result<FrameSize, String> {
+/// `--frame`: a size, IMIX (bulk traffic) or natural (the realistic mix).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FrameArg {
+    Fixed(usize),
+    Imix,
+    Natural,
+}
+
+fn frame_size(s: &str) -> Result<FrameArg, String> {
     match s {
-        "imix" => Ok(FrameSize::Imix),
+        "imix" => Ok(FrameArg::Imix),
+        "natural" => Ok(FrameArg::Natural),
         n => n
             .parse::<usize>()
             .ok()
             .filter(|n| (60..=9000).contains(n))
-            .map(FrameSize::Fixed)
-            .ok_or_else(|| format!("{s:?}: expected imix or a frame size from 60 to 9000")),
+            .map(FrameArg::Fixed)
+            .ok_or_else(|| {
+                format!("{s:?}: expected imix, natural or a frame size from 60 to 9000")
+            }),
     }
 }
 
@@ -42,9 +53,16 @@ pub struct BenchArgs {
     /// microsecond between packets.
     #[arg(long, value_parser = humantime::parse_duration)]
     span: Option<std::time::Duration>,
-    /// Synthesized frame size: a byte count or imix.
+    /// Synthesized traffic: `bulk` (every flow the same size, round-robin:
+    /// the sensor's easiest case) or `realistic` (Zipf flow sizes, random
+    /// interleaving, DNS, ICMP, ESP, full TCP conversations; see
+    /// `synth::write_mix`).
+    #[arg(long, default_value = "bulk", value_parser = ["bulk", "realistic"])]
+    traffic: String,
+    /// Synthesized frame size: a byte count (payloads cut to fit), `imix`
+    /// (bulk traffic) or `natural` (the realistic mix's own sizes).
     #[arg(long, default_value = "64", value_parser = frame_size)]
-    frame: FrameSize,
+    frame: FrameArg,
     /// Worker counts to measure, comma-separated.
     #[arg(long = "worker-counts", value_delimiter = ',', default_value = "1,2")]
     worker_counts: Vec<NonZeroUsize>,
@@ -125,11 +143,65 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
             p.display().to_string(),
             std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
         ),
+        None if a.traffic == "realistic" => {
+            let frame = match a.frame {
+                FrameArg::Fixed(n) => Some(n),
+                FrameArg::Natural => None,
+                FrameArg::Imix => {
+                    return Err(Failure::usage(anyhow::anyhow!(
+                        "--frame imix is for bulk traffic; the realistic mix has natural sizes"
+                    )));
+                }
+            };
+            let cfg = MixConfig {
+                packets: a.packets,
+                flows: a.flows,
+                frame,
+                gap_ns: a
+                    .span
+                    .map(|d| (d.as_nanos() as u64 / a.packets.max(1)).max(1))
+                    .unwrap_or(MixConfig::default().gap_ns),
+                ..MixConfig::default()
+            };
+            let mut v = Vec::new();
+            let s = synth::write_mix(&cfg, &mut v).context("synthesizing traffic")?;
+            let pct = |n: u64| n as f64 * 100.0 / s.packets.max(1) as f64;
+            let label = frame.map_or("natural".to_string(), |n| format!("{n}-byte"));
+            (
+                format!(
+                    "realistic mix: {} packets over {} flows, {label} frames (mean {:.0} B); \
+                     TCP {:.1} %, DNS {:.1} %, other UDP {:.1} %, ICMP {:.1} %, ESP {:.1} %; \
+                     IPv6 {:.1} %, VLAN {:.1} %; largest flow {} packets, {} flows of ≤ 4",
+                    s.packets,
+                    s.flows,
+                    s.frame_bytes as f64 / s.packets.max(1) as f64,
+                    pct(s.by_kind[0]),
+                    pct(s.by_kind[1]),
+                    pct(s.by_kind[2]),
+                    pct(s.by_kind[3]),
+                    pct(s.by_kind[4]),
+                    pct(s.ipv6),
+                    pct(s.vlan),
+                    s.largest_flow,
+                    s.mice,
+                ),
+                v,
+            )
+        }
         None => {
+            let frame = match a.frame {
+                FrameArg::Fixed(n) => FrameSize::Fixed(n),
+                FrameArg::Imix => FrameSize::Imix,
+                FrameArg::Natural => {
+                    return Err(Failure::usage(anyhow::anyhow!(
+                        "--frame natural is for --traffic realistic; bulk traffic takes a size or imix"
+                    )));
+                }
+            };
             let cfg = BulkConfig {
                 packets: a.packets,
                 flows: a.flows,
-                frame: a.frame,
+                frame,
                 gap_ns: a
                     .span
                     .map(|d| (d.as_nanos() as u64 / a.packets.max(1)).max(1))
@@ -138,7 +210,7 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
             };
             let mut v = Vec::with_capacity((a.packets * 96) as usize);
             let s = synth::write_bulk(&cfg, &mut v).context("synthesizing traffic")?;
-            let label = match a.frame {
+            let label = match frame {
                 FrameSize::Imix => "imix".to_string(),
                 FrameSize::Fixed(n) => format!("{n}-byte"),
             };

@@ -576,6 +576,23 @@ impl Rewriter {
                     r
                 }
             }
+            // IPsec AH over IPv4 (IPv6's is an extension header, skipped
+            // above): one header, then what it protects, as the decoder
+            // reads it. Its ICV no longer matches; nothing checks it.
+            51 if !v6 => {
+                if l4.len() < 2 {
+                    return Ok(());
+                }
+                let (next, len) = (l4[0], (usize::from(l4[1]) + 2) * 4);
+                match l4.get_mut(len..) {
+                    Some(rest) if next != 51 => {
+                        self.transport(next, rest, addr, depth, quoted, v6, delta)
+                    }
+                    Some(_) => Ok(()),
+                    None if quoted => Ok(()),
+                    None => Err(Skip::Truncated),
+                }
+            }
             // L2TPv3 over IP: no checksum of its own.
             115 => {
                 let r = self.tunnel(None, l4, depth, delta);
@@ -853,5 +870,40 @@ mod tests {
             t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap(),
             t.checksum()
         );
+    }
+
+    /// IPv4 carrying IPsec AH, then an IPv4 packet (fuzzing found the
+    /// inner one left as it was, while the decoder reads through AH).
+    #[test]
+    fn ipv4_authentication_headers_are_read_through() {
+        let inner = {
+            let b = PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).udp(1, 2);
+            let mut v = Vec::new();
+            b.write(&mut v, b"x").unwrap();
+            v
+        };
+        // Next header IPv4, length 1 (12 bytes: SPI, sequence, 4-byte ICV).
+        let mut ah = vec![4, 1, 0, 0, 0, 0, 0, 7, 0, 0, 0, 1, 0xaa, 0xbb, 0xcc, 0xdd];
+        ah.truncate(12);
+        ah.extend_from_slice(&inner);
+        let mut outer = etherparse::Ipv4Header::new(
+            ah.len() as u16,
+            64,
+            etherparse::IpNumber::AUTHENTICATION_HEADER,
+            [192, 0, 2, 1],
+            [192, 0, 2, 2],
+        )
+        .unwrap();
+        outer.header_checksum = outer.calc_header_checksum();
+        let mut frame = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        outer.write(&mut frame).unwrap();
+        frame.extend_from_slice(&ah);
+        let mut out = Vec::new();
+        Rewriter::new()
+            .rewrite(LinkType::Ethernet, &frame, &mut out)
+            .unwrap();
+        let inner_at = 14 + 20 + 12;
+        assert_eq!(&out[inner_at + 12..inner_at + 16], &[127, 1, 0, 3]);
+        checksums_ok(&out);
     }
 }

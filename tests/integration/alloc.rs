@@ -306,3 +306,56 @@ fn every_encapsulation_decodes_without_allocating() {
     assert_eq!(decoder.stats.error_total(), 0);
     assert_eq!(during, 0, "{during} allocations over {packets} packets");
 }
+
+/// The realistic mix (flows starting and ending all through the capture,
+/// IPv6, VLANs, DNS, ICMP, ESP, resets): reading, decoding and applying
+/// its packets allocates nothing per packet or per flow; the only
+/// allocations are the table's own growth, each doubling its size, while
+/// the active flows double after the warm-up.
+#[test]
+fn realistic_mix_allocates_nothing_per_packet() {
+    use vigil_sensor::synth::MixConfig;
+    let cfg = MixConfig {
+        packets: 200_000,
+        flows: 8_000,
+        ..MixConfig::default()
+    };
+    let file = cfg.to_pcap_bytes();
+    let mut reader = CaptureReader::new(&file[..], "mix").unwrap();
+    let mut decoder = Decoder::new();
+    let mut table = FlowTable::new(&FlowConfig::default(), 1_000_000);
+    let mut metas: Vec<PacketMeta> = Vec::with_capacity(512);
+    let (mut before, mut n, mut created_after) = (0, 0u64, 0u64);
+    let mut flows_at_warm = 0;
+    while let Some(pkt) = reader.next_packet().unwrap() {
+        n += 1;
+        if n == 20_000 {
+            before = allocations();
+            flows_at_warm = table.len();
+        }
+        let ts = pkt.ts_ns;
+        decoder.decode(&pkt, &mut |m: &PacketMeta| metas.push(*m));
+        if metas.len() >= 256 {
+            table.process_batch(&metas);
+            metas.clear();
+            table.advance(ts);
+        }
+    }
+    table.process_batch(&metas);
+    if n > 20_000 {
+        created_after = 8_000u64.saturating_sub(flows_at_warm as u64);
+    }
+    let during = allocations() - before;
+    assert_eq!(n, 200_000);
+    assert!(before > 0);
+    assert!(
+        created_after > 1_000,
+        "flows must keep starting after the warm-up: {created_after}"
+    );
+    // The table at most doubles twice (its slots and its index, each once
+    // or twice); one allocation per flow would be thousands.
+    assert!(
+        during <= 4,
+        "{during} allocations over 180,000 packets ({created_after} flows created among them)"
+    );
+}

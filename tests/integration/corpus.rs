@@ -200,3 +200,117 @@ fn flows_match_tshark_conversations_on_the_corpus() {
     assert!(pooled >= 0.995, "pooled match {:.4} below 0.995", pooled);
     assert!(mean >= 0.97, "per-file mean {:.4} below 0.97", mean);
 }
+
+/// The synthesizer's realistic mix, checked by tshark: its shares as
+/// documented, every checksum valid, every DNS message well formed, and
+/// Vigil's flows the conversations tshark finds (with the corpus's oracle
+/// script), one per synthesized flow.
+#[test]
+fn realistic_mix_is_what_it_claims_and_matches_tshark() {
+    use vigil_sensor::synth::{MixConfig, write_mix};
+    let Some(dir) = corpus_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let pcap = tmp.path().join("mix.pcap");
+    let cfg = MixConfig {
+        packets: 40_000,
+        flows: 1_600,
+        ..MixConfig::default()
+    };
+    let s = write_mix(&cfg, std::fs::File::create(&pcap).unwrap()).unwrap();
+    assert_eq!((s.packets, s.flows), (40_000, 1_600));
+    let pct = |n: u64| n as f64 * 100.0 / s.packets as f64;
+    let near = |what: &str, got: f64, want: f64, tol: f64| {
+        assert!(
+            (got - want).abs() <= tol,
+            "{what}: {got:.2} %, want {want} %"
+        );
+    };
+    near("IPv6", pct(s.ipv6), 10.0, 1.0);
+    near("VLAN", pct(s.vlan), 5.0, 1.0);
+    near("UDP", pct(s.by_kind[1] + s.by_kind[2]), 12.0, 1.0);
+    assert!(s.by_kind[1] > 2 * s.by_kind[2], "most UDP is DNS: {s:?}");
+    near("ICMP", pct(s.by_kind[3]), 2.0, 0.3);
+    near("ESP", pct(s.by_kind[4]), 1.0, 0.3);
+    assert!(s.mice * 4 > s.flows, "a long tail of mice: {s:?}");
+    assert!(s.largest_flow * 10 > s.packets, "a few elephants: {s:?}");
+
+    // tshark: no bad checksum, no malformed DNS, IP, TCP, UDP or ICMP.
+    let out = std::process::Command::new("tshark")
+        .args([
+            "-o",
+            "ip.check_checksum:TRUE",
+            "-o",
+            "tcp.check_checksum:TRUE",
+            "-o",
+            "udp.check_checksum:TRUE",
+            "-n",
+            "-r",
+        ])
+        .arg(&pcap)
+        .args([
+            "-Y",
+            "ip.checksum.status == \"Bad\" || tcp.checksum.status == \"Bad\" \
+             || udp.checksum.status == \"Bad\" || icmp.checksum.status == \"Bad\" \
+             || icmpv6.checksum.status == \"Bad\" \
+             || (_ws.malformed && (dns || icmp || icmpv6 || esp)) \
+             || (dns && !(dns.count.queries == 1))",
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+        ])
+        .output();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            crate::util::skip(&format!("tshark not runnable: {e}"));
+            return;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = String::from_utf8_lossy(&out.stdout);
+    assert!(bad.trim().is_empty(), "frames tshark finds broken: {bad}");
+    let count = |filter: &str| {
+        let o = std::process::Command::new("tshark")
+            .args(["-n", "-r"])
+            .arg(&pcap)
+            .args(["-Y", filter])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).lines().count() as u64
+    };
+    let queries = count("dns.flags.response == 0 && dns.qry.name");
+    let answered =
+        count("dns.flags.response == 1 && dns.count.answers == 1 && (dns.a || dns.aaaa)");
+    assert_eq!(queries + answered, s.by_kind[1], "DNS queries and answers");
+    assert!(
+        answered * 2 > queries,
+        "{answered} answers to {queries} queries"
+    );
+
+    // Vigil's flows against tshark's conversations.
+    let oracle = tmp.path().join("mix.jsonl");
+    let status = std::process::Command::new("python3")
+        .arg(dir.join("tools/tshark_conv_oracle.py"))
+        .arg(&pcap)
+        .arg(&oracle)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (recs, report) = run_file(&pcap, &config(1, 256, FOREVER));
+    assert_eq!(report.packets, 40_000);
+    let sc = score("mix", oracle_rows(&oracle), vigil_rows(&recs));
+    assert_eq!(sc.oracle, 1_600, "one conversation per flow");
+    assert!(
+        sc.matched == sc.oracle && sc.extra == 0,
+        "{}/{} matched, {} extra:\n{}",
+        sc.matched,
+        sc.oracle,
+        sc.extra,
+        sc.diffs.join("\n")
+    );
+}

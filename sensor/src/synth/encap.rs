@@ -7,7 +7,8 @@
 use std::net::IpAddr;
 
 use super::{
-    Encap, L4, MAC_A, MAC_B, PacketSpec, checksum, ethertype, push_ether, push_ip, push_l4,
+    Encap, L4, MAC_A, MAC_B, PacketSpec, ethertype, push_ether, push_ip, push_l4,
+    transport_checksum,
 };
 
 /// A tunnel carried in UDP, on its registered port.
@@ -214,27 +215,7 @@ fn l2tpv3_payload(cookie: u8, ip: &[u8]) -> Vec<u8> {
 /// The UDP checksum of `udp` (its checksum field zero) between `src` and
 /// `dst`: the pseudo-header, then the datagram; 0 is sent as 0xffff.
 fn udp_checksum(src: IpAddr, dst: IpAddr, udp: &[u8]) -> u16 {
-    let mut pseudo = Vec::with_capacity(40 + udp.len());
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            pseudo.extend_from_slice(&s.octets());
-            pseudo.extend_from_slice(&d.octets());
-            pseudo.extend_from_slice(&[0, 17]);
-            pseudo.extend_from_slice(&(udp.len() as u16).to_be_bytes());
-        }
-        _ => {
-            let v6 = |a: IpAddr| match a {
-                IpAddr::V6(a) => a.octets(),
-                IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-            };
-            pseudo.extend_from_slice(&v6(src));
-            pseudo.extend_from_slice(&v6(dst));
-            pseudo.extend_from_slice(&(udp.len() as u32).to_be_bytes());
-            pseudo.extend_from_slice(&[0, 0, 0, 17]);
-        }
-    }
-    pseudo.extend_from_slice(udp);
-    match checksum(&pseudo) {
+    match transport_checksum(src, dst, 17, udp) {
         0 => 0xffff,
         c => c,
     }

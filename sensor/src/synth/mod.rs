@@ -18,10 +18,12 @@ use crate::capture::{LinkType, PcapWriter};
 
 mod bulk;
 mod encap;
+mod mix;
 mod scenario;
 
 pub use bulk::{BulkConfig, BulkSummary, FrameSize, write_bulk};
 pub use encap::{LinkEncap, UdpTunnel, Wlan, wlan_beacon, wlan_frame};
+pub use mix::{MixConfig, MixKind, MixSummary, write_mix};
 pub use scenario::{DEMO_PROTECTED, ProbeAnswer, Scenario, demo_scenario};
 
 /// SplitMix64: small, fast and good enough for synthetic traffic.
@@ -203,6 +205,34 @@ fn checksum(data: &[u8]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
+}
+
+/// The Internet checksum of the transport `segment` (its checksum field
+/// zero) of protocol `proto` between `src` and `dst`, over the pseudo-header
+/// of RFC 768 / RFC 8200 section 8.1 (IPv4 addresses with an IPv6 peer are
+/// taken as mapped).
+fn transport_checksum(src: IpAddr, dst: IpAddr, proto: u8, segment: &[u8]) -> u16 {
+    let mut pseudo = Vec::with_capacity(40 + segment.len());
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            pseudo.extend_from_slice(&s.octets());
+            pseudo.extend_from_slice(&d.octets());
+            pseudo.extend_from_slice(&[0, proto]);
+            pseudo.extend_from_slice(&(segment.len() as u16).to_be_bytes());
+        }
+        _ => {
+            let v6 = |a: IpAddr| match a {
+                IpAddr::V6(a) => a.octets(),
+                IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            };
+            pseudo.extend_from_slice(&v6(src));
+            pseudo.extend_from_slice(&v6(dst));
+            pseudo.extend_from_slice(&(segment.len() as u32).to_be_bytes());
+            pseudo.extend_from_slice(&[0, 0, 0, proto]);
+        }
+    }
+    pseudo.extend_from_slice(segment);
+    checksum(&pseudo)
 }
 
 fn proto_of(l4: &L4, v6: bool) -> u8 {

@@ -872,6 +872,25 @@ mod tests {
         );
     }
 
+    /// A non-first IPv6 fragment whose data reads like an atomic fragment
+    /// header and an IPv4 packet (a fuzz crash): the decoder read the data
+    /// as headers and found the inner packet the rewriter, rightly, left
+    /// alone as fragment data. Both now stop at the fragment.
+    #[test]
+    fn ipv6_fragment_data_is_not_opened() {
+        let frame: [u8; 103] = [
+            2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x86, 0xdd, 0x60, 0, 0, 1, 0x88, 0x47, 0x2c, 0x2c,
+            0x2c, 0xac, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x25, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c,
+            0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x21, 0x2c,
+            0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x21, 0x2c, 0x2c, 4, 0, 0, 0,
+            0x8c, 0, 0x29, 0, 0x45, 0xc3, 0x44, 0xff, 0x54, 0xd0, 0, 0, 0xd8, 0, 0, 0x2c, 0x2c,
+            0xc5, 0x2c, 8, 0, 0, 0, 0x7e, 0, 0, 0, 0, 0x2c, 1, 0, 0, 0, 0, 0, 0, 2,
+        ];
+        let mut out = Vec::new();
+        let r = Rewriter::new().rewrite(LinkType::Ethernet, &frame, &mut out);
+        assert!(r != Err(Skip::Stray), "{r:?}");
+    }
+
     /// IPv4 carrying IPsec AH, then an IPv4 packet (fuzzing found the
     /// inner one left as it was, while the decoder reads through AH).
     #[test]

@@ -271,6 +271,74 @@ fn reused_four_tuple_with_new_isn_is_a_new_flow() {
     assert_eq!(recs[1].fwd_packets, 1);
 }
 
+/// An IPv6 fragment's data is data: the last fragment of a datagram whose
+/// fragmentable part opens with destination options (so the fragment
+/// header names them as next) carries bytes that read like another
+/// destination options header with a Home Address option. Reading them as
+/// a header (the parser goes on past a fragment header) gave the fragment
+/// another source address, so the datagram never came together (a fuzzer
+/// found the same on a non-first fragment whose data read as an atomic
+/// fragment header and an IPv4 packet). After reassembly the options are
+/// read through to UDP, as in an unfragmented packet.
+#[test]
+fn ipv6_fragment_data_is_never_read_as_headers() {
+    let (src, dst) = (
+        "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap(),
+        "2001:db8::2".parse::<std::net::Ipv6Addr>().unwrap(),
+    );
+    // The fragmentable part: destination options (PadN), UDP, 40 bytes.
+    let mut part = vec![17, 0, 1, 4, 0, 0, 0, 0];
+    part.extend_from_slice(&[0x13, 0x88, 0, 53, 0, 48, 0, 0]);
+    let mut payload = vec![17, 2, 0xc9, 16];
+    payload.extend_from_slice(
+        &"2001:db8::bad"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    payload.extend_from_slice(&[1, 2, 0, 0]);
+    payload.resize(40, 0x61);
+    part.extend_from_slice(&payload);
+    let frame = |offset: usize, more: bool, data: &[u8]| {
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x86, 0xdd];
+        f.extend_from_slice(&[0x60, 0, 0, 0]);
+        f.extend_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[44, 64]);
+        f.extend_from_slice(&src.octets());
+        f.extend_from_slice(&dst.octets());
+        let off = ((offset / 8) as u16) << 3 | u16::from(more);
+        f.extend_from_slice(&[60, 0]);
+        f.extend_from_slice(&off.to_be_bytes());
+        f.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        f.extend_from_slice(data);
+        f
+    };
+    let last = frame(16, false, &part[16..]);
+    let first = frame(0, true, &part[..16]);
+
+    // The last fragment alone: pending, no flow.
+    let mut sc = Scenario::new();
+    sc.frame(T0, last.clone());
+    let (recs, report) = run_bytes(&sc.to_pcap_bytes(), &config(1, 256, FOREVER));
+    assert!(recs.is_empty(), "{recs:?}");
+    assert_eq!(report.decode.fragments, 1);
+
+    // Both, the last first: one UDP datagram of the header's addresses.
+    let mut sc = Scenario::new();
+    sc.frame(T0, last);
+    sc.frame(T0 + MS, first);
+    let (recs, report) = run_bytes(&sc.to_pcap_bytes(), &config(1, 256, FOREVER));
+    assert_eq!(report.decode.reassembled, 1);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let r = &recs[0];
+    assert_eq!(
+        (r.proto, r.src_ip, r.src_port, r.dst_ip, r.dst_port),
+        (17, IpAddr::V6(src), Some(5000), IpAddr::V6(dst), Some(53))
+    );
+    // The whole datagram: IPv6 header, fragment header, 56 bytes.
+    assert_eq!((r.fwd_packets, r.fwd_bytes), (1, 40 + 8 + 56));
+}
+
 #[test]
 fn fragmented_datagram_counts_once_with_its_whole_size() {
     let mut sc = Scenario::new();

@@ -102,6 +102,8 @@ impl Decoder {
         let v6;
         let ip_bytes: u32;
         let mut frag: Option<(u32, u32, bool)> = None; // (id, offset, more)
+        // An IPv6 fragment's data: its protocol and where it starts in `d`.
+        let mut frag_data: Option<(u8, usize)> = None;
         match &ip {
             LaxIpSlice::Ipv4(s) => {
                 let h = s.header();
@@ -135,6 +137,16 @@ impl Decoder {
                                     u32::from(f.fragment_offset().value()) * 8,
                                     f.more_fragments(),
                                 ));
+                                // What follows a fragment of a datagram
+                                // (not an atomic one) is the fragment's
+                                // data, headers or not, whatever the
+                                // parser went on to read there.
+                                if f.is_fragmenting_payload() {
+                                    let at = f.slice().as_ptr() as usize - d.as_ptr() as usize
+                                        + f.slice().len();
+                                    frag_data = Some((f.next_header().0, at));
+                                    break;
+                                }
                             }
                             Ipv6ExtensionSlice::Routing(r) => {
                                 // Transport conversations are keyed on the final
@@ -158,8 +170,16 @@ impl Decoder {
             }
         }
         let payload = ip.payload();
-        let proto = payload.ip_number.0;
-        let l4 = payload.payload;
+        let (proto, l4) = match frag_data {
+            Some((proto, at)) => {
+                // To where the parser's payload ends (the payload length,
+                // or the frame's end where that is too long).
+                let end =
+                    payload.payload.as_ptr() as usize - d.as_ptr() as usize + payload.payload.len();
+                (proto, d.get(at..end).unwrap_or_default())
+            }
+            None => (payload.ip_number.0, payload.payload),
+        };
         // Bytes before the transport header (IP header and extensions).
         let header_len = (l4.as_ptr() as usize - d.as_ptr() as usize) as u32;
         let l4_total = ip_bytes.saturating_sub(header_len);
@@ -185,10 +205,15 @@ impl Decoder {
             );
             if let Some(entry) = done {
                 let total = entry.data.len() as u32;
+                let (proto, data) = if v6 {
+                    v6_extensions_skipped(proto, &entry.data)
+                } else {
+                    (proto, &entry.data[..])
+                };
                 let res = self.upper(
                     proto,
-                    &entry.data,
-                    total,
+                    data,
+                    data.len() as u32,
                     entry.header_len + total,
                     src,
                     dst,
@@ -246,3 +271,27 @@ impl Decoder {
         inner.map(|_| true)
     }
 }
+
+/// A reassembled IPv6 datagram's protocol and transport bytes past the
+/// extension headers its fragmentable part opens with (hop-by-hop,
+/// routing, destination options, AH), read as the parser reads them in an
+/// unfragmented packet; a header cut short ends the walk where it starts.
+fn v6_extensions_skipped(mut proto: u8, mut data: &[u8]) -> (u8, &[u8]) {
+    for _ in 0..MAX_V6_EXTENSIONS {
+        let Some(&len) = data.get(1) else { break };
+        let len = match proto {
+            0 | 43 | 60 => (usize::from(len) + 1) * 8,
+            51 => (usize::from(len) + 2) * 4,
+            _ => break,
+        };
+        if data.len() < len {
+            break;
+        }
+        proto = data[0];
+        data = &data[len..];
+    }
+    (proto, data)
+}
+
+/// At most this many extension headers are read through after reassembly.
+const MAX_V6_EXTENSIONS: usize = 8;

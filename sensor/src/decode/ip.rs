@@ -27,7 +27,7 @@ pub(super) fn routing_final_destination(p: &[u8]) -> Option<[u8; 16]> {
 
 /// The Home Address option (type 0xc9) of a destination options header:
 /// the mobile node's address, which stands for the source (RFC 6275).
-pub(super) fn home_address(mut p: &[u8]) -> Option<[u8; 16]> {
+pub(crate) fn home_address(mut p: &[u8]) -> Option<[u8; 16]> {
     while let Some(&t) = p.first() {
         if t == 0 {
             p = &p[1..];

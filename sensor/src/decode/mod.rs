@@ -18,6 +18,7 @@ use crate::capture::{LinkType, RawPacket};
 
 mod frag;
 mod ip;
+pub(crate) use ip::home_address;
 pub mod key;
 mod link;
 mod owner;

@@ -23,7 +23,9 @@
 use std::collections::HashMap;
 
 use crate::capture::{LinkType, RawPacket};
-use crate::decode::{Decoder, Inner, PacketMeta, Pseudowire, pseudowire, tunnel_inner};
+use crate::decode::{
+    Decoder, Inner, PacketMeta, Pseudowire, home_address, pseudowire, tunnel_inner,
+};
 
 /// The IPv6 prefix rewritten addresses live in (`fd00:7669:6769:6c00::/64`).
 pub const V6_PREFIX: [u8; 8] = [0xfd, 0x00, 0x76, 0x69, 0x67, 0x69, 0x6c, 0x00];
@@ -45,7 +47,8 @@ pub enum Skip {
     LinkType,
     /// Cut before an address or header ends.
     Truncated,
-    /// An IPv6 routing header or IPv4 route/timestamp option (they hold addresses).
+    /// An IPv6 routing header or Home Address option, or an IPv4
+    /// route/timestamp option (they hold addresses).
     RouteOption,
     /// A tunnel or encapsulation the rewriter does not open (PPTP GRE, PPPoE…).
     Encapsulation,
@@ -465,8 +468,18 @@ impl Rewriter {
                     if total < at + 2 {
                         return if quoted { Ok(()) } else { Err(Skip::Truncated) };
                     }
+                    let len = (usize::from(p[at + 1]) + 1) * 8;
+                    // A Home Address option (Mobile IPv6) holds the address
+                    // the decoder keys the flow on, and the transport
+                    // checksum covers it: skipped, as a routing header is.
+                    if next == 60
+                        && at + len <= total
+                        && home_address(&p[at + 2..at + len]).is_some()
+                    {
+                        return Err(Skip::RouteOption);
+                    }
                     next = p[at];
-                    at += (usize::from(p[at + 1]) + 1) * 8;
+                    at += len;
                 }
                 51 => {
                     if total < at + 2 {

@@ -246,3 +246,30 @@ fn ipv4_authentication_headers_are_read_through() {
     assert_eq!(&out[inner_at + 12..inner_at + 16], &[127, 1, 0, 3]);
     checksums_ok(&out);
 }
+
+/// IPv6 destination options with a Home Address option (a fuzz crash: the
+/// decoder keys the flow on the home address, which the rewriter did not
+/// move): skipped as a routing header is.
+#[test]
+fn ipv6_home_address_options_are_skipped() {
+    let mut frame = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x86, 0xdd];
+    frame.extend_from_slice(&[0x60, 0, 0, 0, 0, 32, 60, 64]);
+    frame.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    frame.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    // Destination options (24 bytes): PadN 2, Home Address, then UDP.
+    frame.extend_from_slice(&[17, 2, 1, 0, 0xc9, 16]);
+    frame.extend_from_slice(&[
+        0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x99,
+    ]);
+    frame.extend_from_slice(&[1, 0]);
+    frame.extend_from_slice(&[0x13, 0x88, 0, 53, 0, 8, 0, 0]);
+    let mut out = Vec::new();
+    let r = Rewriter::new().rewrite(LinkType::Ethernet, &frame, &mut out);
+    assert_eq!(r, Err(Skip::RouteOption));
+    // Without the option (PadN instead), the packet is rewritten.
+    frame[58..76].copy_from_slice(&[1, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(
+        Rewriter::new().rewrite(LinkType::Ethernet, &frame, &mut out),
+        Ok(())
+    );
+}

@@ -175,7 +175,11 @@ fn wait_answering(url: &str) -> Result<(), String> {
 /// The shared server, or why there is none.
 fn server() -> Result<&'static Server, &'static str> {
     static S: OnceLock<Result<Server, String>> = OnceLock::new();
-    S.get_or_init(start_server).as_ref().map_err(|e| e.as_str())
+    let s = S.get_or_init(start_server).as_ref().map_err(|e| e.as_str());
+    if s.is_ok() {
+        crate::util::ran_with("clickhouse");
+    }
+    s
 }
 
 /// A store in a database of its own.

@@ -261,7 +261,10 @@ fn realistic_mix_is_what_it_claims_and_matches_tshark() {
         ])
         .output();
     let out = match out {
-        Ok(o) => o,
+        Ok(o) => {
+            crate::util::ran_with("tshark");
+            o
+        }
         Err(e) => {
             crate::util::skip(&format!("tshark not runnable: {e}"));
             return;

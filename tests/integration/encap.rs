@@ -486,6 +486,7 @@ fn tshark_dissects_every_synthesized_encapsulation() {
     if Command::new("tshark").arg("-v").output().is_err() {
         return skip("tshark is not installed (Debian package tshark)");
     }
+    crate::util::ran_with("tshark");
     let dir = tempfile::tempdir().unwrap();
     for v6 in [false, true] {
         let (c, s) = if v6 {
@@ -689,6 +690,7 @@ fn wlan_data_frames_reach_ip_and_management_frames_are_not_ip() {
     if Command::new("tshark").arg("-v").output().is_err() {
         return skip("tshark is not installed (Debian package tshark)");
     }
+    crate::util::ran_with("tshark");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wlan.pcap");
     std::fs::write(&path, &pcap).unwrap();

@@ -45,6 +45,7 @@ macro_rules! require_live {
             crate::util::skip(&why);
             return;
         }
+        crate::util::ran_with("netns");
     };
 }
 
@@ -666,6 +667,7 @@ mod libpcap {
     /// every capture of the corpus libpcap can open.
     #[test]
     fn libpcap_file_reader_equals_the_native_reader_on_the_corpus() {
+        crate::util::ran_with("libpcap");
         let Some(dir) = corpus_dir() else { return };
         let cfg = crate::util::config(1, 256, Duration::from_secs(60));
         let mut compared = 0;
@@ -714,6 +716,7 @@ mod libpcap {
 
     #[test]
     fn libpcap_live_source_and_bpf_filters() {
+        crate::util::ran_with("libpcap");
         require_live!();
         let dir = tempfile::tempdir().expect("tempdir");
         let file = synthetic(dir.path(), 20_000, 1_000);

@@ -906,6 +906,7 @@ fn promtool_accepts(exposition: &str) {
             return;
         }
     };
+    crate::util::ran_with("promtool");
     child
         .stdin
         .take()

@@ -22,11 +22,40 @@ pub fn skip(why: &str) {
     eprintln!("skipped: {why}");
 }
 
+/// Records that the running test reached its real dependency `dep`
+/// (`corpus`, `clickhouse`, `netns`, `libpcap`, `tshark`, `promtool`):
+/// with `VIGIL_DEPS_LOG` naming a file (`.ci/run` sets it), a line "dep
+/// test" is appended to it, so that CI can say how many tests ran against
+/// each dependency rather than only that none skipped.
+pub fn ran_with(dep: &str) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os("VIGIL_DEPS_LOG") else {
+        return;
+    };
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("unnamed")
+        .to_string();
+    // One short write with O_APPEND: lines from concurrent tests never mix.
+    let line = format!("{dep} {test}\n");
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = written {
+        panic!("VIGIL_DEPS_LOG={}: {e}", PathBuf::from(path).display());
+    }
+}
+
 /// The capture corpus, or `None` (with the reason printed, see [`skip`])
 /// when the environment does not name it.
 pub fn corpus_dir() -> Option<PathBuf> {
     match std::env::var_os("VIGIL_PCAP_CORPUS") {
-        Some(p) if PathBuf::from(&p).is_dir() => Some(PathBuf::from(p)),
+        Some(p) if PathBuf::from(&p).is_dir() => {
+            ran_with("corpus");
+            Some(PathBuf::from(p))
+        }
         Some(p) => {
             skip(&format!(
                 "VIGIL_PCAP_CORPUS={} is not a directory",

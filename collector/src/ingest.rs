@@ -24,6 +24,12 @@ use crate::model::ingest::IngestBatch;
 
 /// 2000-01-01T00:00:00Z in ns: nothing Vigil sees is older.
 pub const MIN_TIMESTAMP_NS: u64 = 946_684_800_000_000_000;
+/// The largest batch seq (a store's integers are signed 64-bit).
+pub const MAX_SEQ: u64 = i64::MAX as u64;
+/// Most packets, or bytes, all the flows of one batch may claim together
+/// (2^60: a store's per-minute sums stay within 2^63 − 1 for 8 batches of
+/// one minute's worst).
+pub const MAX_BATCH_TOTAL: u64 = 1 << 60;
 /// Most packets one direction of one record may claim (2^44).
 pub const MAX_PACKETS: u64 = 1 << 44;
 /// Most bytes one direction of one record may claim (2^48, 281 TB).
@@ -72,6 +78,23 @@ pub enum Rejection {
     /// `seq` is 0.
     #[error("batch seq 0: sequence numbers start at 1")]
     ZeroSeq,
+    /// `seq` is beyond what a store holds (2^63 − 1): refused here, as
+    /// the peer's error, rather than failing the commit it would land in.
+    #[error("batch seq {0}: exceeds 2^63 - 1, the largest sequence number stored")]
+    SeqOutOfRange(u64),
+    /// The batch's flows together claim more packets or bytes than a
+    /// store's per-minute sums hold.
+    #[error("batch seq {seq}: its flows claim {value} {what} in all (at most {max})")]
+    BatchTotals {
+        /// The batch.
+        seq: u64,
+        /// `packets` or `bytes`.
+        what: &'static str,
+        /// The batch's sum (saturated at 2^64 − 1).
+        value: u64,
+        /// The limit.
+        max: u64,
+    },
     /// `seq` did not increase within the stream.
     #[error("batch seq {got} after seq {prev} on the same stream: sequence numbers must increase")]
     SeqRegression {
@@ -152,6 +175,9 @@ pub fn validate(
     if seq == 0 {
         return Err(Rejection::ZeroSeq);
     }
+    if seq > MAX_SEQ {
+        return Err(Rejection::SeqOutOfRange(seq));
+    }
     if seq <= stream.last_seq {
         return Err(Rejection::SeqRegression {
             prev: stream.last_seq,
@@ -204,6 +230,21 @@ pub fn validate(
             )));
         }
         records.push(r);
+    }
+    // The store adds a batch's flows into per-minute sums: they must fit
+    // its integers whatever the flows' minutes.
+    let (packets, bytes) = records.iter().fold((0u64, 0u64), |(p, b), r| {
+        (p.saturating_add(r.packets()), b.saturating_add(r.bytes()))
+    });
+    for (what, value) in [("packets", packets), ("bytes", bytes)] {
+        if value > MAX_BATCH_TOTAL {
+            return Err(Rejection::BatchTotals {
+                seq,
+                what,
+                value,
+                max: MAX_BATCH_TOTAL,
+            });
+        }
     }
     stream.sensor_id.get_or_insert_with(|| sensor_id.clone());
     stream.last_seq = seq;
@@ -264,6 +305,37 @@ mod tests {
         // Gaps are fine (the spool may have dropped batches).
         assert_eq!(check(batch(5, vec![]), &mut st).unwrap().seq, 5);
         assert_eq!(st.last_seq, 5);
+    }
+
+    /// A seq or a batch's sums the store could not hold are the peer's
+    /// error, found at validation (they failed the commit, as a storage
+    /// fault, and with it other sensors' batches in the same commit).
+    #[test]
+    fn values_no_store_holds_are_refused_at_validation() {
+        assert_eq!(
+            check(batch(u64::MAX, vec![]), &mut StreamState::default()).unwrap_err(),
+            Rejection::SeqOutOfRange(u64::MAX)
+        );
+        assert!(check(batch(MAX_SEQ, vec![]), &mut StreamState::default()).is_ok());
+        // 8,192 flows of 2^48 bytes each way: each flow valid, 2^62 in all.
+        let big = pb::Flow {
+            fwd_bytes: MAX_BYTES,
+            rev_bytes: MAX_BYTES,
+            rev_packets: 1,
+            ..flow()
+        };
+        let e = check(batch(1, vec![big; 8_192]), &mut StreamState::default()).unwrap_err();
+        assert!(
+            matches!(e, Rejection::BatchTotals { what: "bytes", value, .. } if value == 1 << 62),
+            "{e:?}"
+        );
+        let fits = pb::Flow {
+            fwd_bytes: MAX_BYTES,
+            rev_bytes: MAX_BYTES,
+            rev_packets: 1,
+            ..flow()
+        };
+        assert!(check(batch(1, vec![fits; 2_048]), &mut StreamState::default()).is_ok());
     }
 
     #[test]

@@ -440,6 +440,32 @@ fn hostile_peers_get_clear_errors_and_a_good_sensor_loses_nothing() {
                 "batch seq 4 after seq 5",
             ),
             (
+                // The store holds seq up to 2^63 - 1: refused as the
+                // peer's error, not retried as a storage fault.
+                "seq beyond the store",
+                vec![batch("h6", u64::MAX, vec![good_flow()])],
+                tonic::Code::InvalidArgument,
+                "exceeds 2^63 - 1",
+            ),
+            (
+                "flows claiming more bytes than the store sums",
+                vec![batch(
+                    "h7",
+                    1,
+                    vec![
+                        pb::Flow {
+                            fwd_bytes: 1 << 48,
+                            rev_bytes: 1 << 48,
+                            rev_packets: 1,
+                            ..good_flow()
+                        };
+                        8_192
+                    ],
+                )],
+                tonic::Code::InvalidArgument,
+                "bytes in all",
+            ),
+            (
                 "garbage bytes",
                 vec![vec![0xff, 0xff, 0xff, 0xff, 0x0f, 0x01, 0x02]],
                 tonic::Code::InvalidArgument,

@@ -273,11 +273,12 @@ pub struct Totals {
 }
 
 impl Totals {
-    /// Adds another total.
+    /// Adds another total (saturating: stored sums are bounded at
+    /// ingest, and a sum never wraps).
     pub fn add(&mut self, o: Totals) {
-        self.flows += o.flows;
-        self.packets += o.packets;
-        self.bytes += o.bytes;
+        self.flows = self.flows.saturating_add(o.flows);
+        self.packets = self.packets.saturating_add(o.packets);
+        self.bytes = self.bytes.saturating_add(o.bytes);
     }
 
     /// The figure a top-N ranks by.

@@ -221,6 +221,23 @@ fn spool_drops_at_its_bound_are_counted_at_the_collector() {
         })
         .await
         .unwrap();
+        // The open batch is spooled by the exporter's timer (batch_delay):
+        // wait for it, so that no drop at the bound happens once the
+        // collector is up (a batch sent, then dropped before its ack,
+        // would be both stored and counted dropped).
+        let mut last = (u64::MAX, Instant::now());
+        loop {
+            let n = exporter
+                .counters()
+                .batches
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if n != last.0 {
+                last = (n, Instant::now());
+            } else if last.1.elapsed() > Duration::from_millis(500) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let dropped = exporter.spool_stats().dropped_flows;
         assert!(dropped > 0, "the spool bound was never reached");
         // Now the collector comes up on the sensor's address.
@@ -638,7 +655,8 @@ fn mutual_tls_binds_the_sensor_id_to_the_certificate() {
         // s2's certificate claiming to be s1: refused, and the batches stay spooled.
         let mut bad = exporter_cfg(&url, "s1", &tmp.path().join("spool-bad"));
         bad.tls = Some(pki.client("s2"));
-        let e = sensor_run(input(), bad, Duration::from_secs(30))
+        // The sensor retries a refusal until the drain's time is up.
+        let e = sensor_run(input(), bad, Duration::from_secs(3))
             .await
             .unwrap_err();
         assert!(
@@ -666,6 +684,106 @@ fn mutual_tls_binds_the_sensor_id_to_the_certificate() {
         &RunConfig::default(),
     );
     assert_eq!(stored(&data, None), sorted(offline), "only s1's own flows");
+}
+
+/// A refusal is not the end (issue #31): a sensor whose certificate does
+/// not match its id is refused, keeps retrying with backoff while capture
+/// goes on and its batches wait in the spool, and once the right
+/// certificate is put in place (a rotation) it is read at the next
+/// connection and every flow is stored.
+#[test]
+fn a_refused_sensor_retries_and_recovers_when_its_certificate_is_rotated() {
+    use vigil_sensor::export::grpc::Exporter;
+    let tmp = tempfile::tempdir().unwrap();
+    Pki::new(tmp.path());
+    let data = tmp.path().join("data");
+    let capture = bulk(12, 2_000, 200);
+    rt().block_on(async {
+        let mut cfg = CollectorConfig::new(loopback0(), data.clone());
+        cfg.tls = Some(TlsFiles {
+            cert: tmp.path().join("collector.pem"),
+            key: tmp.path().join("collector.key"),
+            ca: tmp.path().join("ca.pem"),
+        });
+        let collector = server::start(cfg).await.unwrap();
+        let url = format!("https://{}", collector.addr);
+        // The sensor's certificate files: s2's at first, while it is s1.
+        let own = tmp.path().join("own");
+        std::fs::create_dir(&own).unwrap();
+        let put = |name: &str| {
+            std::fs::copy(tmp.path().join(format!("{name}.pem")), own.join("cert.pem")).unwrap();
+            std::fs::copy(tmp.path().join(format!("{name}.key")), own.join("cert.key")).unwrap();
+        };
+        put("s2");
+        let mut exp = exporter_cfg(&url, "s1", &tmp.path().join("spool"));
+        exp.tls = Some(ClientTls {
+            ca: tmp.path().join("ca.pem"),
+            cert: own.join("cert.pem"),
+            key: own.join("cert.key"),
+            server_name: Some("localhost".into()),
+        });
+        let live = Arc::new(LiveCounters::default());
+        let exporter = Exporter::start(exp, live.clone()).unwrap();
+        let sink = exporter.sink();
+        let run_cfg = RunConfig {
+            live: Some(live),
+            ..RunConfig::default()
+        };
+        let inputs = vec![Input::Memory {
+            name: "bulk".into(),
+            bytes: capture,
+        }];
+        tokio::task::spawn_blocking(move || {
+            let mut push = |recs: &[vigil_proto::FlowRecord]| sink.push(recs);
+            run::run(&inputs, &run_cfg, &mut push, None).expect("pipeline")
+        })
+        .await
+        .unwrap();
+        // Refused, and refused again: the sender does not give up.
+        let t0 = Instant::now();
+        while exporter
+            .counters()
+            .refusals
+            .load(std::sync::atomic::Ordering::Relaxed)
+            < 3
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "no retries after a refusal"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let why = exporter.refused().expect("the refusal is shown");
+        assert!(
+            why.contains("does not match the client certificate"),
+            "{why}"
+        );
+        assert_eq!(
+            exporter
+                .counters()
+                .acked
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+        // The rotation: s1's own certificate.
+        put("s1");
+        let d = exporter.drain(Duration::from_secs(30)).await.unwrap();
+        assert_eq!(d.pending, 0, "every batch acknowledged after the rotation");
+        assert_eq!(d.rejected, 0);
+        collector.shutdown().await.unwrap();
+    });
+    let (offline, _) = run_inputs(
+        &[Input::Memory {
+            name: "bulk".into(),
+            bytes: capture,
+        }],
+        &RunConfig::default(),
+    );
+    assert_eq!(
+        stored(&data, None),
+        sorted(offline),
+        "every flow stored once"
+    );
 }
 
 // ---- the collector killed and restarted under a running sensor ----

@@ -143,6 +143,18 @@ pub struct ExportCounters {
     pub rejected: AtomicU64,
     /// Streams opened.
     pub connects: AtomicU64,
+    /// Times the collector refused this sensor (`PERMISSION_DENIED`,
+    /// `UNAUTHENTICATED`); each is retried with backoff.
+    pub refusals: AtomicU64,
+}
+
+impl Shared {
+    fn refused(&self) -> Option<String> {
+        self.refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 #[derive(Debug)]
@@ -157,7 +169,8 @@ struct Shared {
     live: Arc<LiveCounters>,
     counters: ExportCounters,
     run_id: u64,
-    fatal: Mutex<Option<String>>,
+    /// The collector's refusal while it lasts (cleared by the next ack).
+    refused: Mutex<Option<String>>,
     /// Time from sending a batch to its ack, µs.
     ack_latency: Mutex<Histogram<u64>>,
 }
@@ -284,13 +297,13 @@ impl Exporter {
             live,
             counters: ExportCounters::default(),
             run_id: random_u64(),
-            fatal: Mutex::new(None),
+            refused: Mutex::new(None),
             ack_latency: Mutex::new(
                 Histogram::new_with_bounds(1, 3_600_000_000, 3)
                     .unwrap_or_else(|_| Histogram::new(3).expect("histogram")),
             ),
         });
-        let task = tokio::spawn(sender(shared.clone(), endpoint));
+        let task = tokio::spawn(sender(shared.clone(), Some(endpoint)));
         Ok(Exporter { shared, task })
     }
 
@@ -304,28 +317,32 @@ impl Exporter {
         &self.shared.counters
     }
 
+    /// Why the collector refuses this sensor, while it does: the sender
+    /// keeps retrying (a certificate being rotated, a collector being
+    /// reconfigured) and the batches wait in the spool.
+    pub fn refused(&self) -> Option<String> {
+        self.shared.refused()
+    }
+
     /// Spool counters now.
     pub fn spool_stats(&self) -> super::spool::SpoolStats {
         self.shared.spool().stats()
     }
 
     /// Spools the open batch, waits up to `timeout` for every batch to be
-    /// acknowledged, then stops the sender and closes the spool. What is
-    /// not acknowledged stays in the spool for the next start.
+    /// acknowledged (a refusal may clear meanwhile: the sender keeps
+    /// retrying), then stops the sender and closes the spool. What is not
+    /// acknowledged stays in the spool for the next start;
+    /// [`ExportError::Refused`] if the collector still refused the sensor.
     pub async fn drain(self, timeout: Duration) -> Result<DrainReport, ExportError> {
         self.shared.flush(true)?;
         let target = self.shared.spool().next_seq().saturating_sub(1);
         let mut rx = self.shared.acked.subscribe();
-        let fatal = || {
-            self.shared
-                .fatal
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-        };
+        let shared = self.shared.clone();
+        let fatal = || shared.refused();
         let wait = async {
             loop {
-                if *rx.borrow_and_update() >= target || fatal().is_some() {
+                if *rx.borrow_and_update() >= target {
                     break;
                 }
                 if rx.changed().await.is_err() {
@@ -455,29 +472,54 @@ enum StreamEnd {
     Stopped,
     /// The connection or the collector failed; retry.
     Retry(String),
-    /// The collector refused the sensor; give up.
-    Fatal(String),
+    /// The collector refused the sensor; retry with backoff.
+    Refused(String),
 }
 
-async fn sender(shared: Arc<Shared>, endpoint: Endpoint) {
+/// How often a refusal that lasts is logged again.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+
+async fn sender(shared: Arc<Shared>, mut first: Option<Endpoint>) {
     let mut backoff = Duration::from_millis(100);
     let mut last_error = String::new();
+    let mut refusal_logged: Option<(String, Instant)> = None;
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     loop {
         if shared.stop.load(Ordering::Relaxed) {
             return;
         }
-        let end = match endpoint.connect().await {
-            Ok(ch) => stream(&shared, ch).await,
-            Err(e) => StreamEnd::Retry(format!("connecting: {}", error_chain(&e))),
+        // The TLS files are read again for every connection after the
+        // first, so that a rotated certificate is taken up without a
+        // restart.
+        let endpoint = match first.take() {
+            Some(e) => Ok(e),
+            None => endpoint(&shared.cfg),
+        };
+        let end = match endpoint {
+            Ok(ep) => match ep.connect().await {
+                Ok(ch) => stream(&shared, ch).await,
+                Err(e) => StreamEnd::Retry(format!("connecting: {}", error_chain(&e))),
+            },
+            Err(e) => StreamEnd::Retry(e.to_string()),
         };
         match end {
             StreamEnd::Stopped => return,
-            StreamEnd::Fatal(msg) => {
-                tracing::error!(collector = %shared.cfg.collector, error = %msg, "collector refused this sensor; batches stay in the spool");
-                *shared.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
+            StreamEnd::Refused(msg) => {
+                shared.counters.refusals.fetch_add(1, Ordering::Relaxed);
+                let due = refusal_logged
+                    .as_ref()
+                    .is_none_or(|(m, t)| *m != msg || t.elapsed() >= REFUSAL_LOG_EVERY);
+                if due {
+                    tracing::error!(
+                        collector = %shared.cfg.collector,
+                        error = %msg,
+                        refusals = shared.counters.refusals.load(Ordering::Relaxed),
+                        "collector refuses this sensor; retrying with backoff, batches stay in the spool"
+                    );
+                    refusal_logged = Some((msg.clone(), Instant::now()));
+                }
+                *shared.refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
                 shared.acked.send_modify(|_| {});
-                return;
             }
             StreamEnd::Retry(msg) => {
                 if msg != last_error {
@@ -601,6 +643,10 @@ async fn stream(shared: &Arc<Shared>, channel: Channel) -> StreamEnd {
                 Ok(Some(ack)) => {
                     if ack.seq < next && ack.seq > acked {
                         acked = ack.seq;
+                        let cleared = shared.refused.lock().unwrap_or_else(|p| p.into_inner()).take();
+                        if let Some(was) = cleared {
+                            tracing::info!(collector = %shared.cfg.collector, was = %was, "collector accepts this sensor again");
+                        }
                         if let Err(e) = shared.spool().ack(ack.seq) {
                             tracing::error!(error = %e, "recording an ack in the spool failed");
                         }
@@ -634,7 +680,9 @@ async fn stream(shared: &Arc<Shared>, channel: Channel) -> StreamEnd {
 /// Decides what a status from the collector means for the batch after `acked`.
 fn status_end(shared: &Shared, s: Status, acked: u64) -> StreamEnd {
     match s.code() {
-        Code::PermissionDenied | Code::Unauthenticated => StreamEnd::Fatal(s.message().to_string()),
+        Code::PermissionDenied | Code::Unauthenticated => {
+            StreamEnd::Refused(s.message().to_string())
+        }
         Code::InvalidArgument => {
             // The collector processes a stream in order, so the rejected
             // batch is the first unacknowledged one.

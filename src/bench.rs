@@ -138,6 +138,10 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
     {
         return Ok(());
     }
+    // `--span` spread over the packets; each traffic's own gap otherwise.
+    let gap_ns = a
+        .span
+        .map(|d| (d.as_nanos() as u64 / a.packets.max(1)).max(1));
     let (name, bytes) = match &a.file {
         Some(p) => (
             p.display().to_string(),
@@ -157,10 +161,7 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
                 packets: a.packets,
                 flows: a.flows,
                 frame,
-                gap_ns: a
-                    .span
-                    .map(|d| (d.as_nanos() as u64 / a.packets.max(1)).max(1))
-                    .unwrap_or(MixConfig::default().gap_ns),
+                gap_ns: gap_ns.unwrap_or(MixConfig::default().gap_ns),
                 ..MixConfig::default()
             };
             let mut v = Vec::new();
@@ -202,10 +203,7 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
                 packets: a.packets,
                 flows: a.flows,
                 frame,
-                gap_ns: a
-                    .span
-                    .map(|d| (d.as_nanos() as u64 / a.packets.max(1)).max(1))
-                    .unwrap_or(BulkConfig::default().gap_ns),
+                gap_ns: gap_ns.unwrap_or(BulkConfig::default().gap_ns),
                 ..BulkConfig::default()
             };
             let mut v = Vec::with_capacity((a.packets * 96) as usize);

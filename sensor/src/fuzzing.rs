@@ -494,6 +494,18 @@ pub fn check_rewrite(link: LinkType, frame: &[u8]) {
 mod tests {
     use super::*;
 
+    /// `input` with 1 to `changes` of its bytes after the first (the
+    /// link-type or kind byte) set at random, then cut at random.
+    fn mutate(input: &[u8], rng: &mut crate::synth::Rng, changes: u64) -> Vec<u8> {
+        let mut m = input.to_vec();
+        for _ in 0..1 + rng.below(changes) {
+            let i = 1 + rng.below(m.len() as u64 - 1) as usize;
+            m[i] = rng.below(256) as u8;
+        }
+        m.truncate(1 + rng.below(m.len() as u64) as usize);
+        m
+    }
+
     /// Calls `check` on every frame of a synthesized capture, each behind a
     /// link-type byte (`link`), then on `mutations` mutations of each (a few
     /// bytes changed, the end cut, any link type); returns how many.
@@ -518,12 +530,7 @@ mod tests {
             data.extend_from_slice(pkt.data);
             check(&data);
             for _ in 0..mutations {
-                let mut m = data.clone();
-                for _ in 0..1 + rng.below(4) {
-                    let i = 1 + rng.below(m.len() as u64 - 1) as usize;
-                    m[i] = rng.below(256) as u8;
-                }
-                m.truncate(1 + rng.below(m.len() as u64) as usize);
+                let mut m = mutate(&data, &mut rng, 4);
                 m[0] = rng.below(LINKS.len() as u64) as u8;
                 check(&m);
                 n += 1;
@@ -544,12 +551,7 @@ mod tests {
             decode_frame(s);
             rewrite_frame(s);
             for _ in 0..20 {
-                let mut m = s.clone();
-                for _ in 0..1 + rng.below(3) {
-                    let i = 1 + rng.below(m.len() as u64 - 1) as usize;
-                    m[i] = rng.below(256) as u8;
-                }
-                m.truncate(1 + rng.below(m.len() as u64) as usize);
+                let m = mutate(s, &mut rng, 3);
                 decode_frame(&m);
                 rewrite_frame(&m);
             }
@@ -559,13 +561,7 @@ mod tests {
         for s in &encap {
             encap_frame(s);
             for _ in 0..150 {
-                let mut m = s.clone();
-                for _ in 0..1 + rng.below(3) {
-                    let i = 1 + rng.below(m.len() as u64 - 1) as usize;
-                    m[i] = rng.below(256) as u8;
-                }
-                m.truncate(1 + rng.below(m.len() as u64) as usize);
-                encap_frame(&m);
+                encap_frame(&mutate(s, &mut rng, 3));
             }
         }
     }

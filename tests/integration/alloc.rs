@@ -50,6 +50,22 @@ fn allocations() -> u64 {
     ALLOCS.with(|c| c.get())
 }
 
+/// Decodes `pkt` into `metas` and applies them to `table` in batches of
+/// 256, as the workers do.
+fn apply(
+    decoder: &mut Decoder,
+    table: &mut FlowTable,
+    metas: &mut Vec<PacketMeta>,
+    pkt: &vigil_sensor::capture::RawPacket<'_>,
+) {
+    decoder.decode(pkt, &mut |m: &PacketMeta| metas.push(*m));
+    if metas.len() >= 256 {
+        table.process_batch(metas);
+        metas.clear();
+        table.advance(pkt.ts_ns);
+    }
+}
+
 #[test]
 fn steady_state_packet_path_allocates_nothing() {
     // 2000 TCP/UDP/ICMP flows, 25 packets each, interleaved round-robin:
@@ -78,13 +94,7 @@ fn steady_state_packet_path_allocates_nothing() {
             // Warm: every flow exists and the table has grown.
             before = allocations();
         }
-        let ts = pkt.ts_ns;
-        decoder.decode(&pkt, &mut |m: &PacketMeta| metas.push(*m));
-        if metas.len() >= 256 {
-            table.process_batch(&metas);
-            metas.clear();
-            table.advance(ts);
-        }
+        apply(&mut decoder, &mut table, &mut metas, &pkt);
         if n == 20 * flows {
             table.process_batch(&metas);
             counted = n - 5 * flows;
@@ -325,26 +335,17 @@ fn realistic_mix_allocates_nothing_per_packet() {
     let mut decoder = Decoder::new();
     let mut table = FlowTable::new(&FlowConfig::default(), 1_000_000);
     let mut metas: Vec<PacketMeta> = Vec::with_capacity(512);
-    let (mut before, mut n, mut created_after) = (0, 0u64, 0u64);
-    let mut flows_at_warm = 0;
+    let (mut before, mut n, mut flows_at_warm) = (0, 0u64, 0);
     while let Some(pkt) = reader.next_packet().unwrap() {
         n += 1;
         if n == 20_000 {
             before = allocations();
             flows_at_warm = table.len();
         }
-        let ts = pkt.ts_ns;
-        decoder.decode(&pkt, &mut |m: &PacketMeta| metas.push(*m));
-        if metas.len() >= 256 {
-            table.process_batch(&metas);
-            metas.clear();
-            table.advance(ts);
-        }
+        apply(&mut decoder, &mut table, &mut metas, &pkt);
     }
     table.process_batch(&metas);
-    if n > 20_000 {
-        created_after = 8_000u64.saturating_sub(flows_at_warm as u64);
-    }
+    let created_after = 8_000u64.saturating_sub(flows_at_warm as u64);
     let during = allocations() - before;
     assert_eq!(n, 200_000);
     assert!(before > 0);

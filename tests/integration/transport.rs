@@ -19,7 +19,7 @@ use vigil_proto::{FlowRecord, pb};
 use vigil_sensor::export::grpc::{ClientTls, DrainReport, ExportError, Exporter, ExporterConfig};
 use vigil_sensor::export::spool::SpoolConfig;
 use vigil_sensor::flow::FlowConfig;
-use vigil_sensor::run::{self, Input, LiveCounters, RunConfig};
+use vigil_sensor::run::{Input, LiveCounters, RunConfig};
 use vigil_sensor::synth::{BulkConfig, FrameSize};
 
 use crate::util::{corpus_dir, corpus_files, rt, run_inputs};
@@ -206,21 +206,11 @@ fn spool_drops_at_its_bound_are_counted_at_the_collector() {
         // drops the oldest.
         let live = Arc::new(LiveCounters::default());
         let exporter = Exporter::start(exp, live.clone()).unwrap();
-        let sink = exporter.sink();
-        let cfg = RunConfig {
-            live: Some(live),
-            ..RunConfig::default()
-        };
-        tokio::task::spawn_blocking(move || {
-            let inputs = [Input::Memory {
-                name: "bulk".into(),
-                bytes: capture,
-            }];
-            let mut push = |recs: &[FlowRecord]| sink.push(recs);
-            run::run(&inputs, &cfg, &mut push, None).unwrap()
-        })
-        .await
-        .unwrap();
+        let inputs = vec![Input::Memory {
+            name: "bulk".into(),
+            bytes: capture,
+        }];
+        crate::util::capture_into(&exporter, live, inputs, FlowConfig::default()).await;
         // The open batch is spooled by the exporter's timer (batch_delay):
         // wait for it, so that no drop at the bound happens once the
         // collector is up (a batch sent, then dropped before its ack,
@@ -615,6 +605,15 @@ impl Pki {
         }
     }
 
+    /// The collector's files: its certificate for localhost and the CA.
+    fn collector(&self) -> TlsFiles {
+        TlsFiles {
+            cert: self.dir.join("collector.pem"),
+            key: self.dir.join("collector.key"),
+            ca: self.dir.join("ca.pem"),
+        }
+    }
+
     fn client(&self, name: &str) -> ClientTls {
         ClientTls {
             ca: self.dir.join("ca.pem"),
@@ -633,11 +632,7 @@ fn mutual_tls_binds_the_sensor_id_to_the_certificate() {
     let capture = bulk(11, 2_000, 200);
     rt().block_on(async {
         let mut cfg = CollectorConfig::new(loopback0(), data.clone());
-        cfg.tls = Some(TlsFiles {
-            cert: tmp.path().join("collector.pem"),
-            key: tmp.path().join("collector.key"),
-            ca: tmp.path().join("ca.pem"),
-        });
+        cfg.tls = Some(pki.collector());
         let collector = server::start(cfg).await.unwrap();
         let url = format!("https://{}", collector.addr);
         let input = || {
@@ -695,16 +690,12 @@ fn mutual_tls_binds_the_sensor_id_to_the_certificate() {
 fn a_refused_sensor_retries_and_recovers_when_its_certificate_is_rotated() {
     use vigil_sensor::export::grpc::Exporter;
     let tmp = tempfile::tempdir().unwrap();
-    Pki::new(tmp.path());
+    let pki = Pki::new(tmp.path());
     let data = tmp.path().join("data");
     let capture = bulk(12, 2_000, 200);
     rt().block_on(async {
         let mut cfg = CollectorConfig::new(loopback0(), data.clone());
-        cfg.tls = Some(TlsFiles {
-            cert: tmp.path().join("collector.pem"),
-            key: tmp.path().join("collector.key"),
-            ca: tmp.path().join("ca.pem"),
-        });
+        cfg.tls = Some(pki.collector());
         let collector = server::start(cfg).await.unwrap();
         let url = format!("https://{}", collector.addr);
         // The sensor's certificate files: s2's at first, while it is s1.
@@ -724,21 +715,11 @@ fn a_refused_sensor_retries_and_recovers_when_its_certificate_is_rotated() {
         });
         let live = Arc::new(LiveCounters::default());
         let exporter = Exporter::start(exp, live.clone()).unwrap();
-        let sink = exporter.sink();
-        let run_cfg = RunConfig {
-            live: Some(live),
-            ..RunConfig::default()
-        };
         let inputs = vec![Input::Memory {
             name: "bulk".into(),
             bytes: capture,
         }];
-        tokio::task::spawn_blocking(move || {
-            let mut push = |recs: &[vigil_proto::FlowRecord]| sink.push(recs);
-            run::run(&inputs, &run_cfg, &mut push, None).expect("pipeline")
-        })
-        .await
-        .unwrap();
+        crate::util::capture_into(&exporter, live, inputs, FlowConfig::default()).await;
         // Refused, and refused again: the sender does not give up.
         let t0 = Instant::now();
         while exporter

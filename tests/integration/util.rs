@@ -150,6 +150,18 @@ pub async fn sensor_with(
 ) -> Result<DrainReport, ExportError> {
     let live = Arc::new(LiveCounters::default());
     let exporter = Exporter::start(exp, live.clone())?;
+    capture_into(&exporter, live, inputs, flow).await;
+    exporter.drain(drain).await
+}
+
+/// Runs the pipeline over `inputs` into `exporter` (whose counters are
+/// `live`), on a blocking thread.
+pub async fn capture_into(
+    exporter: &Exporter,
+    live: Arc<LiveCounters>,
+    inputs: Vec<Input<'static>>,
+    flow: FlowConfig,
+) {
     let sink = exporter.sink();
     let cfg = RunConfig {
         live: Some(live),
@@ -162,7 +174,6 @@ pub async fn sensor_with(
     })
     .await
     .expect("pipeline task");
-    exporter.drain(drain).await
 }
 
 /// The tokio runtime of the in-process daemons: two workers, as the machine.

@@ -338,8 +338,6 @@ impl Exporter {
         self.shared.flush(true)?;
         let target = self.shared.spool().next_seq().saturating_sub(1);
         let mut rx = self.shared.acked.subscribe();
-        let shared = self.shared.clone();
-        let fatal = || shared.refused();
         let wait = async {
             loop {
                 if *rx.borrow_and_update() >= target {
@@ -357,7 +355,7 @@ impl Exporter {
         let _ = self.task.await;
         let mut spool = self.shared.spool();
         spool.close()?;
-        if let Some(f) = fatal() {
+        if let Some(f) = self.shared.refused() {
             return Err(ExportError::Refused(f));
         }
         Ok(DrainReport {

@@ -149,6 +149,24 @@ fn raw_ip_gets_an_ethernet_header() {
     checksums_ok(&out);
 }
 
+/// An Ethernet frame of IPv4 192.0.2.1 -> 192.0.2.2 carrying `payload` of
+/// protocol `proto`.
+fn ipv4_frame(proto: etherparse::IpNumber, payload: &[u8]) -> Vec<u8> {
+    let mut outer = etherparse::Ipv4Header::new(
+        payload.len() as u16,
+        64,
+        proto,
+        [192, 0, 2, 1],
+        [192, 0, 2, 2],
+    )
+    .unwrap();
+    outer.header_checksum = outer.calc_header_checksum();
+    let mut frame = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+    outer.write(&mut frame).unwrap();
+    frame.extend_from_slice(payload);
+    frame
+}
+
 #[test]
 fn tunnels_are_opened() {
     // IPv4 in GRE in IPv4.
@@ -160,18 +178,7 @@ fn tunnels_are_opened() {
     };
     let mut gre = vec![0, 0, 0x08, 0x00];
     gre.extend_from_slice(&inner);
-    let mut outer = etherparse::Ipv4Header::new(
-        gre.len() as u16,
-        64,
-        etherparse::IpNumber::GRE,
-        [192, 0, 2, 1],
-        [192, 0, 2, 2],
-    )
-    .unwrap();
-    outer.header_checksum = outer.calc_header_checksum();
-    let mut frame = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
-    outer.write(&mut frame).unwrap();
-    frame.extend_from_slice(&gre);
+    let frame = ipv4_frame(etherparse::IpNumber::GRE, &gre);
     let mut r = Rewriter::new();
     let mut out = Vec::new();
     r.rewrite(LinkType::Ethernet, &frame, &mut out).unwrap();
@@ -226,18 +233,7 @@ fn ipv4_authentication_headers_are_read_through() {
     let mut ah = vec![4, 1, 0, 0, 0, 0, 0, 7, 0, 0, 0, 1, 0xaa, 0xbb, 0xcc, 0xdd];
     ah.truncate(12);
     ah.extend_from_slice(&inner);
-    let mut outer = etherparse::Ipv4Header::new(
-        ah.len() as u16,
-        64,
-        etherparse::IpNumber::AUTHENTICATION_HEADER,
-        [192, 0, 2, 1],
-        [192, 0, 2, 2],
-    )
-    .unwrap();
-    outer.header_checksum = outer.calc_header_checksum();
-    let mut frame = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
-    outer.write(&mut frame).unwrap();
-    frame.extend_from_slice(&ah);
+    let frame = ipv4_frame(etherparse::IpNumber::AUTHENTICATION_HEADER, &ah);
     let mut out = Vec::new();
     Rewriter::new()
         .rewrite(LinkType::Ethernet, &frame, &mut out)

@@ -164,10 +164,7 @@ fn kinds(sizes: &[u32], packets: u64, rng: &mut Rng) -> Vec<MixKind> {
         .collect();
     // A random order to take flows in.
     let mut order: Vec<usize> = (0..sizes.len()).collect();
-    for i in (1..order.len()).rev() {
-        let j = rng.below(i as u64 + 1) as usize;
-        order.swap(i, j);
-    }
+    rng.shuffle(&mut order);
     // Flows taken for `kind`, in that order, while it lacks packets: of a
     // size in `range`, still the default kind, fitting what is left.
     let take =
@@ -218,10 +215,7 @@ pub fn write_mix(cfg: &MixConfig, out: impl Write) -> io::Result<MixSummary> {
     // while their packets still fit the share.
     let total = cfg.packets;
     let mut order: Vec<usize> = (0..sizes.len()).collect();
-    for i in (1..order.len()).rev() {
-        let j = rng.below(i as u64 + 1) as usize;
-        order.swap(i, j);
-    }
+    rng.shuffle(&mut order);
     let pick = |share: u64, rng: &mut Rng| {
         let want = total * share / 100;
         let mut chosen = vec![false; sizes.len()];
@@ -301,10 +295,7 @@ pub fn write_mix(cfg: &MixConfig, out: impl Write) -> io::Result<MixSummary> {
     for (i, &s) in sizes.iter().enumerate() {
         slots.extend(std::iter::repeat_n(i as u32, s as usize));
     }
-    for i in (1..slots.len()).rev() {
-        let j = rng.below(i as u64 + 1) as usize;
-        slots.swap(i, j);
-    }
+    rng.shuffle(&mut slots);
     let mut w = PcapWriter::new(out, LinkType::Ethernet)?;
     let mut frame = Vec::with_capacity(2048);
     let mut payload = Vec::with_capacity(2048);

@@ -143,6 +143,7 @@ pub fn transport(
         for (i, chunk) in records.chunks(batch_flows).enumerate() {
             store.commit(&IngestBatch {
                 sensor_id: "control".into(),
+                incarnation: 1,
                 seq: i as u64 + 1,
                 flows: chunk.to_vec(),
                 stats: None,
@@ -178,6 +179,7 @@ fn fill(dir: &Path, n: u64, t0: u64) -> Result<Duration, Failure> {
         seq += 1;
         store.commit(&IngestBatch {
             sensor_id: "bench".into(),
+            incarnation: 1,
             seq,
             flows,
             stats: None,
@@ -378,6 +380,7 @@ pub fn clickhouse(url: &str, flows: u64, runs: usize) -> Result<(), Failure> {
                     seq += 1;
                     group.push(IngestBatch {
                         sensor_id: "bench".into(),
+                        incarnation: 1,
                         seq,
                         flows: f,
                         stats: None,

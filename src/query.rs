@@ -331,6 +331,9 @@ async fn status(b: Backend) -> Result<Vec<SensorRecord>, Failure> {
                     duplicates: s.duplicates,
                     seq_gaps: s.seq_gaps,
                     last_seen_ns: s.last_seen_ns,
+                    incarnation: s.incarnation,
+                    seq_resets: s.seq_resets,
+                    id_conflicts: s.id_conflicts,
                     stats: s.stats.unwrap_or_default(),
                 })
                 .collect())
@@ -623,13 +626,16 @@ fn print_status(
                     let st = &s.stats;
                     writeln!(
                         out,
-                        "{{\"sensor_id\":{},\"last_seq\":{},\"batches\":{},\"flows\":{},\"duplicates\":{},\"seq_gaps\":{},\"last_seen\":\"{}\",\"packets\":{},\"kernel_drops\":{},\"decode_errors\":{},\"flows_evicted\":{},\"spool_bytes\":{},\"spool_dropped_batches\":{},\"spool_dropped_flows\":{}}}",
+                        "{{\"sensor_id\":{},\"last_seq\":{},\"batches\":{},\"flows\":{},\"duplicates\":{},\"seq_gaps\":{},\"incarnation\":\"{:016x}\",\"seq_resets\":{},\"id_conflicts\":{},\"last_seen\":\"{}\",\"packets\":{},\"kernel_drops\":{},\"decode_errors\":{},\"flows_evicted\":{},\"spool_bytes\":{},\"spool_dropped_batches\":{},\"spool_dropped_flows\":{}}}",
                         serde_json::to_string(&s.sensor_id).unwrap_or_default(),
                         s.last_seq,
                         s.batches,
                         s.flows,
                         s.duplicates,
                         s.seq_gaps,
+                        s.incarnation,
+                        s.seq_resets,
+                        s.id_conflicts,
                         Rfc3339Nanos(s.last_seen_ns),
                         st.packets,
                         st.kernel_drops,
@@ -644,12 +650,14 @@ fn print_status(
             _ => {
                 writeln!(
                     out,
-                    "{:<24} {:>8} {:>10} {:>8} {:>6} {:>12} {:>12} {:>10} {:>14}  last seen",
+                    "{:<24} {:>8} {:>10} {:>8} {:>6} {:>6} {:>9} {:>12} {:>12} {:>10} {:>14}  last seen",
                     "sensor",
                     "last seq",
                     "flows",
                     "dup",
                     "gaps",
+                    "resets",
+                    "conflicts",
                     "packets",
                     "kernel drops",
                     "evicted",
@@ -658,12 +666,14 @@ fn print_status(
                 for s in sensors {
                     writeln!(
                         out,
-                        "{:<24} {:>8} {:>10} {:>8} {:>6} {:>12} {:>12} {:>10} {:>14}  {}",
+                        "{:<24} {:>8} {:>10} {:>8} {:>6} {:>6} {:>9} {:>12} {:>12} {:>10} {:>14}  {}",
                         s.sensor_id,
                         s.last_seq,
                         s.flows,
                         s.duplicates,
                         s.seq_gaps,
+                        s.seq_resets,
+                        s.id_conflicts,
                         s.stats.packets,
                         s.stats.kernel_drops,
                         s.stats.flows_evicted,

@@ -424,6 +424,14 @@ pub fn run(a: SensorArgs) -> Result<(), Failure> {
                 "batches acknowledged up to seq {}; {} still in the spool; {} rejected by the collector",
                 drain.acked, drain.pending, drain.rejected
             );
+            if drain.seq_resets > 0 {
+                eprintln!(
+                    "vigil: warning: the collector holds batches of sensor id {:?} from another spool: \
+                     this spool (incarnation {:016x}) started its sequence numbers again; both are stored \
+                     (a lost spool, or another host using this id)",
+                    ecfg.sensor_id, drain.incarnation
+                );
+            }
             if drain.pending > 0 {
                 return Err(Failure::from(anyhow::anyhow!(
                     "{} batch(es) not acknowledged within {:?}; they stay in {} and are sent at the next start",

@@ -5,8 +5,10 @@
 //! the batch, the flow and the field. Rules:
 //! - `sensor_id`: 1–64 characters of `[A-Za-z0-9._-]`, the same for the
 //!   whole stream, and the identity of the peer's certificate under mTLS;
-//! - `seq` ≥ 1 and strictly increasing within a stream (a sensor resends
-//!   after a reconnect, on a new stream);
+//! - `seq` 1 to [`MAX_SEQ`] and strictly increasing within a stream (a
+//!   sensor resends after a reconnect, on a new stream);
+//! - `incarnation` (the sensor spool's identity) the same for the whole
+//!   stream;
 //! - at most [`Limits::max_batch_flows`] flows;
 //! - every flow converts into the domain record (address lengths, port
 //!   presence, VLAN ids, flags, enums, history — see `vigil_proto::wire`);
@@ -24,8 +26,10 @@ use crate::model::ingest::IngestBatch;
 
 /// 2000-01-01T00:00:00Z in ns: nothing Vigil sees is older.
 pub const MIN_TIMESTAMP_NS: u64 = 946_684_800_000_000_000;
-/// The largest batch seq (a store's integers are signed 64-bit).
-pub const MAX_SEQ: u64 = i64::MAX as u64;
+/// The largest batch seq, 2^40 − 1 (at a thousand batches a second, 35
+/// years of one spool): a store keeps the incarnation's ordinal in the
+/// bits above it ([`crate::store`]).
+pub const MAX_SEQ: u64 = (1 << 40) - 1;
 /// Most packets, or bytes, all the flows of one batch may claim together
 /// (2^60: a store's per-minute sums stay within 2^63 − 1 for 8 batches of
 /// one minute's worst).
@@ -78,10 +82,22 @@ pub enum Rejection {
     /// `seq` is 0.
     #[error("batch seq 0: sequence numbers start at 1")]
     ZeroSeq,
-    /// `seq` is beyond what a store holds (2^63 − 1): refused here, as
+    /// `seq` is beyond what a store holds ([`MAX_SEQ`]): refused here, as
     /// the peer's error, rather than failing the commit it would land in.
-    #[error("batch seq {0}: exceeds 2^63 - 1, the largest sequence number stored")]
+    #[error("batch seq {0}: exceeds 2^40 - 1, the largest sequence number stored")]
     SeqOutOfRange(u64),
+    /// The incarnation differs from the stream's first batch.
+    #[error(
+        "batch seq {seq}: incarnation {got:016x} differs from {first:016x}, this stream's first batch's"
+    )]
+    IncarnationChanged {
+        /// The batch.
+        seq: u64,
+        /// The stream's incarnation.
+        first: u64,
+        /// This batch's.
+        got: u64,
+    },
     /// The batch's flows together claim more packets or bytes than a
     /// store's per-minute sums hold.
     #[error("batch seq {seq}: its flows claim {value} {what} in all (at most {max})")]
@@ -130,6 +146,8 @@ pub enum Rejection {
 pub struct StreamState {
     /// The sensor id of the first batch.
     pub sensor_id: Option<String>,
+    /// The incarnation of the first batch.
+    pub incarnation: Option<u64>,
     /// The last accepted seq.
     pub last_seq: u64,
 }
@@ -150,6 +168,7 @@ pub fn validate(
         seq,
         flows,
         stats,
+        incarnation,
     } = batch;
     if !valid_sensor_id(&sensor_id) {
         let shown: String = sensor_id.chars().take(80).collect();
@@ -177,6 +196,15 @@ pub fn validate(
     }
     if seq > MAX_SEQ {
         return Err(Rejection::SeqOutOfRange(seq));
+    }
+    if let Some(first) = stream.incarnation
+        && first != incarnation
+    {
+        return Err(Rejection::IncarnationChanged {
+            seq,
+            first,
+            got: incarnation,
+        });
     }
     if seq <= stream.last_seq {
         return Err(Rejection::SeqRegression {
@@ -247,10 +275,12 @@ pub fn validate(
         }
     }
     stream.sensor_id.get_or_insert_with(|| sensor_id.clone());
+    stream.incarnation = Some(incarnation);
     stream.last_seq = seq;
     Ok(IngestBatch {
         sensor_id,
         seq,
+        incarnation,
         flows: records,
         stats,
         received_ns: now_ns,
@@ -288,6 +318,7 @@ mod tests {
             seq,
             flows,
             stats: None,
+            incarnation: 7,
         }
     }
 
@@ -307,6 +338,24 @@ mod tests {
         assert_eq!(st.last_seq, 5);
     }
 
+    #[test]
+    fn a_stream_keeps_one_incarnation() {
+        let mut st = StreamState::default();
+        assert_eq!(check(batch(1, vec![]), &mut st).unwrap().incarnation, 7);
+        let other = pb::FlowBatch {
+            incarnation: 8,
+            ..batch(2, vec![])
+        };
+        assert_eq!(
+            check(other, &mut st).unwrap_err(),
+            Rejection::IncarnationChanged {
+                seq: 2,
+                first: 7,
+                got: 8
+            }
+        );
+    }
+
     /// A seq or a batch's sums the store could not hold are the peer's
     /// error, found at validation (they failed the commit, as a storage
     /// fault, and with it other sensors' batches in the same commit).
@@ -317,6 +366,10 @@ mod tests {
             Rejection::SeqOutOfRange(u64::MAX)
         );
         assert!(check(batch(MAX_SEQ, vec![]), &mut StreamState::default()).is_ok());
+        assert_eq!(
+            check(batch(MAX_SEQ + 1, vec![]), &mut StreamState::default()).unwrap_err(),
+            Rejection::SeqOutOfRange(MAX_SEQ + 1)
+        );
         // 8,192 flows of 2^48 bytes each way: each flow valid, 2^62 in all.
         let big = pb::Flow {
             fwd_bytes: MAX_BYTES,

@@ -86,6 +86,7 @@ pub fn batch(sensor: &str, seq: u64, flows: Vec<FlowRecord>) -> IngestBatch {
     IngestBatch {
         sensor_id: sensor.into(),
         seq,
+        incarnation: 1,
         flows,
         stats: Some(pb::SensorStats {
             run_id: 7,

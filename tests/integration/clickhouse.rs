@@ -219,6 +219,7 @@ fn batch(sensor: &str, seq: u64, flows: Vec<FlowRecord>) -> IngestBatch {
     IngestBatch {
         sensor_id: sensor.into(),
         seq,
+        incarnation: 1,
         flows,
         stats: None,
         received_ns: 1_700_000_000_000_000_000 + seq,
@@ -239,7 +240,13 @@ fn stored_corpus() -> Option<&'static ClickHouseStore> {
         let sq = crate::query::stored_corpus();
         let all: Vec<FlowRecord> = sq.records.iter().map(|(_, r)| r.clone()).collect();
         for b in crate::query::corpus_batches(&all) {
-            assert_eq!(ch.commit(&b).unwrap(), CommitOutcome::Stored { gap: 0 });
+            assert_eq!(
+                ch.commit(&b).unwrap(),
+                CommitOutcome::Stored {
+                    gap: 0,
+                    reset: false
+                }
+            );
         }
         Some(ch)
     })
@@ -383,7 +390,10 @@ fn duplicates_and_gaps_are_recognized_across_store_instances() {
     let some: Vec<FlowRecord> = recs.iter().take(3).cloned().collect();
     assert_eq!(
         ch.commit(&batch("s", 1, some.clone())).unwrap(),
-        CommitOutcome::Stored { gap: 0 }
+        CommitOutcome::Stored {
+            gap: 0,
+            reset: false
+        }
     );
     assert_eq!(
         ch.commit(&batch("s", 1, some.clone())).unwrap(),
@@ -391,7 +401,10 @@ fn duplicates_and_gaps_are_recognized_across_store_instances() {
     );
     assert_eq!(
         ch.commit(&batch("s", 4, some.clone())).unwrap(),
-        CommitOutcome::Stored { gap: 2 }
+        CommitOutcome::Stored {
+            gap: 2,
+            reset: false
+        }
     );
     // A second collector on the same database (the sensor moved to it)
     // knows what the first committed.
@@ -402,7 +415,10 @@ fn duplicates_and_gaps_are_recognized_across_store_instances() {
     );
     assert_eq!(
         other.commit(&batch("s", 5, some.clone())).unwrap(),
-        CommitOutcome::Stored { gap: 0 }
+        CommitOutcome::Stored {
+            gap: 0,
+            reset: false
+        }
     );
     let s = &other.sensors().unwrap()[0];
     assert_eq!(
@@ -413,6 +429,22 @@ fn duplicates_and_gaps_are_recognized_across_store_instances() {
         .count(&parse("").unwrap(), TimeRange::default())
         .unwrap();
     assert_eq!(n.flows, 9, "no batch stored twice");
+}
+
+/// Dedupe per spool incarnation, as in the embedded store; a second
+/// collector on the database knows the incarnations the first numbered.
+#[test]
+fn clickhouse_dedupes_per_spool_incarnation() {
+    let Some(ch) = store() else { return };
+    crate::query::check_incarnations(&ch);
+    let other = another(&ch);
+    let s = other
+        .sensors()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.sensor_id == "inc")
+        .unwrap();
+    assert_eq!((s.incarnation, s.seq_resets, s.duplicates), (0xb, 1, 3));
 }
 
 /// A sensor that goes from collector A to B and back to A: A, told that
@@ -427,14 +459,20 @@ fn a_sensor_back_from_another_collector_is_judged_by_the_database() {
     for seq in 1..=2 {
         assert_eq!(
             a.commit(&batch("s", seq, some.clone())).unwrap(),
-            CommitOutcome::Stored { gap: 0 }
+            CommitOutcome::Stored {
+                gap: 0,
+                reset: false
+            }
         );
     }
     b.streams_opened(&["s"]).unwrap();
     for seq in 3..=4 {
         assert_eq!(
             b.commit(&batch("s", seq, some.clone())).unwrap(),
-            CommitOutcome::Stored { gap: 0 }
+            CommitOutcome::Stored {
+                gap: 0,
+                reset: false
+            }
         );
     }
     // Back to A, resending batch 4 (B's acknowledgement was lost), then 5.
@@ -445,7 +483,10 @@ fn a_sensor_back_from_another_collector_is_judged_by_the_database() {
     );
     assert_eq!(
         a.commit(&batch("s", 5, some.clone())).unwrap(),
-        CommitOutcome::Stored { gap: 0 }
+        CommitOutcome::Stored {
+            gap: 0,
+            reset: false
+        }
     );
     let n = a.count(&parse("").unwrap(), TimeRange::default()).unwrap();
     assert_eq!(n.flows, 15, "five batches of three, none stored twice");
@@ -453,7 +494,8 @@ fn a_sensor_back_from_another_collector_is_judged_by_the_database() {
     assert_eq!((s.last_seq, s.batches, s.seq_gaps), (5, 5, 0));
 }
 
-/// Rows stored per `seq` for `sensor` (straight from `flows`).
+/// Rows stored per `seq` for `sensor` (straight from `flows`, whose `seq`
+/// holds the incarnation's ordinal above bit 40).
 fn rows_per_seq(ch: &ClickHouseStore, sensor: &str) -> Vec<(u64, u64)> {
     let http = vigil_collector::store::clickhouse::http::Endpoint::parse(
         &server().unwrap().url,
@@ -473,7 +515,10 @@ fn rows_per_seq(ch: &ClickHouseStore, sensor: &str) -> Vec<(u64, u64)> {
         .lines()
         .map(|l| {
             let (a, b) = l.split_once('\t').unwrap();
-            (a.parse().unwrap(), b.parse().unwrap())
+            (
+                a.parse::<u64>().unwrap() & ((1 << 40) - 1),
+                b.parse().unwrap(),
+            )
         })
         .collect()
 }
@@ -490,7 +535,10 @@ fn a_collector_that_lost_a_sensor_stores_nothing_of_its_older_streams() {
         a.streams_opened(&[s]).unwrap();
         assert_eq!(
             a.commit(&batch(s, 1, some.clone())).unwrap(),
-            CommitOutcome::Stored { gap: 0 }
+            CommitOutcome::Stored {
+                gap: 0,
+                reset: false
+            }
         );
     }
     // s moves to B (its batch 2 is perhaps still on its way to A).
@@ -506,13 +554,19 @@ fn a_collector_that_lost_a_sensor_stores_nothing_of_its_older_streams() {
     );
     assert_eq!(
         b.commit(&batch("s", 2, some.clone())).unwrap(),
-        CommitOutcome::Stored { gap: 0 }
+        CommitOutcome::Stored {
+            gap: 0,
+            reset: false
+        }
     );
     // t reconnects to A: its stream opened after the fence is stored.
     a.streams_opened(&["t"]).unwrap();
     assert_eq!(
         a.commit(&batch("t", 2, some.clone())).unwrap(),
-        CommitOutcome::Stored { gap: 0 }
+        CommitOutcome::Stored {
+            gap: 0,
+            reset: false
+        }
     );
     assert_eq!(rows_per_seq(&a, "s"), [(1, 3), (2, 3)]);
     assert_eq!(rows_per_seq(&a, "t"), [(1, 3), (2, 3)]);
@@ -532,7 +586,10 @@ fn a_collector_that_lost_a_sensor_stores_nothing_of_its_older_streams() {
     for s in ["s", "t"] {
         assert_eq!(
             c.commit(&batch(s, 3, some.clone())).unwrap(),
-            CommitOutcome::Stored { gap: 0 }
+            CommitOutcome::Stored {
+                gap: 0,
+                reset: false
+            }
         );
     }
     assert_eq!(rows_per_seq(&a, "s"), [(1, 3), (2, 3), (3, 3)]);

@@ -4,6 +4,7 @@ mod alloc;
 mod cli;
 mod clickhouse;
 mod corpus;
+mod custody;
 mod detection;
 mod encap;
 mod engine;

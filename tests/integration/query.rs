@@ -48,6 +48,7 @@ pub fn corpus_batches(all: &[FlowRecord]) -> Vec<IngestBatch> {
         .map(|(i, chunk)| IngestBatch {
             sensor_id: if i % 2 == 0 { "s-even" } else { "s-odd" }.into(),
             seq: i as u64 / 2 + 1,
+            incarnation: 1,
             flows: chunk.to_vec(),
             stats: None,
             received_ns: 1_700_000_000_000_000_000 + i as u64,
@@ -294,4 +295,82 @@ fn random_filters_in_the_embedded_store_give_the_answers_computed_in_memory() {
             check_against_memory(&s.store, &s.records, &text, range, shape)
         })
         .unwrap();
+}
+
+/// Dedupe per spool incarnation, as every store must do it: a sensor whose
+/// spool was lost starts at seq 1 again and is stored (one reset), an old
+/// incarnation still streaming is deduplicated against its own mark, and
+/// the registry shows the latest incarnation, the resets and the gaps.
+pub fn check_incarnations(store: &(impl IngestStore + SensorRegistry + FlowQueries)) {
+    use vigil_collector::store::CommitOutcome;
+    let bulk = vigil_sensor::synth::BulkConfig {
+        packets: 200,
+        flows: 20,
+        ..vigil_sensor::synth::BulkConfig::default()
+    };
+    let cfg = config(1, 256, std::time::Duration::from_secs(60));
+    let recs = run_bytes(&bulk.to_pcap_bytes(), &cfg).0;
+    assert!(recs.len() >= 6, "{} records", recs.len());
+    let with = |inc: u64, seq: u64, i: usize| IngestBatch {
+        sensor_id: "inc".into(),
+        seq,
+        incarnation: inc,
+        flows: vec![recs[i].clone()],
+        stats: None,
+        received_ns: 1_700_000_000_000_000_000 + i as u64,
+    };
+    let stored = |gap, reset| CommitOutcome::Stored { gap, reset };
+    let (a1, a2, a3) = (with(0xa, 1, 0), with(0xa, 2, 1), with(0xa, 3, 2));
+    assert_eq!(store.commit(&a1).unwrap(), stored(0, false));
+    assert_eq!(store.commit(&a2).unwrap(), stored(0, false));
+    assert_eq!(store.commit(&a2).unwrap(), CommitOutcome::Duplicate);
+    // The spool is lost: a new incarnation from seq 1, stored.
+    let (b1, b2, b5) = (with(0xb, 1, 3), with(0xb, 2, 4), with(0xb, 5, 5));
+    assert_eq!(store.commit(&b1).unwrap(), stored(0, true));
+    assert_eq!(store.commit(&b1).unwrap(), CommitOutcome::Duplicate);
+    // The old incarnation (another host with the id) goes on: its own mark.
+    assert_eq!(store.commit(&a3).unwrap(), stored(0, false));
+    assert_eq!(store.commit(&a1).unwrap(), CommitOutcome::Duplicate);
+    assert_eq!(
+        store.commit_many(&[&b2, &b5]).unwrap(),
+        vec![stored(0, false), stored(2, false)]
+    );
+    let s = store
+        .sensors()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.sensor_id == "inc")
+        .expect("the sensor is registered");
+    assert_eq!(
+        (
+            s.last_seq,
+            s.incarnation,
+            s.seq_resets,
+            s.batches,
+            s.flows,
+            s.seq_gaps
+        ),
+        (5, 0xb, 1, 6, 6, 2),
+        "{s:?}"
+    );
+    let flows = store
+        .flows(
+            &vigil_collector::query::Filter::All,
+            TimeRange::default(),
+            usize::MAX,
+        )
+        .unwrap();
+    assert_eq!(
+        flows.iter().filter(|(id, _)| id == "inc").count(),
+        6,
+        "both spools' flows stored"
+    );
+}
+
+#[test]
+fn the_embedded_store_dedupes_per_spool_incarnation() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), SqliteConfig::default()).unwrap();
+    check_incarnations(&store);
+    assert_eq!(store.sensors().unwrap()[0].duplicates, 3);
 }

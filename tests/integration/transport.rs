@@ -365,6 +365,7 @@ fn batch(id: &str, seq: u64, flows: Vec<pb::Flow>) -> Vec<u8> {
         seq,
         flows,
         stats: None,
+        incarnation: 1,
     }
     .encode_to_vec()
 }
@@ -520,7 +521,8 @@ fn hostile_peers_get_clear_errors_and_a_good_sensor_loses_nothing() {
             acks,
             vec![pb::Ack {
                 seq: 5,
-                duplicate: true
+                duplicate: true,
+                seq_reset: false,
             }]
         );
         // A query asking for a time series finer than a second: refused as

@@ -9,8 +9,11 @@ use vigil_proto::{FlowRecord, pb};
 pub struct IngestBatch {
     /// The reporting sensor.
     pub sensor_id: String,
-    /// The batch's sequence number (≥ 1).
+    /// The batch's sequence number (≥ 1), counted within `incarnation`.
     pub seq: u64,
+    /// The sensor spool's incarnation (0: a sensor that predates them):
+    /// dedupe is per (sensor, incarnation).
+    pub incarnation: u64,
     /// The flow records.
     pub flows: Vec<FlowRecord>,
     /// The sensor's counters when it sent the batch.
@@ -27,6 +30,10 @@ pub enum CommitOutcome {
     Stored {
         /// Missing sequence numbers before this batch.
         gap: u64,
+        /// The first batch stored of a new incarnation of a sensor whose
+        /// batches of another incarnation are stored: its sequence
+        /// numbers started again.
+        reset: bool,
     },
     /// Stored before; nothing written but the duplicate count.
     Duplicate,
@@ -42,15 +49,23 @@ pub enum CommitOutcome {
 pub struct SensorRecord {
     /// The sensor's id.
     pub sensor_id: String,
-    /// Highest committed sequence number.
+    /// Highest committed sequence number of the latest incarnation.
     pub last_seq: u64,
+    /// The incarnation of the latest stored batch.
+    pub incarnation: u64,
+    /// Incarnations stored beyond the first (sequence number resets).
+    pub seq_resets: u64,
+    /// Times, since the collector started, two live streams of different
+    /// incarnations claimed this id (filled by the server; 0 from a store).
+    pub id_conflicts: u64,
     /// Batches stored.
     pub batches: u64,
     /// Flow records stored.
     pub flows: u64,
     /// Duplicate batches dropped.
     pub duplicates: u64,
-    /// Sequence numbers never received (the sensor's spool dropped them).
+    /// Sequence numbers never received (the sensor's spool dropped them),
+    /// summed over incarnations.
     pub seq_gaps: u64,
     /// Arrival of the latest stored batch, ns since the epoch.
     pub last_seen_ns: u64,

@@ -34,24 +34,63 @@ pub struct IngestSvc {
 
 type AckStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::Ack, Status>> + Send>>;
 
-/// Open streams per sensor id: a sensor is connected while it has one.
-pub type Connected = Mutex<HashMap<String, usize>>;
+/// What the collector knows of a sensor id's live streams.
+#[derive(Clone, Debug, Default)]
+pub struct Live {
+    /// Open streams per spool incarnation.
+    pub streams: HashMap<u64, usize>,
+    /// Times a stream opened while one of another incarnation was open.
+    pub conflicts: u64,
+}
+
+impl Live {
+    /// Whether a stream of the sensor is open.
+    pub fn connected(&self) -> bool {
+        !self.streams.is_empty()
+    }
+}
+
+/// Per sensor id: its open streams (a sensor is connected while it has
+/// one) and the id conflicts seen.
+pub type Connected = Mutex<HashMap<String, Live>>;
 
 /// Marks a sensor connected while a stream of it is open.
 struct ConnectedGuard {
     shared: Arc<Shared>,
     sensor: String,
+    incarnation: u64,
 }
 
 impl ConnectedGuard {
-    fn new(shared: Arc<Shared>, sensor: String) -> ConnectedGuard {
-        *shared
-            .connected
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(sensor.clone())
-            .or_default() += 1;
-        ConnectedGuard { shared, sensor }
+    /// Registers the stream; reports two live incarnations of one id.
+    fn new(shared: Arc<Shared>, sensor: String, incarnation: u64, peer: &str) -> ConnectedGuard {
+        let mut c = shared.connected.lock().unwrap_or_else(|p| p.into_inner());
+        let live = c.entry(sensor.clone()).or_default();
+        let others: Vec<String> = live
+            .streams
+            .keys()
+            .filter(|i| **i != incarnation)
+            .map(|i| format!("{i:016x}"))
+            .collect();
+        if !others.is_empty() {
+            live.conflicts += 1;
+            tracing::warn!(
+                %peer,
+                %sensor,
+                incarnation = %format_args!("{incarnation:016x}"),
+                open = %others.join(", "),
+                "sensor id conflict: a stream of another spool incarnation of this id is open \
+                 (two hosts with one sensor id, or a copied configuration); both are stored, \
+                 each deduplicated on its own"
+            );
+        }
+        *live.streams.entry(incarnation).or_default() += 1;
+        drop(c);
+        ConnectedGuard {
+            shared,
+            sensor,
+            incarnation,
+        }
     }
 }
 
@@ -62,10 +101,12 @@ impl Drop for ConnectedGuard {
             .connected
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = c.get_mut(&self.sensor) {
+        if let Some(live) = c.get_mut(&self.sensor)
+            && let Some(n) = live.streams.get_mut(&self.incarnation)
+        {
             *n -= 1;
             if *n == 0 {
-                c.remove(&self.sensor);
+                live.streams.remove(&self.incarnation);
             }
         }
         tracing::info!(sensor = %self.sensor, "sensor stream closed");
@@ -107,9 +148,17 @@ async fn acker(
     let m = &shared.metrics;
     while let Some((seq, flows, reply)) = pending.recv().await {
         let failure = match reply.await {
-            Ok(Ok(CommitOutcome::Stored { gap })) => {
+            Ok(Ok(CommitOutcome::Stored { gap, reset })) => {
                 m.batch(BatchResult::Stored);
                 m.flows_stored.inc_by(flows);
+                if reset {
+                    tracing::warn!(
+                        %peer,
+                        seq,
+                        "sequence reset: the sensor's batches come from a new spool incarnation \
+                         (its spool was lost or replaced, or another host uses its id); stored"
+                    );
+                }
                 if gap > 0 {
                     tracing::warn!(
                         %peer,
@@ -122,6 +171,7 @@ async fn acker(
                     .send(Ok(pb::Ack {
                         seq,
                         duplicate: false,
+                        seq_reset: reset,
                     }))
                     .await
                     .is_err()
@@ -136,6 +186,7 @@ async fn acker(
                     .send(Ok(pb::Ack {
                         seq,
                         duplicate: true,
+                        seq_reset: false,
                     }))
                     .await
                     .is_err()
@@ -215,7 +266,12 @@ impl Ingest for IngestSvc {
                 let opens_stream = connected.is_none();
                 if opens_stream {
                     tracing::info!(%peer, sensor = %batch.sensor_id, "sensor stream opened");
-                    connected = Some(ConnectedGuard::new(shared.clone(), batch.sensor_id.clone()));
+                    connected = Some(ConnectedGuard::new(
+                        shared.clone(),
+                        batch.sensor_id.clone(),
+                        batch.incarnation,
+                        &peer,
+                    ));
                 }
                 let (seq, flows) = (batch.seq, batch.flows.len() as u64);
                 let (reply, reply_rx) = oneshot::channel();

@@ -189,7 +189,7 @@ type SensorMetric = (
     fn(&pb::SensorStatus) -> u64,
 );
 
-const SENSOR_METRICS: [SensorMetric; 10] = [
+const SENSOR_METRICS: [SensorMetric; 12] = [
     (
         "vigil_collector_sensor_connected",
         "1 while a stream of the sensor is open",
@@ -213,6 +213,18 @@ const SENSOR_METRICS: [SensorMetric; 10] = [
         "Batch sequence numbers never received",
         true,
         |s| s.seq_gaps,
+    ),
+    (
+        "vigil_collector_sensor_seq_resets",
+        "Times the sensor's batch sequence numbers started again (a new spool incarnation)",
+        true,
+        |s| s.seq_resets,
+    ),
+    (
+        "vigil_collector_sensor_id_conflicts",
+        "Times two live streams of different spool incarnations claimed the sensor's id",
+        true,
+        |s| s.id_conflicts,
     ),
     (
         "vigil_collector_sensor_packets",

@@ -183,7 +183,10 @@ pub async fn status_reply(shared: &Arc<Shared>) -> Result<pb::StatusReply, Failu
         sensors: sensors
             .into_iter()
             .map(|s| pb::SensorStatus {
-                connected: connected.contains_key(&s.sensor_id),
+                connected: connected.get(&s.sensor_id).is_some_and(|l| l.connected()),
+                id_conflicts: connected.get(&s.sensor_id).map_or(0, |l| l.conflicts),
+                incarnation: s.incarnation,
+                seq_resets: s.seq_resets,
                 sensor_id: s.sensor_id,
                 last_seq: s.last_seq,
                 batches: s.batches,

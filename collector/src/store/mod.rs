@@ -15,10 +15,14 @@
 //! run them on blocking threads.
 //!
 //! Exactly-once: [`IngestStore::commit_many`] stores a batch's flows and
-//! its `(sensor_id, seq)` mark atomically. A sensor sends its batches in
-//! `seq` order and resends unacknowledged ones in the same order, so a
-//! batch whose `seq` is not above the sensor's highest committed `seq` has
-//! been stored before and is dropped as a duplicate.
+//! its `(sensor_id, incarnation, seq)` mark atomically. A sensor sends its
+//! batches in `seq` order and resends unacknowledged ones in the same
+//! order, so a batch whose `seq` is not above the highest committed `seq`
+//! of its sensor's incarnation (the spool it came from) has been stored
+//! before and is dropped as a duplicate. A new incarnation (a lost spool
+//! starting again at seq 1, or another host using the id) is a dedupe
+//! sequence of its own: stored, and reported as a reset
+//! ([`CommitOutcome::Stored`]'s `reset`).
 
 pub mod clickhouse;
 pub mod plan;

@@ -110,8 +110,8 @@ pub struct SensorStats {
     pub spool_corrupt_records: u64,
 }
 /// A batch of flows. seq starts at 1 and increases by one per batch over the
-/// life of the sensor's spool; gaps mean batches the spool dropped (counted
-/// in stats). A batch may carry no flows (stats only).
+/// life of the sensor's spool (at most 2^40 - 1); gaps mean batches the spool
+/// dropped (counted in stats). A batch may carry no flows (stats only).
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct FlowBatch {
     #[prost(string, tag = "1")]
@@ -122,6 +122,13 @@ pub struct FlowBatch {
     pub flows: ::prost::alloc::vec::Vec<Flow>,
     #[prost(message, optional, tag = "4")]
     pub stats: ::core::option::Option<SensorStats>,
+    /// The spool's incarnation: random, drawn when the spool was created,
+    /// fixed for its life; the same on every batch of a stream. The collector
+    /// dedupes per (sensor_id, incarnation): a sensor whose spool was lost
+    /// starts again at seq 1 under a new incarnation, and its batches are
+    /// stored. 0: a sensor that predates incarnations (one per sensor id).
+    #[prost(fixed64, tag = "5")]
+    pub incarnation: u64,
 }
 /// Sent after the batch with this seq, and every earlier one of this stream,
 /// is committed to the store (or was already stored: a duplicate).
@@ -132,6 +139,12 @@ pub struct Ack {
     /// True when the batch had been stored before and was dropped as a duplicate.
     #[prost(bool, tag = "2")]
     pub duplicate: bool,
+    /// True on the first batch stored of an incarnation when the collector
+    /// already held batches of this sensor id under another: the sensor's
+    /// sequence numbers started again (a new spool, or another host using
+    /// the id).
+    #[prost(bool, tag = "3")]
+    pub seq_reset: bool,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct TimeRange {
@@ -262,6 +275,19 @@ pub struct SensorStatus {
     /// Counters summed over the sensor's runs.
     #[prost(message, optional, tag = "9")]
     pub stats: ::core::option::Option<SensorStats>,
+    /// The incarnation (spool identity) of the latest stored batch.
+    #[prost(fixed64, tag = "10")]
+    pub incarnation: u64,
+    /// Incarnations stored beyond the first: times the sensor's sequence
+    /// numbers started again (a lost or replaced spool). last_seq, seq_gaps
+    /// and dedupe are per incarnation.
+    #[prost(uint64, tag = "11")]
+    pub seq_resets: u64,
+    /// Times, since the collector started, a stream of this id opened while
+    /// another of a different incarnation was open: two live sensors claiming
+    /// one id (both are stored).
+    #[prost(uint64, tag = "12")]
+    pub id_conflicts: u64,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct StatusReply {

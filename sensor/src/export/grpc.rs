@@ -146,6 +146,10 @@ pub struct ExportCounters {
     /// Times the collector refused this sensor (`PERMISSION_DENIED`,
     /// `UNAUTHENTICATED`); each is retried with backoff.
     pub refusals: AtomicU64,
+    /// Times the collector reported that this sensor id's sequence
+    /// numbers started again: it held batches of the id under another
+    /// spool incarnation (this spool is new, or another host uses the id).
+    pub seq_resets: AtomicU64,
 }
 
 impl Shared {
@@ -169,6 +173,8 @@ struct Shared {
     live: Arc<LiveCounters>,
     counters: ExportCounters,
     run_id: u64,
+    /// The spool's incarnation, sent with every batch.
+    incarnation: u64,
     /// The collector's refusal while it lasts (cleared by the next ack).
     refused: Mutex<Option<String>>,
     /// Time from sending a batch to its ack, µs.
@@ -263,6 +269,11 @@ pub struct DrainReport {
     pub acked: u64,
     /// Batches the collector rejected as invalid (dropped) in this run.
     pub rejected: u64,
+    /// Times the collector reported this sensor id's sequence numbers
+    /// started again (see [`ExportCounters::seq_resets`]) in this run.
+    pub seq_resets: u64,
+    /// The spool's incarnation.
+    pub incarnation: u64,
 }
 
 /// A running exporter.
@@ -272,20 +283,13 @@ pub struct Exporter {
     task: JoinHandle<()>,
 }
 
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(vigil_proto::time::now_ns());
-    h.write_u32(std::process::id());
-    h.finish()
-}
-
 impl Exporter {
     /// Opens the spool and starts the sender on the current tokio runtime.
     pub fn start(cfg: ExporterConfig, live: Arc<LiveCounters>) -> Result<Exporter, ExportError> {
         let endpoint = endpoint(&cfg)?;
         let spool = Spool::open(cfg.spool.clone())?;
         let (acked, _) = watch::channel(spool.acked());
+        let incarnation = spool.incarnation();
         let shared = Arc::new(Shared {
             cfg,
             spool: Mutex::new(spool),
@@ -296,7 +300,8 @@ impl Exporter {
             stop_notify: Notify::new(),
             live,
             counters: ExportCounters::default(),
-            run_id: random_u64(),
+            run_id: super::random_u64(),
+            incarnation,
             refused: Mutex::new(None),
             ack_latency: Mutex::new(
                 Histogram::new_with_bounds(1, 3_600_000_000, 3)
@@ -367,6 +372,8 @@ impl Exporter {
                 .clone(),
             pending: spool.pending(),
             acked: spool.acked(),
+            seq_resets: self.shared.counters.seq_resets.load(Ordering::Relaxed),
+            incarnation: self.shared.incarnation,
             rejected: self.shared.counters.rejected.load(Ordering::Relaxed),
         })
     }
@@ -527,7 +534,8 @@ async fn sender(shared: Arc<Shared>, mut first: Option<Endpoint>) {
             }
         }
         // Keep batching and syncing while disconnected.
-        let jitter = Duration::from_millis(random_u64() % (backoff.as_millis() as u64 / 4 + 1));
+        let jitter =
+            Duration::from_millis(super::random_u64() % (backoff.as_millis() as u64 / 4 + 1));
         let until = tokio::time::Instant::now() + backoff + jitter;
         loop {
             tokio::select! {
@@ -567,6 +575,7 @@ fn message(shared: &Shared, seq: u64, payload: &[u8]) -> Vec<u8> {
         seq,
         flows: Vec::new(),
         stats: Some(shared.stats()),
+        incarnation: shared.incarnation,
     };
     let mut buf = Vec::with_capacity(header.encoded_len() + payload.len());
     // Cannot fail: the Vec grows.
@@ -651,6 +660,18 @@ async fn stream(shared: &Arc<Shared>, channel: Channel) -> StreamEnd {
                         shared.counters.acked.fetch_add(1, Ordering::Relaxed);
                         if ack.duplicate {
                             shared.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if ack.seq_reset {
+                            shared.counters.seq_resets.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(
+                                collector = %shared.cfg.collector,
+                                sensor = %shared.cfg.sensor_id,
+                                incarnation = %format_args!("{:016x}", shared.incarnation),
+                                seq = ack.seq,
+                                "the collector holds batches of this sensor id from another spool: \
+                                 sequence numbers started again (a new spool, or another host with this id); \
+                                 both are stored"
+                            );
                         }
                         shared.acked.send_replace(acked);
                         let mut h = shared.ack_latency.lock().unwrap_or_else(|p| p.into_inner());

@@ -46,6 +46,25 @@ impl FromStr for Format {
     }
 }
 
+/// 64 random bits: from the kernel's generator, or (should
+/// `/dev/urandom` be unreadable) a randomly keyed hash of the clock and
+/// the process id.
+pub(crate) fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::io::Read as _;
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok()
+    {
+        return u64::from_le_bytes(b);
+    }
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(vigil_proto::time::now_ns());
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
 /// CSV header, in the JSON field order.
 pub const CSV_HEADER: &str = "flow_id,first_seen,last_seen,proto,src_ip,src_port,dst_ip,dst_port,vlan,\
 fwd_packets,fwd_bytes,rev_packets,rev_bytes,fwd_tcp_flags,rev_tcp_flags,fwd_initial_tcp_flags,\

@@ -27,9 +27,15 @@
 //!   Sequence numbers increase by one from record to record and across
 //!   segments, except where the size bound dropped whole segments.
 //! - `state`: `key=value` lines, rewritten atomically (temporary file,
-//!   fsync, rename): `acked` (highest acknowledged seq; batches up to it
-//!   are not resent), `dropped_batches`, `dropped_flows`, `dropped_bytes`
-//!   (what the size bound discarded, cumulative) and `corrupt_records`.
+//!   fsync, rename): `incarnation` (the spool's identity, drawn at random
+//!   when the spool is created: sequence numbers count within it, and the
+//!   collector dedupes per sensor id and incarnation, so a sensor whose
+//!   spool was lost, starting again at seq 1, is stored, not taken for a
+//!   replay), `acked` (highest acknowledged seq; batches up to it are not
+//!   resent), `next_seq`, `dropped_batches`, `dropped_flows`,
+//!   `dropped_bytes` (what the size bound discarded, cumulative) and
+//!   `corrupt_records`. A state file of an older version without
+//!   `incarnation` is given one at open.
 //!
 //! # Durability (fsync policy)
 //!
@@ -176,6 +182,7 @@ pub struct SpooledBatch {
 pub struct Spool {
     cfg: SpoolConfig,
     segments: Vec<Segment>,
+    incarnation: u64,
     next_seq: u64,
     acked: u64,
     stats: SpoolStats,
@@ -188,6 +195,16 @@ fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Spo
         path: path.to_path_buf(),
         op,
         source,
+    }
+}
+
+/// A random, non-zero incarnation id.
+fn new_incarnation() -> u64 {
+    loop {
+        let v = super::random_u64();
+        if v != 0 {
+            return v;
+        }
     }
 }
 
@@ -207,6 +224,7 @@ impl Spool {
         fs::create_dir_all(&cfg.dir).map_err(io_err(&cfg.dir, "creating the directory"))?;
         let mut spool = Spool {
             segments: Vec::new(),
+            incarnation: 0,
             next_seq: 1,
             acked: 0,
             stats: SpoolStats::default(),
@@ -215,6 +233,14 @@ impl Spool {
             cfg,
         };
         spool.read_state()?;
+        if spool.incarnation == 0 {
+            spool.incarnation = new_incarnation();
+            tracing::info!(
+                dir = %spool.cfg.dir.display(),
+                incarnation = %format_args!("{:016x}", spool.incarnation),
+                "new spool incarnation"
+            );
+        }
         let mut bases = Vec::new();
         for e in fs::read_dir(&spool.cfg.dir).map_err(io_err(&spool.cfg.dir, "listing"))? {
             let e = e.map_err(io_err(&spool.cfg.dir, "listing"))?;
@@ -252,6 +278,7 @@ impl Spool {
         tracing::info!(
             dir = %spool.cfg.dir.display(),
             pending = spool.pending(),
+            incarnation = %format_args!("{:016x}", spool.incarnation),
             next_seq = spool.next_seq,
             acked = spool.acked,
             corrupt = spool.stats.corrupt_records,
@@ -282,6 +309,7 @@ impl Spool {
                 .map_err(|_| bad(format!("{k}: {v:?} is not a number")))?;
             match k.trim() {
                 "version" => {}
+                "incarnation" => self.incarnation = v,
                 "acked" => self.acked = v,
                 "next_seq" => self.next_seq = v,
                 "dropped_batches" => self.stats.dropped_batches = v,
@@ -298,7 +326,8 @@ impl Spool {
         let path = self.cfg.dir.join("state");
         let tmp = self.cfg.dir.join("state.tmp");
         let text = format!(
-            "version=1\nacked={}\nnext_seq={}\ndropped_batches={}\ndropped_flows={}\ndropped_bytes={}\ncorrupt_records={}\n",
+            "version=1\nincarnation={}\nacked={}\nnext_seq={}\ndropped_batches={}\ndropped_flows={}\ndropped_bytes={}\ncorrupt_records={}\n",
+            self.incarnation,
             self.acked,
             self.next_seq,
             self.stats.dropped_batches,
@@ -604,6 +633,11 @@ impl Spool {
             .count() as u64
     }
 
+    /// The spool's identity, fixed for its life (never 0).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
     /// Counters.
     pub fn stats(&self) -> SpoolStats {
         SpoolStats {
@@ -727,6 +761,31 @@ mod tests {
         assert_eq!(s.stats().corrupt_records, 2);
         assert_eq!(s.read_from(1).unwrap(), None);
         assert_eq!(s.next_seq(), 5, "seq stays monotone through the state file");
+    }
+
+    #[test]
+    fn the_incarnation_is_drawn_once_and_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let first = {
+            let mut s = Spool::open(cfg(d.path())).unwrap();
+            s.append(b"a", 1).unwrap();
+            s.close().unwrap();
+            s.incarnation()
+        };
+        assert_ne!(first, 0);
+        assert_eq!(Spool::open(cfg(d.path())).unwrap().incarnation(), first);
+        // A lost spool: a new directory is a new incarnation, seq from 1.
+        let d2 = tempfile::tempdir().unwrap();
+        let mut s2 = Spool::open(cfg(d2.path())).unwrap();
+        assert_ne!(s2.incarnation(), first);
+        assert_eq!(s2.append(b"b", 1).unwrap(), 1);
+        // A state file written before incarnations existed gets one, kept.
+        let d3 = tempfile::tempdir().unwrap();
+        fs::write(d3.path().join("state"), "version=1\nacked=7\nnext_seq=8\n").unwrap();
+        let inc = Spool::open(cfg(d3.path())).unwrap().incarnation();
+        assert_ne!(inc, 0);
+        let s3 = Spool::open(cfg(d3.path())).unwrap();
+        assert_eq!((s3.incarnation(), s3.next_seq()), (inc, 8));
     }
 
     #[test]

@@ -8,7 +8,10 @@ use prost::Message as _;
 
 use super::http::HttpError;
 use super::wire::{FlowBlock, put_str};
-use super::{ClickHouseStore, Reader, flow_column_names, is_fenced, lit, valid_name};
+use super::{
+    ClickHouseStore, MAX_ORDINAL, Reader, SEQ_BITS, flow_column_names, is_fenced, lit, stored_seq,
+    valid_name,
+};
 use crate::model::ingest::{CommitOutcome, IngestBatch, SensorRecord, sum_stats};
 use crate::store::{IngestStore, SensorRegistry, StoreError};
 use vigil_proto::pb;
@@ -42,9 +45,7 @@ impl IngestStore for ClickHouseStore {
             return Ok(());
         }
         if let Ok(mut known) = self.last_seq.lock() {
-            for s in sensor_ids {
-                known.remove(*s);
-            }
+            known.retain(|(s, _), _| !sensor_ids.contains(&s.as_str()));
         }
         let mut ing = self
             .ingest
@@ -121,8 +122,8 @@ impl IngestStore for ClickHouseStore {
         let ingest = self.ingest_table(&mut ing)?;
         let mut outcomes = Vec::with_capacity(batches.len());
         let (mut marks, mut dups, mut runs) = (Vec::new(), Vec::new(), Vec::new());
-        // The flow rows to insert: (batch, index in it).
-        let mut rows: Vec<(&IngestBatch, u32)> = Vec::new();
+        // The flow rows to insert: (batch, its stored seq, index in it).
+        let mut rows: Vec<(&IngestBatch, u64, u32)> = Vec::new();
         for b in batches {
             if ing
                 .opened
@@ -132,47 +133,59 @@ impl IngestStore for ClickHouseStore {
                 outcomes.push(CommitOutcome::Fenced);
                 continue;
             }
-            let (last, flows_to) = match known.get(&b.sensor_id) {
+            let ordinal = self.ordinal(&b.sensor_id, b.incarnation)?;
+            let key = (b.sensor_id.clone(), ordinal);
+            let base = stored_seq(ordinal, 0);
+            let seq = stored_seq(ordinal, b.seq);
+            let (last, flows_to) = match known.get(&key) {
                 Some(v) => *v,
-                None => self.db_last_seq(&b.sensor_id)?,
+                None => self.db_last_seq(&b.sensor_id, ordinal)?,
             };
-            if b.seq > last && b.seq <= flows_to {
+            // The first batch stored of an incarnation, while the sensor
+            // has batches of another: its sequence numbers started again.
+            let reset = |this: &Self| -> Result<bool, StoreError> {
+                Ok(last == base && this.has_other_batches(&b.sensor_id, ordinal)?)
+            };
+            if seq > last && seq <= flows_to {
                 // A commit stopped after (some of) the flows and before the
                 // mark: ClickHouse writes an insert part by part (one per
                 // day partition), so store the rows that are missing, by
                 // their index in the batch, and the mark.
-                let have = self.stored_indexes(b)?;
+                let have = self.stored_indexes(b, seq)?;
                 rows.extend(
                     (0..b.flows.len() as u32)
                         .filter(|i| !have.contains(i))
-                        .map(|i| (*b, i)),
+                        .map(|i| (*b, seq, i)),
                 );
-                put_mark(&mut marks, b);
-                known.insert(b.sensor_id.clone(), (b.seq, flows_to));
+                put_mark(&mut marks, b, seq);
+                let reset = reset(self)?;
+                known.insert(key, (seq, flows_to));
                 outcomes.push(CommitOutcome::Stored {
-                    gap: b.seq - last - 1,
+                    gap: seq - last - 1,
+                    reset,
                 });
                 continue;
             }
-            if b.seq <= last {
+            if seq <= last {
                 put_str(&mut dups, b.sensor_id.as_bytes());
-                dups.extend_from_slice(&b.seq.to_le_bytes());
+                dups.extend_from_slice(&seq.to_le_bytes());
                 dups.extend_from_slice(&b.received_ns.to_le_bytes());
-                known.insert(b.sensor_id.clone(), (last, flows_to));
+                known.insert(key, (last, flows_to));
                 outcomes.push(CommitOutcome::Duplicate);
                 continue;
             }
-            rows.extend((0..b.flows.len() as u32).map(|i| (*b, i)));
-            put_mark(&mut marks, b);
+            rows.extend((0..b.flows.len() as u32).map(|i| (*b, seq, i)));
+            put_mark(&mut marks, b, seq);
             if let Some(s) = &b.stats {
                 put_str(&mut runs, b.sensor_id.as_bytes());
                 runs.extend_from_slice(&s.run_id.to_le_bytes());
                 runs.extend_from_slice(&b.received_ns.to_le_bytes());
                 put_str(&mut runs, &s.encode_to_vec());
             }
-            let gap = b.seq - last - 1;
-            known.insert(b.sensor_id.clone(), (b.seq, b.seq));
-            outcomes.push(CommitOutcome::Stored { gap });
+            let gap = seq - last - 1;
+            let reset = reset(self)?;
+            known.insert(key, (seq, seq));
+            outcomes.push(CommitOutcome::Stored { gap, reset });
         }
         // The flows in parallel inserts, each encoded by its own thread and
         // parsed and written by a server thread of its own; the marks only
@@ -183,13 +196,13 @@ impl IngestStore for ClickHouseStore {
             self.db,
             flow_column_names()
         );
-        let insert_flows = |part: &[(&IngestBatch, u32)]| -> Result<(), HttpError> {
+        let insert_flows = |part: &[(&IngestBatch, u64, u32)]| -> Result<(), HttpError> {
             let spare = self.blocks.lock().ok().and_then(|mut v| v.pop());
             let mut block = spare.unwrap_or_else(|| FlowBlock::with_rows(part.len()));
             block.clear();
             let mut scratch = Vec::new();
-            for (b, i) in part {
-                block.push(&b.sensor_id, b.seq, *i, &b.flows[*i as usize], &mut scratch);
+            for (b, seq, i) in part {
+                block.push(&b.sensor_id, *seq, *i, &b.flows[*i as usize], &mut scratch);
             }
             let res = self.http.insert_parts(&flow_insert, &block.parts());
             if let Ok(mut v) = self.blocks.lock() {
@@ -276,29 +289,59 @@ impl IngestStore for ClickHouseStore {
 impl SensorRegistry for ClickHouseStore {
     fn sensors(&self) -> Result<Vec<SensorRecord>, StoreError> {
         let db = &self.db;
+        // Per sensor and incarnation ordinal: marks, then summed per sensor.
         let body = self.select(
             "reading the sensors' marks",
             &format!(
-                "SELECT sensor_id, max(seq), count(), sum(flows), max(received_ns), uniqExact(seq) \
-             FROM {db}.batches GROUP BY sensor_id ORDER BY sensor_id"
+                "SELECT sensor_id, toUInt64(intDiv(seq, {})) AS ord, max(seq), count(), sum(flows), \
+                 max(received_ns), uniqExact(seq) \
+                 FROM {db}.batches GROUP BY sensor_id, ord ORDER BY sensor_id, ord",
+                1u64 << SEQ_BITS
             ),
         )?;
         let mut r = Reader::new(&body);
-        let mut out = Vec::new();
+        let mut out: Vec<SensorRecord> = Vec::new();
+        // Per sensor: the ordinal of its latest batch.
+        let mut latest: Vec<u64> = Vec::new();
         while !r.done() {
             let sensor_id = r.string()?;
-            let (last_seq, batches, flows, last_seen_ns, distinct) =
-                (r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?);
-            out.push(SensorRecord {
-                sensor_id,
-                last_seq,
-                batches,
-                flows,
-                duplicates: 0,
-                seq_gaps: last_seq.saturating_sub(distinct),
-                last_seen_ns,
-                stats: pb::SensorStats::default(),
-            });
+            let (ord, max_seq, batches, flows, last_seen_ns, distinct) =
+                (r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+            let own = max_seq - stored_seq(ord, 0);
+            if out.last().is_none_or(|x| x.sensor_id != sensor_id) {
+                out.push(SensorRecord {
+                    sensor_id,
+                    ..SensorRecord::default()
+                });
+                latest.push(ord);
+            } else if let Some(rec) = out.last_mut() {
+                rec.seq_resets += 1;
+            }
+            let (rec, lat) = (out.last_mut(), latest.last_mut());
+            let (Some(rec), Some(lat)) = (rec, lat) else {
+                continue;
+            };
+            rec.batches += batches;
+            rec.flows += flows;
+            rec.seq_gaps += own.saturating_sub(distinct);
+            if last_seen_ns >= rec.last_seen_ns {
+                rec.last_seen_ns = last_seen_ns;
+                rec.last_seq = own;
+                *lat = ord;
+            }
+        }
+        let body = self.select(
+            "reading the sensors' incarnations",
+            &format!("SELECT sensor_id, incarnation, ordinal FROM {db}.incarnations FINAL"),
+        )?;
+        let mut r = Reader::new(&body);
+        while !r.done() {
+            let (s, inc, ord) = (r.string()?, r.u64()?, r.u64()?);
+            if let Some(i) = out.iter().position(|x| x.sensor_id == s)
+                && latest[i] == ord
+            {
+                out[i].incarnation = inc;
+            }
         }
         let body = self.select(
             "reading the duplicate counts",
@@ -386,23 +429,95 @@ impl ClickHouseStore {
         Ok(())
     }
 
-    /// The sensor's highest `seq` with a `batches` mark, and the highest
-    /// with flows stored (higher when a commit stopped between the two).
-    fn db_last_seq(&self, sensor: &str) -> Result<(u64, u64), StoreError> {
+    /// The ordinal of a sensor's incarnation: 0 for incarnation 0 (a
+    /// sensor that predates them), else the one recorded, else the next
+    /// free one, recorded now.
+    fn ordinal(&self, sensor: &str, incarnation: u64) -> Result<u64, StoreError> {
+        if incarnation == 0 {
+            return Ok(0);
+        }
+        let mut cache = self
+            .ordinals
+            .lock()
+            .map_err(|_| StoreError::Internal("the ClickHouse store's state lock is poisoned"))?;
+        let key = (sensor.to_string(), incarnation);
+        if let Some(o) = cache.get(&key) {
+            return Ok(*o);
+        }
+        let body = self.select(
+            "reading a sensor's incarnations",
+            &format!(
+                "SELECT incarnation, ordinal FROM {}.incarnations FINAL WHERE sensor_id = {}",
+                self.db,
+                lit(sensor.as_bytes())
+            ),
+        )?;
+        let mut r = Reader::new(&body);
+        let mut top = 0;
+        while !r.done() {
+            let (inc, ord) = (r.u64()?, r.u64()?);
+            top = top.max(ord);
+            cache.insert((sensor.to_string(), inc), ord);
+        }
+        if let Some(o) = cache.get(&key) {
+            return Ok(*o);
+        }
+        let ord = top + 1;
+        if ord > MAX_ORDINAL {
+            return Err(self.corrupt(format!(
+                "sensor {sensor}: more than {MAX_ORDINAL} spool incarnations"
+            )));
+        }
+        let mut row = Vec::new();
+        put_str(&mut row, sensor.as_bytes());
+        row.extend_from_slice(&incarnation.to_le_bytes());
+        row.extend_from_slice(&ord.to_le_bytes());
+        row.extend_from_slice(&vigil_proto::time::now_ns().to_le_bytes());
+        self.insert(
+            "recording a spool incarnation",
+            "incarnations",
+            "sensor_id, incarnation, ordinal, created_ns",
+            &row,
+        )?;
+        cache.insert(key, ord);
+        Ok(ord)
+    }
+
+    /// Whether the sensor has batches stored under another incarnation.
+    fn has_other_batches(&self, sensor: &str, ordinal: u64) -> Result<bool, StoreError> {
+        let (lo, hi) = (stored_seq(ordinal, 0), stored_seq(ordinal + 1, 0));
+        let body = self.select(
+            "reading a sensor's other incarnations",
+            &format!(
+                "SELECT toUInt64(count()) FROM {}.batches WHERE sensor_id = {} AND (seq < {lo} OR seq >= {hi})",
+                self.db,
+                lit(sensor.as_bytes())
+            ),
+        )?;
+        Ok(Reader::new(&body).u64()? > 0)
+    }
+
+    /// The highest stored seq of a sensor's incarnation with a `batches`
+    /// mark, and the highest with flows stored (higher when a commit
+    /// stopped between the two); the incarnation's base when none.
+    fn db_last_seq(&self, sensor: &str, ordinal: u64) -> Result<(u64, u64), StoreError> {
         let s = lit(sensor.as_bytes());
         let db = &self.db;
+        let (lo, hi) = (stored_seq(ordinal, 0), stored_seq(ordinal + 1, 0));
+        let within = format!("sensor_id = {s} AND seq > {lo} AND seq < {hi}");
         // Scalar subqueries are Nullable in current releases (not in
-        // 18.16): `ifNull` makes both plain UInt64.
+        // 18.16, where the max of nothing is 0): `ifNull` makes both plain
+        // UInt64, `greatest` the base.
         let body = self.select("reading a sensor's last marks", &format!(
-            "SELECT toUInt64(ifNull((SELECT max(seq) FROM {db}.batches WHERE sensor_id = {s}), 0)), \
-             toUInt64(ifNull((SELECT max(seq) FROM {db}.flows WHERE sensor_id = {s}), 0))"
+            "SELECT greatest(toUInt64(ifNull((SELECT max(seq) FROM {db}.batches WHERE {within}), 0)), toUInt64({lo})), \
+             greatest(toUInt64(ifNull((SELECT max(seq) FROM {db}.flows WHERE {within}), 0)), toUInt64({lo}))"
         ))?;
         let mut r = Reader::new(&body);
         Ok((r.u64()?, r.u64()?))
     }
 
-    /// Indexes of a batch's rows already in `flows`.
-    fn stored_indexes(&self, b: &IngestBatch) -> Result<HashSet<u32>, StoreError> {
+    /// Indexes of a batch's rows already in `flows`, by its stored seq.
+    fn stored_indexes(&self, b: &IngestBatch, seq: u64) -> Result<HashSet<u32>, StoreError> {
         let (lo, hi) = b.flows.iter().fold((u64::MAX, 0), |(lo, hi), r| {
             (lo.min(r.first_seen_ns), hi.max(r.first_seen_ns))
         });
@@ -410,10 +525,9 @@ impl ClickHouseStore {
             "reading a batch's stored rows",
             &format!(
                 "SELECT idx FROM {}.flows WHERE first_ns >= {lo} AND first_ns <= {hi} \
-             AND sensor_id = {} AND seq = {}",
+             AND sensor_id = {} AND seq = {seq}",
                 self.db,
                 lit(b.sensor_id.as_bytes()),
-                b.seq
             ),
         )?;
         let mut r = Reader::new(&body);
@@ -439,10 +553,11 @@ pub(super) fn split_rows(n: usize, k: usize) -> Vec<std::ops::Range<usize>> {
 /// Fewest rows worth an insert of their own.
 const MIN_PARALLEL_ROWS: usize = 16_384;
 
-/// Appends a batch's `batches` row: sensor_id, seq, flows, received_ns.
-fn put_mark(out: &mut Vec<u8>, b: &IngestBatch) {
+/// Appends a batch's `batches` row: sensor_id, stored seq, flows,
+/// received_ns.
+fn put_mark(out: &mut Vec<u8>, b: &IngestBatch, seq: u64) {
     put_str(out, b.sensor_id.as_bytes());
-    out.extend_from_slice(&b.seq.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&(b.flows.len() as u64).to_le_bytes());
     out.extend_from_slice(&b.received_ns.to_le_bytes());
 }

@@ -15,7 +15,13 @@
 //!   record itself as its `vigil.v1.Flow` protobuf encoding, from which rows
 //!   are read back exactly.
 //! - `batches`: one row per committed batch `(sensor_id, seq)`: the dedupe
-//!   state, shared by every collector writing to the database.
+//!   state, shared by every collector writing to the database. Here (and
+//!   in `flows` and `duplicates`) `seq` is the stored sequence number:
+//!   the incarnation's ordinal times 2^40 plus the batch's seq
+//!   ([`stored_seq`]), so that dedupe is per (sensor, incarnation).
+//! - `incarnations`: each sensor spool incarnation seen, with its ordinal
+//!   (1, 2, …, in the order first seen; 0 is the one incarnation of a
+//!   sensor that predates them).
 //! - `duplicates`, `sensor_runs`: duplicate batches seen; each sensor run's
 //!   latest counters.
 //! - `alerts` (`ReplacingMergeTree` by update time), `alert_evidence`.
@@ -95,6 +101,18 @@ impl Default for ClickHouseConfig {
     }
 }
 
+/// Bits of a stored seq that hold the batch's own seq (the ordinal of its
+/// incarnation is above them): [`crate::ingest::MAX_SEQ`] fits.
+pub(super) const SEQ_BITS: u32 = 40;
+
+/// The most incarnations one sensor id may have (the ordinal's bits).
+pub(super) const MAX_ORDINAL: u64 = (1 << (63 - SEQ_BITS)) - 1;
+
+/// The seq stored for a batch: its incarnation's ordinal and its own seq.
+pub(super) fn stored_seq(ordinal: u64, seq: u64) -> u64 {
+    (ordinal << SEQ_BITS) | seq
+}
+
 /// A flow store in ClickHouse.
 #[derive(Debug)]
 pub struct ClickHouseStore {
@@ -103,10 +121,12 @@ pub struct ClickHouseStore {
     max_age: Option<std::time::Duration>,
     max_bytes: Option<u64>,
     parallel_inserts: usize,
-    /// Per sensor, as this collector last saw them: the highest committed
-    /// `seq`, and the highest `seq` with flows stored (above the first when
-    /// a commit stopped between its inserts).
-    last_seq: Mutex<HashMap<String, (u64, u64)>>,
+    /// Per (sensor, incarnation ordinal), as this collector last saw them:
+    /// the highest committed stored seq, and the highest with flows stored
+    /// (above the first when a commit stopped between its inserts).
+    last_seq: Mutex<HashMap<(String, u64), (u64, u64)>>,
+    /// Per (sensor, incarnation): its ordinal, once known.
+    ordinals: Mutex<HashMap<(String, u64), u64>>,
     /// Flow blocks of earlier inserts, their buffers kept for the next
     /// (fresh ones of tens of MiB cost page faults on every commit).
     blocks: Mutex<Vec<FlowBlock>>,
@@ -246,6 +266,7 @@ impl ClickHouseStore {
             max_bytes: cfg.max_bytes,
             parallel_inserts: cfg.parallel_inserts.max(1),
             last_seq: Mutex::new(HashMap::new()),
+            ordinals: Mutex::new(HashMap::new()),
             blocks: Mutex::new(Vec::new()),
             writer: writer_name(),
             drop_sync: "",

@@ -82,6 +82,12 @@ impl ClickHouseStore {
                 "CREATE TABLE IF NOT EXISTS {db}.duplicates (sensor_id String, seq UInt64, \
                  received_ns UInt64) ENGINE = MergeTree() ORDER BY (sensor_id, seq)"
             ),
+            // Each sensor's spool incarnations, numbered in the order seen.
+            format!(
+                "CREATE TABLE IF NOT EXISTS {db}.incarnations (sensor_id String, incarnation UInt64, \
+                 ordinal UInt64, created_ns UInt64) \
+                 ENGINE = ReplacingMergeTree() ORDER BY (sensor_id, incarnation)"
+            ),
             // Which collector (`writer`) each sensor opened a stream to,
             // and when (the collector's clock): who to fence.
             format!(

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use prost::Message as _;
-use rusqlite::{TransactionBehavior, params};
+use rusqlite::{OptionalExtension as _, TransactionBehavior, params};
 use vigil_proto::wire::ip_to_bytes;
 use vigil_proto::{FlowRecord, pb};
 
@@ -40,7 +40,7 @@ impl SensorRegistry for SqliteStore {
         self.with_reader(|c| {
             let mut stmt = c
                 .prepare_cached(
-                    "SELECT id, name, last_seq, batches, flows, duplicates, seq_gaps, last_seen_ns FROM sensors ORDER BY name",
+                    "SELECT id, name, last_seq, batches, flows, duplicates, seq_gaps, last_seen_ns, incarnation, seq_resets FROM sensors ORDER BY name",
                 )
                 .map_err(|e| self.err("preparing the sensor list", e))?;
             let rows: Vec<(i64, SensorRecord)> = stmt
@@ -56,6 +56,9 @@ impl SensorRegistry for SqliteStore {
                             duplicates: u(5)?,
                             seq_gaps: u(6)?,
                             last_seen_ns: u(7)?,
+                            incarnation: u(8)?,
+                            seq_resets: u(9)?,
+                            id_conflicts: 0,
                             stats: pb::SensorStats::default(),
                         },
                     ))
@@ -97,18 +100,30 @@ impl SqliteStore {
         rollups: &mut Rollups,
     ) -> Result<CommitOutcome, StoreError> {
         let seq = i64_of("seq", b.seq)?;
+        // Stored as its bits: incarnations are random 64-bit values.
+        let incarnation = b.incarnation as i64;
         tx.execute(
             "INSERT OR IGNORE INTO sensors (name) VALUES (?1)",
             [&b.sensor_id],
         )
         .map_err(|e| self.err("registering a sensor", e))?;
-        let (sensor, last_seq): (i64, i64) = tx
+        let (sensor, stored_before): (i64, bool) = tx
             .query_row(
-                "SELECT id, last_seq FROM sensors WHERE name = ?1",
+                "SELECT id, batches > 0 FROM sensors WHERE name = ?1",
                 [&b.sensor_id],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
+            .map_err(|e| self.err("reading the sensor", e))?;
+        // Dedupe is per (sensor, incarnation): a new spool starts at seq 1.
+        let mark: Option<i64> = tx
+            .query_row(
+                "SELECT last_seq FROM sensor_incarnations WHERE sensor = ?1 AND incarnation = ?2",
+                params![sensor, incarnation],
+                |r| r.get(0),
+            )
+            .optional()
             .map_err(|e| self.err("reading the dedupe mark", e))?;
+        let last_seq = mark.unwrap_or(0);
         if seq <= last_seq {
             tx.execute(
                 "UPDATE sensors SET duplicates = duplicates + 1 WHERE id = ?1",
@@ -117,6 +132,7 @@ impl SqliteStore {
             .map_err(|e| self.err("counting a duplicate", e))?;
             return Ok(CommitOutcome::Duplicate);
         }
+        let reset = mark.is_none() && stored_before;
         let gap = (seq - last_seq - 1) as u64;
         {
             // Rows go in multi-row statements of ROWS_PER_INSERT (one
@@ -151,18 +167,29 @@ impl SqliteStore {
             }
         }
         let n = i64_of("flows", b.flows.len() as u64)?;
+        let received = i64_of("received_ns", b.received_ns)?;
+        tx.execute(
+            "INSERT INTO sensor_incarnations (sensor, incarnation, last_seq, first_seen_ns)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (sensor, incarnation) DO UPDATE SET last_seq = excluded.last_seq",
+            params![sensor, incarnation, seq, received],
+        )
+        .map_err(|e| self.err("advancing the dedupe mark", e))?;
         tx.execute(
             "UPDATE sensors SET last_seq = ?2, batches = batches + 1, flows = flows + ?3,
-             seq_gaps = seq_gaps + ?4, last_seen_ns = ?5 WHERE id = ?1",
+             seq_gaps = seq_gaps + ?4, last_seen_ns = ?5, incarnation = ?6,
+             seq_resets = seq_resets + ?7 WHERE id = ?1",
             params![
                 sensor,
                 seq,
                 n,
                 i64_of("gap", gap)?,
-                i64_of("received_ns", b.received_ns)?
+                received,
+                incarnation,
+                i64::from(reset)
             ],
         )
-        .map_err(|e| self.err("advancing the dedupe mark", e))?;
+        .map_err(|e| self.err("updating the sensor", e))?;
         if let Some(stats) = &b.stats {
             tx.execute(
                 "INSERT OR REPLACE INTO sensor_runs (sensor, run_id, updated_ns, stats) VALUES (?1, ?2, ?3, ?4)",
@@ -175,7 +202,7 @@ impl SqliteStore {
             )
             .map_err(|e| self.err("recording sensor counters", e))?;
         }
-        Ok(CommitOutcome::Stored { gap })
+        Ok(CommitOutcome::Stored { gap, reset })
     }
 }
 

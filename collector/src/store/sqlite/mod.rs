@@ -38,7 +38,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::StoreError;
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// How hard a commit waits for the disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -84,8 +84,17 @@ CREATE TABLE IF NOT EXISTS sensors (
     flows INTEGER NOT NULL DEFAULT 0,
     duplicates INTEGER NOT NULL DEFAULT 0,
     seq_gaps INTEGER NOT NULL DEFAULT 0,
-    last_seen_ns INTEGER NOT NULL DEFAULT 0
+    last_seen_ns INTEGER NOT NULL DEFAULT 0,
+    incarnation INTEGER NOT NULL DEFAULT 0,
+    seq_resets INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS sensor_incarnations (
+    sensor INTEGER NOT NULL,
+    incarnation INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    first_seen_ns INTEGER NOT NULL,
+    PRIMARY KEY (sensor, incarnation)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sensor_runs (
     sensor INTEGER NOT NULL,
     run_id INTEGER NOT NULL,
@@ -193,6 +202,21 @@ impl SqliteStore {
                     .map_err(|e| store.err("writing the schema version", e))?;
                 }
                 Some(SCHEMA_VERSION) => {}
+                Some(1) => {
+                    // Version 1 kept one dedupe mark per sensor: it becomes
+                    // the mark of incarnation 0 (sensors that predate them).
+                    conn.execute_batch(
+                        "BEGIN IMMEDIATE;
+                         ALTER TABLE sensors ADD COLUMN incarnation INTEGER NOT NULL DEFAULT 0;
+                         ALTER TABLE sensors ADD COLUMN seq_resets INTEGER NOT NULL DEFAULT 0;
+                         INSERT OR IGNORE INTO sensor_incarnations (sensor, incarnation, last_seq, first_seen_ns)
+                           SELECT id, 0, last_seq, last_seen_ns FROM sensors WHERE batches > 0 OR last_seq > 0;
+                         UPDATE meta SET value = 2 WHERE key = 'schema';
+                         COMMIT;",
+                    )
+                    .map_err(|e| store.err("migrating the schema from version 1", e))?;
+                    tracing::info!(path = %store.path.display(), "store migrated to schema version 2 (spool incarnations)");
+                }
                 Some(other) => return Err(store.wrong_schema(Some(other))),
             }
         }

@@ -10,9 +10,9 @@ use super::*;
 use crate::model::alert::AlertQuery;
 use crate::model::query::{Filter, TimeRange, TopBy, TopKey};
 use crate::query::memory;
-use crate::store::CommitOutcome;
 use crate::store::plan::NS_PER_MIN;
 use crate::store::prelude::*;
+use crate::store::{CommitOutcome, IngestBatch};
 use crate::testutil::{Rng, T0, batch, filled, record};
 
 #[test]
@@ -79,7 +79,10 @@ fn duplicates_are_dropped_and_gaps_counted_persistently() {
         let store = SqliteStore::open(dir.path(), SqliteConfig::default()).unwrap();
         assert_eq!(
             store.commit(&batch("s", 1, one.clone())).unwrap(),
-            CommitOutcome::Stored { gap: 0 }
+            CommitOutcome::Stored {
+                gap: 0,
+                reset: false
+            }
         );
         assert_eq!(
             store.commit(&batch("s", 1, one.clone())).unwrap(),
@@ -87,12 +90,18 @@ fn duplicates_are_dropped_and_gaps_counted_persistently() {
         );
         assert_eq!(
             store.commit(&batch("s", 4, one.clone())).unwrap(),
-            CommitOutcome::Stored { gap: 2 }
+            CommitOutcome::Stored {
+                gap: 2,
+                reset: false
+            }
         );
         // Another sensor's sequence is its own.
         assert_eq!(
             store.commit(&batch("t", 1, one.clone())).unwrap(),
-            CommitOutcome::Stored { gap: 0 }
+            CommitOutcome::Stored {
+                gap: 0,
+                reset: false
+            }
         );
     }
     let store = SqliteStore::open(dir.path(), SqliteConfig::default()).unwrap();
@@ -164,10 +173,19 @@ fn a_group_commit_dedupes_within_itself_and_is_all_or_nothing() {
     assert_eq!(
         out,
         vec![
-            CommitOutcome::Stored { gap: 0 },
-            CommitOutcome::Stored { gap: 0 },
+            CommitOutcome::Stored {
+                gap: 0,
+                reset: false
+            },
+            CommitOutcome::Stored {
+                gap: 0,
+                reset: false
+            },
             CommitOutcome::Duplicate,
-            CommitOutcome::Stored { gap: 0 },
+            CommitOutcome::Stored {
+                gap: 0,
+                reset: false
+            },
         ]
     );
     assert_eq!(
@@ -327,4 +345,57 @@ fn retention_by_age_and_by_size() {
     let r = store2.enforce_retention(now).unwrap();
     assert!(r.deleted_flows > 0);
     assert!(store2.used_bytes().unwrap() <= used / 2);
+}
+
+/// A version 1 database (one dedupe mark per sensor) is migrated: its
+/// mark becomes incarnation 0's, so a sensor of before resends nothing
+/// twice, and a new spool of it is a reset.
+#[test]
+fn a_version_1_database_keeps_its_marks_as_incarnation_0() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let c = rusqlite::Connection::open(dir.path().join("vigil.db")).unwrap();
+        c.execute_batch(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             INSERT INTO meta VALUES ('schema', 1);
+             CREATE TABLE sensors (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+               last_seq INTEGER NOT NULL DEFAULT 0, batches INTEGER NOT NULL DEFAULT 0,
+               flows INTEGER NOT NULL DEFAULT 0, duplicates INTEGER NOT NULL DEFAULT 0,
+               seq_gaps INTEGER NOT NULL DEFAULT 0, last_seen_ns INTEGER NOT NULL DEFAULT 0);
+             INSERT INTO sensors (name, last_seq, batches, flows) VALUES ('old', 5, 5, 50);",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(dir.path(), SqliteConfig::default()).unwrap();
+    let mut rng = Rng(3);
+    let legacy = |seq| IngestBatch {
+        incarnation: 0,
+        ..batch("old", seq, vec![record(&mut Rng(seq), seq)])
+    };
+    assert_eq!(store.commit(&legacy(5)).unwrap(), CommitOutcome::Duplicate);
+    assert_eq!(
+        store.commit(&legacy(6)).unwrap(),
+        CommitOutcome::Stored {
+            gap: 0,
+            reset: false
+        }
+    );
+    assert_eq!(
+        store
+            .commit(&batch("old", 1, vec![record(&mut rng, 1)]))
+            .unwrap(),
+        CommitOutcome::Stored {
+            gap: 0,
+            reset: true
+        }
+    );
+    let s = &store.sensors().unwrap()[0];
+    assert_eq!(
+        (s.last_seq, s.incarnation, s.seq_resets, s.batches),
+        (1, 1, 1, 7)
+    );
+    drop(store);
+    // Migrated once: opened again (and read-only) as version 2.
+    SqliteStore::open(dir.path(), SqliteConfig::default()).unwrap();
+    SqliteStore::open_read_only(dir.path()).unwrap();
 }

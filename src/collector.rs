@@ -33,9 +33,14 @@ pub struct CollectorArgs {
     /// CA (PEM) that signs sensor certificates; clients must present one.
     #[arg(long, value_name = "PEM")]
     tls_ca: Option<PathBuf>,
-    /// Allow plaintext gRPC on a non-loopback address.
+    /// Allow plaintext gRPC on a non-loopback address (ingest only: flows
+    /// and alerts are then read only from loopback).
     #[arg(long)]
     insecure: bool,
+    /// A certificate identity (SAN DNS name or CN) that may read flows and
+    /// alerts over mTLS; repeatable; added to [access] analysts.
+    #[arg(long, value_name = "NAME")]
+    analyst: Vec<String>,
     /// Store durability: full (fsync before every ack) or normal.
     #[arg(long)]
     synchronous: Option<String>,
@@ -78,6 +83,7 @@ impl CollectorArgs {
         if self.insecure {
             f.insecure = true;
         }
+        f.access.analysts.extend(self.analyst.iter().cloned());
         if let Some(v) = &self.synchronous {
             f.store.synchronous = v.clone();
         }

@@ -43,6 +43,18 @@ pub struct CollectorFile {
     /// The protected assets (`[[protected]]`).
     #[serde(default)]
     pub protected: Vec<ProtectedSection>,
+    /// Who may read flows and alerts.
+    #[serde(default)]
+    pub access: AccessSection,
+}
+
+/// `[access]`
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessSection {
+    /// Identities (a client certificate's SAN DNS name or CN) that may read
+    /// flows and alerts over mTLS. Sensors' certificates may only stream.
+    pub analysts: Vec<String>,
 }
 
 impl Default for CollectorFile {
@@ -57,6 +69,7 @@ impl Default for CollectorFile {
             limits: LimitsSection::default(),
             detect: DetectSection::default(),
             protected: Vec::new(),
+            access: AccessSection::default(),
         }
     }
 }
@@ -197,6 +210,9 @@ impl CollectorFile {
                 flood: crate::detect::config::FloodSection::defaults(),
                 ..DetectSection::default()
             },
+            access: AccessSection {
+                analysts: vec!["analyst.example.org".into()],
+            },
             ..CollectorFile::default()
         };
         toml::to_string_pretty(&f).unwrap_or_default()
@@ -315,6 +331,16 @@ impl CollectorFile {
                 "collector.listen = \"{a}\": plaintext on a non-loopback address needs [tls] (--tls-cert, --tls-key, --tls-ca) or insecure = true"
             ));
         }
+        for (i, a) in self.access.analysts.iter().enumerate() {
+            if a.is_empty()
+                || a.len() > 253
+                || a.chars().any(|c| c.is_control() || c.is_whitespace())
+            {
+                errs.push(format!(
+                    "collector.access.analysts[{i}] = {a:?}: expected a certificate identity (SAN DNS name or CN), 1-253 characters without spaces"
+                ));
+            }
+        }
         let detect = if self.detect.enabled {
             match self.detect.validate(&self.protected) {
                 Ok(d) => Some(d),
@@ -376,6 +402,7 @@ impl CollectorFile {
             .map(std::sync::Arc::new);
         cfg.webhook = webhook;
         cfg.clickhouse = clickhouse;
+        cfg.analysts = self.access.analysts.clone();
         Ok(cfg)
     }
 }
@@ -400,6 +427,8 @@ listen = "0.0.0.0:50051"
 [store]
 synchronous = "sometimes"
 max_age = "0s"
+[access]
+analysts = ["alice", "bob smith"]
 "#,
             "collector.toml",
         )
@@ -411,6 +440,7 @@ max_age = "0s"
             "collector.store.max_age",
             "collector.data_dir",
             "collector.listen",
+            "collector.access.analysts[1]",
         ] {
             assert!(all.contains(key), "{key} missing from:\n{all}");
         }
@@ -420,6 +450,16 @@ max_age = "0s"
                 .to_string()
                 .contains("lissten")
         );
+    }
+
+    #[test]
+    fn analysts_are_taken_from_access() {
+        let f = CollectorFile::parse(
+            "data_dir = \"/tmp/x\"\n[access]\nanalysts = [\"alice\"]\n",
+            "collector.toml",
+        )
+        .unwrap();
+        assert_eq!(f.validate().unwrap().analysts, vec!["alice".to_string()]);
     }
 
     #[test]

@@ -196,3 +196,96 @@ fn two_live_sensors_with_one_id_are_both_stored_and_reported() {
         keys(first.into_iter().chain(second))
     );
 }
+
+/// As a user would, with mTLS and `[access] analysts = ["alice"]`: sensor
+/// s1's certificate streams as s1 and is refused as s2; an analyst's
+/// certificate may not stream; `vigil query` with s1's certificate exits
+/// non-zero naming the permission, with alice's it gets the answer; every
+/// refusal is counted.
+#[test]
+fn sensors_stream_as_themselves_and_only_analysts_read() {
+    use crate::util::Pki;
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(tmp.path());
+    let a = tmp.path().join("a.pcap");
+    let flows = capture(&a, 61);
+    let data = tmp.path().join("data");
+    rt().block_on(async {
+        let mut cfg = CollectorConfig::new("127.0.0.1:0".parse().unwrap(), data.clone());
+        cfg.tls = Some(pki.collector());
+        cfg.analysts = vec!["alice".into()];
+        let collector = server::start(cfg).await.expect("collector");
+        let url = format!("https://{}", collector.addr);
+        let run = |id: &str, cert: &str, spool: &str, drain: u64| {
+            let mut e = ExporterConfig::new(url.clone(), id.into(), tmp.path().join(spool));
+            e.batch_delay = Duration::from_millis(50);
+            e.backoff_max = Duration::from_millis(300);
+            e.tls = Some(pki.client(cert));
+            crate::util::sensor_with(
+                vec![Input::File(a.clone())],
+                e,
+                FlowConfig::default(),
+                Duration::from_secs(drain),
+            )
+        };
+        let ok = run("s1", "s1", "spool-s1", 30).await.expect("s1 as s1");
+        assert_eq!(ok.pending, 0);
+        let e = run("s2", "s1", "spool-s2", 2).await.unwrap_err();
+        assert!(e.to_string().contains("does not match"), "{e}");
+        let e = run("alice", "alice", "spool-alice", 2).await.unwrap_err();
+        assert!(e.to_string().contains("analyst"), "{e}");
+        let query = |who: &'static str| {
+            let (url, dir) = (url.clone(), tmp.path().to_path_buf());
+            tokio::task::spawn_blocking(move || {
+                vigil()
+                    .args(["query", "--count", "--collector", &url, "--tls-server-name"])
+                    .arg("localhost")
+                    .arg("--tls-ca")
+                    .arg(dir.join("ca.pem"))
+                    .arg("--tls-cert")
+                    .arg(dir.join(format!("{who}.pem")))
+                    .arg("--tls-key")
+                    .arg(dir.join(format!("{who}.key")))
+                    .output()
+                    .expect("vigil query")
+            })
+        };
+        let denied = query("s1").await.unwrap();
+        assert!(!denied.status.success());
+        assert!(
+            stderr(&denied).contains("permission denied"),
+            "{}",
+            stderr(&denied)
+        );
+        let answered = query("alice").await.unwrap();
+        assert!(answered.status.success(), "{}", stderr(&answered));
+        let out = String::from_utf8_lossy(&answered.stdout);
+        assert!(out.contains(&flows.len().to_string()), "{out}");
+        // The refusals, as alice sees them: s2 and alice streaming, s1 reading.
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(
+                std::fs::read(tmp.path().join("ca.pem")).unwrap(),
+            ))
+            .identity(tonic::transport::Identity::from_pem(
+                std::fs::read(tmp.path().join("alice.pem")).unwrap(),
+                std::fs::read(tmp.path().join("alice.key")).unwrap(),
+            ))
+            .domain_name("localhost");
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let st = pb::query_client::QueryClient::new(channel)
+            .status(pb::StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(st.refusals >= 3, "{}", st.refusals);
+        assert_eq!(st.sensors.len(), 1, "only s1 stored");
+        collector.shutdown().await.unwrap();
+    });
+    assert_eq!(keys(stored(&data, "s1")), keys(flows));
+}

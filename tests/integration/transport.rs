@@ -5,14 +5,14 @@
 //! enforced.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use vigil_collector::query::{Filter, TimeRange};
-use vigil_collector::server::{self, CollectorConfig, RunningCollector, TlsFiles};
+use vigil_collector::server::{self, CollectorConfig, RunningCollector};
 use vigil_collector::store::prelude::*;
 use vigil_collector::store::sqlite::{SqliteConfig, SqliteStore, Synchronous};
 use vigil_proto::{FlowRecord, pb};
@@ -22,7 +22,7 @@ use vigil_sensor::flow::FlowConfig;
 use vigil_sensor::run::{Input, LiveCounters, RunConfig};
 use vigil_sensor::synth::{BulkConfig, FrameSize};
 
-use crate::util::{corpus_dir, corpus_files, rt, run_inputs};
+use crate::util::{Pki, corpus_dir, corpus_files, rt, run_inputs};
 
 fn loopback0() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
@@ -574,57 +574,6 @@ fn plaintext_is_refused_off_loopback() {
 }
 
 // ---- mTLS ----
-
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Pki {
-    fn new(dir: &Path) -> Pki {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(DnType::CommonName, "vigil test CA");
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let issuer = rcgen::Issuer::new(ca, ca_key);
-        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
-        for (name, sans) in [
-            ("collector", vec!["localhost".to_string()]),
-            ("s1", vec!["s1".to_string()]),
-            ("s2", vec!["s2".to_string()]),
-        ] {
-            let key = KeyPair::generate().unwrap();
-            let mut p = CertificateParams::new(sans).unwrap();
-            p.distinguished_name.push(DnType::CommonName, name);
-            let cert = p.signed_by(&key, &issuer).unwrap();
-            std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-            std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-        }
-        Pki {
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    /// The collector's files: its certificate for localhost and the CA.
-    fn collector(&self) -> TlsFiles {
-        TlsFiles {
-            cert: self.dir.join("collector.pem"),
-            key: self.dir.join("collector.key"),
-            ca: self.dir.join("ca.pem"),
-        }
-    }
-
-    fn client(&self, name: &str) -> ClientTls {
-        ClientTls {
-            ca: self.dir.join("ca.pem"),
-            cert: self.dir.join(format!("{name}.pem")),
-            key: self.dir.join(format!("{name}.key")),
-            server_name: Some("localhost".into()),
-        }
-    }
-}
 
 #[test]
 fn mutual_tls_binds_the_sensor_id_to_the_certificate() {

@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -183,4 +183,58 @@ pub fn rt() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
+}
+
+/// A test PKI: a CA, the collector's certificate for localhost, and
+/// client certificates for sensors s1, s2 and analyst alice.
+pub struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    pub fn new(dir: &Path) -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "vigil test CA");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+        for (name, sans) in [
+            ("collector", vec!["localhost".to_string()]),
+            ("s1", vec!["s1".to_string()]),
+            ("s2", vec!["s2".to_string()]),
+            ("alice", vec!["alice".to_string()]),
+        ] {
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(sans).unwrap();
+            p.distinguished_name.push(DnType::CommonName, name);
+            let cert = p.signed_by(&key, &issuer).unwrap();
+            std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+            std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+        }
+        Pki {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The collector's files: its certificate for localhost and the CA.
+    pub fn collector(&self) -> vigil_collector::server::TlsFiles {
+        vigil_collector::server::TlsFiles {
+            cert: self.dir.join("collector.pem"),
+            key: self.dir.join("collector.key"),
+            ca: self.dir.join("ca.pem"),
+        }
+    }
+
+    pub fn client(&self, name: &str) -> vigil_sensor::export::grpc::ClientTls {
+        vigil_sensor::export::grpc::ClientTls {
+            ca: self.dir.join("ca.pem"),
+            cert: self.dir.join(format!("{name}.pem")),
+            key: self.dir.join(format!("{name}.key")),
+            server_name: Some("localhost".into()),
+        }
+    }
 }

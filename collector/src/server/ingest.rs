@@ -17,9 +17,9 @@ use vigil_proto::pb;
 use vigil_proto::pb::ingest_server::Ingest;
 
 use super::Shared;
+use super::access::{Principal, refused};
 use super::failure::Failure;
 use super::metrics::BatchResult;
-use super::tls::peer_identities;
 use super::writer::Job;
 use crate::ingest::{StreamState, validate};
 use crate::model::ingest::CommitOutcome;
@@ -221,10 +221,25 @@ impl Ingest for IngestSvc {
         &self,
         req: Request<Streaming<pb::FlowBatch>>,
     ) -> Result<Response<AckStream>, Status> {
-        let identities = peer_identities(&req)?;
-        let peer = req
-            .remote_addr()
-            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        let remote = req.remote_addr();
+        let principal = match Principal::of(&req) {
+            Ok(p) => p,
+            Err(f) => {
+                refused(
+                    &self.shared,
+                    "ingest",
+                    remote,
+                    "an unreadable client certificate",
+                    &f,
+                );
+                return Err(f.status());
+            }
+        };
+        let identities = match &principal {
+            Principal::Certified(ids) => Some(ids.clone()),
+            _ => None,
+        };
+        let peer = remote.map_or_else(|| "unknown".to_string(), |a| a.to_string());
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel::<Result<pb::Ack, Status>>(64);
         let shared = self.shared.clone();
@@ -264,6 +279,12 @@ impl Ingest for IngestSvc {
                     }
                 };
                 let opens_stream = connected.is_none();
+                if opens_stream
+                    && let Err(f) = shared.access.may_stream(&principal, &batch.sensor_id)
+                {
+                    refusal = Some(f);
+                    break;
+                }
                 if opens_stream {
                     tracing::info!(%peer, sensor = %batch.sensor_id, "sensor stream opened");
                     connected = Some(ConnectedGuard::new(
@@ -291,6 +312,12 @@ impl Ingest for IngestSvc {
             let _ = acker.await;
             if let Some(f) = refusal {
                 shared.metrics.batch(BatchResult::Rejected);
+                if matches!(
+                    f.status().code(),
+                    Code::PermissionDenied | Code::Unauthenticated
+                ) {
+                    refused(&shared, "ingest", remote, &principal.describe(), &f);
+                }
                 let who = st.sensor_id.as_deref().unwrap_or(&peer);
                 f.log("batch rejected: stream ended", who);
                 let _ = tx.send(Err(f.status())).await;

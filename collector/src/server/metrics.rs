@@ -36,6 +36,11 @@ struct Event {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Service {
+    service: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SensorLabel {
     sensor: String,
 }
@@ -58,6 +63,7 @@ pub struct Metrics {
     /// Time the detectors spent.
     pub detect_seconds: Counter<f64, AtomicU64>,
     alerts: Family<Event, Counter>,
+    refusals: Family<Service, Counter>,
 }
 
 /// What became of a batch.
@@ -97,6 +103,7 @@ impl Default for Metrics {
             detect_flows: Counter::default(),
             detect_seconds: Counter::default(),
             alerts: Family::default(),
+            refusals: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -140,6 +147,12 @@ impl Default for Metrics {
             "Alert events, by event",
             m.alerts.clone(),
         );
+        r.register(
+            "vigil_collector_refusals",
+            "Requests refused for their identity or role (bad or missing certificate, \
+             a sensor id not its own, reading without an analyst's identity), by service",
+            m.refusals.clone(),
+        );
         // Every label value from the start, at zero: a rate over a series
         // that appears only with its first event is not seen rising.
         for result in ["stored", "duplicate", "rejected", "failed"] {
@@ -147,6 +160,9 @@ impl Default for Metrics {
         }
         for event in ["opened", "updated", "store_failed"] {
             let _ = m.alerts.get_or_create(&Event { event });
+        }
+        for service in ["ingest", "query", "alerts"] {
+            let _ = m.refusals.get_or_create(&Service { service });
         }
         Metrics { registry, ..m }
     }
@@ -172,6 +188,19 @@ impl Metrics {
             AlertEvent::StoreFailed => "store_failed",
         };
         self.alerts.get_or_create(&Event { event }).inc();
+    }
+
+    /// Counts a request refused for its identity or role.
+    pub fn refusal(&self, service: &'static str) {
+        self.refusals.get_or_create(&Service { service }).inc();
+    }
+
+    /// Requests refused so far, all services.
+    pub fn refusals(&self) -> u64 {
+        ["ingest", "query", "alerts"]
+            .iter()
+            .map(|service| self.refusals.get_or_create(&Service { service }).get())
+            .sum()
     }
 
     /// Alerts opened so far.

@@ -12,6 +12,7 @@
 //! slow store or detector holds ingest back (the sensors spool) and never
 //! drops a committed batch.
 
+pub mod access;
 pub mod alerts;
 pub mod detection;
 pub mod failure;
@@ -34,6 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Server, ServerTlsConfig};
 use vigil_proto::pb;
 use vigil_proto::pb::alerts_server::AlertsServer;
@@ -79,6 +81,9 @@ pub struct CollectorConfig {
     pub webhook: Option<WebhookConfig>,
     /// Store flows in ClickHouse instead of SQLite in `data_dir`.
     pub clickhouse: Option<ClickHouseConfig>,
+    /// Certificate identities that may read flows and alerts (see
+    /// [`access`]).
+    pub analysts: Vec<String>,
 }
 
 impl CollectorConfig {
@@ -98,6 +103,7 @@ impl CollectorConfig {
             detect: None,
             webhook: None,
             clickhouse: None,
+            analysts: Vec::new(),
         }
     }
 }
@@ -157,6 +163,8 @@ pub struct Shared {
     /// which would otherwise hold the graceful shutdown open forever.
     closing: watch::Sender<bool>,
     webhook: Option<Webhook>,
+    /// Who may read.
+    access: access::Access,
 }
 
 /// A running collector.
@@ -273,6 +281,7 @@ async fn start_with_store(
         alerts: broadcast::channel(4096).0,
         closing: watch::channel(false).0,
         webhook: cfg.webhook.clone().map(Webhook::start),
+        access: access::Access::new(&cfg.analysts),
     });
     let metrics_addr = match cfg.metrics_listen {
         Some(a) => Some(metrics::serve(a, shared.clone()).await?),
@@ -304,17 +313,32 @@ async fn start_with_store(
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )
-        .add_service(
+        .add_service(InterceptedService::new(
             QueryServer::new(query::QuerySvc(shared.clone()))
                 .max_decoding_message_size(1 << 20)
                 .max_encoding_message_size(max),
-        )
-        .add_service(
+            access::readers_only(shared.clone(), "query"),
+        ))
+        .add_service(InterceptedService::new(
             AlertsServer::new(alerts::AlertsSvc(shared.clone()))
                 .max_decoding_message_size(1 << 20)
                 .max_encoding_message_size(max),
-        );
+            access::readers_only(shared.clone(), "alerts"),
+        ));
     tracing::info!(%addr, tls = cfg.tls.is_some(), metrics = ?metrics_addr, "collector listening");
+    if cfg.tls.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "insecure: plaintext off loopback accepts ingest only, from anyone who can reach the \
+             address, under any sensor id; flows and alerts are read only from loopback"
+        );
+    }
+    if cfg.tls.is_none() && !cfg.analysts.is_empty() {
+        tracing::warn!(
+            "[access] analysts are named by their client certificates, and there is no [tls]: \
+             only the local administrator (plaintext on loopback) can read"
+        );
+    }
     let closing = shared.closing.clone();
     let task = tokio::spawn(async move {
         let r = router

@@ -200,5 +200,6 @@ pub async fn status_reply(shared: &Arc<Shared>) -> Result<pb::StatusReply, Failu
         stored_flows,
         detected_flows: shared.metrics.detect_flows.get(),
         alerts_opened: shared.metrics.alerts_opened(),
+        refusals: shared.metrics.refusals(),
     })
 }

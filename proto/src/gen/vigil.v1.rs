@@ -301,6 +301,11 @@ pub struct StatusReply {
     /// Alerts opened since the collector started.
     #[prost(uint64, tag = "4")]
     pub alerts_opened: u64,
+    /// Requests refused for their identity or role since the collector
+    /// started (bad certificate, a sensor id not the peer's own, reading
+    /// without an analyst's identity).
+    #[prost(uint64, tag = "5")]
+    pub refusals: u64,
 }
 /// A source or target of an alert, with what it sent or received.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -289,3 +289,98 @@ fn sensors_stream_as_themselves_and_only_analysts_read() {
     });
     assert_eq!(keys(stored(&data, "s1")), keys(flows));
 }
+
+/// The two-sensor clock scenario, with real captures over real
+/// gRPC: a spoofed SYN flood streamed by sensor "a" in two halves, and
+/// between them sensor "b", whose clock runs 12 h ahead (inside
+/// `max_clock_skew`), streaming an FTP brute force against a second
+/// protected host. One flood alert covers both halves (before: two, the
+/// first closed by the other sensor's clock), and the brute force is
+/// raised.
+#[test]
+fn a_flood_streamed_around_a_sensor_whose_clock_runs_ahead_is_one_alert() {
+    use vigil_collector::detect::AlertKind;
+    use vigil_collector::detect::config::DetectConfig;
+    use vigil_collector::store::AlertQuery;
+
+    use crate::detection::{asset, wait_detected};
+    use crate::util::{corpus_dir, pcap_slice, sensor_with};
+    let Some(dir) = corpus_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let flood = dir.join("stopddos__pkt.TCP.synflood.spoofed.pcap");
+    let ftp = dir.join("chrissanders-packets__ppa1e__ftp-crack.pcap");
+    let (h1, h2, ahead) = (
+        tmp.path().join("h1.pcap"),
+        tmp.path().join("h2.pcap"),
+        tmp.path().join("ftp-ahead.pcap"),
+    );
+    let n = pcap_slice(&flood, &h1, 0..usize::MAX, 0);
+    pcap_slice(&flood, &h1, 0..n / 2, 0);
+    pcap_slice(&flood, &h2, n / 2..n, 0);
+    // The flood starts at 1619605821 s, the FTP capture at 1024380731 s.
+    pcap_slice(
+        &ftp,
+        &ahead,
+        0..usize::MAX,
+        1_619_605_821 + 12 * 3600 - 1_024_380_731,
+    );
+    let detect = DetectConfig::with_assets(&[
+        asset("plant-web", &["10.10.10.10"]),
+        asset("plant-ftp", &["10.121.70.151"]),
+    ])
+    .expect("assets");
+    let data = tmp.path().join("data");
+    rt().block_on(async {
+        let mut cfg = CollectorConfig::new("127.0.0.1:0".parse().unwrap(), data.clone());
+        cfg.store.synchronous = Synchronous::Normal;
+        cfg.detect = Some(Arc::new(detect));
+        let collector = server::start(cfg).await.expect("collector");
+        let url = format!("http://{}", collector.addr);
+        let flow = FlowConfig {
+            report_interval: Some(Duration::from_secs(1)),
+            ..FlowConfig::default()
+        };
+        for (id, file) in [("a", &h1), ("b", &ahead), ("a", &h2)] {
+            let mut e = ExporterConfig::new(url.clone(), id.into(), tmp.path().join(id));
+            e.batch_delay = Duration::from_millis(50);
+            let d = sensor_with(
+                vec![Input::File(file.clone())],
+                e,
+                flow,
+                Duration::from_secs(60),
+            )
+            .await
+            .expect("sensor");
+            assert_eq!(d.pending, 0);
+        }
+        wait_detected(&url).await;
+        collector.shutdown().await.unwrap();
+    });
+    let store = SqliteStore::open_read_only(&data).unwrap();
+    let alerts = store.alerts(&AlertQuery::default()).unwrap();
+    let floods: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.kind == AlertKind::SynFlood && a.asset == "plant-web")
+        .collect();
+    assert_eq!(
+        floods.len(),
+        1,
+        "one flood alert: {:#?}",
+        floods
+            .iter()
+            .map(|a| (a.first_seen_ns, a.last_seen_ns, &a.summary))
+            .collect::<Vec<_>>()
+    );
+    // It covers both halves: from the first half into the second.
+    assert!(floods[0].last_seen_ns - floods[0].first_seen_ns > 15_000_000_000);
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a.kind == AlertKind::BruteForce && a.asset == "plant-ftp"),
+        "{:?}",
+        alerts
+            .iter()
+            .map(|a| (a.kind, &a.asset))
+            .collect::<Vec<_>>()
+    );
+}

@@ -25,7 +25,7 @@ use vigil_sensor::run::{Input, RunConfig};
 
 use crate::util::{corpus_dir, rt, sensor_with};
 
-fn asset(name: &str, cidrs: &[&str]) -> ProtectedSection {
+pub fn asset(name: &str, cidrs: &[&str]) -> ProtectedSection {
     ProtectedSection {
         name: name.into(),
         cidrs: cidrs.iter().map(|c| c.to_string()).collect(),
@@ -78,7 +78,7 @@ fn replay(inputs: Vec<Input<'static>>, assets: &[ProtectedSection]) -> Replay {
 }
 
 /// Waits until the detectors have seen every stored flow.
-async fn wait_detected(url: &str) {
+pub async fn wait_detected(url: &str) {
     let channel = tonic::transport::Endpoint::from_shared(url.to_string())
         .expect("url")
         .connect()

@@ -238,3 +238,35 @@ impl Pki {
         }
     }
 }
+
+/// Copies records `range` (by index) of the classic little-endian pcap
+/// `src` to `dst`, their timestamps moved by `shift_s` seconds; returns
+/// how many records `src` has.
+pub fn pcap_slice(src: &Path, dst: &Path, range: std::ops::Range<usize>, shift_s: i64) -> usize {
+    let b = std::fs::read(src).expect("read capture");
+    let magic = u32::from_le_bytes(b[0..4].try_into().unwrap());
+    assert!(
+        matches!(magic, 0xa1b2_c3d4 | 0xa1b2_3c4d),
+        "{}: not a little-endian classic pcap",
+        src.display()
+    );
+    let mut out = b[..24].to_vec();
+    let (mut at, mut i) = (24, 0);
+    while at + 16 <= b.len() {
+        let incl = u32::from_le_bytes(b[at + 8..at + 12].try_into().unwrap()) as usize;
+        let end = at + 16 + incl;
+        if end > b.len() {
+            break;
+        }
+        if range.contains(&i) {
+            let sec = u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+            let sec = u32::try_from(i64::from(sec) + shift_s).expect("shifted time fits");
+            out.extend_from_slice(&sec.to_le_bytes());
+            out.extend_from_slice(&b[at + 4..end]);
+        }
+        at = end;
+        i += 1;
+    }
+    std::fs::write(dst, out).expect("write capture");
+    i
+}

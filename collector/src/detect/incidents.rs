@@ -30,7 +30,7 @@ pub(crate) struct Incidents {
     cfg: Arc<DetectConfig>,
     open: HashMap<(AlertKind, usize, IpAddr), Incident>,
     next_id: u64,
-    watermark: u64,
+    /// Event time of the last close of stale incidents.
     swept: u64,
 }
 
@@ -69,7 +69,6 @@ impl Incidents {
             cfg,
             open: HashMap::new(),
             next_id,
-            watermark: 0,
             swept: 0,
         }
     }
@@ -80,6 +79,7 @@ impl Incidents {
         &mut self,
         findings: impl Iterator<Item = Finding>,
         sensors: &[String],
+        now: u64,
     ) -> Vec<AlertUpdate> {
         // The incidents touched, in the order first touched.
         let mut touched: Vec<(AlertKind, usize, IpAddr)> = Vec::new();
@@ -87,7 +87,6 @@ impl Incidents {
         let mut opened: HashSet<u64> = HashSet::new();
         let mut fresh: HashMap<u64, Vec<EvidenceRef>> = HashMap::new();
         for f in findings {
-            self.watermark = self.watermark.max(f.ts_ns);
             let key = (f.kind, f.asset, f.key);
             let timeout = self.cfg.incident_timeout_ns;
             let reopen = self
@@ -223,10 +222,10 @@ impl Incidents {
                 alert,
             });
         }
-        // Incidents past their timeout are closed (they stay in the store).
+        // Incidents past their timeout at `now` (the slowest live sensor's
+        // clock) are closed (they stay in the store).
         let timeout = self.cfg.incident_timeout_ns;
-        if self.watermark >= self.swept.saturating_add(timeout) {
-            let now = self.watermark;
+        if now >= self.swept.saturating_add(timeout) {
             self.open
                 .retain(|_, i| i.alert.last_seen_ns.saturating_add(timeout) >= now);
             self.swept = now;

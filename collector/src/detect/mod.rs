@@ -7,6 +7,17 @@
 //! the records' own (event time), so a capture replayed tomorrow raises the
 //! same alerts as it did live, and tests run on synthesized flows.
 //!
+//! Event time is kept per sensor: each sensor's clock is the latest record
+//! end it sent. Windows are swept and incidents closed at the *slowest*
+//! clock of the live sensors (those that sent a batch within
+//! `incident_timeout` of the latest arrival), so a sensor whose clock runs
+//! ahead (within the collector's `max_clock_skew`) cannot expire the
+//! windows or close the incidents that other sensors feed, and a sensor
+//! whose clock lags holds expiry back only while it is live. A record that
+//! ends more than `max_clock_skew` before that slowest clock is not
+//! examined (its windows are gone): it is counted (`late_records`), stored
+//! all the same.
+//!
 //! One detector per file, each behind the `Detector` trait
 //! (observe a record, finish a batch, sweep its windows): `flood`,
 //! `scan`, `reflection` (amplification), `bruteforce`, `ics`,
@@ -112,6 +123,19 @@ pub struct DetectStats {
     pub alerts_updated: u64,
     /// Window entries dropped to stay within the memory bound.
     pub state_evictions: u64,
+    /// Records not examined: they ended more than the clock-skew bound
+    /// before the slowest live sensor's clock.
+    pub late_records: u64,
+}
+
+/// A sensor's event-time clock.
+#[derive(Clone, Copy, Debug, Default)]
+struct Clock {
+    /// Latest record end the sensor sent, ns (event time).
+    watermark: u64,
+    /// When its latest batch arrived (the collector's clock, or, without
+    /// one, the watermark), ns.
+    arrived: u64,
 }
 
 /// A detector: it keeps windows keyed by the addresses it watches. When a
@@ -185,8 +209,12 @@ pub struct Engine {
     cx: Context,
     incidents: Incidents,
     findings: Vec<(u64, Finding)>,
-    /// Latest record end seen, ns (event time).
-    watermark: u64,
+    /// Per sensor (by index), its clock.
+    clocks: Vec<Clock>,
+    /// The latest arrival of any batch, ns.
+    arrived: u64,
+    /// Records ending this far before the slowest live clock are late.
+    max_skew_ns: u64,
     /// When the detectors were last swept, ns (event time).
     swept: u64,
     /// Counters.
@@ -250,10 +278,20 @@ impl Engine {
             cfg,
             sensors: Vec::new(),
             findings: Vec::new(),
-            watermark: 0,
+            clocks: Vec::new(),
+            arrived: 0,
+            max_skew_ns: 86_400_000_000_000,
             swept: 0,
             stats: DetectStats::default(),
         }
+    }
+
+    /// The same engine, taking records that end more than `skew` before
+    /// the slowest live sensor's clock as late (the collector's
+    /// `max_clock_skew`; default 24 h).
+    pub fn with_max_skew(mut self, skew: std::time::Duration) -> Engine {
+        self.max_skew_ns = u64::try_from(skew.as_nanos()).unwrap_or(u64::MAX);
+        self
     }
 
     /// The configuration.
@@ -266,14 +304,29 @@ impl Engine {
             Some(i) => i as u32,
             None => {
                 self.sensors.push(sensor_id.to_string());
+                self.clocks.push(Clock::default());
                 (self.sensors.len() - 1) as u32
             }
         }
     }
 
+    /// Event time for expiry: the slowest clock of the sensors that sent
+    /// a batch within `incident_timeout` of the latest arrival (0 before
+    /// any record).
+    fn now(&self) -> u64 {
+        let live = self.cfg.incident_timeout_ns;
+        self.clocks
+            .iter()
+            .filter(|c| c.watermark > 0 && c.arrived.saturating_add(live) >= self.arrived)
+            .map(|c| c.watermark)
+            .min()
+            .unwrap_or(0)
+    }
+
     /// Examines one record; returns whether it touches a protected asset.
     fn observe_one(&mut self, sensor: u32, f: &FlowRecord) -> bool {
-        self.watermark = self.watermark.max(f.last_seen_ns);
+        let c = &mut self.clocks[sensor as usize];
+        c.watermark = c.watermark.max(f.last_seen_ns);
         let src_asset = self.cfg.asset_of(f.src_ip);
         let dst_asset = self.cfg.asset_of(f.dst_ip);
         if src_asset.is_none() && dst_asset.is_none() {
@@ -295,11 +348,10 @@ impl Engine {
 
     /// Ends a batch: every detector's findings, in the order of their
     /// marks; then, every 10 s of event time, the sweep of stale keys.
-    fn finish(&mut self) {
+    fn finish(&mut self, now: u64) {
         each_detector!(self, d => d.finish(&mut self.cx, &mut self.findings));
         self.findings.sort_by_key(|(n, _)| *n);
-        if self.watermark >= self.swept.saturating_add(SWEEP_NS) {
-            let now = self.watermark;
+        if now >= self.swept.saturating_add(SWEEP_NS) {
             each_detector!(self, d => d.sweep(now));
             self.cx.pairs.sweep(now, &self.cfg);
             self.swept = now;
@@ -307,21 +359,45 @@ impl Engine {
     }
 
     /// Runs the detectors over one sensor's records (in the order given)
-    /// and returns the alerts opened or updated, each once.
+    /// and returns the alerts opened or updated, each once. Liveness of
+    /// sensors is judged in event time; the collector, which knows when a
+    /// batch arrived, calls [`Engine::observe_batch`].
     pub fn observe(&mut self, sensor_id: &str, flows: &[FlowRecord]) -> Vec<AlertUpdate> {
+        self.observe_batch(sensor_id, flows, None)
+    }
+
+    /// [`Engine::observe`] for a batch that arrived at `arrived_ns` (the
+    /// collector's clock): a sensor counts as live while its batches keep
+    /// arriving.
+    pub fn observe_batch(
+        &mut self,
+        sensor_id: &str,
+        flows: &[FlowRecord],
+        arrived_ns: Option<u64>,
+    ) -> Vec<AlertUpdate> {
         let sensor = self.sensor_index(sensor_id);
         self.stats.flows += flows.len() as u64;
+        // Late against the clocks before this batch moved them.
+        let late_before = self.now().saturating_sub(self.max_skew_ns);
         for f in flows {
+            if f.last_seen_ns < late_before {
+                self.stats.late_records += 1;
+                continue;
+            }
             if self.observe_one(sensor, f) {
                 self.stats.protected_flows += 1;
             }
         }
-        self.finish();
+        let c = &mut self.clocks[sensor as usize];
+        c.arrived = arrived_ns.unwrap_or(c.watermark);
+        self.arrived = self.arrived.max(c.arrived);
+        let now = self.now();
+        self.finish(now);
         self.stats.state_evictions = self.cx.evictions;
         self.stats.findings += self.findings.len() as u64;
-        let updates = self
-            .incidents
-            .apply(self.findings.drain(..).map(|(_, f)| f), &self.sensors);
+        let updates =
+            self.incidents
+                .apply(self.findings.drain(..).map(|(_, f)| f), &self.sensors, now);
         for u in &updates {
             if u.opened {
                 self.stats.alerts_opened += 1;

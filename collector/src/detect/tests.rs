@@ -741,3 +741,90 @@ fn carpet_bombing_crosses_the_asset_total_and_no_host_threshold() {
     // Below the total: nothing.
     assert!(run(&mut engine_with(d), &carpet(300)).is_empty());
 }
+
+/// Issue #31: a spoofed SYN flood streamed by one sensor in two halves,
+/// and between them another sensor whose clock runs 12 h ahead (inside
+/// `max_clock_skew`) streaming a brute force against another protected
+/// host. The flood is one alert covering both halves (the other sensor's
+/// clock closed the first and swept its windows: two alerts), and the
+/// brute force is an alert of its own.
+#[test]
+fn a_sensor_whose_clock_runs_ahead_cannot_close_another_sensors_incident() {
+    let mut e = engine();
+    let flood = syn_flood(800, 60);
+    let (first, second) = flood.split_at(flood.len() / 2);
+    // Batches arrive as they would live: about when their records end.
+    let feed = |e: &mut Engine, sensor: &str, flows: &[FlowRecord], arrival: u64| {
+        let mut out = Vec::new();
+        for chunk in flows.chunks(64) {
+            out.extend(e.observe_batch(sensor, chunk, Some(arrival)));
+        }
+        out
+    };
+    let mut up = feed(&mut e, "a", first, T0 + 30 * S);
+    let ahead = 12 * 3600 * S;
+    let brute: Vec<FlowRecord> = (0..25)
+        .map(|i| {
+            session(
+                5_000_000 + i,
+                "203.0.113.99",
+                "198.51.100.21",
+                21,
+                T0 + ahead + 31 * S + i * S,
+                S,
+                3000,
+            )
+        })
+        .collect();
+    up.extend(feed(&mut e, "b", &brute, T0 + 31 * S));
+    up.extend(feed(&mut e, "a", second, T0 + 61 * S));
+    let floods: std::collections::BTreeSet<u64> = up
+        .iter()
+        .filter(|u| u.alert.kind == AlertKind::SynFlood)
+        .map(|u| u.alert.id)
+        .collect();
+    assert_eq!(
+        floods.len(),
+        1,
+        "one flood alert for both halves: {floods:?}"
+    );
+    let last = up
+        .iter()
+        .rfind(|u| u.alert.kind == AlertKind::SynFlood)
+        .unwrap();
+    assert!(
+        last.alert.first_seen_ns < first.last().unwrap().first_seen_ns,
+        "the alert covers the first half"
+    );
+    assert_eq!(last.alert.last_seen_ns, second.last().unwrap().last_seen_ns);
+    assert!(up.iter().any(|u| u.alert.kind == AlertKind::BruteForce));
+    assert_eq!(e.stats.late_records, 0);
+}
+
+/// A sensor gone silent stops holding event time back once its batches
+/// stop arriving for `incident_timeout`; a record that ends more than the
+/// clock-skew bound before the slowest live clock is counted late, not
+/// examined.
+#[test]
+fn a_silent_sensor_stops_holding_time_and_late_records_are_counted() {
+    let mut e = engine().with_max_skew(std::time::Duration::from_secs(3600));
+    let flood = syn_flood(800, 30);
+    for chunk in flood.chunks(64) {
+        e.observe_batch("a", chunk, Some(T0 + 30 * S));
+    }
+    // Sensor "old" comes up with a clock half an hour behind, then goes
+    // silent.
+    let old = syn(9_000_000, "203.0.113.5", "198.51.100.30", 80, T0 - 1800 * S);
+    e.observe_batch("old", &[old], Some(T0 + 31 * S));
+    assert_eq!(e.now(), T0 - 1800 * S, "the slowest live clock");
+    // Twenty minutes of arrivals later, "a" alone is live again.
+    let later = syn(9_000_001, "203.0.113.6", "198.51.100.31", 80, T0 + 1200 * S);
+    e.observe_batch("a", &[later], Some(T0 + 1200 * S));
+    assert_eq!(e.now(), T0 + 1200 * S);
+    // "old" sends again, a record ending 50 min before: late (the bound
+    // is an hour before T0 + 20 min).
+    let old = syn(9_000_002, "203.0.113.5", "198.51.100.30", 80, T0 - 3000 * S);
+    let up = e.observe_batch("old", &[old], Some(T0 + 1201 * S));
+    assert!(up.is_empty());
+    assert_eq!(e.stats.late_records, 1);
+}

@@ -17,9 +17,20 @@ use crate::detect::Engine;
 /// Runs until the writer is gone.
 pub fn run(shared: Arc<Shared>, mut engine: Engine, rx: Receiver<Committed>) {
     let m = &shared.metrics;
-    while let Ok((sensor, flows)) = rx.recv() {
+    while let Ok((sensor, flows, arrived)) = rx.recv() {
         let t0 = Instant::now();
-        let updates = engine.observe(&sensor, &flows);
+        let late = engine.stats.late_records;
+        let updates = engine.observe_batch(&sensor, &flows, Some(arrived));
+        if engine.stats.late_records > late {
+            let n = engine.stats.late_records - late;
+            m.detect_late.inc_by(n);
+            tracing::warn!(
+                %sensor,
+                records = n,
+                "records ending more than max_clock_skew before the slowest live sensor's clock: \
+                 stored, not examined by detection"
+            );
+        }
         m.detect_seconds.inc_by(t0.elapsed().as_secs_f64());
         if !updates.is_empty() {
             if let Err(e) = shared.store.put_alerts(&updates) {

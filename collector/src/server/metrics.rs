@@ -62,6 +62,9 @@ pub struct Metrics {
     pub detect_flows: Counter,
     /// Time the detectors spent.
     pub detect_seconds: Counter<f64, AtomicU64>,
+    /// Records detection did not examine: too late for every live
+    /// sensor's clock.
+    pub detect_late: Counter,
     alerts: Family<Event, Counter>,
     refusals: Family<Service, Counter>,
 }
@@ -102,6 +105,7 @@ impl Default for Metrics {
             commit_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             detect_flows: Counter::default(),
             detect_seconds: Counter::default(),
+            detect_late: Counter::default(),
             alerts: Family::default(),
             refusals: Family::default(),
             registry: Registry::default(),
@@ -141,6 +145,12 @@ impl Default for Metrics {
             "vigil_collector_detect_seconds",
             "Time the detectors spent",
             m.detect_seconds.clone(),
+        );
+        r.register(
+            "vigil_collector_detect_late_flows",
+            "Records stored but not examined by detection: they ended more than max_clock_skew \
+             before the slowest live sensor's clock",
+            m.detect_late.clone(),
         );
         r.register(
             "vigil_collector_alerts",

@@ -246,7 +246,7 @@ async fn start_detection(
         .await
         .map_err(|e| CollectorError::Task("reading the alert ids", e))??
         + 1;
-    let engine = Engine::new(d.clone(), next);
+    let engine = Engine::new(d.clone(), next).with_max_skew(cfg.limits.max_clock_skew);
     tracing::info!(
         assets = d.assets.len(),
         indicators = d.indicator_list.len(),

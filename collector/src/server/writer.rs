@@ -26,8 +26,9 @@ pub struct Job {
     pub reply: oneshot::Sender<Result<CommitOutcome, Arc<StoreError>>>,
 }
 
-/// A committed batch's flows, for detection: (sensor id, records).
-pub type Committed = (String, Vec<FlowRecord>);
+/// A committed batch's flows, for detection: (sensor id, records, arrival
+/// at the collector in ns).
+pub type Committed = (String, Vec<FlowRecord>, u64);
 
 /// Runs until every sender of `rx` is gone.
 pub fn run(
@@ -66,7 +67,7 @@ pub fn run(
                 for (job, outcome) in jobs.into_iter().zip(outcomes) {
                     let _ = job.reply.send(Ok(outcome));
                     if matches!(outcome, CommitOutcome::Stored { .. }) {
-                        stored.push((job.batch.sensor_id, job.batch.flows));
+                        stored.push((job.batch.sensor_id, job.batch.flows, job.batch.received_ns));
                     }
                 }
                 // Detection sees committed flows only, so every alert's

@@ -159,18 +159,28 @@ impl Default for StoreSection {
 pub struct LimitsSection {
     /// Flows per batch. Default 65536.
     pub max_batch_flows: usize,
-    /// Largest gRPC message. Default `16MiB`.
+    /// Largest gRPC message, refused before it is read. Default `4MiB`
+    /// (a sensor's batches stay under 2 MiB).
     pub max_message_bytes: String,
     /// How far ahead of the collector's clock a flow may be. Default `1d`.
     pub max_clock_skew: String,
+    /// Ingest streams open at once (one per sensor); more are refused and
+    /// retried by their sensors. Default 128.
+    pub max_streams: usize,
+    /// Bytes of batches received and not yet committed, over all streams;
+    /// beyond, streams wait. Default `128MiB`. Ingest memory is bounded by
+    /// about max_streams × max_message_bytes + 1.5 × this.
+    pub max_inflight_bytes: String,
 }
 
 impl Default for LimitsSection {
     fn default() -> Self {
         LimitsSection {
             max_batch_flows: 65_536,
-            max_message_bytes: "16MiB".into(),
+            max_message_bytes: "4MiB".into(),
             max_clock_skew: "1d".into(),
+            max_streams: 128,
+            max_inflight_bytes: "128MiB".into(),
         }
     }
 }
@@ -248,6 +258,7 @@ impl CollectorFile {
             .as_ref()
             .map(|v| size("store.max_bytes", v));
         let max_msg = size("limits.max_message_bytes", &self.limits.max_message_bytes);
+        let inflight = size("limits.max_inflight_bytes", &self.limits.max_inflight_bytes);
         let synchronous = match self.store.synchronous.as_str() {
             "full" => Some(Synchronous::Full),
             "normal" => Some(Synchronous::Normal),
@@ -260,6 +271,17 @@ impl CollectorFile {
         };
         if self.limits.max_batch_flows == 0 {
             errs.push("collector.limits.max_batch_flows = 0: must be at least 1".into());
+        }
+        if self.limits.max_streams == 0 {
+            errs.push("collector.limits.max_streams = 0: must be at least 1".into());
+        }
+        if let (Some(m), Some(i)) = (max_msg, inflight)
+            && i < m
+        {
+            errs.push(format!(
+                "collector.limits.max_inflight_bytes = {:?}: must be at least max_message_bytes ({:?}), or no batch could wait for its commit",
+                self.limits.max_inflight_bytes, self.limits.max_message_bytes
+            ));
         }
         let clickhouse = match self.store.engine.as_str() {
             "sqlite" => {
@@ -394,6 +416,8 @@ impl CollectorFile {
         cfg.limits = Limits {
             max_batch_flows: self.limits.max_batch_flows,
             max_clock_skew: skew,
+            max_streams: self.limits.max_streams,
+            max_inflight_bytes: inflight.unwrap_or(128 << 20),
         };
         cfg.max_message_bytes = usize::try_from(max_msg).unwrap_or(usize::MAX);
         cfg.retention_interval = interval;

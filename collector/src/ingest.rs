@@ -39,20 +39,51 @@ pub const MAX_PACKETS: u64 = 1 << 44;
 /// Most bytes one direction of one record may claim (2^48, 281 TB).
 pub const MAX_BYTES: u64 = 1 << 48;
 
-/// Bounds on what a batch may carry.
+/// Bounds on what a batch may carry, and on what ingest holds at once.
+///
+/// The collector's ingest memory is bounded by about `max_streams` ×
+/// `max_message_bytes` (each stream's message being received) plus 1.5 ×
+/// `max_inflight_bytes` (batches decoded and waiting for their commit):
+/// 128 × 4 MiB + 1.5 × 128 MiB = 704 MiB by default.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// Most flows in one batch.
     pub max_batch_flows: usize,
     /// How far ahead of the collector's clock a timestamp may be.
     pub max_clock_skew: Duration,
+    /// Most ingest streams open at once; more are refused with
+    /// `RESOURCE_EXHAUSTED` (the sensor retries).
+    pub max_streams: usize,
+    /// Most bytes (as received) of batches decoded and not yet committed,
+    /// over all streams; beyond it, streams wait (back-pressure).
+    pub max_inflight_bytes: u64,
 }
+
+/// Batches of one stream decoded and waiting for their commit, at most.
+pub const MAX_INFLIGHT_PER_STREAM: usize = 16;
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_batch_flows: 65_536,
             max_clock_skew: Duration::from_secs(86_400),
+            max_streams: 128,
+            max_inflight_bytes: 128 << 20,
+        }
+    }
+}
+
+impl Rejection {
+    /// The seq of the batch whose *content* is refused (a flow, the flow
+    /// count or their totals), which the sensor drops; `None` for a
+    /// problem of the stream or the peer (identity, sequence), which
+    /// dropping the batch would not cure: the sensor keeps it and retries.
+    pub fn dropped_seq(&self) -> Option<u64> {
+        match self {
+            Rejection::BadFlow { seq, .. }
+            | Rejection::TooManyFlows { seq, .. }
+            | Rejection::BatchTotals { seq, .. } => Some(*seq),
+            _ => None,
         }
     }
 }

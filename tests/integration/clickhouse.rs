@@ -431,6 +431,12 @@ fn duplicates_and_gaps_are_recognized_across_store_instances() {
     assert_eq!(n.flows, 9, "no batch stored twice");
 }
 
+#[test]
+fn flow_queries_come_in_pages_from_clickhouse() {
+    let Some(ch) = stored_corpus() else { return };
+    crate::query::check_pages(ch);
+}
+
 /// Dedupe per spool incarnation, as in the embedded store; a second
 /// collector on the database knows the incarnations the first numbered.
 #[test]

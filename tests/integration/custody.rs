@@ -384,3 +384,236 @@ fn a_flood_streamed_around_a_sensor_whose_clock_runs_ahead_is_one_alert() {
             .collect::<Vec<_>>()
     );
 }
+
+// ---- bounded memory under hostile streams ----
+
+/// Sends `Bytes` as they are: garbage framed as gRPC messages.
+#[derive(Clone, Copy, Debug, Default)]
+struct Garbage;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct GarbageEnc;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct AckDec;
+
+impl tonic::codec::Encoder for GarbageEnc {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut as _;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for AckDec {
+    type Item = pb::Ack;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<pb::Ack>, tonic::Status> {
+        use prost::Message as _;
+        pb::Ack::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+impl tonic::codec::Codec for Garbage {
+    type Encode = bytes::Bytes;
+    type Decode = pb::Ack;
+    type Encoder = GarbageEnc;
+    type Decoder = AckDec;
+    fn encoder(&mut self) -> GarbageEnc {
+        GarbageEnc
+    }
+    fn decoder(&mut self) -> AckDec {
+        AckDec
+    }
+}
+
+/// One hostile peer: until `end`, opens ingest streams and sends 16 MB
+/// of garbage on each, as `parts` messages.
+async fn garbage_peer(url: String, garbage: bytes::Bytes, parts: usize, end: std::time::Instant) {
+    let Ok(ch) = tonic::transport::Endpoint::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+    else {
+        return;
+    };
+    while std::time::Instant::now() < end {
+        let mut grpc = tonic::client::Grpc::new(ch.clone()).max_encoding_message_size(usize::MAX);
+        if grpc.ready().await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        let msgs = tokio_stream::iter(std::iter::repeat_n(garbage.clone(), parts));
+        let resp = grpc
+            .streaming(
+                tonic::Request::new(msgs),
+                tonic::codegen::http::uri::PathAndQuery::from_static("/vigil.v1.Ingest/Stream"),
+                Garbage,
+            )
+            .await;
+        if let Ok(r) = resp {
+            let mut inbound = r.into_inner();
+            while let Ok(Some(_)) = inbound.message().await {}
+        }
+    }
+}
+
+/// A peak resident set size, from `/proc/PID/status` (`VmHWM`), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .expect("VmHWM")
+}
+
+/// Tried as a new user would (issue #31): 150 concurrent streams sending
+/// 16 MB of garbage each, for 15 s, drove the collector to 2.4 GB and
+/// rising. With the default limits (messages above 4 MiB refused before
+/// they are read, 128 streams at once, 128 MiB of batches in flight) its
+/// peak RSS stays under 1 GiB, and a well-behaved sensor streaming
+/// meanwhile has every flow stored.
+#[test]
+fn hostile_streams_cannot_grow_the_collector_past_its_bound() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pcap = tmp.path().join("good.pcap");
+    let flows = capture(&pcap, 71);
+    let data = tmp.path().join("data");
+    let addr = free_port();
+    let mut collector = vigil()
+        .args(["collector", "--listen", &addr.to_string(), "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn collector");
+    let url = format!("http://{addr}");
+    std::thread::sleep(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let end = started + Duration::from_secs(15);
+    let rt = rt();
+    // Garbage of two shapes: one 16 MB message (declared larger than the
+    // limit), and four messages just under the 4 MiB limit.
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut noise = |n: usize| -> bytes::Bytes {
+        (0..n)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng as u8
+            })
+            .collect::<Vec<u8>>()
+            .into()
+    };
+    let (big, under) = (noise(16_000_000), noise((4 << 20) - 64));
+    let peers: Vec<_> = (0..150)
+        .map(|i| {
+            let (g, parts) = if i % 2 == 0 {
+                (big.clone(), 1)
+            } else {
+                (under.clone(), 4)
+            };
+            rt.spawn(garbage_peer(url.clone(), g, parts, end))
+        })
+        .collect();
+    // The well-behaved sensor, while the garbage flows.
+    let sensor = vigil()
+        .args(["sensor", "-r"])
+        .arg(&pcap)
+        .args([
+            "--collector",
+            &url,
+            "--sensor-id",
+            "good",
+            "--drain-timeout",
+            "90s",
+            "--spool-dir",
+        ])
+        .arg(tmp.path().join("spool"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sensor");
+    rt.block_on(async {
+        for p in peers {
+            let _ = p.await;
+        }
+    });
+    let out = sensor.wait_with_output().expect("sensor");
+    let peak = peak_rss(collector.id());
+    collector.kill().unwrap();
+    collector.wait().unwrap();
+    eprintln!(
+        "collector peak RSS under 150 garbage streams for {:?}: {} MiB",
+        started.elapsed(),
+        peak >> 20
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(peak < 1 << 30, "peak RSS {} MiB", peak >> 20);
+    assert_eq!(keys(stored(&data, "good")), keys(flows));
+}
+
+/// `INVALID_ARGUMENT` for a problem of the transport is no reason to drop
+/// data (issue #31): a collector whose message limit is below the
+/// sensor's batches refuses every one; the sensor keeps them, retries and
+/// says so, and once the limit is raised every flow is stored. (A batch
+/// refused for its content, named by the collector, is still dropped and
+/// counted: `transport::a_batch_rejected_for_a_future_timestamp…`.)
+#[test]
+fn a_batch_the_collector_cannot_take_is_kept_not_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pcap = tmp.path().join("a.pcap");
+    let flows = capture(&pcap, 81);
+    let data = tmp.path().join("data");
+    let spool = tmp.path().join("spool");
+    let exporter = |url: &str| {
+        let mut e = ExporterConfig::new(url.to_string(), "kept".into(), spool.clone());
+        e.batch_delay = Duration::from_millis(50);
+        e.backoff_max = Duration::from_millis(300);
+        e
+    };
+    rt().block_on(async {
+        let mut cfg = CollectorConfig::new("127.0.0.1:0".parse().unwrap(), data.clone());
+        cfg.store.synchronous = Synchronous::Normal;
+        cfg.max_message_bytes = 16 << 10;
+        let small = server::start(cfg).await.expect("collector");
+        let url = format!("http://{}", small.addr);
+        let live = Arc::new(LiveCounters::default());
+        let exp = Exporter::start(exporter(&url), live.clone()).expect("exporter");
+        capture_into(
+            &exp,
+            live,
+            vec![Input::File(pcap.clone())],
+            FlowConfig::default(),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let refused = exp.refused().expect("the sensor shows the refusal");
+        assert!(refused.contains("unreadable message"), "{refused}");
+        let e = exp.drain(Duration::from_secs(1)).await.unwrap_err();
+        assert!(e.to_string().contains("refus"), "{e}");
+        small.shutdown().await.unwrap();
+        // The limit raised: everything is sent from the spool.
+        let mut cfg = CollectorConfig::new("127.0.0.1:0".parse().unwrap(), data.clone());
+        cfg.store.synchronous = Synchronous::Normal;
+        let fixed = server::start(cfg).await.expect("collector");
+        let url = format!("http://{}", fixed.addr);
+        let exp = Exporter::start(exporter(&url), Arc::new(LiveCounters::default())).unwrap();
+        let d = exp.drain(Duration::from_secs(30)).await.expect("drain");
+        assert_eq!((d.pending, d.rejected), (0, 0));
+        fixed.shutdown().await.unwrap();
+    });
+    assert_eq!(keys(stored(&data, "kept")), keys(flows));
+}

@@ -374,3 +374,49 @@ fn the_embedded_store_dedupes_per_spool_incarnation() {
     check_incarnations(&store);
     assert_eq!(store.sensors().unwrap()[0].duplicates, 3);
 }
+
+/// Pages of a flow query are the query's rows, in order, none twice, the
+/// last short; a sink that stops ends the query.
+pub fn check_pages(store: &impl FlowQueries) {
+    use vigil_collector::store::plan;
+    let all = store
+        .flows(
+            &vigil_collector::query::Filter::All,
+            TimeRange::default(),
+            usize::MAX,
+        )
+        .unwrap();
+    assert!(all.len() > 2_500, "{} records", all.len());
+    let p = plan::select(
+        &vigil_collector::query::Filter::All,
+        TimeRange::default(),
+        all.len() - 7,
+    );
+    let mut pages = Vec::new();
+    store
+        .select_pages(&p, 1000, &mut |page| {
+            pages.push(page);
+            true
+        })
+        .unwrap();
+    assert!(pages[..pages.len() - 1].iter().all(|p| p.len() == 1000));
+    let joined: Vec<_> = pages.into_iter().flatten().collect();
+    assert_eq!(joined.len(), all.len() - 7);
+    assert!(
+        joined == all[..all.len() - 7],
+        "the pages are the query's rows, in order"
+    );
+    let mut taken = 0;
+    store
+        .select_pages(&p, 1000, &mut |page| {
+            taken += page.len();
+            false
+        })
+        .unwrap();
+    assert_eq!(taken, 1000, "a sink that stops ends the query");
+}
+
+#[test]
+fn flow_queries_come_in_pages_from_the_embedded_store() {
+    check_pages(&stored_corpus().store);
+}

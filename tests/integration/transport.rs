@@ -448,12 +448,12 @@ fn hostile_peers_get_clear_errors_and_a_good_sensor_loses_nothing() {
                 "batch seq 4 after seq 5",
             ),
             (
-                // The store holds seq up to 2^63 - 1: refused as the
+                // The store holds seq up to 2^40 - 1: refused as the
                 // peer's error, not retried as a storage fault.
                 "seq beyond the store",
                 vec![batch("h6", u64::MAX, vec![good_flow()])],
                 tonic::Code::InvalidArgument,
-                "exceeds 2^63 - 1",
+                "exceeds 2^40 - 1",
             ),
             (
                 "flows claiming more bytes than the store sums",

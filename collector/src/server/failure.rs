@@ -36,7 +36,15 @@ pub struct Failure {
     pub cause: Cause,
     code: Code,
     message: String,
+    /// For a batch refused for its content: its seq, sent to the peer as
+    /// [`REJECTED_SEQ`] metadata.
+    rejected_seq: Option<u64>,
 }
+
+/// The metadata key naming the batch a sensor must drop: present only
+/// when the batch's content was refused. Any other refusal leaves the
+/// batch in the sensor's spool, retried.
+pub const REJECTED_SEQ: &str = "vigil-rejected-seq";
 
 impl Failure {
     /// The peer's fault, with the status code that tells it what.
@@ -45,6 +53,7 @@ impl Failure {
             cause: Cause::Peer,
             code,
             message: message.into(),
+            rejected_seq: None,
         }
     }
 
@@ -54,6 +63,7 @@ impl Failure {
             cause: Cause::Storage,
             code: Code::Unavailable,
             message: message.into(),
+            rejected_seq: None,
         }
     }
 
@@ -63,6 +73,7 @@ impl Failure {
             cause: Cause::Handover,
             code: Code::Aborted,
             message: message.into(),
+            rejected_seq: None,
         }
     }
 
@@ -72,6 +83,7 @@ impl Failure {
             cause: Cause::Shutdown,
             code: Code::Unavailable,
             message: "the collector is shutting down".into(),
+            rejected_seq: None,
         }
     }
 
@@ -81,12 +93,19 @@ impl Failure {
             cause: Cause::Bug,
             code: Code::Internal,
             message: message.into(),
+            rejected_seq: None,
         }
     }
 
     /// The status the peer gets.
     pub fn status(&self) -> Status {
-        Status::new(self.code, self.message.clone())
+        let mut s = Status::new(self.code, self.message.clone());
+        if let Some(seq) = self.rejected_seq
+            && let Ok(v) = seq.to_string().parse()
+        {
+            s.metadata_mut().insert(REJECTED_SEQ, v);
+        }
+        s
     }
 
     /// Logs the failure at its cause's level, with `what` the collector
@@ -135,7 +154,10 @@ impl From<&Rejection> for Failure {
             Rejection::IdentityMismatch { .. } => Code::PermissionDenied,
             _ => Code::InvalidArgument,
         };
-        Failure::peer(code, r.to_string())
+        Failure {
+            rejected_seq: r.dropped_seq(),
+            ..Failure::peer(code, r.to_string())
+        }
     }
 }
 

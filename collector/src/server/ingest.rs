@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, oneshot};
+use prost::Message as _;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 use vigil_proto::pb;
@@ -21,7 +22,7 @@ use super::access::{Principal, refused};
 use super::failure::Failure;
 use super::metrics::BatchResult;
 use super::writer::Job;
-use crate::ingest::{StreamState, validate};
+use crate::ingest::{MAX_INFLIGHT_PER_STREAM, StreamState, validate};
 use crate::model::ingest::CommitOutcome;
 use crate::store::StoreError;
 
@@ -130,11 +131,13 @@ impl Drop for StreamGauge {
     }
 }
 
-/// A batch in commit: its seq, its flows, and where its outcome comes.
+/// A batch in commit: its seq, its flows, where its outcome comes, and
+/// its share of the in-flight bytes (returned once it is answered).
 type Pending = (
     u64,
     u64,
     oneshot::Receiver<Result<CommitOutcome, Arc<StoreError>>>,
+    OwnedSemaphorePermit,
 );
 
 /// Answers a stream's batches in order, as their commits end; ends the
@@ -146,7 +149,7 @@ async fn acker(
     peer: String,
 ) {
     let m = &shared.metrics;
-    while let Some((seq, flows, reply)) = pending.recv().await {
+    while let Some((seq, flows, reply, _inflight)) = pending.recv().await {
         let failure = match reply.await {
             Ok(Ok(CommitOutcome::Stored { gap, reset })) => {
                 m.batch(BatchResult::Stored);
@@ -240,15 +243,25 @@ impl Ingest for IngestSvc {
             _ => None,
         };
         let peer = remote.map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        let Ok(slot) = self.shared.stream_slots.clone().try_acquire_owned() else {
+            self.shared.metrics.streams_refused.inc();
+            let f = Failure::peer(
+                Code::ResourceExhausted,
+                "too many ingest streams open (limits.max_streams): retry later",
+            );
+            f.log("stream refused", &peer);
+            return Err(f.status());
+        };
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel::<Result<pb::Ack, Status>>(64);
         let shared = self.shared.clone();
         let jobs = self.jobs.clone();
         let gauge = StreamGauge::new(shared.clone());
-        let (pending_tx, pending_rx) = mpsc::channel::<Pending>(16);
+        let (pending_tx, pending_rx) = mpsc::channel::<Pending>(MAX_INFLIGHT_PER_STREAM);
         let acker = tokio::spawn(acker(shared.clone(), pending_rx, tx.clone(), peer.clone()));
         tokio::spawn(async move {
             let _gauge = gauge;
+            let _slot = slot;
             let mut st = StreamState::default();
             let mut connected: Option<ConnectedGuard> = None;
             // Why the stream ends early, if it does.
@@ -264,6 +277,15 @@ impl Ingest for IngestSvc {
                         ));
                         break;
                     }
+                };
+                // Its share of the in-flight budget, before it is decoded
+                // further: waits while other batches hold it.
+                let cap = u32::try_from(shared.limits.max_inflight_bytes).unwrap_or(u32::MAX);
+                let cost = u32::try_from(msg.encoded_len())
+                    .unwrap_or(u32::MAX)
+                    .clamp(1, cap.max(1));
+                let Ok(inflight) = shared.inflight.clone().acquire_many_owned(cost).await else {
+                    break;
                 };
                 let batch = match validate(
                     msg,
@@ -302,7 +324,10 @@ impl Ingest for IngestSvc {
                     reply,
                 };
                 if jobs.send(job).await.is_err()
-                    || pending_tx.send((seq, flows, reply_rx)).await.is_err()
+                    || pending_tx
+                        .send((seq, flows, reply_rx, inflight))
+                        .await
+                        .is_err()
                 {
                     break;
                 }

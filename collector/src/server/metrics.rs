@@ -56,6 +56,8 @@ pub struct Metrics {
     pub streams_active: Gauge,
     /// Ingest streams opened.
     pub streams_total: Counter,
+    /// Ingest streams refused: `limits.max_streams` were open.
+    pub streams_refused: Counter,
     /// Time to commit a group of batches.
     pub commit_seconds: Histogram,
     /// Flow records the detectors examined.
@@ -101,6 +103,7 @@ impl Default for Metrics {
             flows_stored: Counter::default(),
             streams_active: Gauge::default(),
             streams_total: Counter::default(),
+            streams_refused: Counter::default(),
             // 1 ms to 33 s.
             commit_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             detect_flows: Counter::default(),
@@ -130,6 +133,11 @@ impl Default for Metrics {
             "vigil_collector_streams",
             "Ingest streams opened",
             m.streams_total.clone(),
+        );
+        r.register(
+            "vigil_collector_streams_refused",
+            "Ingest streams refused because limits.max_streams were open",
+            m.streams_refused.clone(),
         );
         r.register(
             "vigil_collector_commit_seconds",

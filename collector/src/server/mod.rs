@@ -97,7 +97,7 @@ impl CollectorConfig {
             insecure: false,
             store: SqliteConfig::default(),
             limits: Limits::default(),
-            max_message_bytes: 16 << 20,
+            max_message_bytes: 4 << 20,
             retention_interval: Duration::from_secs(60),
             max_query_flows: 1_000_000,
             detect: None,
@@ -165,6 +165,11 @@ pub struct Shared {
     webhook: Option<Webhook>,
     /// Who may read.
     access: access::Access,
+    /// Ingest streams that may still open (`limits.max_streams`).
+    stream_slots: Arc<tokio::sync::Semaphore>,
+    /// Bytes of batches that may still wait for their commit
+    /// (`limits.max_inflight_bytes`).
+    inflight: Arc<tokio::sync::Semaphore>,
 }
 
 /// A running collector.
@@ -282,6 +287,12 @@ async fn start_with_store(
         closing: watch::channel(false).0,
         webhook: cfg.webhook.clone().map(Webhook::start),
         access: access::Access::new(&cfg.analysts),
+        stream_slots: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_streams)),
+        inflight: Arc::new(tokio::sync::Semaphore::new(
+            usize::try_from(cfg.limits.max_inflight_bytes)
+                .unwrap_or(usize::MAX)
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        )),
     });
     let metrics_addr = match cfg.metrics_listen {
         Some(a) => Some(metrics::serve(a, shared.clone()).await?),

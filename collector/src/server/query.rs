@@ -4,6 +4,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 use vigil_proto::pb::query_server::Query;
 use vigil_proto::{FlowRecord, pb};
@@ -17,6 +18,9 @@ use crate::store::StoreError;
 /// The service.
 #[derive(Clone, Debug)]
 pub struct QuerySvc(pub(super) Arc<Shared>);
+
+/// Rows per page of a flow query (and per chunk on the wire).
+const FLOW_PAGE: usize = 4096;
 
 type ChunkStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::FlowChunk, Status>> + Send>>;
 
@@ -68,16 +72,26 @@ impl Query for QuerySvc {
         let max = self.0.max_query_flows;
         let limit = if q.limit == 0 { max } else { q.limit.min(max) } as usize;
         let store = self.0.store.clone();
-        let rows = blocking("flow query", move || store.flows(&filter, range, limit)).await?;
-        let chunks: Vec<Result<pb::FlowChunk, Status>> = rows
-            .chunks(1024)
-            .map(|c| {
-                Ok(pb::FlowChunk {
-                    flows: c.iter().map(stored_flow).collect(),
-                })
-            })
-            .collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+        // Pages from a blocking thread through a short queue: a query
+        // holds a few pages in memory however many rows it returns, and a
+        // slow reader holds the store's cursor back, not the collector's
+        // memory.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::FlowChunk, Status>>(2);
+        let plan = crate::store::plan::select(&filter, range, limit);
+        tokio::task::spawn_blocking(move || {
+            let sent = store.select_pages(&plan, FLOW_PAGE, &mut |rows| {
+                let chunk = pb::FlowChunk {
+                    flows: rows.iter().map(stored_flow).collect(),
+                };
+                tx.blocking_send(Ok(chunk)).is_ok()
+            });
+            if let Err(e) = sent {
+                let f = Failure::from(&e);
+                f.log("flow query", "query");
+                let _ = tx.blocking_send(Err(f.status()));
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn top(&self, req: Request<pb::TopQuery>) -> Result<Response<pb::TopReply>, Status> {

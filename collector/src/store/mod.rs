@@ -171,6 +171,35 @@ pub trait FlowQueries: Send + Sync {
     /// The rows of an [`Aggregate`] plan, in its order, at most its limit.
     fn aggregate(&self, plan: &Aggregate) -> Result<Vec<(GroupValue, Totals)>, StoreError>;
 
+    /// The records of a [`Select`] plan, handed to `sink` in pages of at
+    /// most `page` (until it answers false): what a reader holds at once
+    /// is a page, however many the query returns. By default, one
+    /// [`FlowQueries::select`] per page (`LIMIT`/`OFFSET`; rows committed
+    /// meanwhile with an earlier `first_seen` may shift the pages).
+    fn select_pages(
+        &self,
+        plan: &Select,
+        page: usize,
+        sink: &mut dyn FnMut(Vec<(String, FlowRecord)>) -> bool,
+    ) -> Result<(), StoreError> {
+        let page = page.max(1);
+        let mut done = 0;
+        while done < plan.limit {
+            let n = page.min(plan.limit - done);
+            let rows = self.select(&Select {
+                limit: n,
+                offset: plan.offset + done,
+                ..plan.clone()
+            })?;
+            let got = rows.len();
+            if got == 0 || !sink(rows) || got < n {
+                break;
+            }
+            done += got;
+        }
+        Ok(())
+    }
+
     /// Flow records matching `filter` in `range`, oldest first, at most
     /// `limit`, each with its sensor id.
     fn flows(

@@ -255,6 +255,8 @@ pub struct Select {
     pub range: TimeRange,
     /// At most this many.
     pub limit: usize,
+    /// After skipping this many (a page).
+    pub offset: usize,
 }
 
 /// Where one part of an aggregate reads.
@@ -374,6 +376,7 @@ pub fn select(filter: &Filter, range: TimeRange, limit: usize) -> Select {
         cond: Cond::of_flows(filter),
         range,
         limit,
+        offset: 0,
     }
 }
 
@@ -550,6 +553,9 @@ pub trait Dialect {
 
     /// Appends ` LIMIT n`.
     fn limit(&mut self, n: usize);
+
+    /// Appends ` LIMIT n`, after skipping `offset` rows.
+    fn limit_offset(&mut self, n: usize, offset: usize);
 }
 
 /// Appends a condition in dialect `d`.

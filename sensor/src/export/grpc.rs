@@ -237,6 +237,10 @@ impl Shared {
     }
 }
 
+/// A batch is closed once its flows take this many bytes, whatever
+/// `batch_flows`: well under the collector's default message limit (4 MiB).
+pub const MAX_BATCH_BYTES: usize = 2 << 20;
+
 /// The handle the pipeline's sink thread pushes records into.
 #[derive(Clone, Debug)]
 pub struct ExportSink(Arc<Shared>);
@@ -250,7 +254,7 @@ impl ExportSink {
             prost::encoding::message::encode(3, &pb::Flow::from(r), &mut b.buf);
             b.flows += 1;
             b.opened.get_or_insert_with(Instant::now);
-            if b.flows as usize >= s.cfg.batch_flows {
+            if b.flows as usize >= s.cfg.batch_flows || b.buf.len() >= MAX_BATCH_BYTES {
                 s.spool_batch(&mut b).map_err(io::Error::other)?;
             }
         }
@@ -696,15 +700,24 @@ async fn stream(shared: &Arc<Shared>, channel: Channel) -> StreamEnd {
     }
 }
 
+/// The batch the collector says it refused for its content, if it does.
+fn rejected_seq(s: &Status) -> Option<u64> {
+    s.metadata()
+        .get("vigil-rejected-seq")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
 /// Decides what a status from the collector means for the batch after `acked`.
 fn status_end(shared: &Shared, s: Status, acked: u64) -> StreamEnd {
     match s.code() {
         Code::PermissionDenied | Code::Unauthenticated => {
             StreamEnd::Refused(s.message().to_string())
         }
-        Code::InvalidArgument => {
-            // The collector processes a stream in order, so the rejected
-            // batch is the first unacknowledged one.
+        Code::InvalidArgument if rejected_seq(&s) == Some(acked + 1) => {
+            // The collector refused the content of this batch (a flow, the
+            // flow count): resending it would be refused again. It is
+            // dropped and counted; nothing else is.
             let seq = acked + 1;
             tracing::error!(seq, error = %s.message(), "the collector rejected a batch; it is dropped");
             shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
@@ -717,6 +730,11 @@ fn status_end(shared: &Shared, s: Status, acked: u64) -> StreamEnd {
                 s.message()
             ))
         }
+        // A problem of the stream, not of a batch's content (a message the
+        // collector could not read or would not take, a sequence or
+        // identity problem): the batches stay spooled and are retried,
+        // loudly, until it clears.
+        Code::InvalidArgument => StreamEnd::Refused(s.message().to_string()),
         _ => StreamEnd::Retry(format!("{:?}: {}", s.code(), s.message())),
     }
 }

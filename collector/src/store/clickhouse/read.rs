@@ -31,7 +31,7 @@ impl FlowQueries for ClickHouseStore {
         q.time(p.range);
         plan::write_cond(&mut q, &p.cond);
         q.push(" ORDER BY first_ns, sensor_id, seq, flow_id");
-        q.limit(p.limit);
+        q.limit_offset(p.limit, p.offset);
         self.read_flows(&self.select("reading flows", &q.text)?)
     }
 
@@ -142,6 +142,16 @@ impl Dialect for Sql<'_> {
 
     fn limit(&mut self, n: usize) {
         let _ = write!(self.text, " LIMIT {}", n.min(i64::MAX as usize));
+    }
+
+    fn limit_offset(&mut self, n: usize, offset: usize) {
+        // `LIMIT offset, n`: the form ClickHouse 18.16 reads too.
+        let _ = write!(
+            self.text,
+            " LIMIT {}, {}",
+            offset.min(i64::MAX as usize),
+            n.min(i64::MAX as usize)
+        );
     }
 
     fn group(&self, g: GroupExpr) -> String {

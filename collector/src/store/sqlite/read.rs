@@ -23,6 +23,23 @@ impl FlowQueries for SqliteStore {
     }
 
     fn select(&self, p: &Select) -> Result<Vec<(String, FlowRecord)>, StoreError> {
+        let mut out = Vec::new();
+        self.select_pages(p, usize::MAX, &mut |page| {
+            out = page;
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// One statement, stepped as the pages are taken: a read transaction's
+    /// snapshot, so that pages neither repeat nor skip rows committed
+    /// meanwhile.
+    fn select_pages(
+        &self,
+        p: &Select,
+        page: usize,
+        sink: &mut dyn FnMut(Vec<(String, FlowRecord)>) -> bool,
+    ) -> Result<(), StoreError> {
         let mut q = Sql::default();
         q.push(&format!(
             "SELECT {FLOW_COLUMNS} FROM flows f JOIN sensors s ON s.id = f.sensor WHERE "
@@ -30,7 +47,8 @@ impl FlowQueries for SqliteStore {
         q.time(p.range);
         plan::write_cond(&mut q, &p.cond);
         q.push(" ORDER BY f.first_ns, f.rowid");
-        q.limit(p.limit);
+        q.limit_offset(p.limit, p.offset);
+        let page = page.max(1);
         self.with_reader(|c| {
             let mut stmt = c
                 .prepare_cached(&q.text)
@@ -38,11 +56,17 @@ impl FlowQueries for SqliteStore {
             let mut rows = stmt
                 .query(rusqlite::params_from_iter(q.params.iter()))
                 .map_err(|e| self.err("running a flow query", e))?;
-            let mut out = Vec::new();
+            let mut out = Vec::with_capacity(page.min(4096));
             while let Some(row) = rows.next().map_err(|e| self.err("reading flows", e))? {
                 out.push(self.decode_row(row)?);
+                if out.len() == page && !sink(std::mem::take(&mut out)) {
+                    return Ok(());
+                }
             }
-            Ok(out)
+            if !out.is_empty() || page == usize::MAX {
+                sink(out);
+            }
+            Ok(())
         })
     }
 
@@ -128,6 +152,12 @@ impl Dialect for Sql {
     fn limit(&mut self, n: usize) {
         self.push(" LIMIT ?");
         self.int(n as u64);
+    }
+
+    fn limit_offset(&mut self, n: usize, offset: usize) {
+        self.limit(n);
+        self.push(" OFFSET ?");
+        self.int(offset as u64);
     }
 
     fn group(&self, g: GroupExpr) -> String {

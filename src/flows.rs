@@ -254,5 +254,12 @@ pub fn summary(r: &RunReport) -> String {
     if r.table.evicted > 0 {
         let _ = writeln!(s, "flows evicted (table full): {}", r.table.evicted);
     }
+    if r.handoff_drops > 0 {
+        let _ = writeln!(
+            s,
+            "flow records dropped at the hand-off to the exporter (its buffer full): {}",
+            r.handoff_drops
+        );
+    }
     s
 }

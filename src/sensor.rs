@@ -374,6 +374,11 @@ pub fn run(a: SensorArgs) -> Result<(), Failure> {
         let sink = exporter.as_ref().map(|e| e.sink());
         cfg.live = Some(live);
         cfg.stop = Some(stop.clone());
+        // Live capture never waits for the exporter (files do: nothing is
+        // lost by waiting for a disk when reading one).
+        if let Some(c) = &settings.capture {
+            cfg.lossy_handoff = Some(c.handoff_records);
+        }
         let files = a.files.clone();
         if let Some(e) = &settings.exporter {
             tracing::info!(

@@ -617,3 +617,96 @@ fn a_batch_the_collector_cannot_take_is_kept_not_dropped() {
     });
     assert_eq!(keys(stored(&data, "kept")), keys(flows));
 }
+
+/// Capture never blocks on the sink (issue #31): with the live hand-off, a
+/// sink that stalls (a disk that stops answering) while traffic flows
+/// leaves the capture reading every packet at its own pace; the records
+/// beyond the hand-off's buffer are dropped and counted, exactly, and the
+/// count reaches the collector as `channel_full_drops`.
+#[test]
+fn a_stalled_sink_never_stalls_capture_and_its_drops_are_counted() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    let pcap = tmp.path().join("busy.pcap");
+    let bulk = BulkConfig {
+        seed: 91,
+        packets: 200_000,
+        flows: 40_000,
+        frame: FrameSize::Fixed(80),
+        ..BulkConfig::default()
+    };
+    std::fs::write(&pcap, bulk.to_pcap_bytes()).unwrap();
+    let (offline, report) = run_inputs(&[Input::File(pcap.clone())], &RunConfig::default());
+    let data = tmp.path().join("data");
+    rt().block_on(async {
+        let mut cfg = CollectorConfig::new("127.0.0.1:0".parse().unwrap(), data.clone());
+        cfg.store.synchronous = Synchronous::Normal;
+        let collector = server::start(cfg).await.expect("collector");
+        let url = format!("http://{}", collector.addr);
+        let live = Arc::new(LiveCounters::default());
+        let mut e = ExporterConfig::new(url.clone(), "stalled".into(), tmp.path().join("spool"));
+        e.batch_delay = Duration::from_millis(50);
+        let exp = Exporter::start(e, live.clone()).expect("exporter");
+        let sink = exp.sink();
+        let run_cfg = RunConfig {
+            live: Some(live.clone()),
+            lossy_handoff: Some(5_000),
+            ..RunConfig::default()
+        };
+        let (counters, packets) = (live.clone(), report.packets);
+        let read_while_stalled = Arc::new(AtomicBool::new(false));
+        let seen = read_while_stalled.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            let mut stalled = false;
+            let mut stored = 0usize;
+            let mut push = |recs: &[FlowRecord]| {
+                if !stalled {
+                    stalled = true;
+                    // The disk stops answering until the capture has read
+                    // every packet: a capture waiting for the sink would
+                    // never get there.
+                    let t0 = std::time::Instant::now();
+                    while counters.packets.load(Ordering::Relaxed) < packets {
+                        assert!(
+                            t0.elapsed() < Duration::from_secs(60),
+                            "the capture stalled with its sink"
+                        );
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    seen.store(true, Ordering::Relaxed);
+                }
+                stored += recs.len();
+                sink.push(recs)
+            };
+            vigil_sensor::run::run(&[Input::File(pcap)], &run_cfg, &mut push, None)
+                .expect("pipeline");
+            stored
+        })
+        .await
+        .unwrap();
+        assert!(read_while_stalled.load(Ordering::Relaxed));
+        let drops = live.handoff_drops.load(Ordering::Relaxed);
+        assert!(drops > 0, "the buffer overflowed while the sink stalled");
+        assert_eq!(
+            stored as u64 + drops,
+            offline.len() as u64,
+            "every record stored or counted"
+        );
+        let d = exp.drain(Duration::from_secs(30)).await.expect("drain");
+        assert_eq!(d.pending, 0);
+        let channel = tonic::transport::Endpoint::from_shared(url)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let st = pb::query_client::QueryClient::new(channel)
+            .status(pb::StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let s = &st.sensors[0];
+        assert_eq!(s.flows, stored as u64);
+        assert_eq!(s.stats.as_ref().unwrap().channel_full_drops, drops);
+        collector.shutdown().await.unwrap();
+    });
+}

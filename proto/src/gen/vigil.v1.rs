@@ -88,7 +88,9 @@ pub struct SensorStats {
     /// Malformed frames by reason (bounded vocabulary, e.g. "ipv4_truncated").
     #[prost(map = "string, uint64", tag = "5")]
     pub decode_errors: ::std::collections::HashMap<::prost::alloc::string::String, u64>,
-    /// Packets dropped because a pipeline channel was full (live sources).
+    /// Flow records dropped at the hand-off from the capture workers to the
+    /// exporter because its buffer was full (live sources: a stalled disk
+    /// or exporter; capture itself never waits).
     #[prost(uint64, tag = "6")]
     pub channel_full_drops: u64,
     /// Flows evicted from a full flow table.

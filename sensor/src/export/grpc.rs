@@ -40,7 +40,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic::{Code, Status};
 use vigil_proto::{FlowRecord, pb};
 
-use super::spool::{Spool, SpoolConfig, SpoolError};
+use super::spool::{Flush, Spool, SpoolConfig, SpoolError};
 use crate::run::LiveCounters;
 
 /// Client side of mTLS.
@@ -190,27 +190,38 @@ impl Shared {
         self.builder.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends the open batch to the spool if `force` or it is full or old.
+    /// Appends the open batch to the spool if `force` or it is full or
+    /// old; its fsync (as the policy says) after every lock is released.
     fn flush(&self, force: bool) -> Result<(), SpoolError> {
-        let mut b = self.builder();
-        let due = b.flows as usize >= self.cfg.batch_flows
-            || b.opened
-                .is_some_and(|t| t.elapsed() >= self.cfg.batch_delay);
-        if b.flows == 0 || !(force || due) {
-            return Ok(());
-        }
-        self.spool_batch(&mut b)
+        let flush = {
+            let mut b = self.builder();
+            let due = b.flows as usize >= self.cfg.batch_flows
+                || b.opened
+                    .is_some_and(|t| t.elapsed() >= self.cfg.batch_delay);
+            if b.flows == 0 || !(force || due) {
+                return Ok(());
+            }
+            self.spool_batch(&mut b)?
+        };
+        flush.run()
     }
 
-    /// Appends the (non-empty) open batch to the spool and starts a new one.
-    fn spool_batch(&self, b: &mut Builder) -> Result<(), SpoolError> {
-        self.spool().append(&b.buf, b.flows)?;
+    /// Appends the (non-empty) open batch to the spool and starts a new
+    /// one; returns the flush due, to be run without the locks (a slow
+    /// disk's fsync then holds neither the next appends nor the sender's
+    /// reads).
+    fn spool_batch(&self, b: &mut Builder) -> Result<Flush, SpoolError> {
+        let flush = {
+            let mut spool = self.spool();
+            spool.append(&b.buf, b.flows)?;
+            spool.take_flush(false)
+        };
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         b.buf.clear();
         b.flows = 0;
         b.opened = None;
         self.appended.notify_one();
-        Ok(())
+        Ok(flush)
     }
 
     fn stats(&self) -> pb::SensorStats {
@@ -226,7 +237,7 @@ impl Shared {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
-            channel_full_drops: 0,
+            channel_full_drops: l.handoff_drops.load(Ordering::Relaxed),
             flows_evicted: l.evicted.load(Ordering::Relaxed),
             spool_bytes: sp.bytes,
             spool_dropped_batches: sp.dropped_batches,
@@ -249,14 +260,20 @@ impl ExportSink {
     /// Adds records to the open batch, spooling full batches.
     pub fn push(&self, recs: &[FlowRecord]) -> io::Result<()> {
         let s = &self.0;
-        let mut b = s.builder();
-        for r in recs {
-            prost::encoding::message::encode(3, &pb::Flow::from(r), &mut b.buf);
-            b.flows += 1;
-            b.opened.get_or_insert_with(Instant::now);
-            if b.flows as usize >= s.cfg.batch_flows || b.buf.len() >= MAX_BATCH_BYTES {
-                s.spool_batch(&mut b).map_err(io::Error::other)?;
+        let mut flushes = Vec::new();
+        {
+            let mut b = s.builder();
+            for r in recs {
+                prost::encoding::message::encode(3, &pb::Flow::from(r), &mut b.buf);
+                b.flows += 1;
+                b.opened.get_or_insert_with(Instant::now);
+                if b.flows as usize >= s.cfg.batch_flows || b.buf.len() >= MAX_BATCH_BYTES {
+                    flushes.push(s.spool_batch(&mut b).map_err(io::Error::other)?);
+                }
             }
+        }
+        for f in flushes {
+            f.run().map_err(io::Error::other)?;
         }
         Ok(())
     }
@@ -556,7 +573,9 @@ fn maintain(shared: &Shared) {
     if let Err(e) = shared.flush(false) {
         tracing::error!(error = %e, "spooling a batch failed");
     }
-    if let Err(e) = shared.spool().maintain() {
+    // Taken under the lock, run without it.
+    let flush = shared.spool().take_flush(false);
+    if let Err(e) = flush.run() {
         tracing::error!(error = %e, "spool maintenance failed");
     }
 }

@@ -59,6 +59,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -188,6 +189,75 @@ pub struct Spool {
     stats: SpoolStats,
     state_dirty: bool,
     unsynced_since: Option<Instant>,
+    /// Segments closed since the last flush, to be synced (their handles
+    /// duplicated), and whether the directory needs a sync (a new name).
+    closed: Vec<(File, PathBuf)>,
+    dir_dirty: bool,
+    /// Generation of the latest state text made, and of the latest written
+    /// (shared with the flushes running outside the lock).
+    state_gen: u64,
+    state_written: Arc<Mutex<u64>>,
+}
+
+/// Flushes taken out of the spool ([`Spool::take_flush`]) to be done
+/// without its lock: the fsyncs of the segments and the state file, so
+/// that appends (the capture's hand-off) and the sender's reads go on
+/// while the disk is slow.
+#[derive(Debug)]
+#[must_use = "a flush does nothing until run"]
+pub struct Flush {
+    files: Vec<(File, PathBuf)>,
+    dir: Option<PathBuf>,
+    state: Option<(u64, String)>,
+    state_dir: PathBuf,
+    written: Arc<Mutex<u64>>,
+}
+
+impl Flush {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.dir.is_none() && self.state.is_none()
+    }
+
+    /// Syncs the segments, the directory, and writes the state (unless a
+    /// newer state was written meanwhile).
+    pub fn run(self) -> Result<(), SpoolError> {
+        for (f, path) in &self.files {
+            f.sync_data().map_err(io_err(path, "syncing"))?;
+        }
+        if let Some(d) = &self.dir
+            && let Ok(f) = File::open(d)
+        {
+            let _ = f.sync_all();
+        }
+        if let Some((generation, text)) = &self.state {
+            write_state_file(&self.state_dir, &self.written, *generation, text)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes the state file (temporary file, fsync, rename) if `generation`
+/// is newer than the last written; serialized by `written`.
+fn write_state_file(
+    dir: &Path,
+    written: &Mutex<u64>,
+    generation: u64,
+    text: &str,
+) -> Result<(), SpoolError> {
+    let mut last = written.lock().unwrap_or_else(|p| p.into_inner());
+    if generation <= *last {
+        return Ok(());
+    }
+    let path = dir.join("state");
+    let tmp = dir.join("state.tmp");
+    let mut f = File::create(&tmp).map_err(io_err(&tmp, "creating"))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_data())
+        .map_err(io_err(&tmp, "writing"))?;
+    fs::rename(&tmp, &path).map_err(io_err(&path, "replacing"))?;
+    *last = generation;
+    Ok(())
 }
 
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> SpoolError + 'a {
@@ -230,6 +300,10 @@ impl Spool {
             stats: SpoolStats::default(),
             state_dirty: false,
             unsynced_since: None,
+            closed: Vec::new(),
+            dir_dirty: false,
+            state_gen: 0,
+            state_written: Arc::new(Mutex::new(0)),
             cfg,
         };
         spool.read_state()?;
@@ -322,9 +396,10 @@ impl Spool {
         Ok(())
     }
 
-    fn write_state(&mut self) -> Result<(), SpoolError> {
-        let path = self.cfg.dir.join("state");
-        let tmp = self.cfg.dir.join("state.tmp");
+    /// The state as text, with a new generation; clears `state_dirty`.
+    fn state_text(&mut self) -> (u64, String) {
+        self.state_gen += 1;
+        self.state_dirty = false;
         let text = format!(
             "version=1\nincarnation={}\nacked={}\nnext_seq={}\ndropped_batches={}\ndropped_flows={}\ndropped_bytes={}\ncorrupt_records={}\n",
             self.incarnation,
@@ -335,13 +410,14 @@ impl Spool {
             self.stats.dropped_bytes,
             self.stats.corrupt_records
         );
-        let mut f = File::create(&tmp).map_err(io_err(&tmp, "creating"))?;
-        f.write_all(text.as_bytes())
-            .and_then(|()| f.sync_data())
-            .map_err(io_err(&tmp, "writing"))?;
-        fs::rename(&tmp, &path).map_err(io_err(&path, "replacing"))?;
-        self.state_dirty = false;
-        Ok(())
+        (self.state_gen, text)
+    }
+
+    /// Writes the state now (under the caller's lock: opening, the size
+    /// bound's drops, closing).
+    fn write_state(&mut self) -> Result<(), SpoolError> {
+        let (generation, text) = self.state_text();
+        write_state_file(&self.cfg.dir, &self.state_written, generation, &text)
     }
 
     /// Reads a segment's records, checking each CRC; cuts the segment at
@@ -421,8 +497,12 @@ impl Spool {
 
     /// Starts a new active segment.
     fn roll(&mut self) -> Result<(), SpoolError> {
-        if let Some(s) = self.segments.last() {
-            s.file.sync_data().map_err(io_err(&s.path, "syncing"))?;
+        // The closed segment is synced by the next flush, outside the lock.
+        if let Some(s) = self.segments.last()
+            && self.unsynced_since.is_some()
+        {
+            let dup = s.file.try_clone().map_err(io_err(&s.path, "duplicating"))?;
+            self.closed.push((dup, s.path.clone()));
         }
         let base = self.next_seq;
         let path = self.cfg.dir.join(segment_name(base));
@@ -432,10 +512,8 @@ impl Spool {
             .create(true)
             .open(&path)
             .map_err(io_err(&path, "creating"))?;
-        // Make the new name durable.
-        if let Ok(d) = File::open(&self.cfg.dir) {
-            let _ = d.sync_all();
-        }
+        // Its name is made durable by the next flush.
+        self.dir_dirty = true;
         self.segments.push(Segment {
             path,
             base,
@@ -493,12 +571,10 @@ impl Spool {
             flows,
         });
         self.next_seq += 1;
-        match fsync {
-            Fsync::Always => seg.file.sync_data().map_err(io_err(&seg.path, "syncing"))?,
-            Fsync::Interval(_) | Fsync::Never => {
-                self.unsynced_since.get_or_insert_with(Instant::now);
-            }
-        }
+        // Synced by the flush the caller takes after the append
+        // ([`Spool::take_flush`]), outside its lock.
+        let _ = fsync;
+        self.unsynced_since.get_or_insert_with(Instant::now);
         Ok(seq)
     }
 
@@ -586,26 +662,47 @@ impl Spool {
         Ok(None)
     }
 
-    /// Flushes data and state when the policy says so. Call often.
-    pub fn maintain(&mut self) -> Result<(), SpoolError> {
-        if let (Fsync::Interval(every), Some(since)) = (self.cfg.fsync, self.unsynced_since)
-            && since.elapsed() >= every
+    /// What is due to be flushed by the policy (or everything, `all`):
+    /// segments to sync and the state to write, taken out to be run
+    /// without the spool's lock. Call after appends and often.
+    pub fn take_flush(&mut self, all: bool) -> Flush {
+        let mut files = std::mem::take(&mut self.closed);
+        let due = match (self.cfg.fsync, self.unsynced_since) {
+            (_, None) => false,
+            (Fsync::Always, Some(_)) => true,
+            (Fsync::Interval(every), Some(since)) => all || since.elapsed() >= every,
+            (Fsync::Never, Some(_)) => all,
+        };
+        if due
+            && let Some(s) = self.segments.last()
+            && let Ok(dup) = s.file.try_clone()
         {
-            self.sync()?;
+            files.push((dup, s.path.clone()));
+            self.unsynced_since = None;
         }
-        if self.state_dirty {
-            self.write_state()?;
+        let state = self.state_dirty.then(|| self.state_text());
+        Flush {
+            files,
+            dir: std::mem::take(&mut self.dir_dirty).then(|| self.cfg.dir.clone()),
+            state,
+            state_dir: self.cfg.dir.clone(),
+            written: self.state_written.clone(),
         }
-        Ok(())
     }
 
-    /// Flushes the active segment.
+    /// Flushes data and state when the policy says so, here (tests and
+    /// single-threaded users; the exporter runs [`Spool::take_flush`]'s
+    /// flush outside its lock).
+    pub fn maintain(&mut self) -> Result<(), SpoolError> {
+        self.take_flush(false).run()
+    }
+
+    /// Flushes the active segment (and any closed one), here.
     pub fn sync(&mut self) -> Result<(), SpoolError> {
-        if let Some(s) = self.segments.last() {
-            s.file.sync_data().map_err(io_err(&s.path, "syncing"))?;
-        }
-        self.unsynced_since = None;
-        Ok(())
+        let dirty = std::mem::take(&mut self.state_dirty);
+        let f = self.take_flush(true);
+        self.state_dirty = dirty;
+        f.run()
     }
 
     /// Flushes everything and writes the state.
@@ -761,6 +858,33 @@ mod tests {
         assert_eq!(s.stats().corrupt_records, 2);
         assert_eq!(s.read_from(1).unwrap(), None);
         assert_eq!(s.next_seq(), 5, "seq stays monotone through the state file");
+    }
+
+    /// Flushes are taken under the lock and run outside it, in any order:
+    /// an older state never overwrites a newer one.
+    #[test]
+    fn flushes_run_outside_the_lock_never_write_an_older_state() {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = cfg(d.path());
+        c.fsync = Fsync::Always;
+        let mut s = Spool::open(c.clone()).unwrap();
+        for i in 1..=3 {
+            s.append(&payload(i), 1).unwrap();
+        }
+        let data = s.take_flush(false);
+        assert!(!data.is_empty(), "Always: the appends are due");
+        s.ack(1).unwrap();
+        let older = s.take_flush(false);
+        s.ack(2).unwrap();
+        let newer = s.take_flush(false);
+        assert!(s.take_flush(false).is_empty());
+        newer.run().unwrap();
+        older.run().unwrap();
+        data.run().unwrap();
+        drop(s);
+        let s = Spool::open(c).unwrap();
+        assert_eq!(s.acked(), 2, "the newer state stands");
+        assert_eq!(s.read_from(3).unwrap().unwrap().seq, 3);
     }
 
     #[test]

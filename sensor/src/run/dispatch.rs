@@ -30,8 +30,8 @@ use hdrhistogram::Histogram;
 use vigil_proto::{EndReason, FlowRecord};
 
 use super::{
-    Input, LiveCounters, Progress, RunConfig, RunError, RunReport, finish_table, histogram,
-    join_sink, log_finished, recv_spinning, spawn_sink, spins_for, validate,
+    Handoff, Input, LiveCounters, Progress, RunConfig, RunError, RunReport, finish_table,
+    histogram, join_sink, log_finished, recv_spinning, spawn_sink, spins_for, validate,
 };
 use crate::capture::{CaptureError, CaptureReader, Next, PacketSource};
 use crate::decode::key::shard_of;
@@ -134,7 +134,7 @@ fn worker(
     max_flows: usize,
     rx: Receiver<Batch>,
     ret: Sender<Vec<PacketMeta>>,
-    out: Sender<Vec<FlowRecord>>,
+    out: Handoff,
     live: Option<Arc<LiveCounters>>,
     stopped: &AtomicBool,
 ) -> WorkerReport {
@@ -336,7 +336,8 @@ fn run_with(
     let mut report = RunReport::default();
 
     std::thread::scope(|s| -> Result<(), RunError> {
-        let (out_tx, writer) = spawn_sink(s, sink, &stop);
+        let (out_tx, writer) = spawn_sink(s, cfg, sink, &stop);
+        let handoff_drops = out_tx.drops();
         let mut txs = Vec::with_capacity(n);
         let mut rets = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n);
@@ -405,6 +406,7 @@ fn run_with(
             let _ = report.timings.update_ns.add(&w.update_ns);
             let _ = report.timings.queue_ns.add(&w.queue_ns);
         }
+        report.handoff_drops = handoff_drops.get();
         join_sink(writer)
     })?;
     report.elapsed = started.elapsed();

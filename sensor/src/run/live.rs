@@ -133,7 +133,8 @@ impl AfPacketCapture {
         let mut report = RunReport::default();
         std::thread::scope(|s| -> Result<(), RunError> {
             // A failing sink stops the capture.
-            let (out_tx, writer) = spawn_sink(s, sink, &stop);
+            let (out_tx, writer) = spawn_sink(s, cfg, sink, &stop);
+            let handoff_drops = out_tx.drops();
             let mut handles = Vec::new();
             for (i, sock) in self.sockets.into_iter().enumerate() {
                 let out = out_tx.clone();
@@ -157,6 +158,7 @@ impl AfPacketCapture {
                 }
             }
             let sunk = join_sink(writer);
+            report.handoff_drops = handoff_drops.get();
             if let Some(i) = failed {
                 return Err(RunError::Worker(i));
             }
@@ -203,7 +205,7 @@ fn apply(metas: &mut Vec<PacketMeta>, table: &mut FlowTable) {
 fn af_packet_worker(
     mut sock: crate::capture::af_packet::AfPacket,
     mut table: FlowTable,
-    out: crossbeam_channel::Sender<Vec<FlowRecord>>,
+    out: super::Handoff,
     live: Option<Arc<LiveCounters>>,
     stop: &AtomicBool,
 ) -> RunReport {

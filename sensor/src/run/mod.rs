@@ -62,7 +62,19 @@ pub struct RunConfig {
     pub stop: Option<Arc<AtomicBool>>,
     /// How capture files reach the workers.
     pub file_mode: FileMode,
+    /// Live capture: hand records to the sink without ever waiting,
+    /// buffering at most this many (see [`Handoff`]); beyond, records are
+    /// dropped and counted ([`LiveCounters::handoff_drops`]). `None`
+    /// (files): the workers wait for the sink, nothing is lost.
+    pub lossy_handoff: Option<usize>,
 }
+
+/// Records the hand-off to the sink buffers for a live capture by default:
+/// 1,048,576 (184 bytes each: about 190 MiB). That is 1.6 s of the
+/// highest record rate measured (the realistic mix, 64-byte frames, two
+/// workers: 652,000 records/s, BENCHMARKS.md) and 10 s at 100,000 new
+/// flows a second, a busy 10 Gb/s link.
+pub const HANDOFF_RECORDS: usize = 1 << 20;
 
 /// How the packets of capture files (and captures in memory) reach the
 /// flow workers. Standard input is always read by the dispatcher.
@@ -98,6 +110,10 @@ pub struct LiveCounters {
     pub kernel_packets: AtomicU64,
     /// Packets the kernel dropped because a capture ring was full.
     pub kernel_drops: AtomicU64,
+    /// Flow records dropped at the hand-off to the sink (the exporter)
+    /// because its buffer was full: a stalled disk or collector path. Live
+    /// capture only; reported as `channel_full_drops`.
+    pub handoff_drops: AtomicU64,
 }
 
 /// What a worker has published to [`LiveCounters`] so far (workers add
@@ -185,6 +201,7 @@ impl Default for RunConfig {
             live: None,
             stop: None,
             file_mode: FileMode::default(),
+            lossy_handoff: None,
         }
     }
 }
@@ -265,6 +282,9 @@ impl Default for StageTimings {
 pub struct RunReport {
     /// Frames read.
     pub packets: u64,
+    /// Flow records dropped at the hand-off to the sink (live capture
+    /// whose sink fell behind by more than its buffer).
+    pub handoff_drops: u64,
     /// Frame bytes on the wire (original lengths).
     pub wire_bytes: u64,
     /// Decoder counters.
@@ -333,11 +353,7 @@ const FLUSH_BATCH: usize = 4096;
 
 /// Ends a worker's table at the end of input: measures it (bytes, flows
 /// held) before the flush, then flushes every flow to `out`.
-pub(crate) fn finish_table(
-    table: &mut FlowTable,
-    out: &Sender<Vec<FlowRecord>>,
-    reason: EndReason,
-) -> (u64, u64) {
+pub(crate) fn finish_table(table: &mut FlowTable, out: &Handoff, reason: EndReason) -> (u64, u64) {
     let measured = (table.memory_bytes() as u64, table.len() as u64);
     table.flush_batched(reason, FLUSH_BATCH, |records| {
         let _ = out.send(records);
@@ -476,27 +492,110 @@ fn run_opened(
     Ok(report)
 }
 
+/// How workers hand records to the sink thread. For files the hand-off
+/// waits when the sink is behind (back-pressure reaches the reader, nothing
+/// is lost). For live capture ([`RunConfig::lossy_handoff`]) it never
+/// waits: a worker that waited would leave its ring to fill and the kernel
+/// to drop packets unseen; records beyond the buffer are dropped here and
+/// counted instead ([`LiveCounters::handoff_drops`]).
+#[derive(Clone, Debug)]
+pub(crate) struct Handoff {
+    tx: Sender<Vec<FlowRecord>>,
+    lossy: Option<Arc<Lossy>>,
+}
+
+#[derive(Debug)]
+struct Lossy {
+    /// Records sent and not yet taken by the sink.
+    buffered: std::sync::atomic::AtomicUsize,
+    capacity: usize,
+    drops: Option<Arc<LiveCounters>>,
+    /// Dropped here, for runs without live counters.
+    dropped: AtomicU64,
+}
+
+impl Handoff {
+    /// Hands `records` over; `Err` when the sink is gone (or, lossy, when
+    /// they were dropped).
+    pub(crate) fn send(&self, records: Vec<FlowRecord>) -> Result<(), ()> {
+        let Some(l) = &self.lossy else {
+            return self.tx.send(records).map_err(|_| ());
+        };
+        let n = records.len();
+        let before = l.buffered.fetch_add(n, Ordering::AcqRel);
+        if before + n > l.capacity && before > 0 {
+            l.buffered.fetch_sub(n, Ordering::AcqRel);
+            l.dropped.fetch_add(n as u64, Ordering::Relaxed);
+            if let Some(c) = &l.drops {
+                c.handoff_drops.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            return Err(());
+        }
+        self.tx.send(records).map_err(|_| ())
+    }
+
+    /// A handle on the count of records dropped here (that does not
+    /// keep the channel open).
+    pub(crate) fn drops(&self) -> HandoffDrops {
+        HandoffDrops(self.lossy.clone())
+    }
+}
+
+/// Records a lossy [`Handoff`] dropped.
+#[derive(Clone, Debug)]
+pub(crate) struct HandoffDrops(Option<Arc<Lossy>>);
+
+impl HandoffDrops {
+    /// Dropped so far.
+    pub(crate) fn get(&self) -> u64 {
+        self.0
+            .as_ref()
+            .map_or(0, |l| l.dropped.load(Ordering::Relaxed))
+    }
+}
+
 /// The sink thread of a run: hands every batch of records to `sink`; if the
 /// sink fails, sets `failed` (the readers stop) and ends with the error.
 pub(crate) fn spawn_sink<'scope, 'env>(
     s: &'scope std::thread::Scope<'scope, 'env>,
+    cfg: &RunConfig,
     sink: &'scope mut (dyn FnMut(&[FlowRecord]) -> io::Result<()> + Send),
     failed: &'scope AtomicBool,
 ) -> (
-    Sender<Vec<FlowRecord>>,
+    Handoff,
     std::thread::ScopedJoinHandle<'scope, io::Result<()>>,
 ) {
-    let (tx, rx) = bounded::<Vec<FlowRecord>>(64);
+    let (tx, rx, lossy) = match cfg.lossy_handoff {
+        None => {
+            let (tx, rx) = bounded::<Vec<FlowRecord>>(64);
+            (tx, rx, None)
+        }
+        Some(capacity) => {
+            let (tx, rx) = crossbeam_channel::unbounded::<Vec<FlowRecord>>();
+            let l = Arc::new(Lossy {
+                buffered: std::sync::atomic::AtomicUsize::new(0),
+                capacity: capacity.max(1),
+                drops: cfg.live.clone(),
+                dropped: AtomicU64::new(0),
+            });
+            (tx, rx, Some(l))
+        }
+    };
+    let taken = lossy.clone();
     let writer = s.spawn(move || -> io::Result<()> {
         for recs in rx {
-            if let Err(e) = sink(&recs) {
+            let r = sink(&recs);
+            if let Some(l) = &taken {
+                l.buffered.fetch_sub(recs.len(), Ordering::AcqRel);
+            }
+            if let Err(e) = r {
                 failed.store(true, Ordering::Relaxed);
                 return Err(e);
             }
         }
         Ok(())
     });
-    (tx, writer)
+    (Handoff { tx, lossy }, writer)
 }
 
 /// The log line at the end of a run.

@@ -120,7 +120,7 @@ pub fn run(
     let mut report = RunReport::default();
     let sink_failed = AtomicBool::new(false);
     std::thread::scope(|s| -> Result<(), RunError> {
-        let (out_tx, writer) = spawn_sink(s, sink, &sink_failed);
+        let (out_tx, writer) = spawn_sink(s, cfg, sink, &sink_failed);
         let mut handles = Vec::new();
         for (i, bytes) in streams.iter().enumerate() {
             let out = out_tx.clone();

@@ -18,7 +18,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use crossbeam_channel::Sender;
+use crate::run::Handoff;
 use hdrhistogram::Histogram;
 use vigil_proto::{EndReason, FlowRecord};
 
@@ -87,7 +87,7 @@ pub fn run_shared(
     let mut report = RunReport::default();
     let mut input_errors = Vec::new();
     std::thread::scope(|s| -> Result<(), RunError> {
-        let (out_tx, writer) = spawn_sink(s, sink, &sink_failed);
+        let (out_tx, writer) = spawn_sink(s, cfg, sink, &sink_failed);
         let mut handles = Vec::with_capacity(n);
         for (me, mut ports) in relay::ports(n).into_iter().enumerate() {
             let out = out_tx.clone();
@@ -159,7 +159,7 @@ struct SharedWorker<'r> {
     decoder: Decoder,
     clock: PacketClock,
     metas: Vec<PacketMeta>,
-    out: Sender<Vec<FlowRecord>>,
+    out: Handoff,
     worker_ns: Histogram<u64>,
     /// Frames read (every worker reads every frame).
     packets: u64,

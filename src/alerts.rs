@@ -378,7 +378,7 @@ pub fn figure(v: f64, unit: &str) -> String {
     format!("{n}{unit}")
 }
 
-fn print_table(out: &mut impl Write, alerts: &[pb::Alert]) -> Result<(), Failure> {
+pub fn print_table(out: &mut impl Write, alerts: &[pb::Alert]) -> Result<(), Failure> {
     writeln!(
         out,
         "{:>5}  {:<20}  {:<8}  {:<23}  {:<9}  {:<20}  {:>7}  SUMMARY",

@@ -8,6 +8,7 @@ mod bench_detect;
 mod bench_e2e;
 mod collector;
 mod demo;
+mod detect;
 mod flows;
 mod query;
 mod replay;
@@ -51,6 +52,9 @@ enum Cmd {
     /// Alerts: list them, show one with its evidence flows, watch new ones.
     #[command(subcommand)]
     Alerts(alerts::AlertsCmd),
+    /// Run the collector's detectors over stored flows (a retro-hunt) and
+    /// store the alerts found that are not stored already.
+    Detect(detect::DetectArgs),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -161,6 +165,7 @@ fn main() -> ExitCode {
         Cmd::Query(a) => query::run(a),
         Cmd::Replay(a) => replay::run(a),
         Cmd::Alerts(a) => alerts::run(a),
+        Cmd::Detect(a) => detect::run(a),
         Cmd::Config(ConfigCmd::Defaults { which }) => match which.as_str() {
             "sensor" => {
                 print!("{}", vigil_sensor::config::SensorFile::defaults_toml());

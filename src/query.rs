@@ -626,7 +626,7 @@ fn print_status(
                     let st = &s.stats;
                     writeln!(
                         out,
-                        "{{\"sensor_id\":{},\"last_seq\":{},\"batches\":{},\"flows\":{},\"duplicates\":{},\"seq_gaps\":{},\"incarnation\":\"{:016x}\",\"seq_resets\":{},\"id_conflicts\":{},\"last_seen\":\"{}\",\"packets\":{},\"kernel_drops\":{},\"decode_errors\":{},\"flows_evicted\":{},\"spool_bytes\":{},\"spool_dropped_batches\":{},\"spool_dropped_flows\":{}}}",
+                        "{{\"sensor_id\":{},\"last_seq\":{},\"batches\":{},\"flows\":{},\"duplicates\":{},\"seq_gaps\":{},\"incarnation\":\"{:016x}\",\"seq_resets\":{},\"id_conflicts\":{},\"last_seen\":\"{}\",\"packets\":{},\"kernel_drops\":{},\"decode_errors\":{},\"flows_evicted\":{},\"spool_bytes\":{},\"spool_dropped_batches\":{},\"spool_dropped_flows\":{},\"channel_full_drops\":{}}}",
                         serde_json::to_string(&s.sensor_id).unwrap_or_default(),
                         s.last_seq,
                         s.batches,
@@ -643,7 +643,8 @@ fn print_status(
                         st.flows_evicted,
                         st.spool_bytes,
                         st.spool_dropped_batches,
-                        st.spool_dropped_flows
+                        st.spool_dropped_flows,
+                        st.channel_full_drops
                     )?;
                 }
             }

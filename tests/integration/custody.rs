@@ -710,3 +710,120 @@ fn a_stalled_sink_never_stalls_capture_and_its_drops_are_counted() {
         collector.shutdown().await.unwrap();
     });
 }
+
+/// `vigil detect` (issue #31): captures stored by a collector with
+/// detection off, then the detectors run over the store from the command
+/// line, give the alerts a live run raised (kind and asset); run again, it
+/// finds them stored and stores nothing twice.
+#[test]
+fn vigil_detect_over_flows_stored_without_detection_gives_the_live_alerts() {
+    use std::collections::BTreeSet;
+
+    use vigil_collector::config::CollectorFile;
+    use vigil_collector::store::AlertQuery;
+
+    use crate::detection::wait_detected;
+    use crate::util::{corpus_dir, sensor_with};
+    let Some(dir) = corpus_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = || {
+        [
+            "stopddos__pkt.TCP.synflood.spoofed.pcap",
+            "chrissanders-packets__ppa1e__ftp-crack.pcap",
+            "chrissanders-packets__synscan.pcapng",
+        ]
+        .map(|f| Input::File(dir.join(f)))
+        .to_vec()
+    };
+    let toml = |data: &Path| {
+        format!(
+            "data_dir = {:?}\n\
+             [[protected]]\nname = \"web\"\ncidrs = [\"10.10.10.10/32\"]\nsector = \"test\"\ncriticality = \"high\"\n\
+             [[protected]]\nname = \"ftp\"\ncidrs = [\"10.121.70.151/32\"]\nsector = \"test\"\ncriticality = \"high\"\n\
+             [[protected]]\nname = \"scanned\"\ncidrs = [\"64.13.134.52/32\"]\nsector = \"test\"\ncriticality = \"high\"\n",
+            data.display().to_string()
+        )
+    };
+    let (live_data, off_data) = (tmp.path().join("live"), tmp.path().join("off"));
+    let conf = tmp.path().join("collector.toml");
+    std::fs::write(&conf, toml(&off_data)).unwrap();
+    let live_cfg = CollectorFile::parse(&toml(&live_data), "live")
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert!(live_cfg.detect.is_some());
+    let run = |mut cfg: CollectorConfig, detect: bool, spool: &'static str| {
+        let tmp = tmp.path().to_path_buf();
+        rt().block_on(async move {
+            cfg.listen = "127.0.0.1:0".parse().unwrap();
+            cfg.store.synchronous = Synchronous::Normal;
+            if !detect {
+                cfg.detect = None;
+            }
+            let c = server::start(cfg).await.expect("collector");
+            let url = format!("http://{}", c.addr);
+            let mut e = ExporterConfig::new(url.clone(), "site".into(), tmp.join(spool));
+            e.batch_delay = Duration::from_millis(50);
+            let flow = FlowConfig {
+                report_interval: Some(Duration::from_secs(1)),
+                ..FlowConfig::default()
+            };
+            let d = sensor_with(inputs(), e, flow, Duration::from_secs(60))
+                .await
+                .expect("sensor");
+            assert_eq!(d.pending, 0);
+            if detect {
+                wait_detected(&url).await;
+            }
+            c.shutdown().await.unwrap();
+        });
+    };
+    run(live_cfg.clone(), true, "spool-live");
+    let mut off_cfg = live_cfg;
+    off_cfg.data_dir = off_data.clone();
+    run(off_cfg, false, "spool-off");
+    let kinds = |data: &Path| -> BTreeSet<(String, String)> {
+        SqliteStore::open_read_only(data)
+            .unwrap()
+            .alerts(&AlertQuery::default())
+            .unwrap()
+            .iter()
+            .map(|a| (a.kind.as_str().to_string(), a.asset.clone()))
+            .collect()
+    };
+    let live = kinds(&live_data);
+    assert!(live.len() >= 3, "{live:?}");
+    assert!(kinds(&off_data).is_empty(), "detection was off");
+    let detect = || {
+        vigil()
+            .args(["detect", "-c"])
+            .arg(&conf)
+            .output()
+            .expect("vigil detect")
+    };
+    let first = detect();
+    assert!(first.status.success(), "{}", stderr(&first));
+    let text = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(text.contains("0 already stored"), "{text}");
+    assert_eq!(kinds(&off_data), live, "the live run's alerts: {text}");
+    let n = SqliteStore::open_read_only(&off_data)
+        .unwrap()
+        .alerts(&AlertQuery::default())
+        .unwrap()
+        .len();
+    let again = detect();
+    let text = String::from_utf8_lossy(&again.stdout).into_owned();
+    assert!(
+        text.contains(&format!("{n} already stored, 0 new")),
+        "{text}"
+    );
+    assert_eq!(
+        SqliteStore::open_read_only(&off_data)
+            .unwrap()
+            .alerts(&AlertQuery::default())
+            .unwrap()
+            .len(),
+        n,
+        "nothing stored twice"
+    );
+}

@@ -13,10 +13,11 @@
 //! `incident_timeout` of the latest arrival), so a sensor whose clock runs
 //! ahead (within the collector's `max_clock_skew`) cannot expire the
 //! windows or close the incidents that other sensors feed, and a sensor
-//! whose clock lags holds expiry back only while it is live. A record that
-//! ends more than `max_clock_skew` before that slowest clock is not
-//! examined (its windows are gone): it is counted (`late_records`), stored
-//! all the same.
+//! whose clock lags holds expiry back only while it is live. A sensor whose
+//! records go back by more than `max_clock_skew` (a clock set back, or a
+//! replay of an older capture) has its clock restart there, counted
+//! (`clock_steps`); records too far ahead are refused before they are
+//! stored (`ingest::validate`).
 //!
 //! One detector per file, each behind the `Detector` trait
 //! (observe a record, finish a batch, sweep its windows): `flood`,
@@ -123,9 +124,9 @@ pub struct DetectStats {
     pub alerts_updated: u64,
     /// Window entries dropped to stay within the memory bound.
     pub state_evictions: u64,
-    /// Records not examined: they ended more than the clock-skew bound
-    /// before the slowest live sensor's clock.
-    pub late_records: u64,
+    /// Times a sensor's records went back by more than the clock-skew
+    /// bound, restarting its clock there.
+    pub clock_steps: u64,
 }
 
 /// A sensor's event-time clock.
@@ -213,7 +214,7 @@ pub struct Engine {
     clocks: Vec<Clock>,
     /// The latest arrival of any batch, ns.
     arrived: u64,
-    /// Records ending this far before the slowest live clock are late.
+    /// A sensor's records going back by more than this restart its clock.
     max_skew_ns: u64,
     /// When the detectors were last swept, ns (event time).
     swept: u64,
@@ -286,8 +287,8 @@ impl Engine {
         }
     }
 
-    /// The same engine, taking records that end more than `skew` before
-    /// the slowest live sensor's clock as late (the collector's
+    /// The same engine, taking a sensor's records that go back by more
+    /// than `skew` as its clock stepping back (the collector's
     /// `max_clock_skew`; default 24 h).
     pub fn with_max_skew(mut self, skew: std::time::Duration) -> Engine {
         self.max_skew_ns = u64::try_from(skew.as_nanos()).unwrap_or(u64::MAX);
@@ -377,12 +378,13 @@ impl Engine {
     ) -> Vec<AlertUpdate> {
         let sensor = self.sensor_index(sensor_id);
         self.stats.flows += flows.len() as u64;
-        // Late against the clocks before this batch moved them.
-        let late_before = self.now().saturating_sub(self.max_skew_ns);
         for f in flows {
-            if f.last_seen_ns < late_before {
-                self.stats.late_records += 1;
-                continue;
+            let c = &mut self.clocks[sensor as usize];
+            if f.last_seen_ns.saturating_add(self.max_skew_ns) < c.watermark {
+                // The sensor's clock stepped back (or an older capture is
+                // replayed): its event time restarts here.
+                c.watermark = f.last_seen_ns;
+                self.stats.clock_steps += 1;
             }
             if self.observe_one(sensor, f) {
                 self.stats.protected_flows += 1;

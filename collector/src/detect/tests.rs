@@ -798,15 +798,15 @@ fn a_sensor_whose_clock_runs_ahead_cannot_close_another_sensors_incident() {
     );
     assert_eq!(last.alert.last_seen_ns, second.last().unwrap().last_seen_ns);
     assert!(up.iter().any(|u| u.alert.kind == AlertKind::BruteForce));
-    assert_eq!(e.stats.late_records, 0);
+    assert_eq!(e.stats.clock_steps, 0);
 }
 
 /// A sensor gone silent stops holding event time back once its batches
-/// stop arriving for `incident_timeout`; a record that ends more than the
-/// clock-skew bound before the slowest live clock is counted late, not
-/// examined.
+/// stop arriving for `incident_timeout`; a sensor whose records go back by
+/// more than the clock-skew bound (an older capture replayed after a newer
+/// one) restarts its clock there and its records are examined.
 #[test]
-fn a_silent_sensor_stops_holding_time_and_late_records_are_counted() {
+fn a_silent_sensor_stops_holding_time_and_a_clock_set_back_restarts() {
     let mut e = engine().with_max_skew(std::time::Duration::from_secs(3600));
     let flood = syn_flood(800, 30);
     for chunk in flood.chunks(64) {
@@ -821,10 +821,26 @@ fn a_silent_sensor_stops_holding_time_and_late_records_are_counted() {
     let later = syn(9_000_001, "203.0.113.6", "198.51.100.31", 80, T0 + 1200 * S);
     e.observe_batch("a", &[later], Some(T0 + 1200 * S));
     assert_eq!(e.now(), T0 + 1200 * S);
-    // "old" sends again, a record ending 50 min before: late (the bound
-    // is an hour before T0 + 20 min).
-    let old = syn(9_000_002, "203.0.113.5", "198.51.100.30", 80, T0 - 3000 * S);
-    let up = e.observe_batch("old", &[old], Some(T0 + 1201 * S));
-    assert!(up.is_empty());
-    assert_eq!(e.stats.late_records, 1);
+    // "a" replays a capture a day older: its clock restarts, the flood in
+    // it is found.
+    let day = 86_400 * S;
+    let replay: Vec<FlowRecord> = syn_flood(800, 30)
+        .into_iter()
+        .map(|mut f| {
+            f.first_seen_ns -= day;
+            f.last_seen_ns -= day;
+            f.flow_id += 5_000_000;
+            f
+        })
+        .collect();
+    let mut up = Vec::new();
+    for chunk in replay.chunks(64) {
+        up.extend(e.observe_batch("a", chunk, Some(T0 + 1201 * S)));
+    }
+    assert_eq!(e.stats.clock_steps, 1);
+    assert!(
+        up.iter()
+            .any(|u| u.opened && u.alert.kind == AlertKind::SynFlood),
+        "the replayed flood is an alert of its own"
+    );
 }

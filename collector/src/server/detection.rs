@@ -19,16 +19,15 @@ pub fn run(shared: Arc<Shared>, mut engine: Engine, rx: Receiver<Committed>) {
     let m = &shared.metrics;
     while let Ok((sensor, flows, arrived)) = rx.recv() {
         let t0 = Instant::now();
-        let late = engine.stats.late_records;
+        let steps = engine.stats.clock_steps;
         let updates = engine.observe_batch(&sensor, &flows, Some(arrived));
-        if engine.stats.late_records > late {
-            let n = engine.stats.late_records - late;
-            m.detect_late.inc_by(n);
+        if engine.stats.clock_steps > steps {
+            m.detect_clock_steps
+                .inc_by(engine.stats.clock_steps - steps);
             tracing::warn!(
                 %sensor,
-                records = n,
-                "records ending more than max_clock_skew before the slowest live sensor's clock: \
-                 stored, not examined by detection"
+                "the sensor's records went back by more than max_clock_skew (its clock was set \
+                 back, or an older capture is replayed): its event time restarts there"
             );
         }
         m.detect_seconds.inc_by(t0.elapsed().as_secs_f64());

@@ -64,9 +64,8 @@ pub struct Metrics {
     pub detect_flows: Counter,
     /// Time the detectors spent.
     pub detect_seconds: Counter<f64, AtomicU64>,
-    /// Records detection did not examine: too late for every live
-    /// sensor's clock.
-    pub detect_late: Counter,
+    /// Times a sensor's records went back by more than max_clock_skew.
+    pub detect_clock_steps: Counter,
     alerts: Family<Event, Counter>,
     refusals: Family<Service, Counter>,
 }
@@ -108,7 +107,7 @@ impl Default for Metrics {
             commit_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             detect_flows: Counter::default(),
             detect_seconds: Counter::default(),
-            detect_late: Counter::default(),
+            detect_clock_steps: Counter::default(),
             alerts: Family::default(),
             refusals: Family::default(),
             registry: Registry::default(),
@@ -155,10 +154,10 @@ impl Default for Metrics {
             m.detect_seconds.clone(),
         );
         r.register(
-            "vigil_collector_detect_late_flows",
-            "Records stored but not examined by detection: they ended more than max_clock_skew \
-             before the slowest live sensor's clock",
-            m.detect_late.clone(),
+            "vigil_collector_detect_clock_steps",
+            "Times a sensor's records went back by more than max_clock_skew (a clock set back, \
+             an older capture replayed): its event-time clock restarted there",
+            m.detect_clock_steps.clone(),
         );
         r.register(
             "vigil_collector_alerts",

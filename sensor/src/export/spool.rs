@@ -5,8 +5,9 @@
 //!
 //! Every batch is appended (write-ahead); the gRPC sender reads batches
 //! from the spool, mostly from the page cache, and sends them as they are
-//! on disk. Back-pressure therefore never reaches the capture threads: a
-//! slow or absent collector only makes the spool longer.
+//! on disk. A slow or absent collector only makes the spool longer; a slow
+//! disk's fsyncs run outside the spool's lock ([`Spool::take_flush`]), and
+//! live capture hands records over without waiting (`run::Handoff`).
 //!
 //! # On-disk format (version 1)
 //!
@@ -40,7 +41,7 @@
 //! # Durability (fsync policy)
 //!
 //! [`Fsync::Interval`] (the default, 1 s) flushes the active segment at
-//! most that long after a write, on every segment roll and at close: a
+//! most that long after a write, after every segment roll and at close: a
 //! power loss loses at most the last interval of unacknowledged batches. A
 //! crash of the sensor process alone loses nothing (the data is in the page
 //! cache). [`Fsync::Always`] flushes after every batch; [`Fsync::Never`]

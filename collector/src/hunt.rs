@@ -1,0 +1,118 @@
+//! Detection over stored flows (`vigil detect`, a retro-hunt): the
+//! detectors run over the flows a store holds in a time range, oldest
+//! first, as they ran live, e.g. with a new indicator list or thresholds,
+//! or over flows stored while detection was off. The alerts found that
+//! the store does not hold already are stored with their evidence.
+//!
+//! An alert found is *already stored* when a stored alert has its kind
+//! and asset, a time span overlapping its own (within `incident_timeout`),
+//! and a source or a target in common: the same incident, raised live.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use vigil_proto::FlowRecord;
+
+use crate::detect::{Alert, AlertUpdate, DetectConfig, Engine, EvidenceRef};
+use crate::model::alert::AlertQuery;
+use crate::model::query::{Filter, TimeRange};
+use crate::store::{Store, StoreError, plan};
+
+/// Rows read from the store at a time.
+const PAGE: usize = 8192;
+
+/// What a hunt found and did.
+#[derive(Clone, Debug, Default)]
+pub struct HuntReport {
+    /// Flow records examined.
+    pub flows: u64,
+    /// Alerts found that the store did not hold (stored unless a dry run),
+    /// with all their evidence.
+    pub new: Vec<Alert>,
+    /// Alerts found that the store holds already: (found, stored id).
+    pub known: Vec<(Alert, u64)>,
+}
+
+/// Runs the detectors of `detect` over the flows `store` holds in
+/// `range`; stores the new alerts unless `dry_run`.
+pub fn hunt(
+    store: &dyn Store,
+    detect: Arc<DetectConfig>,
+    max_clock_skew: Duration,
+    range: TimeRange,
+    dry_run: bool,
+) -> Result<HuntReport, StoreError> {
+    let slack = detect.incident_timeout_ns;
+    let mut engine =
+        Engine::new(detect, store.max_alert_id()?.saturating_add(1)).with_max_skew(max_clock_skew);
+    // Per alert found: its latest state and every evidence reference.
+    let mut found: BTreeMap<u64, (Alert, Vec<EvidenceRef>)> = BTreeMap::new();
+    let mut flows = 0u64;
+    let select = plan::select(&Filter::All, range, usize::MAX);
+    store.select_pages(&select, PAGE, &mut |rows| {
+        flows += rows.len() as u64;
+        // Each sensor's records of the page, in their order.
+        let mut by_sensor: Vec<(String, Vec<FlowRecord>)> = Vec::new();
+        for (sensor, r) in rows {
+            match by_sensor.iter_mut().find(|(s, _)| *s == sensor) {
+                Some((_, v)) => v.push(r),
+                None => by_sensor.push((sensor, vec![r])),
+            }
+        }
+        for (sensor, recs) in by_sensor {
+            for u in engine.observe(&sensor, &recs) {
+                let e = found
+                    .entry(u.alert.id)
+                    .or_insert_with(|| (u.alert.clone(), Vec::new()));
+                e.1.extend(u.alert.evidence.iter().cloned());
+                e.0 = u.alert;
+            }
+        }
+        true
+    })?;
+    let stored = store.alerts(&AlertQuery {
+        since_ns: range.since_ns.map(|t| t.saturating_sub(slack)),
+        until_ns: range.until_ns.map(|t| t.saturating_add(slack)),
+        limit: usize::MAX >> 1,
+        ..AlertQuery::default()
+    })?;
+    let mut report = HuntReport {
+        flows,
+        ..HuntReport::default()
+    };
+    for (_, (mut alert, evidence)) in found {
+        alert.evidence = evidence;
+        match stored.iter().find(|s| same_incident(&alert, s, slack)) {
+            Some(s) => report.known.push((alert, s.id)),
+            None => report.new.push(alert),
+        }
+    }
+    if !dry_run && !report.new.is_empty() {
+        let updates: Vec<AlertUpdate> = report
+            .new
+            .iter()
+            .map(|a| AlertUpdate {
+                alert: a.clone(),
+                opened: true,
+            })
+            .collect();
+        store.put_alerts(&updates)?;
+    }
+    Ok(report)
+}
+
+/// Whether `a` (found) is the incident `s` (stored) is.
+fn same_incident(a: &Alert, s: &Alert, slack: u64) -> bool {
+    let overlap = a.first_seen_ns <= s.last_seen_ns.saturating_add(slack)
+        && s.first_seen_ns <= a.last_seen_ns.saturating_add(slack);
+    let addrs = |v: &[crate::detect::Party]| -> HashSet<String> {
+        v.iter().map(|p| p.addr.clone()).collect()
+    };
+    let shared =
+        |x: &[crate::detect::Party], y: &[crate::detect::Party]| !addrs(x).is_disjoint(&addrs(y));
+    a.kind == s.kind
+        && a.asset == s.asset
+        && overlap
+        && (shared(&a.sources, &s.sources) || shared(&a.targets, &s.targets))
+}

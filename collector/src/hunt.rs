@@ -34,25 +34,22 @@ pub struct HuntReport {
     pub known: Vec<(Alert, u64)>,
 }
 
-/// Runs the detectors of `detect` over the flows `store` holds in
-/// `range`; stores the new alerts unless `dry_run`.
-pub fn hunt(
+/// Alerts found by a replay: per engine id, the latest state and every
+/// evidence reference.
+type Found = BTreeMap<u64, (Alert, Vec<EvidenceRef>)>;
+
+/// Runs `engine` over the flows `store` holds in `range`, oldest first,
+/// a page at a time, each page's records per sensor.
+fn replay(
     store: &dyn Store,
-    detect: Arc<DetectConfig>,
-    max_clock_skew: Duration,
+    engine: &mut Engine,
     range: TimeRange,
-    dry_run: bool,
-) -> Result<HuntReport, StoreError> {
-    let slack = detect.incident_timeout_ns;
-    let mut engine =
-        Engine::new(detect, store.max_alert_id()?.saturating_add(1)).with_max_skew(max_clock_skew);
-    // Per alert found: its latest state and every evidence reference.
-    let mut found: BTreeMap<u64, (Alert, Vec<EvidenceRef>)> = BTreeMap::new();
+) -> Result<(Found, u64), StoreError> {
+    let mut found = Found::new();
     let mut flows = 0u64;
     let select = plan::select(&Filter::All, range, usize::MAX);
     store.select_pages(&select, PAGE, &mut |rows| {
         flows += rows.len() as u64;
-        // Each sensor's records of the page, in their order.
         let mut by_sensor: Vec<(String, Vec<FlowRecord>)> = Vec::new();
         for (sensor, r) in rows {
             match by_sensor.iter_mut().find(|(s, _)| *s == sensor) {
@@ -71,6 +68,111 @@ pub fn hunt(
         }
         true
     })?;
+    Ok((found, flows))
+}
+
+/// What [`rebuild`] did.
+#[derive(Clone, Debug, Default)]
+pub struct Rebuilt {
+    /// Flow records replayed.
+    pub flows: u64,
+    /// Engine alert id → the stored alert it continues.
+    pub continues: std::collections::HashMap<u64, u64>,
+    /// Alerts found that the store did not hold (committed flows the
+    /// detectors never examined), stored.
+    pub new: Vec<Alert>,
+}
+
+/// Rebuilds a fresh `engine`'s windows at start: replays the stored flows
+/// of the last `lookback` before the newest stored minute. An alert the
+/// replay finds that the store holds (the same incident) is continued:
+/// later findings of it update the stored alert (`continues`); one it
+/// does not hold came from flows committed but never examined (the
+/// collector stopped first) and is stored.
+pub fn rebuild(
+    store: &dyn Store,
+    engine: &mut Engine,
+    lookback: Duration,
+) -> Result<Rebuilt, StoreError> {
+    let Some(newest) = newest_minute(store)? else {
+        return Ok(Rebuilt::default());
+    };
+    let lookback = u64::try_from(lookback.as_nanos()).unwrap_or(u64::MAX);
+    let range = TimeRange {
+        since_ns: Some(newest.saturating_add(NS_PER_MIN).saturating_sub(lookback)),
+        until_ns: None,
+    };
+    let slack = engine.config().incident_timeout_ns;
+    let (found, flows) = replay(store, engine, range)?;
+    let stored = store.alerts(&AlertQuery {
+        since_ns: range.since_ns.map(|t| t.saturating_sub(slack)),
+        limit: usize::MAX >> 1,
+        ..AlertQuery::default()
+    })?;
+    let mut out = Rebuilt {
+        flows,
+        ..Rebuilt::default()
+    };
+    for (id, (mut alert, evidence)) in found {
+        alert.evidence = evidence;
+        match stored.iter().find(|s| same_incident(&alert, s, slack)) {
+            Some(s) => {
+                out.continues.insert(id, s.id);
+            }
+            None => out.new.push(alert),
+        }
+    }
+    if !out.new.is_empty() {
+        let updates: Vec<AlertUpdate> = out
+            .new
+            .iter()
+            .map(|a| AlertUpdate {
+                alert: a.clone(),
+                opened: true,
+            })
+            .collect();
+        store.put_alerts(&updates)?;
+    }
+    Ok(out)
+}
+
+const NS_PER_MIN: u64 = 60_000_000_000;
+
+/// The start of the newest minute holding a stored flow (by first
+/// packet), from the roll-ups: a month, then its hour, then its minute.
+fn newest_minute(store: &dyn Store) -> Result<Option<u64>, StoreError> {
+    let mut range = TimeRange::default();
+    let mut newest = None;
+    for step in [
+        30 * 86_400 * 1_000_000_000u64,
+        3_600_000_000_000,
+        NS_PER_MIN,
+    ] {
+        let Some(p) = store.series(&Filter::All, range, step)?.pop() else {
+            return Ok(newest);
+        };
+        newest = Some(p.start_ns);
+        range = TimeRange {
+            since_ns: Some(p.start_ns),
+            until_ns: Some(p.start_ns.saturating_add(step)),
+        };
+    }
+    Ok(newest)
+}
+
+/// Runs the detectors of `detect` over the flows `store` holds in
+/// `range`; stores the new alerts unless `dry_run`.
+pub fn hunt(
+    store: &dyn Store,
+    detect: Arc<DetectConfig>,
+    max_clock_skew: Duration,
+    range: TimeRange,
+    dry_run: bool,
+) -> Result<HuntReport, StoreError> {
+    let slack = detect.incident_timeout_ns;
+    let mut engine =
+        Engine::new(detect, store.max_alert_id()?.saturating_add(1)).with_max_skew(max_clock_skew);
+    let (found, flows) = replay(store, &mut engine, range)?;
     let stored = store.alerts(&AlertQuery {
         since_ns: range.since_ns.map(|t| t.saturating_sub(slack)),
         until_ns: range.until_ns.map(|t| t.saturating_add(slack)),

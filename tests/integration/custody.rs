@@ -827,3 +827,128 @@ fn vigil_detect_over_flows_stored_without_detection_gives_the_live_alerts() {
         "nothing stored twice"
     );
 }
+
+/// Detection that resumes (issue #31): a collector SIGKILLed in the middle
+/// of an attack and restarted raises the attack's alert once (the windows
+/// are rebuilt from the stored flows and the stored alert continued); and
+/// flows a collector stored without examining them (here: detection was
+/// off) are examined at the next start.
+#[test]
+fn an_attack_spanning_a_collector_kill_is_one_alert() {
+    use vigil_collector::store::AlertQuery;
+
+    use crate::util::{corpus_dir, pcap_slice};
+    let Some(dir) = corpus_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let flood = dir.join("stopddos__pkt.TCP.synflood.spoofed.pcap");
+    let parts: Vec<_> = (0..3)
+        .map(|i| tmp.path().join(format!("part{i}.pcap")))
+        .collect();
+    let n = pcap_slice(&flood, &parts[0], 0..usize::MAX, 0);
+    for (i, p) in parts.iter().enumerate() {
+        pcap_slice(&flood, p, n * i / 3..n * (i + 1) / 3, 0);
+    }
+    let data = tmp.path().join("data");
+    let conf = tmp.path().join("collector.toml");
+    let addr = free_port();
+    let toml = |detect: bool| {
+        format!(
+            "listen = \"{addr}\"\ndata_dir = {:?}\n[detect]\nenabled = {detect}\n\
+             [[protected]]\nname = \"web\"\ncidrs = [\"10.10.10.10/32\"]\nsector = \"test\"\ncriticality = \"high\"\n",
+            data.display().to_string()
+        )
+    };
+    let collector = |detect: bool| {
+        std::fs::write(&conf, toml(detect)).unwrap();
+        let c = vigil()
+            .args(["collector", "-c"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn collector");
+        std::thread::sleep(Duration::from_millis(500));
+        c
+    };
+    let url = format!("http://{addr}");
+    let sensor = |pcap: &Path| {
+        let o = vigil()
+            .args(["sensor", "-r"])
+            .arg(pcap)
+            .args([
+                "--collector",
+                &url,
+                "--sensor-id",
+                "edge",
+                "--drain-timeout",
+                "60s",
+                "--spool-dir",
+            ])
+            .arg(tmp.path().join("spool"))
+            .output()
+            .expect("sensor");
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    let floods = || -> Vec<vigil_collector::detect::Alert> {
+        if !data.join("vigil.db").exists() {
+            return Vec::new();
+        }
+        SqliteStore::open_read_only(&data)
+            .and_then(|s| s.alerts(&AlertQuery::default()))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a.kind == vigil_collector::detect::AlertKind::SynFlood)
+            .collect()
+    };
+    let wait = |what: &str, f: &dyn Fn() -> bool| {
+        let t0 = std::time::Instant::now();
+        while !f() {
+            assert!(t0.elapsed() < Duration::from_secs(60), "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // The first third stored by a collector that does not examine it.
+    let mut c = collector(false);
+    sensor(&parts[0]);
+    c.kill().unwrap();
+    c.wait().unwrap();
+    assert!(floods().is_empty());
+    // Detection on: the stored third is examined at start.
+    let mut c = collector(true);
+    wait("the flood found in stored flows at start", &|| {
+        floods().len() == 1
+    });
+    let first = floods()[0].clone();
+    // The second third, then SIGKILL mid-attack, then the last third.
+    sensor(&parts[1]);
+    wait("the second third examined", &|| {
+        floods()
+            .first()
+            .is_some_and(|a| a.last_seen_ns > first.last_seen_ns)
+    });
+    c.kill().unwrap();
+    c.wait().unwrap();
+    let mut c = collector(true);
+    sensor(&parts[2]);
+    let before = floods()[0].last_seen_ns;
+    wait("the last third examined", &|| {
+        floods().iter().any(|a| a.last_seen_ns > before)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    c.kill().unwrap();
+    c.wait().unwrap();
+    let all = floods();
+    assert_eq!(
+        all.len(),
+        1,
+        "one alert for the attack: {:?}",
+        all.iter()
+            .map(|a| (a.id, a.first_seen_ns, a.last_seen_ns))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(all[0].id, first.id);
+    assert!(
+        all[0].last_seen_ns - all[0].first_seen_ns > 18_000_000_000,
+        "it spans the three parts"
+    );
+}

@@ -860,6 +860,22 @@ impl DetectConfig {
         self.assets_by_net.get(ip).copied()
     }
 
+    /// How far back the windows are rebuilt from stored flows at start:
+    /// the incident timeout, plus the longest window of the floods, fast
+    /// scans, amplification and brute force (11 min by default). Slow
+    /// scans', exfiltration's and beaconing's windows of hours start again
+    /// from this much.
+    pub fn rebuild_lookback(&self) -> std::time::Duration {
+        let windows = [
+            self.flood_window_ns,
+            self.scan.window_ns,
+            self.amplification.window_ns,
+            self.brute.window_ns,
+        ];
+        let longest = windows.into_iter().max().unwrap_or(0);
+        std::time::Duration::from_nanos(self.incident_timeout_ns.saturating_add(longest))
+    }
+
     /// Defaults with these assets (for tests and the demo).
     pub fn with_assets(protected: &[ProtectedSection]) -> Result<DetectConfig, Vec<String>> {
         DetectSection::default().validate(protected)

@@ -251,7 +251,29 @@ async fn start_detection(
         .await
         .map_err(|e| CollectorError::Task("reading the alert ids", e))??
         + 1;
-    let engine = Engine::new(d.clone(), next).with_max_skew(cfg.limits.max_clock_skew);
+    let mut engine = Engine::new(d.clone(), next).with_max_skew(cfg.limits.max_clock_skew);
+    // Windows rebuilt from the stored flows of the last lookback: an attack
+    // that spans a restart goes on as the alert it was; flows committed
+    // and never examined (a crash) are examined now.
+    let store = shared.store.clone();
+    let lookback = d.rebuild_lookback();
+    let (engine, rebuilt) = tokio::task::spawn_blocking(move || {
+        let r = crate::hunt::rebuild(store.as_ref(), &mut engine, lookback);
+        (engine, r)
+    })
+    .await
+    .map_err(|e| CollectorError::Task("rebuilding detection", e))?;
+    let rebuilt = rebuilt?;
+    tracing::info!(
+        flows = rebuilt.flows,
+        lookback_s = lookback.as_secs(),
+        continued = rebuilt.continues.len(),
+        new_alerts = rebuilt.new.len(),
+        "detection windows rebuilt from stored flows"
+    );
+    for a in &rebuilt.new {
+        tracing::warn!(id = a.id, kind = a.kind.as_str(), asset = %a.asset, "{} (found at start, in flows stored before)", a.summary);
+    }
     tracing::info!(
         assets = d.assets.len(),
         indicators = d.indicator_list.len(),
@@ -261,7 +283,7 @@ async fn start_detection(
     let shared = shared.clone();
     std::thread::Builder::new()
         .name("vigil-detect".into())
-        .spawn(move || detection::run(shared, engine, rx))
+        .spawn(move || detection::run(shared, engine, rebuilt.continues, rx))
         .map_err(|e| CollectorError::Thread("detection", e))?;
     Ok(Some(tx))
 }

@@ -38,7 +38,7 @@ pub struct CollectorArgs {
     #[arg(long)]
     insecure: bool,
     /// A certificate identity (SAN DNS name or CN) that may read flows and
-    /// alerts over mTLS; repeatable; added to [access] analysts.
+    /// alerts over mTLS; repeatable; added to access.analysts in the file.
     #[arg(long, value_name = "NAME")]
     analyst: Vec<String>,
     /// Store durability: full (fsync before every ack) or normal.

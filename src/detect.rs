@@ -30,7 +30,8 @@ pub struct DetectArgs {
     /// The collector's data directory (the embedded store).
     #[arg(long, value_name = "DIR", conflicts_with = "store")]
     data_dir: Option<PathBuf>,
-    /// A ClickHouse store: clickhouse://[USER[:PASSWORD]@]HOST[:PORT][/DATABASE].
+    /// A ClickHouse store: clickhouse://USER:PASSWORD@HOST:PORT/DATABASE, as for
+    /// `vigil query --store`.
     #[arg(long, value_name = "URL", conflicts_with = "data_dir")]
     store: Option<String>,
     /// CA (PEM) of ClickHouse, for clickhouse+https://.

@@ -63,7 +63,7 @@ pub struct RunConfig {
     /// How capture files reach the workers.
     pub file_mode: FileMode,
     /// Live capture: hand records to the sink without ever waiting,
-    /// buffering at most this many (see [`Handoff`]); beyond, records are
+    /// buffering at most this many (see `Handoff`); beyond, records are
     /// dropped and counted ([`LiveCounters::handoff_drops`]). `None`
     /// (files): the workers wait for the sink, nothing is lost.
     pub lossy_handoff: Option<usize>,

@@ -18,7 +18,7 @@
 //!   state, shared by every collector writing to the database. Here (and
 //!   in `flows` and `duplicates`) `seq` is the stored sequence number:
 //!   the incarnation's ordinal times 2^40 plus the batch's seq
-//!   ([`stored_seq`]), so that dedupe is per (sensor, incarnation).
+//!   (`stored_seq`), so that dedupe is per (sensor, incarnation).
 //! - `incarnations`: each sensor spool incarnation seen, with its ordinal
 //!   (1, 2, …, in the order first seen; 0 is the one incarnation of a
 //!   sensor that predates them).

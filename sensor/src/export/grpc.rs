@@ -528,6 +528,9 @@ async fn sender(shared: Arc<Shared>, mut first: Option<Endpoint>) {
             },
             Err(e) => StreamEnd::Retry(e.to_string()),
         };
+        // Batches the size bound dropped while in flight on that stream
+        // and never acknowledged on it: lost, counted now.
+        shared.spool().stream_ended();
         match end {
             StreamEnd::Stopped => return,
             StreamEnd::Refused(msg) => {
@@ -643,6 +646,7 @@ async fn stream(shared: &Arc<Shared>, channel: Channel) -> StreamEnd {
             let msg = message(shared, b.seq, &b.payload);
             match tx.try_send(msg) {
                 Ok(()) => {
+                    shared.spool().sent(b.seq);
                     *next = b.seq + 1;
                     sent.push_back((b.seq, Instant::now()));
                 }

@@ -54,7 +54,11 @@
 //! When an append would take the spool past `max_bytes`, the oldest
 //! segments are deleted, acknowledged or not. Unacknowledged batches lost
 //! so are counted (`dropped_*`) and the counts travel to the collector in
-//! every batch's stats: loss is never silent.
+//! every batch's stats: loss is never silent. A deleted batch that was in
+//! flight on the current stream is counted only if that stream ends
+//! without acknowledging it (the collector may have stored it); one in
+//! flight when the sensor stops counts as lost at the next open
+//! (`in_flight_dropped_*` in the state file).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
@@ -198,6 +202,13 @@ pub struct Spool {
     /// (shared with the flushes running outside the lock).
     state_gen: u64,
     state_written: Arc<Mutex<u64>>,
+    /// Highest seq handed to the current stream ([`Spool::sent`]).
+    sent_upto: u64,
+    /// Batches the size bound deleted while they were in flight on the
+    /// current stream: (seq, flows, bytes). An ack of the stream that
+    /// passes one means the collector stored it (not a loss); the stream
+    /// ending first makes it a loss, counted ([`Spool::stream_ended`]).
+    in_flight_dropped: Vec<(u64, u32, u64)>,
 }
 
 /// Flushes taken out of the spool ([`Spool::take_flush`]) to be done
@@ -305,6 +316,8 @@ impl Spool {
             dir_dirty: false,
             state_gen: 0,
             state_written: Arc::new(Mutex::new(0)),
+            sent_upto: 0,
+            in_flight_dropped: Vec::new(),
             cfg,
         };
         spool.read_state()?;
@@ -391,6 +404,11 @@ impl Spool {
                 "dropped_flows" => self.stats.dropped_flows = v,
                 "dropped_bytes" => self.stats.dropped_bytes = v,
                 "corrupt_records" => self.stats.corrupt_records = v,
+                // Dropped in flight before a stop: their fate is unknown
+                // now, so they count as lost.
+                "in_flight_dropped_batches" => self.stats.dropped_batches += v,
+                "in_flight_dropped_flows" => self.stats.dropped_flows += v,
+                "in_flight_dropped_bytes" => self.stats.dropped_bytes += v,
                 other => return Err(bad(format!("unknown key {other:?}"))),
             }
         }
@@ -401,15 +419,19 @@ impl Spool {
     fn state_text(&mut self) -> (u64, String) {
         self.state_gen += 1;
         self.state_dirty = false;
+        let limbo = &self.in_flight_dropped;
         let text = format!(
-            "version=1\nincarnation={}\nacked={}\nnext_seq={}\ndropped_batches={}\ndropped_flows={}\ndropped_bytes={}\ncorrupt_records={}\n",
+            "version=1\nincarnation={}\nacked={}\nnext_seq={}\ndropped_batches={}\ndropped_flows={}\ndropped_bytes={}\ncorrupt_records={}\nin_flight_dropped_batches={}\nin_flight_dropped_flows={}\nin_flight_dropped_bytes={}\n",
             self.incarnation,
             self.acked,
             self.next_seq,
             self.stats.dropped_batches,
             self.stats.dropped_flows,
             self.stats.dropped_bytes,
-            self.stats.corrupt_records
+            self.stats.corrupt_records,
+            limbo.len(),
+            limbo.iter().map(|l| u64::from(l.1)).sum::<u64>(),
+            limbo.iter().map(|l| l.2).sum::<u64>()
         );
         (self.state_gen, text)
     }
@@ -585,9 +607,15 @@ impl Spool {
             let seg = self.segments.remove(0);
             let mut lost = 0u64;
             for e in seg.entries.iter().filter(|e| e.seq > self.acked) {
-                self.stats.dropped_batches += 1;
-                self.stats.dropped_flows += u64::from(e.flows);
-                self.stats.dropped_bytes += HEADER as u64 + u64::from(e.len);
+                let bytes = HEADER as u64 + u64::from(e.len);
+                if e.seq <= self.sent_upto {
+                    // In flight: its ack may still come.
+                    self.in_flight_dropped.push((e.seq, e.flows, bytes));
+                } else {
+                    self.stats.dropped_batches += 1;
+                    self.stats.dropped_flows += u64::from(e.flows);
+                    self.stats.dropped_bytes += bytes;
+                }
                 lost += 1;
             }
             if lost > 0 {
@@ -614,6 +642,12 @@ impl Spool {
     /// segments that hold nothing else. The state file is written by
     /// [`Spool::maintain`] and [`Spool::close`].
     pub fn ack(&mut self, seq: u64) -> Result<(), SpoolError> {
+        let before = self.in_flight_dropped.len();
+        // Stored after all: acknowledged on the stream they were sent on.
+        self.in_flight_dropped.retain(|l| l.0 > seq);
+        if self.in_flight_dropped.len() != before {
+            self.state_dirty = true;
+        }
         if seq > self.acked {
             self.acked = seq.min(self.next_seq.saturating_sub(1));
             self.state_dirty = true;
@@ -708,6 +742,7 @@ impl Spool {
 
     /// Flushes everything and writes the state.
     pub fn close(&mut self) -> Result<(), SpoolError> {
+        self.stream_ended();
         self.sync()?;
         self.write_state()
     }
@@ -729,6 +764,23 @@ impl Spool {
             .flat_map(|s| &s.entries)
             .filter(|e| e.seq > self.acked)
             .count() as u64
+    }
+
+    /// Records that batches up to `seq` were handed to the current stream.
+    pub fn sent(&mut self, seq: u64) {
+        self.sent_upto = self.sent_upto.max(seq);
+    }
+
+    /// The current stream ended: the batches the size bound deleted while
+    /// in flight on it and that it did not acknowledge are lost, counted.
+    pub fn stream_ended(&mut self) {
+        for (_, flows, bytes) in self.in_flight_dropped.drain(..) {
+            self.stats.dropped_batches += 1;
+            self.stats.dropped_flows += u64::from(flows);
+            self.stats.dropped_bytes += bytes;
+            self.state_dirty = true;
+        }
+        self.sent_upto = self.acked;
     }
 
     /// The spool's identity, fixed for its life (never 0).

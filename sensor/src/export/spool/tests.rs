@@ -178,3 +178,61 @@ fn bad_configs_and_state_are_reported() {
     let e = Spool::open(cfg(d.path())).unwrap_err().to_string();
     assert!(e.contains("line 1") && e.contains("acked"), "{e}");
 }
+
+/// A batch the size bound deletes while it is in flight is not counted
+/// lost when the stream it was sent on acknowledges it (the collector
+/// stored it: counting it would over-count), and is counted when that
+/// stream ends first, or when the sensor stops before knowing.
+#[test]
+fn batches_dropped_in_flight_count_only_if_never_acknowledged() {
+    let d = tempfile::tempdir().unwrap();
+    let mut s = Spool::open(cfg(d.path())).unwrap();
+    for i in 1..=5 {
+        s.append(&payload(i), 2).unwrap();
+    }
+    s.sent(5);
+    // The collector is slow: the bound deletes the oldest, 1-5 among them.
+    for i in 6..=200 {
+        s.append(&payload(i), 2).unwrap();
+    }
+    let st = s.stats();
+    assert!(st.dropped_batches > 0);
+    let unsent = st.dropped_batches;
+    // The stream acknowledges 1-5: stored, not lost.
+    s.ack(5).unwrap();
+    s.stream_ended();
+    assert_eq!(
+        s.stats().dropped_batches,
+        unsent,
+        "acknowledged in flight: not lost"
+    );
+    // Next stream: 6-10 sent, deleted by the bound, the stream breaks.
+    let first = s.read_from(6).unwrap().unwrap().seq;
+    s.sent(first + 4);
+    for i in 201..=260 {
+        s.append(&payload(i), 2).unwrap();
+    }
+    let dropped_now = s.stats().dropped_batches;
+    s.stream_ended();
+    let after = s.stats();
+    assert_eq!(
+        after.dropped_batches,
+        dropped_now + 5,
+        "the five in flight, lost"
+    );
+    assert_eq!(after.dropped_flows, 2 * after.dropped_batches);
+    // In flight when the sensor stops: unknown, so lost (persisted).
+    s.sent(s.next_seq() - 1);
+    let pending = s.pending();
+    for i in 261..=400 {
+        s.append(&payload(i), 2).unwrap();
+    }
+    let counted = s.stats().dropped_batches;
+    drop(s);
+    let s = Spool::open(cfg(d.path())).unwrap();
+    assert!(
+        s.stats().dropped_batches > counted,
+        "{} in flight of {pending} pending, counted at the next open",
+        s.stats().dropped_batches - counted
+    );
+}

@@ -9,6 +9,7 @@ mod bench_e2e;
 mod collector;
 mod demo;
 mod detect;
+mod evidence;
 mod flows;
 mod query;
 mod replay;
@@ -52,6 +53,9 @@ enum Cmd {
     /// Alerts: list them, show one with its evidence flows, watch new ones.
     #[command(subcommand)]
     Alerts(alerts::AlertsCmd),
+    /// Evidence: the collector's signing key.
+    #[command(subcommand)]
+    Evidence(evidence::EvidenceCmd),
     /// Run the collector's detectors over stored flows (a retro-hunt) and
     /// store the alerts found that are not stored already.
     Detect(detect::DetectArgs),
@@ -166,6 +170,7 @@ fn main() -> ExitCode {
         Cmd::Replay(a) => replay::run(a),
         Cmd::Alerts(a) => alerts::run(a),
         Cmd::Detect(a) => detect::run(a),
+        Cmd::Evidence(c) => evidence::run(c),
         Cmd::Config(ConfigCmd::Defaults { which }) => match which.as_str() {
             "sensor" => {
                 print!("{}", vigil_sensor::config::SensorFile::defaults_toml());

@@ -46,6 +46,18 @@ pub struct CollectorFile {
     /// Who may read flows and alerts.
     #[serde(default)]
     pub access: AccessSection,
+    /// Evidence: the collector's signing key.
+    #[serde(default)]
+    pub evidence: EvidenceSection,
+}
+
+/// `[evidence]`
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvidenceSection {
+    /// The collector's Ed25519 signing key (PKCS#8 PEM), made on first
+    /// start if missing. Default `DATA_DIR/evidence/signing-key.pem`.
+    pub signing_key: Option<PathBuf>,
 }
 
 /// `[access]`
@@ -70,6 +82,7 @@ impl Default for CollectorFile {
             detect: DetectSection::default(),
             protected: Vec::new(),
             access: AccessSection::default(),
+            evidence: EvidenceSection::default(),
         }
     }
 }
@@ -427,6 +440,9 @@ impl CollectorFile {
         cfg.webhook = webhook;
         cfg.clickhouse = clickhouse;
         cfg.analysts = self.access.analysts.clone();
+        if let Some(k) = &self.evidence.signing_key {
+            cfg.signing_key = Some(k.clone());
+        }
         Ok(cfg)
     }
 }

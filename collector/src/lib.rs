@@ -24,6 +24,7 @@
 
 pub mod config;
 pub mod detect;
+pub mod evidence;
 pub mod hunt;
 pub mod ingest;
 pub mod model;

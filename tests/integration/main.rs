@@ -8,6 +8,7 @@ mod custody;
 mod detection;
 mod encap;
 mod engine;
+mod evidence;
 mod layout;
 mod live;
 mod query;

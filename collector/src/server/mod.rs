@@ -39,6 +39,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Server, ServerTlsConfig};
 use vigil_proto::pb;
 use vigil_proto::pb::alerts_server::AlertsServer;
+use vigil_proto::pb::evidence_server::{Evidence, EvidenceServer};
 use vigil_proto::pb::ingest_server::IngestServer;
 use vigil_proto::pb::query_server::QueryServer;
 
@@ -84,6 +85,9 @@ pub struct CollectorConfig {
     /// Certificate identities that may read flows and alerts (see
     /// [`access`]).
     pub analysts: Vec<String>,
+    /// The evidence signing key's file (made on first start); `None`
+    /// (no data directory, none configured): evidence is not signed.
+    pub signing_key: Option<PathBuf>,
 }
 
 impl CollectorConfig {
@@ -91,7 +95,6 @@ impl CollectorConfig {
     pub fn new(listen: SocketAddr, data_dir: PathBuf) -> CollectorConfig {
         CollectorConfig {
             listen,
-            data_dir,
             metrics_listen: None,
             tls: None,
             insecure: false,
@@ -104,6 +107,9 @@ impl CollectorConfig {
             webhook: None,
             clickhouse: None,
             analysts: Vec::new(),
+            signing_key: (!data_dir.as_os_str().is_empty())
+                .then(|| data_dir.join(crate::evidence::DEFAULT_KEY)),
+            data_dir,
         }
     }
 }
@@ -140,6 +146,9 @@ pub enum CollectorError {
     /// A start-up task failed (panicked or was cancelled).
     #[error("{0}: {1}")]
     Task(&'static str, #[source] tokio::task::JoinError),
+    /// The evidence signing key could not be read or made.
+    #[error("evidence signing key: {0}")]
+    Key(#[from] crate::evidence::KeyError),
     /// A thread could not start.
     #[error("starting the {0} thread: {1}")]
     Thread(&'static str, #[source] std::io::Error),
@@ -170,6 +179,8 @@ pub struct Shared {
     /// Bytes of batches that may still wait for their commit
     /// (`limits.max_inflight_bytes`).
     inflight: Arc<tokio::sync::Semaphore>,
+    /// The evidence signing key, if there is one.
+    key: Option<Arc<crate::evidence::CollectorKey>>,
 }
 
 /// A running collector.
@@ -299,6 +310,23 @@ async fn start_with_store(
     };
     let listener = TcpListener::bind(cfg.listen).await.map_err(bind)?;
     let addr = listener.local_addr().map_err(bind)?;
+    let key = match cfg.signing_key.clone() {
+        Some(path) => {
+            let k = tokio::task::spawn_blocking(move || {
+                crate::evidence::CollectorKey::load_or_create(&path)
+            })
+            .await
+            .map_err(|e| CollectorError::Task("reading the signing key", e))??;
+            tracing::info!(path = %k.path().display(), fingerprint = %k.fingerprint(), "evidence signing key");
+            Some(Arc::new(k))
+        }
+        None => {
+            tracing::warn!(
+                "no evidence signing key (no data directory, no evidence.signing_key): evidence is not signed"
+            );
+            None
+        }
+    };
     let shared = Arc::new(Shared {
         store,
         limits: cfg.limits,
@@ -309,6 +337,7 @@ async fn start_with_store(
         closing: watch::channel(false).0,
         webhook: cfg.webhook.clone().map(Webhook::start),
         access: access::Access::new(&cfg.analysts),
+        key,
         stream_slots: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_streams)),
         inflight: Arc::new(tokio::sync::Semaphore::new(
             usize::try_from(cfg.limits.max_inflight_bytes)
@@ -352,6 +381,7 @@ async fn start_with_store(
                 .max_encoding_message_size(max),
             access::readers_only(shared.clone(), "query"),
         ))
+        .add_service(EvidenceServer::new(EvidenceSvc(shared.clone())))
         .add_service(InterceptedService::new(
             AlertsServer::new(alerts::AlertsSvc(shared.clone()))
                 .max_decoding_message_size(1 << 20)
@@ -390,6 +420,30 @@ async fn start_with_store(
         stop: Some(stop_tx),
         task,
     })
+}
+
+/// The `Evidence` service: the collector's public key.
+#[derive(Clone, Debug)]
+struct EvidenceSvc(Arc<Shared>);
+
+#[tonic::async_trait]
+impl Evidence for EvidenceSvc {
+    async fn key(
+        &self,
+        _req: tonic::Request<pb::KeyRequest>,
+    ) -> Result<tonic::Response<pb::KeyReply>, tonic::Status> {
+        let Some(k) = &self.0.key else {
+            return Err(failure::Failure::peer(
+                tonic::Code::FailedPrecondition,
+                "this collector has no evidence signing key (no data directory, no evidence.signing_key)",
+            )
+            .status());
+        };
+        Ok(tonic::Response::new(pb::KeyReply {
+            public_key_pem: k.public_pem(),
+            fingerprint: k.fingerprint(),
+        }))
+    }
 }
 
 /// Runs until `shutdown` completes.

@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod flow;
+pub mod merkle;
 pub mod time;
 pub mod units;
 pub mod wire;

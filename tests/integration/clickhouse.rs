@@ -432,6 +432,12 @@ fn duplicates_and_gaps_are_recognized_across_store_instances() {
 }
 
 #[test]
+fn clickhouse_serves_detection_over_stored_flows() {
+    let Some(ch) = store() else { return };
+    crate::query::check_hunt(&ch);
+}
+
+#[test]
 fn flow_queries_come_in_pages_from_clickhouse() {
     let Some(ch) = stored_corpus() else { return };
     crate::query::check_pages(ch);

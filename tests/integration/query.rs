@@ -420,3 +420,71 @@ pub fn check_pages(store: &impl FlowQueries) {
 fn flow_queries_come_in_pages_from_the_embedded_store() {
     check_pages(&stored_corpus().store);
 }
+
+/// Detection over stored flows, as every store must serve it: the real
+/// spoofed SYN flood committed, `hunt` finds its alert and stores it with
+/// evidence that names stored flows; a second hunt finds it stored; a
+/// fresh engine's `rebuild` continues it rather than raising it again.
+pub fn check_hunt(store: &dyn Store) {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use vigil_collector::detect::config::{Criticality, DetectConfig, ProtectedSection};
+    use vigil_collector::detect::{AlertKind, Engine};
+    use vigil_collector::hunt::{hunt, rebuild};
+    let Some(dir) = corpus_dir() else { return };
+    let cfg = config(1, 256, std::time::Duration::from_secs(60));
+    let recs = run_file(&dir.join("stopddos__pkt.TCP.synflood.spoofed.pcap"), &cfg).0;
+    for (i, chunk) in recs.chunks(2048).enumerate() {
+        store
+            .commit(&IngestBatch {
+                sensor_id: "edge".into(),
+                seq: i as u64 + 1,
+                incarnation: 3,
+                flows: chunk.to_vec(),
+                stats: None,
+                received_ns: 1_700_000_000_000_000_000 + i as u64,
+            })
+            .unwrap();
+    }
+    let detect = Arc::new(
+        DetectConfig::with_assets(&[ProtectedSection {
+            name: "web".into(),
+            cidrs: vec!["10.10.10.10/32".into()],
+            sector: "test".into(),
+            criticality: Criticality::High,
+            ..ProtectedSection::default()
+        }])
+        .unwrap(),
+    );
+    let skew = Duration::from_secs(86_400);
+    let first = hunt(store, detect.clone(), skew, TimeRange::default(), false).unwrap();
+    assert_eq!(first.flows, recs.len() as u64);
+    assert!(first.known.is_empty());
+    let flood = first
+        .new
+        .iter()
+        .find(|a| a.kind == AlertKind::SynFlood)
+        .expect("the flood found");
+    let stored = store.alert(flood.id).unwrap().expect("stored");
+    assert!(!stored.evidence.is_empty());
+    assert_eq!(
+        store.evidence_flows(&stored.evidence).unwrap().len(),
+        stored.evidence.len(),
+        "its evidence names stored flows"
+    );
+    let again = hunt(store, detect.clone(), skew, TimeRange::default(), false).unwrap();
+    assert!(again.new.is_empty(), "{:?}", again.new);
+    assert_eq!(again.known.len(), first.new.len());
+    let mut engine = Engine::new(detect.clone(), store.max_alert_id().unwrap() + 1);
+    let r = rebuild(store, &mut engine, detect.rebuild_lookback()).unwrap();
+    assert!(r.new.is_empty(), "{:?}", r.new);
+    assert!(r.continues.values().any(|id| *id == flood.id), "{r:?}");
+}
+
+#[test]
+fn the_embedded_store_serves_detection_over_stored_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), SqliteConfig::default()).unwrap();
+    check_hunt(&store);
+}

@@ -17,7 +17,8 @@ use vigil_proto::FlowRecord;
 use crate::detect::{Alert, AlertUpdate, DetectConfig, Engine, EvidenceRef};
 use crate::model::alert::AlertQuery;
 use crate::model::query::{Filter, TimeRange};
-use crate::store::{Store, StoreError, plan};
+use crate::store::plan::{self, NS_PER_MIN};
+use crate::store::{Store, StoreError};
 
 /// Rows read from the store at a time.
 const PAGE: usize = 8192;
@@ -102,41 +103,13 @@ pub fn rebuild(
         since_ns: Some(newest.saturating_add(NS_PER_MIN).saturating_sub(lookback)),
         until_ns: None,
     };
-    let slack = engine.config().incident_timeout_ns;
-    let (found, flows) = replay(store, engine, range)?;
-    let stored = store.alerts(&AlertQuery {
-        since_ns: range.since_ns.map(|t| t.saturating_sub(slack)),
-        limit: usize::MAX >> 1,
-        ..AlertQuery::default()
-    })?;
-    let mut out = Rebuilt {
-        flows,
-        ..Rebuilt::default()
-    };
-    for (id, (mut alert, evidence)) in found {
-        alert.evidence = evidence;
-        match stored.iter().find(|s| same_incident(&alert, s, slack)) {
-            Some(s) => {
-                out.continues.insert(id, s.id);
-            }
-            None => out.new.push(alert),
-        }
-    }
-    if !out.new.is_empty() {
-        let updates: Vec<AlertUpdate> = out
-            .new
-            .iter()
-            .map(|a| AlertUpdate {
-                alert: a.clone(),
-                opened: true,
-            })
-            .collect();
-        store.put_alerts(&updates)?;
-    }
-    Ok(out)
+    let found = replay_and_sort(store, engine, range, true)?;
+    Ok(Rebuilt {
+        flows: found.flows,
+        continues: found.known.iter().map(|(id, _, s)| (*id, *s)).collect(),
+        new: found.new,
+    })
 }
-
-const NS_PER_MIN: u64 = 60_000_000_000;
 
 /// The start of the newest minute holding a stored flow (by first
 /// packet), from the roll-ups: a month, then its hour, then its minute.
@@ -169,29 +142,56 @@ pub fn hunt(
     range: TimeRange,
     dry_run: bool,
 ) -> Result<HuntReport, StoreError> {
-    let slack = detect.incident_timeout_ns;
     let mut engine =
         Engine::new(detect, store.max_alert_id()?.saturating_add(1)).with_max_skew(max_clock_skew);
-    let (found, flows) = replay(store, &mut engine, range)?;
+    let found = replay_and_sort(store, &mut engine, range, !dry_run)?;
+    Ok(HuntReport {
+        flows: found.flows,
+        new: found.new,
+        known: found.known.into_iter().map(|(_, a, s)| (a, s)).collect(),
+    })
+}
+
+/// What a replay found, sorted against the store.
+struct Sorted {
+    flows: u64,
+    /// Alerts the store does not hold, with all their evidence.
+    new: Vec<Alert>,
+    /// Alerts it holds: (engine id, found, stored id).
+    known: Vec<(u64, Alert, u64)>,
+}
+
+/// Runs `engine` over the flows of `range` and sorts the alerts it finds
+/// into those the store holds (the same incident) and the others, which
+/// are stored if `store_new`.
+fn replay_and_sort(
+    store: &dyn Store,
+    engine: &mut Engine,
+    range: TimeRange,
+    store_new: bool,
+) -> Result<Sorted, StoreError> {
+    let slack = engine.config().incident_timeout_ns;
+    let (found, flows) = replay(store, engine, range)?;
     let stored = store.alerts(&AlertQuery {
         since_ns: range.since_ns.map(|t| t.saturating_sub(slack)),
         until_ns: range.until_ns.map(|t| t.saturating_add(slack)),
         limit: usize::MAX >> 1,
         ..AlertQuery::default()
     })?;
-    let mut report = HuntReport {
+    let mut out = Sorted {
         flows,
-        ..HuntReport::default()
+        new: Vec::new(),
+        known: Vec::new(),
     };
-    for (_, (mut alert, evidence)) in found {
+    for (id, (mut alert, evidence)) in found {
         alert.evidence = evidence;
         match stored.iter().find(|s| same_incident(&alert, s, slack)) {
-            Some(s) => report.known.push((alert, s.id)),
-            None => report.new.push(alert),
+            Some(s) => out.known.push((id, alert, s.id)),
+            None => out.new.push(alert),
         }
     }
-    if !dry_run && !report.new.is_empty() {
-        let updates: Vec<AlertUpdate> = report
+    if store_new && !out.new.is_empty() {
+        let updates: Vec<AlertUpdate> = out
             .new
             .iter()
             .map(|a| AlertUpdate {
@@ -201,7 +201,7 @@ pub fn hunt(
             .collect();
         store.put_alerts(&updates)?;
     }
-    Ok(report)
+    Ok(out)
 }
 
 /// Whether `a` (found) is the incident `s` (stored) is.

@@ -2,9 +2,8 @@
 //! is stored under a new incarnation and the reset reported; two live
 //! sensors claiming one id are both stored and the conflict reported.
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,16 +17,7 @@ use vigil_sensor::flow::FlowConfig;
 use vigil_sensor::run::{Input, LiveCounters, RunConfig};
 use vigil_sensor::synth::{BulkConfig, FrameSize};
 
-use crate::util::{capture_into, rt, run_inputs};
-
-fn vigil() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vigil"))
-}
-
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
+use crate::util::{capture_into, free_port, rt, run_inputs, spawn_collector, vigil};
 
 /// Flow identities, sorted, to compare stored with offline records.
 fn keys(recs: impl IntoIterator<Item = FlowRecord>) -> Vec<(u64, u64, u64)> {
@@ -81,13 +71,7 @@ fn a_sensor_whose_spool_was_lost_is_stored_and_the_reset_reported() {
     let (first, second) = (capture(&a, 41), capture(&b, 42));
     let data = tmp.path().join("data");
     let addr = free_port();
-    let mut collector = vigil()
-        .args(["collector", "--listen", &addr.to_string(), "--data-dir"])
-        .arg(&data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn collector");
+    let mut collector = spawn_collector(addr, &data);
     let url = format!("http://{addr}");
     let spool = tmp.path().join("spool");
     let run = |pcap: &Path| {
@@ -387,57 +371,6 @@ fn a_flood_streamed_around_a_sensor_whose_clock_runs_ahead_is_one_alert() {
 
 // ---- bounded memory under hostile streams ----
 
-/// Sends `Bytes` as they are: garbage framed as gRPC messages.
-#[derive(Clone, Copy, Debug, Default)]
-struct Garbage;
-
-#[derive(Clone, Copy, Debug, Default)]
-struct GarbageEnc;
-
-#[derive(Clone, Copy, Debug, Default)]
-struct AckDec;
-
-impl tonic::codec::Encoder for GarbageEnc {
-    type Item = bytes::Bytes;
-    type Error = tonic::Status;
-    fn encode(
-        &mut self,
-        item: bytes::Bytes,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        use bytes::BufMut as _;
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl tonic::codec::Decoder for AckDec {
-    type Item = pb::Ack;
-    type Error = tonic::Status;
-    fn decode(
-        &mut self,
-        src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<pb::Ack>, tonic::Status> {
-        use prost::Message as _;
-        pb::Ack::decode(src)
-            .map(Some)
-            .map_err(|e| tonic::Status::internal(e.to_string()))
-    }
-}
-
-impl tonic::codec::Codec for Garbage {
-    type Encode = bytes::Bytes;
-    type Decode = pb::Ack;
-    type Encoder = GarbageEnc;
-    type Decoder = AckDec;
-    fn encoder(&mut self) -> GarbageEnc {
-        GarbageEnc
-    }
-    fn decoder(&mut self) -> AckDec {
-        AckDec
-    }
-}
-
 /// One hostile peer: until `end`, opens ingest streams and sends 16 MB
 /// of garbage on each, as `parts` messages.
 async fn garbage_peer(url: String, garbage: bytes::Bytes, parts: usize, end: std::time::Instant) {
@@ -459,7 +392,7 @@ async fn garbage_peer(url: String, garbage: bytes::Bytes, parts: usize, end: std
             .streaming(
                 tonic::Request::new(msgs),
                 tonic::codegen::http::uri::PathAndQuery::from_static("/vigil.v1.Ingest/Stream"),
-                Garbage,
+                crate::util::Raw,
             )
             .await;
         if let Ok(r) = resp {
@@ -492,13 +425,7 @@ fn hostile_streams_cannot_grow_the_collector_past_its_bound() {
     let flows = capture(&pcap, 71);
     let data = tmp.path().join("data");
     let addr = free_port();
-    let mut collector = vigil()
-        .args(["collector", "--listen", &addr.to_string(), "--data-dir"])
-        .arg(&data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn collector");
+    let mut collector = spawn_collector(addr, &data);
     let url = format!("http://{addr}");
     std::thread::sleep(Duration::from_millis(500));
     let started = std::time::Instant::now();

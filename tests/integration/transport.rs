@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,16 +22,12 @@ use vigil_sensor::flow::FlowConfig;
 use vigil_sensor::run::{Input, LiveCounters, RunConfig};
 use vigil_sensor::synth::{BulkConfig, FrameSize};
 
-use crate::util::{Pki, corpus_dir, corpus_files, rt, run_inputs};
+use crate::util::{
+    Pki, corpus_dir, corpus_files, free_port, rt, run_inputs, spawn_collector, vigil,
+};
 
 fn loopback0() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
-/// A free loopback port (bound and released).
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind(loopback0()).expect("bind");
-    l.local_addr().expect("addr")
 }
 
 fn key(r: &FlowRecord) -> (u64, u64, u64, &'static str) {
@@ -257,54 +253,6 @@ fn spool_drops_at_its_bound_are_counted_at_the_collector() {
 
 // ---- hostile peers ----
 
-/// Sends raw bytes as gRPC messages on `Ingest.Stream`.
-#[derive(Clone, Copy, Debug, Default)]
-struct Raw;
-#[derive(Clone, Copy, Debug, Default)]
-struct RawEnc;
-#[derive(Clone, Copy, Debug, Default)]
-struct AckDec;
-
-impl tonic::codec::Encoder for RawEnc {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn encode(
-        &mut self,
-        item: Vec<u8>,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        use bytes::BufMut as _;
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl tonic::codec::Decoder for AckDec {
-    type Item = pb::Ack;
-    type Error = tonic::Status;
-    fn decode(
-        &mut self,
-        src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<pb::Ack>, tonic::Status> {
-        pb::Ack::decode(src)
-            .map(Some)
-            .map_err(|e| tonic::Status::internal(e.to_string()))
-    }
-}
-
-impl tonic::codec::Codec for Raw {
-    type Encode = Vec<u8>;
-    type Decode = pb::Ack;
-    type Encoder = RawEnc;
-    type Decoder = AckDec;
-    fn encoder(&mut self) -> RawEnc {
-        RawEnc
-    }
-    fn decoder(&mut self) -> AckDec {
-        AckDec
-    }
-}
-
 /// Opens a stream, sends `msgs`, returns the acks and the final status.
 async fn raw_stream(addr: SocketAddr, msgs: Vec<Vec<u8>>) -> (Vec<pb::Ack>, Option<tonic::Status>) {
     let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
@@ -316,13 +264,13 @@ async fn raw_stream(addr: SocketAddr, msgs: Vec<Vec<u8>>) -> (Vec<pb::Ack>, Opti
     grpc.ready().await.unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     for m in msgs {
-        tx.send(m).await.unwrap();
+        tx.send(bytes::Bytes::from(m)).await.unwrap();
     }
     let resp = grpc
         .streaming(
             tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
             tonic::codegen::http::uri::PathAndQuery::from_static("/vigil.v1.Ingest/Stream"),
-            Raw,
+            crate::util::Raw,
         )
         .await;
     let mut acks = Vec::new();
@@ -719,20 +667,6 @@ fn a_refused_sensor_retries_and_recovers_when_its_certificate_is_rotated() {
 }
 
 // ---- the collector killed and restarted under a running sensor ----
-
-fn vigil() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vigil"))
-}
-
-fn spawn_collector(addr: SocketAddr, data: &Path) -> Child {
-    vigil()
-        .args(["collector", "--listen", &addr.to_string(), "--data-dir"])
-        .arg(data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn collector")
-}
 
 fn stored_count(data: &Path) -> u64 {
     if !data.join("vigil.db").exists() {

@@ -270,3 +270,76 @@ pub fn pcap_slice(src: &Path, dst: &Path, range: std::ops::Range<usize>, shift_s
     std::fs::write(dst, out).expect("write capture");
     i
 }
+
+/// Sends bytes as they are as gRPC messages on `Ingest.Stream` (hostile
+/// peers' garbage, hand-made batches), and reads its acks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Raw;
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RawEnc;
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AckDec;
+
+impl tonic::codec::Encoder for RawEnc {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut as _;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for AckDec {
+    type Item = vigil_proto::pb::Ack;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<vigil_proto::pb::Ack>, tonic::Status> {
+        use prost::Message as _;
+        vigil_proto::pb::Ack::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+impl tonic::codec::Codec for Raw {
+    type Encode = bytes::Bytes;
+    type Decode = vigil_proto::pb::Ack;
+    type Encoder = RawEnc;
+    type Decoder = AckDec;
+    fn encoder(&mut self) -> RawEnc {
+        RawEnc
+    }
+    fn decoder(&mut self) -> AckDec {
+        AckDec
+    }
+}
+
+/// The `vigil` binary under test.
+pub fn vigil() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+}
+
+/// A free loopback port (bound and released).
+pub fn free_port() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// `vigil collector` on `addr` with its store in `data`, quiet.
+pub fn spawn_collector(addr: std::net::SocketAddr, data: &Path) -> std::process::Child {
+    use std::process::Stdio;
+    vigil()
+        .args(["collector", "--listen", &addr.to_string(), "--data-dir"])
+        .arg(data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn collector")
+}

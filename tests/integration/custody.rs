@@ -19,6 +19,19 @@ use vigil_sensor::synth::{BulkConfig, FrameSize};
 
 use crate::util::{capture_into, free_port, rt, run_inputs, spawn_collector, vigil};
 
+/// The collector's status over gRPC (with TLS when given).
+async fn status(url: &str, tls: Option<tonic::transport::ClientTlsConfig>) -> pb::StatusReply {
+    let mut ep = tonic::transport::Endpoint::from_shared(url.to_string()).unwrap();
+    if let Some(t) = tls {
+        ep = ep.tls_config(t).unwrap();
+    }
+    pb::query_client::QueryClient::new(ep.connect().await.unwrap())
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// Flow identities, sorted, to compare stored with offline records.
 fn keys(recs: impl IntoIterator<Item = FlowRecord>) -> Vec<(u64, u64, u64)> {
     let mut v: Vec<_> = recs
@@ -162,13 +175,7 @@ fn two_live_sensors_with_one_id_are_both_stored_and_reported() {
         );
         assert_eq!((ra.pending, rb.pending), (0, 0));
         assert_eq!(ra.seq_resets + rb.seq_resets, 1, "one of them is told");
-        let channel = tonic::transport::Endpoint::from_shared(url.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut q = pb::query_client::QueryClient::new(channel);
-        let st = q.status(pb::StatusRequest {}).await.unwrap().into_inner();
+        let st = status(&url, None).await;
         let s = &st.sensors[0];
         assert_eq!((s.sensor_id.as_str(), s.seq_resets), ("twin", 1), "{s:?}");
         assert!(s.id_conflicts >= 1, "{s:?}");
@@ -255,18 +262,7 @@ fn sensors_stream_as_themselves_and_only_analysts_read() {
                 std::fs::read(tmp.path().join("alice.key")).unwrap(),
             ))
             .domain_name("localhost");
-        let channel = tonic::transport::Endpoint::from_shared(url.clone())
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let st = pb::query_client::QueryClient::new(channel)
-            .status(pb::StatusRequest {})
-            .await
-            .unwrap()
-            .into_inner();
+        let st = status(&url, Some(tls)).await;
         assert!(st.refusals >= 3, "{}", st.refusals);
         assert_eq!(st.sensors.len(), 1, "only s1 stored");
         collector.shutdown().await.unwrap();
@@ -621,16 +617,7 @@ fn a_stalled_sink_never_stalls_capture_and_its_drops_are_counted() {
         );
         let d = exp.drain(Duration::from_secs(30)).await.expect("drain");
         assert_eq!(d.pending, 0);
-        let channel = tonic::transport::Endpoint::from_shared(url)
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let st = pb::query_client::QueryClient::new(channel)
-            .status(pb::StatusRequest {})
-            .await
-            .unwrap()
-            .into_inner();
+        let st = status(&url, None).await;
         let s = &st.sensors[0];
         assert_eq!(s.flows, stored as u64);
         assert_eq!(s.stats.as_ref().unwrap().channel_full_drops, drops);

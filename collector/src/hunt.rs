@@ -77,7 +77,8 @@ fn replay(
 pub struct Rebuilt {
     /// Flow records replayed.
     pub flows: u64,
-    /// Engine alert id → the stored alert it continues.
+    /// Engine alert id → the stored alert it continues (the engine's open
+    /// incident now carries the stored id).
     pub continues: std::collections::HashMap<u64, u64>,
     /// Alerts found that the store did not hold (committed flows the
     /// detectors never examined), stored.
@@ -87,7 +88,8 @@ pub struct Rebuilt {
 /// Rebuilds a fresh `engine`'s windows at start: replays the stored flows
 /// of the last `lookback` before the newest stored minute. An alert the
 /// replay finds that the store holds (the same incident) is continued:
-/// later findings of it update the stored alert (`continues`); one it
+/// the engine's incident takes the stored alert's id, so later findings
+/// of it update the stored alert; one it
 /// does not hold came from flows committed but never examined (the
 /// collector stopped first) and is stored.
 pub fn rebuild(
@@ -104,6 +106,9 @@ pub fn rebuild(
         until_ns: None,
     };
     let found = replay_and_sort(store, engine, range, true)?;
+    for (id, _, stored) in &found.known {
+        engine.continue_alert(*id, *stored);
+    }
     Ok(Rebuilt {
         flows: found.flows,
         continues: found.known.iter().map(|(id, _, s)| (*id, *s)).collect(),

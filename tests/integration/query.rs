@@ -480,6 +480,16 @@ pub fn check_hunt(store: &dyn Store) {
     let r = rebuild(store, &mut engine, detect.rebuild_lookback()).unwrap();
     assert!(r.new.is_empty(), "{:?}", r.new);
     assert!(r.continues.values().any(|id| *id == flood.id), "{r:?}");
+    // The rebuilt engine's next findings of the flood update the stored
+    // alert: its id, not an opening.
+    let more = engine.observe("edge", &recs[recs.len() - 256..]);
+    assert!(
+        more.iter().any(|u| u.alert.id == flood.id && !u.opened),
+        "{:?}",
+        more.iter()
+            .map(|u| (u.alert.id, u.opened))
+            .collect::<Vec<_>>()
+    );
 }
 
 #[test]

@@ -73,6 +73,15 @@ impl Incidents {
         }
     }
 
+    /// Gives the open incident whose alert is `from` the id `to`: a stored
+    /// alert it continues, found again when the windows were rebuilt from
+    /// stored flows. Its later updates are that alert's.
+    pub fn renumber(&mut self, from: u64, to: u64) {
+        if let Some(i) = self.open.values_mut().find(|i| i.alert.id == from) {
+            i.alert.id = to;
+        }
+    }
+
     /// Folds findings into alerts; returns each alert touched, once, with
     /// the evidence this call added.
     pub fn apply(

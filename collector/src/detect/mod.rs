@@ -295,6 +295,14 @@ impl Engine {
         self
     }
 
+    /// Makes the open incident the engine numbered `engine_id` continue
+    /// the stored alert `stored_id` (the same incident, found again when
+    /// the windows were rebuilt from stored flows): its later updates
+    /// carry that id and are not openings.
+    pub fn continue_alert(&mut self, engine_id: u64, stored_id: u64) {
+        self.incidents.renumber(engine_id, stored_id);
+    }
+
     /// The configuration.
     pub fn config(&self) -> &DetectConfig {
         &self.cfg

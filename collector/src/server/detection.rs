@@ -2,7 +2,6 @@
 //! the alerts it opens or updates, and hands them to subscribers and the
 //! webhook.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 use std::time::Instant;
@@ -15,25 +14,13 @@ use super::metrics::AlertEvent;
 use super::writer::Committed;
 use crate::detect::Engine;
 
-/// Runs until the writer is gone. `continues` maps the engine's ids of
-/// incidents found again at start to the stored alerts they continue.
-pub fn run(
-    shared: Arc<Shared>,
-    mut engine: Engine,
-    continues: HashMap<u64, u64>,
-    rx: Receiver<Committed>,
-) {
+/// Runs until the writer is gone.
+pub fn run(shared: Arc<Shared>, mut engine: Engine, rx: Receiver<Committed>) {
     let m = &shared.metrics;
     while let Ok((sensor, flows, arrived)) = rx.recv() {
         let t0 = Instant::now();
         let steps = engine.stats.clock_steps;
-        let mut updates = engine.observe_batch(&sensor, &flows, Some(arrived));
-        for u in &mut updates {
-            if let Some(stored) = continues.get(&u.alert.id) {
-                u.alert.id = *stored;
-                u.opened = false;
-            }
-        }
+        let updates = engine.observe_batch(&sensor, &flows, Some(arrived));
         if engine.stats.clock_steps > steps {
             m.detect_clock_steps
                 .inc_by(engine.stats.clock_steps - steps);

@@ -294,7 +294,7 @@ async fn start_detection(
     let shared = shared.clone();
     std::thread::Builder::new()
         .name("vigil-detect".into())
-        .spawn(move || detection::run(shared, engine, rebuilt.continues, rx))
+        .spawn(move || detection::run(shared, engine, rx))
         .map_err(|e| CollectorError::Thread("detection", e))?;
     Ok(Some(tx))
 }

@@ -152,15 +152,6 @@ pub struct ExportCounters {
     pub seq_resets: AtomicU64,
 }
 
-impl Shared {
-    fn refused(&self) -> Option<String> {
-        self.refused
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
 #[derive(Debug)]
 struct Shared {
     cfg: ExporterConfig,
@@ -182,6 +173,13 @@ struct Shared {
 }
 
 impl Shared {
+    fn refused(&self) -> Option<String> {
+        self.refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn spool(&self) -> MutexGuard<'_, Spool> {
         self.spool.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -307,7 +305,9 @@ pub struct Exporter {
 impl Exporter {
     /// Opens the spool and starts the sender on the current tokio runtime.
     pub fn start(cfg: ExporterConfig, live: Arc<LiveCounters>) -> Result<Exporter, ExportError> {
-        let endpoint = endpoint(&cfg)?;
+        // Checked now (a bad URL or TLS file fails the start); made again
+        // at every connection, so that rotated TLS files are read.
+        endpoint(&cfg)?;
         let spool = Spool::open(cfg.spool.clone())?;
         let (acked, _) = watch::channel(spool.acked());
         let incarnation = spool.incarnation();
@@ -329,7 +329,7 @@ impl Exporter {
                     .unwrap_or_else(|_| Histogram::new(3).expect("histogram")),
             ),
         });
-        let task = tokio::spawn(sender(shared.clone(), Some(endpoint)));
+        let task = tokio::spawn(sender(shared.clone()));
         Ok(Exporter { shared, task })
     }
 
@@ -505,7 +505,7 @@ enum StreamEnd {
 /// How often a refusal that lasts is logged again.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 
-async fn sender(shared: Arc<Shared>, mut first: Option<Endpoint>) {
+async fn sender(shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(100);
     let mut last_error = String::new();
     let mut refusal_logged: Option<(String, Instant)> = None;
@@ -517,11 +517,7 @@ async fn sender(shared: Arc<Shared>, mut first: Option<Endpoint>) {
         // The TLS files are read again for every connection after the
         // first, so that a rotated certificate is taken up without a
         // restart.
-        let endpoint = match first.take() {
-            Some(e) => Ok(e),
-            None => endpoint(&shared.cfg),
-        };
-        let end = match endpoint {
+        let end = match endpoint(&shared.cfg) {
             Ok(ep) => match ep.connect().await {
                 Ok(ch) => stream(&shared, ch).await,
                 Err(e) => StreamEnd::Retry(format!("connecting: {}", error_chain(&e))),

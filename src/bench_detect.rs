@@ -232,6 +232,7 @@ fn store_rate(recs: &[FlowRecord], batch: usize) -> Result<f64, Failure> {
         .chunks(batch)
         .enumerate()
         .map(|(i, c)| IngestBatch {
+            attestation: None,
             sensor_id: "bench".into(),
             incarnation: 1,
             seq: i as u64 + 1,

@@ -142,6 +142,7 @@ pub fn transport(
         let t = Instant::now();
         for (i, chunk) in records.chunks(batch_flows).enumerate() {
             store.commit(&IngestBatch {
+                attestation: None,
                 sensor_id: "control".into(),
                 incarnation: 1,
                 seq: i as u64 + 1,
@@ -178,6 +179,7 @@ fn fill(dir: &Path, n: u64, t0: u64) -> Result<Duration, Failure> {
     while let Some(flows) = synth.batch(8192) {
         seq += 1;
         store.commit(&IngestBatch {
+            attestation: None,
             sensor_id: "bench".into(),
             incarnation: 1,
             seq,
@@ -379,6 +381,7 @@ pub fn clickhouse(url: &str, flows: u64, runs: usize) -> Result<(), Failure> {
                     let Some(f) = synth.batch(8192) else { break };
                     seq += 1;
                     group.push(IngestBatch {
+                        attestation: None,
                         sensor_id: "bench".into(),
                         incarnation: 1,
                         seq,

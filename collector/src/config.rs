@@ -49,6 +49,21 @@ pub struct CollectorFile {
     /// Evidence: the collector's signing key.
     #[serde(default)]
     pub evidence: EvidenceSection,
+    /// Sensors' attestation keys (`[[sensors]]`); a sensor not listed has
+    /// its key pinned on first contact.
+    #[serde(default)]
+    pub sensors: Vec<SensorSection>,
+}
+
+/// `[[sensors]]`
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SensorSection {
+    /// The sensor's id.
+    pub id: String,
+    /// Its attestation public key: SubjectPublicKeyInfo PEM (what `vigil
+    /// evidence key --sensor-dir` prints), inline or in a file named here.
+    pub public_key: String,
 }
 
 /// `[evidence]`
@@ -83,6 +98,7 @@ impl Default for CollectorFile {
             protected: Vec::new(),
             access: AccessSection::default(),
             evidence: EvidenceSection::default(),
+            sensors: Vec::new(),
         }
     }
 }
@@ -376,6 +392,33 @@ impl CollectorFile {
                 ));
             }
         }
+        let mut sensor_keys = Vec::new();
+        for (i, sn) in self.sensors.iter().enumerate() {
+            if !vigil_proto::valid_sensor_id(&sn.id) {
+                errs.push(format!(
+                    "collector.sensors[{i}].id = {:?}: expected 1-64 characters of A-Z a-z 0-9 . _ -",
+                    sn.id
+                ));
+            }
+            if self.sensors[..i].iter().any(|o| o.id == sn.id) {
+                errs.push(format!(
+                    "collector.sensors[{i}].id = {:?}: listed twice",
+                    sn.id
+                ));
+            }
+            let pem = if sn.public_key.trim_start().starts_with("-----BEGIN") {
+                Ok(sn.public_key.clone())
+            } else {
+                std::fs::read_to_string(&sn.public_key)
+                    .map_err(|e| format!("reading {:?}: {e}", sn.public_key))
+            };
+            match pem.and_then(|p| vigil_proto::keys::public_from_pem(&p)) {
+                Ok(k) => sensor_keys.push((sn.id.clone(), k)),
+                Err(e) => errs.push(format!(
+                    "collector.sensors[{i}].public_key: not an Ed25519 public key in PEM: {e}"
+                )),
+            }
+        }
         let detect = if self.detect.enabled {
             match self.detect.validate(&self.protected) {
                 Ok(d) => Some(d),
@@ -443,6 +486,7 @@ impl CollectorFile {
         if let Some(k) = &self.evidence.signing_key {
             cfg.signing_key = Some(k.clone());
         }
+        cfg.sensor_keys = sensor_keys;
         Ok(cfg)
     }
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 use thiserror::Error;
 use vigil_proto::{FlowRecord, pb, valid_sensor_id};
 
-use crate::model::ingest::IngestBatch;
+use crate::model::ingest::{Attestation, IngestBatch};
 
 /// 2000-01-01T00:00:00Z in ns: nothing Vigil sees is older.
 pub const MIN_TIMESTAMP_NS: u64 = 946_684_800_000_000_000;
@@ -200,6 +200,8 @@ pub fn validate(
         flows,
         stats,
         incarnation,
+        signature,
+        public_key,
     } = batch;
     if !valid_sensor_id(&sensor_id) {
         let shown: String = sensor_id.chars().take(80).collect();
@@ -305,10 +307,26 @@ pub fn validate(
             });
         }
     }
+    // The Merkle root over the records as decoded (and as they will be
+    // stored): the sensor's signature must hold over it.
+    let attestation = (!signature.is_empty()).then(|| {
+        let mut buf = Vec::with_capacity(256);
+        let leaves: Vec<_> = records
+            .iter()
+            .map(|r| vigil_proto::attest::record_leaf(r, &mut buf))
+            .collect();
+        Attestation {
+            public_key,
+            signature,
+            root: vigil_proto::merkle::root(&leaves),
+            pin: false,
+        }
+    });
     stream.sensor_id.get_or_insert_with(|| sensor_id.clone());
     stream.incarnation = Some(incarnation);
     stream.last_seq = seq;
     Ok(IngestBatch {
+        attestation,
         sensor_id,
         seq,
         incarnation,
@@ -350,6 +368,7 @@ mod tests {
             flows,
             stats: None,
             incarnation: 7,
+            ..Default::default()
         }
     }
 

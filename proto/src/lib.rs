@@ -7,7 +7,9 @@
 //! `vigil flows --format jsonl` prints and that tools build on.
 #![deny(missing_docs)]
 
+pub mod attest;
 pub mod flow;
+pub mod keys;
 pub mod merkle;
 pub mod time;
 pub mod units;

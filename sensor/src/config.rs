@@ -16,7 +16,7 @@ use vigil_proto::units::{check_duration, check_size};
 use vigil_proto::valid_sensor_id;
 
 use crate::capture::{FanoutMode, RingConfig};
-use crate::export::grpc::{ClientTls, ExporterConfig};
+use crate::export::grpc::{ATTESTATION_KEY, ClientTls, ExporterConfig};
 use crate::export::spool::{Fsync, SpoolConfig};
 use crate::flow::{FlowConfig, Timeouts};
 use crate::run::RunConfig;
@@ -176,6 +176,13 @@ pub struct ExportSection {
     /// On shutdown (or at the end of a capture file), how long to wait for
     /// the last acknowledgements. Default `30s`.
     pub drain_timeout: String,
+    /// Sign every batch (a Merkle root over its records) with the sensor's
+    /// attestation key, so that its flows can be shown later to be the
+    /// ones it sent. Default `true`.
+    pub attestation: bool,
+    /// The attestation key (Ed25519, PKCS#8 PEM), made there on first
+    /// start. Default: `attestation-key.pem` in the spool directory.
+    pub attestation_key: Option<PathBuf>,
 }
 
 impl Default for ExportSection {
@@ -186,6 +193,8 @@ impl Default for ExportSection {
             window: 32,
             backoff_max: "10s".into(),
             drain_timeout: "30s".into(),
+            attestation: true,
+            attestation_key: None,
         }
     }
 }
@@ -412,6 +421,12 @@ impl SensorFile {
                 exporter.batch_delay = batch_delay;
                 exporter.window = self.export.window;
                 exporter.backoff_max = backoff_max;
+                exporter.attestation_key = self.export.attestation.then(|| {
+                    self.export
+                        .attestation_key
+                        .clone()
+                        .unwrap_or_else(|| dir.join(ATTESTATION_KEY))
+                });
                 exporter.spool = SpoolConfig {
                     dir,
                     max_bytes,

@@ -217,6 +217,7 @@ fn another(ch: &ClickHouseStore) -> ClickHouseStore {
 
 fn batch(sensor: &str, seq: u64, flows: Vec<FlowRecord>) -> IngestBatch {
     IngestBatch {
+        attestation: None,
         sensor_id: sensor.into(),
         seq,
         incarnation: 1,

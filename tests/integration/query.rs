@@ -46,6 +46,7 @@ pub fn corpus_batches(all: &[FlowRecord]) -> Vec<IngestBatch> {
     all.chunks(500)
         .enumerate()
         .map(|(i, chunk)| IngestBatch {
+            attestation: None,
             sensor_id: if i % 2 == 0 { "s-even" } else { "s-odd" }.into(),
             seq: i as u64 / 2 + 1,
             incarnation: 1,
@@ -312,6 +313,7 @@ pub fn check_incarnations(store: &(impl IngestStore + SensorRegistry + FlowQueri
     let recs = run_bytes(&bulk.to_pcap_bytes(), &cfg).0;
     assert!(recs.len() >= 6, "{} records", recs.len());
     let with = |inc: u64, seq: u64, i: usize| IngestBatch {
+        attestation: None,
         sensor_id: "inc".into(),
         seq,
         incarnation: inc,
@@ -438,6 +440,7 @@ pub fn check_hunt(store: &dyn Store) {
     for (i, chunk) in recs.chunks(2048).enumerate() {
         store
             .commit(&IngestBatch {
+                attestation: None,
                 sensor_id: "edge".into(),
                 seq: i as u64 + 1,
                 incarnation: 3,

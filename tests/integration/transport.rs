@@ -314,6 +314,7 @@ fn batch(id: &str, seq: u64, flows: Vec<pb::Flow>) -> Vec<u8> {
         flows,
         stats: None,
         incarnation: 1,
+        ..Default::default()
     }
     .encode_to_vec()
 }

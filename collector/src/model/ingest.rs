@@ -20,6 +20,22 @@ pub struct IngestBatch {
     pub stats: Option<pb::SensorStats>,
     /// Collector time of arrival, ns since the epoch.
     pub received_ns: u64,
+    /// The sensor's signature over the batch, verified before the commit
+    /// (`None`: not attested).
+    pub attestation: Option<Attestation>,
+}
+
+/// A sensor's attestation of a batch (see `vigil_proto::attest`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attestation {
+    /// The sensor's Ed25519 public key, 32 bytes.
+    pub public_key: Vec<u8>,
+    /// Its signature of the batch statement, 64 bytes.
+    pub signature: Vec<u8>,
+    /// The Merkle root over the batch's records as decoded.
+    pub root: vigil_proto::merkle::Hash,
+    /// The first attested batch of the sensor: the store pins its key.
+    pub pin: bool,
 }
 
 /// What `IngestStore::commit` did.

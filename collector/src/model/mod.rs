@@ -7,5 +7,6 @@
 //! all depend on it and on nothing above themselves.
 
 pub mod alert;
+pub mod evidence;
 pub mod ingest;
 pub mod query;

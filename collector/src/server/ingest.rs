@@ -22,6 +22,7 @@ use super::access::{Principal, refused};
 use super::failure::Failure;
 use super::metrics::BatchResult;
 use super::writer::Job;
+use crate::evidence::{KeyCheck, KeyRefusal};
 use crate::ingest::{MAX_INFLIGHT_PER_STREAM, StreamState, validate};
 use crate::model::ingest::CommitOutcome;
 use crate::store::StoreError;
@@ -287,7 +288,7 @@ impl Ingest for IngestSvc {
                 let Ok(inflight) = shared.inflight.clone().acquire_many_owned(cost).await else {
                     break;
                 };
-                let batch = match validate(
+                let mut batch = match validate(
                     msg,
                     &mut st,
                     identities.as_deref(),
@@ -300,6 +301,26 @@ impl Ingest for IngestSvc {
                         break;
                     }
                 };
+                match shared.sensor_keys.check(&mut batch) {
+                    Ok(KeyCheck::Attested) => {
+                        shared.metrics.attested_batches.inc();
+                    }
+                    Ok(KeyCheck::Unattested) => {}
+                    Ok(KeyCheck::BadSignature(why)) => {
+                        shared.metrics.attestation_failures.inc();
+                        tracing::error!(
+                            %peer,
+                            sensor = %batch.sensor_id,
+                            seq = batch.seq,
+                            "batch attestation does not hold ({why}): stored, but not attested"
+                        );
+                    }
+                    Err(KeyRefusal(why)) => {
+                        shared.metrics.key_refusals.inc();
+                        refusal = Some(Failure::peer(Code::PermissionDenied, why));
+                        break;
+                    }
+                }
                 let opens_stream = connected.is_none();
                 if opens_stream
                     && let Err(f) = shared.access.may_stream(&principal, &batch.sensor_id)

@@ -58,6 +58,13 @@ pub struct Metrics {
     pub streams_total: Counter,
     /// Ingest streams refused: `limits.max_streams` were open.
     pub streams_refused: Counter,
+    /// Batches whose sensor attestation held.
+    pub attested_batches: Counter,
+    /// Batches whose attestation did not hold (stored unattested).
+    pub attestation_failures: Counter,
+    /// Batches refused: signed with another key than the sensor's known
+    /// one, or unsigned once its key is known.
+    pub key_refusals: Counter,
     /// Time to commit a group of batches.
     pub commit_seconds: Histogram,
     /// Flow records the detectors examined.
@@ -103,6 +110,9 @@ impl Default for Metrics {
             streams_active: Gauge::default(),
             streams_total: Counter::default(),
             streams_refused: Counter::default(),
+            attested_batches: Counter::default(),
+            attestation_failures: Counter::default(),
+            key_refusals: Counter::default(),
             // 1 ms to 33 s.
             commit_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             detect_flows: Counter::default(),
@@ -137,6 +147,21 @@ impl Default for Metrics {
             "vigil_collector_streams_refused",
             "Ingest streams refused because limits.max_streams were open",
             m.streams_refused.clone(),
+        );
+        r.register(
+            "vigil_collector_attested_batches",
+            "Batches whose sensor attestation held",
+            m.attested_batches.clone(),
+        );
+        r.register(
+            "vigil_collector_attestation_failures",
+            "Batches whose sensor attestation did not hold (stored unattested)",
+            m.attestation_failures.clone(),
+        );
+        r.register(
+            "vigil_collector_sensor_key_refusals",
+            "Batches refused for a sensor attestation key other than the known one",
+            m.key_refusals.clone(),
         );
         r.register(
             "vigil_collector_commit_seconds",

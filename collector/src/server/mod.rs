@@ -88,6 +88,9 @@ pub struct CollectorConfig {
     /// The evidence signing key's file (made on first start); `None`
     /// (no data directory, none configured): evidence is not signed.
     pub signing_key: Option<PathBuf>,
+    /// Sensors' attestation keys, configured (`[[sensors]]`); the others
+    /// are pinned on first contact.
+    pub sensor_keys: Vec<(String, ed25519_dalek::VerifyingKey)>,
 }
 
 impl CollectorConfig {
@@ -109,6 +112,7 @@ impl CollectorConfig {
             analysts: Vec::new(),
             signing_key: (!data_dir.as_os_str().is_empty())
                 .then(|| data_dir.join(crate::evidence::DEFAULT_KEY)),
+            sensor_keys: Vec::new(),
             data_dir,
         }
     }
@@ -181,6 +185,8 @@ pub struct Shared {
     inflight: Arc<tokio::sync::Semaphore>,
     /// The evidence signing key, if there is one.
     key: Option<Arc<crate::evidence::CollectorKey>>,
+    /// The sensors' attestation keys.
+    sensor_keys: crate::evidence::SensorKeys,
 }
 
 /// A running collector.
@@ -327,7 +333,29 @@ async fn start_with_store(
             None
         }
     };
+    let pinned = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.pinned_keys())
+            .await
+            .map_err(|e| CollectorError::Task("reading the pinned sensor keys", e))??
+    };
+    let mut pins = Vec::new();
+    for (id, raw) in pinned {
+        match vigil_proto::attest::verifying_key(&raw) {
+            Ok(k) => pins.push((id, k)),
+            Err(e) => {
+                tracing::error!(sensor = %id, error = %e, "a pinned sensor key is damaged: ignored")
+            }
+        }
+    }
+    tracing::info!(
+        configured = cfg.sensor_keys.len(),
+        pinned = pins.len(),
+        "sensor attestation keys"
+    );
+    let sensor_keys = crate::evidence::SensorKeys::new(cfg.sensor_keys.clone(), pins);
     let shared = Arc::new(Shared {
+        sensor_keys,
         store,
         limits: cfg.limits,
         max_query_flows: cfg.max_query_flows,

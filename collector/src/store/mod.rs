@@ -33,9 +33,11 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 use vigil_proto::FlowRecord;
+use vigil_proto::merkle::Hash;
 
 pub use crate::model::alert::AlertQuery;
 use crate::model::alert::{Alert, AlertUpdate, EvidenceRef};
+pub use crate::model::evidence::{BatchKey, PlacedFlow, StoredAttestation, StoredBatch};
 pub use crate::model::ingest::{
     CommitOutcome, IngestBatch, RetentionReport, SensorRecord, sum_stats,
 };
@@ -281,10 +283,47 @@ pub trait AlertStore: Send + Sync {
     fn max_alert_id(&self) -> Result<u64, StoreError>;
 }
 
-/// Everything a collector needs of one engine.
-pub trait Store: IngestStore + FlowQueries + SensorRegistry + Retention + AlertStore {}
+/// What evidence bundles are made of: batches with their attestations,
+/// the flows' places in them, pinned sensor keys and detector settings.
+pub trait EvidenceStore: Send + Sync {
+    /// The sensors' attestation keys pinned on first contact (raw 32-byte
+    /// Ed25519 keys).
+    fn pinned_keys(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 
-impl<T: IngestStore + FlowQueries + SensorRegistry + Retention + AlertStore> Store for T {}
+    /// The stored records the references name, oldest first, each with its
+    /// place in its batch.
+    fn placed_flows(&self, evidence: &[EvidenceRef]) -> Result<Vec<PlacedFlow>, StoreError>;
+
+    /// A stored batch.
+    fn batch(&self, key: &BatchKey) -> Result<Option<StoredBatch>, StoreError>;
+
+    /// The leaf hashes of a batch's records, by index (`size` of them): of
+    /// each record stored, or kept when retention deleted it; `None`
+    /// where neither is.
+    fn batch_leaves(&self, key: &BatchKey, size: u64) -> Result<Vec<Option<Hash>>, StoreError>;
+
+    /// Every sensor's batches whose records' event-time span meets
+    /// `[since_ns, until_ns]`, and for each sensor the batch before them
+    /// (the counters' baseline), in (sensor, arrival) order.
+    fn batch_log(&self, since_ns: u64, until_ns: u64) -> Result<Vec<StoredBatch>, StoreError>;
+
+    /// Records detector settings (JSON) under their hash, once.
+    fn put_detector(&self, hash: &str, body: &str) -> Result<(), StoreError>;
+
+    /// Detector settings by their hash.
+    fn detector(&self, hash: &str) -> Result<Option<String>, StoreError>;
+}
+
+/// Everything a collector needs of one engine.
+pub trait Store:
+    IngestStore + FlowQueries + SensorRegistry + Retention + AlertStore + EvidenceStore
+{
+}
+
+impl<T: IngestStore + FlowQueries + SensorRegistry + Retention + AlertStore + EvidenceStore> Store
+    for T
+{
+}
 
 impl std::fmt::Debug for dyn Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

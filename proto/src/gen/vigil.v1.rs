@@ -131,6 +131,16 @@ pub struct FlowBatch {
     /// stored. 0: a sensor that predates incarnations (one per sensor id).
     #[prost(fixed64, tag = "5")]
     pub incarnation: u64,
+    /// The sensor's attestation: its Ed25519 signature (64 bytes) of the
+    /// batch statement (context "vigil-batch-v1", sensor_id, incarnation,
+    /// seq, the number of flows and the Merkle root over the flows' encodings;
+    /// see vigil_proto::attest), made when the batch was spooled. Empty: the
+    /// batch is not attested.
+    #[prost(bytes = "vec", tag = "6")]
+    pub signature: ::prost::alloc::vec::Vec<u8>,
+    /// The sensor's Ed25519 public key (32 bytes) that made the signature.
+    #[prost(bytes = "vec", tag = "7")]
+    pub public_key: ::prost::alloc::vec::Vec<u8>,
 }
 /// Sent after the batch with this seq, and every earlier one of this stream,
 /// is committed to the store (or was already stored: a duplicate).

@@ -31,6 +31,7 @@ use std::collections::VecDeque;
 use bytes::BufMut as _;
 use hdrhistogram::Histogram;
 use prost::Message as _;
+use prost::encoding::{WireType, encode_key, encode_varint};
 use thiserror::Error;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -38,7 +39,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
-use vigil_proto::{FlowRecord, pb};
+use vigil_proto::attest::Statement;
+use vigil_proto::keys::KeyFile;
+use vigil_proto::{FlowRecord, merkle, pb};
 
 use super::spool::{Flush, Spool, SpoolConfig, SpoolError};
 use crate::run::LiveCounters;
@@ -76,6 +79,9 @@ pub struct ExporterConfig {
     pub backoff_max: Duration,
     /// The spool.
     pub spool: SpoolConfig,
+    /// The attestation key's file (made there if missing): every batch is
+    /// signed with it. `None`: batches are not attested.
+    pub attestation_key: Option<PathBuf>,
 }
 
 impl ExporterConfig {
@@ -89,14 +95,21 @@ impl ExporterConfig {
             batch_delay: Duration::from_millis(250),
             window: 32,
             backoff_max: Duration::from_secs(10),
+            attestation_key: Some(spool_dir.join(ATTESTATION_KEY)),
             spool: SpoolConfig::new(spool_dir),
         }
     }
 }
 
+/// The attestation key's file name in the spool directory, by default.
+pub const ATTESTATION_KEY: &str = "attestation-key.pem";
+
 /// The exporter failed.
 #[derive(Debug, Error)]
 pub enum ExportError {
+    /// The attestation key could not be read or made.
+    #[error("attestation key: {0}")]
+    Key(#[from] vigil_proto::keys::KeyError),
     /// The spool failed.
     #[error(transparent)]
     Spool(#[from] SpoolError),
@@ -128,6 +141,8 @@ struct Builder {
     buf: Vec<u8>,
     flows: u32,
     opened: Option<Instant>,
+    /// The leaf hashes of its records (attested batches).
+    leaves: Vec<merkle::Hash>,
 }
 
 /// Counters of the exporter itself.
@@ -166,6 +181,8 @@ struct Shared {
     run_id: u64,
     /// The spool's incarnation, sent with every batch.
     incarnation: u64,
+    /// The attestation key.
+    key: Option<KeyFile>,
     /// The collector's refusal while it lasts (cleared by the next ack).
     refused: Mutex<Option<String>>,
     /// Time from sending a batch to its ack, µs.
@@ -211,11 +228,27 @@ impl Shared {
     fn spool_batch(&self, b: &mut Builder) -> Result<Flush, SpoolError> {
         let flush = {
             let mut spool = self.spool();
+            if let Some(key) = &self.key {
+                // Signed with the seq the spool gives it next (under its
+                // lock), so that every replay carries this signature.
+                let st = Statement {
+                    sensor_id: self.cfg.sensor_id.clone(),
+                    incarnation: self.incarnation,
+                    seq: spool.next_seq(),
+                    size: u64::from(b.flows),
+                    root: merkle::root(&b.leaves),
+                };
+                let sig = key.sign(&st.to_bytes());
+                prost::encoding::bytes::encode(6, &sig.to_vec(), &mut b.buf);
+                let public = key.verifying_key().to_bytes();
+                prost::encoding::bytes::encode(7, &public.to_vec(), &mut b.buf);
+            }
             spool.append(&b.buf, b.flows)?;
             spool.take_flush(false)
         };
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         b.buf.clear();
+        b.leaves.clear();
         b.flows = 0;
         b.opened = None;
         self.appended.notify_one();
@@ -262,7 +295,19 @@ impl ExportSink {
         {
             let mut b = s.builder();
             for r in recs {
-                prost::encoding::message::encode(3, &pb::Flow::from(r), &mut b.buf);
+                if s.key.is_some() {
+                    // The record's own bytes (after its tag and length)
+                    // are the leaf.
+                    let f = pb::Flow::from(r);
+                    encode_key(3, WireType::LengthDelimited, &mut b.buf);
+                    encode_varint(f.encoded_len() as u64, &mut b.buf);
+                    let start = b.buf.len();
+                    f.encode_raw(&mut b.buf);
+                    let leaf = merkle::leaf_hash(&b.buf[start..]);
+                    b.leaves.push(leaf);
+                } else {
+                    prost::encoding::message::encode(3, &pb::Flow::from(r), &mut b.buf);
+                }
                 b.flows += 1;
                 b.opened.get_or_insert_with(Instant::now);
                 if b.flows as usize >= s.cfg.batch_flows || b.buf.len() >= MAX_BATCH_BYTES {
@@ -308,6 +353,14 @@ impl Exporter {
         // Checked now (a bad URL or TLS file fails the start); made again
         // at every connection, so that rotated TLS files are read.
         endpoint(&cfg)?;
+        let key = match &cfg.attestation_key {
+            Some(path) => {
+                let k = KeyFile::load_or_create(path)?;
+                tracing::info!(path = %path.display(), key = %k.fingerprint(), "batches are attested with this key");
+                Some(k)
+            }
+            None => None,
+        };
         let spool = Spool::open(cfg.spool.clone())?;
         let (acked, _) = watch::channel(spool.acked());
         let incarnation = spool.incarnation();
@@ -323,6 +376,7 @@ impl Exporter {
             counters: ExportCounters::default(),
             run_id: super::random_u64(),
             incarnation,
+            key,
             refused: Mutex::new(None),
             ack_latency: Mutex::new(
                 Histogram::new_with_bounds(1, 3_600_000_000, 3)
@@ -598,6 +652,9 @@ fn message(shared: &Shared, seq: u64, payload: &[u8]) -> Vec<u8> {
         flows: Vec::new(),
         stats: Some(shared.stats()),
         incarnation: shared.incarnation,
+        // In the spooled payload, signed when spooled.
+        signature: Vec::new(),
+        public_key: Vec::new(),
     };
     let mut buf = Vec::with_capacity(header.encoded_len() + payload.len());
     // Cannot fail: the Vec grows.

@@ -122,6 +122,7 @@ impl IngestStore for ClickHouseStore {
         let ingest = self.ingest_table(&mut ing)?;
         let mut outcomes = Vec::with_capacity(batches.len());
         let (mut marks, mut dups, mut runs) = (Vec::new(), Vec::new(), Vec::new());
+        let mut pins = Vec::new();
         // The flow rows to insert: (batch, its stored seq, index in it).
         let mut rows: Vec<(&IngestBatch, u64, u32)> = Vec::new();
         for b in batches {
@@ -158,6 +159,7 @@ impl IngestStore for ClickHouseStore {
                         .map(|i| (*b, seq, i)),
                 );
                 put_mark(&mut marks, b, seq);
+                put_pin(&mut pins, b);
                 let reset = reset(self)?;
                 known.insert(key, (seq, flows_to));
                 outcomes.push(CommitOutcome::Stored {
@@ -176,6 +178,7 @@ impl IngestStore for ClickHouseStore {
             }
             rows.extend((0..b.flows.len() as u32).map(|i| (*b, seq, i)));
             put_mark(&mut marks, b, seq);
+            put_pin(&mut pins, b);
             if let Some(s) = &b.stats {
                 put_str(&mut runs, b.sensor_id.as_bytes());
                 runs.extend_from_slice(&s.run_id.to_le_bytes());
@@ -264,9 +267,17 @@ impl IngestStore for ClickHouseStore {
             })
             .and_then(|()| {
                 self.insert(
+                    "pinning sensor keys",
+                    "sensor_keys",
+                    "sensor_id, public_key, pinned_ns",
+                    &pins,
+                )
+            })
+            .and_then(|()| {
+                self.insert(
                     "marking the batches stored",
                     "batches",
-                    "sensor_id, seq, flows, received_ns",
+                    MARK_COLUMNS,
                     &marks,
                 )
             })
@@ -553,11 +564,38 @@ pub(super) fn split_rows(n: usize, k: usize) -> Vec<std::ops::Range<usize>> {
 /// Fewest rows worth an insert of their own.
 const MIN_PARALLEL_ROWS: usize = 16_384;
 
-/// Appends a batch's `batches` row: sensor_id, stored seq, flows,
-/// received_ns.
+/// The columns [`put_mark`] writes.
+const MARK_COLUMNS: &str =
+    "sensor_id, seq, flows, received_ns, first_ns, last_ns, stats, public_key, root, signature";
+
+/// Appends a batch's `batches` row ([`MARK_COLUMNS`]).
 fn put_mark(out: &mut Vec<u8>, b: &IngestBatch, seq: u64) {
     put_str(out, b.sensor_id.as_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&(b.flows.len() as u64).to_le_bytes());
     out.extend_from_slice(&b.received_ns.to_le_bytes());
+    let first = b.flows.iter().map(|r| r.first_seen_ns).min().unwrap_or(0);
+    let last = b.flows.iter().map(|r| r.last_seen_ns).max().unwrap_or(0);
+    out.extend_from_slice(&first.to_le_bytes());
+    out.extend_from_slice(&last.to_le_bytes());
+    put_str(
+        out,
+        &b.stats
+            .as_ref()
+            .map(|s| s.encode_to_vec())
+            .unwrap_or_default(),
+    );
+    let att = b.attestation.as_ref();
+    put_str(out, att.map_or(&[][..], |a| &a.public_key));
+    put_str(out, att.map_or(&[][..], |a| &a.root));
+    put_str(out, att.map_or(&[][..], |a| &a.signature));
+}
+
+/// Appends a `sensor_keys` row for a batch that pins its sensor's key.
+fn put_pin(out: &mut Vec<u8>, b: &IngestBatch) {
+    if let Some(a) = b.attestation.as_ref().filter(|a| a.pin) {
+        put_str(out, b.sensor_id.as_bytes());
+        put_str(out, &a.public_key);
+        out.extend_from_slice(&b.received_ns.to_le_bytes());
+    }
 }

@@ -44,6 +44,7 @@
 //! stream it opened before (their sensors reconnect) and makes a new one.
 
 mod alerts;
+mod evidence;
 pub mod http;
 mod ingest;
 mod read;

@@ -69,31 +69,36 @@ impl ClickHouseStore {
     pub(super) fn read_flows(&self, body: &[u8]) -> Result<Vec<(String, FlowRecord)>, StoreError> {
         let mut r = Reader::new(body);
         let mut out = Vec::new();
-        let bad = |e: &dyn std::fmt::Display| self.corrupt(format!("flow record: {e}"));
         while !r.done() {
-            let sensor = r.string()?;
-            let mut f = pb::Flow::decode(r.bytes()?).map_err(|e| bad(&e))?;
-            f.first_seen_ns = r.u64()?;
-            f.last_seen_ns = r.u64()?;
-            f.flow_id = r.u64()?;
-            f.proto = u32::from(r.u8()?);
-            f.src_ip = r.bytes()?.to_vec();
-            let src_port = r.u16()?;
-            f.dst_ip = r.bytes()?.to_vec();
-            let dst_port = r.u16()?;
-            if r.u8()? == 1 {
-                (f.src_port, f.dst_port) = (Some(src_port.into()), Some(dst_port.into()));
-            }
-            f.vlan = [r.u16()?, r.u16()?]
-                .into_iter()
-                .filter(|v| *v != 0)
-                .map(u32::from)
-                .collect();
-            f.community_id = r.bytes()?.to_vec();
-            let rec = FlowRecord::try_from(&f).map_err(|e| bad(&e))?;
-            out.push((sensor, rec));
+            out.push(self.read_flow(&mut r)?);
         }
         Ok(out)
+    }
+
+    /// One record from a row of [`READ_COLS`] (more columns may follow).
+    pub(super) fn read_flow(&self, r: &mut Reader<'_>) -> Result<(String, FlowRecord), StoreError> {
+        let bad = |e: &dyn std::fmt::Display| self.corrupt(format!("flow record: {e}"));
+        let sensor = r.string()?;
+        let mut f = pb::Flow::decode(r.bytes()?).map_err(|e| bad(&e))?;
+        f.first_seen_ns = r.u64()?;
+        f.last_seen_ns = r.u64()?;
+        f.flow_id = r.u64()?;
+        f.proto = u32::from(r.u8()?);
+        f.src_ip = r.bytes()?.to_vec();
+        let src_port = r.u16()?;
+        f.dst_ip = r.bytes()?.to_vec();
+        let dst_port = r.u16()?;
+        if r.u8()? == 1 {
+            (f.src_port, f.dst_port) = (Some(src_port.into()), Some(dst_port.into()));
+        }
+        f.vlan = [r.u16()?, r.u16()?]
+            .into_iter()
+            .filter(|v| *v != 0)
+            .map(u32::from)
+            .collect();
+        f.community_id = r.bytes()?.to_vec();
+        let rec = FlowRecord::try_from(&f).map_err(|e| bad(&e))?;
+        Ok((sensor, rec))
     }
 }
 

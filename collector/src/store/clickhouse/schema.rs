@@ -5,6 +5,12 @@ use super::{ClickHouseStore, Ingest, Reader, flow_column_defs, flow_column_names
 use crate::store::StoreError;
 use crate::store::plan::NS_PER_MIN;
 
+/// The columns of `batches` after its first four: each batch's event-time
+/// span, the sensor's counters it carried (protobuf) and its attestation
+/// (empty strings: not attested).
+const BATCH_EXTRA: &str = "first_ns UInt64, last_ns UInt64, stats String, public_key String, \
+     root String, signature String";
+
 /// A per-minute roll-up table.
 pub(super) struct RollupTable {
     /// Table `rollup_{name}`.
@@ -75,8 +81,29 @@ impl ClickHouseStore {
             ),
             format!(
                 "CREATE TABLE IF NOT EXISTS {db}.batches (sensor_id String, seq UInt64, \
-                 flows UInt64, received_ns UInt64) \
+                 flows UInt64, received_ns UInt64, {BATCH_EXTRA}) \
                  ENGINE = MergeTree() ORDER BY (sensor_id, seq)"
+            ),
+            // Tables of before kept only the first four columns.
+            format!(
+                "ALTER TABLE {db}.batches {}",
+                BATCH_EXTRA
+                    .split(", ")
+                    .map(|c| format!("ADD COLUMN IF NOT EXISTS {c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {db}.sensor_keys (sensor_id String, public_key String, \
+                 pinned_ns UInt64) ENGINE = MergeTree() ORDER BY sensor_id"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {db}.pruned_leaves (sensor_id String, seq UInt64, \
+                 idx UInt32, hash String) ENGINE = ReplacingMergeTree() ORDER BY (sensor_id, seq, idx)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {db}.detectors (hash String, body String) \
+                 ENGINE = ReplacingMergeTree() ORDER BY hash"
             ),
             format!(
                 "CREATE TABLE IF NOT EXISTS {db}.duplicates (sensor_id String, seq UInt64, \

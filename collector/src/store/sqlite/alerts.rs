@@ -10,6 +10,7 @@ use vigil_proto::FlowRecord;
 use super::rows::FLOW_COLUMNS;
 use super::{SqliteStore, has_table};
 use crate::model::alert::{Alert, AlertQuery, AlertUpdate, EvidenceRef};
+use crate::model::evidence::{BatchKey, PlacedFlow};
 use crate::store::plan;
 use crate::store::{AlertStore, StoreError, alert_body, i64_of};
 
@@ -130,6 +131,30 @@ impl AlertStore for SqliteStore {
         &self,
         evidence: &[EvidenceRef],
     ) -> Result<Vec<(String, FlowRecord)>, StoreError> {
+        Ok(self
+            .placed(evidence)?
+            .into_iter()
+            .map(|p| (p.sensor_id, p.record))
+            .collect())
+    }
+
+    fn max_alert_id(&self) -> Result<u64, StoreError> {
+        self.with_reader(|c| {
+            if !has_table(c, "alerts").map_err(|e| self.err("reading the schema", e))? {
+                return Ok(0);
+            }
+            let v: Option<i64> = c
+                .query_row("SELECT MAX(id) FROM alerts", [], |r| r.get(0))
+                .map_err(|e| self.err("reading the largest alert id", e))?;
+            Ok(v.unwrap_or(0).max(0) as u64)
+        })
+    }
+}
+
+impl SqliteStore {
+    /// The stored records the references name, oldest first, with their
+    /// places in their batches.
+    pub(super) fn placed(&self, evidence: &[EvidenceRef]) -> Result<Vec<PlacedFlow>, StoreError> {
         let mut refs: Vec<&EvidenceRef> = evidence.iter().collect();
         refs.sort_by_key(|e| (e.first_ns, e.flow_id));
         let wanted: HashSet<(&str, u64, u64)> = refs
@@ -142,7 +167,10 @@ impl AlertStore for SqliteStore {
             let (lo, hi) = (chunk[0].first_ns, chunk[chunk.len() - 1].first_ns);
             let marks = vec!["?"; chunk.len()].join(",");
             let sql = format!(
-                "SELECT {FLOW_COLUMNS} FROM flows f JOIN sensors s ON s.id = f.sensor WHERE f.first_ns >= ? AND f.first_ns <= ? AND f.flow_id IN ({marks}) ORDER BY f.first_ns, f.rowid"
+                "SELECT {FLOW_COLUMNS}, b.incarnation, b.seq, f.idx FROM flows f \
+                 JOIN sensors s ON s.id = f.sensor LEFT JOIN batches b ON b.id = f.batch \
+                 WHERE f.first_ns >= ? AND f.first_ns <= ? AND f.flow_id IN ({marks}) \
+                 ORDER BY f.first_ns, f.rowid"
             );
             let mut p = vec![
                 Value::Integer(i64_of("first_seen", lo)?),
@@ -163,9 +191,31 @@ impl AlertStore for SqliteStore {
                     .map_err(|e| self.err("reading evidence flows", e))?
                 {
                     let (s, r) = self.decode_row(row)?;
-                    if wanted.contains(&(s.as_str(), r.flow_id, r.first_seen_ns)) {
-                        out.push((s, r));
+                    if !wanted.contains(&(s.as_str(), r.flow_id, r.first_seen_ns)) {
+                        continue;
                     }
+                    let place = (|| -> rusqlite::Result<Option<(BatchKey, u32)>> {
+                        let inc: Option<i64> = row.get(21)?;
+                        let seq: Option<i64> = row.get(22)?;
+                        let idx: Option<i64> = row.get(23)?;
+                        Ok(match (inc, seq, idx) {
+                            (Some(i), Some(q), Some(x)) => Some((
+                                BatchKey {
+                                    sensor_id: s.clone(),
+                                    incarnation: i as u64,
+                                    seq: q as u64,
+                                },
+                                x as u32,
+                            )),
+                            _ => None,
+                        })
+                    })()
+                    .map_err(|e| self.err("reading evidence flows", e))?;
+                    out.push(PlacedFlow {
+                        sensor_id: s,
+                        record: r,
+                        place,
+                    });
                 }
                 Ok(())
             })?;
@@ -173,20 +223,6 @@ impl AlertStore for SqliteStore {
         Ok(out)
     }
 
-    fn max_alert_id(&self) -> Result<u64, StoreError> {
-        self.with_reader(|c| {
-            if !has_table(c, "alerts").map_err(|e| self.err("reading the schema", e))? {
-                return Ok(0);
-            }
-            let v: Option<i64> = c
-                .query_row("SELECT MAX(id) FROM alerts", [], |r| r.get(0))
-                .map_err(|e| self.err("reading the largest alert id", e))?;
-            Ok(v.unwrap_or(0).max(0) as u64)
-        })
-    }
-}
-
-impl SqliteStore {
     fn decode_alert(&self, body: &str) -> Result<Alert, StoreError> {
         serde_json::from_str(body).map_err(|e| self.corrupt(format!("alert row: {e}")))
     }

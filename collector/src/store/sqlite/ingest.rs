@@ -134,18 +134,22 @@ impl SqliteStore {
         }
         let reset = mark.is_none() && stored_before;
         let gap = (seq - last_seq - 1) as u64;
+        let batch = self.insert_batch(tx, sensor, b)?;
         {
             // Rows go in multi-row statements of ROWS_PER_INSERT (one
             // statement step per 32 rows instead of per row), the rest one
             // by one; values are bound in place, without building a list.
             let mut chunks = b.flows.chunks_exact(ROWS_PER_INSERT);
+            let mut next = 0usize;
             if chunks.len() > 0 {
                 let mut ins = tx
                     .prepare_cached(&insert_sql(ROWS_PER_INSERT))
                     .map_err(|e| self.err("preparing the flow insert", e))?;
                 for chunk in &mut chunks {
+                    let idx = next;
+                    next += chunk.len();
                     for (i, r) in chunk.iter().enumerate() {
-                        bind_flow(&mut ins, i * FLOW_PARAMS, sensor, r)
+                        bind_flow(&mut ins, i * FLOW_PARAMS, (sensor, batch, idx + i), r)
                             .map_err(|e| self.bind_err(e))?;
                         rollups.add(r);
                     }
@@ -159,7 +163,9 @@ impl SqliteStore {
                     .prepare_cached(&insert_sql(1))
                     .map_err(|e| self.err("preparing the flow insert", e))?;
                 for r in rest {
-                    bind_flow(&mut one, 0, sensor, r).map_err(|e| self.bind_err(e))?;
+                    bind_flow(&mut one, 0, (sensor, batch, next), r)
+                        .map_err(|e| self.bind_err(e))?;
+                    next += 1;
                     rollups.add(r);
                     one.raw_execute()
                         .map_err(|e| self.err("inserting a flow", e))?;
@@ -203,6 +209,65 @@ impl SqliteStore {
             .map_err(|e| self.err("recording sensor counters", e))?;
         }
         Ok(CommitOutcome::Stored { gap, reset })
+    }
+}
+
+impl SqliteStore {
+    /// Records a batch (its counters, its event-time span and its
+    /// sensor's attestation) before its flows, whose rows follow from
+    /// `first_row` on; pins the sensor's key with its first attested batch.
+    /// Returns the batch's row id.
+    fn insert_batch(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        sensor: i64,
+        b: &IngestBatch,
+    ) -> Result<i64, StoreError> {
+        let first_row: i64 = tx
+            .query_row("SELECT COALESCE(MAX(rowid), 0) + 1 FROM flows", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| self.err("reading the next flow row", e))?;
+        let (first, last) = b.flows.iter().fold((u64::MAX, 0), |(f, l), r| {
+            (f.min(r.first_seen_ns), l.max(r.last_seen_ns))
+        });
+        let (first, last) = if b.flows.is_empty() {
+            (0, 0)
+        } else {
+            (first, last)
+        };
+        let att = b.attestation.as_ref();
+        tx.prepare_cached(
+            "INSERT INTO batches (sensor, incarnation, seq, flows, first_row, received_ns, \
+             first_ns, last_ns, stats, public_key, root, signature) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                sensor,
+                b.incarnation as i64,
+                b.seq as i64,
+                b.flows.len() as i64,
+                first_row,
+                i64_of("received_ns", b.received_ns).unwrap_or(i64::MAX),
+                i64_of("first_ns", first).unwrap_or(i64::MAX),
+                i64_of("last_ns", last).unwrap_or(i64::MAX),
+                b.stats.as_ref().map(|s| s.encode_to_vec()),
+                att.map(|a| a.public_key.as_slice()),
+                att.map(|a| &a.root[..]),
+                att.map(|a| a.signature.as_slice()),
+            ])
+        })
+        .map_err(|e| self.err("recording the batch", e))?;
+        let id = tx.last_insert_rowid();
+        if let Some(a) = att.filter(|a| a.pin) {
+            tx.execute(
+                "INSERT OR IGNORE INTO sensor_keys (sensor, public_key, pinned_ns) VALUES (?1, ?2, ?3)",
+                params![b.sensor_id, a.public_key, b.received_ns as i64],
+            )
+            .map_err(|e| self.err("pinning the sensor's key", e))?;
+        }
+        Ok(id)
     }
 }
 

@@ -23,6 +23,7 @@
 //! writer.
 
 mod alerts;
+mod evidence;
 mod ingest;
 mod read;
 mod retention;
@@ -38,7 +39,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::StoreError;
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// How hard a commit waits for the disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -122,7 +123,9 @@ CREATE TABLE IF NOT EXISTS flows (
     history TEXT NOT NULL,
     end_reason INTEGER NOT NULL,
     community_id BLOB NOT NULL,
-    tunnel BLOB
+    tunnel BLOB,
+    batch INTEGER,
+    idx INTEGER
 );
 CREATE INDEX IF NOT EXISTS flows_first_ns ON flows (first_ns);
 CREATE TABLE IF NOT EXISTS rollup_src (
@@ -155,6 +158,38 @@ CREATE TABLE IF NOT EXISTS alert_evidence (
     PRIMARY KEY (alert, sensor, flow_id, first_ns)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS alert_evidence_flow ON alert_evidence (flow_id);
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY,
+    sensor INTEGER NOT NULL,
+    incarnation INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    flows INTEGER NOT NULL,
+    first_row INTEGER NOT NULL,
+    received_ns INTEGER NOT NULL,
+    first_ns INTEGER NOT NULL,
+    last_ns INTEGER NOT NULL,
+    stats BLOB,
+    public_key BLOB,
+    root BLOB,
+    signature BLOB
+);
+CREATE INDEX IF NOT EXISTS batches_sensor_last ON batches (sensor, last_ns);
+CREATE INDEX IF NOT EXISTS batches_key ON batches (sensor, incarnation, seq);
+CREATE TABLE IF NOT EXISTS sensor_keys (
+    sensor TEXT PRIMARY KEY,
+    public_key BLOB NOT NULL,
+    pinned_ns INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pruned_leaves (
+    batch INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (batch, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS detectors (
+    hash TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rollup_proto (
     minute INTEGER NOT NULL, k INTEGER NOT NULL,
     flows INTEGER NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
@@ -193,31 +228,59 @@ impl SqliteStore {
             let conn = store.lock_writer();
             conn.execute_batch(&setup)
                 .map_err(|e| store.err("creating the schema", e))?;
-            match store.schema_version(&conn)? {
-                None => {
-                    conn.execute(
-                        "INSERT INTO meta (key, value) VALUES ('schema', ?1)",
-                        [SCHEMA_VERSION],
+            let mut version = store.schema_version(&conn)?;
+            if version.is_none() {
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema', ?1)",
+                    [SCHEMA_VERSION],
+                )
+                .map_err(|e| store.err("writing the schema version", e))?;
+                version = Some(SCHEMA_VERSION);
+            }
+            if version == Some(1) {
+                // Version 1 kept one dedupe mark per sensor: it becomes
+                // the mark of incarnation 0 (sensors that predate them).
+                conn.execute_batch(
+                    "BEGIN IMMEDIATE;
+                     ALTER TABLE sensors ADD COLUMN incarnation INTEGER NOT NULL DEFAULT 0;
+                     ALTER TABLE sensors ADD COLUMN seq_resets INTEGER NOT NULL DEFAULT 0;
+                     INSERT OR IGNORE INTO sensor_incarnations (sensor, incarnation, last_seq, first_seen_ns)
+                       SELECT id, 0, last_seq, last_seen_ns FROM sensors WHERE batches > 0 OR last_seq > 0;
+                     UPDATE meta SET value = 2 WHERE key = 'schema';
+                     COMMIT;",
+                )
+                .map_err(|e| store.err("migrating the schema from version 1", e))?;
+                tracing::info!(path = %store.path.display(), "store migrated to schema version 2 (spool incarnations)");
+                version = Some(2);
+            }
+            if version == Some(2) {
+                // Version 3 keeps each batch (its counters and its
+                // sensor's attestation) and each flow's place in it; the
+                // flows stored before have none (not attested).
+                let has_batch: bool = conn
+                    .query_row(
+                        "SELECT COUNT(*) > 0 FROM pragma_table_info('flows') WHERE name = 'batch'",
+                        [],
+                        |r| r.get(0),
                     )
-                    .map_err(|e| store.err("writing the schema version", e))?;
-                }
-                Some(SCHEMA_VERSION) => {}
-                Some(1) => {
-                    // Version 1 kept one dedupe mark per sensor: it becomes
-                    // the mark of incarnation 0 (sensors that predate them).
-                    conn.execute_batch(
-                        "BEGIN IMMEDIATE;
-                         ALTER TABLE sensors ADD COLUMN incarnation INTEGER NOT NULL DEFAULT 0;
-                         ALTER TABLE sensors ADD COLUMN seq_resets INTEGER NOT NULL DEFAULT 0;
-                         INSERT OR IGNORE INTO sensor_incarnations (sensor, incarnation, last_seq, first_seen_ns)
-                           SELECT id, 0, last_seq, last_seen_ns FROM sensors WHERE batches > 0 OR last_seq > 0;
-                         UPDATE meta SET value = 2 WHERE key = 'schema';
-                         COMMIT;",
-                    )
-                    .map_err(|e| store.err("migrating the schema from version 1", e))?;
-                    tracing::info!(path = %store.path.display(), "store migrated to schema version 2 (spool incarnations)");
-                }
-                Some(other) => return Err(store.wrong_schema(Some(other))),
+                    .map_err(|e| store.err("reading the schema", e))?;
+                let add = if has_batch {
+                    ""
+                } else {
+                    "ALTER TABLE flows ADD COLUMN batch INTEGER;
+                     ALTER TABLE flows ADD COLUMN idx INTEGER;"
+                };
+                conn.execute_batch(&format!(
+                    "BEGIN IMMEDIATE; {add}
+                     UPDATE meta SET value = 3 WHERE key = 'schema';
+                     COMMIT;"
+                ))
+                .map_err(|e| store.err("migrating the schema from version 2", e))?;
+                tracing::info!(path = %store.path.display(), "store migrated to schema version 3 (batches and attestation)");
+                version = Some(3);
+            }
+            if version != Some(SCHEMA_VERSION) {
+                return Err(store.wrong_schema(version));
             }
         }
         Ok(store)

@@ -138,11 +138,11 @@ fn decode_tunnel(b: &[u8]) -> Option<TunnelInfo> {
 /// Rows per multi-row INSERT.
 pub(super) const ROWS_PER_INSERT: usize = 32;
 /// Bound values per flow row.
-pub(super) const FLOW_PARAMS: usize = 20;
+pub(super) const FLOW_PARAMS: usize = 22;
 
 pub(super) fn insert_sql(rows: usize) -> String {
     let mut sql = String::from(
-        "INSERT INTO flows (sensor, flow_id, first_ns, last_ns, proto, src_ip, src_port, dst_ip, dst_port, vlan, fwd_packets, fwd_bytes, rev_packets, rev_bytes, tcp_flags, conn_state, history, end_reason, community_id, tunnel) VALUES ",
+        "INSERT INTO flows (sensor, flow_id, first_ns, last_ns, proto, src_ip, src_port, dst_ip, dst_port, vlan, fwd_packets, fwd_bytes, rev_packets, rev_bytes, tcp_flags, conn_state, history, end_reason, community_id, tunnel, batch, idx) VALUES ",
     );
     for i in 0..rows {
         if i > 0 {
@@ -178,11 +178,12 @@ impl From<StoreError> for BindError {
     }
 }
 
-/// Binds one flow's values at parameters `base + 1 ..= base + FLOW_PARAMS`.
+/// Binds one flow's values at parameters `base + 1 ..= base + FLOW_PARAMS`:
+/// its sensor, batch (row of `batches`) and index in the batch.
 pub(super) fn bind_flow(
     st: &mut rusqlite::CachedStatement<'_>,
     base: usize,
-    sensor: i64,
+    (sensor, batch, idx): (i64, i64, usize),
     r: &FlowRecord,
 ) -> Result<(), BindError> {
     let v = r.vlan.as_slice();
@@ -222,5 +223,7 @@ pub(super) fn bind_flow(
     st.raw_bind_parameter(p(18), reason)?;
     st.raw_bind_parameter(p(19), &r.community_id.0[..])?;
     st.raw_bind_parameter(p(20), r.tunnel.as_ref().map(encode_tunnel))?;
+    st.raw_bind_parameter(p(21), batch)?;
+    st.raw_bind_parameter(p(22), idx as i64)?;
     Ok(())
 }

@@ -1,15 +1,13 @@
-//! Evidence: the collector's Ed25519 signing key, with which it signs
-//! what it exports as evidence (issue #26: bundles that a third party
-//! verifies offline).
+//! Ed25519 signing keys in files: the collector's evidence key (it signs
+//! the bundles it exports) and each sensor's attestation key (it signs
+//! every batch's Merkle root).
 //!
-//! The key is made on the collector's first start, as a PKCS#8 PEM file
-//! readable by its owner only (0600), at `evidence.signing_key` or, by
-//! default, `DATA_DIR/evidence/signing-key.pem`; its public half is
-//! written beside it, world-readable, as `signing-key.pub.pem`
-//! (SubjectPublicKeyInfo PEM), so that analysts can read it without the
-//! private key. The key's fingerprint is `sha256:` and the hex SHA-256 of
-//! the public key's DER SubjectPublicKeyInfo, what `openssl pkey -pubin
-//! -outform DER | sha256sum` prints.
+//! A key is made on first use as a PKCS#8 v1 PEM file readable by its
+//! owner only (0600); its public half is written beside it, world-readable,
+//! as `NAME.pub.pem` (SubjectPublicKeyInfo PEM), so that others can read
+//! it without the private key. A key's fingerprint is `sha256:` and the
+//! hex SHA-256 of the public key's DER SubjectPublicKeyInfo, what `openssl
+//! pkey -pubin -outform DER | sha256sum` prints.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read as _, Write as _};
@@ -21,9 +19,6 @@ use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, EncodeP
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use sha2::{Digest as _, Sha256};
 use thiserror::Error;
-
-/// The key file under a data directory, by default.
-pub const DEFAULT_KEY: &str = "evidence/signing-key.pem";
 
 /// A signing key problem, naming the file.
 #[derive(Debug, Error)]
@@ -49,9 +44,9 @@ pub enum KeyError {
     },
 }
 
-/// The collector's signing key.
+/// A signing key read from (or made in) its file.
 #[derive(Debug)]
-pub struct CollectorKey {
+pub struct KeyFile {
     key: SigningKey,
     path: PathBuf,
 }
@@ -64,10 +59,10 @@ fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Key
     }
 }
 
-impl CollectorKey {
+impl KeyFile {
     /// Reads the key at `path`, or makes one there (0600) if there is
     /// none, with its public half beside it.
-    pub fn load_or_create(path: &Path) -> Result<CollectorKey, KeyError> {
+    pub fn load_or_create(path: &Path) -> Result<KeyFile, KeyError> {
         match fs::read_to_string(path) {
             Ok(pem) => {
                 let key = SigningKey::from_pkcs8_pem(&pem).map_err(|e| KeyError::Format {
@@ -82,10 +77,10 @@ impl CollectorKey {
                     tracing::warn!(
                         path = %path.display(),
                         mode = %format_args!("{:o}", mode & 0o777),
-                        "the collector's signing key is readable by others: chmod 600 it"
+                        "a signing key is readable by others: chmod 600 it"
                     );
                 }
-                let k = CollectorKey {
+                let k = KeyFile {
                     key,
                     path: path.to_path_buf(),
                 };
@@ -97,7 +92,7 @@ impl CollectorKey {
         }
     }
 
-    fn create(path: &Path) -> Result<CollectorKey, KeyError> {
+    fn create(path: &Path) -> Result<KeyFile, KeyError> {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(io_err(dir, "creating the directory"))?;
         }
@@ -131,12 +126,12 @@ impl CollectorKey {
             .and_then(|()| f.sync_all())
             .map_err(io_err(&tmp, "writing"))?;
         fs::rename(&tmp, path).map_err(io_err(path, "renaming into place"))?;
-        let k = CollectorKey {
+        let k = KeyFile {
             key,
             path: path.to_path_buf(),
         };
         k.write_public()?;
-        tracing::info!(path = %path.display(), fingerprint = %k.fingerprint(), "evidence signing key created");
+        tracing::info!(path = %path.display(), fingerprint = %k.fingerprint(), "signing key created");
         Ok(k)
     }
 
@@ -185,6 +180,13 @@ pub fn public_path(key: &Path) -> PathBuf {
     )
 }
 
+/// A public key from SubjectPublicKeyInfo PEM (what `openssl pkey
+/// -pubout` writes).
+pub fn public_from_pem(pem: &str) -> Result<VerifyingKey, String> {
+    use ed25519_dalek::pkcs8::DecodePublicKey as _;
+    VerifyingKey::from_public_key_pem(pem.trim()).map_err(|e| e.to_string())
+}
+
 /// A public key as SubjectPublicKeyInfo PEM.
 pub fn public_pem(k: &VerifyingKey) -> String {
     // Encoding a 32-byte key into a buffer cannot fail.
@@ -215,11 +217,11 @@ mod tests {
     #[test]
     fn the_key_is_made_once_owner_only_and_read_back() {
         let d = tempfile::tempdir().unwrap();
-        let path = d.path().join(DEFAULT_KEY);
-        let k = CollectorKey::load_or_create(&path).unwrap();
+        let path = d.path().join("evidence/signing-key.pem");
+        let k = KeyFile::load_or_create(&path).unwrap();
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let again = CollectorKey::load_or_create(&path).unwrap();
+        let again = KeyFile::load_or_create(&path).unwrap();
         assert_eq!(k.fingerprint(), again.fingerprint());
         assert!(k.fingerprint().starts_with("sha256:") && k.fingerprint().len() == 7 + 64);
         // The public half beside it is the same key.
@@ -239,7 +241,7 @@ mod tests {
             "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
         )
         .unwrap();
-        let e = CollectorKey::load_or_create(&path).unwrap_err().to_string();
+        let e = KeyFile::load_or_create(&path).unwrap_err().to_string();
         assert!(e.contains("k.pem") && e.contains("PKCS#8"), "{e}");
     }
 }

@@ -14,6 +14,9 @@ use vigil_proto::time::Rfc3339Nanos;
 use vigil_proto::{FlowRecord, pb};
 use vigil_sensor::export::{Format, RecordWriter};
 
+use vigil_collector::evidence::{Completeness, completeness};
+use vigil_collector::model::alert::{alert_json, alert_show_json};
+
 use crate::Failure;
 use crate::query::{ClientTlsArgs, connect, open_local, parse_time, status_err};
 
@@ -211,52 +214,64 @@ async fn list(a: ListArgs, out: &mut impl Write) -> Result<(), Failure> {
 }
 
 async fn show(a: ShowArgs, out: &mut impl Write) -> Result<(), Failure> {
-    let (alert, flows): (pb::Alert, Vec<FlowRecord>) = match backend(&a.source).await? {
-        Backend::Local(s) => {
-            let Some(al) = s.alert(a.id)? else {
-                return Err(anyhow::anyhow!("no alert {}", a.id).into());
-            };
-            let n = (a.flows as usize).min(al.evidence.len());
-            let flows = s
-                .evidence_flows(&al.evidence[..n])?
-                .into_iter()
-                .map(|(_, r)| r)
-                .collect();
-            (pb::Alert::from(&al), flows)
-        }
-        Backend::Remote(mut c) => {
-            let d = c
-                .get(pb::AlertRequest {
-                    id: a.id,
-                    max_flows: a.flows,
-                })
-                .await
-                .map_err(status_err)?
-                .into_inner();
-            let al = d.alert.ok_or_else(|| {
-                anyhow::anyhow!("collector sent an alert detail without an alert")
-            })?;
-            let mut flows = Vec::new();
-            for sf in d.flows {
-                if let Some(f) = sf.flow {
-                    flows.push(
-                        FlowRecord::try_from(f)
-                            .map_err(|e| anyhow::anyhow!("collector sent an invalid flow: {e}"))?,
-                    );
-                }
+    let (alert, flows, completeness): (pb::Alert, Vec<FlowRecord>, Option<Completeness>) =
+        match backend(&a.source).await? {
+            Backend::Local(s) => {
+                let Some(al) = s.alert(a.id)? else {
+                    return Err(anyhow::anyhow!("no alert {}", a.id).into());
+                };
+                let n = (a.flows as usize).min(al.evidence.len());
+                let flows = s
+                    .evidence_flows(&al.evidence[..n])?
+                    .into_iter()
+                    .map(|(_, r)| r)
+                    .collect();
+                let c = completeness(&s, al.first_seen_ns, al.last_seen_ns)?;
+                (pb::Alert::from(&al), flows, Some(c))
             }
-            (al, flows)
-        }
-    };
+            Backend::Remote(mut c) => {
+                let d = c
+                    .get(pb::AlertRequest {
+                        id: a.id,
+                        max_flows: a.flows,
+                    })
+                    .await
+                    .map_err(status_err)?
+                    .into_inner();
+                let al = d.alert.ok_or_else(|| {
+                    anyhow::anyhow!("collector sent an alert detail without an alert")
+                })?;
+                // An older collector sends none.
+                let c = serde_json::from_str::<Completeness>(&d.completeness_json).ok();
+                let mut flows = Vec::new();
+                for sf in d.flows {
+                    if let Some(f) = sf.flow {
+                        flows.push(
+                            FlowRecord::try_from(f).map_err(|e| {
+                                anyhow::anyhow!("collector sent an invalid flow: {e}")
+                            })?,
+                        );
+                    }
+                }
+                (al, flows, c)
+            }
+        };
     match a.format {
         Format::Jsonl => {
-            writeln!(out, "{}", alert_json(&alert)).context("writing the alert")?;
+            writeln!(out, "{}", alert_show_json(&alert, completeness.as_ref()))
+                .context("writing the alert")?;
             let mut w = RecordWriter::new(&mut *out, Format::Jsonl);
             w.write(&flows).context("writing evidence flows")?;
             w.flush().context("writing evidence flows")?;
         }
         Format::Table => {
             print_detail(out, &alert)?;
+            if let Some(c) = &completeness {
+                writeln!(out, "\nsensors over its window:").context("writing")?;
+                for l in c.lines() {
+                    writeln!(out, "  {l}").context("writing")?;
+                }
+            }
             if !flows.is_empty() {
                 writeln!(
                     out,
@@ -313,41 +328,6 @@ async fn watch(a: WatchArgs, out: &mut impl Write) -> Result<(), Failure> {
         out.flush().context("writing alerts")?;
     }
     Ok(())
-}
-
-fn party_json(p: &pb::Party) -> serde_json::Value {
-    serde_json::json!({"addr": p.addr, "flows": p.flows, "packets": p.packets, "bytes": p.bytes})
-}
-
-/// The alert as one JSON object (times in RFC 3339).
-pub fn alert_json(a: &pb::Alert) -> serde_json::Value {
-    serde_json::json!({
-        "id": a.id,
-        "kind": a.kind,
-        "technique": a.technique,
-        "technique_name": a.technique_name,
-        "matrix": a.matrix,
-        "severity": a.severity,
-        "asset": a.asset,
-        "sector": a.sector,
-        "criticality": a.criticality,
-        "summary": a.summary,
-        "first_seen": Rfc3339Nanos(a.first_seen_ns).to_string(),
-        "last_seen": Rfc3339Nanos(a.last_seen_ns).to_string(),
-        "measured": a.measured,
-        "threshold": a.threshold,
-        "unit": a.unit,
-        "sources": a.sources.iter().map(party_json).collect::<Vec<_>>(),
-        "source_count": a.source_count,
-        "targets": a.targets.iter().map(party_json).collect::<Vec<_>>(),
-        "target_count": a.target_count,
-        "updates": a.updates,
-        "evidence": a.evidence.iter().map(|e| serde_json::json!({
-            "sensor_id": e.sensor_id, "flow_id": e.flow_id,
-            "first_seen": Rfc3339Nanos(e.first_ns).to_string(),
-        })).collect::<Vec<_>>(),
-        "evidence_count": a.evidence_count,
-    })
 }
 
 fn short_time(ns: u64) -> String {

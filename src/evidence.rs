@@ -1,5 +1,6 @@
-//! `vigil evidence`: the collector's evidence signing key (issue #26;
-//! bundles, their export and verification come with it).
+//! `vigil evidence`: keys (the collector's signing key, a sensor's
+//! attestation key), alerts' evidence bundles exported, and bundles
+//! verified offline.
 
 use std::path::PathBuf;
 
@@ -15,17 +16,78 @@ use crate::query::{ClientTlsArgs, connect, status_err};
 /// `vigil evidence` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum EvidenceCmd {
-    /// Print the collector's public signing key (SubjectPublicKeyInfo PEM)
-    /// and its SHA-256 fingerprint.
+    /// Print the collector's public signing key (or, with --sensor-dir, a
+    /// sensor's attestation key) as SubjectPublicKeyInfo PEM, and its
+    /// SHA-256 fingerprint.
     Key(KeyArgs),
+    /// Write an alert's evidence bundle: one POSIX tar, signed by the
+    /// collector, with the sensors' attestation of every flow.
+    Export(ExportArgs),
+    /// Verify an evidence bundle offline: the collector's signature, every
+    /// member, every batch's sensor signature and every flow's Merkle
+    /// proof. Exit 0 only when all holds.
+    Verify(VerifyArgs),
+}
+
+/// Arguments of `vigil evidence export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The alert.
+    #[arg(value_name = "ALERT_ID")]
+    alert: u64,
+    /// The bundle to write.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: PathBuf,
+    /// The collector's data directory (its store and its signing key).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["collector", "store"])]
+    data_dir: Option<PathBuf>,
+    /// Ask this collector for it (http://HOST:PORT or https://HOST:PORT).
+    #[arg(long, value_name = "URL", conflicts_with = "store")]
+    collector: Option<String>,
+    /// A ClickHouse store, as for `vigil query --store` (with
+    /// --signing-key or -c for the key).
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+    /// The collector's signing key (default: its data directory's).
+    #[arg(long, value_name = "PEM")]
+    signing_key: Option<PathBuf>,
+    /// The collector's configuration (its data directory and signing key).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
+}
+
+/// Arguments of `vigil evidence verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The bundle.
+    #[arg(value_name = "FILE")]
+    bundle: PathBuf,
+    /// The collector's public key (PEM), obtained by another channel
+    /// (`vigil evidence key`); without it, the bundle's own is used and
+    /// its fingerprint printed for you to compare.
+    #[arg(long, value_name = "PEM")]
+    key: Option<PathBuf>,
+    /// A sensor's attestation public key, obtained by another channel:
+    /// ID=PEM (repeatable); the others are taken from the bundle.
+    #[arg(long = "sensor-key", value_name = "ID=PEM")]
+    sensor_keys: Vec<String>,
+    /// Accept flows without a sensor attestation (stored before sensors
+    /// signed their batches, or by sensors with attestation off).
+    #[arg(long)]
+    allow_unattested: bool,
 }
 
 /// Arguments of `vigil evidence key`.
 #[derive(Debug, Args)]
 pub struct KeyArgs {
     /// The collector's data directory (its key under evidence/).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["collector", "config"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["collector", "config", "sensor_dir"])]
     data_dir: Option<PathBuf>,
+    /// A sensor's spool directory: print its attestation key.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["collector", "config"])]
+    sensor_dir: Option<PathBuf>,
     /// Ask this collector (http://HOST:PORT or https://HOST:PORT).
     #[arg(long, value_name = "URL", conflicts_with = "config")]
     collector: Option<String>,
@@ -40,18 +102,193 @@ pub struct KeyArgs {
 pub fn run(cmd: EvidenceCmd) -> Result<(), Failure> {
     match cmd {
         EvidenceCmd::Key(a) => key(a),
+        EvidenceCmd::Export(a) => export(a),
+        EvidenceCmd::Verify(a) => verify(a),
     }
 }
 
+fn read_config(c: &std::path::Path) -> Result<CollectorFile, Failure> {
+    let text = std::fs::read_to_string(c)
+        .with_context(|| format!("reading {}", c.display()))
+        .map_err(Failure::usage)?;
+    CollectorFile::parse(&text, &c.display().to_string()).map_err(Failure::usage)
+}
+
+/// Reads an existing signing key (never makes one).
+fn signing_key(path: &std::path::Path) -> Result<CollectorKey, Failure> {
+    if !path.exists() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "{}: no signing key here (the collector makes it on its first start; give \
+             --signing-key or -c collector.toml)",
+            path.display()
+        )));
+    }
+    CollectorKey::load_or_create(path).map_err(|e| Failure::usage(anyhow::anyhow!("{e}")))
+}
+
+fn export(a: ExportArgs) -> Result<(), Failure> {
+    let file = a.config.as_deref().map(read_config).transpose()?;
+    let data_dir = a
+        .data_dir
+        .clone()
+        .or_else(|| file.as_ref().and_then(|f| f.data_dir.clone()));
+    let key_path = a.signing_key.clone().or_else(|| {
+        file.as_ref()
+            .and_then(|f| f.evidence.signing_key.clone())
+            .or_else(|| data_dir.as_ref().map(|d| d.join(DEFAULT_KEY)))
+    });
+    let bytes = match (&a.collector, &a.store, &data_dir) {
+        (Some(url), None, _) => {
+            let rt = crate::runtime()?;
+            rt.block_on(async {
+                let ch = connect(url, &a.tls).await?;
+                let mut s = pb::evidence_client::EvidenceClient::new(ch)
+                    .max_decoding_message_size(8 << 20)
+                    .export(pb::ExportRequest { alert_id: a.alert })
+                    .await
+                    .map_err(status_err)?
+                    .into_inner();
+                let mut bytes = Vec::new();
+                while let Some(c) = s.message().await.map_err(status_err)? {
+                    bytes.extend_from_slice(&c.data);
+                }
+                Ok::<_, Failure>(bytes)
+            })?
+        }
+        (None, Some(url), _) => {
+            let Some(k) = &key_path else {
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "--store needs --signing-key PEM or -c collector.toml for the collector's key"
+                )));
+            };
+            let key = signing_key(k)?;
+            let store = crate::query::open_clickhouse(url, a.tls.tls_ca.as_deref())?;
+            export_local(&store, &key, a.alert)?
+        }
+        (None, None, Some(dir)) => {
+            let key = signing_key(key_path.as_deref().unwrap_or(&dir.join(DEFAULT_KEY)))?;
+            let store = crate::query::open_local(dir)?;
+            export_local(&store, &key, a.alert)?
+        }
+        _ => {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "give --data-dir DIR, --store URL or --collector URL (or -c collector.toml)"
+            )));
+        }
+    };
+    write_file(&a.output, &bytes)?;
+    eprintln!(
+        "wrote {} ({} bytes); verify it with: vigil evidence verify {}",
+        a.output.display(),
+        bytes.len(),
+        a.output.display()
+    );
+    Ok(())
+}
+
+fn export_local<S: vigil_collector::store::Store + ?Sized>(
+    store: &S,
+    key: &CollectorKey,
+    alert: u64,
+) -> Result<Vec<u8>, Failure> {
+    let e = vigil_collector::evidence::export(store, key, alert, vigil_proto::time::now_ns())
+        .map_err(|e| match e {
+            vigil_collector::evidence::ExportError::NoAlert(_) => Failure::usage(e),
+            e => Failure::from(e),
+        })?;
+    eprintln!(
+        "alert {alert}: {} evidence flows, {} attested by their sensors; sensors' figures {}",
+        e.flows,
+        e.attested,
+        if e.complete {
+            "complete"
+        } else {
+            "INCOMPLETE (see completeness.json)"
+        }
+    );
+    Ok(e.bytes)
+}
+
+/// Writes `bytes` to `path` whole (a temporary file renamed into place).
+fn write_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), Failure> {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn pem_key(path: &std::path::Path) -> Result<ed25519_dalek::VerifyingKey, Failure> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading {}", path.display()))
+        .map_err(Failure::usage)?;
+    vigil_proto::keys::public_from_pem(&text).map_err(|e| {
+        Failure::usage(anyhow::anyhow!(
+            "{}: not an Ed25519 public key in PEM: {e}",
+            path.display()
+        ))
+    })
+}
+
+fn verify(a: VerifyArgs) -> Result<(), Failure> {
+    let mut opts = vigil_collector::evidence::VerifyOptions {
+        allow_unattested: a.allow_unattested,
+        ..Default::default()
+    };
+    if let Some(k) = &a.key {
+        opts.collector_key = Some(pem_key(k)?);
+    }
+    for s in &a.sensor_keys {
+        let Some((id, path)) = s.split_once('=') else {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "--sensor-key {s:?}: expected ID=PEM"
+            )));
+        };
+        opts.sensor_keys
+            .insert(id.to_string(), pem_key(std::path::Path::new(path))?);
+    }
+    let bytes = std::fs::read(&a.bundle)
+        .with_context(|| format!("reading {}", a.bundle.display()))
+        .map_err(Failure::usage)?;
+    let v = vigil_collector::evidence::verify::verify(&bytes, &opts)
+        .map_err(|e| anyhow::anyhow!("{}: does not verify: {e}", a.bundle.display()))?;
+    for n in &v.notes {
+        eprintln!("note: {n}");
+    }
+    println!(
+        "{}: verified: alert {}, signed by collector key {}; {} flows, {} proven to be in {} \
+         batches their sensors signed{}; sensors' figures over its window: {}",
+        a.bundle.display(),
+        v.alert_id,
+        v.collector_key,
+        v.flows,
+        v.attested,
+        v.batches,
+        if v.attested < v.flows {
+            format!(" ({} not attested, accepted)", v.flows - v.attested)
+        } else {
+            String::new()
+        },
+        if v.complete {
+            "complete"
+        } else {
+            "INCOMPLETE (see completeness.json)"
+        }
+    );
+    Ok(())
+}
+
 fn key(a: KeyArgs) -> Result<(), Failure> {
+    if let Some(d) = &a.sensor_dir {
+        let (pem, fp) = local(&d.join(vigil_sensor::export::grpc::ATTESTATION_KEY))?;
+        print!("{pem}");
+        println!("fingerprint: {fp}");
+        return Ok(());
+    }
     let (pem, fp) = match (&a.data_dir, &a.collector, &a.config) {
         (Some(d), None, None) => local(&d.join(DEFAULT_KEY))?,
         (None, None, Some(c)) => {
-            let text = std::fs::read_to_string(c)
-                .with_context(|| format!("reading {}", c.display()))
-                .map_err(Failure::usage)?;
-            let f =
-                CollectorFile::parse(&text, &c.display().to_string()).map_err(Failure::usage)?;
+            let f = read_config(c)?;
             let path = match (&f.evidence.signing_key, &f.data_dir) {
                 (Some(k), _) => k.clone(),
                 (None, Some(d)) => d.join(DEFAULT_KEY),
@@ -99,7 +336,7 @@ fn local(path: &std::path::Path) -> Result<(String, String), Failure> {
     }
     if !path.exists() {
         return Err(Failure::usage(anyhow::anyhow!(
-            "{}: no signing key here (the collector makes it on its first start)",
+            "{}: no key here (the collector, or the sensor, makes it on its first start)",
             path.display()
         )));
     }

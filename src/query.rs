@@ -76,7 +76,7 @@ pub struct ClientTlsArgs {
     /// CA (PEM) of the collector, for https:// (or of ClickHouse, for
     /// --store clickhouse+https://).
     #[arg(long, value_name = "PEM")]
-    tls_ca: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
     /// Client certificate (PEM), for https://.
     #[arg(long, value_name = "PEM")]
     tls_cert: Option<PathBuf>,

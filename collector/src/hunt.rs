@@ -147,6 +147,9 @@ pub fn hunt(
     range: TimeRange,
     dry_run: bool,
 ) -> Result<HuntReport, StoreError> {
+    if !dry_run {
+        store.put_detector(&detect.settings_hash, &detect.settings)?;
+    }
     let mut engine =
         Engine::new(detect, store.max_alert_id()?.saturating_add(1)).with_max_skew(max_clock_skew);
     let found = replay_and_sort(store, &mut engine, range, !dry_run)?;

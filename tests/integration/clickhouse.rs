@@ -695,6 +695,7 @@ fn an_alert(id: u64, evidence: Vec<EvidenceRef>) -> Alert {
         unit: "flows/s".into(),
         updates: 0,
         evidence_count: evidence.len() as u64,
+        detector: String::new(),
         evidence,
     }
 }

@@ -484,6 +484,12 @@ pub struct DetectConfig {
     pub indicators: NetMap<usize>,
     /// The indicator entries.
     pub indicator_list: Vec<Indicator>,
+    /// Every setting and asset definition this was made from, as JSON
+    /// (with the software version): what evidence bundles show as the
+    /// detector in force.
+    pub settings: String,
+    /// Hex SHA-256 of `settings`; every alert names it.
+    pub settings_hash: String,
 }
 
 /// Scan settings.
@@ -805,6 +811,12 @@ impl DetectSection {
         else {
             return Err(vec!["collector.detect: incomplete configuration".into()]);
         };
+        let settings = serde_json::json!({
+            "software": concat!("vigil ", env!("CARGO_PKG_VERSION")),
+            "detect": self,
+            "protected": protected,
+        })
+        .to_string();
         Ok(DetectConfig {
             assets,
             assets_by_net: by_net,
@@ -849,8 +861,16 @@ impl DetectSection {
             },
             indicators,
             indicator_list,
+            settings_hash: sha256_hex(settings.as_bytes()),
+            settings,
         })
     }
+}
+
+/// Lowercase hex SHA-256.
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest as _;
+    vigil_proto::attest::hex(&sha2::Sha256::digest(b))
 }
 
 impl DetectConfig {

@@ -135,6 +135,7 @@ impl Incidents {
                             updates: 0,
                             evidence: Vec::new(),
                             evidence_count: 0,
+                            detector: self.cfg.settings_hash.clone(),
                         },
                         sources: HashMap::new(),
                         more_sources: 0,

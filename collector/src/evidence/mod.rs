@@ -8,10 +8,20 @@
 //! - The sensors' attestation keys ([`SensorKeys`]): configured per
 //!   sensor, or pinned on first contact, after which a batch signed with
 //!   another key is refused.
+//! - An alert's evidence bundle ([`bundle`]): its flows, the sensors'
+//!   signed batch roots and the Merkle paths to them, the detector
+//!   settings in force, the sensors' [`completeness`] over its window,
+//!   signed by the collector; [`verify`] checks one offline.
 
+pub mod bundle;
+pub mod completeness;
 mod sensors;
+pub mod verify;
 
+pub use bundle::{ExportError, Exported, export};
+pub use completeness::{Completeness, completeness};
 pub use sensors::{KeyCheck, KeyRefusal, SensorKeys};
+pub use verify::{Verified, VerifyError, VerifyOptions};
 pub use vigil_proto::keys::{
     KeyError, KeyFile as CollectorKey, fingerprint, public_path, public_pem,
 };

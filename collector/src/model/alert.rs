@@ -285,6 +285,10 @@ pub struct Alert {
     pub evidence: Vec<EvidenceRef>,
     /// Evidence flows seen, including those beyond the kept ones.
     pub evidence_count: u64,
+    /// Hex SHA-256 of the detector settings in force when it opened
+    /// (empty: an alert stored before they were recorded).
+    #[serde(default)]
+    pub detector: String,
 }
 
 impl From<&Alert> for vigil_proto::pb::Alert {
@@ -357,4 +361,57 @@ pub struct AlertQuery {
     pub asset: Option<String>,
     /// At most this many, newest first (0: 1000).
     pub limit: usize,
+}
+
+fn party_json(p: &vigil_proto::pb::Party) -> serde_json::Value {
+    serde_json::json!({"addr": p.addr, "flows": p.flows, "packets": p.packets, "bytes": p.bytes})
+}
+
+/// The alert as one JSON object (times in RFC 3339): what `vigil alerts
+/// show --format jsonl` prints and evidence bundles hold as `alert.json`.
+pub fn alert_json(a: &vigil_proto::pb::Alert) -> serde_json::Value {
+    serde_json::json!({
+        "id": a.id,
+        "kind": a.kind,
+        "technique": a.technique,
+        "technique_name": a.technique_name,
+        "matrix": a.matrix,
+        "severity": a.severity,
+        "asset": a.asset,
+        "sector": a.sector,
+        "criticality": a.criticality,
+        "summary": a.summary,
+        "first_seen": vigil_proto::time::Rfc3339Nanos(a.first_seen_ns).to_string(),
+        "last_seen": vigil_proto::time::Rfc3339Nanos(a.last_seen_ns).to_string(),
+        "measured": a.measured,
+        "threshold": a.threshold,
+        "unit": a.unit,
+        "sources": a.sources.iter().map(party_json).collect::<Vec<_>>(),
+        "source_count": a.source_count,
+        "targets": a.targets.iter().map(party_json).collect::<Vec<_>>(),
+        "target_count": a.target_count,
+        "updates": a.updates,
+        "evidence": a.evidence.iter().map(|e| serde_json::json!({
+            "sensor_id": e.sensor_id, "flow_id": e.flow_id,
+            "first_seen": vigil_proto::time::Rfc3339Nanos(e.first_ns).to_string(),
+        })).collect::<Vec<_>>(),
+        "evidence_count": a.evidence_count,
+    })
+}
+
+/// The alert as `vigil alerts show --format jsonl` prints it (and an
+/// evidence bundle's `alert.json` holds it): [`alert_json`] with the
+/// sensors' completeness over its window (any serializable report).
+pub fn alert_show_json<C: Serialize>(
+    a: &vigil_proto::pb::Alert,
+    completeness: Option<&C>,
+) -> serde_json::Value {
+    let mut v = alert_json(a);
+    if let (Some(c), Some(o)) = (completeness, v.as_object_mut()) {
+        o.insert(
+            "completeness".into(),
+            serde_json::to_value(c).unwrap_or_default(),
+        );
+    }
+    v
 }

@@ -79,9 +79,9 @@ impl Alerts for AlertsSvc {
         let q = req.into_inner();
         let store = self.0.store.clone();
         let max = q.max_flows as usize;
-        let (alert, flows) = blocking("reading an alert", move || {
+        let (alert, flows, completeness) = blocking("reading an alert", move || {
             let Some(a) = store.alert(q.id)? else {
-                return Ok((None, Vec::new()));
+                return Ok((None, Vec::new(), None));
             };
             let flows = if max > 0 {
                 let refs = &a.evidence[..a.evidence.len().min(max)];
@@ -89,7 +89,8 @@ impl Alerts for AlertsSvc {
             } else {
                 Vec::new()
             };
-            Ok((Some(a), flows))
+            let c = crate::evidence::completeness(store.as_ref(), a.first_seen_ns, a.last_seen_ns)?;
+            Ok((Some(a), flows, Some(c)))
         })
         .await?;
         let Some(alert) = alert else {
@@ -98,6 +99,9 @@ impl Alerts for AlertsSvc {
         Ok(Response::new(pb::AlertDetail {
             alert: Some(pb::Alert::from(&alert)),
             flows: flows.iter().map(stored_flow).collect(),
+            completeness_json: completeness
+                .and_then(|c| serde_json::to_string(&c).ok())
+                .unwrap_or_default(),
         }))
     }
 

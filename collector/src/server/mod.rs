@@ -15,6 +15,7 @@
 pub mod access;
 pub mod alerts;
 pub mod detection;
+pub mod evidence;
 pub mod failure;
 pub mod ingest;
 pub mod metrics;
@@ -39,7 +40,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Server, ServerTlsConfig};
 use vigil_proto::pb;
 use vigil_proto::pb::alerts_server::AlertsServer;
-use vigil_proto::pb::evidence_server::{Evidence, EvidenceServer};
+use vigil_proto::pb::evidence_server::EvidenceServer;
 use vigil_proto::pb::ingest_server::IngestServer;
 use vigil_proto::pb::query_server::QueryServer;
 
@@ -264,9 +265,14 @@ async fn start_detection(
         return Ok(None);
     };
     let store = shared.store.clone();
-    let next = tokio::task::spawn_blocking(move || store.max_alert_id())
-        .await
-        .map_err(|e| CollectorError::Task("reading the alert ids", e))??
+    let settings = d.clone();
+    let next = tokio::task::spawn_blocking(move || {
+        // The settings in force, for the evidence of the alerts they raise.
+        store.put_detector(&settings.settings_hash, &settings.settings)?;
+        store.max_alert_id()
+    })
+    .await
+    .map_err(|e| CollectorError::Task("reading the alert ids", e))??
         + 1;
     let mut engine = Engine::new(d.clone(), next).with_max_skew(cfg.limits.max_clock_skew);
     // Windows rebuilt from the stored flows of the last lookback: an attack
@@ -409,7 +415,7 @@ async fn start_with_store(
                 .max_encoding_message_size(max),
             access::readers_only(shared.clone(), "query"),
         ))
-        .add_service(EvidenceServer::new(EvidenceSvc(shared.clone())))
+        .add_service(EvidenceServer::new(evidence::EvidenceSvc(shared.clone())))
         .add_service(InterceptedService::new(
             AlertsServer::new(alerts::AlertsSvc(shared.clone()))
                 .max_decoding_message_size(1 << 20)
@@ -448,30 +454,6 @@ async fn start_with_store(
         stop: Some(stop_tx),
         task,
     })
-}
-
-/// The `Evidence` service: the collector's public key.
-#[derive(Clone, Debug)]
-struct EvidenceSvc(Arc<Shared>);
-
-#[tonic::async_trait]
-impl Evidence for EvidenceSvc {
-    async fn key(
-        &self,
-        _req: tonic::Request<pb::KeyRequest>,
-    ) -> Result<tonic::Response<pb::KeyReply>, tonic::Status> {
-        let Some(k) = &self.0.key else {
-            return Err(failure::Failure::peer(
-                tonic::Code::FailedPrecondition,
-                "this collector has no evidence signing key (no data directory, no evidence.signing_key)",
-            )
-            .status());
-        };
-        Ok(tonic::Response::new(pb::KeyReply {
-            public_key_pem: k.public_pem(),
-            fingerprint: k.fingerprint(),
-        }))
-    }
 }
 
 /// Runs until `shutdown` completes.

@@ -302,9 +302,11 @@ pub trait EvidenceStore: Send + Sync {
     /// where neither is.
     fn batch_leaves(&self, key: &BatchKey, size: u64) -> Result<Vec<Option<Hash>>, StoreError>;
 
-    /// Every sensor's batches whose records' event-time span meets
-    /// `[since_ns, until_ns]`, and for each sensor the batch before them
-    /// (the counters' baseline), in (sensor, arrival) order.
+    /// Per sensor, in arrival order: the batches from the last one before
+    /// the first whose records' event-time span meets `[since_ns,
+    /// until_ns]` (the counters' baseline) to the last that does; for a
+    /// sensor with none, its last batch whose records end before
+    /// `since_ns`.
     fn batch_log(&self, since_ns: u64, until_ns: u64) -> Result<Vec<StoredBatch>, StoreError>;
 
     /// Records detector settings (JSON) under their hash, once.

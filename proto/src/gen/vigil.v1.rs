@@ -438,6 +438,11 @@ pub struct AlertDetail {
     pub alert: ::core::option::Option<Alert>,
     #[prost(message, repeated, tag = "2")]
     pub flows: ::prost::alloc::vec::Vec<StoredFlow>,
+    /// Whether the sensors' figures over the alert's window are complete,
+    /// and their losses when not: the JSON of an evidence bundle's
+    /// completeness.json.
+    #[prost(string, tag = "3")]
+    pub completeness_json: ::prost::alloc::string::String,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct SubscribeRequest {}
@@ -451,6 +456,17 @@ pub struct KeyReply {
     /// "sha256:" and the hex SHA-256 of the key's DER SubjectPublicKeyInfo.
     #[prost(string, tag = "2")]
     pub fingerprint: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ExportRequest {
+    #[prost(uint64, tag = "1")]
+    pub alert_id: u64,
+}
+/// A piece of an evidence bundle (a POSIX tar), in order.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BundleChunk {
+    #[prost(bytes = "vec", tag = "1")]
+    pub data: ::prost::alloc::vec::Vec<u8>,
 }
 /// Zeek's conn_state vocabulary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
@@ -2047,6 +2063,28 @@ pub mod evidence_client {
             req.extensions_mut().insert(GrpcMethod::new("vigil.v1.Evidence", "Key"));
             self.inner.unary(req, path, codec).await
         }
+        /// An alert's evidence bundle, signed by the collector. Analysts only.
+        pub async fn export(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ExportRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::BundleChunk>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/vigil.v1.Evidence/Export");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("vigil.v1.Evidence", "Export"));
+            self.inner.server_streaming(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -2067,6 +2105,17 @@ pub mod evidence_server {
             &self,
             request: tonic::Request<super::KeyRequest>,
         ) -> std::result::Result<tonic::Response<super::KeyReply>, tonic::Status>;
+        /// Server streaming response type for the Export method.
+        type ExportStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::BundleChunk, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// An alert's evidence bundle, signed by the collector. Analysts only.
+        async fn export(
+            &self,
+            request: tonic::Request<super::ExportRequest>,
+        ) -> std::result::Result<tonic::Response<Self::ExportStream>, tonic::Status>;
     }
     #[derive(Debug)]
     pub struct EvidenceServer<T> {
@@ -2183,6 +2232,52 @@ pub mod evidence_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/vigil.v1.Evidence/Export" => {
+                    #[allow(non_camel_case_types)]
+                    struct ExportSvc<T: Evidence>(pub Arc<T>);
+                    impl<
+                        T: Evidence,
+                    > tonic::server::ServerStreamingService<super::ExportRequest>
+                    for ExportSvc<T> {
+                        type Response = super::BundleChunk;
+                        type ResponseStream = T::ExportStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ExportRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Evidence>::export(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ExportSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

@@ -270,17 +270,49 @@ impl EvidenceStore for ClickHouseStore {
 
     fn batch_log(&self, since_ns: u64, until_ns: u64) -> Result<Vec<StoredBatch>, StoreError> {
         let from = self.batches_from();
-        let before = format!(
-            "SELECT {BATCH_COLS} FROM {from} WHERE b.flows > 0 AND b.last_ns < {since_ns} \
-             ORDER BY b.last_ns DESC LIMIT 1 BY b.sensor_id"
+        let db = &self.db;
+        let meets = format!("flows > 0 AND last_ns >= {since_ns} AND first_ns <= {until_ns}");
+        // Per sensor: the arrival span of the batches that meet the
+        // window, from the baseline before the first to the last.
+        let spans_sql = format!(
+            "SELECT m.sensor_id, if(p.base = 0, m.lo, p.base), m.hi FROM \
+             (SELECT sensor_id, min(received_ns) AS lo, max(received_ns) AS hi FROM {db}.batches \
+             WHERE {meets} GROUP BY sensor_id) m \
+             LEFT JOIN (SELECT b.sensor_id AS sensor_id, max(b.received_ns) AS base FROM {db}.batches b \
+             INNER JOIN (SELECT sensor_id, min(received_ns) AS lo FROM {db}.batches WHERE {meets} \
+             GROUP BY sensor_id) f ON f.sensor_id = b.sensor_id WHERE b.received_ns < f.lo \
+             GROUP BY b.sensor_id) p ON p.sensor_id = m.sensor_id"
         );
-        let within = format!(
-            "SELECT {BATCH_COLS} FROM {from} WHERE b.flows > 0 AND b.last_ns >= {since_ns} \
-             AND b.first_ns <= {until_ns} ORDER BY b.sensor_id, b.received_ns, b.seq"
-        );
-        let mut out = self.read_batches("reading the batch log", &before)?;
-        out.extend(self.read_batches("reading the batch log", &within)?);
-        // Per sensor, the baseline first, then by arrival.
+        let body = self.select("reading the batch log", &spans_sql)?;
+        let mut r = Reader::new(&body);
+        let mut out = Vec::new();
+        let mut streaming = Vec::new();
+        while !r.done() {
+            let sensor = r.string()?;
+            let (lo, hi) = (r.u64()?, r.u64()?);
+            out.extend(self.read_batches(
+                "reading the batch log",
+                &format!(
+                    "SELECT {BATCH_COLS} FROM {from} WHERE b.sensor_id = {} AND b.received_ns >= {lo} \
+                     AND b.received_ns <= {hi} ORDER BY b.received_ns, b.seq",
+                    lit(sensor.as_bytes())
+                ),
+            )?);
+            streaming.push(lit(sensor.as_bytes()));
+        }
+        // The others: their last batch before the window.
+        let others = if streaming.is_empty() {
+            String::new()
+        } else {
+            format!("AND b.sensor_id NOT IN ({})", streaming.join(", "))
+        };
+        out.extend(self.read_batches(
+            "reading the batch log",
+            &format!(
+                "SELECT {BATCH_COLS} FROM {from} WHERE b.flows > 0 AND b.last_ns < {since_ns} {others} \
+                 ORDER BY b.received_ns DESC LIMIT 1 BY b.sensor_id"
+            ),
+        )?);
         out.sort_by(|a, b| a.key.sensor_id.cmp(&b.key.sensor_id));
         Ok(out)
     }

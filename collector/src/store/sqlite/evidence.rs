@@ -156,40 +156,49 @@ impl EvidenceStore for SqliteStore {
         let since = i64_of("since", since_ns).unwrap_or(i64::MAX);
         let until = i64_of("until", until_ns).unwrap_or(i64::MAX);
         self.with_reader(|c| {
+            let q = |e| self.err("reading the batch log", e);
             let mut out = Vec::new();
             let sensors: Vec<i64> = c
                 .prepare_cached("SELECT id FROM sensors ORDER BY name")
                 .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
-                .map_err(|e| self.err("listing sensors", e))?;
+                .map_err(q)?;
             for sensor in sensors {
-                // The batch before the window (the baseline), then those
-                // whose records meet it; batches of counters only (no
-                // records) count by their arrival between those.
+                let (lo, hi): (Option<i64>, Option<i64>) = c
+                    .query_row(
+                        "SELECT MIN(received_ns), MAX(received_ns) FROM batches \
+                         WHERE sensor = ?1 AND flows > 0 AND last_ns >= ?2 AND first_ns <= ?3",
+                        params![sensor, since, until],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .map_err(q)?;
+                let (sql, p) = match (lo, hi) {
+                    (Some(lo), Some(hi)) => {
+                        let base: Option<i64> = c
+                            .query_row(
+                                "SELECT MAX(received_ns) FROM batches WHERE sensor = ?1 AND received_ns < ?2",
+                                params![sensor, lo],
+                                |r| r.get(0),
+                            )
+                            .map_err(q)?;
+                        (
+                            "b.sensor = ?1 AND b.received_ns >= ?2 AND b.received_ns <= ?3 \
+                             ORDER BY b.received_ns, b.seq",
+                            [sensor, base.unwrap_or(lo), hi],
+                        )
+                    }
+                    _ => (
+                        "b.sensor = ?1 AND b.flows > 0 AND b.last_ns < ?2 AND ?3 = ?3 \
+                         ORDER BY b.received_ns DESC LIMIT 1",
+                        [sensor, since, 0],
+                    ),
+                };
                 let mut st = c
                     .prepare_cached(&format!(
-                        "SELECT {BATCH_COLUMNS} FROM batches b JOIN sensors s ON s.id = b.sensor \
-                         WHERE b.sensor = ?1 AND b.flows > 0 AND b.last_ns < ?2 \
-                         ORDER BY b.last_ns DESC LIMIT 1"
+                        "SELECT {BATCH_COLUMNS} FROM batches b JOIN sensors s ON s.id = b.sensor WHERE {sql}"
                     ))
-                    .map_err(|e| self.err("preparing the batch log", e))?;
-                let mut rows = st
-                    .query(params![sensor, since])
-                    .map_err(|e| self.err("reading the batch log", e))?;
-                if let Some(r) = rows.next().map_err(|e| self.err("reading the batch log", e))? {
-                    out.push(self.batch_row(r)?.0);
-                }
-                drop(rows);
-                let mut st = c
-                    .prepare_cached(&format!(
-                        "SELECT {BATCH_COLUMNS} FROM batches b JOIN sensors s ON s.id = b.sensor \
-                         WHERE b.sensor = ?1 AND b.flows > 0 AND b.last_ns >= ?2 AND b.first_ns <= ?3 \
-                         ORDER BY b.id"
-                    ))
-                    .map_err(|e| self.err("preparing the batch log", e))?;
-                let mut rows = st
-                    .query(params![sensor, since, until])
-                    .map_err(|e| self.err("reading the batch log", e))?;
-                while let Some(r) = rows.next().map_err(|e| self.err("reading the batch log", e))? {
+                    .map_err(q)?;
+                let mut rows = st.query(p).map_err(q)?;
+                while let Some(r) = rows.next().map_err(q)? {
                     out.push(self.batch_row(r)?.0);
                 }
             }

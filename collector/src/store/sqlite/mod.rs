@@ -174,6 +174,7 @@ CREATE TABLE IF NOT EXISTS batches (
     signature BLOB
 );
 CREATE INDEX IF NOT EXISTS batches_sensor_last ON batches (sensor, last_ns);
+CREATE INDEX IF NOT EXISTS batches_sensor_received ON batches (sensor, received_ns);
 CREATE INDEX IF NOT EXISTS batches_key ON batches (sensor, incarnation, seq);
 CREATE TABLE IF NOT EXISTS sensor_keys (
     sensor TEXT PRIMARY KEY,

@@ -252,6 +252,7 @@ fn evidence_flows_outlive_retention_and_alerts_round_trip() {
         updates: 0,
         evidence: evidence.clone(),
         evidence_count: 2,
+        detector: String::new(),
     };
     store
         .put_alerts(&[AlertUpdate {

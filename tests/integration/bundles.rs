@@ -14,9 +14,9 @@ use std::process::{Child, Command, Output, Stdio};
 use sha2::Digest as _;
 use vigil_collector::evidence::{CollectorKey, DEFAULT_KEY};
 use vigil_collector::model::alert::{Alert, AlertKind};
+use vigil_collector::store::AlertQuery;
 use vigil_collector::store::prelude::*;
 use vigil_collector::store::sqlite::SqliteStore;
-use vigil_collector::store::AlertQuery;
 
 use crate::util::{corpus_dir, free_port, ran_with, rt, skip, vigil};
 
@@ -167,7 +167,14 @@ fn site(dir: &Path) -> Site {
         let o = vigil()
             .args(["sensor", "-r"])
             .arg(dir.join(pcap))
-            .args(["--collector", &url, "--sensor-id", id, "--batch-delay", "50ms"])
+            .args([
+                "--collector",
+                &url,
+                "--sensor-id",
+                id,
+                "--batch-delay",
+                "50ms",
+            ])
             .args(["--drain-timeout", "60s", "--spool-dir"])
             .arg(spool)
             .args(extra)
@@ -240,7 +247,10 @@ fn bundles_of_real_attacks_verify_offline_and_every_change_is_named() {
         assert!(!want.is_empty());
         assert_eq!(String::from_utf8_lossy(&m["flows.jsonl"]), want, "{kind:?}");
         let proofs = String::from_utf8_lossy(&m["attestation/proofs.jsonl"]).into_owned();
-        assert!(!proofs.contains("\"attested\":false"), "every flow is attested");
+        assert!(
+            !proofs.contains("\"attested\":false"),
+            "every flow is attested"
+        );
         bundles.push((a, path));
     }
 
@@ -249,7 +259,14 @@ fn bundles_of_real_attacks_verify_offline_and_every_change_is_named() {
     let remote = site.tmp.path().join("remote.tar");
     ok(
         vigil()
-            .args(["evidence", "export", &flood.id.to_string(), "--collector", &site.url, "-o"])
+            .args([
+                "evidence",
+                "export",
+                &flood.id.to_string(),
+                "--collector",
+                &site.url,
+                "-o",
+            ])
             .arg(&remote)
             .output()
             .unwrap(),
@@ -276,8 +293,16 @@ fn bundles_of_real_attacks_verify_offline_and_every_change_is_named() {
     if let Some(o) = run(
         "openssl",
         &[
-            "pkeyutl", "-verify", "-pubin", "-inkey", "collector.pub.pem", "-rawin", "-in",
-            "manifest.json", "-sigfile", "manifest.sig",
+            "pkeyutl",
+            "-verify",
+            "-pubin",
+            "-inkey",
+            "collector.pub.pem",
+            "-rawin",
+            "-in",
+            "manifest.json",
+            "-sigfile",
+            "manifest.sig",
         ],
     ) {
         ran_with("openssl");
@@ -287,11 +312,17 @@ fn bundles_of_real_attacks_verify_offline_and_every_change_is_named() {
         return;
     };
     let sums = ok(o, "sha256sum -c");
-    assert!(!sums.contains("FAILED") && sums.contains("flows.jsonl: OK"), "{sums}");
+    assert!(
+        !sums.contains("FAILED") && sums.contains("flows.jsonl: OK"),
+        "{sums}"
+    );
     let own = ok(run("sha256sum", &["SHA256SUMS"]).unwrap(), "sha256sum");
     let digest = own.split_whitespace().next().unwrap();
     let manifest = std::fs::read_to_string(x.join("manifest.json")).unwrap();
-    let line = manifest.lines().find(|l| l.contains("\"SHA256SUMS\"")).unwrap();
+    let line = manifest
+        .lines()
+        .find(|l| l.contains("\"SHA256SUMS\""))
+        .unwrap();
     assert!(line.contains(digest), "{line} vs {digest}");
     // One batch's statement, with the sensor's key, by openssl.
     let batches = std::fs::read_to_string(x.join("attestation/batches.jsonl")).unwrap();
@@ -306,8 +337,16 @@ fn bundles_of_real_attacks_verify_offline_and_every_change_is_named() {
     if let Some(o) = run(
         "openssl",
         &[
-            "pkeyutl", "-verify", "-pubin", "-inkey", sensor_pem.to_str().unwrap(), "-rawin",
-            "-in", "st.bin", "-sigfile", "st.sig",
+            "pkeyutl",
+            "-verify",
+            "-pubin",
+            "-inkey",
+            sensor_pem.to_str().unwrap(),
+            "-rawin",
+            "-in",
+            "st.bin",
+            "-sigfile",
+            "st.sig",
         ],
     ) {
         assert!(ok(o, "openssl batch").contains("Signature Verified Successfully"));
@@ -351,14 +390,18 @@ fn bundles_of_real_attacks_verify_offline_and_every_change_is_named() {
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(
-        e.contains("flows.jsonl line 3 (sensor site-1") && e.contains("differs from the record its sensor signed"),
+        e.contains("flows.jsonl line 3 (sensor site-1")
+            && e.contains("differs from the record its sensor signed"),
         "{e}"
     );
 
     // A flow edited in the store before export: its proof fails, named.
     {
         let c = rusqlite::Connection::open(site.data.join("vigil.db")).unwrap();
-        let r = &store.evidence_flows(&brute_evidence(&store, brute.id)).unwrap()[0].1;
+        let r = &store
+            .evidence_flows(&brute_evidence(&store, brute.id))
+            .unwrap()[0]
+            .1;
         let n = c
             .execute(
                 "UPDATE flows SET fwd_bytes = fwd_bytes + 1 WHERE flow_id = ?1 AND first_ns = ?2",
@@ -378,7 +421,9 @@ fn bundles_of_real_attacks_verify_offline_and_every_change_is_named() {
 
     // The lossy sensor: its evictions in the flood's completeness, and in
     // `vigil alerts show`.
-    let m: BTreeMap<_, _> = members(&std::fs::read(flood_path).unwrap()).into_iter().collect();
+    let m: BTreeMap<_, _> = members(&std::fs::read(flood_path).unwrap())
+        .into_iter()
+        .collect();
     let c: serde_json::Value = serde_json::from_slice(&m["completeness.json"]).unwrap();
     assert_eq!(c["complete"], false, "{c}");
     let lossy = c["sensors"]
@@ -410,7 +455,14 @@ fn bundles_of_real_attacks_verify_offline_and_every_change_is_named() {
     );
     let brute_show = ok(
         vigil()
-            .args(["alerts", "show", &brute.id.to_string(), "--format", "jsonl", "--data-dir"])
+            .args([
+                "alerts",
+                "show",
+                &brute.id.to_string(),
+                "--format",
+                "jsonl",
+                "--data-dir",
+            ])
             .arg(&site.data)
             .output()
             .unwrap(),
@@ -423,4 +475,103 @@ fn bundles_of_real_attacks_verify_offline_and_every_change_is_named() {
 
 fn brute_evidence(store: &SqliteStore, id: u64) -> Vec<vigil_collector::model::alert::EvidenceRef> {
     store.alert(id).unwrap().unwrap().evidence
+}
+
+/// A sensor whose attestation key changed (its key file replaced) is
+/// refused, its batches kept in its spool, and an alert raised once; with
+/// the new key configured for it, the collector takes its batches.
+#[test]
+fn a_sensor_signing_with_another_key_is_refused_alerted_and_taken_once_configured() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pcap = tmp.path().join("a.pcap");
+    let flows = crate::custody::capture(&pcap, 61);
+    let data = tmp.path().join("data");
+    let addr = free_port();
+    let conf = tmp.path().join("collector.toml");
+    let base = format!(
+        "listen = \"{addr}\"\ndata_dir = {:?}\n\
+         [[protected]]\nname = \"lan\"\ncidrs = [\"10.0.0.0/8\"]\nsector = \"water\"\ncriticality = \"high\"\n",
+        data.display().to_string()
+    );
+    std::fs::write(&conf, &base).unwrap();
+    let start = || {
+        vigil()
+            .args(["collector", "-c"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn collector")
+    };
+    let mut collector = start();
+    let url = format!("http://{addr}");
+    let spool = tmp.path().join("spool");
+    let sensor = |timeout: &str| {
+        vigil()
+            .args(["sensor", "-r"])
+            .arg(&pcap)
+            .args([
+                "--collector",
+                &url,
+                "--sensor-id",
+                "plant-1",
+                "--drain-timeout",
+                timeout,
+            ])
+            .arg("--spool-dir")
+            .arg(&spool)
+            .output()
+            .expect("vigil sensor")
+    };
+    ok(sensor("30s"), "first run");
+    // The key replaced: the next run is refused and keeps its batches.
+    std::fs::remove_file(spool.join("attestation-key.pem")).unwrap();
+    std::fs::remove_file(spool.join("attestation-key.pub.pem")).unwrap();
+    let o = sensor("3s");
+    let e = stderr(&o);
+    assert!(
+        e.contains("refused") && e.contains("attestation key"),
+        "{e}"
+    );
+    let store = SqliteStore::open_read_only(&data).unwrap();
+    let stored = |s: &SqliteStore| {
+        s.count(
+            &vigil_collector::model::query::Filter::All,
+            Default::default(),
+        )
+        .unwrap()
+        .flows
+    };
+    assert_eq!(
+        stored(&store),
+        flows.len() as u64,
+        "the second run stored nothing"
+    );
+    let alerts = store.alerts(&AlertQuery::default()).unwrap();
+    let changed: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.kind == AlertKind::SensorKeyChanged)
+        .collect();
+    assert_eq!(
+        changed.len(),
+        1,
+        "one alert, however often it retried: {alerts:?}"
+    );
+    assert_eq!(changed[0].asset, "sensor plant-1");
+    assert_eq!(changed[0].technique, "T0856");
+    // Configured, the new key is taken, with the kept batches.
+    let new_key = std::fs::read_to_string(spool.join("attestation-key.pub.pem")).unwrap();
+    std::fs::write(
+        &conf,
+        format!("{base}[[sensors]]\nid = \"plant-1\"\npublic_key = '''\n{new_key}'''\n"),
+    )
+    .unwrap();
+    collector.kill().unwrap();
+    collector.wait().unwrap();
+    let mut collector = start();
+    ok(sensor("30s"), "run with the new key configured");
+    // The first run, the second run's kept batches, the third run.
+    assert_eq!(stored(&store), 3 * flows.len() as u64);
+    collector.kill().unwrap();
+    collector.wait().unwrap();
 }

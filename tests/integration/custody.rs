@@ -56,7 +56,7 @@ fn stored(data: &Path, sensor: &str) -> Vec<FlowRecord> {
         .collect()
 }
 
-fn capture(path: &Path, seed: u64) -> Vec<FlowRecord> {
+pub fn capture(path: &Path, seed: u64) -> Vec<FlowRecord> {
     let cfg = BulkConfig {
         seed,
         packets: 6_000,

@@ -9,7 +9,9 @@ use hashbrown::{HashMap, HashSet};
 
 use super::config::DetectConfig;
 use super::{Counts, Finding};
-use crate::model::alert::{Alert, AlertKind, AlertUpdate, EvidenceRef, Party, Severity};
+use crate::model::alert::{
+    Alert, AlertKind, AlertUpdate, Criticality, EvidenceRef, Party, Severity,
+};
 
 /// Parties an incident keeps counts for; beyond, they are only counted.
 const MAX_PARTIES: usize = 100_000;
@@ -79,6 +81,49 @@ impl Incidents {
     pub fn renumber(&mut self, from: u64, to: u64) {
         if let Some(i) = self.open.values_mut().find(|i| i.alert.id == from) {
             i.alert.id = to;
+        }
+    }
+
+    /// Opens an alert for an event outside the flows (a sensor's key
+    /// changed): its own incident, closed at once.
+    pub fn event(
+        &mut self,
+        kind: AlertKind,
+        subject: &str,
+        summary: String,
+        at_ns: u64,
+    ) -> AlertUpdate {
+        let id = self.next_id;
+        self.next_id += 1;
+        let (technique, name, matrix) = kind.technique();
+        AlertUpdate {
+            alert: Alert {
+                id,
+                kind,
+                technique: technique.into(),
+                technique_name: name.into(),
+                matrix: matrix.into(),
+                severity: Severity::High,
+                asset: subject.to_string(),
+                sector: String::new(),
+                criticality: Criticality::High,
+                summary,
+                sources: Vec::new(),
+                source_count: 0,
+                targets: Vec::new(),
+                target_count: 0,
+                first_seen_ns: at_ns,
+                last_seen_ns: at_ns,
+                raised_ns: at_ns,
+                measured: 1.0,
+                threshold: 1.0,
+                unit: "refused batches".into(),
+                updates: 0,
+                evidence: Vec::new(),
+                evidence_count: 0,
+                detector: self.cfg.settings_hash.clone(),
+            },
+            opened: true,
         }
     }
 

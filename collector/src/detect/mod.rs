@@ -295,6 +295,17 @@ impl Engine {
         self
     }
 
+    /// Opens the alert for a sensor refused for signing with another key
+    /// than its known one (`why` says which), at collector time `at_ns`.
+    pub fn sensor_key_changed(&mut self, sensor: &str, why: String, at_ns: u64) -> AlertUpdate {
+        self.incidents.event(
+            AlertKind::SensorKeyChanged,
+            &format!("sensor {sensor}"),
+            why,
+            at_ns,
+        )
+    }
+
     /// Makes the open incident the engine numbered `engine_id` continue
     /// the stored alert `stored_id` (the same incident, found again when
     /// the windows were rebuilt from stored flows): its later updates

@@ -26,12 +26,20 @@ enum Source {
 #[derive(Debug, Default)]
 pub struct SensorKeys {
     keys: Mutex<HashMap<String, (VerifyingKey, Source)>>,
+    /// (sensor, presented key) refused so far.
+    refused: Mutex<std::collections::HashSet<(String, Vec<u8>)>>,
 }
 
 /// A batch's key does not match the sensor's known one.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct KeyRefusal(pub String);
+#[error("{why}")]
+pub struct KeyRefusal {
+    /// What was refused and why.
+    pub why: String,
+    /// The first refusal of this sensor and key since the collector
+    /// started (the one to raise an alert for; a sensor retries).
+    pub first: bool,
+}
 
 /// What [`SensorKeys::check`] decided for an accepted batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +69,7 @@ impl SensorKeys {
         }
         SensorKeys {
             keys: Mutex::new(keys),
+            refused: Mutex::default(),
         }
     }
 
@@ -85,12 +94,16 @@ impl SensorKeys {
         let Some(att) = batch.attestation.as_mut() else {
             return match known {
                 None => Ok(KeyCheck::Unattested),
-                Some((k, src)) => Err(KeyRefusal(format!(
-                    "sensor {sensor:?} sent an unsigned batch, but its attestation key is known \
-                     ({}, {}): refused (turn attestation back on at the sensor)",
-                    fingerprint(&k),
-                    src.describe()
-                ))),
+                Some((k, src)) => Err(self.refusal(
+                    sensor,
+                    &[],
+                    format!(
+                        "sensor {sensor:?} sent an unsigned batch, but its attestation key is \
+                         known ({}, {}): refused (turn attestation back on at the sensor)",
+                        fingerprint(&k),
+                        src.describe()
+                    ),
+                )),
             };
         };
         let verdict = vigil_proto::attest::verifying_key(&att.public_key).and_then(|key| {
@@ -105,14 +118,15 @@ impl SensorKeys {
         });
         let key = match (verdict, known) {
             (Ok(key), Some((k, src))) if k != key => {
-                return Err(KeyRefusal(format!(
+                let why = format!(
                     "sensor {sensor:?} signs with attestation key {}, but {} is {}: refused \
                      (if the sensor's key was replaced on purpose, configure the new one in \
                      [[sensors]] public_key)",
                     fingerprint(&key),
                     fingerprint(&k),
                     src.describe()
-                )));
+                );
+                return Err(self.refusal(sensor, key.as_bytes(), why));
             }
             (Ok(key), _) => key,
             (Err(e), _) => {
@@ -133,11 +147,110 @@ impl SensorKeys {
     }
 }
 
+impl SensorKeys {
+    fn refusal(&self, sensor: &str, key: &[u8], why: String) -> KeyRefusal {
+        let first = self
+            .refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((sensor.to_string(), key.to_vec()));
+        KeyRefusal { why, first }
+    }
+}
+
 impl Source {
     fn describe(self) -> &'static str {
         match self {
             Source::Configured => "configured for it",
             Source::Pinned => "pinned for it on first contact",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ed25519_dalek::SigningKey;
+
+    use super::*;
+    use crate::testutil::{Rng, batch, record, signed};
+
+    fn flows(n: u64) -> Vec<vigil_proto::FlowRecord> {
+        let mut rng = Rng(5);
+        (0..n).map(|i| record(&mut rng, i)).collect()
+    }
+
+    #[test]
+    fn a_key_is_pinned_on_first_contact_and_another_refused_once_alerted() {
+        let (k1, k2) = (
+            SigningKey::from_bytes(&[1; 32]),
+            SigningKey::from_bytes(&[2; 32]),
+        );
+        let keys = SensorKeys::default();
+        let mut b = signed(batch("s1", 1, flows(5)), &k1);
+        assert_eq!(keys.check(&mut b), Ok(KeyCheck::Attested));
+        assert!(
+            b.attestation.as_ref().unwrap().pin,
+            "the first attested batch pins"
+        );
+        let mut b = signed(batch("s1", 2, flows(3)), &k1);
+        assert_eq!(keys.check(&mut b), Ok(KeyCheck::Attested));
+        assert!(!b.attestation.as_ref().unwrap().pin);
+        // Another key: refused, the first time flagged for an alert.
+        let e = keys
+            .check(&mut signed(batch("s1", 3, flows(3)), &k2))
+            .unwrap_err();
+        assert!(
+            e.first && e.why.contains("pinned for it on first contact"),
+            "{e}"
+        );
+        let e = keys
+            .check(&mut signed(batch("s1", 4, flows(3)), &k2))
+            .unwrap_err();
+        assert!(!e.first, "a retry raises no second alert");
+        // Unsigned once a key is known: refused too.
+        let e = keys.check(&mut batch("s1", 5, flows(1))).unwrap_err();
+        assert!(e.why.contains("unsigned"), "{e}");
+        // A sensor never seen signing: stored unattested.
+        assert_eq!(
+            keys.check(&mut batch("s2", 1, flows(1))),
+            Ok(KeyCheck::Unattested)
+        );
+    }
+
+    #[test]
+    fn a_signature_over_other_records_leaves_the_batch_unattested_and_pins_nothing() {
+        let k = SigningKey::from_bytes(&[3; 32]);
+        let keys = SensorKeys::default();
+        let mut b = signed(batch("s1", 1, flows(4)), &k);
+        b.flows[2].fwd_bytes += 1;
+        b.attestation.as_mut().unwrap().root = vigil_proto::merkle::root(
+            &b.flows
+                .iter()
+                .map(|r| vigil_proto::attest::record_leaf(r, &mut Vec::new()))
+                .collect::<Vec<_>>(),
+        );
+        assert!(matches!(keys.check(&mut b), Ok(KeyCheck::BadSignature(_))));
+        assert!(b.attestation.is_none());
+        assert!(keys.get("s1").is_none(), "nothing pinned");
+    }
+
+    #[test]
+    fn a_configured_key_wins_over_a_pinned_one() {
+        let (k1, k2) = (
+            SigningKey::from_bytes(&[1; 32]),
+            SigningKey::from_bytes(&[2; 32]),
+        );
+        let keys = SensorKeys::new(
+            [("s1".to_string(), k2.verifying_key())],
+            [("s1".to_string(), k1.verifying_key())],
+        );
+        let e = keys
+            .check(&mut signed(batch("s1", 1, flows(2)), &k1))
+            .unwrap_err();
+        assert!(e.why.contains("configured for it"), "{e}");
+        assert_eq!(
+            keys.check(&mut signed(batch("s1", 2, flows(2)), &k2)),
+            Ok(KeyCheck::Attested)
+        );
     }
 }

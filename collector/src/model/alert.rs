@@ -60,11 +60,15 @@ pub enum AlertKind {
     Exfiltration,
     /// Traffic with a listed known-bad address.
     Indicator,
+    /// A sensor's batches signed with another attestation key than its
+    /// known one (refused): someone else reporting under its id, or its
+    /// key replaced.
+    SensorKeyChanged,
 }
 
 impl AlertKind {
     /// Every kind.
-    pub const ALL: [AlertKind; 13] = [
+    pub const ALL: [AlertKind; 14] = [
         AlertKind::VerticalScan,
         AlertKind::HorizontalScan,
         AlertKind::SynFlood,
@@ -78,6 +82,7 @@ impl AlertKind {
         AlertKind::Beaconing,
         AlertKind::Exfiltration,
         AlertKind::Indicator,
+        AlertKind::SensorKeyChanged,
     ];
 
     /// The snake_case name.
@@ -96,6 +101,7 @@ impl AlertKind {
             AlertKind::Beaconing => "beaconing",
             AlertKind::Exfiltration => "exfiltration",
             AlertKind::Indicator => "indicator",
+            AlertKind::SensorKeyChanged => "sensor_key_changed",
         }
     }
 
@@ -133,6 +139,7 @@ impl AlertKind {
                 "enterprise",
             ),
             AlertKind::Indicator => ("T1071", "Application Layer Protocol", "enterprise"),
+            AlertKind::SensorKeyChanged => ("T0856", "Spoof Reporting Message", "ics"),
         }
     }
 }

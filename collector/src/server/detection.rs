@@ -17,10 +17,19 @@ use crate::detect::Engine;
 /// Runs until the writer is gone.
 pub fn run(shared: Arc<Shared>, mut engine: Engine, rx: Receiver<Committed>) {
     let m = &shared.metrics;
-    while let Ok((sensor, flows, arrived)) = rx.recv() {
+    while let Ok(c) = rx.recv() {
         let t0 = Instant::now();
         let steps = engine.stats.clock_steps;
-        let updates = engine.observe_batch(&sensor, &flows, Some(arrived));
+        let (sensor, flows, updates) = match c {
+            Committed::Flows(sensor, flows, arrived) => {
+                let u = engine.observe_batch(&sensor, &flows, Some(arrived));
+                (sensor, flows, u)
+            }
+            Committed::KeyChanged(sensor, why, at) => {
+                let u = vec![engine.sensor_key_changed(&sensor, why, at)];
+                (sensor, Vec::new(), u)
+            }
+        };
         if engine.stats.clock_steps > steps {
             m.detect_clock_steps
                 .inc_by(engine.stats.clock_steps - steps);

@@ -21,7 +21,7 @@ use super::Shared;
 use super::access::{Principal, refused};
 use super::failure::Failure;
 use super::metrics::BatchResult;
-use super::writer::Job;
+use super::writer::{Committed, Job};
 use crate::evidence::{KeyCheck, KeyRefusal};
 use crate::ingest::{MAX_INFLIGHT_PER_STREAM, StreamState, validate};
 use crate::model::ingest::CommitOutcome;
@@ -315,8 +315,21 @@ impl Ingest for IngestSvc {
                             "batch attestation does not hold ({why}): stored, but not attested"
                         );
                     }
-                    Err(KeyRefusal(why)) => {
+                    Err(KeyRefusal { why, first }) => {
                         shared.metrics.key_refusals.inc();
+                        if first {
+                            tracing::error!(%peer, sensor = %batch.sensor_id, "{why}");
+                            if let Some(d) = shared.detect.get() {
+                                let c = Committed::KeyChanged(
+                                    batch.sensor_id.clone(),
+                                    why.clone(),
+                                    vigil_proto::time::now_ns(),
+                                );
+                                // Full: detection is behind; the refusal
+                                // is logged and counted all the same.
+                                let _ = d.try_send(c);
+                            }
+                        }
                         refusal = Some(Failure::peer(Code::PermissionDenied, why));
                         break;
                     }

@@ -188,6 +188,8 @@ pub struct Shared {
     key: Option<Arc<crate::evidence::CollectorKey>>,
     /// The sensors' attestation keys.
     sensor_keys: crate::evidence::SensorKeys,
+    /// The detection thread's queue, once it runs (detection on).
+    detect: std::sync::OnceLock<std::sync::mpsc::SyncSender<writer::Committed>>,
 }
 
 /// A running collector.
@@ -361,6 +363,7 @@ async fn start_with_store(
     );
     let sensor_keys = crate::evidence::SensorKeys::new(cfg.sensor_keys.clone(), pins);
     let shared = Arc::new(Shared {
+        detect: std::sync::OnceLock::new(),
         sensor_keys,
         store,
         limits: cfg.limits,
@@ -385,6 +388,9 @@ async fn start_with_store(
     };
     let retention = retention::spawn(shared.store.clone(), cfg.retention_interval);
     let detect = start_detection(&cfg, &shared).await?;
+    if let Some(d) = &detect {
+        let _ = shared.detect.set(d.clone());
+    }
     let (jobs, jobs_rx) = mpsc::channel::<writer::Job>(256);
     let (store, m) = (shared.store.clone(), shared.metrics.clone());
     std::thread::Builder::new()

@@ -26,9 +26,16 @@ pub struct Job {
     pub reply: oneshot::Sender<Result<CommitOutcome, Arc<StoreError>>>,
 }
 
-/// A committed batch's flows, for detection: (sensor id, records, arrival
-/// at the collector in ns).
-pub type Committed = (String, Vec<FlowRecord>, u64);
+/// What detection is handed.
+#[derive(Debug)]
+pub enum Committed {
+    /// A committed batch's flows: (sensor id, records, arrival at the
+    /// collector in ns).
+    Flows(String, Vec<FlowRecord>, u64),
+    /// A sensor refused for signing with another key than its known one:
+    /// (sensor id, why, collector time in ns).
+    KeyChanged(String, String, u64),
+}
 
 /// Runs until every sender of `rx` is gone.
 pub fn run(
@@ -75,7 +82,7 @@ pub fn run(
                 // writer back (and the sensors spool) rather than skip.
                 if let Some(d) = &detect {
                     for b in stored {
-                        if d.send(b).is_err() {
+                        if d.send(Committed::Flows(b.0, b.1, b.2)).is_err() {
                             tracing::error!("the detection thread stopped");
                             break;
                         }

@@ -28,3 +28,5 @@ pub use vigil_proto::keys::{
 
 /// The key file under a data directory, by default.
 pub const DEFAULT_KEY: &str = "evidence/signing-key.pem";
+#[cfg(test)]
+mod tests;

@@ -2,10 +2,18 @@
 //! database is larger than `max_bytes`, deleted in chunks with their
 //! roll-up minutes; the evidence of alerts stays.
 
+use std::collections::BTreeMap;
+
+use rusqlite::{TransactionBehavior, params};
+
 use super::SqliteStore;
+use super::rows::FLOW_COLUMNS;
 use crate::model::ingest::RetentionReport;
 use crate::store::plan::NS_PER_MIN;
 use crate::store::{Retention, StoreError};
+
+/// Records deleted per transaction, so that ingest interleaves.
+const CHUNK: usize = 50_000;
 
 impl Retention for SqliteStore {
     fn enforce_retention(&self, now_ns: u64) -> Result<RetentionReport, StoreError> {
@@ -64,24 +72,114 @@ impl SqliteStore {
         let cutoff = i64::try_from(cutoff_ns).unwrap_or(i64::MAX);
         let mut deleted = 0u64;
         loop {
-            let conn = self.lock_writer();
-            // Evidence of alerts stays: an incident's flows must remain
-            // retrievable after the traffic around them has aged out.
-            let n = conn
-                .execute(
-                    "DELETE FROM flows WHERE rowid IN (SELECT rowid FROM flows f WHERE first_ns < ?1 AND NOT EXISTS (SELECT 1 FROM alert_evidence e WHERE e.flow_id = f.flow_id AND e.first_ns = f.first_ns) ORDER BY first_ns LIMIT 50000)",
-                    [cutoff],
-                )
-                .map_err(|e| self.err("deleting old flows", e))?;
-            deleted += n as u64;
-            if n < 50_000 {
+            let n = self.delete_chunk(cutoff)?;
+            deleted += n;
+            if n < CHUNK as u64 {
+                let conn = self.lock_writer();
                 let minute = cutoff / NS_PER_MIN as i64;
                 for t in ["rollup_src", "rollup_dst", "rollup_dport", "rollup_proto"] {
                     conn.execute(&format!("DELETE FROM {t} WHERE minute < ?1"), [minute])
                         .map_err(|e| self.err("deleting old roll-ups", e))?;
                 }
+                // Batches of the past with no record left, and their kept
+                // leaves.
+                conn.execute(
+                    "DELETE FROM batches WHERE (flows > 0 AND last_ns < ?1 OR flows = 0 AND received_ns < ?1) \
+                     AND NOT EXISTS (SELECT 1 FROM flows f WHERE f.rowid >= batches.first_row \
+                     AND f.rowid < batches.first_row + batches.flows AND f.batch = batches.id)",
+                    [cutoff],
+                )
+                .map_err(|e| self.err("deleting old batches", e))?;
+                conn.execute(
+                    "DELETE FROM pruned_leaves WHERE batch NOT IN (SELECT id FROM batches)",
+                    [],
+                )
+                .map_err(|e| self.err("deleting old leaves", e))?;
                 return Ok(deleted);
             }
         }
+    }
+
+    /// Deletes up to [`CHUNK`] records before `cutoff` (not evidence),
+    /// keeping the leaf hashes of the attested ones whose batch keeps
+    /// records: the proofs of those stay computable.
+    fn delete_chunk(&self, cutoff: i64) -> Result<u64, StoreError> {
+        let mut conn = self.lock_writer();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.err("beginning a retention transaction", e))?;
+        // Evidence of alerts stays: an incident's flows must remain
+        // retrievable after the traffic around them has aged out.
+        tx.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS doomed (id INTEGER PRIMARY KEY); DELETE FROM doomed;",
+        )
+        .map_err(|e| self.err("preparing a retention chunk", e))?;
+        let n = tx
+            .execute(
+                &format!(
+                    "INSERT INTO doomed (id) SELECT rowid FROM flows f WHERE first_ns < ?1 AND NOT EXISTS \
+                     (SELECT 1 FROM alert_evidence e WHERE e.flow_id = f.flow_id AND e.first_ns = f.first_ns) \
+                     ORDER BY first_ns LIMIT {CHUNK}"
+                ),
+                [cutoff],
+            )
+            .map_err(|e| self.err("choosing old flows", e))?;
+        // The attested records among them, with their leaves.
+        let mut leaves: BTreeMap<i64, Vec<(i64, Vec<u8>)>> = BTreeMap::new();
+        {
+            let mut st = tx
+                .prepare(&format!(
+                    "SELECT {FLOW_COLUMNS}, f.batch, f.idx FROM flows f JOIN sensors s ON s.id = f.sensor \
+                     JOIN batches b ON b.id = f.batch \
+                     WHERE f.rowid IN (SELECT id FROM doomed) AND b.signature IS NOT NULL"
+                ))
+                .map_err(|e| self.err("reading old attested flows", e))?;
+            let mut rows = st
+                .query([])
+                .map_err(|e| self.err("reading old attested flows", e))?;
+            let mut buf = Vec::with_capacity(256);
+            while let Some(row) = rows
+                .next()
+                .map_err(|e| self.err("reading old attested flows", e))?
+            {
+                let (_, r) = self.decode_row(row)?;
+                let (batch, idx): (i64, i64) = (|| Ok((row.get(21)?, row.get(22)?)))()
+                    .map_err(|e| self.err("reading old attested flows", e))?;
+                let h = vigil_proto::attest::record_leaf(&r, &mut buf);
+                leaves.entry(batch).or_default().push((idx, h.to_vec()));
+            }
+        }
+        tx.execute(
+            "DELETE FROM flows WHERE rowid IN (SELECT id FROM doomed)",
+            [],
+        )
+        .map_err(|e| self.err("deleting old flows", e))?;
+        for (batch, kept) in leaves {
+            let remains: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM flows f JOIN batches b ON b.id = ?1 \
+                     WHERE f.rowid >= b.first_row AND f.rowid < b.first_row + b.flows AND f.batch = ?1)",
+                    [batch],
+                    |r| r.get(0),
+                )
+                .map_err(|e| self.err("checking a batch's records", e))?;
+            if remains {
+                let mut ins = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO pruned_leaves (batch, idx, hash) VALUES (?1, ?2, ?3)",
+                    )
+                    .map_err(|e| self.err("keeping leaves", e))?;
+                for (idx, h) in kept {
+                    ins.execute(params![batch, idx, h])
+                        .map_err(|e| self.err("keeping leaves", e))?;
+                }
+            } else {
+                tx.execute("DELETE FROM pruned_leaves WHERE batch = ?1", [batch])
+                    .map_err(|e| self.err("deleting leaves", e))?;
+            }
+        }
+        tx.commit()
+            .map_err(|e| self.err("committing a retention chunk", e))?;
+        Ok(n as u64)
     }
 }

@@ -400,3 +400,48 @@ fn a_version_1_database_keeps_its_marks_as_incarnation_0() {
     SqliteStore::open(dir.path(), SqliteConfig::default()).unwrap();
     SqliteStore::open_read_only(dir.path()).unwrap();
 }
+
+/// A version 2 database (no batches, no places) is migrated: its flows
+/// stay, unplaced (not attested); flows stored after have their places.
+#[test]
+fn a_version_2_database_gains_batches_and_keeps_its_flows() {
+    use crate::model::alert::EvidenceRef;
+    use crate::store::EvidenceStore;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(21);
+    let old = record(&mut rng, 1);
+    {
+        let store = SqliteStore::open(dir.path(), SqliteConfig::default()).unwrap();
+        store.commit(&batch("s", 1, vec![old.clone()])).unwrap();
+    }
+    {
+        let c = rusqlite::Connection::open(dir.path().join("vigil.db")).unwrap();
+        c.execute_batch(
+            "ALTER TABLE flows DROP COLUMN batch; ALTER TABLE flows DROP COLUMN idx;
+             DROP TABLE batches; DROP TABLE sensor_keys; DROP TABLE pruned_leaves;
+             DROP TABLE detectors; UPDATE meta SET value = 2 WHERE key = 'schema';",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(dir.path(), SqliteConfig::default()).unwrap();
+    let new = record(&mut rng, 2);
+    store.commit(&batch("s", 2, vec![new.clone()])).unwrap();
+    let refs: Vec<EvidenceRef> = [&old, &new]
+        .iter()
+        .map(|r| EvidenceRef {
+            sensor_id: "s".into(),
+            flow_id: r.flow_id,
+            first_ns: r.first_seen_ns,
+        })
+        .collect();
+    let placed = store.placed_flows(&refs).unwrap();
+    assert_eq!(placed.len(), 2);
+    for p in placed {
+        if p.record == old {
+            assert!(p.place.is_none());
+        } else {
+            let (k, i) = p.place.expect("placed");
+            assert_eq!((k.seq, i), (2, 0));
+        }
+    }
+}

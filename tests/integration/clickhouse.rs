@@ -1366,3 +1366,154 @@ fn inserts_name_their_columns() {
     want.sort();
     assert_eq!(back, want);
 }
+
+/// `b` signed by `key` as a sensor signs it (vigil_proto::attest).
+fn signed(mut b: IngestBatch, key: &ed25519_dalek::SigningKey) -> IngestBatch {
+    use ed25519_dalek::Signer as _;
+    let mut buf = Vec::new();
+    let leaves: Vec<_> = b
+        .flows
+        .iter()
+        .map(|r| vigil_proto::attest::record_leaf(r, &mut buf))
+        .collect();
+    let root = vigil_proto::merkle::root(&leaves);
+    let st = vigil_proto::attest::Statement {
+        sensor_id: b.sensor_id.clone(),
+        incarnation: b.incarnation,
+        seq: b.seq,
+        size: b.flows.len() as u64,
+        root,
+    };
+    b.attestation = Some(vigil_collector::model::ingest::Attestation {
+        public_key: key.verifying_key().to_bytes().to_vec(),
+        signature: key.sign(&st.to_bytes()).to_bytes().to_vec(),
+        root,
+        pin: b.seq == 1,
+    });
+    b
+}
+
+/// Evidence bundles from ClickHouse (issue #26): the same bundle content
+/// as from the embedded store given the same batches and alert, verified;
+/// after retention drops a day, evidence whose batch-mates went with it
+/// still verifies (the store kept their leaves).
+#[test]
+fn evidence_bundles_from_clickhouse_verify_and_outlive_retention() {
+    use std::collections::BTreeMap;
+    use std::io::Read as _;
+
+    use vigil_collector::evidence::{CollectorKey, VerifyOptions, export};
+    use vigil_collector::store::sqlite::{SqliteConfig, SqliteStore};
+
+    let Some(ch) = store() else { return };
+    const DAY: u64 = 86_400 * 1_000_000_000;
+    let d = 19_000 * DAY;
+    let tmp = tempfile::tempdir().unwrap();
+    let sq = SqliteStore::open(tmp.path(), SqliteConfig::default()).unwrap();
+    let key = CollectorKey::load_or_create(&tmp.path().join("key.pem")).unwrap();
+    let sensor = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let base = records();
+    let mk = |n: usize, at: &dyn Fn(usize) -> u64, id0: u64| -> Vec<FlowRecord> {
+        (0..n)
+            .map(|i| {
+                let mut r = base[i % base.len()].clone();
+                r.flow_id = id0 + i as u64;
+                r.first_seen_ns = at(i);
+                r.last_seen_ns = at(i) + 1;
+                r
+            })
+            .collect()
+    };
+    // Batch 1 crosses from day D into D + 1; batch 2 is on D + 2.
+    let b1 = mk(
+        20,
+        &|i| {
+            if i < 10 {
+                d + DAY - 1000 + i as u64 * 10
+            } else {
+                d + DAY + i as u64
+            }
+        },
+        1,
+    );
+    let b2 = mk(10, &|i| d + 2 * DAY + i as u64, 100);
+    let evidence: Vec<EvidenceRef> = [&b1[3], &b1[15], &b2[2]]
+        .iter()
+        .map(|r| EvidenceRef {
+            sensor_id: "s".into(),
+            flow_id: r.flow_id,
+            first_ns: r.first_seen_ns,
+        })
+        .collect();
+    let mut alert = an_alert(1, evidence);
+    alert.first_seen_ns = d + DAY - 1000;
+    alert.last_seen_ns = d + 2 * DAY + 10;
+    for s in [&ch as &dyn vigil_collector::store::Store, &sq] {
+        s.commit(&signed(batch("s", 1, b1.clone()), &sensor))
+            .unwrap();
+        s.commit(&signed(batch("s", 2, b2.clone()), &sensor))
+            .unwrap();
+        s.put_alerts(&[AlertUpdate {
+            alert: alert.clone(),
+            opened: true,
+        }])
+        .unwrap();
+    }
+    let opts = VerifyOptions {
+        collector_key: Some(key.verifying_key()),
+        sensor_keys: [("s".to_string(), sensor.verifying_key())].into(),
+        allow_unattested: false,
+    };
+    let members = |bytes: &[u8]| -> BTreeMap<String, Vec<u8>> {
+        let mut ar = tar::Archive::new(bytes);
+        ar.entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let p = e.path().unwrap().to_string_lossy().into_owned();
+                let mut b = Vec::new();
+                e.read_to_end(&mut b).unwrap();
+                (p, b)
+            })
+            .collect()
+    };
+    let from_ch = export(&ch, &key, 1, d).unwrap();
+    let from_sq = export(&sq, &key, 1, d).unwrap();
+    assert_eq!((from_ch.flows, from_ch.attested), (3, 3));
+    vigil_collector::evidence::verify::verify(&from_ch.bytes, &opts).unwrap();
+    let (mc, ms) = (members(&from_ch.bytes), members(&from_sq.bytes));
+    for m in [
+        "flows.jsonl",
+        "attestation/proofs.jsonl",
+        "attestation/batches.jsonl",
+        "completeness.json",
+    ] {
+        assert_eq!(
+            String::from_utf8_lossy(&mc[m]),
+            String::from_utf8_lossy(&ms[m]),
+            "{m}: the same from both stores"
+        );
+    }
+    assert_eq!(ch.pinned_keys().unwrap().len(), 1);
+    // Day D goes: batch 1's records there but the evidence go.
+    let week = ClickHouseStore::open(&ClickHouseConfig {
+        url: server().unwrap().url.clone(),
+        database: ch_db(&ch),
+        max_age: Some(Duration::from_secs(7 * 86_400)),
+        ..ClickHouseConfig::default()
+    })
+    .unwrap();
+    assert_eq!(
+        week.enforce_retention(d + 8 * DAY + 1)
+            .unwrap()
+            .deleted_flows,
+        10
+    );
+    let after = export(&week, &key, 1, d).unwrap();
+    assert_eq!(
+        (after.flows, after.attested),
+        (3, 3),
+        "proofs from the kept leaves"
+    );
+    vigil_collector::evidence::verify::verify(&after.bytes, &opts).unwrap();
+}

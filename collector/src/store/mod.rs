@@ -47,7 +47,9 @@ use plan::{Aggregate, GroupValue, Rollup, Select};
 
 /// Every store trait, for `use vigil_collector::store::prelude::*`.
 pub mod prelude {
-    pub use super::{AlertStore, FlowQueries, IngestStore, Retention, SensorRegistry, Store};
+    pub use super::{
+        AlertStore, EvidenceStore, FlowQueries, IngestStore, Retention, SensorRegistry, Store,
+    };
 }
 
 /// A store operation failed.

@@ -3,9 +3,52 @@
 //! larger than `max_bytes`; the evidence of alerts is copied out first.
 
 use super::schema::ROLLUPS;
-use super::{ClickHouseStore, NS_PER_DAY, Reader, lit};
+use super::wire::put_str;
+use super::{ClickHouseStore, NS_PER_DAY, READ_COLS, Reader, lit};
 use crate::model::ingest::RetentionReport;
 use crate::store::{Retention, StoreError};
+
+impl ClickHouseStore {
+    /// Before a day of flows goes: the leaf hashes of its attested records
+    /// whose batch keeps records (on another day, or as evidence kept),
+    /// so that the proofs of those stay computable. Only batches whose
+    /// records' span crosses the day's bounds, or that hold evidence of
+    /// the day, can; the others go whole.
+    fn keep_leaves(&self, lo: u64, hi: u64) -> Result<(), StoreError> {
+        let db = &self.db;
+        let range = format!("first_ns >= {lo} AND first_ns < {hi}");
+        let sql = format!(
+            "SELECT {READ_COLS}, seq, toUInt64(idx) FROM {db}.flows WHERE {range} AND (sensor_id, seq) IN \
+             (SELECT sensor_id, seq FROM {db}.batches WHERE signature != '' AND first_ns < {hi} \
+              AND last_ns >= {lo} AND (first_ns < {lo} OR last_ns >= {hi}) \
+              UNION ALL SELECT sensor_id, seq FROM {db}.flows WHERE {range} AND \
+              (sensor_id, flow_id, first_ns) IN (SELECT sensor_id, flow_id, first_ns FROM {db}.alert_evidence WHERE {range}))"
+        );
+        let body = self.select("reading a day's attested records", &sql)?;
+        let mut r = Reader::new(&body);
+        let (mut rows, mut buf) = (Vec::new(), Vec::with_capacity(256));
+        let mut n = 0u64;
+        while !r.done() {
+            let (sensor, rec) = self.read_flow(&mut r)?;
+            let (seq, idx) = (r.u64()?, r.u64()?);
+            let h = vigil_proto::attest::record_leaf(&rec, &mut buf);
+            put_str(&mut rows, sensor.as_bytes());
+            rows.extend_from_slice(&seq.to_le_bytes());
+            rows.extend_from_slice(&(idx as u32).to_le_bytes());
+            put_str(&mut rows, &h);
+            n += 1;
+        }
+        if n > 0 {
+            tracing::info!(database = %db, leaves = n, "retention: keeping the leaves of batches that outlive a day");
+        }
+        self.insert(
+            "keeping leaves",
+            "pruned_leaves",
+            "sensor_id, seq, idx, hash",
+            &rows,
+        )
+    }
+}
 
 /// A day partition of `flows`.
 struct FlowDay {
@@ -96,6 +139,7 @@ impl ClickHouseStore {
             (u64::from(d.day) + 1) * NS_PER_DAY,
         );
         let range = format!("first_ns >= {lo} AND first_ns < {hi}");
+        self.keep_leaves(lo, hi)?;
         self.exec(
             "keeping a day's evidence flows",
             &format!(

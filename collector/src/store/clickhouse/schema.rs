@@ -84,15 +84,6 @@ impl ClickHouseStore {
                  flows UInt64, received_ns UInt64, {BATCH_EXTRA}) \
                  ENGINE = MergeTree() ORDER BY (sensor_id, seq)"
             ),
-            // Tables of before kept only the first four columns.
-            format!(
-                "ALTER TABLE {db}.batches {}",
-                BATCH_EXTRA
-                    .split(", ")
-                    .map(|c| format!("ADD COLUMN IF NOT EXISTS {c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
             format!(
                 "CREATE TABLE IF NOT EXISTS {db}.sensor_keys (sensor_id String, public_key String, \
                  pinned_ns UInt64) ENGINE = MergeTree() ORDER BY sensor_id"
@@ -140,7 +131,36 @@ impl ClickHouseStore {
         for s in &ddl {
             self.exec("creating the tables", s)?;
         }
+        self.migrate_batches()?;
         self.migrate_rollups()
+    }
+
+    /// `batches` of before kept only its first four columns: the others
+    /// are added (one by one: the server may predate `ADD COLUMN IF NOT
+    /// EXISTS`).
+    fn migrate_batches(&self) -> Result<(), StoreError> {
+        let body = self.select(
+            "reading the batches table's columns",
+            &format!(
+                "SELECT name FROM system.columns WHERE database = {} AND table = 'batches'",
+                lit(self.db.as_bytes())
+            ),
+        )?;
+        let mut r = Reader::new(&body);
+        let mut have = Vec::new();
+        while !r.done() {
+            have.push(r.string()?);
+        }
+        for col in BATCH_EXTRA.split(", ") {
+            let name = col.split(' ').next().unwrap_or_default();
+            if !have.iter().any(|h| h == name) {
+                self.exec(
+                    "adding a column to batches",
+                    &format!("ALTER TABLE {}.batches ADD COLUMN {col}", self.db),
+                )?;
+            }
+        }
+        Ok(())
     }
 
     /// Per-minute roll-ups (Akvorado's pattern): a `SummingMergeTree` per

@@ -83,17 +83,25 @@ pub struct BenchArgs {
     /// event time) is measured when named. `clickhouse` (insert rate into
     /// the ClickHouse store at --clickhouse-url and top-N over
     /// --store-flows flows) too.
-    #[arg(long, value_delimiter = ',', default_value = "shared,dispatch", value_parser = ["shared", "dispatch", "fanout", "transport", "store", "detect", "clickhouse"])]
+    #[arg(long, value_delimiter = ',', default_value = "shared,dispatch", value_parser = ["shared", "dispatch", "fanout", "transport", "store", "detect", "clickhouse", "evidence"])]
     modes: Vec<String>,
     /// Flows per batch in the transport benchmark.
     #[arg(long, default_value = "2048")]
     batch_flows: usize,
+    /// Sensor attestation in the transport benchmark: on, off, or both
+    /// (alternating runs, compared).
+    #[arg(long, default_value = "on", value_parser = ["on", "off", "both"])]
+    attestation: String,
     /// Collector store durability in the transport benchmark: full or normal.
     #[arg(long, default_value = "full")]
     synchronous: String,
     /// Flows in the store benchmark.
     #[arg(long, default_value = "10000000")]
     store_flows: u64,
+    /// Evidence flows of the alert in the evidence benchmark (`evidence`:
+    /// an evidence bundle's export and verification time).
+    #[arg(long, default_value = "10000")]
+    evidence_flows: u64,
     /// Flow records in the detect benchmark.
     #[arg(long, default_value = "4000000")]
     detect_flows: u64,
@@ -126,6 +134,9 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
     if a.modes.iter().any(|m| m == "store") {
         crate::bench_e2e::store(a.store_flows, a.runs, a.store_dir.as_deref())?;
     }
+    if a.modes.iter().any(|m| m == "evidence") {
+        crate::bench_evidence::evidence(a.runs, a.evidence_flows)?;
+    }
     if a.modes.iter().any(|m| m == "detect") {
         crate::bench_detect::detect(a.runs, a.detect_flows)?;
     }
@@ -134,7 +145,7 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
     }
     if a.modes
         .iter()
-        .all(|m| m == "store" || m == "detect" || m == "clickhouse")
+        .all(|m| m == "store" || m == "detect" || m == "clickhouse" || m == "evidence")
     {
         return Ok(());
     }
@@ -240,7 +251,12 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
                 )));
             }
         };
-        crate::bench_e2e::transport(&bytes, a.runs, sync, a.batch_flows)?;
+        let attestation: &[bool] = match a.attestation.as_str() {
+            "off" => &[false],
+            "both" => &[true, false],
+            _ => &[true],
+        };
+        crate::bench_e2e::transport(&bytes, a.runs, sync, a.batch_flows, attestation)?;
     }
     let pipelines = ["shared", "dispatch", "fanout"];
     if !a.modes.iter().any(|m| pipelines.contains(&m.as_str())) {

@@ -233,6 +233,7 @@ fn store_rate(recs: &[FlowRecord], batch: usize) -> Result<f64, Failure> {
         .enumerate()
         .map(|(i, c)| IngestBatch {
             attestation: None,
+            certificate: None,
             sensor_id: "bench".into(),
             incarnation: 1,
             seq: i as u64 + 1,

@@ -40,74 +40,61 @@ pub fn transport(
     runs: usize,
     synchronous: Synchronous,
     batch_flows: usize,
+    attestation: &[bool],
 ) -> Result<(), Failure> {
     let rt = crate::runtime()?;
-    let mut rates = Vec::new();
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); attestation.len()];
+    let mut sizes: Vec<Vec<f64>> = vec![Vec::new(); attestation.len()];
     println!(
         "transport: sensor pipeline → spool → gRPC (loopback) → collector → SQLite ({synchronous:?}), {batch_flows} flows per batch"
     );
     for run in 0..runs {
-        let tmp = tempfile::tempdir().context("temporary directory")?;
-        let (flows, elapsed, lat) = rt.block_on(async {
-            let mut cfg = CollectorConfig::new(
-                SocketAddr::from(([127, 0, 0, 1], 0)),
-                tmp.path().join("data"),
+        // With attestation on and off both, they alternate, and which goes
+        // first alternates too.
+        let mut order: Vec<usize> = (0..attestation.len()).collect();
+        if run % 2 == 1 {
+            order.reverse();
+        }
+        for k in order {
+            let attest = attestation[k];
+            let (flows, elapsed, lat, stored) =
+                transport_run(bytes, synchronous, batch_flows, attest, &rt)?;
+            let rate = flows as f64 / elapsed.as_secs_f64();
+            println!(
+                "  run {} (attestation {}): {flows} flows in {:.2} s = {:.0} flows/s; ack latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} batches); store {:.1} bytes/flow",
+                run + 1,
+                if attest { "on" } else { "off" },
+                elapsed.as_secs_f64(),
+                rate,
+                lat.value_at_quantile(0.5) as f64 / 1e3,
+                lat.value_at_quantile(0.99) as f64 / 1e3,
+                lat.max() as f64 / 1e3,
+                lat.len(),
+                stored as f64 / flows as f64,
             );
-            cfg.store.synchronous = synchronous;
-            let collector = server::start(cfg).await?;
-            let mut exp = ExporterConfig::new(
-                format!("http://{}", collector.addr),
-                "bench".into(),
-                tmp.path().join("spool"),
-            );
-            exp.batch_flows = batch_flows;
-            exp.spool.max_bytes = 16 << 30;
-            exp.spool.segment_bytes = 64 << 20;
-            let live = Arc::new(LiveCounters::default());
-            let started = Instant::now();
-            let exporter = Exporter::start(exp, live.clone())?;
-            let sink = exporter.sink();
-            let pcfg = RunConfig {
-                live: Some(live),
-                ..RunConfig::default()
-            };
-            let data: &'static [u8] = Box::leak(bytes.to_vec().into_boxed_slice());
-            let report = tokio::task::spawn_blocking(move || {
-                let inputs = [Input::Memory {
-                    name: "bench".into(),
-                    bytes: data,
-                }];
-                let mut push = |r: &[FlowRecord]| sink.push(r);
-                run::run(&inputs, &pcfg, &mut push, None)
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("pipeline task: {e}"))??;
-            let d = exporter.drain(Duration::from_secs(600)).await?;
-            let lat = d.ack_latency_us.clone();
-            let elapsed = started.elapsed();
-            if d.pending > 0 {
-                return Err(Failure::from(anyhow::anyhow!(
-                    "{} batches unacknowledged",
-                    d.pending
-                )));
-            }
-            collector.shutdown().await?;
-            Ok::<_, Failure>((report.table.record_total(), elapsed, lat))
-        })?;
-        let rate = flows as f64 / elapsed.as_secs_f64();
-        println!(
-            "  run {}: {flows} flows in {:.2} s = {:.0} flows/s; ack latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} batches)",
-            run + 1,
-            elapsed.as_secs_f64(),
-            rate,
-            lat.value_at_quantile(0.5) as f64 / 1e3,
-            lat.value_at_quantile(0.99) as f64 / 1e3,
-            lat.max() as f64 / 1e3,
-            lat.len()
-        );
-        rates.push(rate);
+            rates[k].push(rate);
+            sizes[k].push(stored as f64 / flows as f64);
+        }
     }
-    println!("  median: {:.0} flows/s", median(rates));
+    for (k, attest) in attestation.iter().enumerate() {
+        println!(
+            "  median, attestation {}: {:.0} flows/s; store {:.1} bytes/flow",
+            if *attest { "on" } else { "off" },
+            median(rates[k].clone()),
+            median(sizes[k].clone())
+        );
+    }
+    if attestation.len() == 2 {
+        let per: Vec<f64> = rates[0].iter().zip(&rates[1]).map(|(a, b)| a / b).collect();
+        let shown: Vec<String> = per.iter().map(|r| format!("{r:.3}")).collect();
+        println!(
+            "  {} ÷ {} per round: median {:.3} (rounds: {})",
+            if attestation[0] { "on" } else { "off" },
+            if attestation[1] { "on" } else { "off" },
+            median(per),
+            shown.join(" ")
+        );
+    }
     // Control in the same run: the same records committed straight into a
     // fresh store, in the same batch size (no sensor, no gRPC, one thread).
     let (records, _) = {
@@ -143,6 +130,7 @@ pub fn transport(
         for (i, chunk) in records.chunks(batch_flows).enumerate() {
             store.commit(&IngestBatch {
                 attestation: None,
+                certificate: None,
                 sensor_id: "control".into(),
                 incarnation: 1,
                 seq: i as u64 + 1,
@@ -160,6 +148,66 @@ pub fn transport(
         shown.join(" ")
     );
     Ok(())
+}
+
+/// One transport run: (records, elapsed, ack latency, store bytes used).
+fn transport_run(
+    bytes: &[u8],
+    synchronous: Synchronous,
+    batch_flows: usize,
+    attest: bool,
+    rt: &tokio::runtime::Runtime,
+) -> Result<(u64, Duration, hdrhistogram::Histogram<u64>, u64), Failure> {
+    let tmp = tempfile::tempdir().context("temporary directory")?;
+    let data = tmp.path().join("data");
+    let (flows, elapsed, lat) = rt.block_on(async {
+        let mut cfg = CollectorConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), data.clone());
+        cfg.store.synchronous = synchronous;
+        let collector = server::start(cfg).await?;
+        let mut exp = ExporterConfig::new(
+            format!("http://{}", collector.addr),
+            "bench".into(),
+            tmp.path().join("spool"),
+        );
+        exp.batch_flows = batch_flows;
+        exp.spool.max_bytes = 16 << 30;
+        exp.spool.segment_bytes = 64 << 20;
+        if !attest {
+            exp.attestation_key = None;
+        }
+        let live = Arc::new(LiveCounters::default());
+        let started = Instant::now();
+        let exporter = Exporter::start(exp, live.clone())?;
+        let sink = exporter.sink();
+        let pcfg = RunConfig {
+            live: Some(live),
+            ..RunConfig::default()
+        };
+        let data: &'static [u8] = Box::leak(bytes.to_vec().into_boxed_slice());
+        let report = tokio::task::spawn_blocking(move || {
+            let inputs = [Input::Memory {
+                name: "bench".into(),
+                bytes: data,
+            }];
+            let mut push = |r: &[FlowRecord]| sink.push(r);
+            run::run(&inputs, &pcfg, &mut push, None)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("pipeline task: {e}"))??;
+        let d = exporter.drain(Duration::from_secs(600)).await?;
+        let lat = d.ack_latency_us.clone();
+        let elapsed = started.elapsed();
+        if d.pending > 0 {
+            return Err(Failure::from(anyhow::anyhow!(
+                "{} batches unacknowledged",
+                d.pending
+            )));
+        }
+        collector.shutdown().await?;
+        Ok::<_, Failure>((report.table.record_total(), elapsed, lat))
+    })?;
+    let stored = SqliteStore::open(&data, SqliteConfig::default())?.used_bytes()?;
+    Ok((flows, elapsed, lat, stored))
 }
 
 /// Fills `dir` with `n` records over one hour from `t0`; returns the time
@@ -180,6 +228,7 @@ fn fill(dir: &Path, n: u64, t0: u64) -> Result<Duration, Failure> {
         seq += 1;
         store.commit(&IngestBatch {
             attestation: None,
+            certificate: None,
             sensor_id: "bench".into(),
             incarnation: 1,
             seq,
@@ -194,7 +243,7 @@ fn fill(dir: &Path, n: u64, t0: u64) -> Result<Duration, Failure> {
 /// `n` synthetic records over one hour from `t0`, in batches. Sources: 1 M
 /// addresses; destinations: 4096 servers of a /20 (198.51.0.0/20), skewed
 /// (a few take most); services from a short list.
-struct Synthetic {
+pub(crate) struct Synthetic {
     rng: Rng,
     i: u64,
     n: u64,
@@ -203,7 +252,7 @@ struct Synthetic {
 }
 
 impl Synthetic {
-    fn new(n: u64, t0: u64) -> Synthetic {
+    pub(crate) fn new(n: u64, t0: u64) -> Synthetic {
         let mut history = History::default();
         history.push(b'S');
         history.push(b'h');
@@ -216,7 +265,7 @@ impl Synthetic {
         }
     }
 
-    fn batch(&mut self, per_batch: usize) -> Option<Vec<FlowRecord>> {
+    pub(crate) fn batch(&mut self, per_batch: usize) -> Option<Vec<FlowRecord>> {
         if self.i >= self.n {
             return None;
         }
@@ -382,6 +431,7 @@ pub fn clickhouse(url: &str, flows: u64, runs: usize) -> Result<(), Failure> {
                     seq += 1;
                     group.push(IngestBatch {
                         attestation: None,
+                        certificate: None,
                         sensor_id: "bench".into(),
                         incarnation: 1,
                         seq,

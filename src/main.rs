@@ -6,6 +6,7 @@ mod alerts;
 mod bench;
 mod bench_detect;
 mod bench_e2e;
+mod bench_evidence;
 mod collector;
 mod demo;
 mod detect;

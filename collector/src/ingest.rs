@@ -327,6 +327,7 @@ pub fn validate(
     stream.last_seq = seq;
     Ok(IngestBatch {
         attestation,
+        certificate: None,
         sensor_id,
         seq,
         incarnation,

@@ -85,6 +85,7 @@ pub fn record(rng: &mut Rng, i: u64) -> FlowRecord {
 pub fn batch(sensor: &str, seq: u64, flows: Vec<FlowRecord>) -> IngestBatch {
     IngestBatch {
         attestation: None,
+        certificate: None,
         sensor_id: sensor.into(),
         seq,
         incarnation: 1,

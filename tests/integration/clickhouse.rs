@@ -218,6 +218,7 @@ fn another(ch: &ClickHouseStore) -> ClickHouseStore {
 fn batch(sensor: &str, seq: u64, flows: Vec<FlowRecord>) -> IngestBatch {
     IngestBatch {
         attestation: None,
+        certificate: None,
         sensor_id: sensor.into(),
         seq,
         incarnation: 1,
@@ -1495,6 +1496,23 @@ fn evidence_bundles_from_clickhouse_verify_and_outlive_retention() {
         );
     }
     assert_eq!(ch.pinned_keys().unwrap().len(), 1);
+    // The command line reads ClickHouse directly, with the key file.
+    let out = tmp.path().join("from-store.tar");
+    let url = server()
+        .unwrap()
+        .url
+        .replacen("http://", "clickhouse://", 1);
+    let o = crate::util::vigil()
+        .args(["evidence", "export", "1", "--store"])
+        .arg(format!("{url}/{}", ch_db(&ch)))
+        .arg("--signing-key")
+        .arg(tmp.path().join("key.pem"))
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    vigil_collector::evidence::verify::verify(&std::fs::read(&out).unwrap(), &opts).unwrap();
     // Day D goes: batch 1's records there but the evidence go.
     let week = ClickHouseStore::open(&ClickHouseConfig {
         url: server().unwrap().url.clone(),

@@ -252,6 +252,29 @@ fn sensors_stream_as_themselves_and_only_analysts_read() {
         assert!(answered.status.success(), "{}", stderr(&answered));
         let out = String::from_utf8_lossy(&answered.stdout);
         assert!(out.contains(&flows.len().to_string()), "{out}");
+        // Evidence bundles are the analysts' too: s1 is refused, alice is
+        // let through (to find no alert 1 here).
+        let export = |who: &'static str| {
+            let (url, dir) = (url.clone(), tmp.path().to_path_buf());
+            tokio::task::spawn_blocking(move || {
+                vigil()
+                    .args(["evidence", "export", "1", "-o"])
+                    .arg(dir.join(format!("{who}.tar")))
+                    .args(["--collector", &url, "--tls-server-name", "localhost"])
+                    .arg("--tls-ca")
+                    .arg(dir.join("ca.pem"))
+                    .arg("--tls-cert")
+                    .arg(dir.join(format!("{who}.pem")))
+                    .arg("--tls-key")
+                    .arg(dir.join(format!("{who}.key")))
+                    .output()
+                    .expect("vigil evidence export")
+            })
+        };
+        let e = stderr(&export("s1").await.unwrap());
+        assert!(e.contains("permission denied"), "{e}");
+        let e = stderr(&export("alice").await.unwrap());
+        assert!(e.contains("no alert 1"), "{e}");
         // The refusals, as alice sees them: s2 and alice streaming, s1 reading.
         let tls = tonic::transport::ClientTlsConfig::new()
             .ca_certificate(tonic::transport::Certificate::from_pem(
@@ -268,6 +291,31 @@ fn sensors_stream_as_themselves_and_only_analysts_read() {
         collector.shutdown().await.unwrap();
     });
     assert_eq!(keys(stored(&data, "s1")), keys(flows));
+    // The store knows the certificate s1 streamed with, by the fingerprint
+    // OpenSSL gives it (what an evidence bundle's sensors.json shows).
+    use vigil_collector::store::EvidenceStore as _;
+    let certs = SqliteStore::open_read_only(&data)
+        .unwrap()
+        .sensor_certificates("s1")
+        .unwrap();
+    match std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(tmp.path().join("s1.pem"))
+        .output()
+    {
+        Ok(o) => {
+            crate::util::ran_with("openssl");
+            let text = String::from_utf8_lossy(&o.stdout).to_lowercase();
+            let hex: String = text
+                .split_once('=')
+                .expect("a fingerprint")
+                .1
+                .trim()
+                .replace(':', "");
+            assert_eq!(certs, vec![format!("sha256:{hex}")]);
+        }
+        Err(e) => crate::util::skip(&format!("openssl not runnable ({e})")),
+    }
 }
 
 /// The two-sensor clock scenario, with real captures over real

@@ -47,6 +47,7 @@ pub fn corpus_batches(all: &[FlowRecord]) -> Vec<IngestBatch> {
         .enumerate()
         .map(|(i, chunk)| IngestBatch {
             attestation: None,
+            certificate: None,
             sensor_id: if i % 2 == 0 { "s-even" } else { "s-odd" }.into(),
             seq: i as u64 / 2 + 1,
             incarnation: 1,
@@ -314,6 +315,7 @@ pub fn check_incarnations(store: &(impl IngestStore + SensorRegistry + FlowQueri
     assert!(recs.len() >= 6, "{} records", recs.len());
     let with = |inc: u64, seq: u64, i: usize| IngestBatch {
         attestation: None,
+        certificate: None,
         sensor_id: "inc".into(),
         seq,
         incarnation: inc,
@@ -441,6 +443,7 @@ pub fn check_hunt(store: &dyn Store) {
         store
             .commit(&IngestBatch {
                 attestation: None,
+                certificate: None,
                 sensor_id: "edge".into(),
                 seq: i as u64 + 1,
                 incarnation: 3,

@@ -204,23 +204,21 @@ pub fn export<S: Store + ?Sized>(
             .insert(k.sensor_id.clone());
     }
     let contributing: BTreeSet<&str> = placed.iter().map(|p| p.sensor_id.as_str()).collect();
-    let sensors: Vec<_> = contributing
-        .iter()
-        .map(|id| {
-            let ks: Vec<_> = keys
-                .iter()
-                .filter(|(_, (_, ids))| ids.contains(*id))
-                .map(|(fp, _)| json!({"fingerprint": fp, "file": key_file(fp)}))
-                .collect();
-            json!({
-                "sensor_id": id,
-                // The collector does not record its sensors' TLS
-                // certificates; their attestation keys identify them.
-                "certificate_fingerprint": null,
-                "attestation_keys": ks,
-            })
-        })
-        .collect();
+    let mut sensors = Vec::new();
+    for id in &contributing {
+        let certs = store.sensor_certificates(id)?;
+        let ks: Vec<_> = keys
+            .iter()
+            .filter(|(_, (_, ids))| ids.contains(*id))
+            .map(|(fp, _)| json!({"fingerprint": fp, "file": key_file(fp)}))
+            .collect();
+        sensors.push(json!({
+            "sensor_id": id,
+            // Of the certificates it streamed with (mTLS), oldest first.
+            "certificate_fingerprints": certs,
+            "attestation_keys": ks,
+        }));
+    }
 
     let detector = match store.detector(&alert.detector)? {
         Some(body) => serde_json::from_str::<serde_json::Value>(&body).unwrap_or(json!(body)),

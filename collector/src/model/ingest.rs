@@ -23,6 +23,9 @@ pub struct IngestBatch {
     /// The sensor's signature over the batch, verified before the commit
     /// (`None`: not attested).
     pub attestation: Option<Attestation>,
+    /// On the first batch of a stream under mTLS: the fingerprint of the
+    /// sensor's certificate (`sha256:` and hex), which the store records.
+    pub certificate: Option<String>,
 }
 
 /// A sensor's attestation of a batch (see `vigil_proto::attest`).

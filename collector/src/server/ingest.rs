@@ -244,6 +244,7 @@ impl Ingest for IngestSvc {
             _ => None,
         };
         let peer = remote.map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        let certificate = super::tls::peer_fingerprint(&req);
         let Ok(slot) = self.shared.stream_slots.clone().try_acquire_owned() else {
             self.shared.metrics.streams_refused.inc();
             let f = Failure::peer(
@@ -342,6 +343,7 @@ impl Ingest for IngestSvc {
                     break;
                 }
                 if opens_stream {
+                    batch.certificate = certificate.clone();
                     tracing::info!(%peer, sensor = %batch.sensor_id, "sensor stream opened");
                     connected = Some(ConnectedGuard::new(
                         shared.clone(),

@@ -101,6 +101,9 @@ pub enum AlertEvent {
     StoreFailed,
 }
 
+/// The services whose refusals are counted.
+const SERVICES: [&str; 4] = ["ingest", "query", "alerts", "evidence"];
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::default();
@@ -203,7 +206,7 @@ impl Default for Metrics {
         for event in ["opened", "updated", "store_failed"] {
             let _ = m.alerts.get_or_create(&Event { event });
         }
-        for service in ["ingest", "query", "alerts"] {
+        for service in SERVICES {
             let _ = m.refusals.get_or_create(&Service { service });
         }
         Metrics { registry, ..m }
@@ -239,7 +242,7 @@ impl Metrics {
 
     /// Requests refused so far, all services.
     pub fn refusals(&self) -> u64 {
-        ["ingest", "query", "alerts"]
+        SERVICES
             .iter()
             .map(|service| self.refusals.get_or_create(&Service { service }).get())
             .sum()

@@ -35,6 +35,18 @@ pub fn server_config(t: &TlsFiles) -> Result<ServerTlsConfig, CollectorError> {
         .client_ca_root(Certificate::from_pem(read(&t.ca)?)))
 }
 
+/// `sha256:` and the hex SHA-256 of the peer's certificate (DER), what
+/// `openssl x509 -noout -fingerprint -sha256` shows; `None` without mTLS.
+pub fn peer_fingerprint<T>(req: &Request<T>) -> Option<String> {
+    use sha2::Digest as _;
+    let certs = req.peer_certs()?;
+    let leaf = certs.first()?;
+    Some(format!(
+        "sha256:{}",
+        vigil_proto::attest::hex(&sha2::Sha256::digest(leaf.as_ref()))
+    ))
+}
+
 /// The identities (SAN DNS names, then the common name) of the peer's
 /// client certificate; `None` without TLS.
 pub fn peer_identities<T>(req: &Request<T>) -> Result<Option<Vec<String>>, Failure> {

@@ -311,6 +311,10 @@ pub trait EvidenceStore: Send + Sync {
     /// `since_ns`.
     fn batch_log(&self, since_ns: u64, until_ns: u64) -> Result<Vec<StoredBatch>, StoreError>;
 
+    /// The fingerprints of the certificates a sensor streamed with (mTLS),
+    /// oldest first.
+    fn sensor_certificates(&self, sensor: &str) -> Result<Vec<String>, StoreError>;
+
     /// Records detector settings (JSON) under their hash, once.
     fn put_detector(&self, hash: &str, body: &str) -> Result<(), StoreError>;
 

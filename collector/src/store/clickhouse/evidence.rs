@@ -317,6 +317,24 @@ impl EvidenceStore for ClickHouseStore {
         Ok(out)
     }
 
+    fn sensor_certificates(&self, sensor: &str) -> Result<Vec<String>, StoreError> {
+        let body = self.select(
+            "reading the sensor's certificates",
+            &format!(
+                "SELECT fingerprint FROM {}.sensor_certs WHERE sensor_id = {} \
+                 GROUP BY fingerprint ORDER BY min(first_ns), fingerprint",
+                self.db,
+                lit(sensor.as_bytes())
+            ),
+        )?;
+        let mut r = Reader::new(&body);
+        let mut out = Vec::new();
+        while !r.done() {
+            out.push(r.string()?);
+        }
+        Ok(out)
+    }
+
     fn put_detector(&self, hash: &str, body: &str) -> Result<(), StoreError> {
         let mut row = Vec::new();
         put_str(&mut row, hash.as_bytes());

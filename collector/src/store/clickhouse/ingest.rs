@@ -122,7 +122,7 @@ impl IngestStore for ClickHouseStore {
         let ingest = self.ingest_table(&mut ing)?;
         let mut outcomes = Vec::with_capacity(batches.len());
         let (mut marks, mut dups, mut runs) = (Vec::new(), Vec::new(), Vec::new());
-        let mut pins = Vec::new();
+        let (mut pins, mut certs) = (Vec::new(), Vec::new());
         // The flow rows to insert: (batch, its stored seq, index in it).
         let mut rows: Vec<(&IngestBatch, u64, u32)> = Vec::new();
         for b in batches {
@@ -160,6 +160,7 @@ impl IngestStore for ClickHouseStore {
                 );
                 put_mark(&mut marks, b, seq);
                 put_pin(&mut pins, b);
+                put_cert(&mut certs, b);
                 let reset = reset(self)?;
                 known.insert(key, (seq, flows_to));
                 outcomes.push(CommitOutcome::Stored {
@@ -179,6 +180,7 @@ impl IngestStore for ClickHouseStore {
             rows.extend((0..b.flows.len() as u32).map(|i| (*b, seq, i)));
             put_mark(&mut marks, b, seq);
             put_pin(&mut pins, b);
+            put_cert(&mut certs, b);
             if let Some(s) = &b.stats {
                 put_str(&mut runs, b.sensor_id.as_bytes());
                 runs.extend_from_slice(&s.run_id.to_le_bytes());
@@ -263,6 +265,14 @@ impl IngestStore for ClickHouseStore {
                     "sensor_runs",
                     "sensor_id, run_id, updated_ns, stats",
                     &runs,
+                )
+            })
+            .and_then(|()| {
+                self.insert(
+                    "recording sensor certificates",
+                    "sensor_certs",
+                    "sensor_id, fingerprint, first_ns",
+                    &certs,
                 )
             })
             .and_then(|()| {
@@ -589,6 +599,16 @@ fn put_mark(out: &mut Vec<u8>, b: &IngestBatch, seq: u64) {
     put_str(out, att.map_or(&[][..], |a| &a.public_key));
     put_str(out, att.map_or(&[][..], |a| &a.root));
     put_str(out, att.map_or(&[][..], |a| &a.signature));
+}
+
+/// Appends a `sensor_certs` row for a batch that carries its stream's
+/// certificate.
+fn put_cert(out: &mut Vec<u8>, b: &IngestBatch) {
+    if let Some(fp) = &b.certificate {
+        put_str(out, b.sensor_id.as_bytes());
+        put_str(out, fp.as_bytes());
+        out.extend_from_slice(&b.received_ns.to_le_bytes());
+    }
 }
 
 /// Appends a `sensor_keys` row for a batch that pins its sensor's key.

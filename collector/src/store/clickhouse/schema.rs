@@ -89,6 +89,10 @@ impl ClickHouseStore {
                  pinned_ns UInt64) ENGINE = MergeTree() ORDER BY sensor_id"
             ),
             format!(
+                "CREATE TABLE IF NOT EXISTS {db}.sensor_certs (sensor_id String, fingerprint String, \
+                 first_ns UInt64) ENGINE = ReplacingMergeTree() ORDER BY (sensor_id, fingerprint)"
+            ),
+            format!(
                 "CREATE TABLE IF NOT EXISTS {db}.pruned_leaves (sensor_id String, seq UInt64, \
                  idx UInt32, hash String) ENGINE = ReplacingMergeTree() ORDER BY (sensor_id, seq, idx)"
             ),

@@ -206,6 +206,16 @@ impl EvidenceStore for SqliteStore {
         })
     }
 
+    fn sensor_certificates(&self, sensor: &str) -> Result<Vec<String>, StoreError> {
+        self.with_reader(|c| {
+            c.prepare_cached(
+                "SELECT fingerprint FROM sensor_certs WHERE sensor = ?1 ORDER BY first_ns, fingerprint",
+            )
+            .and_then(|mut st| st.query_map([sensor], |r| r.get(0))?.collect())
+            .map_err(|e| self.err("reading the sensor's certificates", e))
+        })
+    }
+
     fn put_detector(&self, hash: &str, body: &str) -> Result<(), StoreError> {
         self.lock_writer()
             .execute(

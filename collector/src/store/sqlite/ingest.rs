@@ -260,6 +260,13 @@ impl SqliteStore {
         })
         .map_err(|e| self.err("recording the batch", e))?;
         let id = tx.last_insert_rowid();
+        if let Some(fp) = &b.certificate {
+            tx.execute(
+                "INSERT OR IGNORE INTO sensor_certs (sensor, fingerprint, first_ns) VALUES (?1, ?2, ?3)",
+                params![b.sensor_id, fp, b.received_ns as i64],
+            )
+            .map_err(|e| self.err("recording the sensor's certificate", e))?;
+        }
         if let Some(a) = att.filter(|a| a.pin) {
             tx.execute(
                 "INSERT OR IGNORE INTO sensor_keys (sensor, public_key, pinned_ns) VALUES (?1, ?2, ?3)",

@@ -181,6 +181,12 @@ CREATE TABLE IF NOT EXISTS sensor_keys (
     public_key BLOB NOT NULL,
     pinned_ns INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sensor_certs (
+    sensor TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    first_ns INTEGER NOT NULL,
+    PRIMARY KEY (sensor, fingerprint)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pruned_leaves (
     batch INTEGER NOT NULL,
     idx INTEGER NOT NULL,

@@ -1,7 +1,9 @@
 //! Criterion benchmarks of the hot path, each beside a naive peer in the
 //! same run: decoding (Vigil's decoder against etherparse's full
 //! `SlicedPacket`) and flow update (Vigil's table against a std `HashMap`
-//! keyed by the 5-tuple with the default SipHash).
+//! keyed by the 5-tuple with the default SipHash), and the collector's
+//! check of a batch (validation, with the sensor's attestation against
+//! without).
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -158,9 +160,106 @@ fn flow_update_large(c: &mut Criterion) {
     g.finish();
 }
 
+/// The collector's work on one batch of 2048 records before the commit:
+/// validation, and with attestation the root over the records and the
+/// signature check.
+fn ingest_check(c: &mut Criterion) {
+    use ed25519_dalek::Signer as _;
+    use vigil_collector::evidence::SensorKeys;
+    use vigil_collector::ingest::{Limits, StreamState, validate};
+    use vigil_proto::{attest, merkle, pb};
+
+    let bytes = BulkConfig {
+        packets: 20_000,
+        flows: 2048,
+        ..BulkConfig::default()
+    }
+    .to_pcap_bytes();
+    let mut recs = Vec::new();
+    let mut sink = |r: &[vigil_proto::FlowRecord]| {
+        recs.extend_from_slice(r);
+        Ok(())
+    };
+    let inputs = [vigil_sensor::run::Input::Memory {
+        name: "bench".into(),
+        bytes: &bytes,
+    }];
+    vigil_sensor::run::run(
+        &inputs,
+        &vigil_sensor::run::RunConfig::default(),
+        &mut sink,
+        None,
+    )
+    .expect("records");
+    recs.truncate(2048);
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let mut buf = Vec::new();
+    let leaves: Vec<_> = recs
+        .iter()
+        .map(|r| attest::record_leaf(r, &mut buf))
+        .collect();
+    let st = attest::Statement {
+        sensor_id: "s1".into(),
+        incarnation: 1,
+        seq: 1,
+        size: recs.len() as u64,
+        root: merkle::root(&leaves),
+    };
+    let plain = pb::FlowBatch {
+        sensor_id: "s1".into(),
+        seq: 1,
+        flows: recs.iter().map(pb::Flow::from).collect(),
+        incarnation: 1,
+        ..Default::default()
+    };
+    let signed = pb::FlowBatch {
+        signature: key.sign(&st.to_bytes()).to_bytes().to_vec(),
+        public_key: key.verifying_key().to_bytes().to_vec(),
+        ..plain.clone()
+    };
+    let now = recs.iter().map(|r| r.last_seen_ns).max().unwrap_or(0);
+    let mut g = c.benchmark_group("ingest_check");
+    g.throughput(Throughput::Elements(recs.len() as u64));
+    for (name, batch) in [("unattested", &plain), ("attested", &signed)] {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || batch.clone(),
+                |m| {
+                    let mut b = validate(
+                        m,
+                        &mut StreamState::default(),
+                        None,
+                        &Limits::default(),
+                        now,
+                    )
+                    .expect("valid");
+                    let keys = SensorKeys::default();
+                    black_box(keys.check(&mut b).expect("accepted"));
+                    b
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    // Where the attested check's time goes: the records' encodings and
+    // their leaves, and the tree over the leaves.
+    g.bench_function("leaves", |b| {
+        b.iter(|| {
+            let mut buf = Vec::with_capacity(256);
+            let l: Vec<_> = recs
+                .iter()
+                .map(|r| attest::record_leaf(r, &mut buf))
+                .collect();
+            black_box(l)
+        })
+    });
+    g.bench_function("root", |b| b.iter(|| black_box(merkle::root(&leaves))));
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20);
-    targets = decode, flow_update, flow_update_large
+    targets = decode, flow_update, flow_update_large, ingest_check
 }
 criterion_main!(benches);

@@ -18,18 +18,97 @@
 use std::fmt;
 
 use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
-use prost::Message as _;
 
 use crate::merkle::{self, Hash};
+use crate::wire::IpBytes;
 use crate::{FlowRecord, pb};
 
 /// The context that opens every signed statement (with its NUL).
 pub const CONTEXT: &[u8] = b"vigil-batch-v1\0";
 
 /// Appends the leaf bytes of `r` (its canonical `vigil.v1.Flow` encoding)
-/// to `buf`.
+/// to `buf`: byte for byte what prost writes for [`pb::Flow::from`] the
+/// record (a test holds the two equal), without building the message.
 pub fn record_bytes(r: &FlowRecord, buf: &mut Vec<u8>) {
-    pb::Flow::from(r).encode_raw(buf);
+    use prost::encoding::WireType::{LengthDelimited, SixtyFourBit, Varint};
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint};
+    let varint = |tag: u32, v: u64, buf: &mut Vec<u8>| {
+        if v != 0 {
+            encode_key(tag, Varint, buf);
+            encode_varint(v, buf);
+        }
+    };
+    let fixed = |tag: u32, v: u64, buf: &mut Vec<u8>| {
+        if v != 0 {
+            encode_key(tag, SixtyFourBit, buf);
+            buf.extend_from_slice(&v.to_le_bytes());
+        }
+    };
+    let bytes = |tag: u32, b: &[u8], buf: &mut Vec<u8>| {
+        if !b.is_empty() {
+            encode_key(tag, LengthDelimited, buf);
+            encode_varint(b.len() as u64, buf);
+            buf.extend_from_slice(b);
+        }
+    };
+    let port = |tag: u32, p: Option<u16>, buf: &mut Vec<u8>| {
+        if let Some(p) = p {
+            encode_key(tag, Varint, buf);
+            encode_varint(u64::from(p), buf);
+        }
+    };
+    varint(1, r.flow_id, buf);
+    fixed(2, r.first_seen_ns, buf);
+    fixed(3, r.last_seen_ns, buf);
+    varint(4, u64::from(r.proto), buf);
+    bytes(5, IpBytes::from(r.src_ip).as_slice(), buf);
+    port(6, r.src_port, buf);
+    bytes(7, IpBytes::from(r.dst_ip).as_slice(), buf);
+    port(8, r.dst_port, buf);
+    let vlan = r.vlan.as_slice();
+    if !vlan.is_empty() {
+        // Packed, as proto3 repeats scalars.
+        encode_key(9, LengthDelimited, buf);
+        let len: usize = vlan.iter().map(|v| encoded_len_varint(u64::from(*v))).sum();
+        encode_varint(len as u64, buf);
+        for v in vlan {
+            encode_varint(u64::from(*v), buf);
+        }
+    }
+    varint(10, r.fwd_packets, buf);
+    varint(11, r.fwd_bytes, buf);
+    varint(12, r.rev_packets, buf);
+    varint(13, r.rev_bytes, buf);
+    varint(14, u64::from(r.fwd_tcp_flags), buf);
+    varint(15, u64::from(r.rev_tcp_flags), buf);
+    varint(16, u64::from(r.fwd_initial_tcp_flags), buf);
+    varint(17, u64::from(r.rev_initial_tcp_flags), buf);
+    varint(18, pb::ConnState::from(r.conn_state) as i32 as u64, buf);
+    bytes(19, r.history.as_str().as_bytes(), buf);
+    varint(20, pb::EndReason::from(r.end_reason) as i32 as u64, buf);
+    bytes(21, &r.community_id.0, buf);
+    if let Some(t) = &r.tunnel {
+        let kind = pb::TunnelType::from(t.kind) as i32 as u64;
+        let (src, dst) = (IpBytes::from(t.outer_src), IpBytes::from(t.outer_dst));
+        let field = |n: usize| {
+            if n == 0 {
+                0
+            } else {
+                1 + encoded_len_varint(n as u64) + n
+            }
+        };
+        let len = if kind == 0 {
+            0
+        } else {
+            1 + encoded_len_varint(kind)
+        } + field(src.as_slice().len())
+            + field(dst.as_slice().len());
+        encode_key(22, LengthDelimited, buf);
+        encode_varint(len as u64, buf);
+        varint(1, kind, buf);
+        bytes(2, src.as_slice(), buf);
+        bytes(3, dst.as_slice(), buf);
+    }
 }
 
 /// The leaf hash of a record; `buf` is scratch space.
@@ -212,6 +291,66 @@ mod tests {
             Err(AttestError::BadSignature)
         );
         assert!(verifying_key(&[0; 31]).is_err());
+    }
+
+    #[test]
+    fn record_bytes_are_prosts_encoding_of_the_message() {
+        use prost::Message as _;
+
+        use crate::{ConnState, EndReason, History, TunnelInfo, TunnelType, Vlans};
+        let base = crate::flow::tests::record();
+        let mut cases = vec![base.clone()];
+        let v6: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        for i in 0..64u64 {
+            let mut r = base.clone();
+            r.flow_id = if i % 7 == 0 { 0 } else { i * 1_000_003 };
+            r.first_seen_ns = if i % 11 == 0 { 0 } else { i << 50 };
+            r.last_seen_ns = r.first_seen_ns.wrapping_add(i);
+            r.proto = [0u8, 1, 6, 17, 58, 132, 255][i as usize % 7];
+            if i % 3 == 0 {
+                (r.src_ip, r.dst_ip) = (v6, v6);
+            }
+            (r.src_port, r.dst_port) = match i % 4 {
+                0 => (None, None),
+                1 => (Some(0), Some(0)),
+                _ => (Some(i as u16 * 997), Some(65535)),
+            };
+            r.vlan = match i % 3 {
+                0 => Vlans::new(0, 0),
+                1 => Vlans::new(4095, 0),
+                _ => Vlans::new(100, 200),
+            };
+            (r.fwd_packets, r.fwd_bytes) = (i % 5, i * i * 1_000_000_007 % (1 << 48));
+            (r.rev_packets, r.rev_bytes) = (if i % 2 == 0 { 0 } else { 1 << 44 }, i);
+            r.fwd_tcp_flags = (i * 37) as u8;
+            r.rev_initial_tcp_flags = if i % 5 == 0 { 0 } else { 0xff };
+            r.conn_state = ConnState::ALL[i as usize % ConnState::ALL.len()];
+            r.end_reason = EndReason::ALL[i as usize % EndReason::ALL.len()];
+            r.history = if i % 6 == 0 {
+                History::default()
+            } else {
+                base.history
+            };
+            r.tunnel = match i % 4 {
+                0 => None,
+                1 => Some(TunnelInfo {
+                    kind: TunnelType::Vxlan,
+                    outer_src: "192.0.2.1".parse().unwrap(),
+                    outer_dst: v6,
+                }),
+                _ => Some(TunnelInfo {
+                    kind: [TunnelType::Gre, TunnelType::GtpU, TunnelType::MplsUdp][i as usize % 3],
+                    outer_src: v6,
+                    outer_dst: "0.0.0.0".parse().unwrap(),
+                }),
+            };
+            cases.push(r);
+        }
+        for r in &cases {
+            let mut ours = Vec::new();
+            record_bytes(r, &mut ours);
+            assert_eq!(ours, pb::Flow::from(r).encode_to_vec(), "{r:?}");
+        }
     }
 
     #[test]

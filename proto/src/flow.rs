@@ -565,11 +565,11 @@ pub fn tcp_flags_letters(flags: u8) -> [u8; 8] {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::net::Ipv4Addr;
 
-    fn record() -> FlowRecord {
+    pub(crate) fn record() -> FlowRecord {
         FlowRecord {
             flow_id: 7,
             first_seen_ns: 1_000_000_001,

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 use vigil_proto::units::{check_duration, check_size};
 
 use super::nets::{Cidr, NetMap};
@@ -861,16 +862,10 @@ impl DetectSection {
             },
             indicators,
             indicator_list,
-            settings_hash: sha256_hex(settings.as_bytes()),
+            settings_hash: vigil_proto::attest::hex(&Sha256::digest(settings.as_bytes())),
             settings,
         })
     }
-}
-
-/// Lowercase hex SHA-256.
-fn sha256_hex(b: &[u8]) -> String {
-    use sha2::Digest as _;
-    vigil_proto::attest::hex(&sha2::Sha256::digest(b))
 }
 
 impl DetectConfig {

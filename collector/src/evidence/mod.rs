@@ -10,7 +10,7 @@
 //!   another key is refused.
 //! - An alert's evidence bundle ([`bundle`]): its flows, the sensors'
 //!   signed batch roots and the Merkle paths to them, the detector
-//!   settings in force, the sensors' [`completeness`] over its window,
+//!   settings in force, the sensors' [`completeness()`] over its window,
 //!   signed by the collector; [`verify`] checks one offline.
 
 pub mod bundle;

@@ -6,12 +6,12 @@
 use std::time::Instant;
 
 use anyhow::Context as _;
-use ed25519_dalek::{Signer as _, SigningKey};
+use ed25519_dalek::SigningKey;
 use vigil_collector::evidence::{CollectorKey, VerifyOptions, export};
 use vigil_collector::model::alert::{
     Alert, AlertKind, AlertUpdate, Criticality, EvidenceRef, Severity,
 };
-use vigil_collector::model::ingest::{Attestation, IngestBatch};
+use vigil_collector::model::ingest::IngestBatch;
 use vigil_collector::store::prelude::*;
 use vigil_collector::store::sqlite::{SqliteConfig, SqliteStore, Synchronous};
 
@@ -21,31 +21,6 @@ use crate::bench_e2e::Synthetic;
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-/// Signs `b` as a sensor does.
-fn sign(mut b: IngestBatch, key: &SigningKey) -> IngestBatch {
-    let mut buf = Vec::new();
-    let leaves: Vec<_> = b
-        .flows
-        .iter()
-        .map(|r| vigil_proto::attest::record_leaf(r, &mut buf))
-        .collect();
-    let root = vigil_proto::merkle::root(&leaves);
-    let st = vigil_proto::attest::Statement {
-        sensor_id: b.sensor_id.clone(),
-        incarnation: b.incarnation,
-        seq: b.seq,
-        size: b.flows.len() as u64,
-        root,
-    };
-    b.attestation = Some(Attestation {
-        public_key: key.verifying_key().to_bytes().to_vec(),
-        signature: key.sign(&st.to_bytes()).to_bytes().to_vec(),
-        root,
-        pin: b.seq == 1,
-    });
-    b
 }
 
 pub fn evidence(runs: usize, evidence_flows: u64) -> Result<(), Failure> {
@@ -83,7 +58,7 @@ pub fn evidence(runs: usize, evidence_flows: u64) -> Result<(), Failure> {
             stats: None,
             received_ns: t0,
         };
-        store.commit(&sign(b, &sensor))?;
+        store.commit(&b.signed_by(&sensor))?;
     }
     refs.truncate(evidence_flows as usize);
     let (first, last) = refs.iter().fold((u64::MAX, 0), |(a, b), e| {

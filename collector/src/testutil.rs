@@ -117,28 +117,11 @@ pub fn filled() -> (tempfile::TempDir, SqliteStore, Vec<(String, FlowRecord)>) {
     (dir, store, all)
 }
 
-/// `b` signed by `key` as a sensor would sign it.
-pub fn signed(mut b: IngestBatch, key: &ed25519_dalek::SigningKey) -> IngestBatch {
-    use ed25519_dalek::Signer as _;
-    let mut buf = Vec::new();
-    let leaves: Vec<_> = b
-        .flows
-        .iter()
-        .map(|r| vigil_proto::attest::record_leaf(r, &mut buf))
-        .collect();
-    let root = vigil_proto::merkle::root(&leaves);
-    let st = vigil_proto::attest::Statement {
-        sensor_id: b.sensor_id.clone(),
-        incarnation: b.incarnation,
-        seq: b.seq,
-        size: b.flows.len() as u64,
-        root,
-    };
-    b.attestation = Some(crate::model::ingest::Attestation {
-        public_key: key.verifying_key().to_bytes().to_vec(),
-        signature: key.sign(&st.to_bytes()).to_bytes().to_vec(),
-        root,
-        pin: false,
-    });
+/// `b` signed by `key` as a sensor would sign it (its key not pinned).
+pub fn signed(b: IngestBatch, key: &ed25519_dalek::SigningKey) -> IngestBatch {
+    let mut b = b.signed_by(key);
+    if let Some(a) = b.attestation.as_mut() {
+        a.pin = false;
+    }
     b
 }

@@ -7,7 +7,6 @@
 //! flood shows its losses in the bundle and in `vigil alerts show`.
 
 use std::collections::BTreeMap;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -18,7 +17,7 @@ use vigil_collector::store::AlertQuery;
 use vigil_collector::store::prelude::*;
 use vigil_collector::store::sqlite::SqliteStore;
 
-use crate::util::{corpus_dir, free_port, ran_with, rt, skip, vigil};
+use crate::util::{corpus_dir, free_port, ran_with, rt, skip, tar_members, vigil};
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -27,21 +26,6 @@ fn stderr(o: &Output) -> String {
 fn ok(o: Output, what: &str) -> String {
     assert!(o.status.success(), "{what}: {}", stderr(&o));
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// A bundle's members, in order.
-fn members(bundle: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let mut ar = tar::Archive::new(bundle);
-    ar.entries()
-        .unwrap()
-        .map(|e| {
-            let mut e = e.unwrap();
-            let p = e.path().unwrap().to_string_lossy().into_owned();
-            let mut b = Vec::new();
-            e.read_to_end(&mut b).unwrap();
-            (p, b)
-        })
-        .collect()
 }
 
 fn tar_of(members: &[(String, Vec<u8>)]) -> Vec<u8> {
@@ -237,7 +221,7 @@ fn bundles_of_real_attacks_verify_offline_and_every_change_is_named() {
         assert!(out.contains("verified"), "{out}");
         // flows.jsonl: exactly the alert's kept evidence flows.
         let bundle = std::fs::read(&path).unwrap();
-        let m: BTreeMap<_, _> = members(&bundle).into_iter().collect();
+        let m: BTreeMap<_, _> = tar_members(&bundle).into_iter().collect();
         let want: String = store
             .evidence_flows(&full.evidence)
             .unwrap()
@@ -347,7 +331,7 @@ fn bundles_of_real_attacks_verify_offline_and_every_change_is_named() {
 
     // Any byte of any member changed: named.
     let (brute, brute_path) = &bundles[2];
-    let original = members(&std::fs::read(brute_path).unwrap());
+    let original = tar_members(&std::fs::read(brute_path).unwrap());
     for i in 0..original.len() {
         let mut m = original.clone();
         let mid = m[i].1.len() / 2;
@@ -414,7 +398,7 @@ fn bundles_of_real_attacks_verify_offline_and_every_change_is_named() {
 
     // The lossy sensor: its evictions in the flood's completeness, and in
     // `vigil alerts show`.
-    let m: BTreeMap<_, _> = members(&std::fs::read(flood_path).unwrap())
+    let m: BTreeMap<_, _> = tar_members(&std::fs::read(flood_path).unwrap())
         .into_iter()
         .collect();
     let c: serde_json::Value = serde_json::from_slice(&m["completeness.json"]).unwrap();

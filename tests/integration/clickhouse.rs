@@ -1368,32 +1368,6 @@ fn inserts_name_their_columns() {
     assert_eq!(back, want);
 }
 
-/// `b` signed by `key` as a sensor signs it (vigil_proto::attest).
-fn signed(mut b: IngestBatch, key: &ed25519_dalek::SigningKey) -> IngestBatch {
-    use ed25519_dalek::Signer as _;
-    let mut buf = Vec::new();
-    let leaves: Vec<_> = b
-        .flows
-        .iter()
-        .map(|r| vigil_proto::attest::record_leaf(r, &mut buf))
-        .collect();
-    let root = vigil_proto::merkle::root(&leaves);
-    let st = vigil_proto::attest::Statement {
-        sensor_id: b.sensor_id.clone(),
-        incarnation: b.incarnation,
-        seq: b.seq,
-        size: b.flows.len() as u64,
-        root,
-    };
-    b.attestation = Some(vigil_collector::model::ingest::Attestation {
-        public_key: key.verifying_key().to_bytes().to_vec(),
-        signature: key.sign(&st.to_bytes()).to_bytes().to_vec(),
-        root,
-        pin: b.seq == 1,
-    });
-    b
-}
-
 /// Evidence bundles from ClickHouse (issue #26): the same bundle content
 /// as from the embedded store given the same batches and alert, verified;
 /// after retention drops a day, evidence whose batch-mates went with it
@@ -1401,7 +1375,6 @@ fn signed(mut b: IngestBatch, key: &ed25519_dalek::SigningKey) -> IngestBatch {
 #[test]
 fn evidence_bundles_from_clickhouse_verify_and_outlive_retention() {
     use std::collections::BTreeMap;
-    use std::io::Read as _;
 
     use vigil_collector::evidence::{CollectorKey, VerifyOptions, export};
     use vigil_collector::store::sqlite::{SqliteConfig, SqliteStore};
@@ -1450,9 +1423,9 @@ fn evidence_bundles_from_clickhouse_verify_and_outlive_retention() {
     alert.first_seen_ns = d + DAY - 1000;
     alert.last_seen_ns = d + 2 * DAY + 10;
     for s in [&ch as &dyn vigil_collector::store::Store, &sq] {
-        s.commit(&signed(batch("s", 1, b1.clone()), &sensor))
+        s.commit(&batch("s", 1, b1.clone()).signed_by(&sensor))
             .unwrap();
-        s.commit(&signed(batch("s", 2, b2.clone()), &sensor))
+        s.commit(&batch("s", 2, b2.clone()).signed_by(&sensor))
             .unwrap();
         s.put_alerts(&[AlertUpdate {
             alert: alert.clone(),
@@ -1466,17 +1439,7 @@ fn evidence_bundles_from_clickhouse_verify_and_outlive_retention() {
         allow_unattested: false,
     };
     let members = |bytes: &[u8]| -> BTreeMap<String, Vec<u8>> {
-        let mut ar = tar::Archive::new(bytes);
-        ar.entries()
-            .unwrap()
-            .map(|e| {
-                let mut e = e.unwrap();
-                let p = e.path().unwrap().to_string_lossy().into_owned();
-                let mut b = Vec::new();
-                e.read_to_end(&mut b).unwrap();
-                (p, b)
-            })
-            .collect()
+        crate::util::tar_members(bytes).into_iter().collect()
     };
     let from_ch = export(&ch, &key, 1, d).unwrap();
     let from_sq = export(&sq, &key, 1, d).unwrap();

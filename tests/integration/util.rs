@@ -343,3 +343,19 @@ pub fn spawn_collector(addr: std::net::SocketAddr, data: &Path) -> std::process:
         .spawn()
         .expect("spawn collector")
 }
+
+/// A tar's members (an evidence bundle's), in order.
+pub fn tar_members(bundle: &[u8]) -> Vec<(String, Vec<u8>)> {
+    use std::io::Read as _;
+    let mut ar = tar::Archive::new(bundle);
+    ar.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let p = e.path().unwrap().to_string_lossy().into_owned();
+            let mut b = Vec::new();
+            e.read_to_end(&mut b).unwrap();
+            (p, b)
+        })
+        .collect()
+}

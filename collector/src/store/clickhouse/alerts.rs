@@ -7,10 +7,10 @@ use std::fmt::Write as _;
 use vigil_proto::FlowRecord;
 
 use super::wire::put_str;
-use super::{ClickHouseStore, READ_COLS, Reader, lit};
+use super::{ClickHouseStore, Reader, lit};
 use crate::model::alert::{Alert, AlertQuery, AlertUpdate, EvidenceRef};
 use crate::store::plan::{self, Value};
-use crate::store::{AlertStore, StoreError, alert_body};
+use crate::store::{AlertStore, EvidenceStore as _, StoreError, alert_body};
 
 impl AlertStore for ClickHouseStore {
     fn put_alerts(&self, updates: &[AlertUpdate]) -> Result<(), StoreError> {
@@ -112,46 +112,13 @@ impl AlertStore for ClickHouseStore {
         &self,
         evidence: &[EvidenceRef],
     ) -> Result<Vec<(String, FlowRecord)>, StoreError> {
-        let mut out = Vec::new();
-        // The list goes into the statement twice: 500 references of the
-        // longest sensor ids (some 185 bytes each) keep it well within the
-        // server's `max_query_size` (256 KiB by default).
-        for chunk in evidence.chunks(500) {
-            let mut list = String::new();
-            for (i, e) in chunk.iter().enumerate() {
-                if i > 0 {
-                    list.push_str(", ");
-                }
-                let _ = write!(
-                    list,
-                    "({}, {}, {})",
-                    lit(e.sensor_id.as_bytes()),
-                    e.flow_id,
-                    e.first_ns
-                );
-            }
-            let (lo, hi) = chunk.iter().fold((u64::MAX, 0), |(lo, hi), e| {
-                (lo.min(e.first_ns), hi.max(e.first_ns))
-            });
-            // From the flows, or from the copies kept when retention
-            // dropped their day (both, for a moment, while it does).
-            let one = |table: &str| {
-                format!(
-                    "SELECT {READ_COLS}, seq, idx FROM {}.{table} WHERE first_ns >= {lo} \
-                     AND first_ns <= {hi} AND (sensor_id, flow_id, first_ns) IN ({list})",
-                    self.db
-                )
-            };
-            let sql = format!(
-                "SELECT {READ_COLS} FROM ({} UNION ALL {}) \
-                 ORDER BY first_ns, sensor_id, seq, idx LIMIT 1 BY sensor_id, seq, idx",
-                one("flows"),
-                one("evidence_flows")
-            );
-            out.extend(self.read_flows(&self.select("reading evidence flows", &sql)?)?);
-        }
-        out.sort_by_key(|(_, r)| r.first_seen_ns);
-        Ok(out)
+        // From the flows, or from the copies kept when retention dropped
+        // their day (`EvidenceStore::placed_flows`).
+        Ok(self
+            .placed_flows(evidence)?
+            .into_iter()
+            .map(|p| (p.sensor_id, p.record))
+            .collect())
     }
 
     fn max_alert_id(&self) -> Result<u64, StoreError> {

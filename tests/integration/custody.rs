@@ -87,9 +87,25 @@ fn a_sensor_whose_spool_was_lost_is_stored_and_the_reset_reported() {
     let mut collector = spawn_collector(addr, &data);
     let url = format!("http://{addr}");
     let spool = tmp.path().join("spool");
+    // The sensor's attestation key is kept apart from its spool (as on a
+    // host whose spool disk is replaced): the same sensor comes back.
+    let conf = tmp.path().join("sensor.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[export]\nattestation_key = {:?}\n",
+            tmp.path()
+                .join("etc/attestation-key.pem")
+                .display()
+                .to_string()
+        ),
+    )
+    .unwrap();
     let run = |pcap: &Path| {
         vigil()
-            .args(["sensor", "-r"])
+            .args(["sensor", "-c"])
+            .arg(&conf)
+            .arg("-r")
             .arg(pcap)
             .args([
                 "--collector",
@@ -159,6 +175,10 @@ fn two_live_sensors_with_one_id_are_both_stored_and_reported() {
         let url = format!("http://{}", collector.addr);
         let exporter = |spool: &str| {
             let mut e = ExporterConfig::new(url.clone(), "twin".into(), tmp.path().join(spool));
+            // One key for both (a copied configuration): a host signing
+            // with another key than the id's is refused (issue #26,
+            // `bundles::a_sensor_signing_with_another_key…`).
+            e.attestation_key = Some(tmp.path().join("twin-key.pem"));
             e.batch_flows = 100;
             e.batch_delay = Duration::from_millis(50);
             let live = Arc::new(LiveCounters::default());

@@ -547,6 +547,38 @@ analysts = ["alice", "bob smith"]
     }
 
     #[test]
+    fn sensor_keys_are_read_inline_or_from_a_file_and_bad_ones_named() {
+        let k = ed25519_dalek::SigningKey::from_bytes(&[4; 32]).verifying_key();
+        let pem = vigil_proto::keys::public_pem(&k);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s2.pem");
+        std::fs::write(&file, &pem).unwrap();
+        let text = format!(
+            "data_dir = \"/tmp/x\"\n[[sensors]]\nid = \"s1\"\npublic_key = '''\n{pem}'''\n\
+             [[sensors]]\nid = \"s2\"\npublic_key = {:?}\n",
+            file.display().to_string()
+        );
+        let cfg = CollectorFile::parse(&text, "collector.toml")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(cfg.sensor_keys, vec![("s1".into(), k), ("s2".into(), k)]);
+        let bad = CollectorFile::parse(
+            "data_dir = \"/tmp/x\"\n[[sensors]]\nid = \"a b\"\npublic_key = \"AAAA\"\n",
+            "collector.toml",
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad.contains("collector.sensors[0].id")
+                && bad.contains("collector.sensors[0].public_key"),
+            "{bad}"
+        );
+    }
+
+    #[test]
     fn the_clickhouse_engine_takes_the_retention_keys_and_checks_its_own() {
         let f = CollectorFile::parse(
             r#"

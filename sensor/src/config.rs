@@ -559,6 +559,29 @@ mod tests {
     }
 
     #[test]
+    fn batches_are_attested_with_the_spool_key_unless_told_otherwise() {
+        let base = "sensor_id = \"s1\"\ncollector = \"http://127.0.0.1:1\"\n[spool]\ndir = \"/var/spool/v\"\n";
+        let key = |extra: &str| {
+            SensorFile::parse(&format!("{base}{extra}"), "sensor.toml")
+                .unwrap()
+                .validate()
+                .unwrap()
+                .exporter
+                .unwrap()
+                .attestation_key
+        };
+        assert_eq!(
+            key(""),
+            Some(PathBuf::from("/var/spool/v/attestation-key.pem"))
+        );
+        assert_eq!(
+            key("[export]\nattestation_key = \"/etc/vigil/key.pem\"\n"),
+            Some(PathBuf::from("/etc/vigil/key.pem"))
+        );
+        assert_eq!(key("[export]\nattestation = false\n"), None);
+    }
+
+    #[test]
     fn a_live_source_with_json_output_needs_no_collector() {
         let text = r#"
 output = "-"

@@ -203,7 +203,7 @@ fn ingest_check(c: &mut Criterion) {
         incarnation: 1,
         seq: 1,
         size: recs.len() as u64,
-        root: merkle::root(&leaves),
+        root: attest::records_root(&recs),
     };
     let plain = pb::FlowBatch {
         sensor_id: "s1".into(),

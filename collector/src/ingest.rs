@@ -309,18 +309,11 @@ pub fn validate(
     }
     // The Merkle root over the records as decoded (and as they will be
     // stored): the sensor's signature must hold over it.
-    let attestation = (!signature.is_empty()).then(|| {
-        let mut buf = Vec::with_capacity(256);
-        let leaves: Vec<_> = records
-            .iter()
-            .map(|r| vigil_proto::attest::record_leaf(r, &mut buf))
-            .collect();
-        Attestation {
-            public_key,
-            signature,
-            root: vigil_proto::merkle::root(&leaves),
-            pin: false,
-        }
+    let attestation = (!signature.is_empty()).then(|| Attestation {
+        public_key,
+        signature,
+        root: vigil_proto::attest::records_root(&records),
+        pin: false,
     });
     stream.sensor_id.get_or_insert_with(|| sensor_id.clone());
     stream.incarnation = Some(incarnation);

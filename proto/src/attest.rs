@@ -118,6 +118,13 @@ pub fn record_leaf(r: &FlowRecord, buf: &mut Vec<u8>) -> Hash {
     merkle::leaf_hash(buf)
 }
 
+/// The Merkle root over `records`' leaves, in order.
+pub fn records_root(records: &[FlowRecord]) -> Hash {
+    let mut buf = Vec::with_capacity(256);
+    let leaves: Vec<Hash> = records.iter().map(|r| record_leaf(r, &mut buf)).collect();
+    merkle::root(&leaves)
+}
+
 /// What a sensor signs for one batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Statement {

@@ -89,7 +89,7 @@ pub fn export<S: Store + ?Sized>(
         {
             let m = match store.batch(k)? {
                 Some(b) if b.attestation.is_some() => {
-                    let leaves = store.batch_leaves(k, b.size)?;
+                    let leaves = store.batch_leaves(&b)?;
                     Some(BatchMaterial { batch: b, leaves })
                 }
                 _ => None,

@@ -11,8 +11,6 @@ use std::sync::Mutex;
 use ed25519_dalek::VerifyingKey;
 use vigil_proto::keys::fingerprint;
 
-use vigil_proto::attest::Statement;
-
 use crate::model::ingest::IngestBatch;
 
 /// Where a sensor's known key came from.
@@ -91,7 +89,7 @@ impl SensorKeys {
         let sensor = batch.sensor_id.as_str();
         let mut keys = self.lock();
         let known = keys.get(sensor).copied();
-        let Some(att) = batch.attestation.as_mut() else {
+        let Some(att) = batch.attestation.as_ref() else {
             return match known {
                 None => Ok(KeyCheck::Unattested),
                 Some((k, src)) => Err(self.refusal(
@@ -106,48 +104,46 @@ impl SensorKeys {
                 )),
             };
         };
-        let verdict = vigil_proto::attest::verifying_key(&att.public_key).and_then(|key| {
-            let st = Statement {
-                sensor_id: sensor.to_string(),
-                incarnation: batch.incarnation,
-                seq: batch.seq,
-                size: batch.flows.len() as u64,
-                root: att.root,
-            };
-            st.verify(&key, &att.signature).map(|()| key)
-        });
-        let key = match (verdict, known) {
-            (Ok(key), Some((k, src))) if k != key => {
-                let why = format!(
-                    "sensor {sensor:?} signs with attestation key {}, but {} is {}: refused \
-                     (if the sensor's key was replaced on purpose, configure the new one in \
-                     [[sensors]] public_key)",
-                    fingerprint(&key),
-                    fingerprint(&k),
-                    src.describe()
-                );
-                return Err(self.refusal(sensor, key.as_bytes(), why));
-            }
-            (Ok(key), _) => key,
-            (Err(e), _) => {
+        let key = match vigil_proto::attest::verifying_key(&att.public_key) {
+            Ok(key) => key,
+            Err(e) => {
                 batch.attestation = None;
                 return Ok(KeyCheck::BadSignature(e.to_string()));
             }
         };
+        // Another key than the known one is refused whatever its
+        // signature: a bad one would otherwise get past as unattested.
+        if let Some((k, src)) = known
+            && k != key
+        {
+            let why = format!(
+                "sensor {sensor:?} signs with attestation key {}, but {} is {}: refused \
+                 (if the sensor's key was replaced on purpose, configure the new one in \
+                 [[sensors]] public_key)",
+                fingerprint(&key),
+                fingerprint(&k),
+                src.describe()
+            );
+            return Err(self.refusal(sensor, key.as_bytes(), why));
+        }
+        if let Err(e) = batch.statement(att.root).verify(&key, &att.signature) {
+            batch.attestation = None;
+            return Ok(KeyCheck::BadSignature(e.to_string()));
+        }
         if known.is_none() {
-            keys.insert(sensor.to_string(), (key, Source::Pinned));
-            att.pin = true;
+            keys.insert(batch.sensor_id.clone(), (key, Source::Pinned));
+            if let Some(a) = batch.attestation.as_mut() {
+                a.pin = true;
+            }
             tracing::info!(
-                sensor,
+                sensor = %batch.sensor_id,
                 key = %fingerprint(&key),
                 "sensor attestation key pinned on first contact"
             );
         }
         Ok(KeyCheck::Attested)
     }
-}
 
-impl SensorKeys {
     fn refusal(&self, sensor: &str, key: &[u8], why: String) -> KeyRefusal {
         let first = self
             .refused
@@ -207,6 +203,12 @@ mod tests {
             .check(&mut signed(batch("s1", 4, flows(3)), &k2))
             .unwrap_err();
         assert!(!e.first, "a retry raises no second alert");
+        // Another key with a signature that does not hold: refused as
+        // well, not let through unattested.
+        let mut forged = signed(batch("s1", 4, flows(3)), &k2);
+        forged.attestation.as_mut().unwrap().signature[0] ^= 1;
+        let e = keys.check(&mut forged).unwrap_err();
+        assert!(e.why.contains("refused"), "{e}");
         // Unsigned once a key is known: refused too.
         let e = keys.check(&mut batch("s1", 5, flows(1))).unwrap_err();
         assert!(e.why.contains("unsigned"), "{e}");
@@ -223,12 +225,7 @@ mod tests {
         let keys = SensorKeys::default();
         let mut b = signed(batch("s1", 1, flows(4)), &k);
         b.flows[2].fwd_bytes += 1;
-        b.attestation.as_mut().unwrap().root = vigil_proto::merkle::root(
-            &b.flows
-                .iter()
-                .map(|r| vigil_proto::attest::record_leaf(r, &mut Vec::new()))
-                .collect::<Vec<_>>(),
-        );
+        b.attestation.as_mut().unwrap().root = vigil_proto::attest::records_root(&b.flows);
         assert!(matches!(keys.check(&mut b), Ok(KeyCheck::BadSignature(_))));
         assert!(b.attestation.is_none());
         assert!(keys.get("s1").is_none(), "nothing pinned");

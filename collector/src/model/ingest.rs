@@ -34,27 +34,26 @@ impl IngestBatch {
     /// batch of a sensor pins its key.
     pub fn signed_by(mut self, key: &ed25519_dalek::SigningKey) -> IngestBatch {
         use ed25519_dalek::Signer as _;
-        let mut buf = Vec::new();
-        let leaves: Vec<_> = self
-            .flows
-            .iter()
-            .map(|r| vigil_proto::attest::record_leaf(r, &mut buf))
-            .collect();
-        let root = vigil_proto::merkle::root(&leaves);
-        let st = vigil_proto::attest::Statement {
+        let root = vigil_proto::attest::records_root(&self.flows);
+        let signature = key.sign(&self.statement(root).to_bytes());
+        self.attestation = Some(Attestation {
+            public_key: key.verifying_key().to_bytes().to_vec(),
+            signature: signature.to_bytes().to_vec(),
+            root,
+            pin: self.seq == 1,
+        });
+        self
+    }
+
+    /// What its sensor signs for this batch, with `root` over its records.
+    pub fn statement(&self, root: vigil_proto::merkle::Hash) -> vigil_proto::attest::Statement {
+        vigil_proto::attest::Statement {
             sensor_id: self.sensor_id.clone(),
             incarnation: self.incarnation,
             seq: self.seq,
             size: self.flows.len() as u64,
             root,
-        };
-        self.attestation = Some(Attestation {
-            public_key: key.verifying_key().to_bytes().to_vec(),
-            signature: key.sign(&st.to_bytes()).to_bytes().to_vec(),
-            root,
-            pin: self.seq == 1,
-        });
-        self
+        }
     }
 }
 

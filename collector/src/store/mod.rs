@@ -299,10 +299,10 @@ pub trait EvidenceStore: Send + Sync {
     /// A stored batch.
     fn batch(&self, key: &BatchKey) -> Result<Option<StoredBatch>, StoreError>;
 
-    /// The leaf hashes of a batch's records, by index (`size` of them): of
+    /// The leaf hashes of a stored batch's records, by index: of
     /// each record stored, or kept when retention deleted it; `None`
     /// where neither is.
-    fn batch_leaves(&self, key: &BatchKey, size: u64) -> Result<Vec<Option<Hash>>, StoreError>;
+    fn batch_leaves(&self, batch: &StoredBatch) -> Result<Vec<Option<Hash>>, StoreError>;
 
     /// Per sensor, in arrival order: the batches from the last one before
     /// the first whose records' event-time span meets `[since_ns,

@@ -295,18 +295,16 @@ impl ExportSink {
         {
             let mut b = s.builder();
             for r in recs {
+                // The record's own bytes (after its tag and length) are
+                // its leaf when batches are attested.
+                let f = pb::Flow::from(r);
+                encode_key(3, WireType::LengthDelimited, &mut b.buf);
+                encode_varint(f.encoded_len() as u64, &mut b.buf);
+                let start = b.buf.len();
+                f.encode_raw(&mut b.buf);
                 if s.key.is_some() {
-                    // The record's own bytes (after its tag and length)
-                    // are the leaf.
-                    let f = pb::Flow::from(r);
-                    encode_key(3, WireType::LengthDelimited, &mut b.buf);
-                    encode_varint(f.encoded_len() as u64, &mut b.buf);
-                    let start = b.buf.len();
-                    f.encode_raw(&mut b.buf);
                     let leaf = merkle::leaf_hash(&b.buf[start..]);
                     b.leaves.push(leaf);
-                } else {
-                    prost::encoding::message::encode(3, &pb::Flow::from(r), &mut b.buf);
                 }
                 b.flows += 1;
                 b.opened.get_or_insert_with(Instant::now);

@@ -220,9 +220,10 @@ impl EvidenceStore for ClickHouseStore {
             .next())
     }
 
-    fn batch_leaves(&self, key: &BatchKey, size: u64) -> Result<Vec<Option<Hash>>, StoreError> {
-        let mut leaves = vec![None; size as usize];
-        let (Some(stored), Some(batch)) = (self.stored_key(key)?, self.batch(key)?) else {
+    fn batch_leaves(&self, batch: &StoredBatch) -> Result<Vec<Option<Hash>>, StoreError> {
+        let mut leaves = vec![None; batch.size as usize];
+        let key = &batch.key;
+        let Some(stored) = self.stored_key(key)? else {
             return Ok(leaves);
         };
         let (sensor, db) = (lit(key.sensor_id.as_bytes()), &self.db);

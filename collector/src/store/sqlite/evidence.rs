@@ -102,9 +102,10 @@ impl EvidenceStore for SqliteStore {
         Ok(self.batch_by_key(key)?.map(|(b, _, _)| b))
     }
 
-    fn batch_leaves(&self, key: &BatchKey, size: u64) -> Result<Vec<Option<Hash>>, StoreError> {
+    fn batch_leaves(&self, batch: &StoredBatch) -> Result<Vec<Option<Hash>>, StoreError> {
+        let size = batch.size;
         let mut leaves = vec![None; size as usize];
-        let Some((_, id, first_row)) = self.batch_by_key(key)? else {
+        let Some((_, id, first_row)) = self.batch_by_key(&batch.key)? else {
             return Ok(leaves);
         };
         self.with_reader(|c| {
@@ -171,7 +172,7 @@ impl EvidenceStore for SqliteStore {
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .map_err(q)?;
-                let (sql, p) = match (lo, hi) {
+                let (sql, p): (&str, Vec<i64>) = match (lo, hi) {
                     (Some(lo), Some(hi)) => {
                         let base: Option<i64> = c
                             .query_row(
@@ -183,13 +184,13 @@ impl EvidenceStore for SqliteStore {
                         (
                             "b.sensor = ?1 AND b.received_ns >= ?2 AND b.received_ns <= ?3 \
                              ORDER BY b.received_ns, b.seq",
-                            [sensor, base.unwrap_or(lo), hi],
+                            vec![sensor, base.unwrap_or(lo), hi],
                         )
                     }
                     _ => (
-                        "b.sensor = ?1 AND b.flows > 0 AND b.last_ns < ?2 AND ?3 = ?3 \
+                        "b.sensor = ?1 AND b.flows > 0 AND b.last_ns < ?2 \
                          ORDER BY b.received_ns DESC LIMIT 1",
-                        [sensor, since, 0],
+                        vec![sensor, since],
                     ),
                 };
                 let mut st = c
@@ -197,7 +198,9 @@ impl EvidenceStore for SqliteStore {
                         "SELECT {BATCH_COLUMNS} FROM batches b JOIN sensors s ON s.id = b.sensor WHERE {sql}"
                     ))
                     .map_err(q)?;
-                let mut rows = st.query(p).map_err(q)?;
+                let mut rows = st
+                    .query(rusqlite::params_from_iter(p))
+                    .map_err(q)?;
                 while let Some(r) = rows.next().map_err(q)? {
                     out.push(self.batch_row(r)?.0);
                 }

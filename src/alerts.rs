@@ -29,6 +29,9 @@ pub enum AlertsCmd {
     Show(ShowArgs),
     /// Print alerts as the collector opens and updates them.
     Watch(WatchArgs),
+    /// Write alerts as one STIX 2.1 bundle (for a partner, as its policy
+    /// in collector.toml says: filtered, TLP-marked, anonymized).
+    Export(Box<crate::share::ExportArgs>),
 }
 
 /// Where the alerts are.
@@ -118,6 +121,9 @@ async fn backend(s: &Source) -> Result<Backend, Failure> {
 }
 
 pub fn run(cmd: AlertsCmd) -> Result<(), Failure> {
+    if let AlertsCmd::Export(a) = cmd {
+        return crate::share::export(*a);
+    }
     let rt = crate::runtime()?;
     rt.block_on(async move {
         let stdout = io::stdout();
@@ -126,6 +132,8 @@ pub fn run(cmd: AlertsCmd) -> Result<(), Failure> {
             AlertsCmd::List(a) => list(a, &mut out).await?,
             AlertsCmd::Show(a) => show(a, &mut out).await?,
             AlertsCmd::Watch(a) => watch(a, &mut out).await?,
+            // Runs its own runtime: started above, before this one.
+            AlertsCmd::Export(_) => {}
         }
         out.flush().context("writing output")?;
         Ok(())

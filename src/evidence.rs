@@ -210,7 +210,7 @@ fn export_local<S: vigil_collector::store::Store + ?Sized>(
 }
 
 /// Writes `bytes` to `path` whole (a temporary file renamed into place).
-fn write_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), Failure> {
+pub(crate) fn write_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), Failure> {
     let tmp = path.with_extension("partial");
     std::fs::write(&tmp, bytes)
         .and_then(|()| std::fs::rename(&tmp, path))

@@ -15,6 +15,7 @@ mod flows;
 mod query;
 mod replay;
 mod sensor;
+mod share;
 
 use std::process::ExitCode;
 

@@ -53,6 +53,9 @@ pub struct CollectorFile {
     /// its key pinned on first contact.
     #[serde(default)]
     pub sensors: Vec<SensorSection>,
+    /// Sharing: the operator's identity and the partners (`[share]`).
+    #[serde(default)]
+    pub share: crate::share::ShareSection,
 }
 
 /// `[[sensors]]`
@@ -99,6 +102,7 @@ impl Default for CollectorFile {
             access: AccessSection::default(),
             evidence: EvidenceSection::default(),
             sensors: Vec::new(),
+            share: crate::share::ShareSection::default(),
         }
     }
 }
@@ -430,6 +434,9 @@ impl CollectorFile {
         } else {
             None
         };
+        let share = self
+            .share
+            .validate(&self.protected, &self.detect.internal_networks, &mut errs);
         let webhook = self.detect.webhook.as_ref().and_then(|w| {
             vigil_proto::units::parse_duration(&w.timeout)
                 .ok()
@@ -487,6 +494,7 @@ impl CollectorFile {
             cfg.signing_key = Some(k.clone());
         }
         cfg.sensor_keys = sensor_keys;
+        cfg.share = share.map(std::sync::Arc::new);
         Ok(cfg)
     }
 }

@@ -30,6 +30,7 @@ pub mod ingest;
 pub mod model;
 pub mod query;
 pub mod server;
+pub mod share;
 pub mod store;
 pub mod summary;
 pub mod webhook;

@@ -31,6 +31,8 @@ use super::CollectorKey;
 use super::completeness::completeness;
 use crate::model::alert::alert_show_json;
 use crate::model::evidence::{BatchKey, StoredBatch};
+use crate::share::anon::{anonymize_flow, anonymize_json};
+use crate::share::config::Anonymizer;
 use crate::store::{Store, StoreError};
 
 /// The bundle format, in `manifest.json`.
@@ -69,6 +71,15 @@ struct BatchMaterial {
     leaves: Vec<Option<Hash>>,
 }
 
+/// For whom a bundle is anonymized.
+#[derive(Clone, Copy, Debug)]
+pub struct ForPartner<'a> {
+    /// The partner's name.
+    pub partner: &'a str,
+    /// Its anonymization.
+    pub anonymizer: &'a Anonymizer,
+}
+
 /// Makes the evidence bundle of alert `alert_id`, signed by `key`, dated
 /// `created_ns`.
 pub fn export<S: Store + ?Sized>(
@@ -76,6 +87,21 @@ pub fn export<S: Store + ?Sized>(
     key: &CollectorKey,
     alert_id: u64,
     created_ns: u64,
+) -> Result<Exported, ExportError> {
+    export_for(store, key, alert_id, created_ns, None)
+}
+
+/// [`export`], anonymized for a partner when `anon` says so: every
+/// address its policy hides replaced (Crypto-PAn) in every member, flows'
+/// Community IDs removed, and no sensor attestation (it covers the
+/// original records); the collector's signature alone vouches for it, and
+/// `manifest.json` says so (`"anonymized"`).
+pub fn export_for<S: Store + ?Sized>(
+    store: &S,
+    key: &CollectorKey,
+    alert_id: u64,
+    created_ns: u64,
+    anon: Option<ForPartner<'_>>,
 ) -> Result<Exported, ExportError> {
     let alert = store
         .alert(alert_id)?
@@ -125,6 +151,11 @@ pub fn export<S: Store + ?Sized>(
     let mut buf = Vec::with_capacity(256);
     for (n, p) in placed.iter().enumerate() {
         let line = n + 1;
+        if let Some(a) = anon {
+            flows.push_str(&anonymize_flow(&p.record, a.anonymizer).to_string());
+            flows.push('\n');
+            continue;
+        }
         flows.push_str(&serde_json::to_string(&p.record).unwrap_or_default());
         flows.push('\n');
         buf.clear();
@@ -224,7 +255,7 @@ pub fn export<S: Store + ?Sized>(
         Some(body) => serde_json::from_str::<serde_json::Value>(&body).unwrap_or(json!(body)),
         None => serde_json::Value::Null,
     };
-    let detector = json!({
+    let mut detector = json!({
         "kind": alert.kind.as_str(),
         "technique": alert.technique,
         "technique_name": alert.technique_name,
@@ -238,21 +269,43 @@ pub fn export<S: Store + ?Sized>(
     });
     let comp = completeness(store, alert.first_seen_ns, alert.last_seen_ns)?;
 
-    let alert_line = format!(
-        "{}\n",
-        alert_show_json(&vigil_proto::pb::Alert::from(&alert), Some(&comp))
-    );
+    let mut alert_doc = alert_show_json(&vigil_proto::pb::Alert::from(&alert), Some(&comp));
+    if let Some(a) = anon {
+        anonymize_json(&mut alert_doc, a.anonymizer);
+        anonymize_json(&mut detector, a.anonymizer);
+        for s in &mut sensors {
+            s["attestation_keys"] = json!([]);
+        }
+    }
+    let alert_line = format!("{alert_doc}\n");
     let mut members: Vec<(String, Vec<u8>)> = vec![
         ("alert.json".into(), alert_line.into_bytes()),
         ("flows.jsonl".into(), flows.into_bytes()),
         ("detector.json".into(), pretty(&detector)),
         ("sensors.json".into(), pretty(&json!(sensors))),
         ("completeness.json".into(), pretty(&json!(comp))),
-        ("attestation/batches.jsonl".into(), batch_lines.into_bytes()),
-        ("attestation/proofs.jsonl".into(), proofs.into_bytes()),
     ];
-    for (fp, (pem, _)) in &keys {
-        members.push((key_file(fp), pem.clone().into_bytes()));
+    match anon {
+        None => {
+            members.push(("attestation/batches.jsonl".into(), batch_lines.into_bytes()));
+            members.push(("attestation/proofs.jsonl".into(), proofs.into_bytes()));
+            for (fp, (pem, _)) in &keys {
+                members.push((key_file(fp), pem.clone().into_bytes()));
+            }
+        }
+        Some(a) => members.push((
+            "ANONYMIZED.txt".into(),
+            format!(
+                "This bundle was made for partner {:?}: the addresses of the operator's \n\
+                 networks are replaced by Crypto-PAn (prefix-preserving: two addresses that \n\
+                 shared a prefix share one of the same length) in every member, and flows' \n\
+                 Community IDs, hashes of the original addresses, are removed. The sensors' \n\
+                 attestation covers the original records, so it is not included: only the \n\
+                 collector's signature vouches for this bundle's contents.\n",
+                a.partner
+            )
+            .into_bytes(),
+        )),
     }
     members.push(("collector.pub.pem".into(), key.public_pem().into_bytes()));
     members.push(("README.txt".into(), README.as_bytes().to_vec()));
@@ -262,7 +315,13 @@ pub fn export<S: Store + ?Sized>(
         .collect();
     members.push(("SHA256SUMS".into(), sums.into_bytes()));
 
-    let manifest = manifest(&alert.id, key, created_ns, &members);
+    let manifest = manifest(
+        &alert.id,
+        key,
+        created_ns,
+        anon.map(|a| a.partner),
+        &members,
+    );
     let sig = key.sign(manifest.as_bytes());
     let mut tar = tar::Builder::new(Vec::new());
     let mtime = created_ns / 1_000_000_000;
@@ -299,6 +358,7 @@ fn manifest(
     alert: &u64,
     key: &CollectorKey,
     created_ns: u64,
+    anonymized_for: Option<&str>,
     members: &[(String, Vec<u8>)],
 ) -> String {
     let mut m = String::from("{\n");
@@ -314,6 +374,12 @@ fn manifest(
         "software",
         json!(concat!("vigil ", env!("CARGO_PKG_VERSION"))),
     ));
+    if let Some(p) = anonymized_for {
+        m.push_str(&field(
+            "anonymized",
+            json!({"partner": p, "method": "Crypto-PAn", "attested": false}),
+        ));
+    }
     m.push_str("  \"members\": [\n");
     for (i, (p, b)) in members.iter().enumerate() {
         let line = json!({"path": p, "sha256": hex(&Sha256::digest(b)), "bytes": b.len()});

@@ -18,10 +18,10 @@ pub mod completeness;
 mod sensors;
 pub mod verify;
 
-pub use bundle::{ExportError, Exported, export};
+pub use bundle::{ExportError, Exported, ForPartner, export, export_for};
 pub use completeness::{Completeness, completeness};
 pub use sensors::{KeyCheck, KeyRefusal, SensorKeys};
-pub use verify::{Verified, VerifyError, VerifyOptions};
+pub use verify::{ManifestInfo, Verified, VerifyError, VerifyOptions, bundle_manifest};
 pub use vigil_proto::keys::{
     KeyError, KeyFile as CollectorKey, fingerprint, public_path, public_pem,
 };

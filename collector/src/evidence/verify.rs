@@ -53,6 +53,39 @@ pub struct Verified {
     pub complete: bool,
     /// What the reader should know: keys taken from the bundle itself.
     pub notes: Vec<String>,
+    /// The partner it was anonymized for, if it was (then no flow is
+    /// attested: the sensors signed the original records).
+    pub anonymized_for: Option<String>,
+}
+
+/// What a bundle's manifest says of it (unverified).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestInfo {
+    /// The alert.
+    pub alert: u64,
+    /// Whether it is anonymized for a partner.
+    pub anonymized: bool,
+}
+
+/// Reads a bundle's manifest, without verifying anything.
+pub fn bundle_manifest(bundle: &[u8]) -> Result<ManifestInfo, VerifyError> {
+    let files = read_tar(bundle)?;
+    let m = files.get("manifest.json").ok_or_else(|| VerifyError {
+        place: "manifest.json".into(),
+        problem: "missing from the archive".into(),
+    })?;
+    let v: Value =
+        serde_json::from_slice(m).or_else(|e| fail("manifest.json", format!("not JSON: {e}")))?;
+    if v["format"] != FORMAT {
+        return fail(
+            "manifest.json",
+            format!("format {}, not {FORMAT}", v["format"]),
+        );
+    }
+    Ok(ManifestInfo {
+        alert: v["alert_id"].as_u64().unwrap_or(0),
+        anonymized: v["anonymized"].is_object(),
+    })
 }
 
 /// Why a bundle does not verify: the first failure.
@@ -198,6 +231,43 @@ pub fn verify(bundle: &[u8], opts: &VerifyOptions) -> Result<Verified, VerifyErr
         if p != "manifest.json" && p != "manifest.sig" && !listed.contains(p) {
             return fail(p.clone(), "in the archive but not in manifest.json");
         }
+    }
+
+    // An anonymized bundle: the collector's signature is all there is.
+    if let Some(a) = manifest["anonymized"].as_object() {
+        let partner = a
+            .get("partner")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        for p in files.keys() {
+            if p.starts_with("attestation/") {
+                return fail(
+                    p.clone(),
+                    "an anonymized bundle carries no sensor attestation",
+                );
+            }
+        }
+        let flows = std::str::from_utf8(get("flows.jsonl")?)
+            .or_else(|_| fail("flows.jsonl", "not UTF-8"))?;
+        for (n, f) in flows.lines().enumerate() {
+            serde_json::from_str::<Value>(f).or_else(|e| {
+                fail(
+                    format!("flows.jsonl line {}", n + 1),
+                    format!("not JSON: {e}"),
+                )
+            })?;
+            out.flows += 1;
+        }
+        let comp: Value = serde_json::from_slice(get("completeness.json")?)
+            .or_else(|e| fail("completeness.json", format!("not JSON: {e}")))?;
+        out.complete = comp["complete"] == Value::Bool(true);
+        out.notes.push(format!(
+            "anonymized for partner {partner:?}: its flows rest on the collector's signature \
+             alone (the sensors attested the original records)"
+        ));
+        out.anonymized_for = Some(partner);
+        return Ok(out);
     }
 
     // 3. The batches, each signed by its sensor.

@@ -92,6 +92,8 @@ pub struct CollectorConfig {
     /// Sensors' attestation keys, configured (`[[sensors]]`); the others
     /// are pinned on first contact.
     pub sensor_keys: Vec<(String, ed25519_dalek::VerifyingKey)>,
+    /// Sharing with partners (`[share]`).
+    pub share: Option<Arc<crate::share::ShareConfig>>,
 }
 
 impl CollectorConfig {
@@ -114,6 +116,7 @@ impl CollectorConfig {
             signing_key: (!data_dir.as_os_str().is_empty())
                 .then(|| data_dir.join(crate::evidence::DEFAULT_KEY)),
             sensor_keys: Vec::new(),
+            share: None,
             data_dir,
         }
     }

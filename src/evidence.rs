@@ -54,6 +54,11 @@ pub struct ExportArgs {
     /// The collector's configuration (its data directory and signing key).
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Anonymize it for this partner, as its policy in -c's
+    /// `[[share.partners]]` says (signed by the collector only: the
+    /// sensors attested the original records).
+    #[arg(long, value_name = "NAME")]
+    partner: Option<String>,
     #[command(flatten)]
     tls: ClientTlsArgs,
 }
@@ -128,6 +133,35 @@ fn signing_key(path: &std::path::Path) -> Result<CollectorKey, Failure> {
 
 fn export(a: ExportArgs) -> Result<(), Failure> {
     let file = a.config.as_deref().map(read_config).transpose()?;
+    // The partner's policy, from -c (also when asking a collector: the
+    // name must be one it knows, which it checks).
+    let partner = match (&a.partner, &file, &a.collector) {
+        (None, _, _) => None,
+        (Some(_), None, Some(_)) => Some(PartnerChoice::Remote),
+        (Some(name), Some(f), _) => {
+            let cfg = f.validate().map_err(Failure::usage)?;
+            let p = cfg
+                .share
+                .as_ref()
+                .and_then(|s| s.partner(name))
+                .cloned()
+                .ok_or_else(|| {
+                    Failure::usage(anyhow::anyhow!(
+                        "--partner {name:?}: no such [[share.partners]] in {}",
+                        a.config
+                            .as_deref()
+                            .unwrap_or(std::path::Path::new(""))
+                            .display()
+                    ))
+                })?;
+            Some(PartnerChoice::Local(Box::new(p)))
+        }
+        (Some(_), None, None) => {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "--partner needs -c collector.toml (the partner's policy)"
+            )));
+        }
+    };
     let data_dir = a
         .data_dir
         .clone()
@@ -144,7 +178,10 @@ fn export(a: ExportArgs) -> Result<(), Failure> {
                 let ch = connect(url, &a.tls).await?;
                 let mut s = pb::evidence_client::EvidenceClient::new(ch)
                     .max_decoding_message_size(8 << 20)
-                    .export(pb::ExportRequest { alert_id: a.alert })
+                    .export(pb::ExportRequest {
+                        alert_id: a.alert,
+                        partner: a.partner.clone().unwrap_or_default(),
+                    })
                     .await
                     .map_err(status_err)?
                     .into_inner();
@@ -163,12 +200,12 @@ fn export(a: ExportArgs) -> Result<(), Failure> {
             };
             let key = signing_key(k)?;
             let store = crate::query::open_clickhouse(url, a.tls.tls_ca.as_deref())?;
-            export_local(&store, &key, a.alert)?
+            export_local(&store, &key, a.alert, partner.as_ref(), data_dir.as_deref())?
         }
         (None, None, Some(dir)) => {
             let key = signing_key(key_path.as_deref().unwrap_or(&dir.join(DEFAULT_KEY)))?;
             let store = crate::query::open_local(dir)?;
-            export_local(&store, &key, a.alert)?
+            export_local(&store, &key, a.alert, partner.as_ref(), Some(dir))?
         }
         _ => {
             return Err(Failure::usage(anyhow::anyhow!(
@@ -186,16 +223,49 @@ fn export(a: ExportArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The partner a bundle is made for.
+enum PartnerChoice {
+    /// Its policy, read from -c.
+    Local(Box<vigil_collector::share::Partner>),
+    /// Named to the collector, which applies its own policy.
+    Remote,
+}
+
 fn export_local<S: vigil_collector::store::Store + ?Sized>(
     store: &S,
     key: &CollectorKey,
     alert: u64,
+    partner: Option<&PartnerChoice>,
+    data_dir: Option<&std::path::Path>,
 ) -> Result<Vec<u8>, Failure> {
-    let e = vigil_collector::evidence::export(store, key, alert, vigil_proto::time::now_ns())
-        .map_err(|e| match e {
-            vigil_collector::evidence::ExportError::NoAlert(_) => Failure::usage(e),
-            e => Failure::from(e),
-        })?;
+    let partner = match partner {
+        Some(PartnerChoice::Local(p)) => Some(&**p),
+        _ => None,
+    };
+    let anon = partner.and_then(|p| {
+        p.anonymize
+            .as_ref()
+            .map(|a| vigil_collector::evidence::ForPartner {
+                partner: &p.name,
+                anonymizer: a,
+            })
+    });
+    let e =
+        vigil_collector::evidence::export_for(store, key, alert, vigil_proto::time::now_ns(), anon)
+            .map_err(|e| match e {
+                vigil_collector::evidence::ExportError::NoAlert(_) => Failure::usage(e),
+                e => Failure::from(e),
+            })?;
+    if let Some(dir) = data_dir {
+        vigil_collector::server::record_export(dir, alert, partner, &e.bytes);
+    }
+    if let Some(a) = anon {
+        eprintln!(
+            "alert {alert}: {} evidence flows, anonymized for partner {} (signed by the collector only)",
+            e.flows, a.partner
+        );
+        return Ok(e.bytes);
+    }
     eprintln!(
         "alert {alert}: {} evidence flows, {} attested by their sensors; sensors' figures {}",
         e.flows,
@@ -254,6 +324,22 @@ fn verify(a: VerifyArgs) -> Result<(), Failure> {
         .map_err(|e| anyhow::anyhow!("{}: does not verify: {e}", a.bundle.display()))?;
     for n in &v.notes {
         eprintln!("note: {n}");
+    }
+    if let Some(p) = &v.anonymized_for {
+        println!(
+            "{}: verified: alert {}, signed by collector key {}; ANONYMIZED for partner {p}: \
+             {} flows vouched for by the collector alone; sensors' figures over its window: {}",
+            a.bundle.display(),
+            v.alert_id,
+            v.collector_key,
+            v.flows,
+            if v.complete {
+                "complete"
+            } else {
+                "INCOMPLETE (see completeness.json)"
+            }
+        );
+        return Ok(());
     }
     println!(
         "{}: verified: alert {}, signed by collector key {}; {} flows, {} proven to be in {} \

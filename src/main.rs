@@ -58,6 +58,9 @@ enum Cmd {
     /// Evidence: the collector's signing key.
     #[command(subcommand)]
     Evidence(evidence::EvidenceCmd),
+    /// Sharing with partners (STIX 2.1 over TAXII 2.1): the push's status.
+    #[command(subcommand)]
+    Share(share::ShareCmd),
     /// Run the collector's detectors over stored flows (a retro-hunt) and
     /// store the alerts found that are not stored already.
     Detect(detect::DetectArgs),
@@ -169,6 +172,7 @@ fn main() -> ExitCode {
         Cmd::Sensor(a) => sensor::run(*a),
         Cmd::Collector(a) => collector::run(a),
         Cmd::Query(a) => query::run(a),
+        Cmd::Share(a) => share::run(a),
         Cmd::Replay(a) => replay::run(a),
         Cmd::Alerts(a) => alerts::run(a),
         Cmd::Detect(a) => detect::run(a),

@@ -352,6 +352,14 @@ pub fn export(a: ExportArgs) -> Result<(), Failure> {
         anonymize: partner.and_then(|p| p.anonymize.as_ref()),
         ours: conf.as_ref().map(|c| &c.ours),
     };
+    // The bundles exported of each alert, as the ledger recorded them.
+    let ledger = match (&a.collector, &data_dir) {
+        (None, Some(dir)) => vigil_collector::share::ledger::Ledger::open_existing(dir)?,
+        _ => None,
+    };
+    let ledger_key = partner
+        .filter(|p| p.anonymize.is_some())
+        .map_or("", |p| p.name.as_str());
     let mut objects = cx.common();
     let mut exported = 0usize;
     let mut held = 0usize;
@@ -370,12 +378,19 @@ pub fn export(a: ExportArgs) -> Result<(), Failure> {
                 continue;
             }
         }
+        let recorded = match (&bundle_ref, &ledger) {
+            (None, Some(l)) => l.latest_export(al.id, ledger_key)?.map(|sha256| BundleRef {
+                sha256,
+                anonymized: !ledger_key.is_empty(),
+            }),
+            _ => None,
+        };
         objects.extend(stix::alert_objects(
             &cx,
             AlertInput {
                 alert: al,
                 flows,
-                bundle: bundle_ref.as_ref(),
+                bundle: bundle_ref.as_ref().or(recorded.as_ref()),
             },
         ));
         exported += 1;
@@ -444,4 +459,122 @@ fn local<S: Store + ?Sized>(
         out.push((pb::Alert::from(&al), flows));
     }
     Ok(out)
+}
+
+/// `vigil share …`
+#[derive(Debug, clap::Subcommand)]
+pub enum ShareCmd {
+    /// Each partner's push: objects queued, sent and refused, alerts
+    /// pending, the last success and the last failure with its error.
+    Status(StatusArgs),
+}
+
+/// Arguments of `vigil share status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The collector's data directory (its share ledger).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The collector's configuration (its data directory and partners).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Output: table or jsonl.
+    #[arg(long, default_value = "table")]
+    format: String,
+}
+
+pub fn run(cmd: ShareCmd) -> Result<(), Failure> {
+    match cmd {
+        ShareCmd::Status(a) => status(a),
+    }
+}
+
+fn status(a: StatusArgs) -> Result<(), Failure> {
+    let conf = a.config.as_deref().map(from_config).transpose()?;
+    let dir = a
+        .data_dir
+        .clone()
+        .or_else(|| conf.as_ref().and_then(|c| c.data_dir.clone()))
+        .ok_or_else(|| usage("give --data-dir DIR or -c collector.toml".into()))?;
+    let names: Vec<String> = conf
+        .as_ref()
+        .and_then(|c| c.share.as_ref())
+        .map(|s| {
+            s.partners
+                .iter()
+                .filter(|p| p.api_root.is_some())
+                .map(|p| p.name.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let status = match vigil_collector::share::ledger::Ledger::open_existing(&dir)? {
+        Some(l) => l.status(&names)?,
+        None => names
+            .iter()
+            .map(|n| vigil_collector::share::ledger::PartnerStatus {
+                partner: n.clone(),
+                ..Default::default()
+            })
+            .collect(),
+    };
+    let mut out = std::io::stdout().lock();
+    let time = |t: Option<u64>| {
+        t.map_or("-".to_string(), |ns| {
+            let s = vigil_proto::time::Rfc3339Nanos(ns).to_string();
+            format!("{}Z", &s[..19])
+        })
+    };
+    match a.format.as_str() {
+        "jsonl" => {
+            for s in &status {
+                writeln!(out, "{}", serde_json::to_string(s).context("encoding")?)
+                    .context("writing")?;
+            }
+        }
+        "table" => {
+            if status.is_empty() {
+                writeln!(
+                    out,
+                    "no partner to push to (no [[share.partners]] with an api_root)"
+                )
+                .context("writing")?;
+            }
+            writeln!(
+                out,
+                "{:<20} {:>8} {:>8} {:>8} {:>8}  {:<20}  {:<20}  {:>8}  LAST ERROR",
+                "PARTNER",
+                "QUEUED",
+                "SENT",
+                "REFUSED",
+                "PENDING",
+                "LAST SUCCESS",
+                "LAST FAILURE",
+                "FAILURES"
+            )
+            .context("writing")?;
+            for s in &status {
+                writeln!(
+                    out,
+                    "{:<20} {:>8} {:>8} {:>8} {:>8}  {:<20}  {:<20}  {:>8}  {}",
+                    s.partner,
+                    s.queued,
+                    s.sent,
+                    s.rejected,
+                    s.pending_alerts,
+                    time(s.last_success_ns),
+                    time(s.last_failure_ns),
+                    s.failures,
+                    s.last_error.as_deref().unwrap_or("-")
+                )
+                .context("writing")?;
+            }
+        }
+        other => {
+            return Err(usage(format!(
+                "--format {other:?}: share status prints as table or jsonl"
+            )));
+        }
+    }
+    out.flush().context("writing")?;
+    Ok(())
 }

@@ -25,6 +25,7 @@
 pub mod config;
 pub mod detect;
 pub mod evidence;
+pub mod http;
 pub mod hunt;
 pub mod ingest;
 pub mod model;

@@ -63,6 +63,15 @@ pub fn run(shared: Arc<Shared>, mut engine: Engine, rx: Receiver<Committed>) {
                 p.opened = u.opened;
                 // No subscriber is not an error.
                 let _ = shared.alerts.send(p);
+                if let Some(s) = &shared.share {
+                    // The pusher stops only with the collector.
+                    let _ = s.send(crate::share::push::Update {
+                        id: u.alert.id,
+                        kind: u.alert.kind,
+                        severity: u.alert.severity,
+                        asset: u.alert.asset.clone(),
+                    });
+                }
                 if let Some(w) = &shared.webhook {
                     w.send(u);
                 }

@@ -34,6 +34,37 @@ fn no_key() -> Status {
     .status()
 }
 
+/// Records an exported bundle in the share ledger (shared incidents point
+/// to it by SHA-256); a collector without a data directory has none.
+pub fn record_export(
+    data_dir: &std::path::Path,
+    alert: u64,
+    partner: Option<&crate::share::Partner>,
+    bytes: &[u8],
+) {
+    use sha2::Digest as _;
+    if data_dir.as_os_str().is_empty() {
+        return;
+    }
+    // A partner without anonymization gets the bundle as it is.
+    let name = partner
+        .filter(|p| p.anonymize.is_some())
+        .map_or("", |p| p.name.as_str());
+    let sha = vigil_proto::attest::hex(&sha2::Sha256::digest(bytes));
+    let r = crate::share::ledger::Ledger::open(data_dir).and_then(|l| {
+        l.record_export(
+            alert,
+            name,
+            &sha,
+            bytes.len() as u64,
+            vigil_proto::time::now_ns(),
+        )
+    });
+    if let Err(e) = r {
+        tracing::warn!(alert, error = %e, "recording an exported evidence bundle");
+    }
+}
+
 #[tonic::async_trait]
 impl Evidence for EvidenceSvc {
     type ExportStream = ChunkStream;
@@ -64,18 +95,49 @@ impl Evidence for EvidenceSvc {
         let Some(key) = self.0.key.clone() else {
             return Err(no_key());
         };
-        let id = req.into_inner().alert_id;
+        let req = req.into_inner();
+        let id = req.alert_id;
+        let partner = if req.partner.is_empty() {
+            None
+        } else {
+            let p = self
+                .0
+                .share_config
+                .as_ref()
+                .and_then(|s| s.partner(&req.partner))
+                .ok_or_else(|| {
+                    Failure::peer(
+                        Code::InvalidArgument,
+                        format!("no partner {:?} in [[share.partners]]", req.partner),
+                    )
+                    .status()
+                })?;
+            Some(p.clone())
+        };
         let store = self.0.store.clone();
-        let exported = blocking("exporting evidence", move || match crate::evidence::export(
-            store.as_ref(),
-            &key,
-            id,
-            vigil_proto::time::now_ns(),
-        ) {
-            Ok(e) => Ok(Ok(e)),
-            Err(ExportError::Store(e)) => Err(e),
-            Err(e) => Ok(Err(e)),
-        })
+        let data_dir = self.0.data_dir.clone();
+        let exported = blocking(
+            "exporting evidence",
+            move || match crate::evidence::export_for(
+                store.as_ref(),
+                &key,
+                id,
+                vigil_proto::time::now_ns(),
+                partner.as_ref().and_then(|p| {
+                    p.anonymize.as_ref().map(|a| crate::evidence::ForPartner {
+                        partner: &p.name,
+                        anonymizer: a,
+                    })
+                }),
+            ) {
+                Ok(e) => {
+                    record_export(&data_dir, id, partner.as_ref(), &e.bytes);
+                    Ok(Ok(e))
+                }
+                Err(ExportError::Store(e)) => Err(e),
+                Err(e) => Ok(Err(e)),
+            },
+        )
         .await?;
         let exported = match exported {
             Ok(e) => e,

@@ -388,13 +388,106 @@ fn webhook_registry(w: &WebhookStats) -> Registry {
     r
 }
 
-/// The text exposition: the collector's counters, the webhook's, and each
-/// sensor's (when the store answers).
+/// A label set: partner and state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartnerState {
+    partner: String,
+    state: &'static str,
+}
+
+/// A label set: partner.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartnerLabel {
+    partner: String,
+}
+
+/// The push to partners, from the share ledger (so that the figures
+/// survive restarts and agree with `vigil share status`).
+fn share_registry(status: &[crate::share::ledger::PartnerStatus]) -> Registry {
+    let mut r = Registry::default();
+    let objects = Family::<PartnerState, Gauge>::default();
+    let failures = Family::<PartnerLabel, Counter>::default();
+    let pending = Family::<PartnerLabel, Gauge>::default();
+    let success = Family::<PartnerLabel, Gauge>::default();
+    let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    for s in status {
+        for (state, v) in [
+            ("queued", s.queued),
+            ("sent", s.sent),
+            ("rejected", s.rejected),
+            ("superseded", s.superseded),
+        ] {
+            objects
+                .get_or_create(&PartnerState {
+                    partner: s.partner.clone(),
+                    state,
+                })
+                .set(gauge(v));
+        }
+        let l = PartnerLabel {
+            partner: s.partner.clone(),
+        };
+        failures.get_or_create(&l).inc_by(s.failures);
+        pending.get_or_create(&l).set(gauge(s.pending_alerts));
+        if let Some(t) = s.last_success_ns {
+            success.get_or_create(&l).set(gauge(t / 1_000_000_000));
+        }
+    }
+    r.register(
+        "vigil_collector_share_objects",
+        "STIX objects for each partner, by state: queued, sent (taken by its TAXII server), rejected, superseded (replaced by a newer version before sent)",
+        objects,
+    );
+    r.register(
+        "vigil_collector_share_push_failures",
+        "Pushes to the partner that failed (unreachable, refused, timed out)",
+        failures,
+    );
+    r.register(
+        "vigil_collector_share_pending_alerts",
+        "Alerts held by the partner's delay or waiting to become objects",
+        pending,
+    );
+    r.register(
+        "vigil_collector_share_last_success_timestamp_seconds",
+        "When the partner last took a push",
+        success,
+    );
+    r
+}
+
+/// The text exposition: the collector's counters, the webhook's, the push
+/// to partners', and each sensor's (when the store answers).
 pub async fn render(shared: Arc<Shared>) -> String {
     let mut out = String::new();
     let _ = encode(&mut out, &shared.metrics.registry);
     if let Some(w) = &shared.webhook {
         let _ = encode(&mut out, &webhook_registry(&w.stats));
+    }
+    if shared.share.is_some() {
+        let names: Vec<String> = shared
+            .share_config
+            .as_ref()
+            .map(|s| {
+                s.partners
+                    .iter()
+                    .filter(|p| p.api_root.is_some())
+                    .map(|p| p.name.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let dir = shared.data_dir.clone();
+        let status = tokio::task::spawn_blocking(move || {
+            crate::share::ledger::Ledger::open(&dir).and_then(|l| l.status(&names))
+        })
+        .await;
+        match status {
+            Ok(Ok(s)) => {
+                let _ = encode(&mut out, &share_registry(&s));
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "reading the share ledger for /metrics"),
+            Err(e) => tracing::warn!(error = %e, "reading the share ledger for /metrics"),
+        }
     }
     match super::query::status_reply(&shared).await {
         Ok(reply) => {

@@ -16,6 +16,7 @@ pub mod access;
 pub mod alerts;
 pub mod detection;
 pub mod evidence;
+pub use evidence::record_export;
 pub mod failure;
 pub mod ingest;
 pub mod metrics;
@@ -191,6 +192,13 @@ pub struct Shared {
     key: Option<Arc<crate::evidence::CollectorKey>>,
     /// The sensors' attestation keys.
     sensor_keys: crate::evidence::SensorKeys,
+    /// Alert updates for the push to partners, when it runs.
+    share: Option<std::sync::mpsc::Sender<crate::share::push::Update>>,
+    /// The collector's data directory, where the share ledger is (empty
+    /// with a ClickHouse store and no data directory).
+    data_dir: PathBuf,
+    /// The sharing policy.
+    share_config: Option<Arc<crate::share::ShareConfig>>,
     /// The detection thread's queue, once it runs (detection on).
     detect: std::sync::OnceLock<std::sync::mpsc::SyncSender<writer::Committed>>,
 }
@@ -262,6 +270,42 @@ pub async fn start(cfg: CollectorConfig) -> Result<RunningCollector, CollectorEr
 }
 
 /// Starts the detection thread, if detection is on: its queue.
+/// Starts the push to partners (those with an API root), if any.
+fn start_share(
+    cfg: &CollectorConfig,
+    store: &Arc<dyn Store>,
+    key: Option<&crate::evidence::CollectorKey>,
+) -> Result<Option<std::sync::mpsc::Sender<crate::share::push::Update>>, CollectorError> {
+    let Some(sc) = &cfg.share else {
+        return Ok(None);
+    };
+    if !sc.partners.iter().any(|p| p.api_root.is_some()) {
+        return Ok(None);
+    }
+    let (Some(key), false) = (key, cfg.data_dir.as_os_str().is_empty()) else {
+        tracing::error!(
+            "sharing with partners needs a data directory (its ledger) and a signing key: not pushing"
+        );
+        return Ok(None);
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pusher = crate::share::push::Pusher {
+        config: sc.clone(),
+        store: store.clone(),
+        data_dir: cfg.data_dir.clone(),
+        collector: key.fingerprint(),
+    };
+    std::thread::Builder::new()
+        .name("vigil-share".into())
+        .spawn(move || pusher.run(rx))
+        .map_err(|e| CollectorError::Thread("share", e))?;
+    tracing::info!(
+        partners = sc.partners.iter().filter(|p| p.api_root.is_some()).count(),
+        "pushing alerts to partners"
+    );
+    Ok(Some(tx))
+}
+
 async fn start_detection(
     cfg: &CollectorConfig,
     shared: &Arc<Shared>,
@@ -365,7 +409,11 @@ async fn start_with_store(
         "sensor attestation keys"
     );
     let sensor_keys = crate::evidence::SensorKeys::new(cfg.sensor_keys.clone(), pins);
+    let share = start_share(&cfg, &store, key.as_deref())?;
     let shared = Arc::new(Shared {
+        share,
+        data_dir: cfg.data_dir.clone(),
+        share_config: cfg.share.clone(),
         detect: std::sync::OnceLock::new(),
         sensor_keys,
         store,

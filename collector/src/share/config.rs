@@ -33,6 +33,9 @@ pub struct ShareSection {
     pub max_backoff: String,
     /// Per-request timeout to partners' TAXII servers. Default `30s`.
     pub timeout: String,
+    /// An alert that goes on is shared again at most this often (its
+    /// updates in between make one new version). Default `1m`.
+    pub update_interval: String,
     /// The partners (`[[share.partners]]`).
     pub partners: Vec<PartnerSection>,
 }
@@ -47,6 +50,7 @@ impl Default for ShareSection {
             max_observations: 100,
             max_backoff: "10m".into(),
             timeout: "30s".into(),
+            update_interval: "1m".into(),
             partners: Vec::new(),
         }
     }
@@ -240,8 +244,13 @@ pub struct ShareConfig {
     pub max_backoff: Duration,
     /// Request timeout.
     pub timeout: Duration,
+    /// Least time between two versions of an alert.
+    pub update_interval: Duration,
     /// Partners.
     pub partners: Vec<Partner>,
+    /// The protected assets' networks and `[detect] internal_networks`:
+    /// an `indicator` alert's attacker is its party outside them.
+    pub ours: NetMap<()>,
 }
 
 impl ShareConfig {
@@ -290,6 +299,7 @@ impl ShareSection {
         };
         let max_backoff = dur("max_backoff", &self.max_backoff);
         let timeout = dur("timeout", &self.timeout);
+        let update_interval = dur("update_interval", &self.update_interval);
         if !(1..=10_000).contains(&self.max_observations) {
             errs.push(format!(
                 "{} = {}: expected 1 to 10000",
@@ -324,7 +334,19 @@ impl ShareSection {
         if errs.len() > n0 {
             return None;
         }
+        let mut ours = NetMap::new();
+        for c in protected
+            .iter()
+            .flat_map(|p| p.cidrs.iter())
+            .chain(internal)
+        {
+            // Bad blocks are [detect]'s to name.
+            if let Ok(n) = Cidr::parse(c) {
+                ours.insert(n, ());
+            }
+        }
         Some(ShareConfig {
+            ours,
             operator: Operator {
                 organization: self.organization.trim().to_string(),
                 sector: self.sector.trim().to_string(),
@@ -334,6 +356,7 @@ impl ShareSection {
             max_observations: self.max_observations,
             max_backoff: max_backoff?,
             timeout: timeout?,
+            update_interval: update_interval?,
             partners,
         })
     }

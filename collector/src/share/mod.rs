@@ -5,7 +5,10 @@
 pub mod anon;
 pub mod config;
 pub mod cryptopan;
+pub mod ledger;
+pub mod push;
 pub mod stix;
+pub mod taxii;
 
 pub use config::{Partner, ShareConfig, ShareSection, Tlp};
 pub use cryptopan::CryptoPan;

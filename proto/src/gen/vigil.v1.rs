@@ -457,10 +457,14 @@ pub struct KeyReply {
     #[prost(string, tag = "2")]
     pub fingerprint: ::prost::alloc::string::String,
 }
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ExportRequest {
     #[prost(uint64, tag = "1")]
     pub alert_id: u64,
+    /// Anonymized for this partner (\[[share.partners]\] name) as its policy
+    /// says; empty: the bundle as stored, with the sensors' attestation.
+    #[prost(string, tag = "2")]
+    pub partner: ::prost::alloc::string::String,
 }
 /// A piece of an evidence bundle (a POSIX tar), in order.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -13,5 +13,6 @@ mod evidence;
 mod layout;
 mod live;
 mod query;
+mod share;
 mod transport;
 mod util;

@@ -900,7 +900,7 @@ fn prometheus_metrics_show_ingest_and_per_sensor_loss() {
 
 /// Prometheus's own linter (`promtool check metrics`, Debian package
 /// prometheus) takes the exposition without a complaint.
-fn promtool_accepts(exposition: &str) {
+pub(crate) fn promtool_accepts(exposition: &str) {
     use std::io::Write as _;
     let child = std::process::Command::new("promtool")
         .args(["check", "metrics"])

@@ -12,3 +12,5 @@ pub mod taxii;
 
 pub use config::{Partner, ShareConfig, ShareSection, Tlp};
 pub use cryptopan::CryptoPan;
+#[cfg(test)]
+mod tests;

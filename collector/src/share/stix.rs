@@ -121,6 +121,17 @@ pub fn timestamp(ns: u64) -> String {
     format!("{}Z", &s[..23])
 }
 
+/// A STIX timestamp of `ns` at millisecond precision with the fraction's
+/// trailing zeros dropped (`…:21.27Z`, `…:21Z`): how the OASIS `stix2`
+/// library writes observables' timestamps, and so hashes them into their
+/// ids; written so, ours hash the same.
+pub fn timestamp_trimmed(ns: u64) -> String {
+    let t = timestamp(ns);
+    let (head, frac) = t.trim_end_matches('Z').split_at(19);
+    let frac = frac.trim_end_matches('0').trim_end_matches('.');
+    format!("{head}{frac}Z")
+}
+
 /// The TLP 2.0 marking definition's id.
 pub fn tlp_id(t: Tlp) -> &'static str {
     match t {
@@ -436,7 +447,7 @@ pub fn alert_objects(cx: &Context<'_>, input: AlertInput<'_>) -> Vec<Value> {
         let l3 = if src.is_ipv4() { "ipv4" } else { "ipv6" };
         let l4 = vigil_proto::flow::proto_name(proto).to_string();
         let mut idp = json!({
-            "start": timestamp(c.start), "end": timestamp(c.end.max(c.start)),
+            "start": timestamp_trimmed(c.start), "end": timestamp_trimmed(c.end.max(c.start)),
             "src_ref": src_ref, "dst_ref": dst_ref, "protocols": [l3, l4],
         });
         if c.src_ports.len() == 1
@@ -454,6 +465,7 @@ pub fn alert_objects(cx: &Context<'_>, input: AlertInput<'_>) -> Vec<Value> {
             o["type"] = json!("network-traffic");
             o["spec_version"] = json!("2.1");
             o["id"] = json!(id);
+            o["is_active"] = json!(false);
             o["src_byte_count"] = json!(c.fwd_bytes);
             o["dst_byte_count"] = json!(c.rev_bytes);
             o["src_packets"] = json!(c.fwd_packets);

@@ -52,27 +52,92 @@ pub struct Source {
 pub struct ListArgs {
     #[command(flatten)]
     source: Source,
-    /// Alerts active at or after: RFC 3339 or a duration before now (2h).
-    #[arg(long)]
-    since: Option<String>,
-    /// Alerts that began before (same forms).
-    #[arg(long)]
-    until: Option<String>,
-    /// Only this kind (syn_flood, vertical_scan, brute_force, …).
-    #[arg(long)]
-    kind: Option<String>,
-    /// Only this severity or above: low, medium, high, critical.
-    #[arg(long)]
-    min_severity: Option<String>,
-    /// Only this protected asset.
-    #[arg(long)]
-    asset: Option<String>,
+    #[command(flatten)]
+    filter: AlertFilter,
     /// At most this many.
     #[arg(long, short = 'n', default_value = "100")]
     limit: u32,
     /// Output: table or jsonl.
     #[arg(long, default_value = "table")]
     format: Format,
+}
+
+/// Which alerts: `vigil alerts list` and `export`.
+#[derive(Debug, Args)]
+pub struct AlertFilter {
+    /// Alerts active at or after: RFC 3339 or a duration before now (2h).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Alerts that began before (same forms).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only this kind (syn_flood, vertical_scan, brute_force, …).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only this severity or above: low, medium, high, critical.
+    #[arg(long)]
+    pub min_severity: Option<String>,
+    /// Only this protected asset.
+    #[arg(long)]
+    pub asset: Option<String>,
+}
+
+impl AlertFilter {
+    /// The query for a store, at most `limit` alerts; times relative to `now`.
+    pub fn query(&self, now: u64, limit: u32) -> Result<AlertQuery, Failure> {
+        let time = |flag: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|s| parse_time(s, now))
+                .transpose()
+                .map_err(|e| Failure::usage(anyhow::anyhow!("--{flag} {e}")))
+        };
+        let kind = self
+            .kind
+            .as_deref()
+            .map(|k| {
+                AlertKind::parse(k).ok_or_else(|| {
+                    let all: Vec<&str> = AlertKind::ALL.iter().map(|k| k.as_str()).collect();
+                    Failure::usage(anyhow::anyhow!(
+                        "--kind {k:?}: expected one of {}",
+                        all.join(", ")
+                    ))
+                })
+            })
+            .transpose()?;
+        let min_severity = self
+            .min_severity
+            .as_deref()
+            .map(|s| {
+                Severity::parse(s).ok_or_else(|| {
+                    Failure::usage(anyhow::anyhow!(
+                        "--min-severity {s:?}: expected low, medium, high or critical"
+                    ))
+                })
+            })
+            .transpose()?;
+        Ok(AlertQuery {
+            since_ns: time("since", &self.since)?,
+            until_ns: time("until", &self.until)?,
+            kind,
+            min_severity,
+            asset: self.asset.clone(),
+            limit: limit.max(1) as usize,
+        })
+    }
+
+    /// The same query for a collector (checked first by [`Self::query`]).
+    pub fn remote(&self, q: &AlertQuery, limit: u32) -> pb::AlertQuery {
+        pb::AlertQuery {
+            range: Some(pb::TimeRange {
+                since_ns: q.since_ns.unwrap_or(0),
+                until_ns: q.until_ns.unwrap_or(0),
+            }),
+            kind: self.kind.clone().unwrap_or_default(),
+            min_severity: self.min_severity.clone().unwrap_or_default(),
+            asset: self.asset.clone().unwrap_or_default(),
+            limit: limit.max(1),
+        }
+    }
 }
 
 /// Arguments of `vigil alerts show`.
@@ -141,66 +206,15 @@ pub fn run(cmd: AlertsCmd) -> Result<(), Failure> {
 }
 
 async fn list(a: ListArgs, out: &mut impl Write) -> Result<(), Failure> {
-    let now = vigil_proto::time::now_ns();
-    let time = |flag: &str, v: &Option<String>| {
-        v.as_deref()
-            .map(|s| parse_time(s, now))
-            .transpose()
-            .map_err(|e| Failure::usage(anyhow::anyhow!("--{flag} {e}")))
-    };
-    let (since_ns, until_ns) = (time("since", &a.since)?, time("until", &a.until)?);
-    let kind = a
-        .kind
-        .as_deref()
-        .map(|k| {
-            AlertKind::parse(k).ok_or_else(|| {
-                let all: Vec<&str> = AlertKind::ALL.iter().map(|k| k.as_str()).collect();
-                Failure::usage(anyhow::anyhow!(
-                    "--kind {k:?}: expected one of {}",
-                    all.join(", ")
-                ))
-            })
-        })
-        .transpose()?;
-    let min_severity = a
-        .min_severity
-        .as_deref()
-        .map(|s| {
-            Severity::parse(s).ok_or_else(|| {
-                Failure::usage(anyhow::anyhow!(
-                    "--min-severity {s:?}: expected low, medium, high or critical"
-                ))
-            })
-        })
-        .transpose()?;
+    let q = a.filter.query(vigil_proto::time::now_ns(), a.limit)?;
     let alerts: Vec<pb::Alert> = match backend(&a.source).await? {
-        Backend::Local(s) => s
-            .alerts(&AlertQuery {
-                since_ns,
-                until_ns,
-                kind,
-                min_severity,
-                asset: a.asset.clone(),
-                limit: a.limit.max(1) as usize,
-            })?
-            .iter()
-            .map(pb::Alert::from)
-            .collect(),
+        Backend::Local(s) => s.alerts(&q)?.iter().map(pb::Alert::from).collect(),
         Backend::Remote(mut c) => {
-            c.list(pb::AlertQuery {
-                range: Some(pb::TimeRange {
-                    since_ns: since_ns.unwrap_or(0),
-                    until_ns: until_ns.unwrap_or(0),
-                }),
-                kind: a.kind.clone().unwrap_or_default(),
-                min_severity: a.min_severity.clone().unwrap_or_default(),
-                asset: a.asset.clone().unwrap_or_default(),
-                limit: a.limit.max(1),
-            })
-            .await
-            .map_err(status_err)?
-            .into_inner()
-            .alerts
+            c.list(a.filter.remote(&q, a.limit))
+                .await
+                .map_err(status_err)?
+                .into_inner()
+                .alerts
         }
     };
     match a.format {

@@ -19,7 +19,7 @@ use vigil_collector::store::prelude::*;
 use vigil_proto::{FlowRecord, pb};
 
 use crate::Failure;
-use crate::query::{ClientTlsArgs, connect, parse_time, status_err};
+use crate::query::{ClientTlsArgs, connect, status_err};
 
 /// Arguments of `vigil alerts export`.
 #[derive(Debug, Args)]
@@ -49,21 +49,8 @@ pub struct ExportArgs {
     /// Only this alert.
     #[arg(long, value_name = "N", conflicts_with_all = ["since", "until", "kind", "min_severity", "asset"])]
     id: Option<u64>,
-    /// Alerts active at or after: RFC 3339 or a duration before now (2h).
-    #[arg(long)]
-    since: Option<String>,
-    /// Alerts that began before (same forms).
-    #[arg(long)]
-    until: Option<String>,
-    /// Only this kind (syn_flood, vertical_scan, brute_force, …).
-    #[arg(long)]
-    kind: Option<String>,
-    /// Only this severity or above: low, medium, high, critical.
-    #[arg(long)]
-    min_severity: Option<String>,
-    /// Only this protected asset.
-    #[arg(long)]
-    asset: Option<String>,
+    #[command(flatten)]
+    filter: crate::alerts::AlertFilter,
     /// At most this many alerts, newest first.
     #[arg(long, short = 'n', default_value = "1000")]
     limit: u32,
@@ -217,39 +204,7 @@ pub fn export(a: ExportArgs) -> Result<(), Failure> {
         .map_err(Failure::usage)?;
 
     let now = vigil_proto::time::now_ns();
-    let time = |flag: &str, v: &Option<String>| {
-        v.as_deref()
-            .map(|s| parse_time(s, now))
-            .transpose()
-            .map_err(|e| usage(format!("--{flag} {e}")))
-    };
-    let query = AlertQuery {
-        since_ns: time("since", &a.since)?,
-        until_ns: time("until", &a.until)?,
-        kind: a
-            .kind
-            .as_deref()
-            .map(|k| {
-                AlertKind::parse(k).ok_or_else(|| {
-                    let all: Vec<&str> = AlertKind::ALL.iter().map(|k| k.as_str()).collect();
-                    usage(format!("--kind {k:?}: expected one of {}", all.join(", ")))
-                })
-            })
-            .transpose()?,
-        min_severity: a
-            .min_severity
-            .as_deref()
-            .map(|s| {
-                Severity::parse(s).ok_or_else(|| {
-                    usage(format!(
-                        "--min-severity {s:?}: expected low, medium, high or critical"
-                    ))
-                })
-            })
-            .transpose()?,
-        asset: a.asset.clone(),
-        limit: a.limit.max(1) as usize,
-    };
+    let query = a.filter.query(now, a.limit)?;
 
     let data_dir = a
         .data_dir
@@ -275,16 +230,7 @@ pub fn export(a: ExportArgs) -> Result<(), Failure> {
                 let ids: Vec<u64> = match a.id {
                     Some(id) => vec![id],
                     None => c
-                        .list(pb::AlertQuery {
-                            range: Some(pb::TimeRange {
-                                since_ns: query.since_ns.unwrap_or(0),
-                                until_ns: query.until_ns.unwrap_or(0),
-                            }),
-                            kind: a.kind.clone().unwrap_or_default(),
-                            min_severity: a.min_severity.clone().unwrap_or_default(),
-                            asset: a.asset.clone().unwrap_or_default(),
-                            limit: a.limit.max(1),
-                        })
+                        .list(a.filter.remote(&query, a.limit))
                         .await
                         .map_err(status_err)?
                         .into_inner()
@@ -496,16 +442,10 @@ fn status(a: StatusArgs) -> Result<(), Failure> {
         .clone()
         .or_else(|| conf.as_ref().and_then(|c| c.data_dir.clone()))
         .ok_or_else(|| usage("give --data-dir DIR or -c collector.toml".into()))?;
-    let names: Vec<String> = conf
+    let names = conf
         .as_ref()
         .and_then(|c| c.share.as_ref())
-        .map(|s| {
-            s.partners
-                .iter()
-                .filter(|p| p.api_root.is_some())
-                .map(|p| p.name.clone())
-                .collect()
-        })
+        .map(|s| s.pushed())
         .unwrap_or_default();
     let status = match vigil_collector::share::ledger::Ledger::open_existing(&dir)? {
         Some(l) => l.status(&names)?,

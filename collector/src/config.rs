@@ -256,6 +256,12 @@ impl CollectorFile {
             access: AccessSection {
                 analysts: vec!["analyst.example.org".into()],
             },
+            share: crate::share::ShareSection {
+                organization: "Example Water Utility".into(),
+                sector: "water".into(),
+                contact: "soc@example.org".into(),
+                ..crate::share::ShareSection::default()
+            },
             ..CollectorFile::default()
         };
         toml::to_string_pretty(&f).unwrap_or_default()

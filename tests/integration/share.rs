@@ -835,3 +835,73 @@ fn crypto_pan_agrees_with_yacryptopan_on_random_addresses() {
         assert_eq!(pan.ip(*a), *t, "{a}");
     }
 }
+
+#[test]
+fn bad_sharing_input_is_named_and_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("collector.toml");
+    let key = tmp.path().join("k.hex");
+    std::fs::write(&key, "00".repeat(32)).unwrap();
+    std::fs::write(
+        &conf,
+        format!(
+            "data_dir = {:?}\n[[protected]]\nname = \"plant\"\ncidrs = [\"198.51.100.0/24\"]\n\
+             [share]\norganization = \"Example\"\n[[share.partners]]\nname = \"cert\"\nanonymize = \"cryptopan:{}\"\n",
+            tmp.path().join("data").display().to_string(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let o = vigil().args(args).output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let c = conf.to_str().unwrap();
+    let (code, err) = run(&["alerts", "export", "--format", "csv", "--data-dir", "x"]);
+    assert_eq!(code, Some(64));
+    assert!(err.contains("--format \"csv\""), "{err}");
+    let (code, err) = run(&[
+        "alerts",
+        "export",
+        "--data-dir",
+        "x",
+        "-c",
+        c,
+        "--partner",
+        "nope",
+    ]);
+    assert_eq!(code, Some(64));
+    assert!(
+        err.contains("--partner \"nope\"") && err.contains("known: cert"),
+        "{err}"
+    );
+    let (code, err) = run(&["alerts", "export", "--data-dir", "x", "--partner", "cert"]);
+    assert_eq!(code, Some(64), "--partner needs -c: {err}");
+    let (code, err) = run(&["alerts", "export", "--data-dir", "x", "--tlp", "purple"]);
+    assert_eq!(code, Some(64));
+    assert!(err.contains("--tlp \"purple\""), "{err}");
+    let (code, out) = {
+        let o = vigil().args(["share", "status", "-c", c]).output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    assert_eq!(code, Some(0));
+    assert!(out.contains("no partner to push to"), "{out}");
+    // A bad key file and a bad level, named by key at --check-config.
+    std::fs::write(&key, "zz").unwrap();
+    let text = std::fs::read_to_string(&conf).unwrap() + "tlp = \"orange\"\n";
+    std::fs::write(&conf, text).unwrap();
+    let (code, err) = run(&["collector", "--check-config", c]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("collector.share.partners[0].anonymize"),
+        "{err}"
+    );
+    assert!(err.contains("64 hexadecimal digits"), "{err}");
+    assert!(err.contains("collector.share.partners[0].tlp"), "{err}");
+}

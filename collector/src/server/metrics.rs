@@ -465,16 +465,10 @@ pub async fn render(shared: Arc<Shared>) -> String {
         let _ = encode(&mut out, &webhook_registry(&w.stats));
     }
     if shared.share.is_some() {
-        let names: Vec<String> = shared
+        let names = shared
             .share_config
             .as_ref()
-            .map(|s| {
-                s.partners
-                    .iter()
-                    .filter(|p| p.api_root.is_some())
-                    .map(|p| p.name.clone())
-                    .collect()
-            })
+            .map(|s| s.pushed())
             .unwrap_or_default();
         let dir = shared.data_dir.clone();
         let status = tokio::task::spawn_blocking(move || {

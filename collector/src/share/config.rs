@@ -258,6 +258,15 @@ impl ShareConfig {
     pub fn partner(&self, name: &str) -> Option<&Partner> {
         self.partners.iter().find(|p| p.name == name)
     }
+
+    /// The names of the partners pushed to (those with an API root).
+    pub fn pushed(&self) -> Vec<String> {
+        self.partners
+            .iter()
+            .filter(|p| p.api_root.is_some())
+            .map(|p| p.name.clone())
+            .collect()
+    }
 }
 
 fn valid_name(s: &str) -> bool {

@@ -689,3 +689,88 @@ fn print_status(
     w().context("writing output")?;
     Ok(())
 }
+
+/// Which alerts: `vigil alerts list` and `export`.
+#[derive(Debug, Args)]
+pub struct AlertFilter {
+    /// Alerts active at or after: RFC 3339 or a duration before now (2h).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Alerts that began before (same forms).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only this kind (syn_flood, vertical_scan, brute_force, …).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only this severity or above: low, medium, high, critical.
+    #[arg(long)]
+    pub min_severity: Option<String>,
+    /// Only this protected asset.
+    #[arg(long)]
+    pub asset: Option<String>,
+}
+
+impl AlertFilter {
+    /// The query for a store, at most `limit` alerts; times relative to `now`.
+    pub fn query(
+        &self,
+        now: u64,
+        limit: u32,
+    ) -> Result<vigil_collector::store::AlertQuery, Failure> {
+        let time = |flag: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|s| parse_time(s, now))
+                .transpose()
+                .map_err(|e| Failure::usage(anyhow::anyhow!("--{flag} {e}")))
+        };
+        let kind = self
+            .kind
+            .as_deref()
+            .map(|k| {
+                vigil_collector::detect::AlertKind::parse(k).ok_or_else(|| {
+                    let all: Vec<&str> = vigil_collector::detect::AlertKind::ALL
+                        .iter()
+                        .map(|k| k.as_str())
+                        .collect();
+                    Failure::usage(anyhow::anyhow!(
+                        "--kind {k:?}: expected one of {}",
+                        all.join(", ")
+                    ))
+                })
+            })
+            .transpose()?;
+        let min_severity = self
+            .min_severity
+            .as_deref()
+            .map(|s| {
+                vigil_collector::detect::Severity::parse(s).ok_or_else(|| {
+                    Failure::usage(anyhow::anyhow!(
+                        "--min-severity {s:?}: expected low, medium, high or critical"
+                    ))
+                })
+            })
+            .transpose()?;
+        Ok(vigil_collector::store::AlertQuery {
+            since_ns: time("since", &self.since)?,
+            until_ns: time("until", &self.until)?,
+            kind,
+            min_severity,
+            asset: self.asset.clone(),
+            limit: limit.max(1) as usize,
+        })
+    }
+
+    /// The same query for a collector (checked first by [`Self::query`]).
+    pub fn remote(&self, q: &vigil_collector::store::AlertQuery, limit: u32) -> pb::AlertQuery {
+        pb::AlertQuery {
+            range: Some(pb::TimeRange {
+                since_ns: q.since_ns.unwrap_or(0),
+                until_ns: q.until_ns.unwrap_or(0),
+            }),
+            kind: self.kind.clone().unwrap_or_default(),
+            min_severity: self.min_severity.clone().unwrap_or_default(),
+            asset: self.asset.clone().unwrap_or_default(),
+            limit: limit.max(1),
+        }
+    }
+}

@@ -50,7 +50,7 @@ pub struct ExportArgs {
     #[arg(long, value_name = "N", conflicts_with_all = ["since", "until", "kind", "min_severity", "asset"])]
     id: Option<u64>,
     #[command(flatten)]
-    filter: crate::alerts::AlertFilter,
+    filter: crate::query::AlertFilter,
     /// At most this many alerts, newest first.
     #[arg(long, short = 'n', default_value = "1000")]
     limit: u32,

@@ -1476,6 +1476,41 @@ fn evidence_bundles_from_clickhouse_verify_and_outlive_retention() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     vigil_collector::evidence::verify::verify(&std::fs::read(&out).unwrap(), &opts).unwrap();
+    // The alert as STIX 2.1 from ClickHouse is the one from the embedded
+    // store, object for object.
+    let conf = tmp.path().join("collector.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "data_dir = {:?}\n[evidence]\nsigning_key = {:?}\n",
+            tmp.path().display().to_string(),
+            tmp.path().join("key.pem").display().to_string()
+        ),
+    )
+    .unwrap();
+    let stix = |source: &[&str], name: &str| -> String {
+        let file = tmp.path().join(name);
+        let o = crate::util::vigil()
+            .args(["alerts", "export", "--format", "stix", "-c"])
+            .arg(&conf)
+            .args(source)
+            .arg("-o")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::fs::read_to_string(&file).unwrap()
+    };
+    let store_url = format!("{url}/{}", ch_db(&ch));
+    let from_clickhouse = stix(&["--store", &store_url], "ch.json");
+    let from_sqlite = stix(&["--data-dir", tmp.path().to_str().unwrap()], "sq.json");
+    assert!(from_clickhouse.contains("\"type\": \"incident\""));
+    assert!(from_clickhouse.contains("\"type\": \"network-traffic\""));
+    assert_eq!(from_clickhouse, from_sqlite);
     // Day D goes: batch 1's records there but the evidence go.
     let week = ClickHouseStore::open(&ClickHouseConfig {
         url: server().unwrap().url.clone(),

@@ -5,7 +5,8 @@
 //! - `pending`: alerts to (re)share with a partner, and when (its delay);
 //! - `outbox`: STIX objects to push, one row per partner, object id and
 //!   version (`modified`, or `created` for objects that have no versions),
-//!   so that each version is queued — and sent — once;
+//!   so that each version is queued — and sent — once (a row keeps its
+//!   object's JSON only while it waits);
 //! - `partners`: each partner's last success, last failure and error;
 //! - `exports`: the evidence bundles exported, by alert and partner, with
 //!   their SHA-256, which shared incidents point to.
@@ -247,7 +248,7 @@ impl Ledger {
         let mut new = 0;
         {
             tx.execute(
-                "UPDATE outbox SET state = 'superseded', done_ns = ?3
+                "UPDATE outbox SET state = 'superseded', done_ns = ?3, body = ''
                  WHERE partner = ?1 AND alert_id = ?2 AND state = 'queued'",
                 params![partner, ns(alert), ns(now_ns)],
             )
@@ -257,7 +258,8 @@ impl Ledger {
                     "INSERT INTO outbox (partner, object_id, version, alert_id, body, queued_ns)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                      ON CONFLICT (partner, object_id, version) DO UPDATE
-                         SET state = 'queued', done_ns = NULL WHERE state = 'superseded'",
+                         SET state = 'queued', done_ns = NULL, body = excluded.body
+                         WHERE state = 'superseded'",
                 )
                 .map_err(err)?;
             for (id, version, body) in objects {
@@ -326,7 +328,7 @@ impl Ledger {
         {
             let mut st = tx
                 .prepare_cached(
-                    "UPDATE outbox SET state = ?2, done_ns = ?3, message = ?4 WHERE seq = ?1",
+                    "UPDATE outbox SET state = ?2, done_ns = ?3, message = ?4, body = '' WHERE seq = ?1",
                 )
                 .map_err(err)?;
             for (seq, rejected) in outcomes {

@@ -211,11 +211,22 @@ impl Client {
                     .into(),
             ));
         }
-        let addr = (self.host.as_str(), self.port)
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| io::Error::other("no address"))?;
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        // Each address the name resolves to, in turn (localhost is ::1
+        // and 127.0.0.1; a server may listen on one only).
+        let mut last = io::Error::other("the name resolves to no address");
+        let mut conn = None;
+        for addr in (self.host.as_str(), self.port).to_socket_addrs()? {
+            match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+                Ok(s) => {
+                    conn = Some(s);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let Some(mut s) = conn else {
+            return Err(Failure::Io(last));
+        };
         s.set_read_timeout(Some(self.timeout))?;
         s.set_write_timeout(Some(self.timeout))?;
         let _ = s.set_nodelay(true);

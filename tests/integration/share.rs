@@ -728,12 +728,10 @@ fn get_metrics(addr: std::net::SocketAddr) -> String {
         .to_string()
 }
 
-/// OASIS's reference TAXII 2.1 server on loopback, one API root and one
-/// writable collection, basic authentication.
-fn medallion(dir: &Path, port: u16) -> KillOnDrop {
-    ran_with("taxii");
+/// Writes medallion's configuration for one API root at `root` with one
+/// writable collection and user utility-7; returns the file.
+fn medallion_config(dir: &Path, root: &str) -> PathBuf {
     let data = dir.join("taxii-data.json");
-    let root = format!("http://127.0.0.1:{port}/api1/");
     std::fs::write(
         &data,
         serde_json::json!({
@@ -758,6 +756,23 @@ fn medallion(dir: &Path, port: u16) -> KillOnDrop {
         .to_string(),
     )
     .unwrap();
+    conf
+}
+
+/// Waits until something listens on `port`.
+fn wait_listening(port: u16, what: &str) {
+    let up = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < up, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// OASIS's reference TAXII 2.1 server on loopback, one API root and one
+/// writable collection, basic authentication.
+fn medallion(dir: &Path, port: u16) -> KillOnDrop {
+    ran_with("taxii");
+    let conf = medallion_config(dir, &format!("http://127.0.0.1:{port}/api1/"));
     let child = Command::new(python())
         .args([
             "-m",
@@ -772,11 +787,7 @@ fn medallion(dir: &Path, port: u16) -> KillOnDrop {
         .stderr(Stdio::null())
         .spawn()
         .expect("medallion");
-    let up = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < up, "medallion did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_listening(port, "medallion");
     KillOnDrop(child)
 }
 
@@ -904,4 +915,120 @@ fn bad_sharing_input_is_named_and_refused() {
     );
     assert!(err.contains("64 hexadecimal digits"), "{err}");
     assert!(err.contains("collector.share.partners[0].tlp"), "{err}");
+}
+
+/// The push over TLS: the partner's server checked against the CA given,
+/// and a client certificate presented (the server requires one) besides
+/// basic authentication.
+#[test]
+fn the_push_goes_over_tls_with_a_client_certificate() {
+    let Some(corpus) = corpus_dir() else { return };
+    if !have_python(&["medallion", "taxii2client"]) {
+        return;
+    }
+    ran_with("taxii");
+    let tmp = tempfile::tempdir().unwrap();
+    crate::util::Pki::new(tmp.path());
+    let port = free_port().port();
+    let conf = medallion_config(tmp.path(), &format!("https://localhost:{port}/api1/"));
+    let f = |n: &str| tmp.path().join(n).display().to_string();
+    let _server = KillOnDrop(
+        Command::new(python())
+            .arg(script("medallion_tls.py"))
+            .arg(port.to_string())
+            .arg(&conf)
+            .args([f("collector.pem"), f("collector.key"), f("ca.pem")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("medallion over TLS"),
+    );
+    wait_listening(port, "medallion over TLS");
+    std::fs::write(tmp.path().join("pw"), "s3cret\n").unwrap();
+    let addr = free_port();
+    let data = tmp.path().join("data");
+    let collector_toml = tmp.path().join("collector.toml");
+    std::fs::write(
+        &collector_toml,
+        format!(
+            "listen = \"{addr}\"\ndata_dir = {:?}\n\
+             [[protected]]\nname = \"scanme\"\ncidrs = [\"64.13.134.52/32\"]\n\
+             [share]\norganization = \"Example\"\nupdate_interval = \"1s\"\nmax_backoff = \"1s\"\n\
+             [[share.partners]]\nname = \"cert\"\napi_root = \"https://localhost:{port}/api1/\"\n\
+             collection = \"{COLLECTION}\"\nusername = \"utility-7\"\npassword_file = {:?}\n\
+             client_cert = {:?}\nclient_key = {:?}\nca = {:?}\nmin_severity = \"low\"\n",
+            data.display().to_string(),
+            f("pw"),
+            f("alice.pem"),
+            f("alice.key"),
+            f("ca.pem")
+        ),
+    )
+    .unwrap();
+    let mut collector = KillOnDrop(
+        vigil()
+            .args(["collector", "-c"])
+            .arg(&collector_toml)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://{addr}");
+    ok(
+        vigil()
+            .args(["sensor", "-r"])
+            .arg(corpus.join("chrissanders-packets__synscan.pcapng"))
+            .args([
+                "--collector",
+                &url,
+                "--sensor-id",
+                "s",
+                "--batch-delay",
+                "50ms",
+            ])
+            .arg("--spool-dir")
+            .arg(tmp.path().join("spool"))
+            .output()
+            .unwrap(),
+        "sensor",
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let st = loop {
+        let out = ok(
+            vigil()
+                .args(["share", "status", "--format", "jsonl", "-c"])
+                .arg(&collector_toml)
+                .output()
+                .unwrap(),
+            "share status",
+        );
+        let st: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+        if st["sent"].as_u64() > Some(0) && st["queued"] == 0 && st["pending_alerts"] == 0 {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "nothing pushed over TLS: {st}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(st["failures"], 0, "{st}");
+    let pushed = tmp.path().join("pushed.json");
+    let out = ok(
+        Command::new(python())
+            .arg(script("taxii_readback.py"))
+            .arg(format!(
+                "https://localhost:{port}/api1/collections/{COLLECTION}/"
+            ))
+            .args(["utility-7", "s3cret"])
+            .arg(&pushed)
+            .args([f("ca.pem"), f("alice.pem"), f("alice.key")])
+            // requests prefers these to the CA it is given.
+            .env_remove("REQUESTS_CA_BUNDLE")
+            .env_remove("CURL_CA_BUNDLE")
+            .output()
+            .unwrap(),
+        "taxii_readback.py over TLS",
+    );
+    let back: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(back["objects"], st["sent"], "{out}");
+    let _ = collector.0.kill();
 }

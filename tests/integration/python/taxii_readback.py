@@ -1,5 +1,6 @@
 """Reads every version of every object in a TAXII 2.1 collection with OASIS's
-taxii2-client; writes them as one STIX bundle (argv[4]) and prints counts."""
+taxii2-client; writes them as one STIX bundle (argv[4]) and prints counts.
+Over TLS, argv[5:8] are the server's CA and the client's certificate and key."""
 import collections
 import json
 import sys
@@ -7,7 +8,10 @@ import sys
 from taxii2client.v21 import Collection, as_pages
 
 url, user, password, out = sys.argv[1:5]
-coll = Collection(url, user=user, password=password)
+tls = {}
+if len(sys.argv) >= 8:
+    tls = {"verify": sys.argv[5], "cert": (sys.argv[6], sys.argv[7])}
+coll = Collection(url, user=user, password=password, **tls)
 objects = []
 for envelope in as_pages(coll.get_objects, per_request=1000, version="all"):
     objects.extend(envelope.get("objects", []))

@@ -364,6 +364,25 @@ impl Ledger {
             .map_err(|e| self.err(e))
     }
 
+    /// Forgets the objects sent, refused or superseded before `before_ns`,
+    /// but for those whose ids recur across alerts and versions (the
+    /// identity, markings, attack patterns, addresses), which stay so that
+    /// they are never sent twice. Returns how many rows went.
+    pub fn prune(&self, before_ns: u64) -> Result<usize, LedgerError> {
+        self.conn
+            .execute(
+                "DELETE FROM outbox WHERE state != 'queued' AND done_ns < ?1
+                 AND object_id NOT LIKE 'identity--%'
+                 AND object_id NOT LIKE 'marking-definition--%'
+                 AND object_id NOT LIKE 'attack-pattern--%'
+                 AND object_id NOT LIKE 'extension-definition--%'
+                 AND object_id NOT LIKE 'ipv4-addr--%'
+                 AND object_id NOT LIKE 'ipv6-addr--%'",
+                params![ns(before_ns)],
+            )
+            .map_err(|e| self.err(e))
+    }
+
     /// Records an exported evidence bundle (`partner` empty: plain).
     pub fn record_export(
         &self,
@@ -559,6 +578,12 @@ mod tests {
         );
         assert_eq!(s[1].partner, "idle");
         assert_eq!(s[1].queued, 0);
+        // Old done rows go (versions 1 and 2, superseded and refused), but
+        // the identity's, which recurs, stays: it is never sent twice.
+        assert_eq!(l.prune(250).unwrap(), 2);
+        let again = [obj("identity--b", "0")];
+        assert_eq!(l.enqueue("cert", 8, &again, 400).unwrap(), 0);
+        assert_eq!(l.queued("cert", 10).unwrap().len(), 1, "version 3 only");
     }
 
     #[test]

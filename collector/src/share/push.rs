@@ -28,6 +28,13 @@ use crate::store::Store;
 /// Objects per envelope (halved while the server says it is too large).
 const BATCH: usize = 200;
 
+/// How long the ledger remembers objects it is done with (but those whose
+/// ids recur: see [`Ledger::prune`]).
+const LEDGER_KEEP: Duration = Duration::from_secs(30 * 86_400);
+
+/// How often it forgets them.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// Evidence flows read per alert to describe its conversations.
 const MAX_FLOWS: usize = 10_000;
 
@@ -116,7 +123,17 @@ impl Pusher {
         if let Err(e) = self.catch_up(&ledger, &pushing) {
             tracing::error!(error = %e, "catching up on alerts raised while sharing was down");
         }
+        let mut pruned = Instant::now();
         loop {
+            if pruned.elapsed() >= PRUNE_EVERY {
+                pruned = Instant::now();
+                let before = now_ns().saturating_sub(LEDGER_KEEP.as_nanos() as u64);
+                match ledger.prune(before) {
+                    Ok(n) if n > 0 => tracing::info!(rows = n, "share ledger pruned"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "pruning the share ledger"),
+                }
+            }
             match updates.recv_timeout(Duration::from_millis(250)) {
                 Ok(u) => {
                     let mut batch = vec![u];

@@ -158,13 +158,17 @@ impl Default for DetectSection {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScanSection {
-    /// Window of a fast scan. Default `60s`.
+    /// Window of a fast scan. Default `5m`, Zeek's `Scan::scan_interval`.
     pub window: String,
     /// Distinct ports of one protected host probed by one source within
-    /// `window` (vertical scan). Default 50.
+    /// `window` (vertical scan). Default 15, Zeek's
+    /// `Scan::port_scan_threshold`: a probe of a few dozen ports (nmap's
+    /// `--top-ports 30`) is a scan; no client probes that many ports of one
+    /// host without data.
     pub vertical_ports: usize,
     /// Distinct protected hosts probed on one port by one source within
-    /// `window` (horizontal scan). Default 20.
+    /// `window` (horizontal scan). Default 25, Zeek's
+    /// `Scan::addr_scan_threshold`.
     pub horizontal_hosts: usize,
     /// Window of a slow scan. Default `6h`.
     pub slow_window: String,
@@ -177,9 +181,9 @@ pub struct ScanSection {
 impl Default for ScanSection {
     fn default() -> Self {
         ScanSection {
-            window: "60s".into(),
-            vertical_ports: 50,
-            horizontal_hosts: 20,
+            window: "5m".into(),
+            vertical_ports: 15,
+            horizontal_hosts: 25,
             slow_window: "6h".into(),
             slow_vertical_ports: 200,
             slow_horizontal_hosts: 64,

@@ -88,8 +88,13 @@ impl Detector for Scan {
     }
 }
 
+/// UDP destination ports of traceroute's probes (33434 up, one per hop and
+/// try): a traceroute crosses many ports of its target and is not a scan.
+const TRACEROUTE_PORTS: std::ops::RangeInclusive<u16> = 33434..=33534;
+
 /// A probe: a TCP attempt that carried no data from the prober, or a lone
-/// UDP datagram from an ephemeral port (not a reflector's answer).
+/// UDP datagram from an ephemeral port (not a reflector's answer, not a
+/// traceroute's).
 fn probe(f: &FlowRecord) -> bool {
     match f.proto {
         6 => {
@@ -102,6 +107,7 @@ fn probe(f: &FlowRecord) -> bool {
                 && f.src_port.is_some_and(|p| p >= 1024)
                 && f.src_port
                     .is_some_and(|p| name_of(REFLECTOR_PORTS, p).is_none())
+                && !f.dst_port.is_some_and(|p| TRACEROUTE_PORTS.contains(&p))
         }
         _ => false,
     }

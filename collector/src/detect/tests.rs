@@ -277,18 +277,24 @@ fn vertical_scan_fast_and_slow() {
             })
             .collect()
     };
-    let up = run(&mut engine(), &scan(50, 100 * MS));
+    // Zeek's threshold: 15 ports within 5 minutes.
+    let up = run(&mut engine(), &scan(15, 10 * S));
     assert_eq!(kinds(&up), [AlertKind::VerticalScan]);
     let a = &up[0].alert;
     assert_eq!(a.sources[0].addr, "203.0.113.66");
-    assert_eq!((a.measured, a.threshold), (50.0, 50.0));
+    assert_eq!((a.measured, a.threshold), (15.0, 15.0));
     assert_eq!(
         a.severity,
         Severity::Medium,
         "scans rank one below the asset"
     );
-    assert_eq!(a.evidence_count, 50);
-    assert!(run(&mut engine(), &scan(49, 100 * MS)).is_empty());
+    assert_eq!(a.evidence_count, 15);
+    assert!(run(&mut engine(), &scan(14, 10 * S)).is_empty());
+    // A fast small scan: nmap's top 30 ports in a third of a second.
+    let up = run(&mut engine(), &scan(30, 10 * MS));
+    assert_eq!(kinds(&up), [AlertKind::VerticalScan]);
+    // 15 ports, but one every 30 s: not within 5 minutes.
+    assert!(run(&mut engine(), &scan(15, 30 * S)).is_empty());
     // Slow: one port every 90 s; 200 ports take 5 hours.
     let up = run(&mut engine(), &scan(200, 90 * S));
     assert_eq!(kinds(&up), [AlertKind::VerticalScan]);
@@ -316,10 +322,10 @@ fn horizontal_scan_and_a_monitoring_host_that_logs_in_everywhere() {
             .collect()
     };
     assert_eq!(
-        kinds(&run(&mut engine(), &sweep(20))),
+        kinds(&run(&mut engine(), &sweep(25))),
         [AlertKind::HorizontalScan]
     );
-    assert!(run(&mut engine(), &sweep(19)).is_empty());
+    assert!(run(&mut engine(), &sweep(24)).is_empty());
     // A monitoring server runs a check on 100 hosts every minute over SSH:
     // established sessions with data, not probes. Its sessions are long
     // and large enough not to look like password guessing.
@@ -399,6 +405,73 @@ fn amplification_needs_unsolicited_responses_from_several_reflectors() {
         })
         .collect();
     assert!(run(&mut engine(), &ntp).is_empty());
+}
+
+#[test]
+fn ike_nat_t_reflection_is_amplification() {
+    // IKE responders (UDP 4500) answering spoofed requests: 100 × 3000 B
+    // from 10 reflectors in 5 s.
+    let flows: Vec<FlowRecord> = (0..100u64)
+        .map(|i| {
+            rec(
+                i + 1,
+                17,
+                &format!("192.0.2.{}", 1 + i % 10),
+                4500,
+                "198.51.100.10",
+                4500,
+                T0 + i * 50 * MS,
+                T0 + i * 50 * MS,
+                (1, 3000),
+                (0, 0),
+                ConnState::S0,
+                "D",
+            )
+        })
+        .collect();
+    let up = run(&mut engine(), &flows);
+    assert_eq!(kinds(&up), [AlertKind::Amplification]);
+    assert!(
+        up[0].alert.summary.contains("IKE NAT-T (4500)"),
+        "{}",
+        up[0].alert.summary
+    );
+}
+
+#[test]
+fn a_traceroute_to_a_protected_host_is_not_a_scan() {
+    // Three UDP probes per hop for 30 hops, to 33434 and up, from one
+    // ephemeral port: 90 distinct ports in 20 seconds.
+    let flows: Vec<FlowRecord> = (0..90u64)
+        .map(|i| {
+            rec(
+                i + 1,
+                17,
+                "203.0.113.66",
+                45000,
+                "198.51.100.10",
+                33434 + i as u16,
+                T0 + i * 200 * MS,
+                T0 + i * 200 * MS,
+                (1, 60),
+                (0, 0),
+                ConnState::S0,
+                "D",
+            )
+        })
+        .collect();
+    assert!(run(&mut engine(), &flows).is_empty());
+    // The same probes to other ports are a UDP scan.
+    let scan: Vec<FlowRecord> = flows
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let mut f = f.clone();
+            f.dst_port = Some(1000 + i as u16);
+            f
+        })
+        .collect();
+    assert_eq!(kinds(&run(&mut engine(), &scan)), [AlertKind::VerticalScan]);
 }
 
 #[test]

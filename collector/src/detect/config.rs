@@ -160,15 +160,12 @@ impl Default for DetectSection {
 pub struct ScanSection {
     /// Window of a fast scan. Default `5m`, Zeek's `Scan::scan_interval`.
     pub window: String,
-    /// Distinct ports of one protected host probed by one source within
-    /// `window` (vertical scan). Default 15, Zeek's
-    /// `Scan::port_scan_threshold`: a probe of a few dozen ports (nmap's
-    /// `--top-ports 30`) is a scan; no client probes that many ports of one
-    /// host without data.
+    /// Distinct ports of one protected host probed (no data) by one source
+    /// within `window`: a vertical scan. Default 15, Zeek's
+    /// `Scan::port_scan_threshold` (nmap's `--top-ports 30` is a scan).
     pub vertical_ports: usize,
     /// Distinct protected hosts probed on one port by one source within
-    /// `window` (horizontal scan). Default 25, Zeek's
-    /// `Scan::addr_scan_threshold`.
+    /// `window`. Default 25, Zeek's `Scan::addr_scan_threshold`.
     pub horizontal_hosts: usize,
     /// Window of a slow scan. Default `6h`.
     pub slow_window: String,

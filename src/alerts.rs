@@ -172,29 +172,9 @@ async fn show(a: ShowArgs, out: &mut impl Write) -> Result<(), Failure> {
                 (pb::Alert::from(&al), flows, Some(c))
             }
             Backend::Remote(mut c) => {
-                let d = c
-                    .get(pb::AlertRequest {
-                        id: a.id,
-                        max_flows: a.flows,
-                    })
-                    .await
-                    .map_err(status_err)?
-                    .into_inner();
-                let al = d.alert.ok_or_else(|| {
-                    anyhow::anyhow!("collector sent an alert detail without an alert")
-                })?;
+                let (al, flows, json) = crate::query::remote_alert(&mut c, a.id, a.flows).await?;
                 // An older collector sends none.
-                let c = serde_json::from_str::<Completeness>(&d.completeness_json).ok();
-                let mut flows = Vec::new();
-                for sf in d.flows {
-                    if let Some(f) = sf.flow {
-                        flows.push(
-                            FlowRecord::try_from(f).map_err(|e| {
-                                anyhow::anyhow!("collector sent an invalid flow: {e}")
-                            })?,
-                        );
-                    }
-                }
+                let c = serde_json::from_str::<Completeness>(&json).ok();
                 (al, flows, c)
             }
         };

@@ -774,3 +774,28 @@ impl AlertFilter {
         }
     }
 }
+
+/// An alert from a collector with up to `max_flows` of its evidence flows,
+/// and its completeness as JSON (empty from an older collector).
+pub async fn remote_alert(
+    c: &mut pb::alerts_client::AlertsClient<Channel>,
+    id: u64,
+    max_flows: u32,
+) -> Result<(pb::Alert, Vec<FlowRecord>, String), Failure> {
+    let d = c
+        .get(pb::AlertRequest { id, max_flows })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    let al = d
+        .alert
+        .ok_or_else(|| anyhow::anyhow!("collector sent an alert detail without an alert"))?;
+    let mut flows = Vec::with_capacity(d.flows.len());
+    for f in d.flows.into_iter().filter_map(|s| s.flow) {
+        flows.push(
+            FlowRecord::try_from(f)
+                .map_err(|e| anyhow::anyhow!("collector sent an invalid flow: {e}"))?,
+        );
+    }
+    Ok((al, flows, d.completeness_json))
+}

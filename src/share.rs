@@ -241,25 +241,7 @@ pub fn export(a: ExportArgs) -> Result<(), Failure> {
                 };
                 let mut out = Vec::new();
                 for id in ids {
-                    let d = c
-                        .get(pb::AlertRequest {
-                            id,
-                            max_flows: a.flows,
-                        })
-                        .await
-                        .map_err(status_err)?
-                        .into_inner();
-                    let al = d.alert.ok_or_else(|| {
-                        anyhow::anyhow!("collector sent an alert detail without an alert")
-                    })?;
-                    let mut flows = Vec::new();
-                    for f in d.flows.into_iter().filter_map(|s| s.flow) {
-                        flows.push(
-                            FlowRecord::try_from(f).map_err(|e| {
-                                anyhow::anyhow!("collector sent an invalid flow: {e}")
-                            })?,
-                        );
-                    }
+                    let (al, flows, _) = crate::query::remote_alert(&mut c, id, a.flows).await?;
                     out.push((al, flows));
                 }
                 Ok::<_, Failure>((fp, out))

@@ -148,6 +148,24 @@ impl Site {
         out
     }
 
+    /// [`Site::export`] as shared with the partner (its policy from the
+    /// configuration).
+    fn for_partner(&self, more: &[&str], name: &str) -> PathBuf {
+        let (data, conf) = (
+            self.data.display().to_string(),
+            self.conf.display().to_string(),
+        );
+        let base = [
+            "--data-dir",
+            &data,
+            "-c",
+            &conf,
+            "--partner",
+            "national-cert",
+        ];
+        self.export(&[&base[..], more].concat(), name)
+    }
+
     fn share_status(&self) -> Value {
         let out = ok(
             vigil()
@@ -434,17 +452,7 @@ fn real_attacks_are_shared_as_valid_stix_anonymized_and_pushed_once_per_version(
     // 1. Plain, from the store and from the collector; for the partner.
     let plain = site.export(&["--data-dir", &data], "plain.json");
     let remote = site.export(&["--collector", &site.url, "--tlp", "green"], "remote.json");
-    let partner = site.export(
-        &[
-            "--data-dir",
-            &data,
-            "-c",
-            &conf,
-            "--partner",
-            "national-cert",
-        ],
-        "partner.json",
-    );
+    let partner = site.for_partner(&[], "partner.json");
     for f in [&plain, &remote, &partner] {
         validate(f);
         check_sco_ids(f);
@@ -610,19 +618,7 @@ fn real_attacks_are_shared_as_valid_stix_anonymized_and_pushed_once_per_version(
         }
     }
     let sha = vigil_proto::attest::hex(&sha2::Sha256::digest(std::fs::read(&tar).unwrap()));
-    let again = site.export(
-        &[
-            "--data-dir",
-            &data,
-            "-c",
-            &conf,
-            "--partner",
-            "national-cert",
-            "--id",
-            &one_id.to_string(),
-        ],
-        "again.json",
-    );
+    let again = site.for_partner(&["--id", &one_id.to_string()], "again.json");
     let objs = objects(&again);
     let inc = incidents(&objs)[&one_id].clone();
     let refs = inc["external_references"].as_array().unwrap();
@@ -683,17 +679,7 @@ fn real_attacks_are_shared_as_valid_stix_anonymized_and_pushed_once_per_version(
     crate::transport::promtool_accepts(&exposition);
     // Every alert that qualified is there in its latest version: what an
     // export for the partner makes now.
-    let now = site.export(
-        &[
-            "--data-dir",
-            &data,
-            "-c",
-            &conf,
-            "--partner",
-            "national-cert",
-        ],
-        "now.json",
-    );
+    let now = site.for_partner(&[], "now.json");
     let in_collection: BTreeSet<(String, String)> = objects(&pushed)
         .iter()
         .map(|o| {

@@ -1533,3 +1533,61 @@ fn evidence_bundles_from_clickhouse_verify_and_outlive_retention() {
     );
     vigil_collector::evidence::verify::verify(&after.bytes, &opts).unwrap();
 }
+
+/// A group commit that fails part-way through its batches (ClickHouse
+/// gone between two of its reads) must not leave the collector believing
+/// the earlier batches stored: their resending after the outage is stored,
+/// not taken for a duplicate. (A batch was lost so, now and then, in the
+/// SIGKILL test above.)
+#[test]
+fn a_group_commit_cut_short_by_an_outage_stores_its_batches_when_resent() {
+    if let Err(why) = clickhouse_bin() {
+        crate::util::skip(&why);
+        return;
+    }
+    let ch_dir = tempfile::tempdir().unwrap().keep();
+    let (http, tcp, https) = (free_port(), free_port(), free_port());
+    write_certificates(&ch_dir).unwrap();
+    write_config(&ch_dir, http, tcp, https).unwrap();
+    let mut ch = launch(&ch_dir).unwrap();
+    let url = format!("http://127.0.0.1:{http}");
+    wait_answering(&url).unwrap();
+    let store = open_store(&url, "cut");
+    let recs = records();
+    let mk = |sensor: &str, seq: u64| batch(sensor, seq, recs[..50].to_vec());
+    // Sensor "s" is known to the store (its last batch and incarnation
+    // cached): its next batch needs no read.
+    assert!(matches!(
+        store.commit_many(&[&mk("s", 1)]).unwrap()[..],
+        [CommitOutcome::Stored { .. }]
+    ));
+    // ClickHouse dies; a group of s's batch 2 and a new sensor's batch,
+    // whose incarnation must be read, fails at that read.
+    let pid = std::fs::read_to_string(ch_dir.join("ch.pid")).unwrap();
+    let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+    let _ = ch.wait();
+    assert!(store.commit_many(&[&mk("s", 2), &mk("t", 1)]).is_err());
+    let mut ch = launch(&ch_dir).unwrap();
+    wait_answering(&url).unwrap();
+    // Resent: stored, both.
+    let out = store.commit_many(&[&mk("s", 2), &mk("t", 1)]).unwrap();
+    assert!(
+        out.iter()
+            .all(|o| matches!(o, CommitOutcome::Stored { .. })),
+        "{out:?}"
+    );
+    let again = open_store(&url, "cut");
+    let n = again
+        .flows(
+            &parse("sensor s").unwrap(),
+            TimeRange::default(),
+            usize::MAX,
+        )
+        .unwrap()
+        .len();
+    assert_eq!(n, 100, "both batches of s stored");
+    let pid = std::fs::read_to_string(ch_dir.join("ch.pid")).unwrap();
+    let _ = Command::new("kill").args([pid.trim()]).status();
+    let _ = ch.wait();
+    let _ = std::fs::remove_dir_all(&ch_dir);
+}

@@ -120,6 +120,12 @@ impl IngestStore for ClickHouseStore {
             .lock()
             .map_err(|_| StoreError::Internal("the ClickHouse store's state lock is poisoned"))?;
         let ingest = self.ingest_table(&mut ing)?;
+        // What this group will have stored, per sensor and incarnation:
+        // written to `known` only once the whole group is in. (A failure
+        // part-way through the loop below, ClickHouse gone, returns early;
+        // had `known` already said a batch was stored, its resending would
+        // be taken for a duplicate and lost.)
+        let mut group: HashMap<(String, u64), (u64, u64)> = HashMap::new();
         let mut outcomes = Vec::with_capacity(batches.len());
         let (mut marks, mut dups, mut runs) = (Vec::new(), Vec::new(), Vec::new());
         let (mut pins, mut certs) = (Vec::new(), Vec::new());
@@ -138,7 +144,7 @@ impl IngestStore for ClickHouseStore {
             let key = (b.sensor_id.clone(), ordinal);
             let base = stored_seq(ordinal, 0);
             let seq = stored_seq(ordinal, b.seq);
-            let (last, flows_to) = match known.get(&key) {
+            let (last, flows_to) = match group.get(&key).or_else(|| known.get(&key)) {
                 Some(v) => *v,
                 None => self.db_last_seq(&b.sensor_id, ordinal)?,
             };
@@ -162,7 +168,7 @@ impl IngestStore for ClickHouseStore {
                 put_pin(&mut pins, b);
                 put_cert(&mut certs, b);
                 let reset = reset(self)?;
-                known.insert(key, (seq, flows_to));
+                group.insert(key, (seq, flows_to));
                 outcomes.push(CommitOutcome::Stored {
                     gap: seq - last - 1,
                     reset,
@@ -173,7 +179,7 @@ impl IngestStore for ClickHouseStore {
                 put_str(&mut dups, b.sensor_id.as_bytes());
                 dups.extend_from_slice(&seq.to_le_bytes());
                 dups.extend_from_slice(&b.received_ns.to_le_bytes());
-                known.insert(key, (last, flows_to));
+                group.insert(key, (last, flows_to));
                 outcomes.push(CommitOutcome::Duplicate);
                 continue;
             }
@@ -189,7 +195,7 @@ impl IngestStore for ClickHouseStore {
             }
             let gap = seq - last - 1;
             let reset = reset(self)?;
-            known.insert(key, (seq, seq));
+            group.insert(key, (seq, seq));
             outcomes.push(CommitOutcome::Stored { gap, reset });
         }
         // The flows in parallel inserts, each encoded by its own thread and
@@ -302,6 +308,8 @@ impl IngestStore for ClickHouseStore {
         if res.is_err() {
             // What is known is no longer sure: read it again next time.
             known.clear();
+        } else {
+            known.extend(group);
         }
         res.map(|()| outcomes)
     }

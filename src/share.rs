@@ -375,15 +375,8 @@ fn local<S: Store + ?Sized>(
     };
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        let al = store
-            .alert(id)?
+        let (al, flows) = vigil_collector::share::alert_with_flows(store, id, max_flows as usize)?
             .ok_or_else(|| usage(format!("no alert {id}")))?;
-        let n = (max_flows as usize).min(al.evidence.len());
-        let flows = store
-            .evidence_flows(&al.evidence[..n])?
-            .into_iter()
-            .map(|(_, r)| r)
-            .collect();
         out.push((pb::Alert::from(&al), flows));
     }
     Ok(out)

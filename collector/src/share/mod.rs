@@ -11,6 +11,28 @@ pub mod stix;
 pub mod taxii;
 
 pub use config::{Partner, ShareConfig, ShareSection, Tlp};
+
+/// Alert `id` as stored, with up to `max_flows` of its evidence flows (what
+/// its STIX objects are made from); `None`: no such alert.
+pub fn alert_with_flows<S: crate::store::Store + ?Sized>(
+    store: &S,
+    id: u64,
+    max_flows: usize,
+) -> Result<
+    Option<(crate::model::alert::Alert, Vec<vigil_proto::FlowRecord>)>,
+    crate::store::StoreError,
+> {
+    let Some(a) = store.alert(id)? else {
+        return Ok(None);
+    };
+    let n = max_flows.min(a.evidence.len());
+    let flows = store
+        .evidence_flows(&a.evidence[..n])?
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    Ok(Some((a, flows)))
+}
 pub use cryptopan::CryptoPan;
 #[cfg(test)]
 mod tests;

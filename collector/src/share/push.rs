@@ -208,25 +208,21 @@ impl Pusher {
 
     /// Turns due alerts into queued objects.
     fn build_due(&self, ledger: &mut Ledger) -> Result<(), LedgerError> {
+        type Material = Option<(crate::model::alert::Alert, Vec<FlowRecord>)>;
+        let mut cache: HashMap<u64, Material> = HashMap::new();
         for (name, id) in ledger.due(now_ns())? {
             let Some(p) = self.config.partner(&name) else {
                 // No longer configured: nothing to share with it.
                 ledger.drop_pending(&name, id)?;
                 continue;
             };
-            let material = self.store.alert(id).and_then(|a| match a {
-                Some(a) => {
-                    let n = MAX_FLOWS.min(a.evidence.len());
-                    let flows: Vec<FlowRecord> = self
-                        .store
-                        .evidence_flows(&a.evidence[..n])?
-                        .into_iter()
-                        .map(|(_, r)| r)
-                        .collect();
-                    Ok(Some((a, flows)))
-                }
-                None => Ok(None),
-            });
+            // Read once per round, whatever the number of partners.
+            let material = match cache.get(&id) {
+                Some(m) => Ok(m.clone()),
+                None => super::alert_with_flows(self.store.as_ref(), id, MAX_FLOWS).inspect(|m| {
+                    cache.insert(id, m.clone());
+                }),
+            };
             let (alert, flows) = match material {
                 Ok(Some(m)) => m,
                 Ok(None) => {

@@ -660,7 +660,7 @@ impl Observables<'_> {
             "ipv6-addr"
         };
         let value = ip.to_string();
-        let id = sco_id(kind, &json!({"value": value}));
+        let id = addr_id(ip);
         if self.seen.insert(id.clone()) {
             objects.push(json!({
                 "type": kind, "spec_version": "2.1", "id": id, "value": value,

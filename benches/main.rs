@@ -52,7 +52,7 @@ fn metas(frames: &[(u64, Vec<u8>)]) -> Vec<PacketMeta> {
             orig_len: f.len() as u32,
             data: f,
         };
-        d.decode(&p, &mut |m: &PacketMeta| v.push(*m));
+        d.decode(&p, &mut |m: &PacketMeta, _: &[u8]| v.push(*m));
     }
     v
 }
@@ -73,7 +73,9 @@ fn decode(c: &mut Criterion) {
                         orig_len: f.len() as u32,
                         data: f,
                     };
-                    d.decode(&p, &mut |m: &PacketMeta| sum = sum.wrapping_add(m.hash));
+                    d.decode(&p, &mut |m: &PacketMeta, _: &[u8]| {
+                        sum = sum.wrapping_add(m.hash)
+                    });
                 }
                 black_box(sum)
             })
@@ -108,7 +110,7 @@ fn bench_table(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, ms: &[PacketMet
                     }
                 } else {
                     for c in ms.chunks(batch) {
-                        t.process_batch(c);
+                        t.process_batch(c, &[]);
                     }
                 }
                 black_box(t.len())

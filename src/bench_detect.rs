@@ -77,6 +77,7 @@ fn rec(
     history: &str,
 ) -> FlowRecord {
     FlowRecord {
+        app: None,
         flow_id: id,
         first_seen_ns: t,
         last_seen_ns: t + dur,
@@ -406,7 +407,7 @@ fn latency(
             deliver(&mut batch, end, &mut engine);
             batch_end = None;
         }
-        decoder.decode(&pkt, &mut |m| table.process(m));
+        decoder.decode(&pkt, &mut |m, _| table.process(m));
         table.advance(now);
         let recs = table.take_records();
         if !recs.is_empty() {

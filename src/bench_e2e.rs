@@ -283,6 +283,7 @@ impl Synthetic {
             let dst = 0xc633_0000 | ((x * x) >> 12);
             let port = [443u16, 80, 53, 502, 22, 123, 3389, 8080][(r >> 40) as usize % 8];
             flows.push(FlowRecord {
+                app: None,
                 flow_id: i,
                 first_seen_ns: first,
                 last_seen_ns: first + 1_000_000,

@@ -61,6 +61,10 @@ pub struct EngineArgs {
     /// Community ID seed.
     #[arg(long, default_value = "0")]
     pub community_id_seed: u16,
+    /// No application metadata (DNS, TLS, HTTP, SSH, ICS functions) in
+    /// the records: layer 4 only.
+    #[arg(long)]
+    pub no_app: bool,
 }
 
 impl EngineArgs {
@@ -76,6 +80,7 @@ impl EngineArgs {
                 report_min_packets: self.report_min_packets,
                 max_flows: self.max_flows.get(),
                 community_id_seed: self.community_id_seed,
+                app_metadata: !self.no_app,
             },
             ..RunConfig::default()
         }
@@ -215,6 +220,25 @@ pub fn summary(r: &RunReport) -> String {
             r.fragments_pending,
             r.decode.fragments_timed_out,
             r.decode.fragments_evicted
+        );
+    }
+    let app = &r.table.app;
+    if app.flows > 0 || app.errors.iter().any(|&n| n > 0) {
+        let errs: Vec<String> = app
+            .error_counts()
+            .map(|(e, n)| format!("{} {n}", e.as_str()))
+            .collect();
+        let _ = writeln!(
+            s,
+            "application metadata: {} flows, {} payloads read, unreadable {}{}",
+            app.flows,
+            app.payloads,
+            app.errors.iter().sum::<u64>(),
+            if errs.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", errs.join(", "))
+            },
         );
     }
     if r.worker_packets.len() > 1 {

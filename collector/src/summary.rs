@@ -242,6 +242,7 @@ mod tests {
 
     fn rec(id: u64, src: &str, dst: &str, port: u16, bytes: u64, reason: EndReason) -> FlowRecord {
         FlowRecord {
+            app: None,
             flow_id: id,
             first_seen_ns: 1_000,
             last_seen_ns: 2_000,

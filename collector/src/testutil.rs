@@ -53,6 +53,7 @@ pub fn record(rng: &mut Rng, i: u64) -> FlowRecord {
     history.push(b'S');
     let first = T0 + rng.below(3 * NS_PER_MIN) + i;
     FlowRecord {
+        app: None,
         flow_id: i,
         first_seen_ns: first,
         last_seen_ns: first + rng.below(1_000_000_000),

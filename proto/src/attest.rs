@@ -109,6 +109,14 @@ pub fn record_bytes(r: &FlowRecord, buf: &mut Vec<u8>) {
         bytes(2, src.as_slice(), buf);
         bytes(3, dst.as_slice(), buf);
     }
+    if let Some(a) = r.app.as_deref() {
+        // Rare beside the rest (and allocating): through the message.
+        use prost::Message as _;
+        let m = pb::App::from(a);
+        encode_key(23, LengthDelimited, buf);
+        encode_varint(m.encoded_len() as u64, buf);
+        m.encode_raw(buf);
+    }
 }
 
 /// The leaf hash of a record; `buf` is scratch space.
@@ -350,6 +358,24 @@ mod tests {
                     outer_src: v6,
                     outer_dst: "0.0.0.0".parse().unwrap(),
                 }),
+            };
+            r.app = match i % 5 {
+                0 => None,
+                1 => Some(Box::new(crate::App::of(crate::AppProto::Dns))),
+                _ => {
+                    let p = crate::AppProto::ALL[i as usize % crate::AppProto::ALL.len()];
+                    let mut a = crate::App::of(p);
+                    if let Some(d) = &mut a.dns {
+                        d.qname = "example.org".into();
+                        d.answers = vec!["192.0.2.1".into()];
+                        d.rcode = Some(0);
+                    }
+                    if let Some(i) = &mut a.ics {
+                        i.functions = vec![(3, 2), (16, 1)];
+                        i.writes = 1;
+                    }
+                    Some(Box::new(a))
+                }
             };
             cases.push(r);
         }

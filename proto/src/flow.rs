@@ -67,6 +67,9 @@ pub struct FlowRecord {
     pub community_id: CommunityId,
     /// For a flow carried inside a tunnel: the tunnel type and outer endpoints.
     pub tunnel: Option<TunnelInfo>,
+    /// What the flow's application protocol said, when the sensor
+    /// recognized one.
+    pub app: Option<Box<crate::app::App>>,
 }
 
 impl FlowRecord {
@@ -522,7 +525,7 @@ impl<T: fmt::Display> Serialize for DisplayStr<T> {
 /// The JSON contract of `vigil flows --format jsonl`.
 impl Serialize for FlowRecord {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("FlowRecord", 24)?;
+        let mut st = s.serialize_struct("FlowRecord", 25)?;
         st.serialize_field("flow_id", &self.flow_id)?;
         st.serialize_field("first_seen", &DisplayStr(Rfc3339Nanos(self.first_seen_ns)))?;
         st.serialize_field("last_seen", &DisplayStr(Rfc3339Nanos(self.last_seen_ns)))?;
@@ -548,6 +551,9 @@ impl Serialize for FlowRecord {
         st.serialize_field("end_reason", self.end_reason.as_str())?;
         st.serialize_field("community_id", &DisplayStr(self.community_id))?;
         st.serialize_field("tunnel", &self.tunnel)?;
+        if let Some(a) = &self.app {
+            st.serialize_field("app", a)?;
+        }
         st.end()
     }
 }
@@ -571,6 +577,7 @@ pub(crate) mod tests {
 
     pub(crate) fn record() -> FlowRecord {
         FlowRecord {
+            app: None,
             flow_id: 7,
             first_seen_ns: 1_000_000_001,
             last_seen_ns: 2_000_000_000,

@@ -7,6 +7,7 @@
 //! `vigil flows --format jsonl` prints and that tools build on.
 #![deny(missing_docs)]
 
+pub mod app;
 pub mod attest;
 pub mod flow;
 pub mod keys;
@@ -15,6 +16,7 @@ pub mod time;
 pub mod units;
 pub mod wire;
 
+pub use app::{App, AppProto};
 pub use flow::{
     CommunityId, ConnState, EndReason, FlowRecord, History, TunnelInfo, TunnelType, Vlans,
     proto_name,

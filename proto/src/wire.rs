@@ -40,7 +40,7 @@ pub struct WireError {
 
 impl WireError {
     #[cold]
-    fn new(field: &'static str, problem: impl Into<String>) -> WireError {
+    pub(crate) fn new(field: &'static str, problem: impl Into<String>) -> WireError {
         WireError {
             field,
             problem: problem.into(),
@@ -206,6 +206,7 @@ pub fn flow_without_identity(r: &FlowRecord) -> pb::Flow {
             outer_src: ip_to_bytes(t.outer_src),
             outer_dst: ip_to_bytes(t.outer_dst),
         }),
+        app: r.app.as_deref().map(pb::App::from),
     }
 }
 
@@ -299,6 +300,10 @@ impl TryFrom<&pb::Flow> for FlowRecord {
             end_reason: EndReason::try_from(f.end_reason)?,
             community_id: CommunityId(community_id),
             tunnel,
+            app: match &f.app {
+                None => None,
+                Some(a) => Some(Box::new(App::try_from(a)?)),
+            },
         })
     }
 }
@@ -308,6 +313,180 @@ fn truncate(s: &str) -> &str {
     match s.char_indices().nth(32) {
         Some((i, _)) => &s[..i],
         None => s,
+    }
+}
+
+// ---- application metadata ----
+
+use crate::app::{App, AppProto, Dns, Http, Ics, MAX_LIST, MAX_TEXT, Ssh, Tls};
+
+fn counts_to(v: &[(u16, u64)]) -> Vec<pb::IcsCount> {
+    v.iter()
+        .map(|&(code, count)| pb::IcsCount {
+            code: u32::from(code),
+            count,
+        })
+        .collect()
+}
+
+impl From<&App> for pb::App {
+    fn from(a: &App) -> pb::App {
+        pb::App {
+            proto: a.proto.map(AppProto::to_wire).unwrap_or(0),
+            dns: a.dns.as_ref().map(|d| pb::Dns {
+                qname: d.qname.clone(),
+                qtype: u32::from(d.qtype),
+                rcode: d.rcode.map(u32::from),
+                answers: d.answers.clone(),
+                answer_count: u32::from(d.answer_count),
+                id: u32::from(d.id),
+            }),
+            tls: a.tls.as_ref().map(|t| pb::Tls {
+                sni: t.sni.clone(),
+                alpn: t.alpn.clone(),
+                version: u32::from(t.version),
+                ja4: t.ja4.clone(),
+                ja4s: t.ja4s.clone(),
+                server_alpn: t.server_alpn.clone(),
+            }),
+            http: a.http.as_ref().map(|h| pb::Http {
+                method: h.method.clone(),
+                host: h.host.clone(),
+                path: h.path.clone(),
+                status: u32::from(h.status),
+                user_agent: h.user_agent.clone(),
+            }),
+            ssh: a.ssh.as_ref().map(|x| pb::Ssh {
+                client: x.client.clone(),
+                server: x.server.clone(),
+                hassh: x.hassh.clone(),
+                hassh_server: x.hassh_server.clone(),
+            }),
+            ics: a.ics.as_ref().map(|i| pb::Ics {
+                functions: counts_to(&i.functions),
+                units: i.units.iter().map(|&u| u32::from(u)).collect(),
+                reads: i.reads,
+                writes: i.writes,
+                control: i.control,
+                diagnostics: i.diagnostics,
+                discovery: i.discovery,
+                causes: counts_to(&i.causes),
+                exceptions: i.exceptions,
+                malformed: i.malformed,
+            }),
+        }
+    }
+}
+
+fn text(field: &'static str, s: &str) -> Result<String, WireError> {
+    if s.len() > MAX_TEXT {
+        return Err(WireError::new(
+            field,
+            format!("{} bytes (at most {MAX_TEXT})", s.len()),
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+fn list<T, U>(
+    field: &'static str,
+    v: &[T],
+    mut f: impl FnMut(&T) -> Result<U, WireError>,
+) -> Result<Vec<U>, WireError> {
+    if v.len() > MAX_LIST {
+        return Err(WireError::new(
+            field,
+            format!("{} entries (at most {MAX_LIST})", v.len()),
+        ));
+    }
+    v.iter().map(&mut f).collect()
+}
+
+fn narrow16(field: &'static str, v: u32) -> Result<u16, WireError> {
+    u16::try_from(v).map_err(|_| WireError::new(field, format!("{v} is above 65535")))
+}
+
+fn counts_from(field: &'static str, v: &[pb::IcsCount]) -> Result<Vec<(u16, u64)>, WireError> {
+    list(field, v, |c| Ok((narrow16(field, c.code)?, c.count)))
+}
+
+impl TryFrom<&pb::App> for App {
+    type Error = WireError;
+
+    fn try_from(a: &pb::App) -> Result<App, WireError> {
+        let proto = AppProto::from_wire(a.proto)
+            .ok_or_else(|| WireError::new("app.proto", format!("unknown value {}", a.proto)))?;
+        let dns = match &a.dns {
+            None => None,
+            Some(d) => Some(Box::new(Dns {
+                id: narrow16("app.dns.id", d.id)?,
+                qname: text("app.dns.qname", &d.qname)?,
+                qtype: narrow16("app.dns.qtype", d.qtype)?,
+                rcode: match d.rcode {
+                    None => None,
+                    Some(r) => Some(u8::try_from(r).map_err(|_| {
+                        WireError::new("app.dns.rcode", format!("{r} is above 255"))
+                    })?),
+                },
+                answers: list("app.dns.answers", &d.answers, |s| {
+                    text("app.dns.answers", s)
+                })?,
+                answer_count: narrow16("app.dns.answer_count", d.answer_count)?,
+            })),
+        };
+        let tls = match &a.tls {
+            None => None,
+            Some(t) => Some(Box::new(Tls {
+                sni: text("app.tls.sni", &t.sni)?,
+                alpn: list("app.tls.alpn", &t.alpn, |s| text("app.tls.alpn", s))?,
+                version: narrow16("app.tls.version", t.version)?,
+                ja4: text("app.tls.ja4", &t.ja4)?,
+                ja4s: text("app.tls.ja4s", &t.ja4s)?,
+                server_alpn: text("app.tls.server_alpn", &t.server_alpn)?,
+            })),
+        };
+        let http = match &a.http {
+            None => None,
+            Some(h) => Some(Box::new(Http {
+                method: text("app.http.method", &h.method)?,
+                host: text("app.http.host", &h.host)?,
+                path: text("app.http.path", &h.path)?,
+                status: narrow16("app.http.status", h.status)?,
+                user_agent: text("app.http.user_agent", &h.user_agent)?,
+            })),
+        };
+        let ssh = match &a.ssh {
+            None => None,
+            Some(x) => Some(Box::new(Ssh {
+                client: text("app.ssh.client", &x.client)?,
+                server: text("app.ssh.server", &x.server)?,
+                hassh: text("app.ssh.hassh", &x.hassh)?,
+                hassh_server: text("app.ssh.hassh_server", &x.hassh_server)?,
+            })),
+        };
+        let ics = match &a.ics {
+            None => None,
+            Some(i) => Some(Box::new(Ics {
+                functions: counts_from("app.ics.functions", &i.functions)?,
+                units: list("app.ics.units", &i.units, |&u| narrow16("app.ics.units", u))?,
+                reads: i.reads,
+                writes: i.writes,
+                control: i.control,
+                diagnostics: i.diagnostics,
+                discovery: i.discovery,
+                causes: counts_from("app.ics.causes", &i.causes)?,
+                exceptions: i.exceptions,
+                malformed: i.malformed,
+            })),
+        };
+        Ok(App {
+            proto: Some(proto),
+            dns,
+            tls,
+            http,
+            ssh,
+            ics,
+        })
     }
 }
 
@@ -321,6 +500,7 @@ mod tests {
             history.push(*c);
         }
         FlowRecord {
+            app: None,
             flow_id: 42,
             first_seen_ns: 1_700_000_000_000_000_000,
             last_seen_ns: 1_700_000_001_000_000_000,
@@ -431,5 +611,41 @@ mod tests {
             FlowRecord::try_from(udp_ports_on_icmp).unwrap_err().field,
             "src_port"
         );
+    }
+
+    fn sample_app() -> App {
+        let mut a = App::of(AppProto::Modbus);
+        let i = a.ics.as_mut().unwrap();
+        i.functions = vec![(3, 10), (6, 1)];
+        i.units = vec![1];
+        i.reads = 10;
+        i.writes = 1;
+        a
+    }
+
+    #[test]
+    fn every_app_protocol_round_trips_through_the_wire() {
+        for p in AppProto::ALL {
+            let a = App::of(p);
+            assert_eq!(App::try_from(&pb::App::from(&a)).unwrap(), a);
+        }
+        let a = sample_app();
+        assert_eq!(App::try_from(&pb::App::from(&a)).unwrap(), a);
+    }
+
+    #[test]
+    fn hostile_app_values_are_refused_naming_the_field() {
+        let mut w = pb::App::from(&App::of(AppProto::Dns));
+        w.dns.as_mut().unwrap().qname = "a".repeat(MAX_TEXT + 1);
+        assert_eq!(App::try_from(&w).unwrap_err().field, "app.dns.qname");
+        let mut w = pb::App::from(&sample_app());
+        w.ics.as_mut().unwrap().functions[0].code = 70_000;
+        assert_eq!(App::try_from(&w).unwrap_err().field, "app.ics.functions");
+        let mut w = pb::App::from(&sample_app());
+        w.proto = 99;
+        assert_eq!(App::try_from(&w).unwrap_err().field, "app.proto");
+        let mut w = pb::App::from(&App::of(AppProto::Tls));
+        w.tls.as_mut().unwrap().alpn = vec!["h2".into(); MAX_LIST + 1];
+        assert_eq!(App::try_from(&w).unwrap_err().field, "app.tls.alpn");
     }
 }

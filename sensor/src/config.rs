@@ -231,6 +231,9 @@ pub struct FlowSection {
     pub report_min_packets: u32,
     /// Flows held at once. Default 1000000.
     pub max_flows: usize,
+    /// Application metadata (DNS, TLS, HTTP, SSH, ICS functions) in the
+    /// records. Default true.
+    pub app_metadata: bool,
 }
 
 impl Default for FlowSection {
@@ -242,6 +245,7 @@ impl Default for FlowSection {
             report_interval: "1s".into(),
             report_min_packets: 64,
             max_flows: 1_000_000,
+            app_metadata: true,
         }
     }
 }
@@ -451,6 +455,7 @@ impl SensorFile {
                 report_interval,
                 report_min_packets: self.flow.report_min_packets.max(1),
                 max_flows: self.flow.max_flows,
+                app_metadata: self.flow.app_metadata,
                 ..FlowConfig::default()
             },
             ..RunConfig::default()
@@ -556,6 +561,16 @@ mod tests {
         assert_eq!(e.spool.max_bytes, 1 << 30);
         assert_eq!(e.batch_flows, 2048);
         assert!(s.capture.is_none(), "no interface by default");
+        assert!(
+            s.pipeline.flow.app_metadata,
+            "application metadata on by default"
+        );
+        assert!(text.contains("app_metadata = true"), "{text}");
+        let off = SensorFile::parse("output = \"-\"\n[flow]\napp_metadata = false\n", "s.toml")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(!off.pipeline.flow.app_metadata);
     }
 
     #[test]

@@ -82,6 +82,8 @@ fn check_frame(link: LinkType, frame: &[u8]) {
     check_decode_plain(link, frame);
     let mut dec = Decoder::new();
     with_table(|table, base| {
+        let mut sniffer = table.sniffer();
+        let (mut metas, mut payloads) = (Vec::new(), Vec::new());
         for ts in [base + 1_000_000_000u64, base + 100_000_000_000_000] {
             let pkt = RawPacket {
                 ts_ns: ts,
@@ -89,7 +91,14 @@ fn check_frame(link: LinkType, frame: &[u8]) {
                 orig_len: frame.len() as u32,
                 data: frame,
             };
-            dec.decode(&pkt, &mut |m: &PacketMeta| table.process(m));
+            dec.decode(&pkt, &mut |m: &PacketMeta, p: &[u8]| {
+                let mut m = *m;
+                sniffer.keep(&mut m, p, &mut payloads);
+                metas.push(m);
+            });
+            table.process_batch(&metas, &payloads);
+            metas.clear();
+            payloads.clear();
             table.advance(ts);
         }
     });
@@ -367,7 +376,9 @@ pub fn check_decode_plain(link: LinkType, frame: &[u8]) -> bool {
     };
     let mut full = Decoder::new();
     let mut out = Vec::new();
-    full.decode(&pkt, &mut |p: &PacketMeta| out.push(format!("{p:?}")));
+    full.decode(&pkt, &mut |p: &PacketMeta, _: &[u8]| {
+        out.push(format!("{p:?}"))
+    });
     assert_eq!(
         out,
         [format!("{m:?}")],
@@ -405,7 +416,7 @@ pub fn check_owner(link: LinkType, frame: &[u8]) {
         orig_len: frame.len() as u32,
         data: frame,
     };
-    dec.decode(&pkt, &mut |m: &PacketMeta| {
+    dec.decode(&pkt, &mut |m: &PacketMeta, _: &[u8]| {
         assert_eq!(
             m.key.pair_hash(),
             h,
@@ -428,22 +439,26 @@ pub fn read_capture(data: &[u8]) {
     };
     let mut dec = Decoder::new();
     let mut metas = Vec::new();
+    let mut payloads = Vec::new();
     with_table(|table, base| {
+        let mut sniffer = table.sniffer();
         while let Ok(Some(pkt)) = reader.next_packet() {
             // The file's times, moved past the previous input's.
             let ts = base.saturating_add(pkt.ts_ns % INPUT_SPAN_NS);
-            dec.decode(&pkt, &mut |m: &PacketMeta| {
+            dec.decode(&pkt, &mut |m: &PacketMeta, p: &[u8]| {
                 let mut m = *m;
                 m.ts_ns = ts;
+                sniffer.keep(&mut m, p, &mut payloads);
                 metas.push(m);
             });
             if metas.len() >= 8 {
-                table.process_batch(&metas);
+                table.process_batch(&metas, &payloads);
                 metas.clear();
+                payloads.clear();
                 table.advance(ts);
             }
         }
-        table.process_batch(&metas);
+        table.process_batch(&metas, &payloads);
     });
 }
 
@@ -474,7 +489,7 @@ pub fn check_rewrite(link: LinkType, frame: &[u8]) {
         orig_len: out.len() as u32,
         data: &out,
     };
-    Decoder::new().decode(&pkt, &mut |m: &PacketMeta| {
+    Decoder::new().decode(&pkt, &mut |m: &PacketMeta, _: &[u8]| {
         let k = &m.key;
         assert!(
             in_test_range(&k.addr_lo, k.v6) && in_test_range(&k.addr_hi, k.v6),

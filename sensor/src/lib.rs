@@ -12,6 +12,7 @@
 //! benchmarks and the demo.
 #![deny(missing_docs)]
 
+pub mod app;
 pub mod capture;
 pub mod config;
 mod cpu;

@@ -58,9 +58,9 @@ fn apply(
     metas: &mut Vec<PacketMeta>,
     pkt: &vigil_sensor::capture::RawPacket<'_>,
 ) {
-    decoder.decode(pkt, &mut |m: &PacketMeta| metas.push(*m));
+    decoder.decode(pkt, &mut |m: &PacketMeta, _: &[u8]| metas.push(*m));
     if metas.len() >= 256 {
-        table.process_batch(metas);
+        table.process_batch(metas, &[]);
         metas.clear();
         table.advance(pkt.ts_ns);
     }
@@ -96,7 +96,7 @@ fn steady_state_packet_path_allocates_nothing() {
         }
         apply(&mut decoder, &mut table, &mut metas, &pkt);
         if n == 20 * flows {
-            table.process_batch(&metas);
+            table.process_batch(&metas, &[]);
             counted = n - 5 * flows;
             break;
         }
@@ -293,10 +293,10 @@ fn every_encapsulation_decodes_without_allocating() {
                 orig_len: f.len() as u32,
                 data: f,
             };
-            decoder.decode(&pkt, &mut |m: &PacketMeta| metas.push(*m));
+            decoder.decode(&pkt, &mut |m: &PacketMeta, _: &[u8]| metas.push(*m));
         }
         let n = metas.len();
-        table.process_batch(&metas);
+        table.process_batch(&metas, &[]);
         metas.clear();
         table.advance(ts);
         n
@@ -344,7 +344,7 @@ fn realistic_mix_allocates_nothing_per_packet() {
         }
         apply(&mut decoder, &mut table, &mut metas, &pkt);
     }
-    table.process_batch(&metas);
+    table.process_batch(&metas, &[]);
     let created_after = 8_000u64.saturating_sub(flows_at_warm as u64);
     let during = allocations() - before;
     assert_eq!(n, 200_000);
@@ -359,4 +359,91 @@ fn realistic_mix_allocates_nothing_per_packet() {
         during <= 4,
         "{during} allocations over 180,000 packets ({created_after} flows created among them)"
     );
+}
+
+/// Application metadata allocates nothing per packet once warm: the
+/// states of ended flows are reused with their buffers. 500 DNS
+/// exchanges (query, response with two answers), expired, then 500 more
+/// on other ports: the second round's packets allocate exactly what they
+/// allocate with the metadata off (the timer wheel's own growth).
+#[test]
+fn application_metadata_allocates_nothing_once_warm() {
+    let on = dns_rounds(true);
+    let off = dns_rounds(false);
+    assert_eq!(
+        on, off,
+        "allocations over 1,000 DNS packets, metadata on and off"
+    );
+}
+
+fn dns_rounds(app_metadata: bool) -> u64 {
+    use vigil_sensor::decode::key::FlowKey;
+    fn message(id: u16, response: bool) -> Vec<u8> {
+        let mut m = id.to_be_bytes().to_vec();
+        m.extend_from_slice(if response { &[0x81, 0x80] } else { &[1, 0] });
+        m.extend_from_slice(&[0, 1, 0, if response { 2 } else { 0 }, 0, 0, 0, 0]);
+        for l in ["host-name", "example", "org"] {
+            m.push(l.len() as u8);
+            m.extend_from_slice(l.as_bytes());
+        }
+        m.extend_from_slice(&[0, 0, 1, 0, 1]);
+        if response {
+            for last in [7u8, 8] {
+                m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, last]);
+            }
+        }
+        m
+    }
+    let cfg = FlowConfig {
+        app_metadata,
+        ..FlowConfig::default()
+    };
+    let mut table = FlowTable::new(&cfg, 100_000);
+    let mut sniffer = table.sniffer();
+    let (mut metas, mut payloads) = (Vec::with_capacity(1024), Vec::with_capacity(1 << 20));
+    let t0 = 1_700_000_000_000_000_000u64;
+    let mut round = |base_port: u16, ts: u64| -> (u64, usize) {
+        metas.clear();
+        payloads.clear();
+        let msgs: Vec<(Vec<u8>, Vec<u8>)> = (0..500)
+            .map(|i| (message(i, false), message(i, true)))
+            .collect();
+        let before = allocations();
+        for (i, (q, r)) in msgs.iter().enumerate() {
+            let port = base_port + i as u16;
+            for (from_client, p) in [(true, q), (false, r)] {
+                let (a, pa, b, pb) = if from_client {
+                    ([10; 16], port, [20; 16], 53)
+                } else {
+                    ([20; 16], 53, [10; 16], port)
+                };
+                let (key, src_is_lo) = FlowKey::new(a, pa, b, pb, 17, false, [0; 2]);
+                let mut m = PacketMeta {
+                    key,
+                    hash: key.hash64(),
+                    ts_ns: ts,
+                    ip_bytes: 28 + p.len() as u32,
+                    payload_len: p.len() as u32,
+                    src_is_lo,
+                    ..PacketMeta::default()
+                };
+                sniffer.keep(&mut m, p, &mut payloads);
+                metas.push(m);
+            }
+        }
+        table.process_batch(&metas, &payloads);
+        let during = allocations() - before;
+        // Every flow ends (idle), its record taken.
+        table.advance(ts + 3_600_000_000_000);
+        let records = table.take_records();
+        let with_app = records.iter().filter(|r| r.app.is_some()).count();
+        (during, with_app)
+    };
+    let want = if app_metadata { 500 } else { 0 };
+    let (_, warm) = round(10_000, t0);
+    assert_eq!(warm, want);
+    let (during, with_app) = round(20_000, t0 + 7_200_000_000_000);
+    assert_eq!(with_app, want);
+    assert_eq!(table.stats.app.errors.iter().sum::<u64>(), 0);
+    during
 }

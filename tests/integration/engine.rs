@@ -1283,7 +1283,9 @@ fn frames_given_an_owner_make_packets_of_that_pair_only_on_the_corpus() {
                 plain += 1;
                 let mut full = Decoder::new();
                 let mut out = Vec::new();
-                full.decode(&pkt, &mut |p: &PacketMeta| out.push(format!("{p:?}")));
+                full.decode(&pkt, &mut |p: &PacketMeta, _: &[u8]| {
+                    out.push(format!("{p:?}"))
+                });
                 assert_eq!(out, [format!("{m:?}")], "{}", f.display());
                 assert_eq!(d.stats, full.stats, "{}", f.display());
             } else {
@@ -1295,7 +1297,7 @@ fn frames_given_an_owner_make_packets_of_that_pair_only_on_the_corpus() {
             };
             paired += 1;
             let mut d = Decoder::new();
-            d.decode(&pkt, &mut |m: &PacketMeta| {
+            d.decode(&pkt, &mut |m: &PacketMeta, _: &[u8]| {
                 assert_eq!(m.key.pair_hash(), h, "{}: {:?}", f.display(), m.key);
             });
             assert_eq!(

@@ -14,6 +14,7 @@ use vigil_collector::query::{TimeRange, TopBy, TopKey, memory, parse};
 use vigil_collector::store::IngestBatch;
 use vigil_collector::store::prelude::*;
 use vigil_collector::store::sqlite::{SqliteConfig, SqliteStore};
+use vigil_proto::AppProto;
 use vigil_proto::wire::ip_to_bytes;
 use vigil_proto::{ConnState, FlowRecord};
 
@@ -96,6 +97,8 @@ pub struct Vocabulary {
     vlans: Vec<u16>,
     sensors: Vec<String>,
     cids: Vec<String>,
+    /// `(keyword, value)` of application text fields.
+    texts: Vec<(&'static str, String)>,
     first_ns: (u64, u64),
 }
 
@@ -111,6 +114,10 @@ impl Vocabulary {
             vlans: vec![1, 4095],
             sensors: vec!["s-even".into(), "s-odd".into(), "nosuch".into()],
             cids: vec!["1:AAAAAAAAAAAAAAAAAAAAAAAAAAA=".into()],
+            texts: vec![
+                ("dns.qname", "nosuch.example".into()),
+                ("tls.sni", "org".into()),
+            ],
             first_ns: (u64::MAX, 0),
         };
         for (i, (_, r)) in records.iter().enumerate() {
@@ -125,6 +132,37 @@ impl Vocabulary {
             v.ports.extend(r.src_port.into_iter().chain(r.dst_port));
             v.vlans.extend(r.vlan.as_slice());
             v.cids.push(r.community_id.to_string());
+        }
+        // Every application value (they are few), spelled as a filter word
+        // can hold it, some in capitals (matching ignores case), with the
+        // parts a suffix or a substring match on.
+        let word = |s: &str| {
+            !s.is_empty()
+                && s.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '/' | '-' | '_' | '+')
+                })
+        };
+        for (_, r) in records {
+            let Some(a) = r.app.as_deref() else { continue };
+            let (name, fp) = vigil_collector::model::query::app_name_fp(a);
+            let fields: &[(&'static str, &String)] = match a.proto {
+                Some(AppProto::Dns) => &[("dns.qname", &name)],
+                Some(AppProto::Tls) => &[("tls.sni", &name), ("tls.ja4", &fp)],
+                Some(AppProto::Http) => &[("http.host", &name)],
+                Some(AppProto::Ssh) => &[("ssh.client", &name), ("ssh.hassh", &fp)],
+                _ => &[],
+            };
+            for (k, val) in fields {
+                if !word(val) || v.texts.iter().any(|(k2, v2)| k2 == k && v2 == *val) {
+                    continue;
+                }
+                v.texts.push((k, val.to_string()));
+                v.texts.push((k, val.to_uppercase()));
+                if let Some((_, tail)) = val.split_once('.') {
+                    v.texts.push((k, tail.to_string()));
+                }
+                v.texts.push((k, val.chars().take(3).collect()));
+            }
         }
         if v.first_ns.0 > v.first_ns.1 {
             v.first_ns = (0, 0);
@@ -159,6 +197,22 @@ impl Vocabulary {
                 .prop_map(|(c, op, n)| format!("{c} {op} {n}")),
             select(self.sensors.clone()).prop_map(|s| format!("sensor {s}")),
             select(self.cids.clone()).prop_map(|c| format!("cid {c}")),
+            (
+                select(AppProto::ALL.to_vec()),
+                select(vec!["app ", "app = "])
+            )
+                .prop_map(|(p, kw)| format!("{kw}{}", p.as_str())),
+            (
+                select(self.texts.clone()),
+                select(vec!["", "= ", "suffix ", "contains "])
+            )
+                .prop_map(|((k, v), op)| format!("{k} {op}{v}")),
+            (
+                select(vec!["ics.reads", "ics.writes", "ics.control"]),
+                select(vec![">", "<", ">=", "<=", "="]),
+                0u64..4,
+            )
+                .prop_map(|(c, op, n)| format!("{c} {op} {n}")),
         ]
         .boxed()
     }

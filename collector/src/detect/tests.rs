@@ -56,6 +56,7 @@ fn rec(
 ) -> FlowRecord {
     let ports = matches!(proto, 6 | 17);
     FlowRecord {
+        app: None,
         flow_id: id,
         first_seen_ns: first,
         last_seen_ns: last,

@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 
-use vigil_proto::{CommunityId, ConnState, FlowRecord};
+use vigil_proto::{App, AppProto, CommunityId, ConnState, FlowRecord};
 
 /// Which end of a flow a primitive looks at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,6 +115,115 @@ pub enum Counter {
     Packets,
 }
 
+/// A text field of a flow's application metadata that filters match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppText {
+    /// DNS query name.
+    DnsQname,
+    /// TLS server name.
+    TlsSni,
+    /// HTTP Host header.
+    HttpHost,
+    /// SSH client banner.
+    SshClient,
+    /// TLS client fingerprint (JA4).
+    TlsJa4,
+    /// SSH client fingerprint (HASSH).
+    SshHassh,
+}
+
+impl AppText {
+    /// Every field, with its filter keyword.
+    pub const ALL: [(AppText, &'static str); 6] = [
+        (AppText::DnsQname, "dns.qname"),
+        (AppText::TlsSni, "tls.sni"),
+        (AppText::HttpHost, "http.host"),
+        (AppText::SshClient, "ssh.client"),
+        (AppText::TlsJa4, "tls.ja4"),
+        (AppText::SshHassh, "ssh.hassh"),
+    ];
+
+    /// The protocol whose metadata holds the field.
+    pub fn proto(self) -> AppProto {
+        match self {
+            AppText::DnsQname => AppProto::Dns,
+            AppText::TlsSni | AppText::TlsJa4 => AppProto::Tls,
+            AppText::HttpHost => AppProto::Http,
+            AppText::SshClient | AppText::SshHassh => AppProto::Ssh,
+        }
+    }
+
+    /// Whether the stores keep the field as the flow's name (`app_name`:
+    /// a query name, server name, host or client banner) rather than as
+    /// its fingerprint (`app_fp`: JA4 or HASSH).
+    pub fn is_name(self) -> bool {
+        !matches!(self, AppText::TlsJa4 | AppText::SshHassh)
+    }
+}
+
+/// How a text field is matched: case-insensitively, whole, as a domain
+/// (the name or any name below it), or anywhere in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextOp {
+    /// The whole value.
+    Eq,
+    /// The value or a name under it: `suffix example.org` matches
+    /// `example.org` and `www.example.org`, not `badexample.org`.
+    Suffix,
+    /// A substring.
+    Contains,
+}
+
+impl TextOp {
+    /// Whether `value` (lowercase) matches `needle` (lowercase).
+    pub fn matches(self, value: &str, needle: &str) -> bool {
+        match self {
+            TextOp::Eq => value == needle,
+            TextOp::Suffix => {
+                let n = needle.trim_start_matches('.');
+                value == n
+                    || value
+                        .strip_suffix(n)
+                        .is_some_and(|head| head.ends_with('.'))
+            }
+            TextOp::Contains => value.contains(needle),
+        }
+    }
+}
+
+/// An ICS operation count of a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IcsCounter {
+    /// Read requests.
+    Reads,
+    /// Write requests.
+    Writes,
+    /// Control operations (operate, download, start, stop, restart).
+    Control,
+}
+
+/// The name (`app_name`) and fingerprint (`app_fp`) the stores keep of a
+/// record's application metadata, lowercase, for filters.
+pub fn app_name_fp(a: &App) -> (String, String) {
+    let (name, fp) = match (&a.dns, &a.tls, &a.http, &a.ssh) {
+        (Some(d), ..) => (d.qname.as_str(), ""),
+        (_, Some(t), ..) => (t.sni.as_str(), t.ja4.as_str()),
+        (_, _, Some(h), _) => (h.host.as_str(), ""),
+        (.., Some(x)) => (x.client.as_str(), x.hassh.as_str()),
+        _ => ("", ""),
+    };
+    (name.to_lowercase(), fp.to_lowercase())
+}
+
+/// A record's ICS count.
+pub fn ics_count(a: Option<&App>, c: IcsCounter) -> u64 {
+    a.and_then(|a| a.ics.as_ref()).map_or(0, |i| match c {
+        IcsCounter::Reads => i.reads,
+        IcsCounter::Writes => i.writes,
+        IcsCounter::Control => i.control,
+    })
+}
+
 /// A compiled filter: the typed plan of a filter expression.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Filter {
@@ -144,6 +253,13 @@ pub enum Filter {
     Sensor(String),
     /// This Community ID.
     CommunityId(CommunityId),
+    /// Application metadata of this protocol.
+    App(AppProto),
+    /// An application text field matching a lowercase needle.
+    Text(AppText, TextOp, String),
+    /// An ICS operation count compared with a number (0 for flows
+    /// without ICS metadata).
+    Ics(IcsCounter, Cmp, u64),
 }
 
 impl Filter {
@@ -180,6 +296,15 @@ impl Filter {
             }
             Filter::Sensor(s) => s == sensor,
             Filter::CommunityId(c) => r.community_id == *c,
+            Filter::App(p) => r.app.as_ref().is_some_and(|a| a.proto == Some(*p)),
+            Filter::Text(field, op, needle) => r.app.as_deref().is_some_and(|a| {
+                if a.proto != Some(field.proto()) {
+                    return false;
+                }
+                let (name, fp) = app_name_fp(a);
+                op.matches(if field.is_name() { &name } else { &fp }, needle)
+            }),
+            Filter::Ics(c, op, n) => op.eval(ics_count(r.app.as_deref(), *c), *n),
         }
     }
 }

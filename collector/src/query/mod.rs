@@ -10,8 +10,8 @@ pub mod memory;
 pub mod parse;
 
 pub use crate::model::query::{
-    Cmp, Counter, Dir, Filter, IpRange, MAX_SERIES_POINTS, MIN_SERIES_STEP_NS, SeriesPoint,
-    TimeRange, TopBy, TopKey, TopRow, Totals, check_step,
+    AppText, Cmp, Counter, Dir, Filter, IcsCounter, IpRange, MAX_SERIES_POINTS, MIN_SERIES_STEP_NS,
+    SeriesPoint, TextOp, TimeRange, TopBy, TopKey, TopRow, Totals, check_step,
 };
 pub use parse::{ParseError, parse};
 

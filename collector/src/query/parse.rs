@@ -17,6 +17,12 @@
 //!   | (bytes|packets) (>|<|>=|<=|=) N    both directions summed
 //!   | sensor ID                          the sensor that reported the flow
 //!   | cid 1:BASE64                       Community ID (pivot from Zeek/Suricata)
+//!   | app [=] NAME                       application protocol: dns tls http ssh modbus
+//!                                        dnp3 s7comm s7comm-plus iec104 enip bacnet opcua
+//!   | TEXT [= | suffix | contains] VALUE dns.qname, tls.sni, http.host, ssh.client,
+//!                                        tls.ja4, ssh.hassh; case-insensitive; `suffix`
+//!                                        matches a domain and the names under it
+//!   | ics.(reads|writes|control) (>|<|>=|<=|=) N   ICS operations in the record
 //! ```
 //! Without `src`/`dst` an address or port primitive matches either end.
 //! Keywords are case-insensitive. An empty filter matches every flow.
@@ -29,7 +35,9 @@ use base64::Engine as _;
 use thiserror::Error;
 use vigil_proto::{CommunityId, ConnState};
 
-use super::{Cmp, Counter, Dir, Filter, IpRange};
+use vigil_proto::AppProto;
+
+use super::{AppText, Cmp, Counter, Dir, Filter, IcsCounter, IpRange, TextOp};
 
 /// A filter that does not parse.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -264,7 +272,7 @@ impl<'a> Parser<'a> {
     }
 
     fn primitive(&mut self) -> Result<Filter, ParseError> {
-        const EXPECTED: &str = "a primitive (host, net, port, portrange, proto, tcp, udp, icmp, ip4, ip6, vlan, state, bytes, packets, sensor, cid), `not` or `(`";
+        const EXPECTED: &str = "a primitive (host, net, port, portrange, proto, tcp, udp, icmp, ip4, ip6, vlan, state, bytes, packets, sensor, cid, app, dns.qname, tls.sni, tls.ja4, http.host, ssh.client, ssh.hassh, ics.reads, ics.writes, ics.control), `not` or `(`";
         let dir = if self.keyword("src") {
             self.pos += 1;
             Some(Dir::Src)
@@ -379,6 +387,69 @@ impl<'a> Parser<'a> {
             "sensor" => {
                 let (w, _) = self.word("a sensor id")?;
                 Filter::Sensor(w.to_string())
+            }
+            "app" => {
+                if matches!(self.peek(), Some(Tok::Op(Cmp::Eq))) {
+                    self.pos += 1;
+                }
+                let (w, c) = self.word("an application protocol such as dns or modbus")?;
+                Filter::App(AppProto::parse(&w.to_ascii_lowercase()).ok_or_else(|| {
+                    let names: Vec<&str> = AppProto::ALL.iter().map(|p| p.as_str()).collect();
+                    ParseError {
+                        column: c,
+                        message: format!(
+                            "`{w}` is not an application protocol ({})",
+                            names.join(" ")
+                        ),
+                    }
+                })?)
+            }
+            "ics.reads" | "ics.writes" | "ics.control" => {
+                let counter = match kw.as_str() {
+                    "ics.reads" => IcsCounter::Reads,
+                    "ics.writes" => IcsCounter::Writes,
+                    _ => IcsCounter::Control,
+                };
+                let op = match self.peek() {
+                    Some(Tok::Op(op)) => *op,
+                    _ => return self.err("a comparison (>, <, >=, <=, =)"),
+                };
+                self.pos += 1;
+                let (w, c) = self.word("a number")?;
+                let n = parse_num::<u64>(w, c, "a number")?;
+                if n > i64::MAX as u64 {
+                    return Err(ParseError {
+                        column: c,
+                        message: format!("`{w}` is too large"),
+                    });
+                }
+                Filter::Ics(counter, op, n)
+            }
+            field if AppText::ALL.iter().any(|(_, k)| *k == field) => {
+                let text = AppText::ALL
+                    .iter()
+                    .find(|(_, k)| *k == field)
+                    .map_or(AppText::DnsQname, |(t, _)| *t);
+                let op = if matches!(self.peek(), Some(Tok::Op(Cmp::Eq))) {
+                    self.pos += 1;
+                    TextOp::Eq
+                } else if self.keyword("suffix") {
+                    self.pos += 1;
+                    TextOp::Suffix
+                } else if self.keyword("contains") {
+                    self.pos += 1;
+                    TextOp::Contains
+                } else {
+                    TextOp::Eq
+                };
+                let (w, c) = self.word("a value (a name, a fingerprint)")?;
+                if w.len() > 255 {
+                    return Err(ParseError {
+                        column: c,
+                        message: format!("a value of {} bytes (at most 255)", w.len()),
+                    });
+                }
+                Filter::Text(text, op, w.to_lowercase())
             }
             "cid" | "community-id" => {
                 let (w, c) = self.word("a Community ID such as 1:hO+sN4H+MG5MY/8hIrXPqc4ZQz0=")?;

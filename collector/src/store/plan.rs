@@ -19,13 +19,13 @@
 use std::net::IpAddr;
 
 use vigil_proto::wire::ip_to_bytes;
-use vigil_proto::{ConnState, proto_name};
+use vigil_proto::{AppProto, ConnState, proto_name};
 
 use super::StoreError;
 use crate::model::alert::AlertQuery;
 use crate::model::query::{
-    Cmp, Counter, Dir, Filter, MAX_SERIES_POINTS, SeriesPoint, TimeRange, TopBy, TopKey, TopRow,
-    Totals, check_step,
+    Cmp, Counter, Dir, Filter, IcsCounter, MAX_SERIES_POINTS, SeriesPoint, TextOp, TimeRange,
+    TopBy, TopKey, TopRow, Totals, check_step,
 };
 
 /// Nanoseconds in a minute: the roll-ups' resolution.
@@ -90,6 +90,27 @@ pub enum Field {
     RollupKey,
     /// `rollup_dport`'s protocol column.
     RollupProto,
+    /// The application protocol: its position in [`AppProto::ALL`] plus
+    /// one, 0 for none ([`app_code`]).
+    AppProto,
+    /// The application's name, lowercase: the DNS query name, TLS server
+    /// name, HTTP host or SSH client banner; empty for none.
+    AppName,
+    /// The application's fingerprint, lowercase: JA4 or HASSH.
+    AppFp,
+    /// ICS reads in the record.
+    IcsReads,
+    /// ICS writes in the record.
+    IcsWrites,
+    /// ICS control operations in the record.
+    IcsControl,
+}
+
+/// How the stores keep an application protocol: its position in
+/// [`AppProto::ALL`] plus one (0: no application metadata). Append only.
+pub fn app_code(p: Option<AppProto>) -> u64 {
+    p.and_then(|p| AppProto::ALL.iter().position(|x| *x == p))
+        .map_or(0, |i| i as u64 + 1)
 }
 
 /// A value a field is compared with.
@@ -128,6 +149,9 @@ pub enum Cond {
     HasPorts,
     /// Either VLAN id of the flow is this.
     Vlan(u16),
+    /// A text field ([`Field::AppName`], [`Field::AppFp`]) matching a
+    /// lowercase needle.
+    Text(Field, TextOp, String),
 }
 
 impl Cond {
@@ -184,6 +208,31 @@ impl Cond {
             Filter::Sensor(s) => Cond::Cmp(Field::Sensor, Cmp::Eq, Value::Text(s.clone())),
             Filter::CommunityId(c) => {
                 Cond::Cmp(Field::CommunityId, Cmp::Eq, Value::Bytes(c.0.to_vec()))
+            }
+            Filter::App(p) => Cond::Cmp(Field::AppProto, Cmp::Eq, Value::Num(app_code(Some(*p)))),
+            Filter::Text(t, op, needle) => Cond::and(vec![
+                Cond::Cmp(
+                    Field::AppProto,
+                    Cmp::Eq,
+                    Value::Num(app_code(Some(t.proto()))),
+                ),
+                Cond::Text(
+                    if t.is_name() {
+                        Field::AppName
+                    } else {
+                        Field::AppFp
+                    },
+                    *op,
+                    needle.clone(),
+                ),
+            ]),
+            Filter::Ics(c, op, n) => {
+                let field = match c {
+                    IcsCounter::Reads => Field::IcsReads,
+                    IcsCounter::Writes => Field::IcsWrites,
+                    IcsCounter::Control => Field::IcsControl,
+                };
+                Cond::Cmp(field, *op, Value::Num(*n))
             }
         }
     }

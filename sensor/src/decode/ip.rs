@@ -44,7 +44,12 @@ pub(crate) fn home_address(mut p: &[u8]) -> Option<[u8; 16]> {
 }
 
 impl Decoder {
-    pub(super) fn ip(&mut self, d: &[u8], ctx: Ctx, emit: &mut impl FnMut(&PacketMeta)) -> R<bool> {
+    pub(super) fn ip(
+        &mut self,
+        d: &[u8],
+        ctx: Ctx,
+        emit: &mut impl FnMut(&PacketMeta, &[u8]),
+    ) -> R<bool> {
         // Most packets on a link are IPv4 without options or fragmentation,
         // carrying TCP or UDP: those headers are read in place, and a plain
         // TCP or UDP header makes the packet summary here. What it yields
@@ -58,7 +63,10 @@ impl Decoder {
                     h.proto, h.l4, h.l4_total, h.ip_bytes, h.src, h.dst, h.v6, ctx, emit,
                 );
             };
-            emit(&h.meta(&t, &ctx, &mut 0));
+            emit(
+                &h.meta(&t, &ctx, &mut 0),
+                h.l4.get(t.hl as usize..).unwrap_or_default(),
+            );
             return Ok(true);
         }
         self.ip_general(d, ctx, emit)
@@ -68,7 +76,7 @@ impl Decoder {
         &mut self,
         d: &[u8],
         ctx: Ctx,
-        emit: &mut impl FnMut(&PacketMeta),
+        emit: &mut impl FnMut(&PacketMeta, &[u8]),
     ) -> R<bool> {
         use etherparse::err::ip::LaxHeaderSliceError;
         let (ip, ext_err) = match LaxIpSlice::from_slice(d) {
@@ -242,7 +250,7 @@ impl Decoder {
         dst: [u8; 16],
         v6: bool,
         ctx: Ctx,
-        emit: &mut impl FnMut(&PacketMeta),
+        emit: &mut impl FnMut(&PacketMeta, &[u8]),
     ) -> R<bool> {
         let outer = TunnelMeta {
             kind: None,
@@ -250,9 +258,9 @@ impl Decoder {
             outer_src: src,
             outer_dst: dst,
         };
-        let (mut meta, next) = self.transport(proto, l4, l4_total, src, dst, v6, &ctx)?;
+        let (mut meta, next, payload) = self.transport(proto, l4, l4_total, src, dst, v6, &ctx)?;
         meta.ip_bytes = ip_bytes;
-        emit(&meta);
+        emit(&meta, payload);
 
         if !matches!(next, Next::None | Next::Broken(_)) && ctx.depth >= MAX_DEPTH {
             return err(DecodeError::TooDeep);

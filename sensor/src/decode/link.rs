@@ -19,7 +19,7 @@ impl Decoder {
         link: LinkType,
         d: &[u8],
         ctx: Ctx,
-        emit: &mut impl FnMut(&PacketMeta),
+        emit: &mut impl FnMut(&PacketMeta, &[u8]),
     ) -> R<bool> {
         match link {
             LinkType::Ethernet => self.ether(d, ctx, emit),
@@ -80,7 +80,7 @@ impl Decoder {
         &mut self,
         d: &[u8],
         ctx: Ctx,
-        emit: &mut impl FnMut(&PacketMeta),
+        emit: &mut impl FnMut(&PacketMeta, &[u8]),
     ) -> R<bool> {
         let d = if d.len() >= 2 && d[0] == 0xff && d[1] == 0x03 {
             &d[2..]
@@ -109,7 +109,7 @@ impl Decoder {
         &mut self,
         d: &[u8],
         ctx: Ctx,
-        emit: &mut impl FnMut(&PacketMeta),
+        emit: &mut impl FnMut(&PacketMeta, &[u8]),
     ) -> R<bool> {
         if d.len() < 14 {
             return err(DecodeError::LinkTruncated);
@@ -136,7 +136,7 @@ impl Decoder {
         mut et: u16,
         mut d: &[u8],
         mut ctx: Ctx,
-        emit: &mut impl FnMut(&PacketMeta),
+        emit: &mut impl FnMut(&PacketMeta, &[u8]),
     ) -> R<bool> {
         loop {
             match et {
@@ -209,7 +209,7 @@ impl Decoder {
         &mut self,
         mut d: &[u8],
         ctx: Ctx,
-        emit: &mut impl FnMut(&PacketMeta),
+        emit: &mut impl FnMut(&PacketMeta, &[u8]),
     ) -> R<bool> {
         loop {
             if d.len() < 4 {
@@ -232,7 +232,7 @@ impl Decoder {
         &mut self,
         d: &[u8],
         ctx: Ctx,
-        emit: &mut impl FnMut(&PacketMeta),
+        emit: &mut impl FnMut(&PacketMeta, &[u8]),
     ) -> R<bool> {
         match d.first().map(|b| b >> 4) {
             Some(4) | Some(6) => self.ip(d, ctx, emit),

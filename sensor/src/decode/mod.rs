@@ -85,6 +85,44 @@ pub struct PacketMeta {
     pub icmp: [u8; 2],
     /// The tunnel this packet was carried in.
     pub tunnel: TunnelMeta,
+    /// Where the transport payload starts in the frame's bytes, and how
+    /// many of its bytes the frame holds ([`PacketMeta::payload`]); `len` 0
+    /// where the payload is not in the frame (reassembled fragments, no
+    /// payload, a protocol without one here).
+    pub payload_at: u32,
+    /// Captured payload bytes at `payload_at`.
+    pub payload_cap: u32,
+    /// Where the application layer's copy of the payload starts in the
+    /// batch's payload buffer, and its length (0: none kept); set by
+    /// [`crate::app::Sniffer::keep`].
+    pub app_at: u32,
+    /// Length of the kept payload.
+    pub app_len: u32,
+}
+
+impl PacketMeta {
+    /// The transport payload's captured bytes, from the frame this packet
+    /// was decoded from (empty where they are not in it).
+    #[inline]
+    pub fn payload<'a>(&self, frame: &'a [u8]) -> &'a [u8] {
+        let at = self.payload_at as usize;
+        frame
+            .get(at..at.saturating_add(self.payload_cap as usize))
+            .unwrap_or_default()
+    }
+}
+
+/// Where `payload` starts in the frame at `base` and how long it is, the
+/// transport payload of one packet: `(u32::MAX, 0)` when it is not in the
+/// frame (a copy: a reassembled datagram or a relaxed IPv6 packet).
+#[inline(always)]
+fn payload_span(base: &[u8], payload: &[u8], stated: u32) -> (u32, u32) {
+    let at = (payload.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
+    let cap = payload.len().min(stated as usize);
+    if cap == 0 || at.saturating_add(cap) > base.len() {
+        return (u32::MAX, 0);
+    }
+    (at as u32, cap as u32)
 }
 
 /// Why a frame could not be decoded. Counted, never logged per packet.
@@ -256,7 +294,9 @@ impl DecodeStats {
 
 /// Per-frame state threaded through the layers.
 #[derive(Clone, Copy)]
-struct Ctx {
+struct Ctx<'f> {
+    /// The whole frame, where payload offsets count from.
+    frame: &'f [u8],
     ts: u64,
     vlan: [u16; 2],
     nvlan: u8,
@@ -266,12 +306,13 @@ struct Ctx {
     layers: u8,
 }
 
-impl Ctx {
+impl<'f> Ctx<'f> {
     /// The context of a frame's outermost packet, at time `ts`: no VLAN
     /// yet, no tunnel.
     #[inline(always)]
-    fn outer(ts: u64) -> Ctx {
+    fn outer(frame: &'f [u8], ts: u64) -> Ctx<'f> {
         Ctx {
+            frame,
             ts,
             vlan: [0; 2],
             nvlan: 0,
@@ -283,8 +324,9 @@ impl Ctx {
 
     /// The context of a packet carried in a tunnel of `kind` whose outer
     /// endpoints are in `outer`: fresh VLANs, one level deeper.
-    fn inner(&self, kind: TunnelType, outer: TunnelMeta) -> Ctx {
+    fn inner(&self, kind: TunnelType, outer: TunnelMeta) -> Ctx<'f> {
         Ctx {
+            frame: self.frame,
             ts: self.ts,
             vlan: [0; 2],
             nvlan: 0,
@@ -373,9 +415,9 @@ impl Decoder {
     }
 
     /// Decodes one frame, calling `emit` for each IP layer that makes a flow packet.
-    pub fn decode(&mut self, pkt: &RawPacket<'_>, emit: &mut impl FnMut(&PacketMeta)) {
+    pub fn decode(&mut self, pkt: &RawPacket<'_>, emit: &mut impl FnMut(&PacketMeta, &[u8])) {
         self.stats.frames += 1;
-        let ctx = Ctx::outer(pkt.ts_ns);
+        let ctx = Ctx::outer(pkt.data, pkt.ts_ns);
         let d = pkt.data;
         // Ethernet straight to IPv4, the common frame, skips the link layer's dispatch.
         let res = if pkt.link == LinkType::Ethernet && d.len() >= 14 && be16(d, 12) == ETH_IPV4 {
@@ -393,7 +435,11 @@ impl Decoder {
     /// Decodes a frame as [`Decoder::decode`] does, fragment state
     /// included, but leaves the counters as they were: for a frame that
     /// several workers decode and one of them counts.
-    pub fn decode_uncounted(&mut self, pkt: &RawPacket<'_>, emit: &mut impl FnMut(&PacketMeta)) {
+    pub fn decode_uncounted(
+        &mut self,
+        pkt: &RawPacket<'_>,
+        emit: &mut impl FnMut(&PacketMeta, &[u8]),
+    ) {
         let saved = self.stats.clone();
         self.decode(pkt, emit);
         self.stats = saved;
@@ -433,7 +479,7 @@ impl Decoder {
             // summary folds the constant context in.
             let t = plain_transport(h.proto, h.l4, h.l4_total)?;
             self.stats.frames += 1;
-            return Some(h.meta(&t, &Ctx::outer(pkt.ts_ns), pair));
+            return Some(h.meta(&t, &Ctx::outer(d, pkt.ts_ns), pair));
         }
         self.decode_plain_tagged(pkt, pair)
     }

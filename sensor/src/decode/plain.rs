@@ -8,7 +8,7 @@
 use super::ethertype::*;
 use super::key::FlowKey;
 use super::udp_tunnel::tunnel_port;
-use super::{Ctx, Decoder, PacketMeta, be16};
+use super::{Ctx, Decoder, PacketMeta, be16, payload_span};
 use crate::capture::{LinkType, RawPacket};
 
 /// Whether a TCP option list is well formed: every option fits, and the
@@ -51,6 +51,8 @@ pub(super) struct PlainTransport {
     pub(super) zero_window: bool,
     pub(super) seq: u32,
     pub(super) payload_len: u32,
+    /// Header length: where the payload starts in the transport bytes.
+    pub(super) hl: u32,
 }
 
 /// An IP header carrying TCP or UDP directly, read in place: IPv4 without
@@ -136,6 +138,11 @@ impl<'a> PlainIp<'a> {
             self.src, t.sport, self.dst, t.dport, self.proto, self.v6, ctx.vlan,
         );
         *pair = key.pair_hash();
+        let (payload_at, payload_cap) = payload_span(
+            ctx.frame,
+            self.l4.get(t.hl as usize..).unwrap_or_default(),
+            t.payload_len,
+        );
         PacketMeta {
             key,
             hash: key.hash_with_pair(*pair),
@@ -148,6 +155,10 @@ impl<'a> PlainIp<'a> {
             tcp_seq: t.seq,
             icmp: [0; 2],
             tunnel: ctx.tunnel,
+            payload_at,
+            payload_cap,
+            app_at: 0,
+            app_len: 0,
         }
     }
 }
@@ -171,6 +182,7 @@ pub(super) fn plain_transport(proto: u8, l4: &[u8], l4_total: u32) -> Option<Pla
             zero_window: be16(l4, 14) == 0 && flags & 0x06 == 0,
             seq: u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]),
             payload_len: l4_total.saturating_sub(hl as u32),
+            hl: hl as u32,
         })
     } else {
         if l4.len() < 8 {
@@ -189,6 +201,7 @@ pub(super) fn plain_transport(proto: u8, l4: &[u8], l4_total: u32) -> Option<Pla
             payload_len: u32::from(be16(l4, 4))
                 .saturating_sub(8)
                 .min(l4_total.saturating_sub(8)),
+            hl: 8,
         })
     }
 }
@@ -206,7 +219,7 @@ impl Decoder {
         if !(pkt.link == LinkType::Ethernet && d.len() >= 14) {
             return None;
         }
-        let mut ctx = Ctx::outer(pkt.ts_ns);
+        let mut ctx = Ctx::outer(d, pkt.ts_ns);
         let (mut et, mut at) = (be16(d, 12), 14);
         while matches!(et, ETH_VLAN | ETH_QINQ | ETH_QINQ_OLD | ETH_QINQ_OLD2) {
             // As `ethertype` reads the tags; a third goes the long way.

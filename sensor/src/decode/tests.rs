@@ -33,7 +33,7 @@ fn decode(link: LinkType, frame: &[u8]) -> (Vec<PacketMeta>, DecodeStats) {
         orig_len: frame.len() as u32,
         data: frame,
     };
-    d.decode(&p, &mut |m: &PacketMeta| out.push(*m));
+    d.decode(&p, &mut |m: &PacketMeta, _: &[u8]| out.push(*m));
     (out, d.stats)
 }
 
@@ -129,8 +129,8 @@ fn fast_path_agrees_with_etherparse() {
     let run = |general: bool, d: &[u8]| {
         let mut dec = Decoder::new();
         let mut out = Vec::new();
-        let ctx = Ctx::outer(5);
-        let mut emit = |m: &PacketMeta| out.push(format!("{m:?}"));
+        let ctx = Ctx::outer(&[], 5);
+        let mut emit = |m: &PacketMeta, _: &[u8]| out.push(format!("{m:?}"));
         let r = if general {
             dec.ip_general(d, ctx, &mut emit)
         } else {
@@ -391,7 +391,7 @@ fn fragment_floods_stay_bounded_and_old_datagrams_time_out() {
             orig_len: f.len() as u32,
             data: &f,
         };
-        d.decode(&p, &mut |_: &PacketMeta| out += 1);
+        d.decode(&p, &mut |_: &PacketMeta, _: &[u8]| out += 1);
     }
     assert_eq!(out, 0);
     assert_eq!(d.fragments_pending(), MAX_FRAGMENTED_DATAGRAMS);
@@ -404,7 +404,7 @@ fn fragment_floods_stay_bounded_and_old_datagrams_time_out() {
         orig_len: 36,
         data: &f,
     };
-    d.decode(&p, &mut |_: &PacketMeta| out += 1);
+    d.decode(&p, &mut |_: &PacketMeta, _: &[u8]| out += 1);
     assert_eq!(d.fragments_pending(), 1);
     assert_eq!(d.stats.fragments_timed_out, MAX_FRAGMENTED_DATAGRAMS as u64);
 }

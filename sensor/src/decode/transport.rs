@@ -10,7 +10,7 @@ use super::ethertype::*;
 use super::key::FlowKey;
 use super::plain::plain_transport;
 use super::udp_tunnel::{l2tpv3, udp_tunnel};
-use super::{Ctx, DecodeError, Decoder, Next, PacketMeta, R, TunnelMeta, be16, err};
+use super::{Ctx, DecodeError, Decoder, Next, PacketMeta, R, TunnelMeta, be16, err, payload_span};
 
 impl Decoder {
     // Inlined into `upper`: returning the packet summary by value costs a
@@ -26,7 +26,7 @@ impl Decoder {
         dst: [u8; 16],
         v6: bool,
         ctx: &Ctx,
-    ) -> R<(PacketMeta, Next<'a>)> {
+    ) -> R<(PacketMeta, Next<'a>, &'a [u8])> {
         let mut sport = 0;
         let mut dport = 0;
         let mut tcp_flags = 0;
@@ -34,6 +34,7 @@ impl Decoder {
         let mut tcp_seq = 0;
         let mut icmp = [0u8; 2];
         let mut payload_len = l4_total;
+        let mut payload: &[u8] = &[];
         let mut next = Next::None;
         let plain = match proto {
             6 | 17 => plain_transport(proto, l4, l4_total),
@@ -47,6 +48,7 @@ impl Decoder {
                 zero_window = t.zero_window;
                 tcp_seq = t.seq;
                 payload_len = t.payload_len;
+                payload = l4.get(t.hl as usize..).unwrap_or_default();
             }
             // Refused by `plain_transport`: etherparse names what is wrong.
             (IpNumber::TCP, None) => {
@@ -67,6 +69,7 @@ impl Decoder {
                 payload_len = u32::from(be16(l4, 4))
                     .saturating_sub(8)
                     .min(l4_total.saturating_sub(8));
+                payload = &l4[8..];
                 // A payload too short for the tunnel header its port names
                 // is still this flow's packet (a client may pick port 4789
                 // or 6081); the frame is counted as an error after it.
@@ -91,6 +94,7 @@ impl Decoder {
             _ => {}
         }
         let (key, src_is_lo) = FlowKey::new(src, sport, dst, dport, proto, v6, ctx.vlan);
+        let (payload_at, payload_cap) = payload_span(ctx.frame, payload, payload_len);
         let meta = PacketMeta {
             key,
             hash: key.hash64(),
@@ -103,8 +107,14 @@ impl Decoder {
             tcp_seq,
             icmp,
             tunnel: ctx.tunnel,
+            payload_at,
+            payload_cap,
+            app_at: 0,
+            app_len: 0,
         };
-        Ok((meta, next))
+        // The payload as captured, to its stated length.
+        let payload = &payload[..payload.len().min(payload_len as usize)];
+        Ok((meta, next, payload))
     }
 
     pub(super) fn gre(
@@ -113,7 +123,7 @@ impl Decoder {
         kind: TunnelType,
         outer: TunnelMeta,
         ctx: Ctx,
-        emit: &mut impl FnMut(&PacketMeta),
+        emit: &mut impl FnMut(&PacketMeta, &[u8]),
     ) -> R<bool> {
         if g.len() < 4 {
             return err(DecodeError::TunnelTruncated);

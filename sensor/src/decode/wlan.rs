@@ -109,7 +109,7 @@ impl Decoder {
         d: &[u8],
         fcs: bool,
         ctx: Ctx,
-        emit: &mut impl FnMut(&PacketMeta),
+        emit: &mut impl FnMut(&PacketMeta, &[u8]),
     ) -> R<bool> {
         let d = if fcs {
             match d.len().checked_sub(4) {
@@ -159,7 +159,12 @@ impl Decoder {
     /// An A-MSDU: subframes of a destination, a source, a big-endian
     /// length and that many bytes of LLC/SNAP and payload, each padded to
     /// four bytes but the last.
-    fn amsdu(&mut self, mut d: &[u8], ctx: Ctx, emit: &mut impl FnMut(&PacketMeta)) -> R<bool> {
+    fn amsdu(
+        &mut self,
+        mut d: &[u8],
+        ctx: Ctx,
+        emit: &mut impl FnMut(&PacketMeta, &[u8]),
+    ) -> R<bool> {
         let mut any = false;
         while !d.is_empty() {
             if d.len() < 14 {
@@ -176,7 +181,7 @@ impl Decoder {
     }
 
     /// An LLC header: only SNAP (`AA AA 03`, an OUI) names an EtherType.
-    fn llc(&mut self, d: &[u8], ctx: Ctx, emit: &mut impl FnMut(&PacketMeta)) -> R<bool> {
+    fn llc(&mut self, d: &[u8], ctx: Ctx, emit: &mut impl FnMut(&PacketMeta, &[u8])) -> R<bool> {
         if d.len() < 3 {
             return err(DecodeError::Ieee80211Truncated);
         }

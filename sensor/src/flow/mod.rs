@@ -111,6 +111,9 @@ pub struct FlowConfig {
     pub max_flows: usize,
     /// Community ID seed.
     pub community_id_seed: u16,
+    /// Application metadata (DNS, TLS, HTTP, SSH, ICS functions) in the
+    /// records; on by default ([`crate::app`]).
+    pub app_metadata: bool,
 }
 
 impl Default for FlowConfig {
@@ -122,6 +125,7 @@ impl Default for FlowConfig {
             report_min_packets: 64,
             max_flows: 1_000_000,
             community_id_seed: 0,
+            app_metadata: true,
         }
     }
 }

@@ -186,7 +186,7 @@ impl Rewriter {
             data: out,
         };
         let mut stray = false;
-        self.decoder.decode(&pkt, &mut |m: &PacketMeta| {
+        self.decoder.decode(&pkt, &mut |m: &PacketMeta, _: &[u8]| {
             let k = &m.key;
             stray |= !in_test_range(&k.addr_lo, k.v6) || !in_test_range(&k.addr_hi, k.v6);
             if m.tunnel.kind.is_some() {

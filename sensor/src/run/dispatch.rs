@@ -33,6 +33,7 @@ use super::{
     Handoff, Input, LiveCounters, Progress, RunConfig, RunError, RunReport, finish_table,
     histogram, join_sink, log_finished, recv_spinning, spawn_sink, spins_for, validate,
 };
+use crate::app::Sniffer;
 use crate::capture::{CaptureError, CaptureReader, Next, PacketSource};
 use crate::decode::key::shard_of;
 use crate::decode::{Decoder, PacketMeta};
@@ -44,12 +45,20 @@ struct Batch {
     now_ns: u64,
     sent: Instant,
     metas: Vec<PacketMeta>,
+    /// The application layer's copies of payloads, which `metas` point into.
+    payloads: Vec<u8>,
 }
+
+/// A batch's buffers, emptied and returned.
+type Buffers = (Vec<PacketMeta>, Vec<u8>);
 
 struct Dispatcher {
     txs: Vec<Sender<Batch>>,
-    rets: Vec<Receiver<Vec<PacketMeta>>>,
-    bufs: Vec<Vec<PacketMeta>>,
+    rets: Vec<Receiver<Buffers>>,
+    bufs: Vec<Buffers>,
+    /// Chooses the payloads the application layer needs (one reader sees
+    /// every packet in order, so its choices do not depend on the shards).
+    sniffer: Sniffer,
     batch_size: usize,
     last_tick: u64,
     clock: PacketClock,
@@ -60,11 +69,13 @@ const TICK_NS: u64 = 250_000_000;
 
 impl Dispatcher {
     #[inline]
-    fn push(&mut self, m: &PacketMeta) {
+    fn push(&mut self, m: &PacketMeta, payload: &[u8]) {
         let shard = shard_of(m.hash, self.bufs.len());
-        let buf = &mut self.bufs[shard];
-        buf.push(*m);
-        if buf.len() >= self.batch_size {
+        let (metas, payloads) = &mut self.bufs[shard];
+        let mut m = *m;
+        self.sniffer.keep(&mut m, payload, payloads);
+        metas.push(m);
+        if metas.len() >= self.batch_size {
             self.send(shard);
         }
     }
@@ -72,13 +83,14 @@ impl Dispatcher {
     fn send(&mut self, shard: usize) {
         let fresh = match self.rets[shard].try_recv() {
             Ok(v) => v,
-            Err(_) => Vec::with_capacity(self.batch_size),
+            Err(_) => (Vec::with_capacity(self.batch_size), Vec::new()),
         };
-        let metas = std::mem::replace(&mut self.bufs[shard], fresh);
+        let (metas, payloads) = std::mem::replace(&mut self.bufs[shard], fresh);
         let mut batch = Batch {
             now_ns: self.clock.now(),
             sent: Instant::now(),
             metas,
+            payloads,
         };
         // Waking a parked thread costs microseconds, as much as handling a
         // batch: spin (yielding) for a while before blocking.
@@ -133,7 +145,7 @@ fn worker(
     cfg: FlowConfig,
     max_flows: usize,
     rx: Receiver<Batch>,
-    ret: Sender<Vec<PacketMeta>>,
+    ret: Sender<Buffers>,
     out: Handoff,
     live: Option<Arc<LiveCounters>>,
     stopped: &AtomicBool,
@@ -151,7 +163,7 @@ fn worker(
                 .as_nanos()
                 .max(1) as u64,
         );
-        table.process_batch(&batch.metas);
+        table.process_batch(&batch.metas, &batch.payloads);
         table.advance(batch.now_ns);
         if !batch.metas.is_empty() {
             let per = start.elapsed().as_nanos() as u64 / batch.metas.len() as u64;
@@ -161,7 +173,8 @@ fn worker(
             let _ = out.send(table.take_records());
         }
         batch.metas.clear();
-        let _ = ret.try_send(batch.metas);
+        batch.payloads.clear();
+        let _ = ret.try_send((batch.metas, batch.payloads));
         if let Some(l) = &live
             && table.stats.evicted != published_evicted
         {
@@ -343,7 +356,7 @@ fn run_with(
         let mut handles = Vec::with_capacity(n);
         for _ in 0..n {
             let (tx, rx) = bounded::<Batch>(depth);
-            let (ret_tx, ret_rx) = bounded::<Vec<PacketMeta>>(depth + 2);
+            let (ret_tx, ret_rx) = bounded::<Buffers>(depth + 2);
             let out = out_tx.clone();
             let flow = cfg.flow;
             let live = cfg.live.clone();
@@ -357,7 +370,10 @@ fn run_with(
         let disp = Dispatcher {
             txs,
             rets,
-            bufs: (0..n).map(|_| Vec::with_capacity(bs)).collect(),
+            bufs: (0..n)
+                .map(|_| (Vec::with_capacity(bs), Vec::new()))
+                .collect(),
+            sniffer: Sniffer::new(cfg.flow.app_metadata),
             batch_size: bs,
             last_tick: 0,
             clock: PacketClock::default(),
@@ -494,7 +510,7 @@ impl Reader<'_, '_> {
             let ts = pkt.ts_ns;
             let disp = &mut self.disp;
             self.decoder
-                .decode(&pkt, &mut |m: &PacketMeta| disp.push(m));
+                .decode(&pkt, &mut |m: &PacketMeta, p: &[u8]| disp.push(m, p));
             // The clock moves after the packet is queued, so a tick never
             // runs ahead of packets still in the reader's hands.
             disp.clock(ts);

@@ -195,9 +195,10 @@ fn merge(report: &mut RunReport, w: RunReport) {
     let _ = report.timings.worker_ns.add(&w.timings.worker_ns);
 }
 
-fn apply(metas: &mut Vec<PacketMeta>, table: &mut FlowTable) {
-    table.process_batch(metas);
+fn apply(metas: &mut Vec<PacketMeta>, payloads: &mut Vec<u8>, table: &mut FlowTable) {
+    table.process_batch(metas, payloads);
     metas.clear();
+    payloads.clear();
 }
 
 /// One worker: its ring, decoder and table. Returns its part of the report.
@@ -214,6 +215,8 @@ fn af_packet_worker(
     let mut decoder = Decoder::new();
     let mut clock = PacketClock::default();
     let mut metas: Vec<PacketMeta> = Vec::with_capacity(2 * BATCH);
+    let mut payloads: Vec<u8> = Vec::new();
+    let mut sniffer = table.sniffer();
     let mut worker_ns = histogram();
     let mut published = Published::default();
     let mut last_publish = Instant::now();
@@ -227,9 +230,13 @@ fn af_packet_worker(
                     n += 1;
                     r.wire_bytes += u64::from(pkt.orig_len);
                     clock.observe(pkt.ts_ns);
-                    decoder.decode(&pkt, &mut |m: &PacketMeta| metas.push(*m));
+                    decoder.decode(&pkt, &mut |m: &PacketMeta, p: &[u8]| {
+                        let mut m = *m;
+                        sniffer.keep(&mut m, p, &mut payloads);
+                        metas.push(m);
+                    });
                     if metas.len() >= BATCH {
-                        apply(&mut metas, &mut table);
+                        apply(&mut metas, &mut payloads, &mut table);
                     }
                 }
                 // The block goes back to the kernel here.
@@ -243,7 +250,7 @@ fn af_packet_worker(
                 break;
             }
         }
-        apply(&mut metas, &mut table);
+        apply(&mut metas, &mut payloads, &mut table);
         table.advance(clock.now());
         r.packets += n;
         if let Some(per) = (t0.elapsed().as_nanos() as u64).checked_div(n) {

@@ -77,7 +77,7 @@ pub fn split_by_flow(bytes: &[u8], workers: usize) -> Result<Vec<Vec<u8>>, Split
             }
         }
         let mut target = None;
-        decoder.decode(&pkt, &mut |m: &PacketMeta| {
+        decoder.decode(&pkt, &mut |m: &PacketMeta, _: &[u8]| {
             target.get_or_insert(shard_of(m.hash, n));
         });
         writers[target.unwrap_or(0)].write_packet_with_len(pkt.ts_ns, pkt.data, pkt.orig_len)?;
@@ -135,6 +135,8 @@ pub fn run(
                 // applied to the table in a tight loop: independent lookups
                 // sit close together, so their cache misses overlap.
                 let mut metas: Vec<PacketMeta> = Vec::with_capacity(2 * BATCH);
+                let mut payloads: Vec<u8> = Vec::new();
+                let mut sniffer = table.sniffer();
                 let mut clock = PacketClock::default();
                 let read = CaptureReader::new(*bytes, name).and_then(|mut reader| {
                     let mut t0 = Instant::now();
@@ -147,10 +149,15 @@ pub fn run(
                             n += 1;
                             r.wire_bytes += u64::from(pkt.orig_len);
                             clock.observe(pkt.ts_ns);
-                            decoder.decode(&pkt, &mut |m: &PacketMeta| metas.push(*m));
+                            decoder.decode(&pkt, &mut |m: &PacketMeta, p: &[u8]| {
+                                let mut m = *m;
+                                sniffer.keep(&mut m, p, &mut payloads);
+                                metas.push(m);
+                            });
                         }
-                        table.process_batch(&metas);
+                        table.process_batch(&metas, &payloads);
                         metas.clear();
+                        payloads.clear();
                         table.advance(clock.now());
                         r.packets += n as u64;
                         if n > 0 {

@@ -208,7 +208,7 @@ const NS_PER_DAY: u64 = 1440 * NS_PER_MIN;
 const READ_COLS: &str = "sensor_id, record, first_ns, last_ns, flow_id, proto, src_ip, src_port, dst_ip, dst_port, has_ports, vlan0, vlan1, community_id";
 
 /// The columns of `flows`, in the order [`FlowBlock`] writes them.
-const FLOW_COLUMNS: [(&str, &str); 20] = [
+const FLOW_COLUMNS: [(&str, &str); 26] = [
     ("sensor_id", "String"),
     ("seq", "UInt64"),
     ("idx", "UInt32"),
@@ -229,7 +229,18 @@ const FLOW_COLUMNS: [(&str, &str); 20] = [
     ("conn_state", "UInt8"),
     ("community_id", "String"),
     ("record", "String"),
+    // Application metadata for filters (issue #29): see `plan::Field`.
+    ("app_proto", "UInt8"),
+    ("app_name", "String"),
+    ("app_fp", "String"),
+    ("ics_reads", "UInt64"),
+    ("ics_writes", "UInt64"),
+    ("ics_control", "UInt64"),
 ];
+
+/// The columns of `flows` added after its first layout, which tables made
+/// before lack (added at start).
+const FLOW_COLUMNS_ADDED: usize = 6;
 
 /// `name type, …` of [`FLOW_COLUMNS`], for the tables that hold flow rows.
 fn flow_column_defs() -> String {

@@ -9,7 +9,7 @@ use vigil_proto::wire::ip_from_bytes;
 use vigil_proto::{FlowRecord, pb};
 
 use super::{ClickHouseStore, READ_COLS, Reader, lit};
-use crate::model::query::{TimeRange, TopKey, Totals};
+use crate::model::query::{TextOp, TimeRange, TopKey, Totals};
 use crate::store::plan::{
     self, Aggregate, Cond, Dialect, Field, Group, GroupExpr, GroupValue, Rollup, Select, Value,
 };
@@ -233,6 +233,24 @@ impl Dialect for Sql<'_> {
             Cond::AddrLen(f, len) => write!(out, "length({}) = {len}", column(*f)),
             Cond::HasPorts => write!(out, "has_ports = 1"),
             Cond::Vlan(v) => write!(out, "({v} != 0 AND (vlan0 = {v} OR vlan1 = {v}))"),
+            Cond::Text(f, op, needle) => {
+                let col = column(*f);
+                match op {
+                    TextOp::Eq => write!(out, "{col} = {}", lit(needle.as_bytes())),
+                    TextOp::Suffix => {
+                        let n = needle.trim_start_matches('.');
+                        write!(
+                            out,
+                            "({col} = {} OR endsWith({col}, {}))",
+                            lit(n.as_bytes()),
+                            lit(format!(".{n}").as_bytes())
+                        )
+                    }
+                    TextOp::Contains => {
+                        write!(out, "position({col}, {}) > 0", lit(needle.as_bytes()))
+                    }
+                }
+            }
             Cond::True | Cond::False | Cond::And(_) | Cond::Or(_) | Cond::Not(_) => Ok(()),
         };
     }
@@ -255,5 +273,11 @@ fn column(f: Field) -> &'static str {
         Field::Minute => "minute",
         Field::RollupKey => "k",
         Field::RollupProto => "proto",
+        Field::AppProto => "app_proto",
+        Field::AppName => "app_name",
+        Field::AppFp => "app_fp",
+        Field::IcsReads => "ics_reads",
+        Field::IcsWrites => "ics_writes",
+        Field::IcsControl => "ics_control",
     }
 }

@@ -1,7 +1,10 @@
 //! The database's tables, made at start (and made again where an older
 //! layout is found), and each collector's ingest table with its views.
 
-use super::{ClickHouseStore, Ingest, Reader, flow_column_defs, flow_column_names, lit};
+use super::{
+    ClickHouseStore, FLOW_COLUMNS, FLOW_COLUMNS_ADDED, Ingest, Reader, flow_column_defs,
+    flow_column_names, lit,
+};
 use crate::store::StoreError;
 use crate::store::plan::NS_PER_MIN;
 
@@ -136,6 +139,7 @@ impl ClickHouseStore {
             self.exec("creating the tables", s)?;
         }
         self.migrate_batches()?;
+        self.migrate_flows()?;
         self.migrate_rollups()
     }
 
@@ -162,6 +166,37 @@ impl ClickHouseStore {
                     "adding a column to batches",
                     &format!("ALTER TABLE {}.batches ADD COLUMN {col}", self.db),
                 )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `flows` and `evidence_flows` made before the application metadata
+    /// columns get them (one by one, as `batches` its columns), with their
+    /// defaults (no metadata) for the rows they hold.
+    fn migrate_flows(&self) -> Result<(), StoreError> {
+        for table in ["flows", "evidence_flows"] {
+            let body = self.select(
+                "reading a flow table's columns",
+                &format!(
+                    "SELECT name FROM system.columns WHERE database = {} AND table = {}",
+                    lit(self.db.as_bytes()),
+                    lit(table.as_bytes())
+                ),
+            )?;
+            let mut r = Reader::new(&body);
+            let mut have = Vec::new();
+            while !r.done() {
+                have.push(r.string()?);
+            }
+            let added = &FLOW_COLUMNS[FLOW_COLUMNS.len() - FLOW_COLUMNS_ADDED..];
+            for (name, ty) in added {
+                if !have.iter().any(|h| h == name) {
+                    self.exec(
+                        "adding a column to a flow table",
+                        &format!("ALTER TABLE {}.{table} ADD COLUMN {name} {ty}", self.db),
+                    )?;
+                }
             }
         }
         Ok(())

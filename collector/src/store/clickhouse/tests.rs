@@ -36,6 +36,7 @@ fn filters_compile_to_literals_only() {
 fn a_native_block_is_counts_then_each_column_named_typed_and_filled() {
     use vigil_proto::{CommunityId, EndReason, History, Vlans};
     let r = FlowRecord {
+        app: None,
         flow_id: 9,
         first_seen_ns: 86_400_000_000_000 * 3 + 5,
         last_seen_ns: 86_400_000_000_000 * 3 + 6,
@@ -62,10 +63,19 @@ fn a_native_block_is_counts_then_each_column_named_typed_and_filled() {
     let mut block = FlowBlock::with_rows(2);
     let mut scratch = Vec::new();
     block.push("s1", 4, 0, &r, &mut scratch);
-    block.push("s1", 4, 1, &r, &mut scratch);
+    // The second with DNS metadata: its protocol and name have columns.
+    let mut with_app = r.clone();
+    let mut app = vigil_proto::App::of(vigil_proto::AppProto::Dns);
+    app.dns.as_mut().unwrap().qname = "WWW.Example.org".into();
+    with_app.app = Some(Box::new(app));
+    block.push("s1", 4, 1, &with_app, &mut scratch);
     let bytes: Vec<u8> = block.parts().concat();
     // Columns, rows, then the first column: name, type, two values.
-    assert_eq!(&bytes[..2], &[20, 2]);
+    assert_eq!(&bytes[..2], &[26, 2]);
+    let proto = b"\x09app_proto\x05UInt8\x00\x01";
+    assert!(bytes.windows(proto.len()).any(|w| w == proto));
+    let name = b"\x08app_name\x06String\x00\x0fwww.example.org";
+    assert!(bytes.windows(name.len()).any(|w| w == name));
     assert_eq!(&bytes[2..25], b"\x09sensor_id\x06String\x02s1\x02s1");
     // The day of `first_seen`, as the Date column holds it.
     let day = b"\x03day\x04Date";
@@ -82,7 +92,7 @@ fn a_native_block_is_counts_then_each_column_named_typed_and_filled() {
     // A block used again starts empty.
     block.clear();
     block.push("s2", 5, 0, &r, &mut scratch);
-    assert_eq!(&block.parts().concat()[..2], &[20, 1]);
+    assert_eq!(&block.parts().concat()[..2], &[26, 1]);
 }
 
 #[test]

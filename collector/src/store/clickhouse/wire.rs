@@ -6,6 +6,9 @@ use prost::Message as _;
 use vigil_proto::FlowRecord;
 use vigil_proto::wire::{IpBytes, flow_without_identity};
 
+use crate::model::query::{IcsCounter, app_name_fp, ics_count};
+use crate::store::plan::app_code;
+
 use super::{FLOW_COLUMNS, NS_PER_DAY};
 use crate::store::StoreError;
 use crate::store::plan::state_index;
@@ -71,6 +74,12 @@ impl FlowBlock {
             conn_state,
             community_id,
             record,
+            app_proto,
+            app_name,
+            app_fp,
+            ics_reads,
+            ics_writes,
+            ics_control,
         ] = &mut self.cols;
         self.rows += 1;
         put_str(sensor_id, sensor.as_bytes());
@@ -99,6 +108,18 @@ impl FlowBlock {
         scratch.clear();
         flow_without_identity(r).encode(scratch).unwrap_or_default();
         put_str(record, scratch);
+        let app = r.app.as_deref();
+        app_proto.push(app_code(app.and_then(|a| a.proto)) as u8);
+        let (name, fp) = app.map(app_name_fp).unwrap_or_default();
+        put_str(app_name, name.as_bytes());
+        put_str(app_fp, fp.as_bytes());
+        for (col, c) in [
+            (ics_reads, IcsCounter::Reads),
+            (ics_writes, IcsCounter::Writes),
+            (ics_control, IcsCounter::Control),
+        ] {
+            col.extend_from_slice(&ics_count(app, c).to_le_bytes());
+        }
     }
 
     /// Empties the block, keeping its buffers for the next.

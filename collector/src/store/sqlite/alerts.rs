@@ -7,7 +7,7 @@ use rusqlite::types::Value;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use vigil_proto::FlowRecord;
 
-use super::rows::FLOW_COLUMNS;
+use super::rows::{FLOW_COLUMN_COUNT, FLOW_COLUMNS};
 use super::{SqliteStore, has_table};
 use crate::model::alert::{Alert, AlertQuery, AlertUpdate, EvidenceRef};
 use crate::model::evidence::{BatchKey, PlacedFlow};
@@ -195,9 +195,9 @@ impl SqliteStore {
                         continue;
                     }
                     let place = (|| -> rusqlite::Result<Option<(BatchKey, u32)>> {
-                        let inc: Option<i64> = row.get(21)?;
-                        let seq: Option<i64> = row.get(22)?;
-                        let idx: Option<i64> = row.get(23)?;
+                        let inc: Option<i64> = row.get(FLOW_COLUMN_COUNT)?;
+                        let seq: Option<i64> = row.get(FLOW_COLUMN_COUNT + 1)?;
+                        let idx: Option<i64> = row.get(FLOW_COLUMN_COUNT + 2)?;
                         Ok(match (inc, seq, idx) {
                             (Some(i), Some(q), Some(x)) => Some((
                                 BatchKey {

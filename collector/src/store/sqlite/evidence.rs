@@ -8,7 +8,7 @@ use vigil_proto::merkle::Hash;
 use vigil_proto::pb;
 
 use super::SqliteStore;
-use super::rows::FLOW_COLUMNS;
+use super::rows::{FLOW_COLUMN_COUNT, FLOW_COLUMNS};
 use crate::model::alert::EvidenceRef;
 use crate::model::evidence::{BatchKey, PlacedFlow, StoredAttestation, StoredBatch};
 use crate::store::{EvidenceStore, StoreError, i64_of};
@@ -127,7 +127,7 @@ impl EvidenceStore for SqliteStore {
             {
                 let (_, r) = self.decode_row(row)?;
                 let idx: i64 = row
-                    .get(21)
+                    .get(FLOW_COLUMN_COUNT)
                     .map_err(|e| self.err("reading a batch's flows", e))?;
                 if let Some(slot) = leaves.get_mut(idx as usize) {
                     *slot = Some(vigil_proto::attest::record_leaf(&r, &mut buf));

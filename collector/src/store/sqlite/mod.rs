@@ -39,7 +39,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::StoreError;
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// How hard a commit waits for the disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -125,7 +125,14 @@ CREATE TABLE IF NOT EXISTS flows (
     community_id BLOB NOT NULL,
     tunnel BLOB,
     batch INTEGER,
-    idx INTEGER
+    idx INTEGER,
+    app BLOB,
+    app_proto INTEGER NOT NULL DEFAULT 0,
+    app_name TEXT NOT NULL DEFAULT '',
+    app_fp TEXT NOT NULL DEFAULT '',
+    ics_reads INTEGER NOT NULL DEFAULT 0,
+    ics_writes INTEGER NOT NULL DEFAULT 0,
+    ics_control INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS flows_first_ns ON flows (first_ns);
 CREATE TABLE IF NOT EXISTS rollup_src (
@@ -285,6 +292,37 @@ impl SqliteStore {
                 .map_err(|e| store.err("migrating the schema from version 2", e))?;
                 tracing::info!(path = %store.path.display(), "store migrated to schema version 3 (batches and attestation)");
                 version = Some(3);
+            }
+            if version == Some(3) {
+                // Version 4 keeps each flow's application metadata (the
+                // `App` message, and the columns filters read); flows
+                // stored before have none.
+                let has_app: bool = conn
+                    .query_row(
+                        "SELECT COUNT(*) > 0 FROM pragma_table_info('flows') WHERE name = 'app'",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .map_err(|e| store.err("reading the schema", e))?;
+                let add = if has_app {
+                    ""
+                } else {
+                    "ALTER TABLE flows ADD COLUMN app BLOB;
+                     ALTER TABLE flows ADD COLUMN app_proto INTEGER NOT NULL DEFAULT 0;
+                     ALTER TABLE flows ADD COLUMN app_name TEXT NOT NULL DEFAULT '';
+                     ALTER TABLE flows ADD COLUMN app_fp TEXT NOT NULL DEFAULT '';
+                     ALTER TABLE flows ADD COLUMN ics_reads INTEGER NOT NULL DEFAULT 0;
+                     ALTER TABLE flows ADD COLUMN ics_writes INTEGER NOT NULL DEFAULT 0;
+                     ALTER TABLE flows ADD COLUMN ics_control INTEGER NOT NULL DEFAULT 0;"
+                };
+                conn.execute_batch(&format!(
+                    "BEGIN IMMEDIATE; {add}
+                     UPDATE meta SET value = 4 WHERE key = 'schema';
+                     COMMIT;"
+                ))
+                .map_err(|e| store.err("migrating the schema from version 3", e))?;
+                tracing::info!(path = %store.path.display(), "store migrated to schema version 4 (application metadata)");
+                version = Some(4);
             }
             if version != Some(SCHEMA_VERSION) {
                 return Err(store.wrong_schema(version));

@@ -8,7 +8,7 @@ use vigil_proto::wire::ip_from_bytes;
 
 use super::SqliteStore;
 use super::rows::FLOW_COLUMNS;
-use crate::model::query::{TimeRange, TopKey, Totals};
+use crate::model::query::{TextOp, TimeRange, TopKey, Totals};
 use crate::store::plan::{
     self, Aggregate, Cond, Dialect, Field, Group, GroupExpr, GroupValue, Rollup, Select,
 };
@@ -233,6 +233,28 @@ impl Dialect for Sql {
                 self.int(u64::from(*len));
             }
             Cond::HasPorts => self.push("f.dst_port IS NOT NULL"),
+            Cond::Text(f, op, needle) => {
+                let col = column(*f);
+                let text = |s: &str| plan::Value::Text(s.to_owned());
+                match op {
+                    TextOp::Eq => {
+                        self.push(&format!("{col} = ?"));
+                        self.value(&text(needle));
+                    }
+                    TextOp::Suffix => {
+                        let n = needle.trim_start_matches('.');
+                        let dotted = format!(".{n}");
+                        self.push(&format!("({col} = ? OR substr({col}, -?) = ?)"));
+                        self.value(&text(n));
+                        self.int(dotted.len() as u64);
+                        self.value(&text(&dotted));
+                    }
+                    TextOp::Contains => {
+                        self.push(&format!("instr({col}, ?) > 0"));
+                        self.value(&text(needle));
+                    }
+                }
+            }
             Cond::Vlan(v) => {
                 self.push("(f.vlan != 0 AND ((f.vlan & 4095) = ? OR (f.vlan >> 12) = ?))");
                 self.int(u64::from(*v));
@@ -262,5 +284,11 @@ fn column(f: Field) -> &'static str {
         Field::Minute => "r.minute",
         Field::RollupKey => "r.k",
         Field::RollupProto => "r.proto",
+        Field::AppProto => "f.app_proto",
+        Field::AppName => "f.app_name",
+        Field::AppFp => "f.app_fp",
+        Field::IcsReads => "f.ics_reads",
+        Field::IcsWrites => "f.ics_writes",
+        Field::IcsControl => "f.ics_control",
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use rusqlite::{TransactionBehavior, params};
 
 use super::SqliteStore;
-use super::rows::FLOW_COLUMNS;
+use super::rows::{FLOW_COLUMN_COUNT, FLOW_COLUMNS};
 use crate::model::ingest::RetentionReport;
 use crate::store::plan::NS_PER_MIN;
 use crate::store::{Retention, StoreError};
@@ -143,8 +143,9 @@ impl SqliteStore {
                 .map_err(|e| self.err("reading old attested flows", e))?
             {
                 let (_, r) = self.decode_row(row)?;
-                let (batch, idx): (i64, i64) = (|| Ok((row.get(21)?, row.get(22)?)))()
-                    .map_err(|e| self.err("reading old attested flows", e))?;
+                let (batch, idx): (i64, i64) =
+                    (|| Ok((row.get(FLOW_COLUMN_COUNT)?, row.get(FLOW_COLUMN_COUNT + 1)?)))()
+                        .map_err(|e| self.err("reading old attested flows", e))?;
                 let h = vigil_proto::attest::record_leaf(&r, &mut buf);
                 leaves.entry(batch).or_default().push((idx, h.to_vec()));
             }

@@ -3,18 +3,26 @@
 
 use std::net::IpAddr;
 
+use prost::Message as _;
 use rusqlite::Row;
+use vigil_proto::pb;
 use vigil_proto::wire::{IpBytes, ip_from_bytes, ip_to_bytes};
 use vigil_proto::{
-    CommunityId, ConnState, EndReason, FlowRecord, History, TunnelInfo, TunnelType, Vlans,
+    App, CommunityId, ConnState, EndReason, FlowRecord, History, TunnelInfo, TunnelType, Vlans,
 };
 
 use super::SqliteStore;
+use crate::model::query::{IcsCounter, app_name_fp, ics_count};
+use crate::store::plan::app_code;
 use crate::store::{StoreError, i64_of};
+
+/// How many columns [`FLOW_COLUMNS`] names: a query's further columns
+/// come at this index and after.
+pub(super) const FLOW_COLUMN_COUNT: usize = 22;
 
 /// The columns a record is read back from, in the order of
 /// [`SqliteStore::decode_row`]; `f` is `flows`, `s` is `sensors`.
-pub(super) const FLOW_COLUMNS: &str = "f.rowid, s.name, f.flow_id, f.first_ns, f.last_ns, f.proto, f.src_ip, f.src_port, f.dst_ip, f.dst_port, f.vlan, f.fwd_packets, f.fwd_bytes, f.rev_packets, f.rev_bytes, f.tcp_flags, f.conn_state, f.history, f.end_reason, f.community_id, f.tunnel";
+pub(super) const FLOW_COLUMNS: &str = "f.rowid, s.name, f.flow_id, f.first_ns, f.last_ns, f.proto, f.src_ip, f.src_port, f.dst_ip, f.dst_port, f.vlan, f.fwd_packets, f.fwd_bytes, f.rev_packets, f.rev_bytes, f.tcp_flags, f.conn_state, f.history, f.end_reason, f.community_id, f.tunnel, f.app";
 
 impl SqliteStore {
     /// A record from a row of [`FLOW_COLUMNS`], with its sensor's id.
@@ -43,8 +51,15 @@ impl SqliteStore {
         let history: String = row.get(17).map_err(sql)?;
         let cid: Vec<u8> = row.get(19).map_err(sql)?;
         let tunnel: Option<Vec<u8>> = row.get(20).map_err(sql)?;
+        let app: Option<Vec<u8>> = row.get(21).map_err(sql)?;
         let proto = u8::try_from(u(5)?).map_err(|_| corrupt(format!("flow {rowid}: proto")))?;
         let rec = FlowRecord {
+            app: match app {
+                None => None,
+                Some(b) => Some(Box::new(
+                    decode_app(&b).map_err(|e| corrupt(format!("flow {rowid}: app: {e}")))?,
+                )),
+            },
             flow_id: u(2)?,
             first_seen_ns: u(3)?,
             last_seen_ns: u(4)?,
@@ -135,14 +150,24 @@ fn decode_tunnel(b: &[u8]) -> Option<TunnelInfo> {
     })
 }
 
+/// Application metadata as its `App` message.
+fn encode_app(a: &App) -> Vec<u8> {
+    pb::App::from(a).encode_to_vec()
+}
+
+fn decode_app(b: &[u8]) -> Result<App, String> {
+    let m = pb::App::decode(b).map_err(|e| e.to_string())?;
+    App::try_from(&m).map_err(|e| e.to_string())
+}
+
 /// Rows per multi-row INSERT.
 pub(super) const ROWS_PER_INSERT: usize = 32;
 /// Bound values per flow row.
-pub(super) const FLOW_PARAMS: usize = 22;
+pub(super) const FLOW_PARAMS: usize = 29;
 
 pub(super) fn insert_sql(rows: usize) -> String {
     let mut sql = String::from(
-        "INSERT INTO flows (sensor, flow_id, first_ns, last_ns, proto, src_ip, src_port, dst_ip, dst_port, vlan, fwd_packets, fwd_bytes, rev_packets, rev_bytes, tcp_flags, conn_state, history, end_reason, community_id, tunnel, batch, idx) VALUES ",
+        "INSERT INTO flows (sensor, flow_id, first_ns, last_ns, proto, src_ip, src_port, dst_ip, dst_port, vlan, fwd_packets, fwd_bytes, rev_packets, rev_bytes, tcp_flags, conn_state, history, end_reason, community_id, tunnel, batch, idx, app, app_proto, app_name, app_fp, ics_reads, ics_writes, ics_control) VALUES ",
     );
     for i in 0..rows {
         if i > 0 {
@@ -225,5 +250,28 @@ pub(super) fn bind_flow(
     st.raw_bind_parameter(p(20), r.tunnel.as_ref().map(encode_tunnel))?;
     st.raw_bind_parameter(p(21), batch)?;
     st.raw_bind_parameter(p(22), idx as i64)?;
+    st.raw_bind_parameter(p(23), r.app.as_deref().map(encode_app))?;
+    let app = r.app.as_deref();
+    let (name, fp) = app.map(app_name_fp).unwrap_or_default();
+    st.raw_bind_parameter(p(24), app_code(app.and_then(|a| a.proto)) as i64)?;
+    st.raw_bind_parameter(p(25), name)?;
+    st.raw_bind_parameter(p(26), fp)?;
+    for (i, c) in [IcsCounter::Reads, IcsCounter::Writes, IcsCounter::Control]
+        .into_iter()
+        .enumerate()
+    {
+        st.raw_bind_parameter(p(27 + i), i64_of("ics count", ics_count(app, c))?)?;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_column_count_is_that_of_the_column_list() {
+        assert_eq!(FLOW_COLUMNS.split(", ").count(), FLOW_COLUMN_COUNT);
+        assert_eq!(insert_sql(1).matches('?').count(), FLOW_PARAMS);
+    }
 }

@@ -38,6 +38,7 @@ use vigil_proto::{EndReason, FlowRecord, TunnelInfo, Vlans};
 use super::FlowConfig;
 use super::community_id::community_id;
 use super::index::FlowIndex;
+use crate::app::{AppStats, FlowApp, Payload, Sniffer};
 use crate::cpu::prefetch;
 use crate::decode::key::addr_from;
 use crate::decode::{PacketMeta, TunnelMeta};
@@ -58,6 +59,10 @@ const WHEEL_TICKS: usize = 8192;
 // tick of their time; 8192 ticks span 34 minutes, past the active timeout.
 const TICK_NS: u64 = 250_000_000;
 const FLOW_ID_MASK: u64 = (1 << 53) - 1;
+/// Application states allocated at once.
+const APP_CHUNK: usize = 1024;
+/// Bytes of one flow's application state, without its buffers.
+pub const APP_STATE_BYTES: usize = size_of::<FlowApp>();
 
 /// Counters of one table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -70,6 +75,8 @@ pub struct TableStats {
     pub records: [u64; 8],
     /// Flows evicted because the table was full.
     pub evicted: u64,
+    /// The application layer's counters.
+    pub app: AppStats,
 }
 
 /// End reasons in the order of [`TableStats::records`].
@@ -88,6 +95,7 @@ impl TableStats {
             *a += b;
         }
         self.evicted += o.evicted;
+        self.app.merge(&o.app);
     }
 
     /// Total records emitted.
@@ -108,6 +116,16 @@ pub struct FlowTable {
     high_water: u32,
     len: usize,
     tunnels: HashMap<u32, TunnelMeta>,
+    /// Application state of the flows whose protocol was recognized
+    /// (flagged `HAS_APP`), by slot.
+    apps: HashMap<u32, u32>,
+    /// The application states, by the index `apps` gives: a slab, so that
+    /// a flow's state is neither allocated nor freed, and keeps the
+    /// buffers of the flows before it.
+    app_slab: Vec<Box<[FlowApp]>>,
+    /// Free entries of `app_slab`.
+    app_free: Vec<u32>,
+    app_metadata: bool,
     wheel: Vec<Vec<(u32, u32)>>,
     /// A bit per wheel slot, set when the slot may hold entries (clear:
     /// the slot is empty), so that a walk over many ticks visits only the
@@ -158,6 +176,10 @@ impl FlowTable {
             high_water: 0,
             len: 0,
             tunnels: HashMap::new(),
+            apps: HashMap::new(),
+            app_slab: Vec::new(),
+            app_free: Vec::new(),
+            app_metadata: cfg.app_metadata,
             wheel: (0..WHEEL_TICKS).map(|_| Vec::new()).collect(),
             occupied: [0; WHEEL_TICKS / 64],
             spare: Vec::new(),
@@ -167,6 +189,12 @@ impl FlowTable {
             out: Vec::new(),
             stats: TableStats::default(),
         }
+    }
+
+    /// A sniffer for the packets of this table, on or off as its
+    /// configuration says ([`FlowConfig::app_metadata`]).
+    pub fn sniffer(&self) -> Sniffer {
+        Sniffer::new(self.app_metadata)
     }
 
     /// Flows currently held.
@@ -187,6 +215,9 @@ impl FlowTable {
             + self.wheel.capacity() * size_of::<Vec<(u32, u32)>>()
             + self.free.capacity() * size_of::<u32>()
             + self.tunnels.allocation_size()
+            + self.apps.allocation_size()
+            + self.app_slab.len() * APP_CHUNK * APP_STATE_BYTES
+            + self.app_free.capacity() * size_of::<u32>()
     }
 
     /// Records emitted since the last call.
@@ -257,10 +288,17 @@ impl FlowTable {
     /// A table that fits in the caches gains nothing from this and loses
     /// the second lookup, so below 16,384 flows (2 MiB of slots) the packets
     /// are applied plainly.
-    pub fn process_batch(&mut self, metas: &[PacketMeta]) {
+    ///
+    /// `payloads` holds the application layer's copies of payloads that
+    /// the packets' `app_at` and `app_len` point into (see
+    /// [`crate::app::Sniffer::keep`]); empty when none was kept.
+    pub fn process_batch(&mut self, metas: &[PacketMeta], payloads: &[u8]) {
         if self.len < PREFETCH_MIN_FLOWS {
             for m in metas {
                 self.process(m);
+                if m.app_len != 0 {
+                    self.app_packet(m, payloads);
+                }
             }
         } else {
             for m in metas.iter().take(2 * PREFETCH_AHEAD) {
@@ -277,9 +315,72 @@ impl FlowTable {
                     self.prefetch_flow(near.hash);
                 }
                 self.process(m);
+                if m.app_len != 0 {
+                    self.app_packet(m, payloads);
+                }
             }
         }
         debug_assert_eq!(self.index.len(), self.len, "index and table disagree");
+    }
+
+    /// Hands a packet's kept payload to its flow's application state (the
+    /// flow the packet was just applied to).
+    #[inline(never)]
+    fn app_packet(&mut self, m: &PacketMeta, payloads: &[u8]) {
+        let at = m.app_at as usize;
+        let Some(data) = payloads.get(at..at + m.app_len as usize) else {
+            return;
+        };
+        let chunks = &self.chunks;
+        let Some(slot) = self.index.find(m.hash, |s| {
+            chunks[s as usize / CHUNK][s as usize % CHUNK].key == m.key
+        }) else {
+            return;
+        };
+        let f = self.flow_mut(slot);
+        f.state |= HAS_APP;
+        let dir = usize::from(m.src_is_lo != f.lo_is_orig());
+        let k = &m.key;
+        let ports = if m.src_is_lo {
+            (k.port_lo, k.port_hi)
+        } else {
+            (k.port_hi, k.port_lo)
+        };
+        let i = match self.apps.get(&slot) {
+            Some(&i) => i,
+            None => {
+                if self.app_free.is_empty() {
+                    // A chunk more: growing never moves the states there are.
+                    let base = (self.app_slab.len() * APP_CHUNK) as u32;
+                    self.app_slab
+                        .push((0..APP_CHUNK).map(|_| FlowApp::default()).collect());
+                    self.app_free
+                        .extend((0..APP_CHUNK as u32).rev().map(|j| base + j));
+                }
+                let i = self.app_free.pop().unwrap_or_default();
+                self.apps.insert(slot, i);
+                i
+            }
+        };
+        let slab = &mut self.app_slab;
+        slab[i as usize / APP_CHUNK][i as usize % APP_CHUNK].packet(
+            &Payload {
+                dir,
+                proto: k.proto,
+                ports,
+                seq: m.tcp_seq,
+                data,
+            },
+            &mut self.stats.app,
+        );
+    }
+
+    /// Gives a flow's application state back to the slab.
+    fn drop_app(&mut self, slot: u32) {
+        if let Some(i) = self.apps.remove(&slot) {
+            self.app_slab[i as usize / APP_CHUNK][i as usize % APP_CHUNK].reset();
+            self.app_free.push(i);
+        }
     }
 
     /// Requests the flow slot that `hash`'s first matching index entry names.
@@ -455,6 +556,7 @@ impl FlowTable {
             None
         };
         FlowRecord {
+            app: None,
             flow_id: f.flow_id,
             first_seen_ns: f.first_ns,
             last_seen_ns: f.last_ns,
@@ -493,7 +595,13 @@ impl FlowTable {
         if f.pkts[0] + f.pkts[1] == 0 {
             return;
         }
-        let rec = self.record(slot, reason);
+        let mut rec = self.record(slot, reason);
+        if f.state & HAS_APP != 0
+            && let Some(&i) = self.apps.get(&slot)
+        {
+            rec.app =
+                self.app_slab[i as usize / APP_CHUNK][i as usize % APP_CHUNK].take_for_record();
+        }
         self.out.push(rec);
         self.stats.records[reason_index(reason)] += 1;
     }
@@ -512,6 +620,9 @@ impl FlowTable {
         self.index.remove(f.key.hash64(), slot);
         if f.state & TUNNELED != 0 {
             self.tunnels.remove(&slot);
+        }
+        if f.state & HAS_APP != 0 {
+            self.drop_app(slot);
         }
         let fm = self.flow_mut(slot);
         fm.state = 0;
@@ -650,6 +761,9 @@ impl FlowTable {
                     reason
                 };
                 self.emit(slot, r);
+                if self.flow(slot).state & HAS_APP != 0 {
+                    self.drop_app(slot);
+                }
                 let f = self.flow_mut(slot);
                 f.state = 0;
                 self.free.push(slot);

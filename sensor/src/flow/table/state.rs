@@ -27,6 +27,8 @@ pub(super) const SEEN_RESP: u8 = 1 << 2;
 pub(super) const CLOSED: u8 = 1 << 3;
 pub(super) const TUNNELED: u8 = 1 << 4;
 pub(super) const LO_IS_ORIG: u8 = 1 << 5;
+/// The flow has application state (in the table's `apps`).
+pub(super) const HAS_APP: u8 = 1 << 6;
 
 /// Zeek's TCP endpoint states (`TCP_ENDPOINT_*` of its `TCP_Endpoint`), from
 /// which it derives `conn_state`.

@@ -135,7 +135,7 @@ fn a_flow_idle_by_the_final_clock_ends_idle_however_the_clock_got_there() {
     let mut metas = Vec::new();
     let mut decoder = crate::decode::Decoder::new();
     while let Some(p) = reader.next_packet().unwrap() {
-        decoder.decode(&p, &mut |m: &PacketMeta| metas.push(*m));
+        decoder.decode(&p, &mut |m: &PacketMeta, _: &[u8]| metas.push(*m));
     }
     let idle = 30_000_000_000u64;
     let cfg = FlowConfig {
@@ -145,7 +145,7 @@ fn a_flow_idle_by_the_final_clock_ends_idle_however_the_clock_got_there() {
     let deadline = t0 + idle;
     let run = |steps: &[u64]| {
         let mut t = FlowTable::new(&cfg, 16);
-        t.process_batch(&metas);
+        t.process_batch(&metas, &[]);
         for &now in steps {
             t.advance(now);
         }
@@ -183,7 +183,7 @@ fn bulk_metas(packets: u64, flows: u64) -> Vec<PacketMeta> {
     let mut reader = CaptureReader::new(&file[..], "bulk").unwrap();
     let mut decoder = Decoder::new();
     while let Some(p) = reader.next_packet().unwrap() {
-        decoder.decode(&p, &mut |m: &PacketMeta| metas.push(*m));
+        decoder.decode(&p, &mut |m: &PacketMeta, _: &[u8]| metas.push(*m));
     }
     metas
 }
@@ -200,7 +200,7 @@ fn batches_give_the_records_of_single_packets() {
             if batch == 1 {
                 t.process(&b[0]);
             } else {
-                t.process_batch(b);
+                t.process_batch(b, &[]);
             }
             t.advance(b[b.len() - 1].ts_ns);
             recs.extend(t.take_records());
@@ -225,7 +225,7 @@ fn a_batched_flush_gives_the_records_of_a_whole_one() {
     let metas = bulk_metas(20_000, 2_500);
     let filled = || {
         let mut t = FlowTable::new(&FlowConfig::default(), 100_000);
-        t.process_batch(&metas);
+        t.process_batch(&metas, &[]);
         assert!(t.take_records().is_empty());
         t
     };
@@ -246,6 +246,6 @@ fn a_batched_flush_gives_the_records_of_a_whole_one() {
     got.extend(t.take_records());
     assert!(got == expected, "records differ");
     assert_eq!((t.len(), t.stats.record_total()), (0, 2_500));
-    t.process_batch(&metas);
+    t.process_batch(&metas, &[]);
     assert_eq!(t.len(), 2_500);
 }

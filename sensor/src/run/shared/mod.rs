@@ -30,6 +30,7 @@ use super::{
     LiveCounters, Progress, Published, RunConfig, RunError, RunReport, finish_table, histogram,
     join_sink, log_finished, spawn_sink, validate,
 };
+use crate::app::Sniffer;
 use crate::capture::mapped::MappedFile;
 use crate::capture::pcap_file::{PcapWalk, SliceSource};
 use crate::capture::{CaptureError, CaptureReader, KernelStats, LinkType, RawPacket};
@@ -103,6 +104,8 @@ pub fn run_shared(
                     decoder: Decoder::new(),
                     clock: PacketClock::default(),
                     metas: Vec::with_capacity(cfg.batch_size.get() + 16),
+                    payloads: Vec::new(),
+                    sniffer: Sniffer::new(cfg.flow.app_metadata),
                     out,
                     worker_ns: histogram(),
                     packets: 0,
@@ -159,6 +162,11 @@ struct SharedWorker<'r> {
     decoder: Decoder,
     clock: PacketClock,
     metas: Vec<PacketMeta>,
+    /// The application layer's copies of payloads `metas` point into.
+    payloads: Vec<u8>,
+    /// Chooses them: a worker sees its own flows' packets in order, so
+    /// its choices do not depend on the number of workers.
+    sniffer: Sniffer,
     out: Handoff,
     worker_ns: Histogram<u64>,
     /// Frames read (every worker reads every frame).
@@ -251,8 +259,9 @@ impl SharedWorker<'_> {
     /// Applies the packets gathered so far and moves the table's clock.
     #[inline]
     fn apply(&mut self) {
-        self.table.process_batch(&self.metas);
+        self.table.process_batch(&self.metas, &self.payloads);
         self.metas.clear();
+        self.payloads.clear();
         self.table.advance(self.clock.now());
         if self.table.records().len() >= RECORDS_PER_SEND {
             let _ = self.out.send(self.table.take_records());
@@ -363,9 +372,13 @@ impl SharedWorker<'_> {
             }
             let seen = g.seen;
             let mine = &g.mine;
-            let metas = &mut self.metas;
+            let mut to = Kept {
+                metas: &mut self.metas,
+                payloads: &mut self.payloads,
+                sniffer: &mut self.sniffer,
+            };
             for (pkt, any) in mine {
-                decode_for(&mut self.decoder, pkt, *any, me, n, metas);
+                decode_for(&mut self.decoder, pkt, *any, me, n, &mut to);
             }
             let applied = self.metas.len();
             self.apply();
@@ -441,7 +454,32 @@ impl<'a, const SPLIT: bool> Gather<'a, SPLIT> {
     }
 }
 
-/// Decodes a frame for worker `me` of `n` into `metas`. `any` false: a
+/// Where a worker's decoded packets go: the batch, and the application
+/// layer's copies of their payloads.
+pub(super) struct Kept<'w> {
+    pub(super) metas: &'w mut Vec<PacketMeta>,
+    pub(super) payloads: &'w mut Vec<u8>,
+    pub(super) sniffer: &'w mut Sniffer,
+}
+
+impl Kept<'_> {
+    /// Adds a packet with its transport payload.
+    #[inline(always)]
+    pub(super) fn push(&mut self, m: &PacketMeta, payload: &[u8]) {
+        let mut m = *m;
+        self.sniffer.keep(&mut m, payload, self.payloads);
+        self.metas.push(m);
+    }
+
+    /// Adds a packet decoded by `decode_plain` from `frame`.
+    #[inline(always)]
+    pub(super) fn push_plain(&mut self, mut m: PacketMeta, frame: &[u8]) {
+        self.sniffer.keep_at(&mut m, frame, self.payloads);
+        self.metas.push(m);
+    }
+}
+
+/// Decodes a frame for worker `me` of `n` into `to`. `any` false: a
 /// frame whose address pair the worker owns, every packet kept. `true`: a
 /// frame every worker decodes (`Owner::Any`), the packets of the worker's
 /// own pairs kept, the frame counted by worker 0 only.
@@ -452,26 +490,31 @@ fn decode_for(
     any: bool,
     me: usize,
     n: usize,
-    metas: &mut Vec<PacketMeta>,
+    to: &mut Kept<'_>,
 ) {
     if !any {
-        let mut push = |m: &PacketMeta| {
+        if let Some(m) = decoder.decode_plain(pkt) {
             debug_assert_eq!(
                 shard_of(m.key.pair_hash(), n),
                 me,
                 "owner() broke its promise"
             );
-            metas.push(*m);
-        };
-        match decoder.decode_plain(pkt) {
-            Some(m) => push(&m),
-            None => decoder.decode(pkt, &mut push),
+            to.push_plain(m, pkt.data);
+            return;
         }
+        decoder.decode(pkt, &mut |m: &PacketMeta, p: &[u8]| {
+            debug_assert_eq!(
+                shard_of(m.key.pair_hash(), n),
+                me,
+                "owner() broke its promise"
+            );
+            to.push(m, p);
+        });
         return;
     }
-    let mut keep = |m: &PacketMeta| {
+    let mut keep = |m: &PacketMeta, p: &[u8]| {
         if shard_of(m.key.pair_hash(), n) == me {
-            metas.push(*m);
+            to.push(m, p);
         }
     };
     if me == 0 {

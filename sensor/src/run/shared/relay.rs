@@ -57,7 +57,7 @@ use crate::decode::{DecodeStats, Decoder, Owner, PacketMeta, owner};
 use crate::flow::clock::ClockSpan;
 use crate::run::{recv_spinning, spins_for};
 
-use super::{CHECK_EVERY, Ended, SharedInput, SharedWorker, decode_for};
+use super::{CHECK_EVERY, Ended, Kept, SharedInput, SharedWorker, decode_for};
 
 /// Bytes of a chunk: large enough that its channel traffic and its guess
 /// are a rounding error, small enough that a chunk sits in a core's cache.
@@ -347,6 +347,10 @@ impl Drop for Ports {
 struct Split<'d> {
     outs: Vec<Chunk>,
     n: usize,
+    /// Address of the chunk's first byte: the packets' payload offsets
+    /// are made relative to it, for the worker that takes them (whose
+    /// application layer reads the payloads in the capture).
+    base: usize,
     decoder: &'d mut Decoder,
     span: ClockSpan,
     records: u64,
@@ -362,8 +366,10 @@ impl Split<'_> {
         // The common frame, plain IPv4 on Ethernet, decoded first: its pair
         // comes with its summary.
         let mut pair = 0;
-        if let Some(m) = self.decoder.decode_plain_paired(pkt, &mut pair) {
+        let frame = (pkt.data.as_ptr() as usize).wrapping_sub(self.base);
+        if let Some(mut m) = self.decoder.decode_plain_paired(pkt, &mut pair) {
             let to = shard_of(pair, self.n);
+            rebase(&mut m, frame);
             self.outs[to].metas.push(m);
             return;
         }
@@ -371,19 +377,33 @@ impl Split<'_> {
             Owner::Pair(h) => {
                 let to = shard_of(h, self.n);
                 let metas = &mut self.outs[to].metas;
-                self.decoder.decode(pkt, &mut |m: &PacketMeta| {
+                self.decoder.decode(pkt, &mut |m: &PacketMeta, _: &[u8]| {
                     debug_assert_eq!(
                         shard_of(m.key.pair_hash(), self.n),
                         to,
                         "owner() broke its promise"
                     );
-                    metas.push(*m);
+                    let mut m = *m;
+                    rebase(&mut m, frame);
+                    metas.push(m);
                 });
             }
             Owner::Any => self
                 .outs
                 .iter_mut()
                 .for_each(|o| o.anys.push((o.metas.len() as u32, offset))),
+        }
+    }
+}
+
+/// Makes a packet's payload offset count from the chunk's start rather
+/// than its frame's (`frame`: where the frame starts in the chunk).
+#[inline(always)]
+fn rebase(m: &mut PacketMeta, frame: usize) {
+    if m.payload_cap != 0 {
+        match u32::try_from(frame.wrapping_add(m.payload_at as usize)) {
+            Ok(at) => m.payload_at = at,
+            Err(_) => m.payload_cap = 0,
         }
     }
 }
@@ -443,7 +463,12 @@ impl SharedWorker<'_> {
                     records = 0;
                 } else if chunk.start == Some(expected) {
                     records = chunk.records;
-                    let applied = self.take_chunk(&chunk, reader);
+                    let (from, _) = range(first, j);
+                    let bytes = usize::try_from(from)
+                        .ok()
+                        .and_then(|f| input.bytes.get(f..))
+                        .unwrap_or_default();
+                    let applied = self.take_chunk(&mut chunk, bytes, reader);
                     self.time(&mut t0, applied);
                     expected = chunk.end;
                     ended = chunk.ended.take();
@@ -569,9 +594,11 @@ impl SharedWorker<'_> {
         } else {
             reader.walk().and_then(|w| w.find_record(from, until))
         };
+        let base = reader.walk().map_or(0, |w| w.bytes_at(from) as usize);
         let mut split = Split {
             outs,
             n,
+            base,
             decoder: &mut ports.decoder,
             span: ClockSpan::default(),
             records: 0,
@@ -653,7 +680,14 @@ impl SharedWorker<'_> {
 
     /// Applies one chunk's part for this worker; returns the flow packets
     /// applied.
-    fn take_chunk(&mut self, chunk: &Chunk, reader: &mut CaptureReader<SliceSource<'_>>) -> usize {
+    /// `bytes`: the capture from the chunk's start, where its packets'
+    /// payload offsets count from.
+    fn take_chunk(
+        &mut self,
+        chunk: &mut Chunk,
+        bytes: &[u8],
+        reader: &mut CaptureReader<SliceSource<'_>>,
+    ) -> usize {
         let (me, n) = (self.me, self.n);
         let Some(walk) = reader.walk() else {
             return 0;
@@ -668,7 +702,7 @@ impl SharedWorker<'_> {
         let mut at = 0;
         let mut anys = chunk.anys.iter().peekable();
         while let Some(&&(pos, _)) = anys.peek() {
-            self.process(&chunk.metas[at..pos as usize]);
+            self.process(&mut chunk.metas[at..pos as usize], bytes);
             at = pos as usize;
             // The frames every worker decodes, up to the next packet decoded
             // by the walker.
@@ -677,18 +711,21 @@ impl SharedWorker<'_> {
                     debug_assert!(false, "a record the walk took is gone");
                     continue;
                 };
-                decode_for(&mut self.decoder, &pkt, true, me, n, &mut self.metas);
+                let mut to = Kept {
+                    metas: &mut self.metas,
+                    payloads: &mut self.payloads,
+                    sniffer: &mut self.sniffer,
+                };
+                decode_for(&mut self.decoder, &pkt, true, me, n, &mut to);
                 if self.metas.len() >= self.batch {
                     applied += self.metas.len();
-                    self.table.process_batch(&self.metas);
-                    self.metas.clear();
+                    self.apply_metas();
                 }
             }
             applied += self.metas.len();
-            self.table.process_batch(&self.metas);
-            self.metas.clear();
+            self.apply_metas();
         }
-        self.process(&chunk.metas[at..]);
+        self.process(&mut chunk.metas[at..], bytes);
         if !self.clock.observe_span(&chunk.span)
             && let Some(start) = chunk.start
         {
@@ -706,12 +743,25 @@ impl SharedWorker<'_> {
         applied
     }
 
-    /// Applies packets decoded by a walker, a batch at a time.
+    /// Applies packets decoded by a walker, a batch at a time; their
+    /// payload offsets count from the start of `bytes`.
     #[inline]
-    fn process(&mut self, metas: &[PacketMeta]) {
-        for batch in metas.chunks(self.batch) {
-            self.table.process_batch(batch);
+    fn process(&mut self, metas: &mut [PacketMeta], bytes: &[u8]) {
+        debug_assert!(self.payloads.is_empty(), "payloads left behind");
+        for batch in metas.chunks_mut(self.batch) {
+            for m in batch.iter_mut() {
+                self.sniffer.keep_at(m, bytes, &mut self.payloads);
+            }
+            self.table.process_batch(batch, &self.payloads);
+            self.payloads.clear();
         }
+    }
+
+    /// Applies the packets this worker decoded itself.
+    fn apply_metas(&mut self) {
+        self.table.process_batch(&self.metas, &self.payloads);
+        self.metas.clear();
+        self.payloads.clear();
     }
 
     /// Walks a chunk whose first record was guessed wrong from `from`, where
@@ -745,10 +795,14 @@ impl SharedWorker<'_> {
             }
             self.clock.observe(pkt.ts_ns);
             // Every frame, as an `Owner::Any` frame is decoded.
-            decode_for(&mut self.decoder, &pkt, true, me, n, &mut self.metas);
+            let mut to = Kept {
+                metas: &mut self.metas,
+                payloads: &mut self.payloads,
+                sniffer: &mut self.sniffer,
+            };
+            decode_for(&mut self.decoder, &pkt, true, me, n, &mut to);
             if self.metas.len() >= self.batch {
-                self.table.process_batch(&self.metas);
-                self.metas.clear();
+                self.apply_metas();
             }
         };
         self.apply();

@@ -59,7 +59,9 @@ def main():
                     if len(fr) >= 34 and fr[12:14] == b"\x08\x00":
                         fr[27] = (fr[27] + copy) % 256
                         fr[31] = (fr[31] + copy) % 256
-                    ts = t + max(0, ns - first)
+                    # Captures with times out of order or decades apart
+                    # keep their order within an hour.
+                    ts = t + min(max(0, ns - first), 3_600_000_000_000)
                     f.write(struct.pack("<IIII", ts // 1_000_000_000, ts % 1_000_000_000, len(fr), orig))
                     f.write(fr)
                     written += 1

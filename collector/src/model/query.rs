@@ -445,6 +445,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn suffix_matches_a_domain_and_the_names_under_it() {
+        let m = |v, n| TextOp::Suffix.matches(v, n);
+        assert!(m("example.org", "example.org"));
+        assert!(m("www.example.org", "example.org"));
+        assert!(m("www.example.org", ".example.org"));
+        assert!(!m("badexample.org", "example.org"));
+        assert!(!m("example.org.evil", "example.org"));
+        assert!(TextOp::Contains.matches("cdn-7.example", "n-7"));
+        assert!(!TextOp::Eq.matches("a.example", "example"));
+    }
+
+    #[test]
     fn cidr_bounds() {
         let r = IpRange::cidr("10.20.30.40".parse().unwrap(), 16);
         assert_eq!(r.lo, "10.20.0.0".parse::<IpAddr>().unwrap());

@@ -271,6 +271,25 @@ impl<'a> Parser<'a> {
         self.primitive()
     }
 
+    /// `OP N`: a comparison with a number the stores can hold (SQLite's
+    /// integers are i64).
+    fn comparison(&mut self) -> Result<(Cmp, u64), ParseError> {
+        let op = match self.peek() {
+            Some(Tok::Op(op)) => *op,
+            _ => return self.err("a comparison (>, <, >=, <=, =)"),
+        };
+        self.pos += 1;
+        let (w, c) = self.word("a number")?;
+        let n = parse_num::<u64>(w, c, "a number")?;
+        if n > i64::MAX as u64 {
+            return Err(ParseError {
+                column: c,
+                message: format!("`{w}` is too large"),
+            });
+        }
+        Ok((op, n))
+    }
+
     fn primitive(&mut self) -> Result<Filter, ParseError> {
         const EXPECTED: &str = "a primitive (host, net, port, portrange, proto, tcp, udp, icmp, ip4, ip6, vlan, state, bytes, packets, sensor, cid, app, dns.qname, tls.sni, tls.ja4, http.host, ssh.client, ssh.hassh, ics.reads, ics.writes, ics.control), `not` or `(`";
         let dir = if self.keyword("src") {
@@ -368,20 +387,7 @@ impl<'a> Parser<'a> {
                 } else {
                     Counter::Packets
                 };
-                let op = match self.peek() {
-                    Some(Tok::Op(op)) => *op,
-                    _ => return self.err("a comparison (>, <, >=, <=, =)"),
-                };
-                self.pos += 1;
-                let (w, c) = self.word("a number")?;
-                // Values are stored as SQLite integers (i64).
-                let n = parse_num::<u64>(w, c, "a number")?;
-                if n > i64::MAX as u64 {
-                    return Err(ParseError {
-                        column: c,
-                        message: format!("`{w}` is too large"),
-                    });
-                }
+                let (op, n) = self.comparison()?;
                 Filter::Counter(counter, op, n)
             }
             "sensor" => {
@@ -410,19 +416,7 @@ impl<'a> Parser<'a> {
                     "ics.writes" => IcsCounter::Writes,
                     _ => IcsCounter::Control,
                 };
-                let op = match self.peek() {
-                    Some(Tok::Op(op)) => *op,
-                    _ => return self.err("a comparison (>, <, >=, <=, =)"),
-                };
-                self.pos += 1;
-                let (w, c) = self.word("a number")?;
-                let n = parse_num::<u64>(w, c, "a number")?;
-                if n > i64::MAX as u64 {
-                    return Err(ParseError {
-                        column: c,
-                        message: format!("`{w}` is too large"),
-                    });
-                }
+                let (op, n) = self.comparison()?;
                 Filter::Ics(counter, op, n)
             }
             field if AppText::ALL.iter().any(|(_, k)| *k == field) => {
@@ -524,6 +518,39 @@ pub fn proto_number(w: &str) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn application_primitives_parse_and_name_their_errors() {
+        assert_eq!(parse("app dns").unwrap(), Filter::App(AppProto::Dns));
+        assert_eq!(
+            parse("app = S7comm-Plus").unwrap(),
+            Filter::App(AppProto::S7commPlus)
+        );
+        assert_eq!(
+            parse("dns.qname suffix Example.ORG").unwrap(),
+            Filter::Text(AppText::DnsQname, TextOp::Suffix, "example.org".into())
+        );
+        assert_eq!(
+            parse("tls.sni = www.example.org").unwrap(),
+            Filter::Text(AppText::TlsSni, TextOp::Eq, "www.example.org".into())
+        );
+        assert_eq!(
+            parse("http.host contains cdn and ssh.client openssh_9.6").unwrap(),
+            Filter::And(vec![
+                Filter::Text(AppText::HttpHost, TextOp::Contains, "cdn".into()),
+                Filter::Text(AppText::SshClient, TextOp::Eq, "openssh_9.6".into()),
+            ])
+        );
+        assert_eq!(
+            parse("ics.writes > 0").unwrap(),
+            Filter::Ics(IcsCounter::Writes, Cmp::Gt, 0)
+        );
+        let e = parse("app smtp").unwrap_err();
+        assert_eq!(e.column, 5);
+        assert!(e.message.contains("modbus"), "{}", e.message);
+        assert_eq!(parse("ics.control 3").unwrap_err().column, 13);
+        assert_eq!(parse("dns.qname suffix").unwrap_err().column, 17);
+    }
 
     #[test]
     fn primitives_parse() {

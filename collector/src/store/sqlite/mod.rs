@@ -271,13 +271,7 @@ impl SqliteStore {
                 // Version 3 keeps each batch (its counters and its
                 // sensor's attestation) and each flow's place in it; the
                 // flows stored before have none (not attested).
-                let has_batch: bool = conn
-                    .query_row(
-                        "SELECT COUNT(*) > 0 FROM pragma_table_info('flows') WHERE name = 'batch'",
-                        [],
-                        |r| r.get(0),
-                    )
-                    .map_err(|e| store.err("reading the schema", e))?;
+                let has_batch = store.flows_have_column(&conn, "batch")?;
                 let add = if has_batch {
                     ""
                 } else {
@@ -297,13 +291,7 @@ impl SqliteStore {
                 // Version 4 keeps each flow's application metadata (the
                 // `App` message, and the columns filters read); flows
                 // stored before have none.
-                let has_app: bool = conn
-                    .query_row(
-                        "SELECT COUNT(*) > 0 FROM pragma_table_info('flows') WHERE name = 'app'",
-                        [],
-                        |r| r.get(0),
-                    )
-                    .map_err(|e| store.err("reading the schema", e))?;
+                let has_app = store.flows_have_column(&conn, "app")?;
                 let add = if has_app {
                     ""
                 } else {
@@ -329,6 +317,17 @@ impl SqliteStore {
             }
         }
         Ok(store)
+    }
+
+    /// Whether `flows` has the column (a migration cut short may have
+    /// added it already).
+    fn flows_have_column(&self, conn: &Connection, name: &str) -> Result<bool, StoreError> {
+        conn.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('flows') WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .map_err(|e| self.err("reading the schema", e))
     }
 
     /// Opens an existing store for reading only (`vigil query --data-dir`):

@@ -477,11 +477,6 @@ impl FlowApp {
         self.done = [false; 2];
     }
 
-    /// Whether the flow's protocol has been recognized.
-    pub fn recognized(&self) -> bool {
-        self.proto.is_some()
-    }
-
     fn cold(&mut self) -> &mut Cold {
         self.cold.get_or_insert_with(Default::default)
     }
@@ -529,9 +524,8 @@ impl FlowApp {
         Some(Box::new(app))
     }
 
-    /// Applies one packet's kept payload. Returns whether the flow's
-    /// protocol became known with it.
-    pub fn packet(&mut self, p: &Payload<'_>, stats: &mut AppStats) -> bool {
+    /// Applies one packet's kept payload.
+    pub fn packet(&mut self, p: &Payload<'_>, stats: &mut AppStats) {
         stats.payloads += 1;
         let was = self.proto.is_some();
         if p.proto == 6 && self.cold.as_ref().is_some_and(|c| c.reasm[p.dir].need > 0) {
@@ -539,11 +533,9 @@ impl FlowApp {
         } else {
             self.first(p, stats);
         }
-        let now = self.proto.is_some();
-        if now && !was {
+        if !was && self.proto.is_some() {
             stats.flows += 1;
         }
-        now && !was
     }
 
     /// A payload that starts a PDU.
@@ -589,12 +581,7 @@ impl FlowApp {
             // A segment is missing: read what there is, and this segment
             // as the start of what comes next.
             stats.count(AppError::Gap);
-            let buf = std::mem::take(&mut r.buf);
-            r.need = 0;
-            self.parse(p, &buf, true, stats);
-            let r = &mut self.cold().reasm[p.dir];
-            r.buf = buf;
-            r.buf.clear();
+            self.parse_reassembled(p, true, stats);
             self.first(p, stats);
             return;
         }
@@ -613,13 +600,20 @@ impl FlowApp {
                 r.need = r.buf.len() + more;
                 return;
             }
-            let buf = std::mem::take(&mut r.buf);
-            r.need = 0;
-            self.parse(p, &buf, false, stats);
-            let r = &mut self.cold().reasm[p.dir];
-            r.buf = buf;
-            r.buf.clear();
+            self.parse_reassembled(p, false, stats);
         }
+    }
+
+    /// Parses the PDU reassembled in `p`'s direction (as much as arrived:
+    /// `cut`), and empties the buffer, keeping it.
+    fn parse_reassembled(&mut self, p: &Payload<'_>, cut: bool, stats: &mut AppStats) {
+        let r = &mut self.cold().reasm[p.dir];
+        let buf = std::mem::take(&mut r.buf);
+        r.need = 0;
+        self.parse(p, &buf, cut, stats);
+        let r = &mut self.cold().reasm[p.dir];
+        r.buf = buf;
+        r.buf.clear();
     }
 
     /// Parses one whole PDU (or as much of it as arrived, `cut`).

@@ -21,11 +21,10 @@ use super::Shared;
 use super::access::{Principal, refused};
 use super::failure::Failure;
 use super::metrics::BatchResult;
-use super::writer::{Committed, Job};
+use super::writer::{Committed, Job, Outcome, StreamFate};
 use crate::evidence::{KeyCheck, KeyRefusal};
 use crate::ingest::{MAX_INFLIGHT_PER_STREAM, StreamState, validate};
 use crate::model::ingest::CommitOutcome;
-use crate::store::StoreError;
 
 /// The service: shared state and the writer's queue.
 #[derive(Clone, Debug)]
@@ -134,12 +133,7 @@ impl Drop for StreamGauge {
 
 /// A batch in commit: its seq, its flows, where its outcome comes, and
 /// its share of the in-flight bytes (returned once it is answered).
-type Pending = (
-    u64,
-    u64,
-    oneshot::Receiver<Result<CommitOutcome, Arc<StoreError>>>,
-    OwnedSemaphorePermit,
-);
+type Pending = (u64, u64, oneshot::Receiver<Outcome>, OwnedSemaphorePermit);
 
 /// Answers a stream's batches in order, as their commits end; ends the
 /// stream at the first batch not stored.
@@ -266,6 +260,7 @@ impl Ingest for IngestSvc {
             let _slot = slot;
             let mut st = StreamState::default();
             let mut connected: Option<ConnectedGuard> = None;
+            let fate = Arc::new(StreamFate::default());
             // Why the stream ends early, if it does.
             let mut refusal: Option<Failure> = None;
             loop {
@@ -358,6 +353,7 @@ impl Ingest for IngestSvc {
                     batch,
                     opens_stream,
                     reply,
+                    stream: fate.clone(),
                 };
                 if jobs.send(job).await.is_err()
                     || pending_tx

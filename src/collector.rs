@@ -124,7 +124,7 @@ pub fn run(a: CollectorArgs) -> Result<(), Failure> {
                     .map(|a| a.name.as_str())
                     .collect::<Vec<_>>()
                     .join(", "),
-                d.indicator_list.len()
+                d.indicators.list.len()
             ),
             None => eprintln!("configuration OK: no protected assets; detection off"),
         }

@@ -102,6 +102,18 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(k).ok_or_else(|| format!("{s:?}: too large"))
 }
 
+/// A duration in ns, rounded to what reads well: "250 ms", "90 s",
+/// "10 min", "3 h".
+pub fn human_ns(ns: u64) -> String {
+    let s = ns / 1_000_000_000;
+    match s {
+        0 => format!("{} ms", ns / 1_000_000),
+        1..120 => format!("{s} s"),
+        120..7200 => format!("{} min", s / 60),
+        _ => format!("{} h", s / 3600),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

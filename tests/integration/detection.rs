@@ -11,8 +11,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vigil_collector::detect::config::{Criticality, DetectConfig, ProtectedSection};
-use vigil_collector::detect::{Alert, AlertKind};
+use vigil_collector::detect::config::{Criticality, DetectConfig, DetectSection, ProtectedSection};
+use vigil_collector::detect::{Alert, AlertKind, Severity};
 use vigil_collector::server::{self, CollectorConfig};
 use vigil_collector::store::AlertQuery;
 use vigil_collector::store::prelude::*;
@@ -44,8 +44,19 @@ struct Replay {
 
 /// Replays `inputs` through a sensor into a collector protecting `assets`.
 fn replay(inputs: Vec<Input<'static>>, assets: &[ProtectedSection]) -> Replay {
+    replay_with(inputs, assets, |_| {})
+}
+
+/// [`replay`] with detection settings changed by `set` from the defaults.
+fn replay_with(
+    inputs: Vec<Input<'static>>,
+    assets: &[ProtectedSection],
+    set: impl FnOnce(&mut DetectSection),
+) -> Replay {
     let dir = tempfile::tempdir().unwrap();
-    let detect = DetectConfig::with_assets(assets).expect("valid assets");
+    let mut section = DetectSection::default();
+    set(&mut section);
+    let detect = section.validate(assets).expect("valid assets");
     let data = dir.path().join("collector");
     let spool = dir.path().join("spool");
     rt().block_on(async {
@@ -211,6 +222,20 @@ fn attack_captures_raise_the_right_alerts_with_stored_evidence() {
             AlertKind::BruteForce => {
                 assert_eq!(a.sources[0].addr, "10.234.125.254");
                 assert!(a.summary.contains("FTP"), "{}", a.summary);
+            }
+            // By what the session did: writes and control critical, reads
+            // at the asset's criticality (high), with the function codes.
+            AlertKind::IcsUnauthorizedClient => {
+                let (severity, function) = match *name {
+                    "zeek__modbus__modbusSmall.pcap" => {
+                        (Severity::Critical, "write_multiple_coils")
+                    }
+                    "zeek__dnp3__dnp3_udp_read.pcap" => (Severity::High, "1 read:"),
+                    "icsnpp-s7comm__snap7.pcap" => (Severity::Critical, "control"),
+                    _ => (a.severity, ""),
+                };
+                assert_eq!(a.severity, severity, "{name}: {}", a.summary);
+                assert!(a.summary.contains(function), "{name}: {}", a.summary);
             }
             _ => {}
         }
@@ -551,4 +576,156 @@ fn every_corpus_capture_goes_through_the_detectors() {
         engine.stats.protected_flows, flows,
         "everything is protected"
     );
+}
+
+/// Captures made here of what the application-aware detectors read, through
+/// the sensor's own parsers: BACnet discovery between two protected
+/// controllers (the false positive reported) raises nothing, a
+/// WriteProperty from one of them a critical ICS alert naming it; a
+/// dnscat-like tunnel raises `dns_tunnel`, lookups of generated names
+/// `dga`, and a listed domain an indicator alert.
+#[test]
+fn application_metadata_drives_ics_dns_and_domain_detection() {
+    use etherparse::PacketBuilder;
+    use vigil_sensor::synth::Scenario;
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = 1_767_261_600_000_000_000u64;
+    let udp = |sc: &mut Scenario,
+               t: u64,
+               src: [u8; 4],
+               sport: u16,
+               dst: [u8; 4],
+               dport: u16,
+               p: &[u8]| {
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(src, dst, 64)
+            .udp(sport, dport)
+            .write(&mut frame, p)
+            .unwrap();
+        sc.frame(t, frame);
+    };
+    let write = |name: &str, sc: Scenario| -> Input<'static> {
+        let p = dir.path().join(name);
+        std::fs::write(&p, sc.to_pcap_bytes()).unwrap();
+        Input::File(p)
+    };
+    let (a, b) = ([10, 20, 0, 5], [10, 20, 0, 6]);
+    // Who-is broadcast, i-am answers, every 10 s for 5 minutes.
+    let who_is = [0x81, 0x0b, 0x00, 0x08, 0x01, 0x00, 0x10, 0x08];
+    let i_am = [
+        0x81, 0x0a, 0x00, 0x14, 0x01, 0x00, 0x10, 0x00, 0xc4, 0x02, 0x00, 0x00, 0x06, 0x22, 0x01,
+        0xe0, 0x91, 0x00, 0x21, 0x0f,
+    ];
+    let mut sc = Scenario::new();
+    for i in 0..30u64 {
+        let t = t0 + i * 10_000_000_000;
+        udp(&mut sc, t, a, 47808, [10, 20, 0, 255], 47808, &who_is);
+        udp(&mut sc, t + 1_000_000, b, 47808, a, 47808, &i_am);
+    }
+    let discovery = write("bacnet-discovery.pcap", sc);
+    let plant = asset("plant", &["10.20.0.0/24"]);
+    let r = replay(vec![discovery], std::slice::from_ref(&plant));
+    assert!(
+        r.alerts.is_empty(),
+        "{:?}",
+        r.alerts.iter().map(|a| &a.summary).collect::<Vec<_>>()
+    );
+    // WriteProperty (confirmed request, service 15) from b to a.
+    let write_property = [
+        0x81, 0x0a, 0x00, 0x18, 0x01, 0x04, 0x00, 0x05, 0x01, 0x0f, 0x0c, 0x00, 0x00, 0x00, 0x01,
+        0x19, 0x55, 0x3e, 0x44, 0x42, 0xc8, 0x00, 0x00, 0x3f,
+    ];
+    let mut sc = Scenario::new();
+    udp(&mut sc, t0, b, 47809, a, 47808, &write_property);
+    let writes = write("bacnet-write.pcap", sc);
+    let r = replay(vec![writes], std::slice::from_ref(&plant));
+    let alert = assert_raises(
+        &r,
+        AlertKind::IcsUnauthorizedClient,
+        "plant",
+        "BACnet write",
+    );
+    assert_eq!(alert.severity, Severity::Critical);
+    assert!(
+        alert.summary.contains("1 write") && alert.summary.contains("15"),
+        "{}",
+        alert.summary
+    );
+
+    // DNS: a query and its answer, `rcode` in the answer.
+    let dns = |sc: &mut Scenario, t: u64, id: u16, name: &str, rcode: u8| {
+        let mut q = id.to_be_bytes().to_vec();
+        q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+        for label in name.split('.') {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, 16, 0, 1]);
+        let port = 20000 + id;
+        udp(sc, t, [10, 20, 0, 9], port, [10, 20, 0, 53], 53, &q);
+        let mut resp = q.clone();
+        resp[2] = 0x81;
+        resp[3] = 0x80 | rcode;
+        udp(
+            sc,
+            t + 2_000_000,
+            [10, 20, 0, 53],
+            53,
+            [10, 20, 0, 9],
+            port,
+            &resp,
+        );
+    };
+    let host = asset("office", &["10.20.0.9/32"]);
+    let mut sc = Scenario::new();
+    for i in 0..150u16 {
+        let data: String = (0..48)
+            .map(|j| b"0123456789abcdef"[usize::from((i.wrapping_mul(31) ^ (j * 7)) % 16)] as char)
+            .collect();
+        let name = format!("{data}{i:04x}.x.tunnel-example.net");
+        dns(&mut sc, t0 + u64::from(i) * 1_000_000_000, i + 1, &name, 0);
+    }
+    let tunnel = write("dns-tunnel.pcap", sc);
+    let r = replay(vec![tunnel], std::slice::from_ref(&host));
+    let alert = assert_raises(&r, AlertKind::DnsTunnel, "office", "DNS tunnel");
+    assert!(
+        alert.summary.contains("tunnel-example.net"),
+        "{}",
+        alert.summary
+    );
+
+    let mut sc = Scenario::new();
+    for i in 0..40u16 {
+        let label: String = (0..12)
+            .map(|j| b"bcdfghjklmnpqrstvwxz"[usize::from((i * 13 + j * 7) % 20)] as char)
+            .collect();
+        dns(
+            &mut sc,
+            t0 + u64::from(i) * 2_000_000_000,
+            i + 1,
+            &format!("{label}.com"),
+            3,
+        );
+    }
+    let dga = write("dga.pcap", sc);
+    let r = replay(vec![dga], std::slice::from_ref(&host));
+    assert_raises(&r, AlertKind::Dga, "office", "DGA");
+
+    let list = dir.path().join("domains.txt");
+    std::fs::write(&list, "bad-example.org phishing kit\n").unwrap();
+    let mut sc = Scenario::new();
+    dns(&mut sc, t0, 1, "login.bad-example.org", 0);
+    dns(&mut sc, t0 + 1_000_000_000, 2, "www.debian.org", 0);
+    let listed = write("listed.pcap", sc);
+    let r = replay_with(vec![listed], std::slice::from_ref(&host), |d| {
+        d.indicators.files = vec![list.clone()];
+    });
+    let alert = assert_raises(&r, AlertKind::Indicator, "office", "listed domain");
+    assert!(
+        alert.summary.contains("login.bad-example.org (DNS query)"),
+        "{}",
+        alert.summary
+    );
+    assert_eq!(r.alerts.len(), 1, "only the listed name");
 }

@@ -158,6 +158,7 @@ impl Pending {
                 .collect(),
             evidence,
             more_evidence,
+            severity: None,
         }
     }
 }

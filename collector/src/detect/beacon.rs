@@ -212,5 +212,6 @@ fn beacon_finding(
         targets: vec![((dst, key.port), Counts::default())],
         evidence: key.evidence.iter().copied().collect(),
         more_evidence: 0,
+        severity: None,
     }
 }

@@ -7,13 +7,14 @@
 //! key and value.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use vigil_proto::units::{check_duration, check_size};
 
+use super::appconfig::{DnsConfig, DnsSection, IcsSection};
+use super::indicators::{IndicatorSection, Indicators, read_indicators};
 use super::nets::{Cidr, NetMap};
 
 pub use crate::model::alert::Criticality;
@@ -129,6 +130,10 @@ pub struct DetectSection {
     pub exfiltration: ExfilSection,
     /// Indicator lists.
     pub indicators: IndicatorSection,
+    /// ICS sessions.
+    pub ics: IcsSection,
+    /// DNS tunnelling and DGA-like lookups.
+    pub dns: DnsSection,
     /// Webhook for alerts.
     pub webhook: Option<WebhookSection>,
 }
@@ -148,6 +153,8 @@ impl Default for DetectSection {
             beaconing: BeaconSection::default(),
             exfiltration: ExfilSection::default(),
             indicators: IndicatorSection::default(),
+            ics: IcsSection::default(),
+            dns: DnsSection::default(),
             webhook: None,
         }
     }
@@ -297,15 +304,6 @@ impl Default for ExfilSection {
     }
 }
 
-/// `[detect.indicators]`: files of known-bad addresses and networks, one
-/// per line (`ADDR[/LEN] [description]`, `#` comments).
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct IndicatorSection {
-    /// The files.
-    pub files: Vec<PathBuf>,
-}
-
 /// `[detect.webhook]`: alerts POSTed as JSON.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -444,17 +442,6 @@ pub struct Asset {
     pub flood: FloodThresholds,
 }
 
-/// A known-bad address or network.
-#[derive(Clone, Debug)]
-pub struct Indicator {
-    /// The block.
-    pub net: Cidr,
-    /// What the list says of it.
-    pub description: String,
-    /// `file:line` it came from.
-    pub source: String,
-}
-
 /// Detection, validated.
 #[derive(Clone, Debug)]
 pub struct DetectConfig {
@@ -482,10 +469,12 @@ pub struct DetectConfig {
     pub beacon: BeaconConfig,
     /// Exfiltration.
     pub exfil: ExfilConfig,
-    /// Indicators by block.
-    pub indicators: NetMap<usize>,
-    /// The indicator entries.
-    pub indicator_list: Vec<Indicator>,
+    /// The indicator lists.
+    pub indicators: Indicators,
+    /// ICS sessions.
+    pub ics: IcsSection,
+    /// DNS tunnelling and DGA.
+    pub dns: DnsConfig,
     /// Every setting and asset definition this was made from, as JSON
     /// (with the software version): what evidence bundles show as the
     /// detector in force.
@@ -584,44 +573,6 @@ fn nets(errs: &mut Vec<String>, key: &str, list: &[String]) -> (NetMap<()>, Vec<
         }
     }
     (m, v)
-}
-
-/// Reads the indicator files: `ADDR[/LEN] [description]` per line, `#`
-/// comments, blank lines skipped. Errors name `file:line`.
-pub fn read_indicators(files: &[PathBuf], errs: &mut Vec<String>) -> Vec<Indicator> {
-    let mut out = Vec::new();
-    for (i, f) in files.iter().enumerate() {
-        let text = match std::fs::read_to_string(f) {
-            Ok(t) => t,
-            Err(e) => {
-                errs.push(format!(
-                    "collector.detect.indicators.files[{i}] = {:?}: {e}",
-                    f.display().to_string()
-                ));
-                continue;
-            }
-        };
-        for (n, line) in text.lines().enumerate() {
-            let line = line.split('#').next().unwrap_or("").trim();
-            if line.is_empty() {
-                continue;
-            }
-            let (addr, desc) = match line.split_once(|c: char| c.is_whitespace() || c == ',') {
-                Some((a, d)) => (a, d.trim().trim_start_matches(',').trim()),
-                None => (line, ""),
-            };
-            let source = format!("{}:{}", f.display(), n + 1);
-            match Cidr::parse(addr) {
-                Ok(net) => out.push(Indicator {
-                    net,
-                    description: desc.to_string(),
-                    source,
-                }),
-                Err(e) => errs.push(format!("{source}: {e}")),
-            }
-        }
-    }
-    out
 }
 
 impl DetectSection {
@@ -772,11 +723,8 @@ impl DetectSection {
                 flood,
             });
         }
-        let indicator_list = read_indicators(&self.indicators.files, &mut errs);
-        let mut indicators = NetMap::new();
-        for (i, ind) in indicator_list.iter().enumerate() {
-            indicators.insert(ind.net, i);
-        }
+        let indicators = Indicators::new(read_indicators(&self.indicators.files, &mut errs));
+        let dns = self.dns.validate(&mut errs);
         let _ = flood_defaults;
         if !errs.is_empty() {
             return Err(errs);
@@ -812,6 +760,11 @@ impl DetectSection {
         )
         else {
             return Err(vec!["collector.detect: incomplete configuration".into()]);
+        };
+        let Some(dns) = dns else {
+            return Err(vec![
+                "collector.detect.dns: incomplete configuration".into(),
+            ]);
         };
         let settings = serde_json::json!({
             "software": concat!("vigil ", env!("CARGO_PKG_VERSION")),
@@ -862,7 +815,8 @@ impl DetectSection {
                 ignore: exfil_ignore,
             },
             indicators,
-            indicator_list,
+            ics: self.ics.clone(),
+            dns,
             settings_hash: vigil_proto::attest::hex(&Sha256::digest(settings.as_bytes())),
             settings,
         })

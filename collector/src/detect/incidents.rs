@@ -211,7 +211,10 @@ impl Incidents {
                 1.0
             };
             let criticality = self.cfg.assets[f.asset].criticality;
-            a.severity = a.severity.max(Severity::of(f.kind, criticality, ratio));
+            let severity = f
+                .severity
+                .unwrap_or_else(|| Severity::of(f.kind, criticality, ratio));
+            a.severity = a.severity.max(severity);
             for (ip, c) in f.sources {
                 let n = inc.sources.len();
                 match inc.sources.get_mut(&ip) {

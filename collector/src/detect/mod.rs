@@ -22,7 +22,8 @@
 //! One detector per file, each behind the `Detector` trait
 //! (observe a record, finish a batch, sweep its windows): `flood`,
 //! `scan`, `reflection` (amplification), `bruteforce`, `ics`,
-//! `exfil`, `beacon`, `badhost` (indicator lists). Each keeps its own
+//! `exfil`, `beacon`, `badhost` (indicator lists, addresses and domains),
+//! `dns` (tunnelling, DGA-like lookups). Each keeps its own
 //! windows and fires *findings*; what two of them share (the host-pair
 //! table of exfiltration and beaconing) is a `Context` they are
 //! lent. The incidents layer (`incidents`) folds findings into alerts: a
@@ -30,15 +31,18 @@
 //! open (its last evidence younger than `incident_timeout`) updates that
 //! alert instead of raising another.
 
+pub mod appconfig;
 mod badhost;
 mod base;
 mod beacon;
 mod bruteforce;
 pub mod config;
+mod dns;
 mod exfil;
 mod flood;
 mod ics;
 mod incidents;
+pub mod indicators;
 pub mod nets;
 mod pairs;
 pub mod ports;
@@ -107,6 +111,9 @@ pub(crate) struct Finding {
     pub evidence: Vec<FlowRef>,
     /// Evidence flows beyond those listed.
     pub more_evidence: u64,
+    /// The severity, where the detector knows it better than
+    /// [`Severity::of`] (ICS: by what the session did).
+    pub severity: Option<Severity>,
 }
 
 /// Counters of the engine.
@@ -206,6 +213,7 @@ pub struct Engine {
     exfil: exfil::Exfil,
     beacon: beacon::Beacon,
     badhost: badhost::BadHost,
+    dns: dns::Dns,
     /// What the detectors share.
     cx: Context,
     incidents: Incidents,
@@ -258,6 +266,10 @@ macro_rules! each_detector {
             let $d = &mut $s.badhost;
             $f;
         }
+        {
+            let $d = &mut $s.dns;
+            $f;
+        }
     }};
 }
 
@@ -274,6 +286,7 @@ impl Engine {
             exfil: exfil::Exfil::new(cfg.clone()),
             beacon: beacon::Beacon::new(cfg.clone()),
             badhost: badhost::BadHost::new(cfg.clone()),
+            dns: dns::Dns::new(cfg.clone()),
             cx: Context::new(),
             incidents: Incidents::new(cfg.clone(), next_id.max(1)),
             cfg,

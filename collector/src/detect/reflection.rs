@@ -1,7 +1,10 @@
 //! Reflection and amplification: responses from reflector services (DNS,
 //! NTP, SSDP, memcached, CLDAP, … and those configured) arriving at a
 //! protected host that sent nothing in those flows, from several
-//! reflectors, above a volume in a short window.
+//! reflectors, above a volume in a short window. TCP SYN-ACK reflection
+//! counts too: SYN-ACKs from any TCP service to a protected host that sent
+//! no SYN and no data in those flows (its spoofed SYNs went to the
+//! reflectors, which answer it several times each).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -13,7 +16,7 @@ use super::base::{ALL, Fire, Keys, Pending, RECOUNT_NS, Record, mark, secs, si, 
 use super::config::DetectConfig;
 use super::ports::reflector;
 use super::window::Ring;
-use super::{Context, Detector};
+use super::{Context, Counts, Detector};
 use crate::model::alert::AlertKind;
 
 /// The amplification detector, keyed by target.
@@ -59,7 +62,8 @@ struct AmpKey {
     asset: usize,
     ring: Ring<1>,
     reflectors: HashMap<IpAddr, u64>,
-    ports: HashMap<u16, u64>,
+    /// (IP protocol, source port) → bytes.
+    ports: HashMap<(u8, u16), u64>,
     pending: Pending,
     recounted_ns: u64,
     fire: Fire,
@@ -71,19 +75,37 @@ struct AmpKey {
 impl Reflection {
     fn on_record(&mut self, c: &Record<'_>, cx: &mut Context) {
         let f = c.f;
-        let Some(asset) = c.dst_asset else { return };
-        if f.proto != 17 || f.rev_packets != 0 {
-            return;
-        }
-        let Some(sport) = f.src_port else { return };
         let cfg = &self.cfg.amplification;
-        if reflector(sport, &cfg.extra_ports).is_none() {
+        // (victim's asset, victim, reflector, its port, what it sent).
+        let hit = match f.proto {
+            // UDP: the reflector's response opened the flow.
+            17 => c
+                .dst_asset
+                .zip(f.src_port)
+                .filter(|(_, p)| f.rev_packets == 0 && reflector(*p, &cfg.extra_ports).is_some())
+                .map(|(a, p)| (a, f.dst_ip, f.src_ip, p, c.counts_fwd())),
+            // TCP: the sensor makes the SYN-ACK's sender the responder.
+            6 => c
+                .src_asset
+                .zip(f.dst_port)
+                .filter(|_| unsolicited_syn_ack(f))
+                .map(|(a, p)| {
+                    let counts = Counts {
+                        flows: 1,
+                        packets: f.rev_packets,
+                        bytes: f.rev_bytes,
+                    };
+                    (a, f.src_ip, f.dst_ip, p, counts)
+                }),
+            _ => None,
+        };
+        let Some((asset, victim, refl, port, counts)) = hit else {
             return;
-        }
+        };
         let timeout = self.cfg.incident_timeout_ns;
         let now = f.last_seen_ns;
         let w = cfg.window_ns;
-        let Some(key) = self.targets.slot(f.dst_ip, &mut cx.evictions, || AmpKey {
+        let Some(key) = self.targets.slot(victim, &mut cx.evictions, || AmpKey {
             asset,
             ring: Ring::new(w, (w / 1_000_000_000).clamp(1, 600) as usize),
             reflectors: HashMap::new(),
@@ -97,14 +119,15 @@ impl Reflection {
             return;
         };
         key.ring
-            .add_span(f.first_seen_ns, f.last_seen_ns, &[f.fwd_bytes as f64]);
+            .add_span(f.first_seen_ns, f.last_seen_ns, &[counts.bytes as f64]);
         key.last_ns = key.last_ns.max(now);
-        let t = key.reflectors.entry(f.src_ip).or_insert(now);
+        let t = key.reflectors.entry(refl).or_insert(now);
         *t = (*t).max(now);
-        *key.ports.entry(sport).or_default() += f.fwd_bytes;
+        *key.ports.entry((f.proto, port)).or_default() += counts.bytes;
         key.pending.expire(f.first_seen_ns, 2 * w, &key.fire);
+        let victim_port = if f.proto == 6 { f.src_port } else { f.dst_port };
         key.pending
-            .add(f.src_ip, (f.dst_ip, f.dst_port), c.counts_fwd(), c.ev, ALL);
+            .add(refl, (victim, victim_port), counts, c.ev, ALL);
         if key.last_ns >= key.recounted_ns + RECOUNT_NS {
             key.recounted_ns = key.last_ns;
             let last = key.last_ns;
@@ -117,9 +140,22 @@ impl Reflection {
             key.peak = key.peak.max(bytes);
         }
         if mark(&mut key.fire, crossed, now, timeout) {
-            self.targets.mark(cx.mark_number(), f.dst_ip);
+            self.targets.mark(cx.mark_number(), victim);
         }
     }
+}
+
+/// A TCP flow whose responder's first packet was a SYN-ACK and whose
+/// originator (the sensor orients a flow a SYN-ACK opens so) sent no SYN
+/// and no data: a reply to a SYN it did not send. (A capture that starts
+/// mid-handshake shows the SYN-ACK first too, but then the client goes on
+/// with data.)
+fn unsolicited_syn_ack(f: &vigil_proto::FlowRecord) -> bool {
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    f.rev_initial_tcp_flags & (SYN | ACK) == SYN | ACK
+        && f.fwd_tcp_flags & SYN == 0
+        && !f.history.as_str().contains('D')
 }
 
 fn amp_finding(cfg: &DetectConfig, target: IpAddr, key: &mut AmpKey) -> Finding {
@@ -131,12 +167,15 @@ fn amp_finding(cfg: &DetectConfig, target: IpAddr, key: &mut AmpKey) -> Finding 
         key.ring.sum(key.last_ns)[0]
     };
     key.peak = 0.0;
-    let mut services: Vec<(u16, u64)> = key.ports.iter().map(|(p, b)| (*p, *b)).collect();
+    let mut services: Vec<((u8, u16), u64)> = key.ports.iter().map(|(p, b)| (*p, *b)).collect();
     services.sort_by_key(|s| std::cmp::Reverse(s.1));
     let names: Vec<String> = services
         .iter()
         .take(3)
-        .map(|(p, _)| format!("{} ({p})", reflector(*p, &a.extra_ports).unwrap_or("?")))
+        .map(|((proto, p), _)| match proto {
+            6 => format!("TCP SYN-ACK ({p})"),
+            _ => format!("{} ({p})", reflector(*p, &a.extra_ports).unwrap_or("?")),
+        })
         .collect();
     let rate = bytes * 8.0 / wsecs;
     let t = a.min_bytes as f64 * 8.0 / wsecs;

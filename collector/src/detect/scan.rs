@@ -340,6 +340,7 @@ fn scan_finding(
         targets: targets.into_iter().map(|t| (t, per)).collect(),
         evidence,
         more_evidence: more,
+        severity: None,
     }
 }
 

@@ -639,7 +639,7 @@ fn indicator_lists_match_addresses_and_networks() {
     )
     .unwrap();
     let d = DetectSection {
-        indicators: super::config::IndicatorSection {
+        indicators: super::indicators::IndicatorSection {
             files: vec![file.clone()],
         },
         ..DetectSection::default()
@@ -678,7 +678,7 @@ fn indicator_lists_match_addresses_and_networks() {
     // A bad line is named by file and line.
     std::fs::write(&file, "203.0.113.13\nnot-an-address\n").unwrap();
     let bad = DetectSection {
-        indicators: super::config::IndicatorSection { files: vec![file] },
+        indicators: super::indicators::IndicatorSection { files: vec![file] },
         ..DetectSection::default()
     };
     let err = bad.validate(&site()).unwrap_err().join("\n");
@@ -918,3 +918,5 @@ fn a_silent_sensor_stops_holding_time_and_a_clock_set_back_restarts() {
         "the replayed flood is an alert of its own"
     );
 }
+
+mod app;

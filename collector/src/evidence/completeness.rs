@@ -155,7 +155,7 @@ fn window(batches: &[StoredBatch], since_ns: u64, until_ns: u64) -> SensorWindow
             w.losses.push(format!(
                 "sent no records of the window, having sent records up to {} before it: \
                  it stopped streaming, or lost them",
-                humantime_ns(since_ns.saturating_sub(last))
+                vigil_proto::units::human_ns(since_ns.saturating_sub(last))
             ));
         }
         w.complete = w.losses.is_empty();
@@ -257,17 +257,6 @@ fn window(batches: &[StoredBatch], since_ns: u64, until_ns: u64) -> SensorWindow
     );
     w.complete = w.losses.is_empty();
     w
-}
-
-/// A duration in ns, rounded to what reads well.
-fn humantime_ns(ns: u64) -> String {
-    let s = ns / 1_000_000_000;
-    match s {
-        0 => format!("{} ms", ns / 1_000_000),
-        1..120 => format!("{s} s"),
-        120..7200 => format!("{} min", s / 60),
-        _ => format!("{} h", s / 3600),
-    }
 }
 
 impl Completeness {

@@ -64,11 +64,17 @@ pub enum AlertKind {
     /// known one (refused): someone else reporting under its id, or its
     /// key replaced.
     SensorKeyChanged,
+    /// Many long, distinct names under one domain looked up by one
+    /// protected host: data carried in DNS queries.
+    DnsTunnel,
+    /// Many random-looking names answered NXDOMAIN to one protected host:
+    /// malware trying generated domains for its controller.
+    Dga,
 }
 
 impl AlertKind {
     /// Every kind.
-    pub const ALL: [AlertKind; 14] = [
+    pub const ALL: [AlertKind; 16] = [
         AlertKind::VerticalScan,
         AlertKind::HorizontalScan,
         AlertKind::SynFlood,
@@ -83,6 +89,8 @@ impl AlertKind {
         AlertKind::Exfiltration,
         AlertKind::Indicator,
         AlertKind::SensorKeyChanged,
+        AlertKind::DnsTunnel,
+        AlertKind::Dga,
     ];
 
     /// The snake_case name.
@@ -102,6 +110,8 @@ impl AlertKind {
             AlertKind::Exfiltration => "exfiltration",
             AlertKind::Indicator => "indicator",
             AlertKind::SensorKeyChanged => "sensor_key_changed",
+            AlertKind::DnsTunnel => "dns_tunnel",
+            AlertKind::Dga => "dga",
         }
     }
 
@@ -140,6 +150,12 @@ impl AlertKind {
             ),
             AlertKind::Indicator => ("T1071", "Application Layer Protocol", "enterprise"),
             AlertKind::SensorKeyChanged => ("T0856", "Spoof Reporting Message", "ics"),
+            AlertKind::DnsTunnel => ("T1071.004", "Application Layer Protocol: DNS", "enterprise"),
+            AlertKind::Dga => (
+                "T1568.002",
+                "Dynamic Resolution: Domain Generation Algorithms",
+                "enterprise",
+            ),
         }
     }
 }
@@ -201,18 +217,25 @@ impl Severity {
     /// criticality, one lower for reconnaissance, one higher for ICS abuse
     /// and for ten times the threshold or more.
     pub fn of(kind: AlertKind, criticality: Criticality, ratio: f64) -> Severity {
-        let base = match criticality {
-            Criticality::Low => Severity::Low,
-            Criticality::Medium => Severity::Medium,
-            Criticality::High => Severity::High,
-            Criticality::Critical => Severity::Critical,
-        };
+        let base = Severity::from(criticality);
         let base = match kind {
             AlertKind::VerticalScan | AlertKind::HorizontalScan => base.down(),
             AlertKind::IcsUnauthorizedClient => base.up(1),
             _ => base,
         };
         if ratio >= 10.0 { base.up(1) } else { base }
+    }
+}
+
+impl From<Criticality> for Severity {
+    /// The severity matching an asset's criticality.
+    fn from(c: Criticality) -> Severity {
+        match c {
+            Criticality::Low => Severity::Low,
+            Criticality::Medium => Severity::Medium,
+            Criticality::High => Severity::High,
+            Criticality::Critical => Severity::Critical,
+        }
     }
 }
 

@@ -348,7 +348,7 @@ async fn start_detection(
     }
     tracing::info!(
         assets = d.assets.len(),
-        indicators = d.indicator_list.len(),
+        indicators = d.indicators.list.len(),
         "detection on"
     );
     let (tx, rx) = std::sync::mpsc::sync_channel(64);

@@ -334,7 +334,7 @@ fn tactic(technique: &str) -> Option<&'static str> {
         "T1046" => "discovery",
         "T1498" | "T1499" => "impact",
         "T1110" => "credential-access",
-        "T1071" => "command-and-control",
+        "T1071" | "T1568" => "command-and-control",
         "T1048" => "exfiltration",
         "T0855" => "impair-process-control",
         "T0856" => "evasion",
@@ -502,11 +502,13 @@ pub fn alert_objects(cx: &Context<'_>, input: AlertInput<'_>) -> Vec<Value> {
         let Some((ip, _)) = party_addr(&p.addr) else {
             continue;
         };
-        let listed_ok = match (attacker(kind), cx.ours) {
-            (Attacker::Listed, Some(ours)) => !ours.contains(ip),
-            (Attacker::Listed, None) => a.summary.contains(&format!("listed {ip}")),
-            _ => true,
-        };
+        // The listed address itself: not the protected side, nor the
+        // resolver or server of a lookup of a listed domain.
+        let listed_ok = attacker(kind) != Attacker::Listed
+            || (cx.ours.is_none_or(|ours| !ours.contains(ip)) && {
+                let l = format!("listed {ip}");
+                a.summary.contains(&format!("{l} ")) || a.summary.ends_with(&l)
+            });
         if listed_ok && !cx.hidden(ip) && !attackers.contains(&ip) {
             attackers.push(ip);
         }

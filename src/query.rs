@@ -43,7 +43,8 @@ pub struct QueryArgs {
     /// Flows first seen before (same forms as --since).
     #[arg(long)]
     until: Option<String>,
-    /// Top-N by src, dst, dport, sport or proto.
+    /// Top-N by src, dst, dport, sport, proto, app, or an application
+    /// field: dns.qname, tls.sni, http.host, ssh.client, tls.ja4, ssh.hassh.
     #[arg(long, value_name = "KEY")]
     top: Option<String>,
     /// What the top-N ranks by: bytes, packets or flows.
@@ -129,7 +130,8 @@ pub fn run(a: QueryArgs) -> Result<(), Failure> {
         .map(|k| {
             TopKey::parse(k).ok_or_else(|| {
                 Failure::usage(anyhow::anyhow!(
-                    "--top {k:?}: expected src, dst, dport, sport or proto"
+                    "--top {k:?}: expected src, dst, dport, sport, proto, app, dns.qname, \
+                     tls.sni, http.host, ssh.client, tls.ja4 or ssh.hassh"
                 ))
             })
         })
@@ -409,13 +411,7 @@ async fn top_n(
     match b {
         Backend::Local(s) => Ok(s.top(f, r, key, by, limit)?),
         Backend::Remote(mut c) => {
-            let key = match key {
-                TopKey::Src => pb::TopKey::Src,
-                TopKey::Dst => pb::TopKey::Dst,
-                TopKey::DstPort => pb::TopKey::DstPort,
-                TopKey::SrcPort => pb::TopKey::SrcPort,
-                TopKey::Proto => pb::TopKey::Proto,
-            };
+            let key = key.to_wire();
             let by = match by {
                 TopBy::Bytes => pb::TopBy::Bytes,
                 TopBy::Packets => pb::TopBy::Packets,

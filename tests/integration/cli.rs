@@ -531,3 +531,97 @@ fn sensor_and_collector_processes_store_a_capture_and_query_it() {
     );
     assert_eq!(series("--data-dir", data.to_str().unwrap()), remote);
 }
+
+/// Top-N by application fields, through the processes: a real capture of
+/// DNS lookups and web sessions stored by `vigil sensor` → `vigil
+/// collector`, then `vigil query --top dns.qname` over gRPC and on the data
+/// directory equal the counts of the query names in `vigil flows`' records.
+#[test]
+fn top_queried_names_and_server_names_over_grpc_and_locally() {
+    let Some(corpus) = crate::util::corpus_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let pcap = corpus.join("zeek__wikipedia.pcap");
+    let data = tmp.path().join("data");
+    let mut collector = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["collector", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut err = std::io::BufReader::new(collector.stderr.take().unwrap());
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    let url = format!("http://{}", line.trim().rsplit(' ').next().unwrap());
+    let spool = tmp.path().join("spool");
+    let o = vigil(&[
+        "sensor",
+        "-r",
+        pcap.to_str().unwrap(),
+        "--collector",
+        &url,
+        "--sensor-id",
+        "top-1",
+        "--spool-dir",
+        spool.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // What the records say, counted here.
+    let o = vigil(&["flows", "-r", pcap.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut want: std::collections::BTreeMap<String, u64> = Default::default();
+    for l in String::from_utf8(o.stdout).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        if let Some(q) = v["app"]["dns"]["qname"].as_str().filter(|q| !q.is_empty()) {
+            *want.entry(q.to_lowercase()).or_default() += 1;
+        }
+    }
+    assert!(want.len() >= 5, "the capture's lookups: {want:?}");
+    let mut want: Vec<(String, u64)> = want.into_iter().collect();
+    // Most flows first, ties in name order (the stores' order).
+    want.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    want.truncate(10);
+    let _ = collector.kill();
+    let _ = collector.wait();
+    let mut collector = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["collector", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut err = std::io::BufReader::new(collector.stderr.take().unwrap());
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    let url = format!("http://{}", line.trim().rsplit(' ').next().unwrap());
+    let top = |backend: &str, at: &str, key: &str| -> Vec<(String, u64)> {
+        let o = vigil(&[
+            "query", backend, at, "--top", key, "--by", "flows", "--limit", "10", "--format", "csv",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8(o.stdout)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let mut f = l.split(',');
+                let k = f.next().unwrap().to_string();
+                (k, f.next().unwrap().parse().unwrap())
+            })
+            .collect()
+    };
+    assert_eq!(top("--collector", &url, "dns.qname"), want, "over gRPC");
+    let _ = collector.kill();
+    let _ = collector.wait();
+    let d = data.to_str().unwrap();
+    assert_eq!(
+        top("--data-dir", d, "dns.qname"),
+        want,
+        "on the data directory"
+    );
+    let apps = top("--data-dir", d, "app");
+    assert!(apps.iter().any(|(k, _)| k == "dns"), "{apps:?}");
+    let o = vigil(&["query", "--data-dir", d, "--top", "dns.name"]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(stderr(&o).contains("dns.qname"), "{}", stderr(&o));
+}

@@ -334,6 +334,12 @@ fn the_same_queries_give_the_same_answers_on_sqlite_and_clickhouse() {
                 TopKey::DstPort,
                 TopKey::SrcPort,
                 TopKey::Proto,
+                TopKey::App,
+                TopKey::parse("dns.qname").unwrap(),
+                TopKey::parse("tls.sni").unwrap(),
+                TopKey::parse("http.host").unwrap(),
+                TopKey::parse("tls.ja4").unwrap(),
+                TopKey::parse("ssh.hassh").unwrap(),
             ] {
                 for by in [TopBy::Bytes, TopBy::Packets, TopBy::Flows] {
                     assert_eq!(

@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 
-use vigil_proto::{App, AppProto, CommunityId, ConnState, FlowRecord};
+use vigil_proto::{App, AppProto, CommunityId, ConnState, FlowRecord, pb};
 
 /// Which end of a flow a primitive looks at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -338,10 +338,18 @@ pub enum TopKey {
     SrcPort,
     /// IP protocol.
     Proto,
+    /// Application protocol (flows with application metadata).
+    App,
+    /// A text field of the application metadata (flows whose protocol has
+    /// it, not empty): top queried names, server names, hosts, JA4s.
+    Text(AppText),
 }
 
 impl TopKey {
-    /// Parses `src`, `dst`, `dport`/`dst-port`, `sport`/`src-port`, `proto`.
+    /// Parses `src`, `dst`, `dport`/`dst-port`, `sport`/`src-port`,
+    /// `proto`, `app`, and the application fields of the filter language
+    /// (`dns.qname`, `tls.sni`, `http.host`, `ssh.client`, `tls.ja4`,
+    /// `ssh.hassh`).
     pub fn parse(s: &str) -> Option<TopKey> {
         Some(match s {
             "src" | "src-ip" => TopKey::Src,
@@ -349,7 +357,45 @@ impl TopKey {
             "dport" | "dst-port" | "port" => TopKey::DstPort,
             "sport" | "src-port" => TopKey::SrcPort,
             "proto" => TopKey::Proto,
-            _ => return None,
+            "app" => TopKey::App,
+            _ => TopKey::Text(AppText::ALL.iter().find(|(_, k)| *k == s)?.0),
+        })
+    }
+
+    /// The key's gRPC value.
+    pub fn to_wire(self) -> pb::TopKey {
+        match self {
+            TopKey::Src => pb::TopKey::Src,
+            TopKey::Dst => pb::TopKey::Dst,
+            TopKey::DstPort => pb::TopKey::DstPort,
+            TopKey::SrcPort => pb::TopKey::SrcPort,
+            TopKey::Proto => pb::TopKey::Proto,
+            TopKey::App => pb::TopKey::App,
+            TopKey::Text(AppText::DnsQname) => pb::TopKey::DnsQname,
+            TopKey::Text(AppText::TlsSni) => pb::TopKey::TlsSni,
+            TopKey::Text(AppText::HttpHost) => pb::TopKey::HttpHost,
+            TopKey::Text(AppText::SshClient) => pb::TopKey::SshClient,
+            TopKey::Text(AppText::TlsJa4) => pb::TopKey::TlsJa4,
+            TopKey::Text(AppText::SshHassh) => pb::TopKey::SshHassh,
+        }
+    }
+
+    /// The key of a gRPC value (`None` for unspecified).
+    pub fn from_wire(k: pb::TopKey) -> Option<TopKey> {
+        Some(match k {
+            pb::TopKey::Unspecified => return None,
+            pb::TopKey::Src => TopKey::Src,
+            pb::TopKey::Dst => TopKey::Dst,
+            pb::TopKey::DstPort => TopKey::DstPort,
+            pb::TopKey::SrcPort => TopKey::SrcPort,
+            pb::TopKey::Proto => TopKey::Proto,
+            pb::TopKey::App => TopKey::App,
+            pb::TopKey::DnsQname => TopKey::Text(AppText::DnsQname),
+            pb::TopKey::TlsSni => TopKey::Text(AppText::TlsSni),
+            pb::TopKey::HttpHost => TopKey::Text(AppText::HttpHost),
+            pb::TopKey::SshClient => TopKey::Text(AppText::SshClient),
+            pb::TopKey::TlsJa4 => TopKey::Text(AppText::TlsJa4),
+            pb::TopKey::SshHassh => TopKey::Text(AppText::SshHassh),
         })
     }
 }

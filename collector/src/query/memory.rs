@@ -11,7 +11,10 @@ use std::collections::BTreeMap;
 use vigil_proto::wire::ip_to_bytes;
 use vigil_proto::{FlowRecord, proto_name};
 
-use crate::model::query::{Filter, SeriesPoint, TimeRange, TopBy, TopKey, TopRow, Totals};
+use crate::model::query::{
+    Filter, SeriesPoint, TimeRange, TopBy, TopKey, TopRow, Totals, app_name_fp,
+};
+use crate::store::plan::app_code;
 
 fn matching<'a>(
     records: &'a [(String, FlowRecord)],
@@ -79,6 +82,23 @@ pub fn top(
                 (p.to_be_bytes().to_vec(), p.to_string())
             }
             TopKey::Proto => (vec![r.proto], proto_name(r.proto).to_string()),
+            TopKey::App => {
+                let Some(p) = r.app.as_ref().and_then(|a| a.proto) else {
+                    continue;
+                };
+                (vec![app_code(Some(p)) as u8], p.as_str().to_string())
+            }
+            TopKey::Text(t) => {
+                let Some(a) = r.app.as_deref().filter(|a| a.proto == Some(t.proto())) else {
+                    continue;
+                };
+                let (name, fp) = app_name_fp(a);
+                let v = if t.is_name() { name } else { fp };
+                if v.is_empty() {
+                    continue;
+                }
+                (v.as_bytes().to_vec(), v)
+            }
         };
         m.entry(sort)
             .or_insert_with(|| (name, Totals::default()))

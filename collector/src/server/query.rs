@@ -100,13 +100,8 @@ impl Query for QuerySvc {
         let bad = |what: &str, v: i32| {
             Failure::peer(Code::InvalidArgument, format!("{what}: unknown value {v}"))
         };
-        let key = match pb::TopKey::try_from(q.key) {
-            Ok(pb::TopKey::Src) => TopKey::Src,
-            Ok(pb::TopKey::Dst) => TopKey::Dst,
-            Ok(pb::TopKey::DstPort) => TopKey::DstPort,
-            Ok(pb::TopKey::SrcPort) => TopKey::SrcPort,
-            Ok(pb::TopKey::Proto) => TopKey::Proto,
-            _ => return Err(bad("key", q.key).into()),
+        let Some(key) = pb::TopKey::try_from(q.key).ok().and_then(TopKey::from_wire) else {
+            return Err(bad("key", q.key).into());
         };
         let by = match pb::TopBy::try_from(q.by) {
             Ok(pb::TopBy::Bytes) => TopBy::Bytes,

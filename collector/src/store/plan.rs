@@ -370,7 +370,7 @@ pub struct Aggregate {
 }
 
 /// A group's value in an aggregate's row, as an engine reads it back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GroupValue {
     /// [`Group::All`]: no value.
     None,
@@ -378,6 +378,8 @@ pub enum GroupValue {
     Addr(IpAddr),
     /// A port, a protocol or an interval's start.
     Num(u64),
+    /// An application text field ([`TopKey::Text`]).
+    Text(String),
 }
 
 /// A group as an expression over one part's fields.
@@ -481,7 +483,7 @@ fn candidates(group: Group) -> &'static [Rollup] {
         Group::Key(TopKey::Dst) => &[Rollup::Dst],
         Group::Key(TopKey::DstPort) => &[Rollup::DstPort],
         Group::Key(TopKey::Proto) => &[Rollup::Proto],
-        Group::Key(TopKey::SrcPort) => &[],
+        Group::Key(TopKey::SrcPort | TopKey::App | TopKey::Text(_)) => &[],
         Group::Interval(step) if !step.is_multiple_of(NS_PER_MIN) => &[],
         Group::All | Group::Interval(_) => &[Rollup::Proto, Rollup::Dst, Rollup::Src],
     }
@@ -496,8 +498,28 @@ fn aggregate(
     rollups: &[Rollup],
 ) -> Aggregate {
     let mut flows_cond = Cond::of_flows(filter);
-    if matches!(group, Group::Key(TopKey::DstPort | TopKey::SrcPort)) {
-        flows_cond = Cond::and(vec![Cond::HasPorts, flows_cond]);
+    match group {
+        Group::Key(TopKey::DstPort | TopKey::SrcPort) => {
+            flows_cond = Cond::and(vec![Cond::HasPorts, flows_cond]);
+        }
+        Group::Key(TopKey::App) => {
+            let none = Cond::Cmp(Field::AppProto, Cmp::Eq, Value::Num(app_code(None)));
+            flows_cond = Cond::and(vec![Cond::Not(Box::new(none)), flows_cond]);
+        }
+        Group::Key(TopKey::Text(t)) => {
+            let code = Value::Num(app_code(Some(t.proto())));
+            let empty = Cond::Cmp(
+                key_field(TopKey::Text(t)),
+                Cmp::Eq,
+                Value::Text(String::new()),
+            );
+            flows_cond = Cond::and(vec![
+                Cond::Cmp(Field::AppProto, Cmp::Eq, code),
+                Cond::Not(Box::new(empty)),
+                flows_cond,
+            ]);
+        }
+        _ => {}
     }
     let flows = |range: TimeRange| Part {
         source: Source::Flows(range),
@@ -568,6 +590,9 @@ pub fn key_field(k: TopKey) -> Field {
         TopKey::DstPort => Field::DstPort,
         TopKey::SrcPort => Field::SrcPort,
         TopKey::Proto => Field::Proto,
+        TopKey::App => Field::AppProto,
+        TopKey::Text(t) if t.is_name() => Field::AppName,
+        TopKey::Text(_) => Field::AppFp,
     }
 }
 
@@ -696,6 +721,11 @@ pub fn top_rows(key: TopKey, rows: Vec<(GroupValue, Totals)>) -> Vec<TopRow> {
             key: match (key, g) {
                 (_, GroupValue::Addr(a)) => a.to_string(),
                 (TopKey::Proto, GroupValue::Num(p)) => proto_name(p as u8).to_string(),
+                (TopKey::App, GroupValue::Num(c)) => usize::try_from(c)
+                    .ok()
+                    .and_then(|c| AppProto::ALL.get(c.wrapping_sub(1)))
+                    .map_or_else(|| c.to_string(), |p| p.as_str().to_string()),
+                (_, GroupValue::Text(t)) => t,
                 (_, GroupValue::Num(n)) => n.to_string(),
                 (_, GroupValue::None) => String::new(),
             },

@@ -833,6 +833,15 @@ pub enum TopKey {
     DstPort = 3,
     Proto = 4,
     SrcPort = 5,
+    /// Application protocol (flows with application metadata).
+    App = 6,
+    /// Application text fields (flows whose protocol has them, not empty).
+    DnsQname = 7,
+    TlsSni = 8,
+    HttpHost = 9,
+    SshClient = 10,
+    TlsJa4 = 11,
+    SshHassh = 12,
 }
 impl TopKey {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -847,6 +856,13 @@ impl TopKey {
             Self::DstPort => "TOP_KEY_DST_PORT",
             Self::Proto => "TOP_KEY_PROTO",
             Self::SrcPort => "TOP_KEY_SRC_PORT",
+            Self::App => "TOP_KEY_APP",
+            Self::DnsQname => "TOP_KEY_DNS_QNAME",
+            Self::TlsSni => "TOP_KEY_TLS_SNI",
+            Self::HttpHost => "TOP_KEY_HTTP_HOST",
+            Self::SshClient => "TOP_KEY_SSH_CLIENT",
+            Self::TlsJa4 => "TOP_KEY_TLS_JA4",
+            Self::SshHassh => "TOP_KEY_SSH_HASSH",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -858,6 +874,13 @@ impl TopKey {
             "TOP_KEY_DST_PORT" => Some(Self::DstPort),
             "TOP_KEY_PROTO" => Some(Self::Proto),
             "TOP_KEY_SRC_PORT" => Some(Self::SrcPort),
+            "TOP_KEY_APP" => Some(Self::App),
+            "TOP_KEY_DNS_QNAME" => Some(Self::DnsQname),
+            "TOP_KEY_TLS_SNI" => Some(Self::TlsSni),
+            "TOP_KEY_HTTP_HOST" => Some(Self::HttpHost),
+            "TOP_KEY_SSH_CLIENT" => Some(Self::SshClient),
+            "TOP_KEY_TLS_JA4" => Some(Self::TlsJa4),
+            "TOP_KEY_SSH_HASSH" => Some(Self::SshHassh),
             _ => None,
         }
     }

@@ -50,6 +50,10 @@ impl FlowQueries for ClickHouseStore {
                     r.u64()?;
                     GroupValue::None
                 }
+                Group::Key(TopKey::Text(_)) => GroupValue::Text(
+                    String::from_utf8(r.bytes()?.to_vec())
+                        .map_err(|e| self.corrupt(format!("group value: {e}")))?,
+                ),
                 Group::Key(_) | Group::Interval(_) => GroupValue::Num(r.u64()?),
             };
             let totals = Totals {
@@ -162,8 +166,11 @@ impl Dialect for Sql<'_> {
     fn group(&self, g: GroupExpr) -> String {
         match g {
             GroupExpr::Zero => "toUInt64(0)".into(),
-            // Addresses stay strings; numbers of every width are one type.
-            GroupExpr::Field(f @ (Field::SrcIp | Field::DstIp)) => column(f).into(),
+            // Addresses and texts stay strings; numbers of every width are
+            // one type.
+            GroupExpr::Field(f @ (Field::SrcIp | Field::DstIp | Field::AppName | Field::AppFp)) => {
+                column(f).into()
+            }
             GroupExpr::Field(Field::RollupKey) => "k".into(),
             GroupExpr::Field(f) => format!("toUInt64({})", column(f)),
             GroupExpr::Interval { of, per, step } => {

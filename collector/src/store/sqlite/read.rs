@@ -89,6 +89,7 @@ impl FlowQueries for SqliteStore {
                         ip_from_bytes("key", &b).map_err(|e| self.corrupt(e.to_string()))?,
                     ),
                     (_, Value::Integer(n)) => GroupValue::Num(n as u64),
+                    (Group::Key(TopKey::Text(_)), Value::Text(t)) => GroupValue::Text(t),
                     (_, other) => return Err(self.corrupt(format!("group value {other:?}"))),
                 };
                 let sum = |i| {

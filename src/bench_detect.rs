@@ -407,7 +407,9 @@ fn latency(
             deliver(&mut batch, end, &mut engine);
             batch_end = None;
         }
-        decoder.decode(&pkt, &mut |m, _| table.process(m));
+        decoder.decode(&pkt, &mut |m, _| {
+            table.process(m);
+        });
         table.advance(now);
         let recs = table.take_records();
         if !recs.is_empty() {

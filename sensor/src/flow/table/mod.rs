@@ -117,9 +117,11 @@ pub struct FlowTable {
     len: usize,
     tunnels: HashMap<u32, TunnelMeta>,
     /// Application state of the flows whose protocol was recognized
-    /// (flagged `HAS_APP`), by slot.
-    apps: HashMap<u32, u32>,
-    /// The application states, by the index `apps` gives: a slab, so that
+    /// (flagged `HAS_APP`), by slot: an index into `app_slab`, [`NO_APP`]
+    /// for none. Beside the slots rather than in them (the slot is full),
+    /// read only for packets that carry a payload to parse.
+    app_of: Vec<u32>,
+    /// The application states, by the index `app_of` gives: a slab, so that
     /// a flow's state is neither allocated nor freed, and keeps the
     /// buffers of the flows before it.
     app_slab: Vec<Box<[FlowApp]>>,
@@ -176,7 +178,7 @@ impl FlowTable {
             high_water: 0,
             len: 0,
             tunnels: HashMap::new(),
-            apps: HashMap::new(),
+            app_of: Vec::new(),
             app_slab: Vec::new(),
             app_free: Vec::new(),
             app_metadata: cfg.app_metadata,
@@ -215,7 +217,7 @@ impl FlowTable {
             + self.wheel.capacity() * size_of::<Vec<(u32, u32)>>()
             + self.free.capacity() * size_of::<u32>()
             + self.tunnels.allocation_size()
-            + self.apps.allocation_size()
+            + self.app_of.capacity() * size_of::<u32>()
             + self.app_slab.len() * APP_CHUNK * APP_STATE_BYTES
             + self.app_free.capacity() * size_of::<u32>()
     }
@@ -295,9 +297,9 @@ impl FlowTable {
     pub fn process_batch(&mut self, metas: &[PacketMeta], payloads: &[u8]) {
         if self.len < PREFETCH_MIN_FLOWS {
             for m in metas {
-                self.process(m);
+                let slot = self.process(m);
                 if m.app_len != 0 {
-                    self.app_packet(m, payloads);
+                    self.app_packet(slot, m, payloads);
                 }
             }
         } else {
@@ -314,30 +316,25 @@ impl FlowTable {
                 if let Some(near) = metas.get(i + PREFETCH_AHEAD) {
                     self.prefetch_flow(near.hash);
                 }
-                self.process(m);
+                let slot = self.process(m);
                 if m.app_len != 0 {
-                    self.app_packet(m, payloads);
+                    self.app_packet(slot, m, payloads);
                 }
             }
         }
         debug_assert_eq!(self.index.len(), self.len, "index and table disagree");
     }
 
-    /// Hands a packet's kept payload to its flow's application state (the
-    /// flow the packet was just applied to).
+    /// Hands a packet's kept payload to its flow's application state: the
+    /// flow in `slot`, the one the packet was just applied to.
     #[inline(never)]
-    fn app_packet(&mut self, m: &PacketMeta, payloads: &[u8]) {
+    fn app_packet(&mut self, slot: u32, m: &PacketMeta, payloads: &[u8]) {
         let at = m.app_at as usize;
         let Some(data) = payloads.get(at..at + m.app_len as usize) else {
             return;
         };
-        let chunks = &self.chunks;
-        let Some(slot) = self.index.find(m.hash, |s| {
-            chunks[s as usize / CHUNK][s as usize % CHUNK].key == m.key
-        }) else {
-            return;
-        };
         let f = self.flow_mut(slot);
+        debug_assert!(f.key == m.key, "the packet's flow is in its slot");
         f.state |= HAS_APP;
         let dir = usize::from(m.src_is_lo != f.lo_is_orig());
         let k = &m.key;
@@ -346,22 +343,19 @@ impl FlowTable {
         } else {
             (k.port_hi, k.port_lo)
         };
-        let i = match self.apps.get(&slot) {
-            Some(&i) => i,
-            None => {
-                if self.app_free.is_empty() {
-                    // A chunk more: growing never moves the states there are.
-                    let base = (self.app_slab.len() * APP_CHUNK) as u32;
-                    self.app_slab
-                        .push((0..APP_CHUNK).map(|_| FlowApp::default()).collect());
-                    self.app_free
-                        .extend((0..APP_CHUNK as u32).rev().map(|j| base + j));
-                }
-                let i = self.app_free.pop().unwrap_or_default();
-                self.apps.insert(slot, i);
-                i
+        let mut i = self.app_of[slot as usize];
+        if i == NO_APP {
+            if self.app_free.is_empty() {
+                // A chunk more: growing never moves the states there are.
+                let base = (self.app_slab.len() * APP_CHUNK) as u32;
+                self.app_slab
+                    .push((0..APP_CHUNK).map(|_| FlowApp::default()).collect());
+                self.app_free
+                    .extend((0..APP_CHUNK as u32).rev().map(|j| base + j));
             }
-        };
+            i = self.app_free.pop().unwrap_or_default();
+            self.app_of[slot as usize] = i;
+        }
         let slab = &mut self.app_slab;
         slab[i as usize / APP_CHUNK][i as usize % APP_CHUNK].packet(
             &Payload {
@@ -377,7 +371,8 @@ impl FlowTable {
 
     /// Gives a flow's application state back to the slab.
     fn drop_app(&mut self, slot: u32) {
-        if let Some(i) = self.apps.remove(&slot) {
+        let i = std::mem::replace(&mut self.app_of[slot as usize], NO_APP);
+        if i != NO_APP {
             self.app_slab[i as usize / APP_CHUNK][i as usize % APP_CHUNK].reset();
             self.app_free.push(i);
         }
@@ -395,7 +390,7 @@ impl FlowTable {
 
     /// Applies one packet.
     #[inline]
-    pub fn process(&mut self, m: &PacketMeta) {
+    pub fn process(&mut self, m: &PacketMeta) -> u32 {
         self.stats.packets += 1;
         if !self.wheel_started {
             self.tick = m.ts_ns / TICK_NS;
@@ -406,8 +401,7 @@ impl FlowTable {
             chunks[s as usize / CHUNK][s as usize % CHUNK].key == m.key
         });
         let Some(slot) = found else {
-            self.create(m);
-            return;
+            return self.create(m);
         };
         // Most packets only add to their flow: no timer has passed, no
         // record ends, no early report starts. Those touch the flow once.
@@ -422,15 +416,17 @@ impl FlowTable {
             if apply(f, m) {
                 self.interim(slot);
             }
+            slot
         } else {
-            self.process_eventful(slot, m);
+            self.process_eventful(slot, m)
         }
     }
 
     /// [`FlowTable::process`] for a packet of an existing flow that ends
-    /// its record, reopens it or starts an early report.
+    /// its record, reopens it or starts an early report; the slot of the
+    /// flow the packet went to.
     #[inline(never)]
-    fn process_eventful(&mut self, slot: u32, m: &PacketMeta) {
+    fn process_eventful(&mut self, slot: u32, m: &PacketMeta) -> u32 {
         let mut f = *self.flow(slot);
         // An early report comes first: the wheel may have made it already.
         if self.timeouts.one_way_due(&f, m.ts_ns) {
@@ -448,8 +444,7 @@ impl FlowTable {
                 EndReason::Reused
             };
             self.end(slot, reason);
-            self.create(m);
-            return;
+            return self.create(m);
         }
         if self.timeouts.record_due(&f, m.ts_ns) {
             self.interim(slot);
@@ -467,9 +462,11 @@ impl FlowTable {
             let due = self.due(self.flow(slot));
             self.schedule(slot, generation, due);
         }
+        slot
     }
 
-    fn create(&mut self, m: &PacketMeta) {
+    /// Makes the flow of a packet no flow has; its slot.
+    fn create(&mut self, m: &PacketMeta) -> u32 {
         if self.len >= self.max_flows {
             self.evict_one();
         }
@@ -484,6 +481,7 @@ impl FlowTable {
                         unreachable!("the vector holds CHUNK flows")
                     };
                     self.chunks.push(chunk);
+                    self.app_of.resize(self.chunks.len() * CHUNK, NO_APP);
                 }
                 self.high_water += 1;
                 s
@@ -525,6 +523,7 @@ impl FlowTable {
         self.update(slot, m);
         let due = self.due(self.flow(slot));
         self.schedule(slot, generation, due);
+        slot
     }
 
     #[inline]
@@ -597,7 +596,7 @@ impl FlowTable {
         }
         let mut rec = self.record(slot, reason);
         if f.state & HAS_APP != 0
-            && let Some(&i) = self.apps.get(&slot)
+            && let Some(&i) = self.app_of.get(slot as usize).filter(|i| **i != NO_APP)
         {
             rec.app =
                 self.app_slab[i as usize / APP_CHUNK][i as usize % APP_CHUNK].take_for_record();
@@ -789,6 +788,9 @@ impl FlowTable {
 
 /// Bytes of one flow slot, for memory estimates.
 pub const FLOW_SLOT_BYTES: usize = size_of::<Flow>();
+
+/// `app_of`'s value for a flow without application state.
+const NO_APP: u32 = u32::MAX;
 
 // The per-flow memory budget (160 bytes with index and wheel) depends on it.
 const _: () = assert!(FLOW_SLOT_BYTES <= 128);

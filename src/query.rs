@@ -622,7 +622,7 @@ fn print_status(
                     let st = &s.stats;
                     writeln!(
                         out,
-                        "{{\"sensor_id\":{},\"last_seq\":{},\"batches\":{},\"flows\":{},\"duplicates\":{},\"seq_gaps\":{},\"incarnation\":\"{:016x}\",\"seq_resets\":{},\"id_conflicts\":{},\"last_seen\":\"{}\",\"packets\":{},\"kernel_drops\":{},\"decode_errors\":{},\"flows_evicted\":{},\"spool_bytes\":{},\"spool_dropped_batches\":{},\"spool_dropped_flows\":{},\"channel_full_drops\":{}}}",
+                        "{{\"sensor_id\":{},\"last_seq\":{},\"batches\":{},\"flows\":{},\"duplicates\":{},\"seq_gaps\":{},\"incarnation\":\"{:016x}\",\"seq_resets\":{},\"id_conflicts\":{},\"last_seen\":\"{}\",\"packets\":{},\"kernel_drops\":{},\"decode_errors\":{},\"flows_evicted\":{},\"spool_bytes\":{},\"spool_dropped_batches\":{},\"spool_dropped_flows\":{},\"channel_full_drops\":{},\"app_flows\":{},\"app_payloads\":{},\"app_errors\":{}}}",
                         serde_json::to_string(&s.sensor_id).unwrap_or_default(),
                         s.last_seq,
                         s.batches,
@@ -640,7 +640,15 @@ fn print_status(
                         st.spool_bytes,
                         st.spool_dropped_batches,
                         st.spool_dropped_flows,
-                        st.channel_full_drops
+                        st.channel_full_drops,
+                        st.app_flows,
+                        st.app_payloads,
+                        serde_json::to_string(
+                            &st.app_errors
+                                .iter()
+                                .collect::<std::collections::BTreeMap<_, _>>()
+                        )
+                        .unwrap_or_default()
                     )?;
                 }
             }

@@ -570,6 +570,13 @@ fn top_queried_names_and_server_names_over_grpc_and_locally() {
     // What the records say, counted here.
     let o = vigil(&["flows", "-r", pcap.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // "application metadata: N flows, M payloads read, ..."
+    let summary = stderr(&o);
+    let app_line = summary
+        .lines()
+        .find_map(|l| l.strip_prefix("application metadata: "))
+        .unwrap_or_else(|| panic!("{summary}"))
+        .to_string();
     let mut want: std::collections::BTreeMap<String, u64> = Default::default();
     for l in String::from_utf8(o.stdout).unwrap().lines() {
         let v: serde_json::Value = serde_json::from_str(l).unwrap();
@@ -619,6 +626,27 @@ fn top_queried_names_and_server_names_over_grpc_and_locally() {
         want,
         "on the data directory"
     );
+    // The sensor's application counters reached the collector.
+    let o = vigil(&["query", "--data-dir", d, "--status", "--format", "jsonl"]);
+    let status: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let n = |w: &str| {
+        app_line
+            .split(w)
+            .next()
+            .and_then(|x| x.rsplit(' ').next())
+            .unwrap()
+    };
+    assert_eq!(
+        status["app_flows"].to_string(),
+        n(" flows"),
+        "{status} vs {app_line}"
+    );
+    assert_eq!(
+        status["app_payloads"].to_string(),
+        n(" payloads"),
+        "{status} vs {app_line}"
+    );
+    assert_eq!(status["app_errors"], serde_json::json!({}));
     let apps = top("--data-dir", d, "app");
     assert!(apps.iter().any(|(k, _)| k == "dns"), "{apps:?}");
     let o = vigil(&["query", "--data-dir", d, "--top", "dns.name"]);

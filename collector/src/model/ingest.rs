@@ -143,6 +143,11 @@ pub fn sum_stats(runs: impl IntoIterator<Item = pb::SensorStats>) -> pb::SensorS
         for (k, v) in s.decode_errors {
             *t.decode_errors.entry(k).or_default() += v;
         }
+        t.app_flows += s.app_flows;
+        t.app_payloads += s.app_payloads;
+        for (k, v) in s.app_errors {
+            *t.app_errors.entry(k).or_default() += v;
+        }
         t.spool_bytes = s.spool_bytes;
         t.spool_dropped_batches = t.spool_dropped_batches.max(s.spool_dropped_batches);
         t.spool_dropped_flows = t.spool_dropped_flows.max(s.spool_dropped_flows);

@@ -263,7 +263,7 @@ type SensorMetric = (
     fn(&pb::SensorStatus) -> u64,
 );
 
-const SENSOR_METRICS: [SensorMetric; 12] = [
+const SENSOR_METRICS: [SensorMetric; 14] = [
     (
         "vigil_collector_sensor_connected",
         "1 while a stream of the sensor is open",
@@ -321,6 +321,18 @@ const SENSOR_METRICS: [SensorMetric; 12] = [
                 .as_ref()
                 .map_or(0, |t| t.decode_errors.values().sum())
         },
+    ),
+    (
+        "vigil_collector_sensor_app_flows",
+        "Flows whose application protocol the sensor recognized",
+        true,
+        |s| s.stats.as_ref().map_or(0, |t| t.app_flows),
+    ),
+    (
+        "vigil_collector_sensor_app_errors",
+        "Application data the sensor could not read (malformed, reassembly gaps)",
+        true,
+        |s| s.stats.as_ref().map_or(0, |t| t.app_errors.values().sum()),
     ),
     (
         "vigil_collector_sensor_flows_evicted",

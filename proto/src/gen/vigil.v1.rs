@@ -235,6 +235,16 @@ pub struct SensorStats {
     /// Spool records found damaged (CRC) on replay and skipped.
     #[prost(uint64, tag = "12")]
     pub spool_corrupt_records: u64,
+    /// Flows whose application protocol was recognized, and the payloads the
+    /// application layer read.
+    #[prost(uint64, tag = "13")]
+    pub app_flows: u64,
+    #[prost(uint64, tag = "14")]
+    pub app_payloads: u64,
+    /// Application data that could not be read, by reason (bounded
+    /// vocabulary, e.g. "dns_malformed", "reassembly_gap").
+    #[prost(map = "string, uint64", tag = "15")]
+    pub app_errors: ::std::collections::HashMap<::prost::alloc::string::String, u64>,
 }
 /// A batch of flows. seq starts at 1 and increases by one per batch over the
 /// life of the sensor's spool (at most 2^40 - 1); gaps mean batches the spool

@@ -275,6 +275,13 @@ impl Shared {
             spool_dropped_flows: sp.dropped_flows,
             non_ip: l.non_ip.load(Ordering::Relaxed),
             spool_corrupt_records: sp.corrupt_records,
+            app_flows: l.app_flows.load(Ordering::Relaxed),
+            app_payloads: l.app_payloads.load(Ordering::Relaxed),
+            app_errors: l
+                .app_errors_by_reason()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
         }
     }
 }

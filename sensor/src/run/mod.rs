@@ -38,6 +38,7 @@ use hdrhistogram::Histogram;
 use thiserror::Error;
 use vigil_proto::{EndReason, FlowRecord};
 
+use crate::app::{AppError, AppStats};
 use crate::capture::mapped::MappedFile;
 use crate::capture::{CaptureError, KernelStats, LiveError};
 use crate::decode::{DecodeError, DecodeStats};
@@ -114,6 +115,12 @@ pub struct LiveCounters {
     /// because its buffer was full: a stalled disk or collector path. Live
     /// capture only; reported as `channel_full_drops`.
     pub handoff_drops: AtomicU64,
+    /// Flows whose application protocol was recognized.
+    pub app_flows: AtomicU64,
+    /// Payloads the application layer read.
+    pub app_payloads: AtomicU64,
+    /// Unreadable application data, indexed like [`AppError::ALL`].
+    pub app_errors: [AtomicU64; AppError::ALL.len()],
 }
 
 /// What a worker has published to [`LiveCounters`] so far (workers add
@@ -126,6 +133,7 @@ pub(crate) struct Published {
     errors: [u64; DecodeError::ALL.len()],
     evicted: u64,
     kernel: KernelStats,
+    app: AppStats,
 }
 
 impl Published {
@@ -143,6 +151,7 @@ impl Published {
             errors: d.errors,
             evicted: table.stats.evicted,
             kernel,
+            app: table.stats.app.clone(),
         }
     }
 }
@@ -177,7 +186,27 @@ impl LiveCounters {
             now.kernel.packets,
         );
         add(&self.kernel_drops, last.kernel.drops, now.kernel.drops);
+        add(&self.app_flows, last.app.flows, now.app.flows);
+        add(&self.app_payloads, last.app.payloads, now.app.payloads);
+        for ((a, o), n) in self
+            .app_errors
+            .iter()
+            .zip(last.app.errors)
+            .zip(now.app.errors)
+        {
+            add(a, o, n);
+        }
         *last = now.clone();
+    }
+
+    /// Unreadable application data by reason name, non-zero ones only.
+    pub fn app_errors_by_reason(&self) -> Vec<(&'static str, u64)> {
+        AppError::ALL
+            .iter()
+            .zip(&self.app_errors)
+            .map(|(e, a)| (e.as_str(), a.load(Ordering::Relaxed)))
+            .filter(|(_, v)| *v > 0)
+            .collect()
     }
 
     /// Decode errors by reason name, non-zero ones only.

@@ -13,6 +13,24 @@ fn vigil(args: &[&str]) -> Output {
         .expect("run vigil")
 }
 
+/// `vigil collector` on a free loopback port with `data` as its data
+/// directory, and its URL (the bound address is the first line it logs).
+fn collector_on_any_port(data: &std::path::Path) -> (std::process::Child, String) {
+    let mut collector = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["collector", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut err = std::io::BufReader::new(collector.stderr.take().unwrap());
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    let url = format!("http://{}", line.trim().rsplit(' ').next().unwrap());
+    // The rest of its log drained, so that it never waits on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    (collector, url)
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -394,18 +412,7 @@ fn sensor_and_collector_processes_store_a_capture_and_query_it() {
     let tmp = tempfile::tempdir().unwrap();
     let pcap = sample(tmp.path());
     let data = tmp.path().join("data");
-    let mut collector = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(["collector", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The bound address is printed first.
-    let mut line = String::new();
-    let mut err = std::io::BufReader::new(collector.stderr.take().unwrap());
-    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
-    let addr = line.trim().rsplit(' ').next().unwrap().to_string();
-    let url = format!("http://{addr}");
+    let (mut collector, url) = collector_on_any_port(&data);
     let o = vigil(&[
         "sensor",
         "-r",
@@ -544,16 +551,7 @@ fn top_queried_names_and_server_names_over_grpc_and_locally() {
     let tmp = tempfile::tempdir().unwrap();
     let pcap = corpus.join("zeek__wikipedia.pcap");
     let data = tmp.path().join("data");
-    let mut collector = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(["collector", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    let mut err = std::io::BufReader::new(collector.stderr.take().unwrap());
-    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
-    let url = format!("http://{}", line.trim().rsplit(' ').next().unwrap());
+    let (mut collector, url) = collector_on_any_port(&data);
     let spool = tmp.path().join("spool");
     let o = vigil(&[
         "sensor",
@@ -591,16 +589,7 @@ fn top_queried_names_and_server_names_over_grpc_and_locally() {
     want.truncate(10);
     let _ = collector.kill();
     let _ = collector.wait();
-    let mut collector = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(["collector", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    let mut err = std::io::BufReader::new(collector.stderr.take().unwrap());
-    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
-    let url = format!("http://{}", line.trim().rsplit(' ').next().unwrap());
+    let (mut collector, url) = collector_on_any_port(&data);
     let top = |backend: &str, at: &str, key: &str| -> Vec<(String, u64)> {
         let o = vigil(&[
             "query", backend, at, "--top", key, "--by", "flows", "--limit", "10", "--format", "csv",

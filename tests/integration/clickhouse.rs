@@ -328,19 +328,7 @@ fn the_same_queries_give_the_same_answers_on_sqlite_and_clickhouse() {
                 ch.count(&f, range).unwrap(),
                 "count {text:?} {range:?}"
             );
-            for key in [
-                TopKey::Src,
-                TopKey::Dst,
-                TopKey::DstPort,
-                TopKey::SrcPort,
-                TopKey::Proto,
-                TopKey::App,
-                TopKey::parse("dns.qname").unwrap(),
-                TopKey::parse("tls.sni").unwrap(),
-                TopKey::parse("http.host").unwrap(),
-                TopKey::parse("tls.ja4").unwrap(),
-                TopKey::parse("ssh.hassh").unwrap(),
-            ] {
+            for key in crate::query::top_keys() {
                 for by in [TopBy::Bytes, TopBy::Packets, TopBy::Flows] {
                     assert_eq!(
                         sq.top(&f, range, key, by, 10).unwrap(),

@@ -263,22 +263,31 @@ impl Vocabulary {
     }
 }
 
+/// Every top-N key.
+pub fn top_keys() -> Vec<TopKey> {
+    [
+        "src",
+        "dst",
+        "dport",
+        "sport",
+        "proto",
+        "app",
+        "dns.qname",
+        "tls.sni",
+        "http.host",
+        "ssh.client",
+        "tls.ja4",
+        "ssh.hassh",
+    ]
+    .into_iter()
+    .filter_map(TopKey::parse)
+    .collect()
+}
+
 /// One question: a top-N key and metric, a series step.
 pub fn shape() -> impl Strategy<Value = (TopKey, TopBy, u64)> {
     (
-        select(vec![
-            TopKey::Src,
-            TopKey::Dst,
-            TopKey::DstPort,
-            TopKey::SrcPort,
-            TopKey::Proto,
-            TopKey::App,
-            TopKey::parse("dns.qname").unwrap(),
-            TopKey::parse("tls.sni").unwrap(),
-            TopKey::parse("http.host").unwrap(),
-            TopKey::parse("tls.ja4").unwrap(),
-            TopKey::parse("ssh.hassh").unwrap(),
-        ]),
+        select(top_keys()),
         select(vec![TopBy::Bytes, TopBy::Packets, TopBy::Flows]),
         select(vec![1u64, 60, 300, 3600, 86_400]).prop_map(|s| s * 1_000_000_000),
     )

@@ -118,6 +118,53 @@ impl Dns {
     }
 }
 
+/// A name looked up by a protected host, to count.
+struct Hit<'a, 'r> {
+    c: &'a Record<'r>,
+    asset: usize,
+    name: &'a str,
+    window: u64,
+    timeout: u64,
+}
+
+impl Hit<'_, '_> {
+    /// Counts the name under key `k` of `keys` (whose registered domain,
+    /// for the summary, is `domain`), marking the key when `need` distinct
+    /// names are in the window (or its incident is open).
+    fn count(
+        &self,
+        keys: &mut Keys<Key, Names>,
+        k: Key,
+        domain: Option<&str>,
+        need: u32,
+        cx: &mut Context,
+    ) {
+        let f = self.c.f;
+        let now = f.last_seen_ns;
+        let need = need as usize;
+        let Some(key) = keys.slot(k, &mut cx.evictions, Names::default) else {
+            return;
+        };
+        if let Some(d) = domain.filter(|_| key.domain.is_empty()) {
+            key.domain = d.to_string();
+        }
+        let n = key.add(self.name, now, self.window, need);
+        key.s.asset = self.asset;
+        key.s.sessions += 1;
+        key.s.last_ns = key.s.last_ns.max(now);
+        key.s.pending.add(
+            f.src_ip,
+            (f.dst_ip, f.dst_port),
+            self.c.counts_all(),
+            self.c.ev,
+            ALL,
+        );
+        if mark(&mut key.s.fire, n >= need, now, self.timeout) {
+            keys.mark(cx.mark_number(), k);
+        }
+    }
+}
+
 fn hash(s: &str) -> u64 {
     let mut h = DefaultHasher::new();
     s.hash(&mut h);
@@ -226,43 +273,21 @@ impl Detector for Dns {
         if self.ignored(domain) {
             return;
         }
-        let (now, timeout) = (f.last_seen_ns, self.cfg.incident_timeout_ns);
-        let host = f.src_ip;
-        let tgt = (f.dst_ip, f.dst_port);
+        let hit = Hit {
+            c,
+            asset,
+            name,
+            window: cfg.window_ns,
+            timeout: self.cfg.incident_timeout_ns,
+        };
         if cfg.tunnel_names > 0 && left.len() >= cfg.tunnel_min_length as usize {
-            let k = (asset, host, hash(domain));
-            if let Some(key) = self.tunnels.slot(k, &mut cx.evictions, Names::default) {
-                if key.domain.is_empty() {
-                    key.domain = domain.to_string();
-                }
-                let need = cfg.tunnel_names as usize;
-                let n = key.add(name, now, cfg.window_ns, need);
-                key.s.asset = asset;
-                key.s.sessions += 1;
-                key.s.last_ns = key.s.last_ns.max(now);
-                key.s.pending.add(host, tgt, c.counts_all(), c.ev, ALL);
-                let crossed = n >= need;
-                if mark(&mut key.s.fire, crossed, now, timeout) {
-                    self.tunnels.mark(cx.mark_number(), k);
-                }
-            }
+            let k = (asset, f.src_ip, hash(domain));
+            hit.count(&mut self.tunnels, k, Some(domain), cfg.tunnel_names, cx);
         }
-        let nx = d.rcode == Some(3);
         let registered = domain.split('.').next().unwrap_or("");
-        if cfg.dga_nxdomains > 0 && nx && random_looking(registered) {
-            let k = (asset, host, 0);
-            if let Some(key) = self.dga.slot(k, &mut cx.evictions, Names::default) {
-                let need = cfg.dga_nxdomains as usize;
-                let n = key.add(name, now, cfg.window_ns, need);
-                key.s.asset = asset;
-                key.s.sessions += 1;
-                key.s.last_ns = key.s.last_ns.max(now);
-                key.s.pending.add(host, tgt, c.counts_all(), c.ev, ALL);
-                let crossed = n >= need;
-                if mark(&mut key.s.fire, crossed, now, timeout) {
-                    self.dga.mark(cx.mark_number(), k);
-                }
-            }
+        if cfg.dga_nxdomains > 0 && d.rcode == Some(3) && random_looking(registered) {
+            let k = (asset, f.src_ip, 0);
+            hit.count(&mut self.dga, k, None, cfg.dga_nxdomains, cx);
         }
     }
 

@@ -43,11 +43,13 @@ pub enum AppProto {
     Bacnet,
     /// OPC UA binary.
     OpcUa,
+    /// QUIC (its Initial packets: the TLS hellos they carry, in `tls`).
+    Quic,
 }
 
 impl AppProto {
     /// Every protocol, in wire order.
-    pub const ALL: [AppProto; 12] = [
+    pub const ALL: [AppProto; 13] = [
         AppProto::Dns,
         AppProto::Tls,
         AppProto::Http,
@@ -60,6 +62,7 @@ impl AppProto {
         AppProto::Enip,
         AppProto::Bacnet,
         AppProto::OpcUa,
+        AppProto::Quic,
     ];
 
     /// The lowercase name used in JSON and queries (Zeek's and
@@ -78,6 +81,7 @@ impl AppProto {
             AppProto::Enip => "enip",
             AppProto::Bacnet => "bacnet",
             AppProto::OpcUa => "opcua",
+            AppProto::Quic => "quic",
         }
     }
 
@@ -90,7 +94,7 @@ impl AppProto {
     pub fn is_ics(self) -> bool {
         !matches!(
             self,
-            AppProto::Dns | AppProto::Tls | AppProto::Http | AppProto::Ssh
+            AppProto::Dns | AppProto::Tls | AppProto::Http | AppProto::Ssh | AppProto::Quic
         )
     }
 
@@ -222,7 +226,7 @@ impl App {
         };
         match proto {
             AppProto::Dns => a.dns = Some(Box::default()),
-            AppProto::Tls => a.tls = Some(Box::default()),
+            AppProto::Tls | AppProto::Quic => a.tls = Some(Box::default()),
             AppProto::Http => a.http = Some(Box::default()),
             AppProto::Ssh => a.ssh = Some(Box::default()),
             _ => a.ics = Some(Box::default()),

@@ -81,3 +81,109 @@ fn app_metadata_agrees_with_tshark_on_the_corpus() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A TLS 1.3 ClientHello handshake message as a QUIC client sends it:
+/// server name, ALPN `h3`, supported versions, a key share, signature
+/// algorithms and QUIC transport parameters.
+fn quic_client_hello(sni: &str) -> Vec<u8> {
+    let ext = |t: u16, d: &[u8]| {
+        let mut e = t.to_be_bytes().to_vec();
+        e.extend_from_slice(&(d.len() as u16).to_be_bytes());
+        e.extend_from_slice(d);
+        e
+    };
+    let mut name = vec![0];
+    name.extend_from_slice(&(sni.len() as u16).to_be_bytes());
+    name.extend_from_slice(sni.as_bytes());
+    let mut server_name = ((name.len()) as u16).to_be_bytes().to_vec();
+    server_name.extend(name);
+    let mut exts = ext(0x0000, &server_name);
+    exts.extend(ext(0x0010, &[0, 3, 2, b'h', b'3']));
+    exts.extend(ext(0x002b, &[2, 3, 4]));
+    exts.extend(ext(0x000a, &[0, 2, 0, 0x1d]));
+    let mut share = vec![0, 36, 0, 0x1d, 0, 32];
+    share.extend([7u8; 32]);
+    exts.extend(ext(0x0033, &share));
+    exts.extend(ext(0x000d, &[0, 4, 4, 3, 8, 4]));
+    exts.extend(ext(0x0039, &[0x01, 0x02, 0x67, 0x10]));
+    let mut body = vec![3, 3];
+    body.extend([9u8; 32]);
+    body.push(0); // no session id
+    body.extend([0, 6, 0x13, 0x01, 0x13, 0x02, 0x13, 0x03]);
+    body.extend([1, 0]);
+    body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+    body.extend(exts);
+    let mut msg = vec![1, 0];
+    msg.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    msg.extend(body);
+    msg
+}
+
+/// QUIC: client Initials made here (RFC 9001's packet protection), which
+/// tshark decrypts and dissects as well: both read the same server name,
+/// and the record is `quic` with a JA4 of prefix `q13d`.
+#[test]
+fn quic_initials_are_read_as_tshark_reads_them() {
+    use vigil_sensor::synth::{Scenario, quic_crypto, quic_initial};
+    if Command::new("tshark").arg("-v").output().is_err() {
+        return skip("tshark is not installed (apt install tshark)");
+    }
+    ran_with("tshark");
+    let dir = tempfile::tempdir().unwrap();
+    let mut sc = Scenario::new();
+    let names = ["www.example.org", "video.cdn.example.net"];
+    for (i, sni) in names.iter().enumerate() {
+        let hello = quic_client_hello(sni);
+        let dcid = [0x42, i as u8, 3, 4, 5, 6, 7, 8];
+        let (a, b) = hello.split_at(50);
+        // Two frames, the second first.
+        let mut frames = quic_crypto(50, b);
+        frames.extend(quic_crypto(0, a));
+        let p = quic_initial(1, &dcid, &[0xaa, 0xbb], false, 0, &frames);
+        let mut frame = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4([10, 9, 0, 1], [10, 9, 0, 2], 64)
+            .udp(51000 + i as u16, 443)
+            .write(&mut frame, &p)
+            .unwrap();
+        sc.frame(1_767_261_600_000_000_000 + i as u64 * 1_000_000, frame);
+    }
+    let pcap = dir.path().join("quic.pcap");
+    std::fs::write(&pcap, sc.to_pcap_bytes()).unwrap();
+    let out = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(&pcap)
+        .args(["-T", "fields", "-e", "tls.handshake.extensions_server_name"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(theirs, names, "tshark decrypts the Initials made here");
+    let o = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["flows", "-q", "-r"])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let mut ours = Vec::new();
+    for l in String::from_utf8(o.stdout).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["app"]["proto"], "quic", "{v}");
+        let ja4 = v["app"]["tls"]["ja4"].as_str().unwrap();
+        // QUIC, TLS 1.3, SNI, 3 ciphers, 7 extensions, ALPN h3.
+        assert!(ja4.starts_with("q13d0307h3_"), "{ja4}");
+        ours.push(v["app"]["tls"]["sni"].as_str().unwrap().to_string());
+    }
+    ours.sort();
+    let mut names = names.to_vec();
+    names.sort();
+    assert_eq!(ours, names);
+}

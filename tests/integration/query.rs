@@ -147,7 +147,7 @@ impl Vocabulary {
             let (name, fp) = vigil_collector::model::query::app_name_fp(a);
             let fields: &[(&'static str, &String)] = match a.proto {
                 Some(AppProto::Dns) => &[("dns.qname", &name)],
-                Some(AppProto::Tls) => &[("tls.sni", &name), ("tls.ja4", &fp)],
+                Some(AppProto::Tls | AppProto::Quic) => &[("tls.sni", &name), ("tls.ja4", &fp)],
                 Some(AppProto::Http) => &[("http.host", &name)],
                 Some(AppProto::Ssh) => &[("ssh.client", &name), ("ssh.hassh", &fp)],
                 _ => &[],

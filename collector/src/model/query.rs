@@ -143,13 +143,14 @@ impl AppText {
         (AppText::SshHassh, "ssh.hassh"),
     ];
 
-    /// The protocol whose metadata holds the field.
-    pub fn proto(self) -> AppProto {
+    /// The protocols whose metadata holds the field (QUIC's handshake is
+    /// TLS's: its server name and JA4 are `tls.*`).
+    pub fn protos(self) -> &'static [AppProto] {
         match self {
-            AppText::DnsQname => AppProto::Dns,
-            AppText::TlsSni | AppText::TlsJa4 => AppProto::Tls,
-            AppText::HttpHost => AppProto::Http,
-            AppText::SshClient | AppText::SshHassh => AppProto::Ssh,
+            AppText::DnsQname => &[AppProto::Dns],
+            AppText::TlsSni | AppText::TlsJa4 => &[AppProto::Tls, AppProto::Quic],
+            AppText::HttpHost => &[AppProto::Http],
+            AppText::SshClient | AppText::SshHassh => &[AppProto::Ssh],
         }
     }
 
@@ -298,7 +299,7 @@ impl Filter {
             Filter::CommunityId(c) => r.community_id == *c,
             Filter::App(p) => r.app.as_ref().is_some_and(|a| a.proto == Some(*p)),
             Filter::Text(field, op, needle) => r.app.as_deref().is_some_and(|a| {
-                if a.proto != Some(field.proto()) {
+                if !a.proto.is_some_and(|p| field.protos().contains(&p)) {
                     return false;
                 }
                 let (name, fp) = app_name_fp(a);

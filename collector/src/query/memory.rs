@@ -89,7 +89,11 @@ pub fn top(
                 (vec![app_code(Some(p)) as u8], p.as_str().to_string())
             }
             TopKey::Text(t) => {
-                let Some(a) = r.app.as_deref().filter(|a| a.proto == Some(t.proto())) else {
+                let Some(a) = r
+                    .app
+                    .as_deref()
+                    .filter(|a| a.proto.is_some_and(|p| t.protos().contains(&p)))
+                else {
                     continue;
                 };
                 let (name, fp) = app_name_fp(a);

@@ -624,6 +624,8 @@ pub enum AppProto {
     Enip = 10,
     Bacnet = 11,
     Opcua = 12,
+    /// QUIC: the TLS hellos of its Initial packets, in tls (JA4 prefix "q").
+    Quic = 13,
 }
 impl AppProto {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -645,6 +647,7 @@ impl AppProto {
             Self::Enip => "APP_PROTO_ENIP",
             Self::Bacnet => "APP_PROTO_BACNET",
             Self::Opcua => "APP_PROTO_OPCUA",
+            Self::Quic => "APP_PROTO_QUIC",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -663,6 +666,7 @@ impl AppProto {
             "APP_PROTO_ENIP" => Some(Self::Enip),
             "APP_PROTO_BACNET" => Some(Self::Bacnet),
             "APP_PROTO_OPCUA" => Some(Self::Opcua),
+            "APP_PROTO_QUIC" => Some(Self::Quic),
             _ => None,
         }
     }

@@ -1,5 +1,6 @@
-//! Application-layer metadata: what a flow's DNS, TLS, HTTP, SSH or ICS
-//! protocol said, extracted from its first packets (ICS: from every PDU).
+//! Application-layer metadata: what a flow's DNS, TLS, QUIC, HTTP, SSH or
+//! ICS protocol said, extracted from its first packets (ICS: from every
+//! PDU).
 //!
 //! Two halves, on either side of the hand-off to the flow workers:
 //!
@@ -27,6 +28,7 @@ use crate::decode::PacketMeta;
 mod dns;
 mod http;
 mod ics;
+pub(crate) mod quic;
 mod ssh;
 #[cfg(test)]
 mod tests;
@@ -57,11 +59,13 @@ pub enum AppError {
     Gap,
     /// A PDU longer than [`REASM_MAX`].
     TooLong,
+    /// A QUIC Initial packet that does not decrypt or parse.
+    Quic,
 }
 
 impl AppError {
     /// Every reason, in counter order.
-    pub const ALL: [AppError; 7] = [
+    pub const ALL: [AppError; 8] = [
         AppError::Dns,
         AppError::Tls,
         AppError::Http,
@@ -69,6 +73,7 @@ impl AppError {
         AppError::Ics,
         AppError::Gap,
         AppError::TooLong,
+        AppError::Quic,
     ];
 
     /// A bounded label for metrics and summaries.
@@ -81,6 +86,7 @@ impl AppError {
             AppError::Ics => "ics_malformed",
             AppError::Gap => "reassembly_gap",
             AppError::TooLong => "pdu_too_long",
+            AppError::Quic => "quic_malformed",
         }
     }
 }
@@ -291,6 +297,9 @@ pub fn detect(proto: u8, sport: u16, dport: u16, p: &[u8]) -> Option<(AppProto, 
             None
         }
         17 => {
+            if quic::initial(p) {
+                return Some((AppProto::Quic, 0));
+            }
             if let Some(a) = ics::detect_udp(p, &port) {
                 return Some((a, 0));
             }
@@ -316,7 +325,7 @@ fn pdu_more(proto: AppProto, p: &[u8]) -> u32 {
         AppProto::Dns => dns::tcp_more(p).unwrap_or(0),
         AppProto::Tls => tls::hello(p).unwrap_or(0),
         AppProto::Ssh => ssh::pdu_more(p),
-        AppProto::Http => 0,
+        AppProto::Http | AppProto::Quic => 0,
         ics => ics::tcp_more(ics, p),
     }
 }
@@ -406,6 +415,8 @@ struct Cold {
     ics: Ics,
     /// A hello gathered from several records.
     scratch: Vec<u8>,
+    /// QUIC's Initial packets, decrypted and their CRYPTO streams.
+    quic: quic::Quic,
     reasm: [Reasm; 2],
 }
 
@@ -468,6 +479,7 @@ impl FlowApp {
             x.hassh_server.clear();
             clear_ics(&mut c.ics);
             c.ics.units.clear();
+            c.quic.reset();
             for r in &mut c.reasm {
                 r.buf.clear();
                 r.need = 0;
@@ -501,7 +513,7 @@ impl FlowApp {
                     answer_count: d.answer_count,
                 }));
             }
-            AppProto::Tls => {
+            AppProto::Tls | AppProto::Quic => {
                 let c = self.cold();
                 let t = &c.tls;
                 app.tls = Some(Box::new(Tls {
@@ -638,6 +650,18 @@ impl FlowApp {
                     n: &mut c.alpn_used,
                 };
                 tls::parse(data, &mut c.tls, &mut alpn, &mut c.scratch)
+            }
+            AppProto::Quic => {
+                let c = self.cold();
+                let mut alpn = Texts {
+                    v: &mut c.alpn,
+                    n: &mut c.alpn_used,
+                };
+                match c.quic.datagram(p.dir, data) {
+                    Ok(Some(msg)) => tls::handshake(msg, 'q', &mut c.tls, &mut alpn),
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
+                }
             }
             AppProto::Http => http::parse(data, &mut self.cold().http),
             AppProto::Ssh => self.ssh(p.dir, data, cut),

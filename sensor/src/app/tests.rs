@@ -560,6 +560,77 @@ fn the_sniffer_keeps_handshakes_and_leaves_bulk_data() {
     assert_eq!(m3.app_len, 0);
 }
 
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn quic_initial_keys_are_the_rfcs_examples() {
+    // RFC 9001 Appendix A.1: the keys of the connection whose client chose
+    // 0x8394c8f03e515708.
+    let dcid = hex("8394c8f03e515708");
+    let (key, iv, hp) = super::quic::key_bytes(1, &dcid, false).unwrap();
+    assert_eq!(key.to_vec(), hex("1f369613dd76d5467730efcbe3b1a22d"));
+    assert_eq!(iv.to_vec(), hex("fa044b2f42a3fd3b46fb255c"));
+    assert_eq!(hp.to_vec(), hex("9f50449e04a0e810283a1e9933adedd2"));
+    let (key, iv, hp) = super::quic::key_bytes(1, &dcid, true).unwrap();
+    assert_eq!(key.to_vec(), hex("cf3a5331653c364c88f0f379b6067e37"));
+    assert_eq!(iv.to_vec(), hex("0ac1493ca1905853b0bba03e"));
+    assert_eq!(hp.to_vec(), hex("c206b8d9b9f0f37644430b490eeaa314"));
+}
+
+/// The hello records' handshake message (one record each here).
+fn handshake_of(record: &[u8]) -> &[u8] {
+    &record[5..]
+}
+
+#[test]
+fn quic_hellos_are_decrypted_from_initial_packets_in_shuffled_frames() {
+    use super::quic::testing::{crypto, initial};
+    let hello = foxio_client_hello(true);
+    let msg = handshake_of(&hello);
+    let (dcid, scid) = (hex("8394c8f03e515708"), hex("c0ffee01"));
+    for version in [1, 0x6b33_43cf] {
+        // The hello in three frames over two packets, the first packet's
+        // frames in reverse order (as Chrome shuffles them), a PING
+        // between.
+        let (a, b, c) = (&msg[..40], &msg[40..100], &msg[100..]);
+        let mut f1 = crypto(40, b);
+        f1.push(0x01);
+        f1.extend(crypto(0, a));
+        let p1 = initial(version, &dcid, &scid, false, 0, &f1);
+        let p2 = initial(version, &dcid, &scid, false, 1, &crypto(100, c));
+        let sh = foxio_server_hello();
+        // The server's: an ACK frame, then its hello.
+        let mut f3 = vec![0x02, 0x01, 0x00, 0x00, 0x01];
+        f3.extend(crypto(0, handshake_of(&sh)));
+        let p3 = initial(version, &dcid, &scid, true, 0, &f3);
+        assert!(p1.len() >= 1200 && p2.len() >= 1200);
+        let (app, stats) = flow(17, 50000, 443, &[(0, 0, &p1), (0, 0, &p2), (1, 0, &p3)]);
+        assert_eq!(
+            stats.errors,
+            [0; AppError::ALL.len()],
+            "version {version:x}"
+        );
+        assert_eq!(app.proto, Some(AppProto::Quic));
+        let t = app.tls.unwrap();
+        assert_eq!(t.sni, "example.org");
+        assert_eq!(t.alpn, ["h2", "http/1.1"]);
+        // FoxIO's example with QUIC's prefix.
+        assert_eq!(t.ja4, "q13d1516h2_8daaf6152771_e5627efa2ab1");
+        assert_eq!(t.ja4s, "q120400_c030_4e8089b08790");
+        // A flipped byte: the packet does not decrypt, counted.
+        let mut bad = p1.clone();
+        bad[200] ^= 1;
+        let (app, stats) = flow(17, 50000, 443, &[(0, 0, &bad)]);
+        assert_eq!(stats.errors[AppError::Quic as usize], 1);
+        assert_eq!(app.tls.map(|t| t.sni), Some(String::new()));
+    }
+}
+
 #[test]
 fn hostile_payloads_never_panic() {
     // Every detector and parser over bytes that start like each protocol
@@ -571,7 +642,7 @@ fn hostile_payloads_never_panic() {
         x ^= x << 17;
         x
     };
-    let starts: [&[u8]; 12] = [
+    let starts: [&[u8]; 13] = [
         &[0x16, 3, 1],
         b"GET ",
         b"HTTP/1.1 ",
@@ -584,6 +655,7 @@ fn hostile_payloads_never_panic() {
         &[0x81, 0x0a],
         b"MSGF",
         &[0x12, 0x34, 1, 0, 0, 1],
+        &[0xc3, 0, 0, 0, 1, 8],
     ];
     let ports = [443, 80, 22, 502, 20000, 102, 2404, 44818, 47808, 4840, 53];
     for round in 0..20_000 {

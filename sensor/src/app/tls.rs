@@ -116,13 +116,25 @@ pub(super) fn parse(
         let n = scratch.len().min(need);
         &scratch[..n]
     };
+    handshake(msg, 't', tls, alpn)
+}
+
+/// Parses a handshake message (its type, length and body): a ClientHello
+/// or ServerHello, whose JA4 or JA4S gets `proto` as its first character
+/// (`t` TLS over TCP, `q` QUIC).
+pub(super) fn handshake(
+    msg: &[u8],
+    proto: char,
+    tls: &mut Tls,
+    alpn: &mut Texts<'_>,
+) -> Result<(), AppError> {
     if msg.len() < 4 {
         return Err(AppError::Tls);
     }
     let body = &msg[4..];
     match msg[0] {
-        1 => client_hello(body, tls, alpn),
-        2 => server_hello(body, tls),
+        1 => client_hello(body, proto, tls, alpn),
+        2 => server_hello(body, proto, tls),
         _ => Err(AppError::Tls),
     }
 }
@@ -150,7 +162,12 @@ fn alpn_values(d: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-fn client_hello(b: &[u8], tls: &mut Tls, alpn: &mut Texts<'_>) -> Result<(), AppError> {
+fn client_hello(
+    b: &[u8],
+    proto: char,
+    tls: &mut Tls,
+    alpn: &mut Texts<'_>,
+) -> Result<(), AppError> {
     let legacy = be16(b, 0)?;
     let sid = usize::from(*b.get(34).ok_or(AppError::Tls)?);
     let mut at = 35 + sid;
@@ -208,7 +225,7 @@ fn client_hello(b: &[u8], tls: &mut Tls, alpn: &mut Texts<'_>) -> Result<(), App
     tls.ja4.clear();
     ja4(
         &mut tls.ja4,
-        't',
+        proto,
         version,
         sni,
         &ciphers,
@@ -219,7 +236,7 @@ fn client_hello(b: &[u8], tls: &mut Tls, alpn: &mut Texts<'_>) -> Result<(), App
     Ok(())
 }
 
-fn server_hello(b: &[u8], tls: &mut Tls) -> Result<(), AppError> {
+fn server_hello(b: &[u8], proto: char, tls: &mut Tls) -> Result<(), AppError> {
     let legacy = be16(b, 0)?;
     let sid = usize::from(*b.get(34).ok_or(AppError::Tls)?);
     let at = 35 + sid;
@@ -247,7 +264,7 @@ fn server_hello(b: &[u8], tls: &mut Tls) -> Result<(), AppError> {
     tls.ja4s.clear();
     ja4s(
         &mut tls.ja4s,
-        't',
+        proto,
         version,
         cipher,
         ext_ids.as_slice(),

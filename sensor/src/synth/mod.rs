@@ -21,6 +21,9 @@ mod encap;
 mod mix;
 mod scenario;
 
+/// QUIC Initial packets (client or server) carrying CRYPTO frames, encrypted
+/// as RFC 9001 says.
+pub use crate::app::quic::testing::{crypto as quic_crypto, initial as quic_initial};
 pub use bulk::{BulkConfig, BulkSummary, FrameSize, write_bulk};
 pub use encap::{LinkEncap, UdpTunnel, Wlan, wlan_beacon, wlan_frame};
 pub use mix::{MixConfig, MixKind, MixSummary, write_mix};

@@ -307,14 +307,14 @@ impl FlowTable {
                 self.index.prefetch(m.hash);
             }
             for m in metas.iter().take(PREFETCH_AHEAD) {
-                self.prefetch_flow(m.hash);
+                self.prefetch_flow(m);
             }
             for (i, m) in metas.iter().enumerate() {
                 if let Some(far) = metas.get(i + 2 * PREFETCH_AHEAD) {
                     self.index.prefetch(far.hash);
                 }
                 if let Some(near) = metas.get(i + PREFETCH_AHEAD) {
-                    self.prefetch_flow(near.hash);
+                    self.prefetch_flow(near);
                 }
                 let slot = self.process(m);
                 if m.app_len != 0 {
@@ -380,11 +380,37 @@ impl FlowTable {
 
     /// Requests the flow slot that `hash`'s first matching index entry names.
     #[inline]
-    fn prefetch_flow(&self, hash: u64) {
-        if let Some(slot) = self.index.find(hash, |_| true) {
+    fn prefetch_flow(&self, m: &PacketMeta) {
+        if let Some(slot) = self.index.find(m.hash, |_| true) {
             let f: *const Flow = self.flow(slot);
             prefetch(f.cast());
             prefetch(f.cast::<u8>().wrapping_add(64));
+            if m.app_len != 0 {
+                self.prefetch_app(self.app_of.get(slot as usize).copied().unwrap_or(NO_APP));
+            }
+        }
+    }
+
+    /// Requests the application state `i` (a new flow's: the one it will
+    /// be given): its first touch was the largest cost of reading metadata.
+    #[inline]
+    fn prefetch_app(&self, i: u32) {
+        let i = if i == NO_APP {
+            match self.app_free.last() {
+                Some(&i) => i,
+                None => return,
+            }
+        } else {
+            i
+        };
+        if let Some(a) = self
+            .app_slab
+            .get(i as usize / APP_CHUNK)
+            .and_then(|c| c.get(i as usize % APP_CHUNK))
+        {
+            let a: *const FlowApp = a;
+            prefetch(a.cast());
+            prefetch(a.cast::<u8>().wrapping_add(64));
         }
     }
 

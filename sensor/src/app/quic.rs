@@ -30,6 +30,11 @@ const SALT_V2: [u8; 20] = [
 /// CRYPTO stream bytes gathered per direction: a hello is rarely over
 /// 2 KiB (post-quantum key shares included).
 pub(super) const MAX_CRYPTO: usize = 8192;
+/// Separate pieces of a CRYPTO stream kept: hellos come in a few frames;
+/// a peer sending hundreds of one-byte frames gets no more work than this.
+const MAX_RANGES: usize = 32;
+/// Initial packets decrypted per direction: a hello takes one to three.
+const MAX_PACKETS: u8 = 8;
 
 /// A long-header packet's version, when it is an Initial of a version read
 /// here.
@@ -157,6 +162,9 @@ impl Crypto {
         if offset >= end {
             return;
         }
+        if self.have.len() >= MAX_RANGES {
+            return;
+        }
         if self.buf.len() < end {
             self.buf.resize(end, 0);
         }
@@ -199,6 +207,8 @@ pub(super) struct Quic {
     pub(super) crypto: [Crypto; 2],
     /// A decrypted payload (reused).
     plain: Vec<u8>,
+    /// Initial packets decrypted per direction.
+    packets: [u8; 2],
 }
 
 impl Quic {
@@ -208,6 +218,7 @@ impl Quic {
         self.version = 0;
         self.crypto[0].clear();
         self.crypto[1].clear();
+        self.packets = [0; 2];
     }
 
     /// Reads the Initial packets of a datagram from the client (`dir` 0)
@@ -257,10 +268,12 @@ impl Quic {
             self.dcid.extend_from_slice(dcid);
             self.version = version;
         }
-        if self.dcid.is_empty() || version != self.version {
-            // The server's first, without the client's: no keys.
+        if self.dcid.is_empty() || version != self.version || self.packets[dir] >= MAX_PACKETS {
+            // The server's first, without the client's: no keys; or a
+            // peer that never completes its hello.
             return Ok(end);
         }
+        self.packets[dir] += 1;
         let keys = Keys::new(version, &self.dcid, dir == 1)?;
         let sample = p.get(pn_at + 4..pn_at + 20).ok_or(bad)?;
         let mask = keys.hp.new_mask(sample).map_err(|_| bad)?;

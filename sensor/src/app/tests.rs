@@ -631,6 +631,49 @@ fn quic_hellos_are_decrypted_from_initial_packets_in_shuffled_frames() {
     }
 }
 
+/// Initials that decrypt but carry hostile frames: CRYPTO frames at any
+/// offset and length, truncated varints, unknown frame types, hellos that
+/// claim more than arrives. Never a panic; what cannot be read is counted.
+#[test]
+fn hostile_quic_frames_never_panic() {
+    use super::quic::testing::{crypto, initial};
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let dcid = hex("0011223344556677");
+    let mut errors = 0;
+    for _ in 0..2_000 {
+        let mut frames = Vec::new();
+        for _ in 0..(next() % 4) {
+            match next() % 3 {
+                0 => {
+                    let len = (next() % 64) as usize;
+                    let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                    frames.extend(crypto((next() % 9000) as u16, &data));
+                }
+                1 => frames.extend((0..next() % 16).map(|_| next() as u8)),
+                _ => frames.extend(crypto(0, &[1, 0xff, 0xff, 0xff, 3, 3])),
+            }
+        }
+        let p = initial(
+            1,
+            &dcid,
+            &[1],
+            next() % 2 == 0,
+            (next() % 8) as u32,
+            &frames,
+        );
+        let dir = usize::from(next() % 2 == 0);
+        let (_, stats) = flow(17, 50000, 443, &[(0, 0, &p), (dir, 0, &p)]);
+        errors += stats.errors[AppError::Quic as usize];
+    }
+    assert!(errors > 0, "hostile frames are counted");
+}
+
 #[test]
 fn hostile_payloads_never_panic() {
     // Every detector and parser over bytes that start like each protocol

@@ -187,3 +187,88 @@ fn quic_initials_are_read_as_tshark_reads_them() {
     names.sort();
     assert_eq!(ours, names);
 }
+
+/// A DNS query and its answer (`rcode`) between two ports.
+fn dns_exchange(id: u16, name: &str, rcode: u8) -> (Vec<u8>, Vec<u8>) {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 16, 0, 1]);
+    let mut r = q.clone();
+    r[2] = 0x81;
+    r[3] = 0x80 | rcode;
+    (q, r)
+}
+
+/// Every exchange of a DNS flow is a record of its own: a socket that asks
+/// many questions (a tunnel, a forwarder on a fixed port) reports every
+/// name, each record with its exchange's packets; a query sent again (the
+/// same id) stays in its exchange's record.
+#[test]
+fn each_dns_exchange_on_one_socket_is_a_record() {
+    use vigil_sensor::synth::Scenario;
+    let dir = tempfile::tempdir().unwrap();
+    let mut sc = Scenario::new();
+    let t0 = 1_767_261_600_000_000_000u64;
+    let udp = |sc: &mut Scenario, t: u64, fwd: bool, p: &[u8]| {
+        let (src, dst, sp, dp) = if fwd {
+            ([10, 9, 0, 1], [10, 9, 0, 53], 33333, 53)
+        } else {
+            ([10, 9, 0, 53], [10, 9, 0, 1], 53, 33333)
+        };
+        let mut frame = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(src, dst, 64)
+            .udp(sp, dp)
+            .write(&mut frame, p)
+            .unwrap();
+        sc.frame(t, frame);
+    };
+    let names = ["a.example.org", "b.example.org", "c.example.org"];
+    for (i, n) in names.iter().enumerate() {
+        let t = t0 + i as u64 * 1_000_000_000;
+        let (q, r) = dns_exchange(100 + i as u16, n, 0);
+        udp(&mut sc, t, true, &q);
+        if i == 1 {
+            // Sent again before the answer.
+            udp(&mut sc, t + 1_000_000, true, &q);
+        }
+        udp(&mut sc, t + 2_000_000, false, &r);
+    }
+    let pcap = dir.path().join("one-socket.pcap");
+    std::fs::write(&pcap, sc.to_pcap_bytes()).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["flows", "-q", "-r"])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let recs: Vec<Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<(String, u64, u64)> = recs
+        .iter()
+        .map(|r| {
+            (
+                r["app"]["dns"]["qname"].as_str().unwrap().to_string(),
+                r["fwd_packets"].as_u64().unwrap(),
+                r["rev_packets"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("a.example.org".to_string(), 1, 1),
+            ("b.example.org".to_string(), 2, 1),
+            ("c.example.org".to_string(), 1, 1)
+        ]
+    );
+    let id = &recs[0]["flow_id"];
+    assert!(recs.iter().all(|r| &r["flow_id"] == id), "one flow");
+}

@@ -654,7 +654,7 @@ fn application_metadata_drives_ics_dns_and_domain_detection() {
     );
 
     // DNS: a query and its answer, `rcode` in the answer.
-    let dns = |sc: &mut Scenario, t: u64, id: u16, name: &str, rcode: u8| {
+    let dns_on = |sc: &mut Scenario, port: u16, t: u64, id: u16, name: &str, rcode: u8| {
         let mut q = id.to_be_bytes().to_vec();
         q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
         for label in name.split('.') {
@@ -662,7 +662,6 @@ fn application_metadata_drives_ics_dns_and_domain_detection() {
             q.extend_from_slice(label.as_bytes());
         }
         q.extend_from_slice(&[0, 0, 16, 0, 1]);
-        let port = 20000 + id;
         udp(sc, t, [10, 20, 0, 9], port, [10, 20, 0, 53], 53, &q);
         let mut resp = q.clone();
         resp[2] = 0x81;
@@ -676,6 +675,11 @@ fn application_metadata_drives_ics_dns_and_domain_detection() {
             port,
             &resp,
         );
+    };
+    // A new port a query (as stub resolvers do), or one socket (as
+    // tunnels do: each exchange is then a record of its own).
+    let dns = |sc: &mut Scenario, t: u64, id: u16, name: &str, rcode: u8| {
+        dns_on(sc, 20000 + id, t, id, name, rcode)
     };
     let host = asset("office", &["10.20.0.9/32"]);
     let mut sc = Scenario::new();
@@ -694,6 +698,26 @@ fn application_metadata_drives_ics_dns_and_domain_detection() {
         "{}",
         alert.summary
     );
+    let mut sc = Scenario::new();
+    for i in 0..150u16 {
+        let data: String = (0..40)
+            .map(|j| {
+                b"abcdefghijklmnopqrstuvwxyz234567"[usize::from((i * 7 + j * 11) % 32)] as char
+            })
+            .collect();
+        let name = format!("{data}{i:04x}.t.tunnel-example.org");
+        dns_on(
+            &mut sc,
+            40404,
+            t0 + u64::from(i) * 500_000_000,
+            i + 1,
+            &name,
+            0,
+        );
+    }
+    let one_socket = write("dns-tunnel-one-socket.pcap", sc);
+    let r = replay(vec![one_socket], std::slice::from_ref(&host));
+    assert_raises(&r, AlertKind::DnsTunnel, "office", "DNS tunnel, one socket");
 
     let mut sc = Scenario::new();
     for i in 0..40u16 {

@@ -451,13 +451,7 @@ impl FlowApp {
     /// Clears the state for another flow, keeping its buffers.
     pub fn reset(&mut self) {
         self.proto = None;
-        let d = &mut self.dns;
-        d.id = 0;
-        d.qname.clear();
-        d.qtype = 0;
-        d.rcode = None;
-        d.answer_count = 0;
-        self.answers_used = 0;
+        self.next_dns_exchange();
         if let Some(c) = &mut self.cold {
             let t = &mut c.tls;
             t.sni.clear();
@@ -491,6 +485,31 @@ impl FlowApp {
 
     fn cold(&mut self) -> &mut Cold {
         self.cold.get_or_insert_with(Default::default)
+    }
+
+    /// Whether `p`, a payload of this flow, asks a new DNS question after
+    /// an exchange that is complete (its response read): each exchange of
+    /// a DNS flow is a record of its own, so that a socket that asks many
+    /// questions (a tunnel, a forwarder on a fixed port, DNS over TCP)
+    /// reports every name, not the first.
+    pub fn new_dns_exchange(&self, proto: u8, p: &[u8]) -> bool {
+        if self.proto != Some(AppProto::Dns) || self.dns.rcode.is_none() {
+            return false;
+        }
+        let msg = if proto == 6 { p.get(2..) } else { Some(p) };
+        msg.filter(|m| m.len() >= 12)
+            .is_some_and(|m| m[2] & 0x80 == 0 && u16::from_be_bytes([m[0], m[1]]) != self.dns.id)
+    }
+
+    /// Forgets the DNS exchange read, for the flow's next one.
+    pub fn next_dns_exchange(&mut self) {
+        let d = &mut self.dns;
+        d.id = 0;
+        d.qname.clear();
+        d.qtype = 0;
+        d.rcode = None;
+        d.answer_count = 0;
+        self.answers_used = 0;
     }
 
     /// The metadata a record carries, `None` before the protocol is

@@ -297,6 +297,12 @@ impl FlowTable {
     pub fn process_batch(&mut self, metas: &[PacketMeta], payloads: &[u8]) {
         if self.len < PREFETCH_MIN_FLOWS {
             for m in metas {
+                if m.app_len != 0 {
+                    self.split_dns_exchange(m, payloads);
+                }
+                if m.app_len != 0 {
+                    self.split_dns_exchange(m, payloads);
+                }
                 let slot = self.process(m);
                 if m.app_len != 0 {
                     self.app_packet(slot, m, payloads);
@@ -316,6 +322,9 @@ impl FlowTable {
                 if let Some(near) = metas.get(i + PREFETCH_AHEAD) {
                     self.prefetch_flow(near);
                 }
+                if m.app_len != 0 {
+                    self.split_dns_exchange(m, payloads);
+                }
                 let slot = self.process(m);
                 if m.app_len != 0 {
                     self.app_packet(slot, m, payloads);
@@ -323,6 +332,43 @@ impl FlowTable {
             }
         }
         debug_assert_eq!(self.index.len(), self.len, "index and table disagree");
+    }
+
+    /// Ends the record of a DNS flow whose exchange is complete when this
+    /// packet, not applied yet, asks its next question (see
+    /// [`FlowApp::new_dns_exchange`]): the record closed holds that
+    /// exchange and its packets, the next one starts with this query.
+    #[inline(never)]
+    fn split_dns_exchange(&mut self, m: &PacketMeta, payloads: &[u8]) {
+        let at = m.app_at as usize;
+        let Some(data) = payloads.get(at..at + m.app_len as usize) else {
+            return;
+        };
+        // A query's header (QR clear), the first packet of most DNS flows:
+        // those find no flow.
+        let head = if m.key.proto == 6 { 4 } else { 2 };
+        if data.get(head).is_none_or(|b| b & 0x80 != 0) {
+            return;
+        }
+        let chunks = &self.chunks;
+        let Some(slot) = self.index.find(m.hash, |s| {
+            chunks[s as usize / CHUNK][s as usize % CHUNK].key == m.key
+        }) else {
+            return;
+        };
+        if self.flow(slot).state & HAS_APP == 0 {
+            return;
+        }
+        let i = self.app_of[slot as usize];
+        if i == NO_APP {
+            return;
+        }
+        let app = &self.app_slab[i as usize / APP_CHUNK][i as usize % APP_CHUNK];
+        if !app.new_dns_exchange(m.key.proto, data) {
+            return;
+        }
+        self.interim(slot);
+        self.app_slab[i as usize / APP_CHUNK][i as usize % APP_CHUNK].next_dns_exchange();
     }
 
     /// Hands a packet's kept payload to its flow's application state: the

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::util::{corpus_dir, corpus_files, ran_with, skip};
+use crate::util::{corpus_dir, corpus_files, dns_exchange, flows_json, ran_with, skip, udp_frame};
 
 /// The least number of flows tshark must report per field on the corpus:
 /// the comparison must not pass for want of data.
@@ -140,12 +140,7 @@ fn quic_initials_are_read_as_tshark_reads_them() {
         let mut frames = quic_crypto(50, b);
         frames.extend(quic_crypto(0, a));
         let p = quic_initial(1, &dcid, &[0xaa, 0xbb], false, 0, &frames);
-        let mut frame = Vec::new();
-        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ipv4([10, 9, 0, 1], [10, 9, 0, 2], 64)
-            .udp(51000 + i as u16, 443)
-            .write(&mut frame, &p)
-            .unwrap();
+        let frame = udp_frame([10, 9, 0, 1], 51000 + i as u16, [10, 9, 0, 2], 443, &p);
         sc.frame(1_767_261_600_000_000_000 + i as u64 * 1_000_000, frame);
     }
     let pcap = dir.path().join("quic.pcap");
@@ -167,15 +162,8 @@ fn quic_initials_are_read_as_tshark_reads_them() {
         .map(str::to_string)
         .collect();
     assert_eq!(theirs, names, "tshark decrypts the Initials made here");
-    let o = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(["flows", "-q", "-r"])
-        .arg(&pcap)
-        .output()
-        .unwrap();
-    assert!(o.status.success());
     let mut ours = Vec::new();
-    for l in String::from_utf8(o.stdout).unwrap().lines() {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+    for v in flows_json(&pcap) {
         assert_eq!(v["app"]["proto"], "quic", "{v}");
         let ja4 = v["app"]["tls"]["ja4"].as_str().unwrap();
         // QUIC, TLS 1.3, SNI, 3 ciphers, 7 extensions, ALPN h3.
@@ -186,21 +174,6 @@ fn quic_initials_are_read_as_tshark_reads_them() {
     let mut names = names.to_vec();
     names.sort();
     assert_eq!(ours, names);
-}
-
-/// A DNS query and its answer (`rcode`) between two ports.
-fn dns_exchange(id: u16, name: &str, rcode: u8) -> (Vec<u8>, Vec<u8>) {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 16, 0, 1]);
-    let mut r = q.clone();
-    r[2] = 0x81;
-    r[3] = 0x80 | rcode;
-    (q, r)
 }
 
 /// Every exchange of a DNS flow is a record of its own: a socket that asks
@@ -219,13 +192,7 @@ fn each_dns_exchange_on_one_socket_is_a_record() {
         } else {
             ([10, 9, 0, 53], [10, 9, 0, 1], 53, 33333)
         };
-        let mut frame = Vec::new();
-        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ipv4(src, dst, 64)
-            .udp(sp, dp)
-            .write(&mut frame, p)
-            .unwrap();
-        sc.frame(t, frame);
+        sc.frame(t, udp_frame(src, sp, dst, dp, p));
     };
     let names = ["a.example.org", "b.example.org", "c.example.org"];
     for (i, n) in names.iter().enumerate() {
@@ -240,17 +207,7 @@ fn each_dns_exchange_on_one_socket_is_a_record() {
     }
     let pcap = dir.path().join("one-socket.pcap");
     std::fs::write(&pcap, sc.to_pcap_bytes()).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(["flows", "-q", "-r"])
-        .arg(&pcap)
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    let recs: Vec<Value> = String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let recs = flows_json(&pcap);
     let got: Vec<(String, u64, u64)> = recs
         .iter()
         .map(|r| {

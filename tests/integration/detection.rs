@@ -586,25 +586,17 @@ fn every_corpus_capture_goes_through_the_detectors() {
 /// `dga`, and a listed domain an indicator alert.
 #[test]
 fn application_metadata_drives_ics_dns_and_domain_detection() {
-    use etherparse::PacketBuilder;
     use vigil_sensor::synth::Scenario;
     let dir = tempfile::tempdir().unwrap();
     let t0 = 1_767_261_600_000_000_000u64;
-    let udp = |sc: &mut Scenario,
-               t: u64,
-               src: [u8; 4],
-               sport: u16,
-               dst: [u8; 4],
-               dport: u16,
-               p: &[u8]| {
-        let mut frame = Vec::new();
-        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ipv4(src, dst, 64)
-            .udp(sport, dport)
-            .write(&mut frame, p)
-            .unwrap();
-        sc.frame(t, frame);
-    };
+    let udp =
+        |sc: &mut Scenario,
+         t: u64,
+         src: [u8; 4],
+         sport: u16,
+         dst: [u8; 4],
+         dport: u16,
+         p: &[u8]| sc.frame(t, crate::util::udp_frame(src, sport, dst, dport, p));
     let write = |name: &str, sc: Scenario| -> Input<'static> {
         let p = dir.path().join(name);
         std::fs::write(&p, sc.to_pcap_bytes()).unwrap();
@@ -655,17 +647,8 @@ fn application_metadata_drives_ics_dns_and_domain_detection() {
 
     // DNS: a query and its answer, `rcode` in the answer.
     let dns_on = |sc: &mut Scenario, port: u16, t: u64, id: u16, name: &str, rcode: u8| {
-        let mut q = id.to_be_bytes().to_vec();
-        q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-        for label in name.split('.') {
-            q.push(label.len() as u8);
-            q.extend_from_slice(label.as_bytes());
-        }
-        q.extend_from_slice(&[0, 0, 16, 0, 1]);
+        let (q, r) = crate::util::dns_exchange(id, name, rcode);
         udp(sc, t, [10, 20, 0, 9], port, [10, 20, 0, 53], 53, &q);
-        let mut resp = q.clone();
-        resp[2] = 0x81;
-        resp[3] = 0x80 | rcode;
         udp(
             sc,
             t + 2_000_000,
@@ -673,7 +656,7 @@ fn application_metadata_drives_ics_dns_and_domain_detection() {
             53,
             [10, 20, 0, 9],
             port,
-            &resp,
+            &r,
         );
     };
     // A new port a query (as stub resolvers do), or one socket (as

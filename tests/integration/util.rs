@@ -359,3 +359,45 @@ pub fn tar_members(bundle: &[u8]) -> Vec<(String, Vec<u8>)> {
         })
         .collect()
 }
+
+/// An Ethernet frame of a UDP datagram from `src:sport` to `dst:dport`.
+pub fn udp_frame(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(src, dst, 64)
+        .udp(sport, dport)
+        .write(&mut frame, payload)
+        .expect("a UDP frame");
+    frame
+}
+
+/// A DNS query of `name` (type TXT) with id `id`, and its answer with
+/// response code `rcode` and no records.
+pub fn dns_exchange(id: u16, name: &str, rcode: u8) -> (Vec<u8>, Vec<u8>) {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 16, 0, 1]);
+    let mut r = q.clone();
+    r[2] = 0x81;
+    r[3] = 0x80 | rcode;
+    (q, r)
+}
+
+/// `vigil flows -q -r FILE`'s records, as JSON.
+pub fn flows_json(pcap: &Path) -> Vec<serde_json::Value> {
+    let o = vigil()
+        .args(["flows", "-q", "-r"])
+        .arg(pcap)
+        .output()
+        .expect("run vigil flows");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout)
+        .expect("UTF-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON record"))
+        .collect()
+}

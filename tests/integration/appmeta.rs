@@ -176,10 +176,10 @@ fn quic_initials_are_read_as_tshark_reads_them() {
     assert_eq!(ours, names);
 }
 
-/// Every exchange of a DNS flow is a record of its own: a socket that asks
-/// many questions (a tunnel, a forwarder on a fixed port) reports every
-/// name, each record with its exchange's packets; a query sent again (the
-/// same id) stays in its exchange's record.
+/// Every name a DNS flow asks is a record of its own: a socket that asks
+/// many (a tunnel, a forwarder on a fixed port) reports every one, each
+/// record with its exchanges' packets; a query sent again (the same id),
+/// or the same name asked again (AAAA after A), stays in the record.
 #[test]
 fn each_dns_exchange_on_one_socket_is_a_record() {
     use vigil_sensor::synth::Scenario;
@@ -194,12 +194,19 @@ fn each_dns_exchange_on_one_socket_is_a_record() {
         };
         sc.frame(t, udp_frame(src, sp, dst, dp, p));
     };
-    let names = ["a.example.org", "b.example.org", "c.example.org"];
+    // A.example.org asked twice (as getaddrinfo asks A then AAAA), in
+    // another case the second time.
+    let names = [
+        "a.example.org",
+        "A.Example.org",
+        "b.example.org",
+        "c.example.org",
+    ];
     for (i, n) in names.iter().enumerate() {
         let t = t0 + i as u64 * 1_000_000_000;
         let (q, r) = dns_exchange(100 + i as u16, n, 0);
         udp(&mut sc, t, true, &q);
-        if i == 1 {
+        if i == 2 {
             // Sent again before the answer.
             udp(&mut sc, t + 1_000_000, true, &q);
         }
@@ -221,7 +228,7 @@ fn each_dns_exchange_on_one_socket_is_a_record() {
     assert_eq!(
         got,
         [
-            ("a.example.org".to_string(), 1, 1),
+            ("a.example.org".to_string(), 2, 2),
             ("b.example.org".to_string(), 2, 1),
             ("c.example.org".to_string(), 1, 1)
         ]

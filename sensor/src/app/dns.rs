@@ -177,6 +177,39 @@ pub(super) fn parse(p: &[u8], dns: &mut Dns, answers: &mut Texts<'_>) -> Result<
 
 /// Reads the name at `at` (following compression pointers) into `out`;
 /// returns where the name ends in place.
+/// Whether the question of message `m` names `qname` (as [`name`] writes
+/// names), without case; a name compressed or escaped is taken for
+/// another one.
+pub(super) fn asks(m: &[u8], qname: &str) -> bool {
+    let mut at = 12;
+    let mut rest = qname.as_bytes();
+    loop {
+        let Some(&len) = m.get(at) else { return false };
+        if len == 0 {
+            return rest.is_empty();
+        }
+        if len > 63 {
+            return false;
+        }
+        let Some(label) = m.get(at + 1..at + 1 + usize::from(len)) else {
+            return false;
+        };
+        let Some(head) = rest.get(..label.len()) else {
+            return false;
+        };
+        if !head.eq_ignore_ascii_case(label) || label.iter().any(|c| *c == b'.' || *c == b'\\') {
+            return false;
+        }
+        rest = &rest[label.len()..];
+        match rest.first() {
+            Some(b'.') => rest = &rest[1..],
+            Some(_) => return false,
+            None => {}
+        }
+        at += 1 + usize::from(len);
+    }
+}
+
 fn name(p: &[u8], mut at: usize, out: &mut String) -> Result<usize, AppError> {
     let mut end = None;
     let mut jumps = 0;

@@ -487,18 +487,22 @@ impl FlowApp {
         self.cold.get_or_insert_with(Default::default)
     }
 
-    /// Whether `p`, a payload of this flow, asks a new DNS question after
-    /// an exchange that is complete (its response read): each exchange of
-    /// a DNS flow is a record of its own, so that a socket that asks many
-    /// questions (a tunnel, a forwarder on a fixed port, DNS over TCP)
-    /// reports every name, not the first.
+    /// Whether `p`, a payload of this flow, asks another name than the
+    /// exchange read, once that is complete (its response read): each name
+    /// a DNS flow asks is a record of its own, so that a socket that asks
+    /// many (a tunnel, a forwarder on a fixed port, DNS over TCP) reports
+    /// every one, not the first. The same name asked again (AAAA after A,
+    /// as `getaddrinfo` does on one socket) stays in the record.
     pub fn new_dns_exchange(&self, proto: u8, p: &[u8]) -> bool {
         if self.proto != Some(AppProto::Dns) || self.dns.rcode.is_none() {
             return false;
         }
         let msg = if proto == 6 { p.get(2..) } else { Some(p) };
-        msg.filter(|m| m.len() >= 12)
-            .is_some_and(|m| m[2] & 0x80 == 0 && u16::from_be_bytes([m[0], m[1]]) != self.dns.id)
+        msg.filter(|m| m.len() >= 12).is_some_and(|m| {
+            m[2] & 0x80 == 0
+                && u16::from_be_bytes([m[0], m[1]]) != self.dns.id
+                && !dns::asks(m, &self.dns.qname)
+        })
     }
 
     /// Forgets the DNS exchange read, for the flow's next one.

@@ -92,9 +92,7 @@ fn check_frame(link: LinkType, frame: &[u8]) {
                 data: frame,
             };
             dec.decode(&pkt, &mut |m: &PacketMeta, p: &[u8]| {
-                let mut m = *m;
-                sniffer.keep(&mut m, p, &mut payloads);
-                metas.push(m);
+                sniffer.push(*m, p, &mut metas, &mut payloads);
             });
             table.process_batch(&metas, &payloads);
             metas.clear();
@@ -446,10 +444,8 @@ pub fn read_capture(data: &[u8]) {
             // The file's times, moved past the previous input's.
             let ts = base.saturating_add(pkt.ts_ns % INPUT_SPAN_NS);
             dec.decode(&pkt, &mut |m: &PacketMeta, p: &[u8]| {
-                let mut m = *m;
-                m.ts_ns = ts;
-                sniffer.keep(&mut m, p, &mut payloads);
-                metas.push(m);
+                let m = PacketMeta { ts_ns: ts, ..*m };
+                sniffer.push(m, p, &mut metas, &mut payloads);
             });
             if metas.len() >= 8 {
                 table.process_batch(&metas, &payloads);

@@ -154,12 +154,10 @@ fn indicator_finding(
     let listed = ind.nets.get(bad).and_then(|i| ind.list.get(*i));
     let summary = match listed {
         Some(ind) => format!(
-            "traffic between {} and listed {bad} ({} in {}{}{})",
+            "traffic between {} and listed {bad} ({} in {})",
             cfg.assets[asset].name,
             ind.what,
-            ind.source,
-            if ind.description.is_empty() { "" } else { ": " },
-            ind.description
+            ind.provenance()
         ),
         None => format!(
             "traffic between {} and listed {bad}",
@@ -194,12 +192,10 @@ fn name_finding(
         .as_ref()
         .map_or(("", ""), |(n, v)| (n.as_str(), *v));
     let summary = format!(
-        "{host} of {} looked up {name} ({via}), under listed {} ({}{}{})",
+        "{host} of {} looked up {name} ({via}), under listed {} ({})",
         cfg.assets[asset].name,
         ind.what,
-        ind.source,
-        if ind.description.is_empty() { "" } else { ": " },
-        ind.description
+        ind.provenance()
     );
     let (ts, detected) = take_fire(&mut key.s.fire, key.s.last_ns);
     key.s.pending.finding(

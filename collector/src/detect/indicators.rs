@@ -52,6 +52,18 @@ pub struct Indicator {
     pub source: String,
 }
 
+impl Indicator {
+    /// Where it came from, and what the list says of it:
+    /// `file:line: description`.
+    pub fn provenance(&self) -> String {
+        if self.description.is_empty() {
+            self.source.clone()
+        } else {
+            format!("{}: {}", self.source, self.description)
+        }
+    }
+}
+
 /// The lists, indexed: addresses by block, domains by name.
 #[derive(Clone, Debug, Default)]
 pub struct Indicators {

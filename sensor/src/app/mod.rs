@@ -174,6 +174,20 @@ impl Sniffer {
         self.keep_payload(m, payload, buf);
     }
 
+    /// Adds packet `m` to a batch (`metas`), keeping what the application
+    /// layer needs of its transport payload in the batch's `payloads`.
+    #[inline(always)]
+    pub fn push(
+        &mut self,
+        mut m: PacketMeta,
+        payload: &[u8],
+        metas: &mut Vec<PacketMeta>,
+        payloads: &mut Vec<u8>,
+    ) {
+        self.keep(&mut m, payload, payloads);
+        metas.push(m);
+    }
+
     /// [`Sniffer::keep`] for a packet whose payload is at its
     /// `payload_at` in `base` (the frame it was decoded from, or what its
     /// offset was made relative to).

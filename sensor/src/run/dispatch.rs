@@ -72,9 +72,7 @@ impl Dispatcher {
     fn push(&mut self, m: &PacketMeta, payload: &[u8]) {
         let shard = shard_of(m.hash, self.bufs.len());
         let (metas, payloads) = &mut self.bufs[shard];
-        let mut m = *m;
-        self.sniffer.keep(&mut m, payload, payloads);
-        metas.push(m);
+        self.sniffer.push(*m, payload, metas, payloads);
         if metas.len() >= self.batch_size {
             self.send(shard);
         }

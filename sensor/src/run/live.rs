@@ -231,9 +231,7 @@ fn af_packet_worker(
                     r.wire_bytes += u64::from(pkt.orig_len);
                     clock.observe(pkt.ts_ns);
                     decoder.decode(&pkt, &mut |m: &PacketMeta, p: &[u8]| {
-                        let mut m = *m;
-                        sniffer.keep(&mut m, p, &mut payloads);
-                        metas.push(m);
+                        sniffer.push(*m, p, &mut metas, &mut payloads);
                     });
                     if metas.len() >= BATCH {
                         apply(&mut metas, &mut payloads, &mut table);

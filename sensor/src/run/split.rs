@@ -150,9 +150,7 @@ pub fn run(
                             r.wire_bytes += u64::from(pkt.orig_len);
                             clock.observe(pkt.ts_ns);
                             decoder.decode(&pkt, &mut |m: &PacketMeta, p: &[u8]| {
-                                let mut m = *m;
-                                sniffer.keep(&mut m, p, &mut payloads);
-                                metas.push(m);
+                                sniffer.push(*m, p, &mut metas, &mut payloads);
                             });
                         }
                         table.process_batch(&metas, &payloads);

@@ -271,19 +271,14 @@ impl SqliteStore {
                 // Version 3 keeps each batch (its counters and its
                 // sensor's attestation) and each flow's place in it; the
                 // flows stored before have none (not attested).
-                let has_batch = store.flows_have_column(&conn, "batch")?;
-                let add = if has_batch {
-                    ""
-                } else {
+                store.add_flow_columns(
+                    &conn,
+                    3,
+                    "batch",
                     "ALTER TABLE flows ADD COLUMN batch INTEGER;
-                     ALTER TABLE flows ADD COLUMN idx INTEGER;"
-                };
-                conn.execute_batch(&format!(
-                    "BEGIN IMMEDIATE; {add}
-                     UPDATE meta SET value = 3 WHERE key = 'schema';
-                     COMMIT;"
-                ))
-                .map_err(|e| store.err("migrating the schema from version 2", e))?;
+                     ALTER TABLE flows ADD COLUMN idx INTEGER;",
+                    "migrating the schema from version 2",
+                )?;
                 tracing::info!(path = %store.path.display(), "store migrated to schema version 3 (batches and attestation)");
                 version = Some(3);
             }
@@ -291,24 +286,19 @@ impl SqliteStore {
                 // Version 4 keeps each flow's application metadata (the
                 // `App` message, and the columns filters read); flows
                 // stored before have none.
-                let has_app = store.flows_have_column(&conn, "app")?;
-                let add = if has_app {
-                    ""
-                } else {
+                store.add_flow_columns(
+                    &conn,
+                    4,
+                    "app",
                     "ALTER TABLE flows ADD COLUMN app BLOB;
                      ALTER TABLE flows ADD COLUMN app_proto INTEGER NOT NULL DEFAULT 0;
                      ALTER TABLE flows ADD COLUMN app_name TEXT NOT NULL DEFAULT '';
                      ALTER TABLE flows ADD COLUMN app_fp TEXT NOT NULL DEFAULT '';
                      ALTER TABLE flows ADD COLUMN ics_reads INTEGER NOT NULL DEFAULT 0;
                      ALTER TABLE flows ADD COLUMN ics_writes INTEGER NOT NULL DEFAULT 0;
-                     ALTER TABLE flows ADD COLUMN ics_control INTEGER NOT NULL DEFAULT 0;"
-                };
-                conn.execute_batch(&format!(
-                    "BEGIN IMMEDIATE; {add}
-                     UPDATE meta SET value = 4 WHERE key = 'schema';
-                     COMMIT;"
-                ))
-                .map_err(|e| store.err("migrating the schema from version 3", e))?;
+                     ALTER TABLE flows ADD COLUMN ics_control INTEGER NOT NULL DEFAULT 0;",
+                    "migrating the schema from version 3",
+                )?;
                 tracing::info!(path = %store.path.display(), "store migrated to schema version 4 (application metadata)");
                 version = Some(4);
             }
@@ -321,6 +311,31 @@ impl SqliteStore {
 
     /// Whether `flows` has the column (a migration cut short may have
     /// added it already).
+    /// Migrates to schema `version` by adding `flows` columns (`add`,
+    /// statements), unless `probe`, the first of them, is there already (a
+    /// migration interrupted after them), in one transaction with the
+    /// version's mark.
+    fn add_flow_columns(
+        &self,
+        conn: &Connection,
+        version: u32,
+        probe: &str,
+        add: &str,
+        op: &'static str,
+    ) -> Result<(), StoreError> {
+        let add = if self.flows_have_column(conn, probe)? {
+            ""
+        } else {
+            add
+        };
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {add}
+             UPDATE meta SET value = {version} WHERE key = 'schema';
+             COMMIT;"
+        ))
+        .map_err(|e| self.err(op, e))
+    }
+
     fn flows_have_column(&self, conn: &Connection, name: &str) -> Result<bool, StoreError> {
         conn.query_row(
             "SELECT COUNT(*) > 0 FROM pragma_table_info('flows') WHERE name = ?1",

@@ -350,10 +350,7 @@ impl FlowTable {
         if data.get(head).is_none_or(|b| b & 0x80 != 0) {
             return;
         }
-        let chunks = &self.chunks;
-        let Some(slot) = self.index.find(m.hash, |s| {
-            chunks[s as usize / CHUNK][s as usize % CHUNK].key == m.key
-        }) else {
+        let Some(slot) = self.find(m) else {
             return;
         };
         if self.flow(slot).state & HAS_APP == 0 {
@@ -460,6 +457,15 @@ impl FlowTable {
         }
     }
 
+    /// The slot of the packet's flow, if the table holds it.
+    #[inline(always)]
+    fn find(&self, m: &PacketMeta) -> Option<u32> {
+        let chunks = &self.chunks;
+        self.index.find(m.hash, |s| {
+            chunks[s as usize / CHUNK][s as usize % CHUNK].key == m.key
+        })
+    }
+
     /// Applies one packet.
     #[inline]
     pub fn process(&mut self, m: &PacketMeta) -> u32 {
@@ -468,11 +474,7 @@ impl FlowTable {
             self.tick = m.ts_ns / TICK_NS;
             self.wheel_started = true;
         }
-        let chunks = &self.chunks;
-        let found = self.index.find(m.hash, |s| {
-            chunks[s as usize / CHUNK][s as usize % CHUNK].key == m.key
-        });
-        let Some(slot) = found else {
+        let Some(slot) = self.find(m) else {
             return self.create(m);
         };
         // Most packets only add to their flow: no timer has passed, no

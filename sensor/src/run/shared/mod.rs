@@ -466,9 +466,7 @@ impl Kept<'_> {
     /// Adds a packet with its transport payload.
     #[inline(always)]
     pub(super) fn push(&mut self, m: &PacketMeta, payload: &[u8]) {
-        let mut m = *m;
-        self.sniffer.keep(&mut m, payload, self.payloads);
-        self.metas.push(m);
+        self.sniffer.push(*m, payload, self.metas, self.payloads);
     }
 
     /// Adds a packet decoded by `decode_plain` from `frame`.

@@ -8,10 +8,10 @@ use anyhow::Context as _;
 use clap::Args;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use vigil_collector::query::{self, Filter, SeriesPoint, TimeRange, TopBy, TopKey, TopRow, Totals};
-use vigil_collector::store::SensorRecord;
 use vigil_collector::store::clickhouse::{ClickHouseConfig, ClickHouseStore};
 use vigil_collector::store::prelude::*;
 use vigil_collector::store::sqlite::SqliteStore;
+use vigil_collector::store::{SensorRecord, plan};
 use vigil_proto::time::Rfc3339Nanos;
 use vigil_proto::{FlowRecord, pb};
 use vigil_sensor::export::{Format, RecordWriter};
@@ -67,6 +67,10 @@ pub struct QueryArgs {
     /// Output: table, jsonl or csv.
     #[arg(long, default_value = "table")]
     format: Format,
+    /// Print on stderr how the store answers (which roll-ups, column
+    /// segments or tables it reads, and why) and how long it took.
+    #[arg(long, conflicts_with = "status")]
+    explain: bool,
     #[command(flatten)]
     tls: ClientTlsArgs,
 }
@@ -179,6 +183,33 @@ pub fn run(a: QueryArgs) -> Result<(), Failure> {
                 )));
             }
         };
+        if a.explain {
+            let Backend::Local(store) = &backend else {
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "--explain reads the store itself: give --data-dir DIR or --store URL"
+                )));
+            };
+            let limit = a.limit.unwrap_or(10).clamp(1, 10_000) as usize;
+            let plan = if let Some(step) = step_ns {
+                Some(plan::series(&filter, range, step, store.rollups())?)
+            } else if a.count {
+                Some(plan::count(&filter, range, store.rollups()))
+            } else {
+                top.map(|key| plan::top(&filter, range, key, by, limit, store.rollups()))
+            };
+            let lines = match plan {
+                Some(p) => store.explain(&p)?,
+                None => vec![
+                    "flow listing: SQLite, rows in first_seen order through its index on first_ns, \
+                     the filter tested on each"
+                        .to_string(),
+                ],
+            };
+            for l in lines {
+                eprintln!("explain: {l}");
+            }
+        }
+        let started = std::time::Instant::now();
         let stdout = io::stdout();
         let mut out = BufWriter::new(stdout.lock());
         if a.status {
@@ -209,6 +240,12 @@ pub fn run(a: QueryArgs) -> Result<(), Failure> {
             w.flush().context("writing flows")?;
         }
         out.flush().context("writing output")?;
+        if a.explain {
+            eprintln!(
+                "explain: answered in {:.1} ms",
+                started.elapsed().as_secs_f64() * 1e3
+            );
+        }
         Ok(())
     })
 }

@@ -481,6 +481,7 @@ impl CollectorFile {
             synchronous,
             max_age: max_age.flatten(),
             max_bytes: max_bytes.flatten(),
+            segment_rows: None,
         };
         cfg.limits = Limits {
             max_batch_flows: self.limits.max_batch_flows,

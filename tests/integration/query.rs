@@ -72,20 +72,49 @@ pub struct Stored {
 /// The corpus in an embedded store, made once per test process.
 pub fn stored_corpus() -> &'static Stored {
     static S: OnceLock<Stored> = OnceLock::new();
+    S.get_or_init(|| store_corpus(SqliteConfig::default(), false))
+}
+
+/// Rows per column segment in [`stored_corpus_in_columns`]: many segments,
+/// with boundaries that fall anywhere in a batch.
+const SMALL_SEGMENTS: usize = 997;
+
+/// The corpus in an embedded store whose rows are in column segments of
+/// [`SMALL_SEGMENTS`] rows, but for the newest (read from SQLite), made
+/// once per test process.
+pub fn stored_corpus_in_columns() -> &'static Stored {
+    static S: OnceLock<Stored> = OnceLock::new();
     S.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path(), SqliteConfig::default()).unwrap();
-        let mut records = Vec::new();
-        for b in corpus_batches(&corpus_records()) {
-            store.commit(&b).unwrap();
-            records.extend(b.flows.iter().map(|r| (b.sensor_id.clone(), r.clone())));
-        }
-        Stored {
-            _dir: dir,
-            store,
-            records,
-        }
+        let cfg = SqliteConfig {
+            segment_rows: Some(SMALL_SEGMENTS),
+            ..SqliteConfig::default()
+        };
+        store_corpus(cfg, true)
     })
+}
+
+fn store_corpus(cfg: SqliteConfig, columns: bool) -> Stored {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), cfg).unwrap();
+    let mut records = Vec::new();
+    for b in corpus_batches(&corpus_records()) {
+        store.commit(&b).unwrap();
+        records.extend(b.flows.iter().map(|r| (b.sensor_id.clone(), r.clone())));
+    }
+    if columns {
+        let built = store.build_columns().unwrap();
+        assert_eq!(built, records.len() / SMALL_SEGMENTS, "full segments only");
+        assert!(
+            built >= 2,
+            "{} records: too few for segments",
+            records.len()
+        );
+    }
+    Stored {
+        _dir: dir,
+        store,
+        records,
+    }
 }
 
 /// What random filters are made of: values taken from the stored records,
@@ -366,6 +395,116 @@ fn random_filters_in_the_embedded_store_give_the_answers_computed_in_memory() {
             check_against_memory(&s.store, &s.records, &text, range, shape)
         })
         .unwrap();
+}
+
+#[test]
+fn random_filters_over_column_segments_give_the_answers_computed_in_memory() {
+    let s = stored_corpus_in_columns();
+    let all = vigil_collector::store::plan::top(
+        &vigil_collector::query::Filter::All,
+        TimeRange::default(),
+        TopKey::Src,
+        TopBy::Bytes,
+        10,
+        s.store.rollups(),
+    );
+    let explained = s.store.explain(&all).unwrap().join("\n");
+    assert!(
+        explained.contains(&format!(
+            "{} column segments",
+            s.records.len() / SMALL_SEGMENTS
+        )) && explained.contains(&format!("{} newer rows", s.records.len() % SMALL_SEGMENTS)),
+        "{explained}"
+    );
+    let v = Vocabulary::of(&s.records);
+    let strategy = (v.filter(), v.range(), shape());
+    runner(256)
+        .run(&strategy, |(text, range, shape)| {
+            check_against_memory(&s.store, &s.records, &text, range, shape)
+        })
+        .unwrap();
+}
+
+/// Retention deletes rows that segments hold: those segments are dropped
+/// at once (their rows no longer counted), their ranges read from SQLite
+/// until built again, and answers stay those of the rows that remain.
+#[test]
+fn retention_drops_the_column_segments_of_deleted_rows_and_they_are_built_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut all = corpus_records();
+    all.truncate(20_250);
+    let mut times: Vec<u64> = all.iter().map(|r| r.first_seen_ns).collect();
+    times.sort_unstable();
+    let max_age = std::time::Duration::from_secs(3600);
+    // Retention deletes whole minutes before the cutoff.
+    let cutoff = times[times.len() / 3] / NS_PER_MIN * NS_PER_MIN;
+    let store = SqliteStore::open(
+        dir.path(),
+        SqliteConfig {
+            segment_rows: Some(500),
+            max_age: Some(max_age),
+            ..SqliteConfig::default()
+        },
+    )
+    .unwrap();
+    let mut records = Vec::new();
+    for b in corpus_batches(&all) {
+        store.commit(&b).unwrap();
+        records.extend(b.flows.iter().map(|r| (b.sensor_id.clone(), r.clone())));
+    }
+    let built = store.build_columns().unwrap();
+    assert_eq!(built, records.len() / 500);
+    let files = |d: &std::path::Path| std::fs::read_dir(d.join("columns")).unwrap().count();
+    assert_eq!(files(dir.path()), built);
+    let report = store
+        .enforce_retention(cutoff + max_age.as_nanos() as u64)
+        .unwrap();
+    records.retain(|(_, r)| r.first_seen_ns >= cutoff);
+    assert_eq!(report.deleted_flows as usize, all.len() - records.len());
+    assert!(report.deleted_flows > 0);
+    assert!(
+        files(dir.path()) < built,
+        "the segments of deleted rows are gone"
+    );
+    let v = Vocabulary::of(&records);
+    let check = |store: &SqliteStore| {
+        runner(32)
+            .run(&(v.filter(), v.range(), shape()), |(text, range, shape)| {
+                check_against_memory(store, &records, &text, range, shape)
+            })
+            .unwrap();
+    };
+    check(&store);
+    let rebuilt = store.build_columns().unwrap();
+    assert!(rebuilt > 0, "the ranges retention left are built again");
+    let explained = store
+        .explain(&vigil_collector::store::plan::count(
+            &vigil_collector::query::Filter::All,
+            TimeRange::default(),
+            &[],
+        ))
+        .unwrap()
+        .join("\n");
+    // "… column segments (N rows whose time may match) …; M newer rows …"
+    let number_before = |marker: &str| -> usize {
+        let head = &explained[..explained.find(marker).expect(marker)];
+        let digits: String = head
+            .chars()
+            .rev()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.chars().rev().collect::<String>().parse().unwrap()
+    };
+    let (in_segments, newer) = (
+        number_before(" rows whose time may match"),
+        number_before(" newer rows"),
+    );
+    assert_eq!(in_segments + newer, records.len(), "{explained}");
+    assert!(
+        newer < 500,
+        "only the newest rows outside segments: {explained}"
+    );
+    check(&store);
 }
 
 /// Dedupe per spool incarnation, as every store must do it: a sensor whose

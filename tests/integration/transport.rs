@@ -935,3 +935,82 @@ pub(crate) fn promtool_accepts(exposition: &str) {
         "promtool check metrics: {said}\n{exposition}"
     );
 }
+
+/// The collector builds column segments as flows arrive (its upkeep runs
+/// every second) and queries read them beside SQLite: the answers are the
+/// in-memory reference's over what was stored.
+#[test]
+fn the_collector_builds_column_segments_as_flows_arrive() {
+    use vigil_collector::query::{TopBy, TopKey, memory};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let rt = rt();
+    rt.block_on(async {
+        let mut cfg = CollectorConfig::new(loopback0(), data.clone());
+        cfg.store.synchronous = Synchronous::Normal;
+        cfg.store.segment_rows = Some(100);
+        let collector = server::start(cfg).await.expect("collector");
+        let url = format!("http://{}", collector.addr);
+        let d = sensor_run(
+            vec![Input::Memory {
+                name: "bulk".into(),
+                bytes: bulk(11, 20_000, 1_000),
+            }],
+            exporter_cfg(&url, "columns", &tmp.path().join("spool")),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        assert_eq!((d.pending, d.rejected), (0, 0));
+        let stored = stored(&data, None).len();
+        assert!(stored >= 1_000, "{stored} flows");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let built = std::fs::read_dir(data.join("columns")).map_or(0, |d| {
+                d.filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "col"))
+                })
+                .count()
+            });
+            if built == stored / 100 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{built} segments built of {}",
+                stored / 100
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        collector.shutdown().await.unwrap();
+    });
+    let store = SqliteStore::open_read_only(&data).unwrap();
+    let records = store
+        .flows(&Filter::All, TimeRange::default(), usize::MAX)
+        .unwrap();
+    let all = TimeRange::default();
+    let plan = vigil_collector::store::plan::count(&Filter::All, all, store.rollups());
+    let explained = store.explain(&plan).unwrap().join("\n");
+    assert!(
+        explained.contains(&format!("{} column segments", records.len() / 100)),
+        "{explained}"
+    );
+    for key in [
+        TopKey::Src,
+        TopKey::Dst,
+        TopKey::DstPort,
+        TopKey::SrcPort,
+        TopKey::Proto,
+    ] {
+        assert_eq!(
+            store.top(&Filter::All, all, key, TopBy::Bytes, 10).unwrap(),
+            memory::top(&records, &Filter::All, all, key, TopBy::Bytes, 10),
+            "{key:?}"
+        );
+    }
+    assert_eq!(
+        store.count(&Filter::All, all).unwrap(),
+        memory::count(&records, &Filter::All, all)
+    );
+}

@@ -363,6 +363,22 @@ impl TopKey {
         })
     }
 
+    /// The key as [`TopKey::parse`] reads it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TopKey::Src => "src",
+            TopKey::Dst => "dst",
+            TopKey::DstPort => "dport",
+            TopKey::SrcPort => "sport",
+            TopKey::Proto => "proto",
+            TopKey::App => "app",
+            TopKey::Text(t) => AppText::ALL
+                .iter()
+                .find(|(x, _)| *x == t)
+                .map_or("app text", |(_, k)| k),
+        }
+    }
+
     /// The key's gRPC value.
     pub fn to_wire(self) -> pb::TopKey {
         match self {

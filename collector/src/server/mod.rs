@@ -438,6 +438,7 @@ async fn start_with_store(
         None => None,
     };
     let retention = retention::spawn(shared.store.clone(), cfg.retention_interval);
+    let columns = retention::spawn_columns(shared.store.clone());
     let detect = start_detection(&cfg, &shared).await?;
     if let Some(d) = &detect {
         let _ = shared.detect.set(d.clone());
@@ -502,6 +503,7 @@ async fn start_with_store(
             })
             .await;
         retention.abort();
+        columns.abort();
         tracing::info!("collector stopped");
         r.map_err(CollectorError::from)
     });

@@ -1,5 +1,6 @@
-//! Periodic retention: the store's own rules (`store.max_age`,
-//! `store.max_bytes`), applied on a blocking thread every interval.
+//! Periodic upkeep on a blocking thread: retention, the store's own rules
+//! (`store.max_age`, `store.max_bytes`), every interval; and the building
+//! of what speeds queries (column segments) every second.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use super::failure::Failure;
-use crate::store::Retention;
+use crate::store::{Retention, Store};
 
 /// Applies retention every `interval` until aborted.
 pub fn spawn(store: Arc<dyn Retention>, interval: Duration) -> JoinHandle<()> {
@@ -25,6 +26,26 @@ pub fn spawn(store: Arc<dyn Retention>, interval: Duration) -> JoinHandle<()> {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => Failure::from(&e).log("retention failed", "retention"),
                 Err(e) => Failure::from(e).log("retention failed", "retention"),
+            }
+        }
+    })
+}
+
+/// Builds the store's column segments every second until aborted (a
+/// segment closes every [`SEGMENT_ROWS`](crate::store::columns::SEGMENT_ROWS)
+/// flows).
+pub fn spawn_columns(store: Arc<dyn Store>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let store = store.clone();
+            match tokio::task::spawn_blocking(move || store.build_columns()).await {
+                Ok(Ok(n)) if n > 0 => tracing::debug!(segments = n, "column segments built"),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => Failure::from(&e).log("building column segments failed", "columns"),
+                Err(e) => Failure::from(e).log("building column segments failed", "columns"),
             }
         }
     })

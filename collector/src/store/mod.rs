@@ -25,6 +25,7 @@
 //! ([`CommitOutcome::Stored`]'s `reset`).
 
 pub mod clickhouse;
+pub mod columns;
 pub mod plan;
 pub mod sqlite;
 
@@ -174,6 +175,19 @@ pub trait FlowQueries: Send + Sync {
 
     /// The rows of an [`Aggregate`] plan, in its order, at most its limit.
     fn aggregate(&self, plan: &Aggregate) -> Result<Vec<(GroupValue, Totals)>, StoreError>;
+
+    /// How the engine reads an [`Aggregate`] plan, and why: a line per
+    /// part (`vigil query --explain`).
+    fn explain(&self, plan: &Aggregate) -> Result<Vec<String>, StoreError> {
+        Ok(plan::explain_parts(plan, self.rollups()))
+    }
+
+    /// Builds what speeds queries and is built from stored flows (the
+    /// embedded store's column segments); returns how many pieces were
+    /// built. Called periodically by the collector.
+    fn build_columns(&self) -> Result<usize, StoreError> {
+        Ok(0)
+    }
 
     /// The records of a [`Select`] plan, handed to `sink` in pages of at
     /// most `page` (until it answers false): what a reader holds at once

@@ -376,7 +376,7 @@ pub struct Aggregate {
 }
 
 /// A group's value in an aggregate's row, as an engine reads it back.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum GroupValue {
     /// [`Group::All`]: no value.
     None,
@@ -707,6 +707,104 @@ pub fn write_aggregate(d: &mut impl Dialect, a: &Aggregate) {
     if let Some(n) = a.limit {
         d.limit(n);
     }
+}
+
+/// The order of two groups' values as the engines' SQL orders them:
+/// addresses by their bytes (as stored: 4 or 16), numbers numerically,
+/// text by its bytes.
+pub fn cmp_groups(a: &GroupValue, b: &GroupValue) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    fn octets(a: &IpAddr) -> ([u8; 16], usize) {
+        let mut b = [0u8; 16];
+        match a {
+            IpAddr::V4(v) => {
+                b[..4].copy_from_slice(&v.octets());
+                (b, 4)
+            }
+            IpAddr::V6(v) => (v.octets(), 16),
+        }
+    }
+    match (a, b) {
+        (GroupValue::Addr(x), GroupValue::Addr(y)) => {
+            let ((x, nx), (y, ny)) = (octets(x), octets(y));
+            x[..nx].cmp(&y[..ny])
+        }
+        (GroupValue::Num(x), GroupValue::Num(y)) => x.cmp(y),
+        (GroupValue::Text(x), GroupValue::Text(y)) => x.as_bytes().cmp(y.as_bytes()),
+        _ => Ordering::Equal,
+    }
+}
+
+/// Rows summed apart (by an engine that reads parts itself), put in a
+/// plan's order and cut to its limit, as its statement would have.
+pub fn ordered(
+    mut rows: Vec<(GroupValue, Totals)>,
+    order: Order,
+    limit: Option<usize>,
+) -> Vec<(GroupValue, Totals)> {
+    let cmp = |a: &(GroupValue, Totals), b: &(GroupValue, Totals)| match order {
+        Order::Group => cmp_groups(&a.0, &b.0),
+        Order::Desc(by) => {
+            b.1.by(by)
+                .cmp(&a.1.by(by))
+                .then_with(|| cmp_groups(&a.0, &b.0))
+        }
+    };
+    if let Some(n) = limit.filter(|n| *n < rows.len()) {
+        if n == 0 {
+            return Vec::new();
+        }
+        rows.select_nth_unstable_by(n - 1, cmp);
+        rows.truncate(n);
+    }
+    rows.sort_unstable_by(cmp);
+    rows
+}
+
+/// A time range as `--explain` shows it.
+pub fn range_text(r: TimeRange) -> String {
+    let t = |ns: Option<u64>| {
+        ns.map_or_else(
+            || "…".to_string(),
+            |ns| vigil_proto::time::Rfc3339Nanos(ns).to_string(),
+        )
+    };
+    format!("[{}, {})", t(r.since_ns), t(r.until_ns))
+}
+
+/// What each part of an aggregate reads and why, for `--explain`: the
+/// roll-up parts here; an engine adds how it reads the parts over `flows`.
+pub fn explain_parts(a: &Aggregate, kept: &[Rollup]) -> Vec<String> {
+    let mut out = Vec::new();
+    let rollups = a
+        .parts
+        .iter()
+        .any(|p| matches!(p.source, Source::Rollup { .. }));
+    for p in &a.parts {
+        if let Source::Rollup { rollup, from, to } = p.source {
+            out.push(format!(
+                "{}: {} whole minutes [{}, {}): the filter reads only its columns and it holds the key",
+                rollup.table(),
+                to - from,
+                vigil_proto::time::Rfc3339Nanos(from * NS_PER_MIN),
+                vigil_proto::time::Rfc3339Nanos(to * NS_PER_MIN),
+            ));
+        }
+    }
+    if !rollups {
+        out.push(match a.group {
+            Group::Key(k) if !candidates(a.group).iter().any(|r| kept.contains(r)) => {
+                format!(
+                    "no roll-up holds the key {}: every part reads flows",
+                    k.name()
+                )
+            }
+            _ => "no roll-up answers this filter over whole minutes: every part reads flows".into(),
+        });
+    } else if a.parts.len() > 1 {
+        out.push("the partial minutes at the range's edges read flows".into());
+    }
+    out
 }
 
 /// The totals of a [`count`] plan's rows.

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use prost::Message as _;
 use rusqlite::{OptionalExtension as _, TransactionBehavior, params};
-use vigil_proto::wire::ip_to_bytes;
 use vigil_proto::{FlowRecord, pb};
 
 use super::SqliteStore;
@@ -282,24 +281,18 @@ impl SqliteStore {
 /// upserts walk each roll-up B-tree in key order.
 #[derive(Default)]
 struct Rollups {
-    src: BTreeMap<(u64, Vec<u8>), Totals>,
-    dst: BTreeMap<(u64, Vec<u8>), Totals>,
     dport: BTreeMap<(u64, u8, u16), Totals>,
     proto: BTreeMap<(u64, u8), Totals>,
 }
 
 impl Rollups {
     fn add(&mut self, r: &FlowRecord) {
-        let src = &ip_to_bytes(r.src_ip);
-        let dst = &ip_to_bytes(r.dst_ip);
         let m = r.first_seen_ns / NS_PER_MIN;
         let t = Totals {
             flows: 1,
             packets: r.packets(),
             bytes: r.bytes(),
         };
-        self.src.entry((m, src.to_vec())).or_default().add(t);
-        self.dst.entry((m, dst.to_vec())).or_default().add(t);
         if let Some(p) = r.dst_port {
             self.dport.entry((m, r.proto, p)).or_default().add(t);
         }
@@ -319,17 +312,6 @@ fn upsert_rollups(tx: &rusqlite::Transaction<'_>, r: &Rollups) -> rusqlite::Resu
     let conv = |t: &Totals| {
         totals_params(t).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))
     };
-    for (table, map) in [("rollup_src", &r.src), ("rollup_dst", &r.dst)] {
-        let mut st = tx.prepare_cached(&format!(
-            "INSERT INTO {table} (minute, k, flows, packets, bytes) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (minute, k) DO UPDATE SET flows = flows + excluded.flows,
-             packets = packets + excluded.packets, bytes = bytes + excluded.bytes"
-        ))?;
-        for ((m, k), t) in map {
-            let [n, p, b] = conv(t)?;
-            st.execute(params![*m as i64, k, n, p, b])?;
-        }
-    }
     let mut st = tx.prepare_cached(
         "INSERT INTO rollup_dport (minute, proto, k, flows, packets, bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (minute, proto, k) DO UPDATE SET flows = flows + excluded.flows,

@@ -9,10 +9,13 @@
 //!   blob `[type, src_len, src…, dst…]`. Addresses are 4- or 16-byte
 //!   blobs, so a CIDR block is a `BETWEEN` of two blobs of its length.
 //!   Indexed by `first_ns`.
-//! - `rollup_src`, `rollup_dst`, `rollup_dport`, `rollup_proto`: per-minute
-//!   (of `first_seen`) flows, packets and bytes by initiator, responder,
-//!   responder port and protocol, updated in the batch's transaction
-//!   (`ingest.rs`); the planner answers whole minutes from them.
+//! - `rollup_dport`, `rollup_proto`: per-minute (of `first_seen`) flows,
+//!   packets and bytes by responder port and protocol, updated in the
+//!   batch's transaction (`ingest.rs`); the planner answers whole minutes
+//!   from them.
+//! - `column_segments`: the column segments that hold closed ranges of
+//!   `flows` again, column by column, for scans (`columns.rs`); aggregates
+//!   read them and SQLite for the rows none holds.
 //! - `sensors` (the dedupe mark: highest committed `seq`, plus counts) and
 //!   `sensor_runs` (the latest counters of each sensor process).
 //! - `alerts` (each alert's latest state as JSON) and `alert_evidence`
@@ -23,6 +26,7 @@
 //! writer.
 
 mod alerts;
+mod columns;
 mod evidence;
 mod ingest;
 mod read;
@@ -39,7 +43,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::StoreError;
 
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// How hard a commit waits for the disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -62,6 +66,10 @@ pub struct SqliteConfig {
     pub max_age: Option<Duration>,
     /// Delete the oldest records while the database holds more than this.
     pub max_bytes: Option<u64>,
+    /// Rows per column segment (`None`:
+    /// [`SEGMENT_ROWS`](crate::store::columns::SEGMENT_ROWS); clamped to
+    /// `1..=SEGMENT_ROWS`). Smaller only in tests, to make many segments.
+    pub segment_rows: Option<usize>,
 }
 
 /// The embedded SQLite store.
@@ -135,14 +143,6 @@ CREATE TABLE IF NOT EXISTS flows (
     ics_control INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS flows_first_ns ON flows (first_ns);
-CREATE TABLE IF NOT EXISTS rollup_src (
-    minute INTEGER NOT NULL, k BLOB NOT NULL,
-    flows INTEGER NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
-    PRIMARY KEY (minute, k)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS rollup_dst (
-    minute INTEGER NOT NULL, k BLOB NOT NULL,
-    flows INTEGER NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
-    PRIMARY KEY (minute, k)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rollup_dport (
     minute INTEGER NOT NULL, proto INTEGER NOT NULL, k INTEGER NOT NULL,
     flows INTEGER NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
@@ -229,7 +229,8 @@ impl SqliteStore {
         };
         let setup = format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA cache_size = -65536;
-             PRAGMA temp_store = MEMORY; PRAGMA busy_timeout = 10000; {SCHEMA}"
+             PRAGMA temp_store = MEMORY; PRAGMA busy_timeout = 10000; {SCHEMA} {}",
+            columns::SCHEMA
         );
         let store = SqliteStore {
             path,
@@ -301,6 +302,21 @@ impl SqliteStore {
                 )?;
                 tracing::info!(path = %store.path.display(), "store migrated to schema version 4 (application metadata)");
                 version = Some(4);
+            }
+            if version == Some(4) {
+                // Version 5 reads top sources and destinations from
+                // column segments (`columns.rs`, whose registry the set-up
+                // above created): their roll-ups go.
+                conn.execute_batch(
+                    "BEGIN IMMEDIATE;
+                     DROP TABLE IF EXISTS rollup_src;
+                     DROP TABLE IF EXISTS rollup_dst;
+                     UPDATE meta SET value = 5 WHERE key = 'schema';
+                     COMMIT;",
+                )
+                .map_err(|e| store.err("migrating the schema from version 4", e))?;
+                tracing::info!(path = %store.path.display(), "store migrated to schema version 5 (column segments)");
+                version = Some(5);
             }
             if version != Some(SCHEMA_VERSION) {
                 return Err(store.wrong_schema(version));

@@ -9,13 +9,17 @@ use vigil_proto::wire::ip_from_bytes;
 use super::SqliteStore;
 use super::rows::FLOW_COLUMNS;
 use crate::model::query::{TextOp, TimeRange, TopKey, Totals};
+use crate::store::columns::{Compiled, SEGMENT_ROWS, Scan, ScanError};
 use crate::store::plan::{
-    self, Aggregate, Cond, Dialect, Field, Group, GroupExpr, GroupValue, Rollup, Select,
+    self, Aggregate, Cond, Dialect, Field, Group, GroupExpr, GroupValue, Order, Rollup, Select,
+    Source,
 };
 use crate::store::{FlowQueries, StoreError};
 
 /// The roll-ups the embedded store keeps.
-const ROLLUPS: [Rollup; 4] = [Rollup::Src, Rollup::Dst, Rollup::DstPort, Rollup::Proto];
+/// (Top sources and destinations come from column segments: a roll-up by
+/// address has nearly a row per flow.)
+const ROLLUPS: [Rollup; 2] = [Rollup::DstPort, Rollup::Proto];
 
 impl FlowQueries for SqliteStore {
     fn rollups(&self) -> &'static [Rollup] {
@@ -71,42 +75,183 @@ impl FlowQueries for SqliteStore {
     }
 
     fn aggregate(&self, p: &Aggregate) -> Result<Vec<(GroupValue, Totals)>, StoreError> {
-        let mut q = Sql::default();
-        plan::write_aggregate(&mut q, p);
-        self.with_reader(|c| {
-            let mut stmt = c
-                .prepare_cached(&q.text)
-                .map_err(|e| self.err("preparing an aggregate query", e))?;
-            let mut rows = stmt
-                .query(rusqlite::params_from_iter(q.params.iter()))
-                .map_err(|e| self.err("running an aggregate query", e))?;
-            let mut out = Vec::new();
-            while let Some(row) = rows.next().map_err(|e| self.err("reading sums", e))? {
-                let g: Value = row.get(0).map_err(|e| self.err("reading a group", e))?;
-                let group = match (p.group, g) {
-                    (Group::All, _) => GroupValue::None,
-                    (Group::Key(TopKey::Src | TopKey::Dst), Value::Blob(b)) => GroupValue::Addr(
-                        ip_from_bytes("key", &b).map_err(|e| self.corrupt(e.to_string()))?,
-                    ),
-                    (_, Value::Integer(n)) => GroupValue::Num(n as u64),
-                    (Group::Key(TopKey::Text(_)), Value::Text(t)) => GroupValue::Text(t),
-                    (_, other) => return Err(self.corrupt(format!("group value {other:?}"))),
-                };
-                let sum = |i| {
-                    row.get::<_, Option<i64>>(i)
-                        .map(|v| v.unwrap_or(0) as u64)
-                        .map_err(|e| self.err("reading a sum", e))
-                };
-                let totals = Totals {
-                    flows: sum(1)?,
-                    packets: sum(2)?,
-                    bytes: sum(3)?,
-                };
-                out.push((group, totals));
-            }
-            Ok(out)
-        })
+        if let Some(rows) = self.aggregate_with_columns(p)? {
+            return Ok(rows);
+        }
+        self.with_reader(|c| self.run_aggregate(c, p, None))
     }
+
+    fn build_columns(&self) -> Result<usize, StoreError> {
+        SqliteStore::build_columns(self)
+    }
+
+    fn explain(&self, p: &Aggregate) -> Result<Vec<String>, StoreError> {
+        let mut out = plan::explain_parts(p, self.rollups());
+        let compiled = self.compile_parts(p)?;
+        self.with_reader(|c| {
+            c.execute_batch("BEGIN")
+                .map_err(|e| self.err("beginning a read", e))?;
+            let r = (|| {
+                let cov = self.coverage(c)?;
+                for part in &p.parts {
+                    let Source::Flows(range) = part.source else {
+                        continue;
+                    };
+                    let (seg_rows, rest) = self.coverage_counts(c, &cov, range)?;
+                    out.push(match &compiled {
+                        Some(_) if !cov.segments.is_empty() => format!(
+                            "flows {}: {} column segments ({seg_rows} rows whose time may match) scanned \
+                             on {} threads; {rest} newer rows, in no segment yet, from SQLite",
+                            plan::range_text(range),
+                            cov.segments.len(),
+                            scan_threads(),
+                        ),
+                        Some(_) => format!(
+                            "flows {}: SQLite, every row ({rest} rows; no column segment yet: \
+                             a segment is built per {SEGMENT_ROWS} rows)",
+                            plan::range_text(range)
+                        ),
+                        None => format!(
+                            "flows {}: SQLite, every row ({} rows): the filter or group reads a \
+                             field column segments do not hold",
+                            plan::range_text(range),
+                            seg_rows + rest
+                        ),
+                    });
+                }
+                Ok(())
+            })();
+            let _ = c.execute_batch("COMMIT");
+            r
+        })?;
+        Ok(out)
+    }
+}
+
+impl SqliteStore {
+    /// The parts over `flows` compiled for column segments (they share
+    /// their condition and group; their time ranges differ), or `None`
+    /// when they read a field segments do not hold.
+    fn compile_parts(
+        &self,
+        p: &Aggregate,
+    ) -> Result<Option<(Vec<TimeRange>, Compiled)>, StoreError> {
+        let flows: Vec<(&plan::Part, TimeRange)> = p
+            .parts
+            .iter()
+            .filter_map(|part| match part.source {
+                Source::Flows(r) => Some((part, r)),
+                Source::Rollup { .. } => None,
+            })
+            .collect();
+        let Some((first, _)) = flows.first() else {
+            return Ok(None);
+        };
+        if flows.iter().any(|(part, _)| part.cond != first.cond) {
+            return Ok(None);
+        }
+        Ok(Compiled::new(&first.cond, first.group_expr(p.group), self)?
+            .map(|c| (flows.iter().map(|(_, r)| *r).collect(), c)))
+    }
+
+    /// An aggregate whose parts over `flows` are read from column segments
+    /// where they hold the rows and from SQLite for the rest; `None` when
+    /// there are no segments or the plan reads what they do not hold.
+    fn aggregate_with_columns(
+        &self,
+        p: &Aggregate,
+    ) -> Result<Option<Vec<(GroupValue, Totals)>>, StoreError> {
+        let Some((ranges, compiled)) = self.compile_parts(p)? else {
+            return Ok(None);
+        };
+        // The registry and the rows outside segments, in one snapshot.
+        let read = self.with_reader(|c| {
+            c.execute_batch("BEGIN")
+                .map_err(|e| self.err("beginning a read", e))?;
+            let r = (|| {
+                let cov = self.coverage(c)?;
+                if cov.segments.is_empty() {
+                    return Ok(None);
+                }
+                let rest = Aggregate {
+                    order: Order::Group,
+                    limit: None,
+                    ..p.clone()
+                };
+                let rows = self.run_aggregate(c, &rest, Some(&cov.gaps))?;
+                Ok(Some((cov, rows)))
+            })();
+            let _ = c.execute_batch("COMMIT");
+            r
+        })?;
+        let Some((cov, rows)) = read else {
+            return Ok(None);
+        };
+        let scan = Scan {
+            compiled: &compiled,
+            ranges,
+            verify: self,
+        };
+        match scan.run(&cov.segments, rows, p.order, p.limit, scan_threads()) {
+            Ok(rows) => Ok(Some(rows)),
+            Err(ScanError::Store(e)) => Err(e),
+            Err(ScanError::Segment(_, e)) => {
+                tracing::warn!(error = %e, "column segment unreadable; answering from the database");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Runs an aggregate in SQL; with `gaps`, its parts over `flows` read
+    /// only the rows whose id is in one of them.
+    fn run_aggregate(
+        &self,
+        c: &rusqlite::Connection,
+        p: &Aggregate,
+        gaps: Option<&[(i64, i64)]>,
+    ) -> Result<Vec<(GroupValue, Totals)>, StoreError> {
+        let mut q = Sql {
+            gaps: gaps.map(<[_]>::to_vec),
+            ..Sql::default()
+        };
+        plan::write_aggregate(&mut q, p);
+        let mut stmt = c
+            .prepare_cached(&q.text)
+            .map_err(|e| self.err("preparing an aggregate query", e))?;
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(q.params.iter()))
+            .map_err(|e| self.err("running an aggregate query", e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| self.err("reading sums", e))? {
+            let g: Value = row.get(0).map_err(|e| self.err("reading a group", e))?;
+            let group = match (p.group, g) {
+                (Group::All, _) => GroupValue::None,
+                (Group::Key(TopKey::Src | TopKey::Dst), Value::Blob(b)) => GroupValue::Addr(
+                    ip_from_bytes("key", &b).map_err(|e| self.corrupt(e.to_string()))?,
+                ),
+                (_, Value::Integer(n)) => GroupValue::Num(n as u64),
+                (Group::Key(TopKey::Text(_)), Value::Text(t)) => GroupValue::Text(t),
+                (_, other) => return Err(self.corrupt(format!("group value {other:?}"))),
+            };
+            let sum = |i| {
+                row.get::<_, Option<i64>>(i)
+                    .map(|v| v.unwrap_or(0) as u64)
+                    .map_err(|e| self.err("reading a sum", e))
+            };
+            let totals = Totals {
+                flows: sum(1)?,
+                packets: sum(2)?,
+                bytes: sum(3)?,
+            };
+            out.push((group, totals));
+        }
+        Ok(out)
+    }
+}
+
+/// Threads a scan of column segments runs on: the machine's.
+fn scan_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// A statement under construction: text with `?` placeholders and the
@@ -115,6 +260,9 @@ impl FlowQueries for SqliteStore {
 struct Sql {
     text: String,
     params: Vec<Value>,
+    /// Parts over `flows` read only the rows whose id is in one of these
+    /// ranges (`lo..hi`).
+    gaps: Option<Vec<(i64, i64)>>,
 }
 
 impl Sql {
@@ -187,6 +335,25 @@ impl Dialect for Sql {
     fn source_flows(&mut self, range: TimeRange) {
         self.push("FROM flows f WHERE ");
         self.time(range);
+        match self.gaps.clone().as_deref() {
+            None => {}
+            // One range (the usual: the rows newer than every segment) as
+            // a condition SQLite reads through the row-id B-tree.
+            Some([(lo, hi)]) => {
+                self.push("f.rowid >= ? AND f.rowid < ? AND ");
+                self.params.push(Value::Integer(*lo));
+                self.params.push(Value::Integer(*hi));
+            }
+            Some(gaps) => {
+                self.push("(0");
+                for (lo, hi) in gaps {
+                    self.push(" OR f.rowid >= ? AND f.rowid < ?");
+                    self.params.push(Value::Integer(*lo));
+                    self.params.push(Value::Integer(*hi));
+                }
+                self.push(") AND ");
+            }
+        }
     }
 
     fn source_rollup(&mut self, rollup: Rollup, from: u64, to: u64) {

@@ -77,7 +77,7 @@ impl SqliteStore {
             if n < CHUNK as u64 {
                 let conn = self.lock_writer();
                 let minute = cutoff / NS_PER_MIN as i64;
-                for t in ["rollup_src", "rollup_dst", "rollup_dport", "rollup_proto"] {
+                for t in ["rollup_dport", "rollup_proto"] {
                     conn.execute(&format!("DELETE FROM {t} WHERE minute < ?1"), [minute])
                         .map_err(|e| self.err("deleting old roll-ups", e))?;
                 }
@@ -150,6 +150,7 @@ impl SqliteStore {
                 leaves.entry(batch).or_default().push((idx, h.to_vec()));
             }
         }
+        let stale = self.drop_doomed_segments(&tx)?;
         tx.execute(
             "DELETE FROM flows WHERE rowid IN (SELECT id FROM doomed)",
             [],
@@ -181,6 +182,10 @@ impl SqliteStore {
         }
         tx.commit()
             .map_err(|e| self.err("committing a retention chunk", e))?;
+        // Rebuilt from the rows that stay by the next `build_columns`.
+        for f in stale {
+            let _ = std::fs::remove_file(f);
+        }
         Ok(n as u64)
     }
 }

@@ -1,0 +1,417 @@
+//! The embedded store's column segments ([`crate::store::columns`]):
+//! built from `flows` as row ranges close, registered in
+//! `column_segments`, dropped when retention deletes a row they hold, and
+//! read by aggregates beside SQLite, which answers for the rows no segment
+//! holds (the newest, at most [`SEGMENT_ROWS`]).
+//!
+//! Invariant: a registered segment `lo..hi` holds exactly the rows of
+//! `flows` whose row id is in `lo..hi`. Registration checks it against
+//! `flows` under the writer's lock; new rows take ids above every stored
+//! one, so never inside a registered range while its last row stands; the
+//! only deletion (retention) deregisters, in its own transaction, every
+//! segment it deletes a row of.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use vigil_proto::wire::ip_from_bytes;
+
+use super::SqliteStore;
+use crate::model::query::{Cmp, TimeRange};
+use crate::store::StoreError;
+use crate::store::columns::{ColumnRow, SEGMENT_ROWS, Segment, SegmentBuilder, Verify};
+
+/// The registry's schema.
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS column_segments (
+    lo INTEGER PRIMARY KEY,
+    hi INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    file TEXT NOT NULL
+);";
+
+/// The columns a segment is built from, in [`SqliteStore::segment_row`]'s
+/// order.
+const BUILD_COLUMNS: &str = "rowid, first_ns, src_ip, dst_ip, src_port, dst_port, proto, \
+    conn_state, fwd_packets + rev_packets, fwd_bytes + rev_bytes, sensor, community_id, vlan, \
+    app_proto, app_name, app_fp, ics_reads, ics_writes, ics_control";
+
+/// The segments a query reads and the row-id ranges it reads from SQLite.
+#[derive(Debug, Default)]
+pub(super) struct Coverage {
+    /// Open segments, by `lo`.
+    pub segments: Vec<Segment>,
+    /// Row-id ranges `lo..hi` no open segment holds.
+    pub gaps: Vec<(i64, i64)>,
+}
+
+impl SqliteStore {
+    /// The segments directory.
+    fn columns_dir(&self) -> PathBuf {
+        self.path.parent().unwrap_or(Path::new(".")).join("columns")
+    }
+
+    /// The registered segments, opened (those that do not open are left
+    /// to SQLite, with a warning), and the gaps between them; read in
+    /// `conn`'s current transaction.
+    pub(super) fn coverage(&self, conn: &Connection) -> Result<Coverage, StoreError> {
+        let mut cov = Coverage::default();
+        if !super::has_table(conn, "column_segments")
+            .map_err(|e| self.err("reading the column segments", e))?
+        {
+            cov.gaps.push((0, i64::MAX));
+            return Ok(cov);
+        }
+        let mut st = conn
+            .prepare_cached("SELECT lo, hi, file FROM column_segments ORDER BY lo")
+            .map_err(|e| self.err("reading the column segments", e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(|e| self.err("reading the column segments", e))?;
+        let dir = self.columns_dir();
+        let mut next = 0;
+        for row in rows {
+            let (lo, hi, file) = row.map_err(|e| self.err("reading the column segments", e))?;
+            match Segment::open(&dir.join(&file)) {
+                Ok(seg) if seg.lo == lo && seg.hi == hi => {
+                    if next < lo {
+                        cov.gaps.push((next, lo));
+                    }
+                    next = hi;
+                    cov.segments.push(seg);
+                }
+                Ok(seg) => tracing::warn!(
+                    file = %seg.path().display(),
+                    "column segment holds other rows than registered; reading them from the database"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "column segment unreadable; reading its rows from the database")
+                }
+            }
+        }
+        cov.gaps.push((next, i64::MAX));
+        // Only the gaps that hold rows (usually the newest rows alone), so
+        // that SQLite reads one row-id range.
+        let mut probe = conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM flows WHERE rowid >= ?1 AND rowid < ?2)")
+            .map_err(|e| self.err("reading the column segments", e))?;
+        let mut kept = Vec::with_capacity(cov.gaps.len());
+        for (lo, hi) in cov.gaps {
+            let any: bool = probe
+                .query_row([lo, hi], |r| r.get(0))
+                .map_err(|e| self.err("reading the column segments", e))?;
+            if any {
+                kept.push((lo, hi));
+            }
+        }
+        cov.gaps = kept;
+        Ok(cov)
+    }
+
+    /// Builds and registers every segment that can be closed: full ranges
+    /// of [`SEGMENT_ROWS`] rows after the last segment, and the rows
+    /// between segments that retention left. Returns the segments built.
+    pub fn build_columns(&self) -> Result<usize, StoreError> {
+        if self.read_only {
+            return Ok(0);
+        }
+        let dir = self.columns_dir();
+        std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        self.remove_unregistered(&dir)?;
+        let mut built = 0;
+        loop {
+            // The first gap that holds rows, bounded by the next segment.
+            let todo = self.with_reader(|c| {
+                let cov = self.coverage(c)?;
+                for (lo, hi) in cov.gaps {
+                    let first: Option<i64> = c
+                        .query_row(
+                            "SELECT MIN(rowid) FROM flows WHERE rowid >= ?1 AND rowid < ?2",
+                            [lo, hi],
+                            |r| r.get(0),
+                        )
+                        .map_err(|e| self.err("finding rows without columns", e))?;
+                    if let Some(first) = first {
+                        return Ok(Some((first, hi)));
+                    }
+                }
+                Ok(None)
+            })?;
+            let Some((from, bound)) = todo else {
+                return Ok(built);
+            };
+            if !self.build_segment(&dir, from, bound)? {
+                return Ok(built);
+            }
+            built += 1;
+        }
+    }
+
+    /// Builds the segment of the rows from `from` (up to [`SEGMENT_ROWS`],
+    /// below `bound`), if it can be closed. Returns whether one was built.
+    fn build_segment(&self, dir: &Path, from: i64, bound: i64) -> Result<bool, StoreError> {
+        let tail = bound == i64::MAX;
+        let size = self
+            .cfg
+            .segment_rows
+            .unwrap_or(SEGMENT_ROWS)
+            .clamp(1, SEGMENT_ROWS);
+        let (builder, last) = self.with_reader(|c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {BUILD_COLUMNS} FROM flows WHERE rowid >= ?1 AND rowid < ?2 ORDER BY rowid LIMIT ?3"
+                ))
+                .map_err(|e| self.err("reading flows for columns", e))?;
+            let mut rows = st
+                .query(params![from, bound, size as i64])
+                .map_err(|e| self.err("reading flows for columns", e))?;
+            let mut b = SegmentBuilder::new();
+            let mut last = from;
+            while let Some(row) = rows.next().map_err(|e| self.err("reading flows for columns", e))? {
+                last = self.segment_row(row, &mut b)?;
+            }
+            Ok((b, last))
+        })?;
+        if builder.rows() == 0 || tail && builder.rows() < size {
+            return Ok(false);
+        }
+        // A full segment ends after its last row; one filling a gap ends
+        // where the gap does.
+        let hi = if builder.rows() == size || tail {
+            last + 1
+        } else {
+            bound
+        };
+        let name = format!("{from:020}-{hi:020}-{}.col", vigil_proto::time::now_ns());
+        let path = dir.join(&name);
+        builder
+            .write(&path, from, hi)
+            .map_err(|source| StoreError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        let registered = {
+            let mut conn = self.lock_writer();
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(|e| self.err("registering a column segment", e))?;
+            let (n, max): (i64, Option<i64>) = tx
+                .query_row(
+                    "SELECT COUNT(*), MAX(rowid) FROM flows WHERE rowid >= ?1 AND rowid < ?2",
+                    [from, hi],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(|e| self.err("registering a column segment", e))?;
+            let overlaps: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM column_segments WHERE lo < ?2 AND hi > ?1)",
+                    [from, hi],
+                    |r| r.get(0),
+                )
+                .map_err(|e| self.err("registering a column segment", e))?;
+            let same = n == builder.rows() as i64 && max == Some(last) && !overlaps;
+            if same {
+                tx.execute(
+                    "INSERT INTO column_segments (lo, hi, rows, file) VALUES (?1, ?2, ?3, ?4)",
+                    params![from, hi, n, name],
+                )
+                .map_err(|e| self.err("registering a column segment", e))?;
+                tx.commit()
+                    .map_err(|e| self.err("registering a column segment", e))?;
+            }
+            same
+        };
+        if !registered {
+            // Rows changed meanwhile (retention): built again next time.
+            let _ = std::fs::remove_file(&path);
+        }
+        Ok(registered)
+    }
+
+    /// Appends a row of [`BUILD_COLUMNS`] to `b`; returns its row id.
+    fn segment_row(
+        &self,
+        row: &rusqlite::Row<'_>,
+        b: &mut SegmentBuilder,
+    ) -> Result<i64, StoreError> {
+        let sql = |e| self.err("reading flows for columns", e);
+        let rowid: i64 = row.get(0).map_err(sql)?;
+        let corrupt = |what: &str| self.corrupt(format!("flow {rowid}: {what}"));
+        let u = |i: usize| -> Result<u64, StoreError> {
+            let v: i64 = row.get(i).map_err(sql)?;
+            u64::try_from(v).map_err(|_| corrupt("negative value"))
+        };
+        let ip = |i: usize| -> Result<std::net::IpAddr, StoreError> {
+            let v = row
+                .get_ref(i)
+                .map_err(sql)?
+                .as_blob()
+                .map_err(|e| sql(e.into()))?;
+            ip_from_bytes("address", v).map_err(|e| corrupt(&e.to_string()))
+        };
+        let port = |i: usize| -> Result<Option<u16>, StoreError> {
+            let v: Option<i64> = row.get(i).map_err(sql)?;
+            v.map(|p| u16::try_from(p).map_err(|_| corrupt("port")))
+                .transpose()
+        };
+        let small = |i: usize| -> Result<u8, StoreError> {
+            u8::try_from(u(i)?).map_err(|_| corrupt("protocol or state"))
+        };
+        let text = |i: usize| -> Result<&str, StoreError> {
+            row.get_ref(i)
+                .map_err(sql)?
+                .as_str()
+                .map_err(|e| sql(e.into()))
+        };
+        let cid = row
+            .get_ref(11)
+            .map_err(sql)?
+            .as_blob()
+            .map_err(|e| sql(e.into()))?;
+        b.push(&ColumnRow {
+            rowid,
+            first_ns: u(1)?,
+            src: ip(2)?,
+            dst: ip(3)?,
+            src_port: port(4)?,
+            dst_port: port(5)?,
+            proto: small(6)?,
+            state: small(7)?,
+            packets: u(8)?,
+            bytes: u(9)?,
+            sensor: u(10)?,
+            community_id: cid,
+            vlan: u(12)?,
+            app_proto: small(13)?,
+            app_name: text(14)?,
+            app_fp: text(15)?,
+            ics: [u(16)?, u(17)?, u(18)?],
+        });
+        Ok(rowid)
+    }
+
+    /// Deletes segment files no registry row names (left by a crash
+    /// between writing and registering, or between dropping and deleting).
+    fn remove_unregistered(&self, dir: &Path) -> Result<(), StoreError> {
+        let known: Vec<String> = self.with_reader(|c| {
+            let mut st = c
+                .prepare_cached("SELECT file FROM column_segments")
+                .map_err(|e| self.err("reading the column segments", e))?;
+            let v = st
+                .query_map([], |r| r.get(0))
+                .and_then(|r| r.collect())
+                .map_err(|e| self.err("reading the column segments", e))?;
+            Ok(v)
+        })?;
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(());
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !known.contains(&name) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// In a retention transaction whose doomed row ids are in `doomed`:
+    /// deregisters every segment holding one of them. Returns their files,
+    /// to delete once the transaction commits.
+    pub(super) fn drop_doomed_segments(
+        &self,
+        tx: &Transaction<'_>,
+    ) -> Result<Vec<PathBuf>, StoreError> {
+        let mut st = tx
+            .prepare(
+                "DELETE FROM column_segments WHERE EXISTS \
+                 (SELECT 1 FROM doomed WHERE id >= column_segments.lo AND id < column_segments.hi) \
+                 RETURNING file",
+            )
+            .map_err(|e| self.err("dropping column segments", e))?;
+        let files: Vec<String> = st
+            .query_map([], |r| r.get(0))
+            .and_then(|r| r.collect())
+            .map_err(|e| self.err("dropping column segments", e))?;
+        let dir = self.columns_dir();
+        Ok(files.into_iter().map(|f| dir.join(f)).collect())
+    }
+
+    /// How many rows the registered segments hold, and how many rows are
+    /// in none (for `--explain`).
+    pub(super) fn coverage_counts(
+        &self,
+        conn: &Connection,
+        cov: &Coverage,
+        range: TimeRange,
+    ) -> Result<(u64, u64), StoreError> {
+        let in_segments = cov
+            .segments
+            .iter()
+            .filter(|s| {
+                range.since_ns.is_none_or(|t| s.max_first >= t)
+                    && range.until_ns.is_none_or(|t| s.min_first < t)
+            })
+            .map(|s| s.rows as u64)
+            .sum();
+        let mut outside = 0u64;
+        for (lo, hi) in &cov.gaps {
+            let n: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM flows WHERE rowid >= ?1 AND rowid < ?2",
+                    [lo, hi],
+                    |r| r.get(0),
+                )
+                .map_err(|e| self.err("counting rows without columns", e))?;
+            outside += n as u64;
+        }
+        Ok((in_segments, outside))
+    }
+}
+
+impl Verify for SqliteStore {
+    fn sensor_ids(&self, op: Cmp, name: &str) -> Result<Vec<u64>, StoreError> {
+        self.with_reader(|c| {
+            let mut st = c
+                .prepare(&format!(
+                    "SELECT id FROM sensors WHERE name {} ?1",
+                    op.as_str()
+                ))
+                .map_err(|e| self.err("reading sensors", e))?;
+            let ids: Vec<i64> = st
+                .query_map([name], |r| r.get(0))
+                .and_then(|r| r.collect())
+                .map_err(|e| self.err("reading sensors", e))?;
+            Ok(ids.into_iter().map(|i| i as u64).collect())
+        })
+    }
+
+    fn rows_with_cid(&self, rowids: &[i64], cid: &[u8]) -> Result<Vec<i64>, StoreError> {
+        self.with_reader(|c| {
+            let mut st = c
+                .prepare_cached("SELECT community_id = ?2 FROM flows WHERE rowid = ?1")
+                .map_err(|e| self.err("checking Community IDs", e))?;
+            let mut out = Vec::new();
+            for r in rowids {
+                let hit: Option<bool> = st
+                    .query_row(params![r, cid], |row| row.get(0))
+                    .optional()
+                    .map_err(|e| self.err("checking Community IDs", e))?;
+                if hit == Some(true) {
+                    out.push(*r);
+                }
+            }
+            out.sort_unstable();
+            Ok(out)
+        })
+    }
+}

@@ -1,3 +1,7 @@
+//! Column segments: the file format read back, damaged files refused, and
+//! scans (conditions, groups, time ranges, top-N over partitions) over a
+//! segment made here.
+
 use std::net::IpAddr;
 
 use super::*;

@@ -167,6 +167,11 @@ pub fn run(a: QueryArgs) -> Result<(), Failure> {
         })
         .transpose()
         .map_err(|e| Failure::usage(anyhow::anyhow!("--series {e}")))?;
+    if a.explain && a.collector.is_some() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--explain reads the store itself: give --data-dir DIR or --store URL"
+        )));
+    }
     let rt = crate::runtime()?;
     rt.block_on(async {
         let backend = match (&a.data_dir, &a.collector, &a.store) {
@@ -183,12 +188,8 @@ pub fn run(a: QueryArgs) -> Result<(), Failure> {
                 )));
             }
         };
-        if a.explain {
-            let Backend::Local(store) = &backend else {
-                return Err(Failure::usage(anyhow::anyhow!(
-                    "--explain reads the store itself: give --data-dir DIR or --store URL"
-                )));
-            };
+        // (--explain with --collector was refused before connecting.)
+        if let (true, Backend::Local(store)) = (a.explain, &backend) {
             let limit = a.limit.unwrap_or(10).clamp(1, 10_000) as usize;
             let plan = if let Some(step) = step_ns {
                 Some(plan::series(&filter, range, step, store.rollups())?)
@@ -199,11 +200,11 @@ pub fn run(a: QueryArgs) -> Result<(), Failure> {
             };
             let lines = match plan {
                 Some(p) => store.explain(&p)?,
-                None => vec![
-                    "flow listing: SQLite, rows in first_seen order through its index on first_ns, \
-                     the filter tested on each"
-                        .to_string(),
-                ],
+                None => store.explain_select(&plan::select(
+                    &filter,
+                    range,
+                    usize::try_from(a.limit.unwrap_or(1000)).unwrap_or(usize::MAX),
+                ))?,
             };
             for l in lines {
                 eprintln!("explain: {l}");

@@ -642,3 +642,125 @@ fn top_queried_names_and_server_names_over_grpc_and_locally() {
     assert_eq!(o.status.code(), Some(64));
     assert!(stderr(&o).contains("dns.qname"), "{}", stderr(&o));
 }
+
+/// `vigil query --explain` says on stderr how the store answers (column
+/// segments, a roll-up, SQLite) and how long it took; the answer on stdout
+/// is the one computed over the stored records.
+#[test]
+fn query_explain_names_the_path_each_question_takes() {
+    use vigil_collector::query::{Filter, TimeRange, TopBy, TopKey, memory};
+    use vigil_collector::store::prelude::*;
+    use vigil_collector::store::sqlite::{SqliteConfig, SqliteStore};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let bulk = vigil_sensor::synth::BulkConfig {
+        packets: 20_000,
+        flows: 2_000,
+        ..vigil_sensor::synth::BulkConfig::default()
+    };
+    let cfg = crate::util::config(1, 256, std::time::Duration::from_secs(60));
+    let recs = crate::util::run_bytes(&bulk.to_pcap_bytes(), &cfg).0;
+    {
+        let store = SqliteStore::open(
+            &data,
+            SqliteConfig {
+                segment_rows: Some(300),
+                ..SqliteConfig::default()
+            },
+        )
+        .unwrap();
+        for b in crate::query::corpus_batches(&recs) {
+            store.commit(&b).unwrap();
+        }
+        assert!(store.build_columns().unwrap() >= 3);
+    }
+    let d = data.to_str().unwrap();
+    let o = vigil(&[
+        "query",
+        "--data-dir",
+        d,
+        "--top",
+        "src",
+        "--by",
+        "packets",
+        "--explain",
+        "--format",
+        "csv",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("no roll-up holds the key src")
+            && e.contains(&format!("{} column segments", recs.len() / 300))
+            && e.contains("explain: answered in"),
+        "{e}"
+    );
+    let store = SqliteStore::open_read_only(&data).unwrap();
+    let all = store
+        .flows(&Filter::All, TimeRange::default(), usize::MAX)
+        .unwrap();
+    let want = memory::top(
+        &all,
+        &Filter::All,
+        TimeRange::default(),
+        TopKey::Src,
+        TopBy::Packets,
+        10,
+    );
+    let got: Vec<(String, u64)> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_string(), f[2].parse().unwrap())
+        })
+        .collect();
+    let want: Vec<(String, u64)> = want
+        .iter()
+        .map(|r| (r.key.clone(), r.totals.packets))
+        .collect();
+    assert_eq!(got, want);
+    let o = vigil(&[
+        "query",
+        "--data-dir",
+        d,
+        "--top",
+        "dport",
+        "--explain",
+        "tcp",
+    ]);
+    assert!(
+        stderr(&o).contains("rollup_dport: the whole minutes"),
+        "{}",
+        stderr(&o)
+    );
+    let o = vigil(&[
+        "query",
+        "--data-dir",
+        d,
+        "--explain",
+        "-n",
+        "5",
+        "host",
+        "192.0.2.250",
+    ]);
+    assert!(
+        stderr(&o).contains("flow listing: the matching rows found in"),
+        "{}",
+        stderr(&o)
+    );
+    let o = vigil(&[
+        "query",
+        "--collector",
+        "http://127.0.0.1:9",
+        "--explain",
+        "--count",
+    ]);
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--explain reads the store itself"),
+        "{}",
+        stderr(&o)
+    );
+}

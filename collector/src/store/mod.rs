@@ -182,6 +182,13 @@ pub trait FlowQueries: Send + Sync {
         Ok(plan::explain_parts(plan, self.rollups()))
     }
 
+    /// How the engine reads a [`Select`] plan (a flow listing), and why.
+    fn explain_select(&self, _plan: &Select) -> Result<Vec<String>, StoreError> {
+        Ok(vec![
+            "flow listing: rows in first_seen order, the filter tested on each".into(),
+        ])
+    }
+
     /// Builds what speeds queries and is built from stored flows (the
     /// embedded store's column segments); returns how many pieces were
     /// built. Called periodically by the collector.

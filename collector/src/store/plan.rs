@@ -763,13 +763,16 @@ pub fn ordered(
 
 /// A time range as `--explain` shows it.
 pub fn range_text(r: TimeRange) -> String {
-    let t = |ns: Option<u64>| {
-        ns.map_or_else(
-            || "…".to_string(),
-            |ns| vigil_proto::time::Rfc3339Nanos(ns).to_string(),
-        )
-    };
-    format!("[{}, {})", t(r.since_ns), t(r.until_ns))
+    format!("[{}, {})", time_text(r.since_ns), time_text(r.until_ns))
+}
+
+/// A bound of a range as `--explain` shows it: `…` for none (or past the
+/// year 2262, where an open range ends).
+fn time_text(ns: Option<u64>) -> String {
+    match ns {
+        Some(ns) if ns > 0 && ns < 1 << 63 => vigil_proto::time::Rfc3339Nanos(ns).to_string(),
+        _ => "…".into(),
+    }
 }
 
 /// What each part of an aggregate reads and why, for `--explain`: the
@@ -783,11 +786,11 @@ pub fn explain_parts(a: &Aggregate, kept: &[Rollup]) -> Vec<String> {
     for p in &a.parts {
         if let Source::Rollup { rollup, from, to } = p.source {
             out.push(format!(
-                "{}: {} whole minutes [{}, {}): the filter reads only its columns and it holds the key",
+                "{}: the whole minutes of [{}, {}): the filter reads only its columns and it \
+                 holds the key",
                 rollup.table(),
-                to - from,
-                vigil_proto::time::Rfc3339Nanos(from * NS_PER_MIN),
-                vigil_proto::time::Rfc3339Nanos(to * NS_PER_MIN),
+                time_text(Some(from * NS_PER_MIN)),
+                time_text(Some(to * NS_PER_MIN)),
             ));
         }
     }
@@ -801,7 +804,10 @@ pub fn explain_parts(a: &Aggregate, kept: &[Rollup]) -> Vec<String> {
             }
             _ => "no roll-up answers this filter over whole minutes: every part reads flows".into(),
         });
-    } else if a.parts.len() > 1 {
+    } else if a.parts.iter().any(|p| match p.source {
+        Source::Flows(r) => r.since_ns.is_none_or(|t| t < 1 << 63),
+        Source::Rollup { .. } => false,
+    }) {
         out.push("the partial minutes at the range's edges read flows".into());
     }
     out

@@ -129,6 +129,31 @@ impl Compiled {
     }
 }
 
+impl Compiled {
+    /// Compiles a condition over `flows` for listing the matching rows
+    /// ([`Scan::rows`]), or `None` when it reads something segments do not
+    /// hold.
+    pub fn rows(cond: &Cond, verify: &dyn Verify) -> Result<Option<Compiled>, StoreError> {
+        Ok(Compiled::new(cond, GroupExpr::Zero, verify)?.map(|mut c| {
+            c.needs[Col::First.index()] = true;
+            c.needs[Col::Row.index()] = true;
+            c
+        }))
+    }
+}
+
+/// Keeps the `k` least of `v` (in no order), once it holds twice as many.
+fn keep_first(v: &mut Vec<(u64, i64)>, k: usize) {
+    if v.len() > k.saturating_mul(2).max(1024) {
+        if k == 0 {
+            v.clear();
+        } else {
+            v.select_nth_unstable(k - 1);
+            v.truncate(k);
+        }
+    }
+}
+
 fn dict_of(c: Col) -> Col {
     match c {
         Col::Src => Col::SrcDict,
@@ -556,13 +581,27 @@ impl Scan<'_> {
             map: ScanOutput::new(),
             addrs: matches!(self.compiled.group, Group::Addr(_)).then(AddrParts::new),
         };
+        let mut acc: Vec<[u64; 3]> = Vec::new();
+        self.each_segment(segments, next, |_, cols, mask| {
+            self.sum(cols, mask, &mut acc, &mut out);
+        })?;
+        Ok(out)
+    }
+
+    /// Runs `f` on each segment taken from `next` whose time may match,
+    /// with its columns and the mask of its matching rows.
+    fn each_segment(
+        &self,
+        segments: &[Segment],
+        next: &AtomicUsize,
+        mut f: impl FnMut(&Segment, &Loaded, &[u8]),
+    ) -> Result<(), ScanError> {
         let mut cols = Loaded::new();
         let mut mask = Vec::new();
-        let mut acc: Vec<[u64; 3]> = Vec::new();
         loop {
             let i = next.fetch_add(1, AtomicOrdering::Relaxed);
             let Some(seg) = segments.get(i) else {
-                return Ok(out);
+                return Ok(());
             };
             let overlaps = |r: &TimeRange| {
                 r.since_ns.is_none_or(|t| seg.max_first >= t)
@@ -590,8 +629,48 @@ impl Scan<'_> {
                     *m &= u8::from(self.ranges.iter().any(|r| r.contains(*f)));
                 }
             }
-            self.sum(&cols, &mask, &mut acc, &mut out);
+            f(seg, &cols, &mask);
         }
+    }
+
+    /// The first `k` matching rows in `first_seen` order (then row id), as
+    /// `(first_ns, row id)`, over `segments`, on up to `threads` threads.
+    /// The compiled plan must be [`Compiled::rows`]'.
+    pub fn rows(
+        &self,
+        segments: &[Segment],
+        k: usize,
+        threads: usize,
+    ) -> Result<Vec<(u64, i64)>, ScanError> {
+        let next = AtomicUsize::new(0);
+        let results: Mutex<Vec<Result<Vec<(u64, i64)>, ScanError>>> = Mutex::new(Vec::new());
+        let threads = threads.clamp(1, segments.len().max(1));
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    let mut got: Vec<(u64, i64)> = Vec::new();
+                    let r = self.each_segment(segments, &next, |seg, cols, mask| {
+                        let first = &cols.nums[Col::First.index()];
+                        let row = &cols.nums[Col::Row.index()];
+                        for (i, _) in mask.iter().enumerate().filter(|(_, m)| **m != 0) {
+                            got.push((first[i], seg.lo + row[i] as i64));
+                        }
+                        keep_first(&mut got, k);
+                    });
+                    results
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(r.map(|()| got));
+                });
+            }
+        });
+        let mut all = Vec::new();
+        for r in results.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            all.extend(r?);
+        }
+        keep_first(&mut all, k);
+        all.sort_unstable();
+        Ok(all)
     }
 
     fn sum(&self, cols: &Loaded, mask: &[u8], acc: &mut Vec<[u64; 3]>, out: &mut Gathered) {

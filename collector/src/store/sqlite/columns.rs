@@ -346,8 +346,8 @@ impl SqliteStore {
         Ok(files.into_iter().map(|f| dir.join(f)).collect())
     }
 
-    /// How many rows the registered segments hold, and how many rows are
-    /// in none (for `--explain`).
+    /// How many rows the registered segments whose time overlaps `range`
+    /// hold, and how many rows of `range` are in none (for `--explain`).
     pub(super) fn coverage_counts(
         &self,
         conn: &Connection,
@@ -364,11 +364,14 @@ impl SqliteStore {
             .map(|s| s.rows as u64)
             .sum();
         let mut outside = 0u64;
+        let t =
+            |ns: Option<u64>, none: i64| ns.map_or(none, |t| i64::try_from(t).unwrap_or(i64::MAX));
         for (lo, hi) in &cov.gaps {
             let n: i64 = conn
                 .query_row(
-                    "SELECT COUNT(*) FROM flows WHERE rowid >= ?1 AND rowid < ?2",
-                    [lo, hi],
+                    "SELECT COUNT(*) FROM flows NOT INDEXED WHERE rowid >= ?1 AND rowid < ?2 \
+                     AND first_ns >= ?3 AND first_ns < ?4",
+                    [*lo, *hi, t(range.since_ns, 0), t(range.until_ns, i64::MAX)],
                     |r| r.get(0),
                 )
                 .map_err(|e| self.err("counting rows without columns", e))?;

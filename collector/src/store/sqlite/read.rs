@@ -44,6 +44,18 @@ impl FlowQueries for SqliteStore {
         page: usize,
         sink: &mut dyn FnMut(Vec<(String, FlowRecord)>) -> bool,
     ) -> Result<(), StoreError> {
+        let page = page.max(1);
+        if p.offset.saturating_add(p.limit) <= COLUMN_SELECT_MAX {
+            if let Some(rows) = self.select_with_columns(p)? {
+                let mut rows = rows.into_iter().peekable();
+                while rows.peek().is_some() {
+                    if !sink(rows.by_ref().take(page).collect()) {
+                        break;
+                    }
+                }
+                return Ok(());
+            }
+        }
         let mut q = Sql::default();
         q.push(&format!(
             "SELECT {FLOW_COLUMNS} FROM flows f JOIN sensors s ON s.id = f.sensor WHERE "
@@ -52,7 +64,6 @@ impl FlowQueries for SqliteStore {
         plan::write_cond(&mut q, &p.cond);
         q.push(" ORDER BY f.first_ns, f.rowid");
         q.limit_offset(p.limit, p.offset);
-        let page = page.max(1);
         self.with_reader(|c| {
             let mut stmt = c
                 .prepare_cached(&q.text)
@@ -85,6 +96,33 @@ impl FlowQueries for SqliteStore {
         SqliteStore::build_columns(self)
     }
 
+    fn explain_select(&self, p: &Select) -> Result<Vec<String>, StoreError> {
+        let k = p.offset.saturating_add(p.limit);
+        let segments = self.with_reader(|c| {
+            c.execute_batch("BEGIN")
+                .map_err(|e| self.err("beginning a read", e))?;
+            let r = self.coverage(c).map(|cov| cov.segments.len());
+            let _ = c.execute_batch("COMMIT");
+            r
+        })?;
+        let compiled = Compiled::rows(&p.cond, self)?.is_some();
+        Ok(vec![if k > COLUMN_SELECT_MAX {
+            format!(
+                "flow listing of {k} rows (over {COLUMN_SELECT_MAX}): SQLite, rows in first_seen \
+                 order through its index, the filter tested on each"
+            )
+        } else if segments == 0 || !compiled {
+            "flow listing: SQLite, rows in first_seen order through its index, the filter tested \
+             on each (no column segment holds the rows, or the filter reads a field they do not)"
+                .into()
+        } else {
+            format!(
+                "flow listing: the matching rows found in {segments} column segments and, for the \
+                 newest rows, in SQLite; the first {k} by first_seen fetched by row id"
+            )
+        }])
+    }
+
     fn explain(&self, p: &Aggregate) -> Result<Vec<String>, StoreError> {
         let mut out = plan::explain_parts(p, self.rollups());
         let compiled = self.compile_parts(p)?;
@@ -97,6 +135,11 @@ impl FlowQueries for SqliteStore {
                     let Source::Flows(range) = part.source else {
                         continue;
                     };
+                    if range.since_ns.is_some_and(|t| t >= 1 << 63) {
+                        // The edge after the last whole minute of an open
+                        // range: no stored time reaches it.
+                        continue;
+                    }
                     let (seg_rows, rest) = self.coverage_counts(c, &cov, range)?;
                     out.push(match &compiled {
                         Some(_) if !cov.segments.is_empty() => format!(
@@ -152,6 +195,81 @@ impl SqliteStore {
         }
         Ok(Compiled::new(&first.cond, first.group_expr(p.group), self)?
             .map(|c| (flows.iter().map(|(_, r)| *r).collect(), c)))
+    }
+
+    /// A flow listing of at most [`COLUMN_SELECT_MAX`] rows (offset
+    /// included) whose matching rows are found in column segments and, for
+    /// the rows in none, in SQLite; the records then fetched by row id.
+    /// `None` when there are no segments or the filter reads what they do
+    /// not hold.
+    fn select_with_columns(
+        &self,
+        p: &Select,
+    ) -> Result<Option<Vec<(String, FlowRecord)>>, StoreError> {
+        let Some(compiled) = Compiled::rows(&p.cond, self)? else {
+            return Ok(None);
+        };
+        let k = p.offset.saturating_add(p.limit);
+        self.with_reader(|c| {
+            c.execute_batch("BEGIN")
+                .map_err(|e| self.err("beginning a read", e))?;
+            let r = (|| {
+                let cov = self.coverage(c)?;
+                if cov.segments.is_empty() {
+                    return Ok(None);
+                }
+                let mut q = Sql::default();
+                // Through the row-id B-tree (the gaps), not the index on
+                // first_ns that the order would tempt SQLite to walk whole.
+                q.push("SELECT f.first_ns, f.rowid FROM flows f NOT INDEXED WHERE ");
+                q.time(p.range);
+                q.gaps(&cov.gaps);
+                plan::write_cond(&mut q, &p.cond);
+                q.push(" ORDER BY f.first_ns, f.rowid");
+                q.limit(k);
+                let mut st = c
+                    .prepare_cached(&q.text)
+                    .map_err(|e| self.err("preparing a flow query", e))?;
+                let mut found: Vec<(u64, i64)> = st
+                    .query_map(rusqlite::params_from_iter(q.params.iter()), |r| {
+                        Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+                    })
+                    .and_then(|r| r.collect())
+                    .map_err(|e| self.err("running a flow query", e))?;
+                let scan = Scan {
+                    compiled: &compiled,
+                    ranges: vec![p.range],
+                    verify: self,
+                };
+                match scan.rows(&cov.segments, k, scan_threads()) {
+                    Ok(rows) => found.extend(rows),
+                    Err(ScanError::Store(e)) => return Err(e),
+                    Err(ScanError::Segment(_, e)) => {
+                        tracing::warn!(error = %e, "column segment unreadable; answering from the database");
+                        return Ok(None);
+                    }
+                }
+                found.sort_unstable();
+                let mut fetch = c
+                    .prepare_cached(&format!(
+                        "SELECT {FLOW_COLUMNS} FROM flows f JOIN sensors s ON s.id = f.sensor \
+                         WHERE f.rowid = ?1"
+                    ))
+                    .map_err(|e| self.err("preparing a flow query", e))?;
+                let mut out = Vec::with_capacity(p.limit.min(found.len()));
+                for (_, rowid) in found.into_iter().skip(p.offset).take(p.limit) {
+                    let mut rows = fetch
+                        .query([rowid])
+                        .map_err(|e| self.err("reading flows", e))?;
+                    if let Some(row) = rows.next().map_err(|e| self.err("reading flows", e))? {
+                        out.push(self.decode_row(row)?);
+                    }
+                }
+                Ok(Some(out))
+            })();
+            let _ = c.execute_batch("COMMIT");
+            r
+        })
     }
 
     /// An aggregate whose parts over `flows` are read from column segments
@@ -249,6 +367,10 @@ impl SqliteStore {
     }
 }
 
+/// Flow listings of at most this many rows (offset included) find their
+/// rows in column segments; longer ones step through SQLite's rows.
+const COLUMN_SELECT_MAX: usize = 100_000;
+
 /// Threads a scan of column segments runs on: the machine's.
 fn scan_threads() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
@@ -278,6 +400,28 @@ impl Sql {
             plan::Value::Num(n) => self.int(*n),
             plan::Value::Bytes(b) => self.params.push(Value::Blob(b.clone())),
             plan::Value::Text(t) => self.params.push(Value::Text(t.clone())),
+        }
+    }
+
+    /// The row id in one of `gaps` (`lo..hi`), then ` AND `.
+    fn gaps(&mut self, gaps: &[(i64, i64)]) {
+        match gaps {
+            // One range (the usual: the rows newer than every segment) as
+            // a condition SQLite reads through the row-id B-tree.
+            [(lo, hi)] => {
+                self.push("f.rowid >= ? AND f.rowid < ? AND ");
+                self.params.push(Value::Integer(*lo));
+                self.params.push(Value::Integer(*hi));
+            }
+            gaps => {
+                self.push("(0");
+                for (lo, hi) in gaps {
+                    self.push(" OR f.rowid >= ? AND f.rowid < ?");
+                    self.params.push(Value::Integer(*lo));
+                    self.params.push(Value::Integer(*hi));
+                }
+                self.push(") AND ");
+            }
         }
     }
 
@@ -333,25 +477,18 @@ impl Dialect for Sql {
     }
 
     fn source_flows(&mut self, range: TimeRange) {
-        self.push("FROM flows f WHERE ");
-        self.time(range);
-        match self.gaps.clone().as_deref() {
-            None => {}
-            // One range (the usual: the rows newer than every segment) as
-            // a condition SQLite reads through the row-id B-tree.
-            Some([(lo, hi)]) => {
-                self.push("f.rowid >= ? AND f.rowid < ? AND ");
-                self.params.push(Value::Integer(*lo));
-                self.params.push(Value::Integer(*hi));
-            }
+        match self.gaps.clone() {
+            // The rows in no segment: a few row-id ranges, read through
+            // the row-id B-tree rather than the index on first_ns (whose
+            // range may span every stored row).
             Some(gaps) => {
-                self.push("(0");
-                for (lo, hi) in gaps {
-                    self.push(" OR f.rowid >= ? AND f.rowid < ?");
-                    self.params.push(Value::Integer(*lo));
-                    self.params.push(Value::Integer(*hi));
-                }
-                self.push(") AND ");
+                self.push("FROM flows f NOT INDEXED WHERE ");
+                self.time(range);
+                self.gaps(&gaps);
+            }
+            None => {
+                self.push("FROM flows f WHERE ");
+                self.time(range);
             }
         }
     }

@@ -643,7 +643,8 @@ impl Scan<'_> {
         threads: usize,
     ) -> Result<Vec<(u64, i64)>, ScanError> {
         let next = AtomicUsize::new(0);
-        let results: Mutex<Vec<Result<Vec<(u64, i64)>, ScanError>>> = Mutex::new(Vec::new());
+        type Found = Result<Vec<(u64, i64)>, ScanError>;
+        let results: Mutex<Vec<Found>> = Mutex::new(Vec::new());
         let threads = threads.clamp(1, segments.len().max(1));
         std::thread::scope(|s| {
             for _ in 0..threads {

@@ -45,16 +45,16 @@ impl FlowQueries for SqliteStore {
         sink: &mut dyn FnMut(Vec<(String, FlowRecord)>) -> bool,
     ) -> Result<(), StoreError> {
         let page = page.max(1);
-        if p.offset.saturating_add(p.limit) <= COLUMN_SELECT_MAX {
-            if let Some(rows) = self.select_with_columns(p)? {
-                let mut rows = rows.into_iter().peekable();
-                while rows.peek().is_some() {
-                    if !sink(rows.by_ref().take(page).collect()) {
-                        break;
-                    }
+        if p.offset.saturating_add(p.limit) <= COLUMN_SELECT_MAX
+            && let Some(rows) = self.select_with_columns(p)?
+        {
+            let mut rows = rows.into_iter().peekable();
+            while rows.peek().is_some() {
+                if !sink(rows.by_ref().take(page).collect()) {
+                    break;
                 }
-                return Ok(());
             }
+            return Ok(());
         }
         let mut q = Sql::default();
         q.push(&format!(

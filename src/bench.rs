@@ -109,6 +109,18 @@ pub struct BenchArgs {
     /// vigil_bench, reused when it holds flows).
     #[arg(long, default_value = "http://127.0.0.1:8123", value_name = "URL")]
     clickhouse_url: String,
+    /// Random filters (from the query language's grammar) in the store and
+    /// clickhouse benchmarks' query suite, beside its fixed questions.
+    #[arg(long, default_value = "24")]
+    store_random: usize,
+    /// In the store benchmark, check every answer against the same store
+    /// read row by row in SQLite, without its column segments (slow).
+    #[arg(long)]
+    store_check: bool,
+    /// Send the store benchmark's synthetic flows to this UDP address
+    /// (nfcapd's) as NetFlow v5 and exit: the same flows for nfdump.
+    #[arg(long, value_name = "ADDR")]
+    netflow_to: Option<std::net::SocketAddr>,
     /// Keep (or reuse) the store benchmark's database in this directory.
     #[arg(long, value_name = "DIR")]
     store_dir: Option<PathBuf>,
@@ -131,8 +143,17 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
     if a.runs == 0 {
         return Err(Failure::usage(anyhow::anyhow!("--runs must be at least 1")));
     }
+    if let Some(to) = a.netflow_to {
+        return crate::bench_e2e::netflow(a.store_flows, to);
+    }
     if a.modes.iter().any(|m| m == "store") {
-        crate::bench_e2e::store(a.store_flows, a.runs, a.store_dir.as_deref())?;
+        crate::bench_e2e::store(
+            a.store_flows,
+            a.runs,
+            a.store_dir.as_deref(),
+            a.store_random,
+            a.store_check,
+        )?;
     }
     if a.modes.iter().any(|m| m == "evidence") {
         crate::bench_evidence::evidence(a.runs, a.evidence_flows)?;
@@ -141,7 +162,7 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
         crate::bench_detect::detect(a.runs, a.detect_flows)?;
     }
     if a.modes.iter().any(|m| m == "clickhouse") {
-        crate::bench_e2e::clickhouse(&a.clickhouse_url, a.store_flows, a.runs)?;
+        crate::bench_e2e::clickhouse(&a.clickhouse_url, a.store_flows, a.runs, a.store_random)?;
     }
     if a.modes
         .iter()

@@ -56,7 +56,8 @@ impl SqliteStore {
     /// `conn`'s current transaction.
     pub(super) fn coverage(&self, conn: &Connection) -> Result<Coverage, StoreError> {
         let mut cov = Coverage::default();
-        if !super::has_table(conn, "column_segments")
+        if !self.columns
+            || !super::has_table(conn, "column_segments")
             .map_err(|e| self.err("reading the column segments", e))?
         {
             cov.gaps.push((0, i64::MAX));

@@ -81,6 +81,8 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
     /// Opened with [`SqliteStore::open_read_only`].
     read_only: bool,
+    /// Queries read column segments (off: every row from SQLite).
+    columns: bool,
 }
 
 const SCHEMA: &str = "
@@ -238,6 +240,7 @@ impl SqliteStore {
             writer: Mutex::new(conn),
             readers: Mutex::new(Vec::new()),
             read_only: false,
+            columns: true,
         };
         {
             let conn = store.lock_writer();
@@ -381,6 +384,7 @@ impl SqliteStore {
             writer: Mutex::new(conn),
             readers: Mutex::new(Vec::new()),
             read_only: true,
+            columns: true,
         };
         {
             let conn = store.lock_writer();
@@ -392,6 +396,14 @@ impl SqliteStore {
             }
         }
         Ok(store)
+    }
+
+    /// This store with queries reading column segments (the default) or
+    /// every row from SQLite: the reference the segments' answers are
+    /// checked against.
+    pub fn with_columns(mut self, on: bool) -> SqliteStore {
+        self.columns = on;
+        self
     }
 
     /// The database file.

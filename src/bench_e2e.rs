@@ -363,11 +363,21 @@ fn random_filter(rng: &mut Rng, depth: u32) -> String {
             _ => format!("not ({a}) and ({b})"),
         };
     }
-    let port = |rng: &mut Rng| pick(rng, &["443", "80", "53", "502", "22", "123", "3389", "8080", "25"]);
+    let port = |rng: &mut Rng| {
+        pick(
+            rng,
+            &["443", "80", "53", "502", "22", "123", "3389", "8080", "25"],
+        )
+    };
     match rng.below(11) {
         0 => format!("src net 10.{}.0.0/16", rng.below(17)),
         1 => format!("dst net 198.51.{}.0/24", rng.below(17)),
-        2 => format!("host 10.{}.{}.{}", rng.below(16), rng.below(256), rng.below(256)),
+        2 => format!(
+            "host 10.{}.{}.{}",
+            rng.below(16),
+            rng.below(256),
+            rng.below(256)
+        ),
         3 => format!("dst host 198.51.0.{}", rng.below(64)),
         4 => format!("dst port {}", port(rng)),
         5 => format!("port {}", port(rng)),
@@ -406,21 +416,47 @@ fn query_suite(
     let min = 60_000_000_000;
     let mut cases: Vec<(String, TimeRange, Ask)> = vec![
         ("".into(), all, Ask::Top(TopKey::Src, TopBy::Bytes)),
-        ("not proto 255".into(), all, Ask::Top(TopKey::Dst, TopBy::Bytes)),
-        ("dst port 502".into(), all, Ask::Top(TopKey::Src, TopBy::Flows)),
-        ("src net 10.1.0.0/16".into(), all, Ask::Top(TopKey::DstPort, TopBy::Packets)),
+        (
+            "not proto 255".into(),
+            all,
+            Ask::Top(TopKey::Dst, TopBy::Bytes),
+        ),
+        (
+            "dst port 502".into(),
+            all,
+            Ask::Top(TopKey::Src, TopBy::Flows),
+        ),
+        (
+            "src net 10.1.0.0/16".into(),
+            all,
+            Ask::Top(TopKey::DstPort, TopBy::Packets),
+        ),
         ("tcp and not dst port 80".into(), all, Ask::Count),
         ("src net 10.2.0.0/16".into(), all, Ask::Series(min)),
         ("".into(), hour, Ask::Top(TopKey::Dst, TopBy::Bytes)),
         ("".into(), ragged, Ask::Top(TopKey::Dst, TopBy::Bytes)),
-        ("dst net 198.51.0.0/22".into(), hour, Ask::Top(TopKey::Dst, TopBy::Bytes)),
-        ("tcp and dst port 502".into(), hour, Ask::Top(TopKey::DstPort, TopBy::Flows)),
+        (
+            "dst net 198.51.0.0/22".into(),
+            hour,
+            Ask::Top(TopKey::Dst, TopBy::Bytes),
+        ),
+        (
+            "tcp and dst port 502".into(),
+            hour,
+            Ask::Top(TopKey::DstPort, TopBy::Flows),
+        ),
         ("".into(), hour, Ask::Count),
         ("".into(), hour, Ask::Series(min)),
         ("host 192.0.2.99".into(), all, Ask::Flows(1000)),
     ];
     let mut rng = Rng::new(0x32);
-    let keys = [TopKey::Src, TopKey::Dst, TopKey::DstPort, TopKey::SrcPort, TopKey::Proto];
+    let keys = [
+        TopKey::Src,
+        TopKey::Dst,
+        TopKey::DstPort,
+        TopKey::SrcPort,
+        TopKey::Proto,
+    ];
     let bys = [TopBy::Bytes, TopBy::Packets, TopBy::Flows];
     for _ in 0..random {
         let f = random_filter(&mut rng, 3);
@@ -436,20 +472,23 @@ fn query_suite(
         let range = if rng.below(2) == 0 { all } else { ragged };
         cases.push((f, range, ask));
     }
-    let answer = |s: &dyn FlowQueries, f: &Filter, range: TimeRange, ask: &Ask| -> Result<String, Failure> {
-        Ok(match ask {
-            Ask::Top(k, by) => format!("{:?}", s.top(f, range, *k, *by, 10)?),
-            Ask::Count => format!("{:?}", s.count(f, range)?),
-            Ask::Series(step) => format!("{:?}", s.series(f, range, *step)?),
-            Ask::Flows(n) => {
-                let rows = s.flows(f, range, *n)?;
-                let mut ids: Vec<(u64, u64)> =
-                    rows.iter().map(|(_, r)| (r.first_seen_ns, r.flow_id)).collect();
-                ids.sort_unstable();
-                format!("{ids:?}")
-            }
-        })
-    };
+    let answer =
+        |s: &dyn FlowQueries, f: &Filter, range: TimeRange, ask: &Ask| -> Result<String, Failure> {
+            Ok(match ask {
+                Ask::Top(k, by) => format!("{:?}", s.top(f, range, *k, *by, 10)?),
+                Ask::Count => format!("{:?}", s.count(f, range)?),
+                Ask::Series(step) => format!("{:?}", s.series(f, range, *step)?),
+                Ask::Flows(n) => {
+                    let rows = s.flows(f, range, *n)?;
+                    let mut ids: Vec<(u64, u64)> = rows
+                        .iter()
+                        .map(|(_, r)| (r.first_seen_ns, r.flow_id))
+                        .collect();
+                    ids.sort_unstable();
+                    format!("{ids:?}")
+                }
+            })
+        };
     let mut medians = Vec::new();
     for (text, range, ask) in &cases {
         let f = query::parse(text).map_err(|e| anyhow::anyhow!("{text}: {e:?}"))?;
@@ -515,7 +554,11 @@ pub fn netflow(n: u64, to: SocketAddr) -> Result<(), Failure> {
     let started = Instant::now();
     while let Some(flows) = synth.batch(8192) {
         for chunk in flows.chunks(30) {
-            let now_ms = chunk.iter().map(|r| r.last_seen_ns / 1_000_000).max().unwrap_or(0);
+            let now_ms = chunk
+                .iter()
+                .map(|r| r.last_seen_ns / 1_000_000)
+                .max()
+                .unwrap_or(0);
             let mut p = Vec::with_capacity(24 + 48 * chunk.len());
             p.extend_from_slice(&5u16.to_be_bytes());
             p.extend_from_slice(&(chunk.len() as u16).to_be_bytes());

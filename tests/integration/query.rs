@@ -507,6 +507,55 @@ fn retention_drops_the_column_segments_of_deleted_rows_and_they_are_built_again(
     check(&store);
 }
 
+/// A segment file lost (a crash between its rename and the disk) or
+/// damaged: its rows are read from SQLite meanwhile, and the next build
+/// drops it and makes it again.
+#[test]
+fn a_lost_or_damaged_column_segment_is_read_from_sqlite_and_built_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut all = corpus_records();
+    all.truncate(5_000);
+    let store = SqliteStore::open(
+        dir.path(),
+        SqliteConfig {
+            segment_rows: Some(500),
+            ..SqliteConfig::default()
+        },
+    )
+    .unwrap();
+    let mut records = Vec::new();
+    for b in corpus_batches(&all) {
+        store.commit(&b).unwrap();
+        records.extend(b.flows.iter().map(|r| (b.sensor_id.clone(), r.clone())));
+    }
+    assert_eq!(store.build_columns().unwrap(), records.len() / 500);
+    let mut files: Vec<_> = std::fs::read_dir(dir.path().join("columns"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    std::fs::remove_file(&files[1]).unwrap();
+    let bytes = std::fs::read(&files[3]).unwrap();
+    std::fs::write(&files[3], &bytes[..bytes.len() / 2]).unwrap();
+    let v = Vocabulary::of(&records);
+    let check = |store: &SqliteStore| {
+        runner(32)
+            .run(&(v.filter(), v.range(), shape()), |(text, range, shape)| {
+                check_against_memory(store, &records, &text, range, shape)
+            })
+            .unwrap();
+    };
+    check(&store);
+    assert_eq!(store.build_columns().unwrap(), 2, "both built again");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("columns"))
+            .unwrap()
+            .count(),
+        records.len() / 500
+    );
+    check(&store);
+}
+
 /// Dedupe per spool incarnation, as every store must do it: a sensor whose
 /// spool was lost starts at seq 1 again and is stored (one reset), an old
 /// incarnation still streaming is deduplicated against its own mark, and

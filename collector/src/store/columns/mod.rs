@@ -296,7 +296,7 @@ impl SegmentBuilder {
 
     /// Writes the segment of row ids `lo..hi` (the appended rows are all
     /// of that range's) to `path` through a temporary file renamed into
-    /// place, synced.
+    /// place; the file and its directory synced.
     pub fn write(&self, path: &Path, lo: i64, hi: i64) -> std::io::Result<()> {
         let rows = self.rows();
         let mut cols: Vec<(Col, Vec<u8>)> = Vec::with_capacity(Col::COUNT);
@@ -364,7 +364,12 @@ impl SegmentBuilder {
         f.write_all(&out)?;
         f.sync_all()?;
         drop(f);
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        // The rename itself on disk before the segment is registered.
+        match path.parent() {
+            Some(dir) => File::open(dir)?.sync_all(),
+            None => Ok(()),
+        }
     }
 }
 

@@ -58,7 +58,7 @@ impl SqliteStore {
         let mut cov = Coverage::default();
         if !self.columns
             || !super::has_table(conn, "column_segments")
-            .map_err(|e| self.err("reading the column segments", e))?
+                .map_err(|e| self.err("reading the column segments", e))?
         {
             cov.gaps.push((0, i64::MAX));
             return Ok(cov);
@@ -127,6 +127,7 @@ impl SqliteStore {
             path: dir.clone(),
             source,
         })?;
+        self.drop_unreadable(&dir)?;
         self.remove_unregistered(&dir)?;
         let mut built = 0;
         loop {
@@ -298,6 +299,38 @@ impl SqliteStore {
             ics: [u(16)?, u(17)?, u(18)?],
         });
         Ok(rowid)
+    }
+
+    /// Deregisters the segments whose file does not open as the segment
+    /// registered (lost in a crash, damaged): their rows are read from
+    /// SQLite, and built again.
+    fn drop_unreadable(&self, dir: &Path) -> Result<(), StoreError> {
+        let registered: Vec<(i64, i64, String)> = self.with_reader(|c| {
+            let mut st = c
+                .prepare_cached("SELECT lo, hi, file FROM column_segments")
+                .map_err(|e| self.err("reading the column segments", e))?;
+            let v = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .and_then(|r| r.collect())
+                .map_err(|e| self.err("reading the column segments", e))?;
+            Ok(v)
+        })?;
+        for (lo, hi, file) in registered {
+            let ok = Segment::open(&dir.join(&file)).is_ok_and(|s| s.lo == lo && s.hi == hi);
+            if !ok {
+                tracing::warn!(
+                    file,
+                    "column segment unreadable: dropped, to be built again"
+                );
+                self.lock_writer()
+                    .execute(
+                        "DELETE FROM column_segments WHERE lo = ?1 AND file = ?2",
+                        params![lo, file],
+                    )
+                    .map_err(|e| self.err("dropping a column segment", e))?;
+            }
+        }
+        Ok(())
     }
 
     /// Deletes segment files no registry row names (left by a crash

@@ -68,7 +68,8 @@ pub struct QueryArgs {
     #[arg(long, default_value = "table")]
     format: Format,
     /// Print on stderr how the store answers (which roll-ups, column
-    /// segments or tables it reads, and why) and how long it took.
+    /// segments or tables it reads, and why) and how long it took; a
+    /// collector sends its store's explanation with the answer.
     #[arg(long, conflicts_with = "status")]
     explain: bool,
     #[command(flatten)]
@@ -167,11 +168,6 @@ pub fn run(a: QueryArgs) -> Result<(), Failure> {
         })
         .transpose()
         .map_err(|e| Failure::usage(anyhow::anyhow!("--series {e}")))?;
-    if a.explain && a.collector.is_some() {
-        return Err(Failure::usage(anyhow::anyhow!(
-            "--explain reads the store itself: give --data-dir DIR or --store URL"
-        )));
-    }
     let rt = crate::runtime()?;
     rt.block_on(async {
         let backend = match (&a.data_dir, &a.collector, &a.store) {
@@ -188,7 +184,7 @@ pub fn run(a: QueryArgs) -> Result<(), Failure> {
                 )));
             }
         };
-        // (--explain with --collector was refused before connecting.)
+        // A collector says how it answered with its answer.
         if let (true, Backend::Local(store)) = (a.explain, &backend) {
             let limit = a.limit.unwrap_or(10).clamp(1, 10_000) as usize;
             let plan = if let Some(step) = step_ns {
@@ -211,13 +207,17 @@ pub fn run(a: QueryArgs) -> Result<(), Failure> {
             }
         }
         let started = std::time::Instant::now();
+        let mut remote = Explain {
+            asked: a.explain,
+            lines: Vec::new(),
+        };
         let stdout = io::stdout();
         let mut out = BufWriter::new(stdout.lock());
         if a.status {
             let sensors = status(backend).await?;
             print_status(&mut out, &sensors, a.format)?;
         } else if let Some(step) = step_ns {
-            let points = series(backend, &filter, &text, range, step).await?;
+            let points = series(backend, &filter, &text, range, step, &mut remote).await?;
             // Flows stamped after now (a sensor's clock ahead) are shown.
             let mut shown = shown;
             if let (Some(u), None, Some(last)) = (shown.until_ns, range.until_ns, points.last()) {
@@ -227,20 +227,31 @@ pub fn run(a: QueryArgs) -> Result<(), Failure> {
                 .map_err(|e| Failure::usage(anyhow::anyhow!("--series: {e}")))?;
             print_series(&mut out, &points, a.format)?;
         } else if a.count {
-            let t = count(backend, &filter, &text, range).await?;
+            let t = count(backend, &filter, &text, range, &mut remote).await?;
             print_totals(&mut out, &t, a.format)?;
         } else if let Some(key) = top {
             let limit = a.limit.unwrap_or(10).clamp(1, 10_000) as usize;
-            let rows = top_n(backend, &filter, &text, range, key, by, limit).await?;
+            let rows = top_n(
+                backend,
+                &filter,
+                &text,
+                range,
+                (key, by, limit),
+                &mut remote,
+            )
+            .await?;
             print_top(&mut out, &rows, a.format)?;
         } else {
             let limit = a.limit.unwrap_or(1000);
-            let recs = flows(backend, &filter, &text, range, limit).await?;
+            let recs = flows(backend, &filter, &text, range, limit, &mut remote).await?;
             let mut w = RecordWriter::new(&mut out, a.format);
             w.write(&recs).context("writing flows")?;
             w.flush().context("writing flows")?;
         }
         out.flush().context("writing output")?;
+        for l in &remote.lines {
+            eprintln!("explain: {l}");
+        }
         if a.explain {
             eprintln!(
                 "explain: answered in {:.1} ms",
@@ -381,7 +392,19 @@ async fn status(b: Backend) -> Result<Vec<SensorRecord>, Failure> {
     }
 }
 
-async fn count(b: Backend, f: &Filter, text: &str, r: TimeRange) -> Result<Totals, Failure> {
+/// Whether `--explain` was asked, and what a collector said.
+struct Explain {
+    asked: bool,
+    lines: Vec<String>,
+}
+
+async fn count(
+    b: Backend,
+    f: &Filter,
+    text: &str,
+    r: TimeRange,
+    explain: &mut Explain,
+) -> Result<Totals, Failure> {
     match b {
         Backend::Local(s) => Ok(s.count(f, r)?),
         Backend::Remote(mut c) => {
@@ -389,10 +412,12 @@ async fn count(b: Backend, f: &Filter, text: &str, r: TimeRange) -> Result<Total
                 .count(pb::CountQuery {
                     filter: text.to_string(),
                     range: Some(pb_range(r)),
+                    explain: explain.asked,
                 })
                 .await
                 .map_err(status_err)?
                 .into_inner();
+            explain.lines = t.explain;
             Ok(Totals {
                 flows: t.flows,
                 packets: t.packets,
@@ -408,6 +433,7 @@ async fn series(
     text: &str,
     r: TimeRange,
     step_ns: u64,
+    explain: &mut Explain,
 ) -> Result<Vec<SeriesPoint>, Failure> {
     match b {
         Backend::Local(s) => Ok(s.series(f, r, step_ns)?),
@@ -417,10 +443,12 @@ async fn series(
                     filter: text.to_string(),
                     range: Some(pb_range(r)),
                     step_ns,
+                    explain: explain.asked,
                 })
                 .await
                 .map_err(status_err)?
                 .into_inner();
+            explain.lines = reply.explain;
             Ok(reply
                 .points
                 .into_iter()
@@ -442,9 +470,8 @@ async fn top_n(
     f: &Filter,
     text: &str,
     r: TimeRange,
-    key: TopKey,
-    by: TopBy,
-    limit: usize,
+    (key, by, limit): (TopKey, TopBy, usize),
+    explain: &mut Explain,
 ) -> Result<Vec<TopRow>, Failure> {
     match b {
         Backend::Local(s) => Ok(s.top(f, r, key, by, limit)?),
@@ -455,19 +482,21 @@ async fn top_n(
                 TopBy::Packets => pb::TopBy::Packets,
                 TopBy::Flows => pb::TopBy::Flows,
             };
-            let rows = c
+            let reply = c
                 .top(pb::TopQuery {
                     filter: text.to_string(),
                     range: Some(pb_range(r)),
                     key: key as i32,
                     by: by as i32,
                     limit: limit as u32,
+                    explain: explain.asked,
                 })
                 .await
                 .map_err(status_err)?
-                .into_inner()
-                .rows;
-            Ok(rows
+                .into_inner();
+            explain.lines = reply.explain;
+            Ok(reply
+                .rows
                 .into_iter()
                 .map(|r| TopRow {
                     key: r.key,
@@ -488,6 +517,7 @@ async fn flows(
     text: &str,
     r: TimeRange,
     limit: u64,
+    explain: &mut Explain,
 ) -> Result<Vec<FlowRecord>, Failure> {
     match b {
         Backend::Local(s) => Ok(s
@@ -501,12 +531,14 @@ async fn flows(
                     filter: text.to_string(),
                     range: Some(pb_range(r)),
                     limit,
+                    explain: explain.asked,
                 })
                 .await
                 .map_err(status_err)?
                 .into_inner();
             let mut out = Vec::new();
             while let Some(chunk) = stream.message().await.map_err(status_err)? {
+                explain.lines.extend(chunk.explain);
                 for sf in chunk.flows {
                     let flow = sf.flow.ok_or_else(|| {
                         anyhow::anyhow!("collector sent a stored flow without a flow")

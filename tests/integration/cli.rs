@@ -750,17 +750,56 @@ fn query_explain_names_the_path_each_question_takes() {
         "{}",
         stderr(&o)
     );
+    // A collector sends its store's explanation with the answer.
+    drop(store);
+    let (mut collector, url) = collector_on_any_port(&data);
+    for (args, says) in [
+        (&["--top", "src", "--by", "packets"][..], "column segments"),
+        (&["--count"][..], "rollup_proto: the whole minutes"),
+        (
+            &["--count", "src", "net", "0.0.0.0/0"][..],
+            "column segments",
+        ),
+        (
+            &["--series", "1m", "src", "net", "0.0.0.0/0"][..],
+            "column segments",
+        ),
+        (
+            &["-n", "5", "host", "192.0.2.250"][..],
+            "flow listing: the matching rows",
+        ),
+    ] {
+        let mut a = vec!["query", "--collector", &url, "--explain"];
+        a.extend(args);
+        let o = vigil(&a);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(says) && stderr(&o).contains("answered in"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
     let o = vigil(&[
         "query",
         "--collector",
-        "http://127.0.0.1:9",
-        "--explain",
-        "--count",
+        &url,
+        "--top",
+        "src",
+        "--by",
+        "packets",
+        "--format",
+        "csv",
     ]);
-    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("--explain reads the store itself"),
-        "{}",
+        !stderr(&o).contains("explain"),
+        "only when asked: {}",
         stderr(&o)
     );
+    assert_eq!(
+        String::from_utf8(o.stdout).unwrap().lines().count(),
+        got.len() + 1
+    );
+    let _ = collector.kill();
+    let _ = collector.wait();
 }

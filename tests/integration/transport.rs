@@ -487,6 +487,7 @@ fn hostile_peers_get_clear_errors_and_a_good_sensor_loses_nothing() {
                 filter: String::new(),
                 range: None,
                 step_ns: 10_000_000,
+                explain: false,
             })
             .await
             .unwrap_err();

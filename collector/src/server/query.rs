@@ -14,6 +14,7 @@ use super::failure::Failure;
 use crate::model::query::{Filter, TimeRange, TopBy, TopKey};
 use crate::query::parse;
 use crate::store::StoreError;
+use crate::store::plan;
 
 /// The service.
 #[derive(Clone, Debug)]
@@ -79,11 +80,24 @@ impl Query for QuerySvc {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::FlowChunk, Status>>(2);
         let plan = crate::store::plan::select(&filter, range, limit);
         tokio::task::spawn_blocking(move || {
-            let sent = store.select_pages(&plan, FLOW_PAGE, &mut |rows| {
-                let chunk = pb::FlowChunk {
-                    flows: rows.iter().map(stored_flow).collect(),
-                };
-                tx.blocking_send(Ok(chunk)).is_ok()
+            let explained = if q.explain {
+                store.explain_select(&plan).map(|explain| {
+                    let _ = tx.blocking_send(Ok(pb::FlowChunk {
+                        flows: Vec::new(),
+                        explain,
+                    }));
+                })
+            } else {
+                Ok(())
+            };
+            let sent = explained.and_then(|()| {
+                store.select_pages(&plan, FLOW_PAGE, &mut |rows| {
+                    let chunk = pb::FlowChunk {
+                        flows: rows.iter().map(stored_flow).collect(),
+                        explain: Vec::new(),
+                    };
+                    tx.blocking_send(Ok(chunk)).is_ok()
+                })
             });
             if let Err(e) = sent {
                 let f = Failure::from(&e);
@@ -112,11 +126,17 @@ impl Query for QuerySvc {
         let limit = q.limit.clamp(1, 10_000) as usize;
         let range = range_of(q.range);
         let store = self.0.store.clone();
-        let rows = blocking("top-N query", move || {
-            store.top(&filter, range, key, by, limit)
+        let (rows, explain) = blocking("top-N query", move || {
+            let explain = if q.explain {
+                store.explain(&plan::top(&filter, range, key, by, limit, store.rollups()))?
+            } else {
+                Vec::new()
+            };
+            Ok((store.top(&filter, range, key, by, limit)?, explain))
         })
         .await?;
         Ok(Response::new(pb::TopReply {
+            explain,
             rows: rows
                 .into_iter()
                 .map(|r| pb::TopRow {
@@ -137,8 +157,17 @@ impl Query for QuerySvc {
         let filter = filter_of(&q.filter)?;
         let range = range_of(q.range);
         let store = self.0.store.clone();
-        let t = blocking("count query", move || store.count(&filter, range)).await?;
+        let (t, explain) = blocking("count query", move || {
+            let explain = if q.explain {
+                store.explain(&plan::count(&filter, range, store.rollups()))?
+            } else {
+                Vec::new()
+            };
+            Ok((store.count(&filter, range)?, explain))
+        })
+        .await?;
         Ok(Response::new(pb::CountReply {
+            explain,
             flows: t.flows,
             packets: t.packets,
             bytes: t.bytes,
@@ -155,8 +184,17 @@ impl Query for QuerySvc {
         let range = range_of(q.range);
         let store = self.0.store.clone();
         let step = q.step_ns;
-        let points = blocking("series query", move || store.series(&filter, range, step)).await?;
+        let (points, explain) = blocking("series query", move || {
+            let explain = if q.explain {
+                store.explain(&plan::series(&filter, range, step, store.rollups())?)?
+            } else {
+                Vec::new()
+            };
+            Ok((store.series(&filter, range, step)?, explain))
+        })
+        .await?;
         Ok(Response::new(pb::SeriesReply {
+            explain,
             points: points
                 .into_iter()
                 .map(|p| pb::SeriesPoint {

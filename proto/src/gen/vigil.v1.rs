@@ -311,6 +311,9 @@ pub struct FlowQuery {
     /// At most this many records (0 = the server's default limit).
     #[prost(uint64, tag = "3")]
     pub limit: u64,
+    /// Say how the store answers (the first chunk's explain).
+    #[prost(bool, tag = "4")]
+    pub explain: bool,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct StoredFlow {
@@ -323,6 +326,10 @@ pub struct StoredFlow {
 pub struct FlowChunk {
     #[prost(message, repeated, tag = "1")]
     pub flows: ::prost::alloc::vec::Vec<StoredFlow>,
+    /// How the store answers, a line per part, when the query asked (in the
+    /// first chunk only).
+    #[prost(string, repeated, tag = "2")]
+    pub explain: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct TopQuery {
@@ -336,6 +343,9 @@ pub struct TopQuery {
     pub by: i32,
     #[prost(uint32, tag = "5")]
     pub limit: u32,
+    /// Say how the store answers (the reply's explain).
+    #[prost(bool, tag = "6")]
+    pub explain: bool,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct TopRow {
@@ -353,6 +363,9 @@ pub struct TopRow {
 pub struct TopReply {
     #[prost(message, repeated, tag = "1")]
     pub rows: ::prost::alloc::vec::Vec<TopRow>,
+    /// How the store answered, a line per part, when the query asked.
+    #[prost(string, repeated, tag = "2")]
+    pub explain: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct CountQuery {
@@ -360,8 +373,11 @@ pub struct CountQuery {
     pub filter: ::prost::alloc::string::String,
     #[prost(message, optional, tag = "2")]
     pub range: ::core::option::Option<TimeRange>,
+    /// Say how the store answers (the reply's explain).
+    #[prost(bool, tag = "3")]
+    pub explain: bool,
 }
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct CountReply {
     #[prost(uint64, tag = "1")]
     pub flows: u64,
@@ -369,6 +385,9 @@ pub struct CountReply {
     pub packets: u64,
     #[prost(uint64, tag = "3")]
     pub bytes: u64,
+    /// How the store answered, a line per part, when the query asked.
+    #[prost(string, repeated, tag = "4")]
+    pub explain: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// Totals per interval of step_ns (at least 1 s), aligned to the epoch, by
 /// the flows' first packet time.
@@ -380,6 +399,9 @@ pub struct SeriesQuery {
     pub range: ::core::option::Option<TimeRange>,
     #[prost(uint64, tag = "3")]
     pub step_ns: u64,
+    /// Say how the store answers (the reply's explain).
+    #[prost(bool, tag = "4")]
+    pub explain: bool,
 }
 /// One interval that holds flows (the empty ones are left out).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -397,6 +419,9 @@ pub struct SeriesPoint {
 pub struct SeriesReply {
     #[prost(message, repeated, tag = "1")]
     pub points: ::prost::alloc::vec::Vec<SeriesPoint>,
+    /// How the store answered, a line per part, when the query asked.
+    #[prost(string, repeated, tag = "2")]
+    pub explain: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct StatusRequest {}

@@ -15,7 +15,8 @@ fn ip(s: &str) -> IpAddr {
 
 /// Rows of every kind a segment holds: both families, flows with and
 /// without ports, names, fingerprints, ICS counts, VLANs, big counters.
-fn rows() -> Vec<(
+/// Source, destination, responder port, bytes, name, ICS counts, VLANs.
+type Row = (
     IpAddr,
     IpAddr,
     Option<u16>,
@@ -23,7 +24,9 @@ fn rows() -> Vec<(
     &'static str,
     [u64; 3],
     u64,
-)> {
+);
+
+fn rows() -> Vec<Row> {
     vec![
         (
             ip("10.0.0.2"),

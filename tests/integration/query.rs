@@ -385,16 +385,21 @@ pub fn check_against_memory(
     Ok(())
 }
 
+/// `cases` random filters of the grammar over random ranges, each with a
+/// random shape, answered by `store` as computed in memory over `records`.
+fn check_random_filters(store: &dyn FlowQueries, records: &[(String, FlowRecord)], cases: u32) {
+    let v = Vocabulary::of(records);
+    runner(cases)
+        .run(&(v.filter(), v.range(), shape()), |(text, range, shape)| {
+            check_against_memory(store, records, &text, range, shape)
+        })
+        .unwrap();
+}
+
 #[test]
 fn random_filters_in_the_embedded_store_give_the_answers_computed_in_memory() {
     let s = stored_corpus();
-    let v = Vocabulary::of(&s.records);
-    let strategy = (v.filter(), v.range(), shape());
-    runner(256)
-        .run(&strategy, |(text, range, shape)| {
-            check_against_memory(&s.store, &s.records, &text, range, shape)
-        })
-        .unwrap();
+    check_random_filters(&s.store, &s.records, 256);
 }
 
 #[test]
@@ -416,13 +421,7 @@ fn random_filters_over_column_segments_give_the_answers_computed_in_memory() {
         )) && explained.contains(&format!("{} newer rows", s.records.len() % SMALL_SEGMENTS)),
         "{explained}"
     );
-    let v = Vocabulary::of(&s.records);
-    let strategy = (v.filter(), v.range(), shape());
-    runner(256)
-        .run(&strategy, |(text, range, shape)| {
-            check_against_memory(&s.store, &s.records, &text, range, shape)
-        })
-        .unwrap();
+    check_random_filters(&s.store, &s.records, 256);
 }
 
 /// Retention deletes rows that segments hold: those segments are dropped
@@ -466,14 +465,7 @@ fn retention_drops_the_column_segments_of_deleted_rows_and_they_are_built_again(
         files(dir.path()) < built,
         "the segments of deleted rows are gone"
     );
-    let v = Vocabulary::of(&records);
-    let check = |store: &SqliteStore| {
-        runner(32)
-            .run(&(v.filter(), v.range(), shape()), |(text, range, shape)| {
-                check_against_memory(store, &records, &text, range, shape)
-            })
-            .unwrap();
-    };
+    let check = |store: &SqliteStore| check_random_filters(store, &records, 32);
     check(&store);
     let rebuilt = store.build_columns().unwrap();
     assert!(rebuilt > 0, "the ranges retention left are built again");
@@ -537,14 +529,7 @@ fn a_lost_or_damaged_column_segment_is_read_from_sqlite_and_built_again() {
     std::fs::remove_file(&files[1]).unwrap();
     let bytes = std::fs::read(&files[3]).unwrap();
     std::fs::write(&files[3], &bytes[..bytes.len() / 2]).unwrap();
-    let v = Vocabulary::of(&records);
-    let check = |store: &SqliteStore| {
-        runner(32)
-            .run(&(v.filter(), v.range(), shape()), |(text, range, shape)| {
-                check_against_memory(store, &records, &text, range, shape)
-            })
-            .unwrap();
-    };
+    let check = |store: &SqliteStore| check_random_filters(store, &records, 32);
     check(&store);
     assert_eq!(store.build_columns().unwrap(), 2, "both built again");
     assert_eq!(

@@ -991,7 +991,14 @@ fn the_collector_builds_column_segments_as_flows_arrive() {
         .flows(&Filter::All, TimeRange::default(), usize::MAX)
         .unwrap();
     let all = TimeRange::default();
-    let plan = vigil_collector::store::plan::count(&Filter::All, all, store.rollups());
+    let plan = vigil_collector::store::plan::top(
+        &Filter::All,
+        all,
+        TopKey::Src,
+        TopBy::Bytes,
+        10,
+        store.rollups(),
+    );
     let explained = store.explain(&plan).unwrap().join("\n");
     assert!(
         explained.contains(&format!("{} column segments", records.len() / 100)),

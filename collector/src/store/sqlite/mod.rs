@@ -480,6 +480,23 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Runs `f` in one read transaction on a pooled reader: every statement
+    /// it runs sees the same snapshot.
+    fn in_snapshot<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.with_reader(|c| {
+            c.execute_batch("BEGIN")
+                .map_err(|e| self.err("beginning a read", e))?;
+            let r = f(c);
+            let _ = c.execute_batch("COMMIT");
+            r
+        })
+    }
+}
+
 /// Whether table `name` exists (a database of an older layout may lack it).
 fn has_table(c: &Connection, name: &str) -> rusqlite::Result<bool> {
     c.query_row(

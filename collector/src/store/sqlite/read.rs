@@ -98,13 +98,7 @@ impl FlowQueries for SqliteStore {
 
     fn explain_select(&self, p: &Select) -> Result<Vec<String>, StoreError> {
         let k = p.offset.saturating_add(p.limit);
-        let segments = self.with_reader(|c| {
-            c.execute_batch("BEGIN")
-                .map_err(|e| self.err("beginning a read", e))?;
-            let r = self.coverage(c).map(|cov| cov.segments.len());
-            let _ = c.execute_batch("COMMIT");
-            r
-        })?;
+        let segments = self.in_snapshot(|c| self.coverage(c).map(|cov| cov.segments.len()))?;
         let compiled = Compiled::rows(&p.cond, self)?.is_some();
         Ok(vec![if k > COLUMN_SELECT_MAX {
             format!(
@@ -126,10 +120,7 @@ impl FlowQueries for SqliteStore {
     fn explain(&self, p: &Aggregate) -> Result<Vec<String>, StoreError> {
         let mut out = plan::explain_parts(p, self.rollups());
         let compiled = self.compile_parts(p)?;
-        self.with_reader(|c| {
-            c.execute_batch("BEGIN")
-                .map_err(|e| self.err("beginning a read", e))?;
-            let r = (|| {
+        self.in_snapshot(|c| {
                 let cov = self.coverage(c)?;
                 for part in &p.parts {
                     let Source::Flows(range) = part.source else {
@@ -163,9 +154,6 @@ impl FlowQueries for SqliteStore {
                     });
                 }
                 Ok(())
-            })();
-            let _ = c.execute_batch("COMMIT");
-            r
         })?;
         Ok(out)
     }
@@ -210,10 +198,7 @@ impl SqliteStore {
             return Ok(None);
         };
         let k = p.offset.saturating_add(p.limit);
-        self.with_reader(|c| {
-            c.execute_batch("BEGIN")
-                .map_err(|e| self.err("beginning a read", e))?;
-            let r = (|| {
+        self.in_snapshot(|c| {
                 let cov = self.coverage(c)?;
                 if cov.segments.is_empty() {
                     return Ok(None);
@@ -266,9 +251,6 @@ impl SqliteStore {
                     }
                 }
                 Ok(Some(out))
-            })();
-            let _ = c.execute_batch("COMMIT");
-            r
         })
     }
 
@@ -283,24 +265,18 @@ impl SqliteStore {
             return Ok(None);
         };
         // The registry and the rows outside segments, in one snapshot.
-        let read = self.with_reader(|c| {
-            c.execute_batch("BEGIN")
-                .map_err(|e| self.err("beginning a read", e))?;
-            let r = (|| {
-                let cov = self.coverage(c)?;
-                if cov.segments.is_empty() {
-                    return Ok(None);
-                }
-                let rest = Aggregate {
-                    order: Order::Group,
-                    limit: None,
-                    ..p.clone()
-                };
-                let rows = self.run_aggregate(c, &rest, Some(&cov.gaps))?;
-                Ok(Some((cov, rows)))
-            })();
-            let _ = c.execute_batch("COMMIT");
-            r
+        let read = self.in_snapshot(|c| {
+            let cov = self.coverage(c)?;
+            if cov.segments.is_empty() {
+                return Ok(None);
+            }
+            let rest = Aggregate {
+                order: Order::Group,
+                limit: None,
+                ..p.clone()
+            };
+            let rows = self.run_aggregate(c, &rest, Some(&cov.gaps))?;
+            Ok(Some((cov, rows)))
         })?;
         let Some((cov, rows)) = read else {
             return Ok(None);

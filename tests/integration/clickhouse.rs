@@ -1310,6 +1310,24 @@ fn vigil_query_reads_clickhouse_directly() {
         );
         assert!(line.contains(&row.totals.bytes.to_string()), "{line}");
     }
+    // --explain names ClickHouse's own path for the parts over flows.
+    let o = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args([
+            "query",
+            "--store",
+            &store_url,
+            "--explain",
+            "--top",
+            "src",
+            filter,
+        ])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && e.contains("ClickHouse's flows table") && e.contains("answered in"),
+        "{e}"
+    );
     let total = ch.count(&f, TimeRange::default()).unwrap();
     let out = query(&["--count", filter]);
     assert!(

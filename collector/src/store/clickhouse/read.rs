@@ -35,6 +35,32 @@ impl FlowQueries for ClickHouseStore {
         self.read_flows(&self.select("reading flows", &q.text)?)
     }
 
+    fn explain(&self, p: &Aggregate) -> Result<Vec<String>, StoreError> {
+        let mut out = plan::explain_parts(p, self.rollups());
+        for part in &p.parts {
+            if let plan::Source::Flows(range) = part.source {
+                if range.since_ns.is_some_and(|t| t >= 1 << 63) {
+                    continue;
+                }
+                out.push(format!(
+                    "flows {}: ClickHouse's flows table, its granules whose first_ns may fall \
+                     in the range (ordering key first_ns, sensor_id), every matching row \
+                     summed by the server",
+                    plan::range_text(range)
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    fn explain_select(&self, p: &Select) -> Result<Vec<String>, StoreError> {
+        Ok(vec![format!(
+            "flow listing: ClickHouse's flows table in first_ns order (its ordering key), the \
+             filter tested on each row of the granules read, the first {} kept",
+            p.offset.saturating_add(p.limit)
+        )])
+    }
+
     fn aggregate(&self, p: &Aggregate) -> Result<Vec<(GroupValue, Totals)>, StoreError> {
         let mut q = Sql::new(&self.db);
         plan::write_aggregate(&mut q, p);

@@ -93,14 +93,21 @@ pub fn stored_corpus_in_columns() -> &'static Stored {
     })
 }
 
-fn store_corpus(cfg: SqliteConfig, columns: bool) -> Stored {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path(), cfg).unwrap();
+/// Commits `all` as [`corpus_batches`]; returns the stored records in
+/// storage order, each with its sensor.
+fn commit_all(store: &SqliteStore, all: &[FlowRecord]) -> Vec<(String, FlowRecord)> {
     let mut records = Vec::new();
-    for b in corpus_batches(&corpus_records()) {
+    for b in corpus_batches(all) {
         store.commit(&b).unwrap();
         records.extend(b.flows.iter().map(|r| (b.sensor_id.clone(), r.clone())));
     }
+    records
+}
+
+fn store_corpus(cfg: SqliteConfig, columns: bool) -> Stored {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), cfg).unwrap();
+    let records = commit_all(&store, &corpus_records());
     if columns {
         let built = store.build_columns().unwrap();
         assert_eq!(built, records.len() / SMALL_SEGMENTS, "full segments only");
@@ -446,11 +453,7 @@ fn retention_drops_the_column_segments_of_deleted_rows_and_they_are_built_again(
         },
     )
     .unwrap();
-    let mut records = Vec::new();
-    for b in corpus_batches(&all) {
-        store.commit(&b).unwrap();
-        records.extend(b.flows.iter().map(|r| (b.sensor_id.clone(), r.clone())));
-    }
+    let mut records = commit_all(&store, &all);
     let built = store.build_columns().unwrap();
     assert_eq!(built, records.len() / 500);
     let files = |d: &std::path::Path| std::fs::read_dir(d.join("columns")).unwrap().count();
@@ -515,11 +518,7 @@ fn a_lost_or_damaged_column_segment_is_read_from_sqlite_and_built_again() {
         },
     )
     .unwrap();
-    let mut records = Vec::new();
-    for b in corpus_batches(&all) {
-        store.commit(&b).unwrap();
-        records.extend(b.flows.iter().map(|r| (b.sensor_id.clone(), r.clone())));
-    }
+    let records = commit_all(&store, &all);
     assert_eq!(store.build_columns().unwrap(), records.len() / 500);
     let mut files: Vec<_> = std::fs::read_dir(dir.path().join("columns"))
         .unwrap()

@@ -43,7 +43,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
-pub use scan::{Compiled, Scan, ScanError, ScanOutput, Verify};
+pub use scan::{Compiled, Scan, ScanError, Verify};
 
 /// Rows a segment holds at most (row ids of a segment differ by less than
 /// 2^32, and a segment's arrays stay a few MB, within the caches).
@@ -560,7 +560,7 @@ impl Segment {
     }
 
     /// A column's bytes.
-    pub fn raw(&self, c: Col) -> Result<Vec<u8>, SegmentError> {
+    fn raw(&self, c: Col) -> Result<Vec<u8>, SegmentError> {
         let (off, n) = self.dir[c.index()].unwrap_or((0, 0));
         self.read_at(off, n)
     }

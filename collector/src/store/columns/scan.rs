@@ -11,7 +11,6 @@
 //! answers stay exact.
 
 use std::cmp::Ordering;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use hashbrown::HashMap;
@@ -140,6 +139,18 @@ impl Compiled {
             c
         }))
     }
+}
+
+/// `f` on `threads` scoped threads at once, their results in no order (a
+/// thread's panic goes on in the caller).
+fn on_threads<T: Send>(threads: usize, f: impl Fn() -> T + Sync) -> Vec<T> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads).map(|_| s.spawn(&f)).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }
 
 /// Keeps the `k` least of `v` (in no order), once it holds twice as many.
@@ -310,7 +321,7 @@ fn cmp_into(mask: &mut [u8], v: &[u64], op: Cmp, n: u64) {
 }
 
 /// Totals by group, in no order.
-pub type ScanOutput = HashMap<GroupValue, Totals>;
+type ScanOutput = HashMap<GroupValue, Totals>;
 
 /// Why a scan failed: a segment (which the caller may read from SQLite
 /// instead) or the store.
@@ -508,19 +519,11 @@ impl Scan<'_> {
             return Ok(Vec::new());
         }
         let next = AtomicUsize::new(0);
-        let results: Mutex<Vec<Result<Gathered, ScanError>>> = Mutex::new(Vec::new());
         let threads = threads.clamp(1, segments.len().max(1));
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| {
-                    let r = self.worker(segments, &next);
-                    results.lock().unwrap_or_else(|p| p.into_inner()).push(r);
-                });
-            }
-        });
+        let results = on_threads(threads, || self.worker(segments, &next));
         let mut map = ScanOutput::new();
         let mut parts = Vec::new();
-        for r in results.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        for r in results {
             let g = r?;
             if map.is_empty() {
                 map = g.map;
@@ -550,30 +553,24 @@ impl Scan<'_> {
         parts.push(more);
         // Partitions summed on the threads, each on its own.
         let next = AtomicUsize::new(0);
-        let rows: Mutex<Vec<(GroupValue, Totals)>> = Mutex::new(Vec::new());
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| {
-                    loop {
-                        let p = next.fetch_add(1, AtomicOrdering::Relaxed);
-                        if p >= PARTS {
-                            return;
-                        }
-                        let v4: Vec<_> = parts.iter().map(|x| &x.v4[p]).collect();
-                        let v6: Vec<_> = parts.iter().map(|x| &x.v6[p]).collect();
-                        let mut got = sum_part(&v4, order, limit, |k| {
-                            GroupValue::Addr(AddrKey::V4(k).addr())
-                        });
-                        got.extend(sum_part(&v6, order, limit, |k| {
-                            GroupValue::Addr(AddrKey::V6(k).addr())
-                        }));
-                        rows.lock().unwrap_or_else(|p| p.into_inner()).extend(got);
-                    }
-                });
+        let rows = on_threads(threads, || {
+            let mut got = Vec::new();
+            loop {
+                let p = next.fetch_add(1, AtomicOrdering::Relaxed);
+                if p >= PARTS {
+                    return got;
+                }
+                let v4: Vec<_> = parts.iter().map(|x| &x.v4[p]).collect();
+                let v6: Vec<_> = parts.iter().map(|x| &x.v6[p]).collect();
+                got.extend(sum_part(&v4, order, limit, |k| {
+                    GroupValue::Addr(AddrKey::V4(k).addr())
+                }));
+                got.extend(sum_part(&v6, order, limit, |k| {
+                    GroupValue::Addr(AddrKey::V6(k).addr())
+                }));
             }
         });
-        let rows = rows.into_inner().unwrap_or_else(|p| p.into_inner());
-        Ok(crate::store::plan::ordered(rows, order, limit))
+        Ok(crate::store::plan::ordered(rows.concat(), order, limit))
     }
 
     fn worker(&self, segments: &[Segment], next: &AtomicUsize) -> Result<Gathered, ScanError> {
@@ -643,30 +640,21 @@ impl Scan<'_> {
         threads: usize,
     ) -> Result<Vec<(u64, i64)>, ScanError> {
         let next = AtomicUsize::new(0);
-        type Found = Result<Vec<(u64, i64)>, ScanError>;
-        let results: Mutex<Vec<Found>> = Mutex::new(Vec::new());
         let threads = threads.clamp(1, segments.len().max(1));
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| {
-                    let mut got: Vec<(u64, i64)> = Vec::new();
-                    let r = self.each_segment(segments, &next, |seg, cols, mask| {
-                        let first = &cols.nums[Col::First.index()];
-                        let row = &cols.nums[Col::Row.index()];
-                        for (i, _) in mask.iter().enumerate().filter(|(_, m)| **m != 0) {
-                            got.push((first[i], seg.lo + row[i] as i64));
-                        }
-                        keep_first(&mut got, k);
-                    });
-                    results
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(r.map(|()| got));
-                });
-            }
+        let results = on_threads(threads, || {
+            let mut got: Vec<(u64, i64)> = Vec::new();
+            self.each_segment(segments, &next, |seg, cols, mask| {
+                let first = &cols.nums[Col::First.index()];
+                let row = &cols.nums[Col::Row.index()];
+                for (i, _) in mask.iter().enumerate().filter(|(_, m)| **m != 0) {
+                    got.push((first[i], seg.lo + row[i] as i64));
+                }
+                keep_first(&mut got, k);
+            })
+            .map(|()| got)
         });
         let mut all = Vec::new();
-        for r in results.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        for r in results {
             all.extend(r?);
         }
         keep_first(&mut all, k);

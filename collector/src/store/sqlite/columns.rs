@@ -41,7 +41,8 @@ const BUILD_COLUMNS: &str = "rowid, first_ns, src_ip, dst_ip, src_port, dst_port
 pub(super) struct Coverage {
     /// Open segments, by `lo`.
     pub segments: Vec<Segment>,
-    /// Row-id ranges `lo..hi` no open segment holds.
+    /// Row-id ranges `lo..hi` no open segment holds that hold rows, each
+    /// from its first row.
     pub gaps: Vec<(i64, i64)>,
 }
 
@@ -51,67 +52,74 @@ impl SqliteStore {
         self.path.parent().unwrap_or(Path::new(".")).join("columns")
     }
 
+    /// The registry, by `lo`: `(lo, hi, file)` of each segment (none in a
+    /// database of an older layout).
+    fn registered(&self, conn: &Connection) -> Result<Vec<(i64, i64, String)>, StoreError> {
+        let sql = |e| self.err("reading the column segments", e);
+        if !super::has_table(conn, "column_segments").map_err(sql)? {
+            return Ok(Vec::new());
+        }
+        conn.prepare_cached("SELECT lo, hi, file FROM column_segments ORDER BY lo")
+            .and_then(|mut st| {
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(sql)
+    }
+
+    /// The row-id ranges outside `covered` (ascending `lo..hi` ranges) that
+    /// hold rows, each from its first row: usually the newest rows alone,
+    /// so that SQLite reads one row-id range.
+    fn gaps(
+        &self,
+        conn: &Connection,
+        covered: impl Iterator<Item = (i64, i64)>,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        let mut all = Vec::new();
+        let mut next = 0;
+        for (lo, hi) in covered {
+            if next < lo {
+                all.push((next, lo));
+            }
+            next = hi;
+        }
+        all.push((next, i64::MAX));
+        let mut first = conn
+            .prepare_cached("SELECT MIN(rowid) FROM flows WHERE rowid >= ?1 AND rowid < ?2")
+            .map_err(|e| self.err("finding rows without columns", e))?;
+        let mut out = Vec::with_capacity(all.len());
+        for (lo, hi) in all {
+            let row: Option<i64> = first
+                .query_row([lo, hi], |r| r.get(0))
+                .map_err(|e| self.err("finding rows without columns", e))?;
+            if let Some(row) = row {
+                out.push((row, hi));
+            }
+        }
+        Ok(out)
+    }
+
     /// The registered segments, opened (those that do not open are left
     /// to SQLite, with a warning), and the gaps between them; read in
     /// `conn`'s current transaction.
     pub(super) fn coverage(&self, conn: &Connection) -> Result<Coverage, StoreError> {
         let mut cov = Coverage::default();
-        if !self.columns
-            || !super::has_table(conn, "column_segments")
-                .map_err(|e| self.err("reading the column segments", e))?
-        {
-            cov.gaps.push((0, i64::MAX));
-            return Ok(cov);
-        }
-        let mut st = conn
-            .prepare_cached("SELECT lo, hi, file FROM column_segments ORDER BY lo")
-            .map_err(|e| self.err("reading the column segments", e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })
-            .map_err(|e| self.err("reading the column segments", e))?;
-        let dir = self.columns_dir();
-        let mut next = 0;
-        for row in rows {
-            let (lo, hi, file) = row.map_err(|e| self.err("reading the column segments", e))?;
-            match Segment::open(&dir.join(&file)) {
-                Ok(seg) if seg.lo == lo && seg.hi == hi => {
-                    if next < lo {
-                        cov.gaps.push((next, lo));
+        if self.columns {
+            let dir = self.columns_dir();
+            for (lo, hi, file) in self.registered(conn)? {
+                match Segment::open(&dir.join(&file)) {
+                    Ok(seg) if seg.lo == lo && seg.hi == hi => cov.segments.push(seg),
+                    Ok(seg) => tracing::warn!(
+                        file = %seg.path().display(),
+                        "column segment holds other rows than registered; reading them from the database"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "column segment unreadable; reading its rows from the database")
                     }
-                    next = hi;
-                    cov.segments.push(seg);
-                }
-                Ok(seg) => tracing::warn!(
-                    file = %seg.path().display(),
-                    "column segment holds other rows than registered; reading them from the database"
-                ),
-                Err(e) => {
-                    tracing::warn!(error = %e, "column segment unreadable; reading its rows from the database")
                 }
             }
         }
-        cov.gaps.push((next, i64::MAX));
-        // Only the gaps that hold rows (usually the newest rows alone), so
-        // that SQLite reads one row-id range.
-        let mut probe = conn
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM flows WHERE rowid >= ?1 AND rowid < ?2)")
-            .map_err(|e| self.err("reading the column segments", e))?;
-        let mut kept = Vec::with_capacity(cov.gaps.len());
-        for (lo, hi) in cov.gaps {
-            let any: bool = probe
-                .query_row([lo, hi], |r| r.get(0))
-                .map_err(|e| self.err("reading the column segments", e))?;
-            if any {
-                kept.push((lo, hi));
-            }
-        }
-        cov.gaps = kept;
+        cov.gaps = self.gaps(conn, cov.segments.iter().map(|s| (s.lo, s.hi)))?;
         Ok(cov)
     }
 
@@ -127,26 +135,15 @@ impl SqliteStore {
             path: dir.clone(),
             source,
         })?;
-        self.drop_unreadable(&dir)?;
-        self.remove_unregistered(&dir)?;
+        self.tidy(&dir)?;
         let mut built = 0;
         loop {
-            // The first gap that holds rows, bounded by the next segment.
+            // The first gap that holds rows, bounded by the next segment
+            // (the registry holds only readable segments after `tidy`).
             let todo = self.with_reader(|c| {
-                let cov = self.coverage(c)?;
-                for (lo, hi) in cov.gaps {
-                    let first: Option<i64> = c
-                        .query_row(
-                            "SELECT MIN(rowid) FROM flows WHERE rowid >= ?1 AND rowid < ?2",
-                            [lo, hi],
-                            |r| r.get(0),
-                        )
-                        .map_err(|e| self.err("finding rows without columns", e))?;
-                    if let Some(first) = first {
-                        return Ok(Some((first, hi)));
-                    }
-                }
-                Ok(None)
+                let registered = self.registered(c)?;
+                let gaps = self.gaps(c, registered.iter().map(|(lo, hi, _)| (*lo, *hi)))?;
+                Ok(gaps.first().copied())
             })?;
             let Some((from, bound)) = todo else {
                 return Ok(built);
@@ -303,49 +300,28 @@ impl SqliteStore {
 
     /// Deregisters the segments whose file does not open as the segment
     /// registered (lost in a crash, damaged): their rows are read from
-    /// SQLite, and built again.
-    fn drop_unreadable(&self, dir: &Path) -> Result<(), StoreError> {
-        let registered: Vec<(i64, i64, String)> = self.with_reader(|c| {
-            let mut st = c
-                .prepare_cached("SELECT lo, hi, file FROM column_segments")
-                .map_err(|e| self.err("reading the column segments", e))?;
-            let v = st
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .and_then(|r| r.collect())
-                .map_err(|e| self.err("reading the column segments", e))?;
-            Ok(v)
-        })?;
+    /// SQLite, and built again. Deletes the files no registry row names
+    /// (left by a crash between writing and registering, or between
+    /// dropping and deleting).
+    fn tidy(&self, dir: &Path) -> Result<(), StoreError> {
+        let registered = self.with_reader(|c| self.registered(c))?;
+        let mut known = Vec::with_capacity(registered.len());
         for (lo, hi, file) in registered {
-            let ok = Segment::open(&dir.join(&file)).is_ok_and(|s| s.lo == lo && s.hi == hi);
-            if !ok {
-                tracing::warn!(
-                    file,
-                    "column segment unreadable: dropped, to be built again"
-                );
-                self.lock_writer()
-                    .execute(
-                        "DELETE FROM column_segments WHERE lo = ?1 AND file = ?2",
-                        params![lo, file],
-                    )
-                    .map_err(|e| self.err("dropping a column segment", e))?;
+            if Segment::open(&dir.join(&file)).is_ok_and(|s| s.lo == lo && s.hi == hi) {
+                known.push(file);
+                continue;
             }
+            tracing::warn!(
+                file,
+                "column segment unreadable: dropped, to be built again"
+            );
+            self.lock_writer()
+                .execute(
+                    "DELETE FROM column_segments WHERE lo = ?1 AND file = ?2",
+                    params![lo, file],
+                )
+                .map_err(|e| self.err("dropping a column segment", e))?;
         }
-        Ok(())
-    }
-
-    /// Deletes segment files no registry row names (left by a crash
-    /// between writing and registering, or between dropping and deleting).
-    fn remove_unregistered(&self, dir: &Path) -> Result<(), StoreError> {
-        let known: Vec<String> = self.with_reader(|c| {
-            let mut st = c
-                .prepare_cached("SELECT file FROM column_segments")
-                .map_err(|e| self.err("reading the column segments", e))?;
-            let v = st
-                .query_map([], |r| r.get(0))
-                .and_then(|r| r.collect())
-                .map_err(|e| self.err("reading the column segments", e))?;
-            Ok(v)
-        })?;
         let Ok(entries) = std::fs::read_dir(dir) else {
             return Ok(());
         };

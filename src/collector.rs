@@ -24,6 +24,10 @@ pub struct CollectorArgs {
     /// Prometheus endpoint address (GET /metrics).
     #[arg(long, value_name = "IP:PORT")]
     metrics_listen: Option<String>,
+    /// HTTP/JSON API address (`/api/v1/…`), loopback only: plaintext, for
+    /// the collector's host.
+    #[arg(long, value_name = "IP:PORT")]
+    http_listen: Option<String>,
     /// The collector's certificate (PEM).
     #[arg(long, value_name = "PEM")]
     tls_cert: Option<PathBuf>,
@@ -80,6 +84,9 @@ impl CollectorArgs {
         if let Some(v) = &self.metrics_listen {
             f.metrics_listen = Some(v.clone());
         }
+        if let Some(v) = &self.http_listen {
+            f.http.listen = Some(v.clone());
+        }
         if self.insecure {
             f.insecure = true;
         }
@@ -133,13 +140,17 @@ pub fn run(a: CollectorArgs) -> Result<(), Failure> {
     let rt = crate::runtime()?;
     rt.block_on(async move {
         let mut running = server::start(cfg).await.map_err(|e| match e {
-            server::CollectorError::PlaintextRefused(_) => Failure::usage(e),
+            server::CollectorError::PlaintextRefused(_)
+            | server::CollectorError::HttpOffLoopback(_) => Failure::usage(e),
             e => Failure::from(e),
         })?;
         // Printed so that scripts and tests can find an ephemeral port.
         eprintln!("vigil collector: listening on {}", running.addr);
         if let Some(m) = running.metrics_addr {
             eprintln!("vigil collector: metrics on http://{m}/metrics");
+        }
+        if let Some(h) = running.http_addr {
+            eprintln!("vigil collector: HTTP API on http://{h}/api/v1/");
         }
         tokio::select! {
             r = running.wait() => r?,

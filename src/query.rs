@@ -94,16 +94,7 @@ pub struct ClientTlsArgs {
     tls_server_name: Option<String>,
 }
 
-pub fn parse_time(s: &str, now_ns: u64) -> Result<u64, String> {
-    if let Ok(d) = vigil_proto::units::parse_duration(s) {
-        return Ok(now_ns.saturating_sub(d.as_nanos() as u64));
-    }
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| {
-            format!("{s:?}: expected RFC 3339 (2024-05-01T10:00:00Z) or a duration (2h): {e}")
-        })?;
-    u64::try_from(t.unix_timestamp_nanos()).map_err(|_| format!("{s:?}: before 1970"))
-}
+pub use vigil_collector::query::parse_time;
 
 enum Backend {
     Local(Box<dyn Store>),
@@ -556,11 +547,7 @@ async fn flows(
 
 fn print_totals(out: &mut impl Write, t: &Totals, format: Format) -> Result<(), Failure> {
     match format {
-        Format::Jsonl => writeln!(
-            out,
-            "{{\"flows\":{},\"packets\":{},\"bytes\":{}}}",
-            t.flows, t.packets, t.bytes
-        ),
+        Format::Jsonl => writeln!(out, "{}", query::json::totals(t)),
         Format::Csv => writeln!(
             out,
             "flows,packets,bytes\n{},{},{}",
@@ -585,15 +572,7 @@ fn print_series(
         match format {
             Format::Jsonl => {
                 for p in points {
-                    writeln!(
-                        out,
-                        "{{\"start\":\"{}\",\"start_ns\":{},\"flows\":{},\"packets\":{},\"bytes\":{}}}",
-                        Rfc3339Nanos(p.start_ns),
-                        p.start_ns,
-                        p.totals.flows,
-                        p.totals.packets,
-                        p.totals.bytes
-                    )?;
+                    writeln!(out, "{}", query::json::series_point(p))?;
                 }
             }
             Format::Csv => {
@@ -639,14 +618,7 @@ fn print_top(out: &mut impl Write, rows: &[TopRow], format: Format) -> Result<()
         match format {
             Format::Jsonl => {
                 for r in rows {
-                    writeln!(
-                        out,
-                        "{{\"key\":{},\"flows\":{},\"packets\":{},\"bytes\":{}}}",
-                        serde_json::to_string(&r.key).unwrap_or_default(),
-                        r.totals.flows,
-                        r.totals.packets,
-                        r.totals.bytes
-                    )?;
+                    writeln!(out, "{}", query::json::top_row(r))?;
                 }
             }
             Format::Csv => {
@@ -689,37 +661,7 @@ fn print_status(
         match format {
             Format::Jsonl | Format::Csv => {
                 for s in sensors {
-                    let st = &s.stats;
-                    writeln!(
-                        out,
-                        "{{\"sensor_id\":{},\"last_seq\":{},\"batches\":{},\"flows\":{},\"duplicates\":{},\"seq_gaps\":{},\"incarnation\":\"{:016x}\",\"seq_resets\":{},\"id_conflicts\":{},\"last_seen\":\"{}\",\"packets\":{},\"kernel_drops\":{},\"decode_errors\":{},\"flows_evicted\":{},\"spool_bytes\":{},\"spool_dropped_batches\":{},\"spool_dropped_flows\":{},\"channel_full_drops\":{},\"app_flows\":{},\"app_payloads\":{},\"app_errors\":{}}}",
-                        serde_json::to_string(&s.sensor_id).unwrap_or_default(),
-                        s.last_seq,
-                        s.batches,
-                        s.flows,
-                        s.duplicates,
-                        s.seq_gaps,
-                        s.incarnation,
-                        s.seq_resets,
-                        s.id_conflicts,
-                        Rfc3339Nanos(s.last_seen_ns),
-                        st.packets,
-                        st.kernel_drops,
-                        st.decode_errors.values().sum::<u64>(),
-                        st.flows_evicted,
-                        st.spool_bytes,
-                        st.spool_dropped_batches,
-                        st.spool_dropped_flows,
-                        st.channel_full_drops,
-                        st.app_flows,
-                        st.app_payloads,
-                        serde_json::to_string(
-                            &st.app_errors
-                                .iter()
-                                .collect::<std::collections::BTreeMap<_, _>>()
-                        )
-                        .unwrap_or_default()
-                    )?;
+                    writeln!(out, "{}", query::json::sensor(s))?;
                 }
             }
             _ => {

@@ -27,6 +27,9 @@ pub struct CollectorFile {
     pub data_dir: Option<PathBuf>,
     /// Prometheus endpoint address (`GET /metrics`); unset: none.
     pub metrics_listen: Option<String>,
+    /// The HTTP/JSON API.
+    #[serde(default)]
+    pub http: HttpSection,
     /// Allow plaintext gRPC on a non-loopback address. Default false.
     pub insecure: bool,
     /// mTLS files.
@@ -78,6 +81,15 @@ pub struct EvidenceSection {
     pub signing_key: Option<PathBuf>,
 }
 
+/// `[http]`
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// Address of the HTTP/JSON API (`/api/v1/…`); unset: none. Loopback
+    /// only (plaintext, for the collector's host), e.g. `127.0.0.1:8680`.
+    pub listen: Option<String>,
+}
+
 /// `[access]`
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -93,6 +105,7 @@ impl Default for CollectorFile {
             listen: "127.0.0.1:50051".into(),
             data_dir: None,
             metrics_listen: None,
+            http: HttpSection::default(),
             insecure: false,
             tls: None,
             store: StoreSection::default(),
@@ -229,6 +242,9 @@ impl CollectorFile {
         let f = CollectorFile {
             data_dir: Some("/var/lib/vigil/collector".into()),
             metrics_listen: Some("127.0.0.1:9464".into()),
+            http: HttpSection {
+                listen: Some("127.0.0.1:8680".into()),
+            },
             tls: Some(TlsSection {
                 cert: "/etc/vigil/collector.pem".into(),
                 key: "/etc/vigil/collector.key".into(),
@@ -284,6 +300,14 @@ impl CollectorFile {
             .metrics_listen
             .as_ref()
             .map(|m| addr("metrics_listen", m));
+        let http = self.http.listen.as_ref().map(|h| addr("http.listen", h));
+        if let Some(Some(a)) = http
+            && !a.ip().is_loopback()
+        {
+            errs.push(format!(
+                "collector.http.listen = \"{a}\": the HTTP API is plaintext and served on a loopback address only (127.0.0.1 or ::1)"
+            ));
+        }
         let mut dur =
             |key: &str, v: &str| check_duration(&mut errs, &format!("collector.{key}"), v);
         let max_age = self.store.max_age.as_ref().map(|v| dur("store.max_age", v));
@@ -471,6 +495,7 @@ impl CollectorFile {
         };
         let mut cfg = CollectorConfig::new(listen, dir);
         cfg.metrics_listen = metrics.flatten();
+        cfg.http_listen = http.flatten();
         cfg.insecure = self.insecure;
         cfg.tls = self.tls.as_ref().map(|t| TlsFiles {
             cert: t.cert.clone(),
@@ -516,6 +541,7 @@ mod tests {
         let c = f.validate().unwrap();
         assert_eq!(c.store.max_bytes, Some(100 << 30));
         assert!(c.tls.is_some());
+        assert_eq!(c.http_listen, Some("127.0.0.1:8680".parse().unwrap()));
     }
 
     #[test]
@@ -523,6 +549,8 @@ mod tests {
         let f = CollectorFile::parse(
             r#"
 listen = "0.0.0.0:50051"
+[http]
+listen = "0.0.0.0:8680"
 [store]
 synchronous = "sometimes"
 max_age = "0s"
@@ -540,6 +568,7 @@ analysts = ["alice", "bob smith"]
             "collector.data_dir",
             "collector.listen",
             "collector.access.analysts[1]",
+            "collector.http.listen",
         ] {
             assert!(all.contains(key), "{key} missing from:\n{all}");
         }

@@ -1,6 +1,7 @@
 //! Vigil's integration tests: one binary, one module per area.
 
 mod alloc;
+mod api;
 mod appmeta;
 mod bundles;
 mod cli;

@@ -6,6 +6,7 @@
 //! into query text. [`Filter::matches`] evaluates the same plan over a record
 //! in memory: tests hold the stores' answers against it.
 
+pub mod json;
 pub mod memory;
 pub mod parse;
 
@@ -14,6 +15,19 @@ pub use crate::model::query::{
     SeriesPoint, TextOp, TimeRange, TopBy, TopKey, TopRow, Totals, check_step,
 };
 pub use parse::{ParseError, parse};
+
+/// A time bound as analysts write it: RFC 3339 (`2024-05-01T10:00:00Z`)
+/// or a duration before `now_ns` (`90m`, `2h`, `7d`).
+pub fn parse_time(s: &str, now_ns: u64) -> Result<u64, String> {
+    if let Ok(d) = vigil_proto::units::parse_duration(s) {
+        return Ok(now_ns.saturating_sub(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)));
+    }
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| {
+            format!("{s:?}: expected RFC 3339 (2024-05-01T10:00:00Z) or a duration (2h): {e}")
+        })?;
+    u64::try_from(t.unix_timestamp_nanos()).map_err(|_| format!("{s:?}: before 1970"))
+}
 
 /// A time series with the intervals that hold no flows filled in with
 /// zeros: from the interval of `range.since_ns` (or the first point) to the

@@ -14,6 +14,7 @@
 
 pub mod access;
 pub mod alerts;
+pub mod api;
 pub mod detection;
 pub mod evidence;
 pub use evidence::record_export;
@@ -64,6 +65,8 @@ pub struct CollectorConfig {
     pub data_dir: PathBuf,
     /// Prometheus endpoint (`GET /metrics`), if any.
     pub metrics_listen: Option<SocketAddr>,
+    /// The HTTP/JSON API ([`api`]), if any: loopback only.
+    pub http_listen: Option<SocketAddr>,
     /// mTLS; without it the listen address must be loopback or `insecure` set.
     pub tls: Option<TlsFiles>,
     /// Allow plaintext on a non-loopback address.
@@ -103,6 +106,7 @@ impl CollectorConfig {
         CollectorConfig {
             listen,
             metrics_listen: None,
+            http_listen: None,
             tls: None,
             insecure: false,
             store: SqliteConfig::default(),
@@ -149,6 +153,11 @@ pub enum CollectorError {
         "refusing plaintext gRPC on {0}, which is not a loopback address: give --tls-cert, --tls-key and --tls-ca (or tls in collector.toml), or --insecure"
     )]
     PlaintextRefused(SocketAddr),
+    /// The HTTP API on a non-loopback address.
+    #[error(
+        "refusing the HTTP API on {0}, which is not a loopback address: it is served in plaintext, to the collector's host only"
+    )]
+    HttpOffLoopback(SocketAddr),
     /// The store failed to open.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -210,6 +219,8 @@ pub struct RunningCollector {
     pub addr: SocketAddr,
     /// The bound metrics address.
     pub metrics_addr: Option<SocketAddr>,
+    /// The bound HTTP API address.
+    pub http_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), CollectorError>>,
 }
@@ -263,6 +274,9 @@ async fn open_store(cfg: &CollectorConfig) -> Result<Arc<dyn Store>, CollectorEr
 pub async fn start(cfg: CollectorConfig) -> Result<RunningCollector, CollectorError> {
     if cfg.tls.is_none() && !cfg.insecure && !cfg.listen.ip().is_loopback() {
         return Err(CollectorError::PlaintextRefused(cfg.listen));
+    }
+    if let Some(a) = cfg.http_listen.filter(|a| !a.ip().is_loopback()) {
+        return Err(CollectorError::HttpOffLoopback(a));
     }
     let tls = cfg.tls.as_ref().map(tls::server_config).transpose()?;
     let store = open_store(&cfg).await?;
@@ -437,6 +451,10 @@ async fn start_with_store(
         Some(a) => Some(metrics::serve(a, shared.clone()).await?),
         None => None,
     };
+    let http_addr = match cfg.http_listen {
+        Some(a) => Some(api::serve(a, shared.clone()).await?),
+        None => None,
+    };
     let retention = retention::spawn(shared.store.clone(), cfg.retention_interval);
     let columns = retention::spawn_columns(shared.store.clone());
     let detect = start_detection(&cfg, &shared).await?;
@@ -480,7 +498,7 @@ async fn start_with_store(
                 .max_encoding_message_size(max),
             access::readers_only(shared.clone(), "alerts"),
         ));
-    tracing::info!(%addr, tls = cfg.tls.is_some(), metrics = ?metrics_addr, "collector listening");
+    tracing::info!(%addr, tls = cfg.tls.is_some(), metrics = ?metrics_addr, http = ?http_addr, "collector listening");
     if cfg.tls.is_none() && !addr.ip().is_loopback() {
         tracing::warn!(
             %addr,
@@ -510,6 +528,7 @@ async fn start_with_store(
     Ok(RunningCollector {
         addr,
         metrics_addr,
+        http_addr,
         stop: Some(stop_tx),
         task,
     })

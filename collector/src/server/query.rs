@@ -215,9 +215,11 @@ impl Query for QuerySvc {
     }
 }
 
-/// Every sensor the store knows, with whether a stream of it is open, and
-/// the collector's detection counters.
-pub async fn status_reply(shared: &Arc<Shared>) -> Result<pb::StatusReply, Failure> {
+/// Every sensor the store knows, with its id conflicts filled in, and
+/// whether a stream of it is open.
+pub async fn sensor_records(
+    shared: &Arc<Shared>,
+) -> Result<Vec<(crate::store::SensorRecord, bool)>, Failure> {
     let store = shared.store.clone();
     let sensors = blocking("sensor status", move || store.sensors()).await?;
     let connected = shared
@@ -225,13 +227,28 @@ pub async fn status_reply(shared: &Arc<Shared>) -> Result<pb::StatusReply, Failu
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let stored_flows = sensors.iter().map(|s| s.flows).sum();
+    Ok(sensors
+        .into_iter()
+        .map(|mut s| {
+            let link = connected.get(&s.sensor_id);
+            s.id_conflicts = link.map_or(0, |l| l.conflicts);
+            let open = link.is_some_and(|l| l.connected());
+            (s, open)
+        })
+        .collect())
+}
+
+/// Every sensor the store knows, with whether a stream of it is open, and
+/// the collector's detection counters.
+pub async fn status_reply(shared: &Arc<Shared>) -> Result<pb::StatusReply, Failure> {
+    let sensors = sensor_records(shared).await?;
+    let stored_flows = sensors.iter().map(|(s, _)| s.flows).sum();
     Ok(pb::StatusReply {
         sensors: sensors
             .into_iter()
-            .map(|s| pb::SensorStatus {
-                connected: connected.get(&s.sensor_id).is_some_and(|l| l.connected()),
-                id_conflicts: connected.get(&s.sensor_id).map_or(0, |l| l.conflicts),
+            .map(|(s, connected)| pb::SensorStatus {
+                connected,
+                id_conflicts: s.id_conflicts,
                 incarnation: s.incarnation,
                 seq_resets: s.seq_resets,
                 sensor_id: s.sensor_id,

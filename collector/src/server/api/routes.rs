@@ -1,0 +1,386 @@
+//! The API's endpoints: each reads its parameters, asks the store on a
+//! blocking thread (as the gRPC services do) and answers JSON.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
+use axum::http::header;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use vigil_proto::pb;
+use vigil_proto::time::now_ns;
+
+use super::params::Params;
+use super::{ApiError, OPENAPI, json_body};
+use crate::model::alert::{AlertKind, AlertQuery, Severity, alert_show_json};
+use crate::model::query::{TimeRange, TopBy, TopKey};
+use crate::query::{self, json as shape};
+use crate::server::Shared;
+use crate::server::access::refused;
+use crate::server::query::{blocking, sensor_records};
+use crate::store::plan::{self, Select};
+
+type Answer = Result<Response, ApiError>;
+
+/// Every endpoint, behind the loopback check.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/api/v1/flows", get(flows))
+        .route("/api/v1/top", get(top))
+        .route("/api/v1/count", get(count))
+        .route("/api/v1/series", get(series))
+        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/alerts/{id}", get(alert))
+        .route("/api/v1/alerts/{id}/bundle", get(bundle))
+        .route("/api/v1/sensors", get(sensors))
+        .route("/api/v1/openapi.json", get(openapi))
+        .fallback(|| async { ApiError::not_found("no such endpoint; see /api/v1/openapi.json") })
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            loopback_only,
+        ))
+        .with_state(shared)
+}
+
+/// Plaintext HTTP is the loopback administrator's only: a request from
+/// elsewhere is refused, counted and logged.
+async fn loopback_only(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if peer.ip().is_loopback() {
+        return next.run(req).await;
+    }
+    let e = ApiError::forbidden(
+        "permission denied: the HTTP API answers plaintext requests from the collector's host only",
+    );
+    let f = crate::server::failure::Failure::peer(tonic::Code::PermissionDenied, &e.message);
+    refused(
+        &shared,
+        "http",
+        Some(peer),
+        "unauthenticated (plaintext HTTP)",
+        &f,
+    );
+    e.into_response()
+}
+
+/// `explain` lines into a reply, when asked.
+fn with_explain(mut v: Value, lines: Option<Vec<String>>) -> Value {
+    if let Some(l) = lines {
+        v["explain"] = Value::from(l);
+    }
+    v
+}
+
+async fn flows(State(sh): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Answer {
+    let p = Params::parse(
+        q.as_deref(),
+        &["filter", "since", "until", "limit", "offset", "explain"],
+    )?;
+    let (filter, _) = p.filter()?;
+    let range = p.range(now_ns())?;
+    let limit = p.number("limit", 100, 1, 10_000)? as usize;
+    let offset = p.number("offset", 0, 0, sh.max_query_flows)? as usize;
+    let explain = p.flag("explain")?;
+    let store = sh.store.clone();
+    let (rows, lines) = blocking("flow query", move || {
+        // One more than asked: whether there is a next page.
+        let plan = Select {
+            offset,
+            ..plan::select(&filter, range, limit + 1)
+        };
+        let lines = explain.then(|| store.explain_select(&plan)).transpose()?;
+        Ok((store.select(&plan)?, lines))
+    })
+    .await?;
+    let next = (rows.len() > limit).then_some(offset + limit);
+    let flows: Vec<Value> = rows
+        .iter()
+        .take(limit)
+        .map(|(s, r)| shape::stored_flow(s, r))
+        .collect();
+    Ok(json_body(&with_explain(
+        json!({"flows": flows, "offset": offset, "limit": limit, "next_offset": next}),
+        lines,
+    )))
+}
+
+async fn top(State(sh): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Answer {
+    let p = Params::parse(
+        q.as_deref(),
+        &["key", "by", "limit", "filter", "since", "until", "explain"],
+    )?;
+    let key_text = p
+        .get("key")
+        .ok_or_else(|| ApiError::param("key", "missing: what to rank (src, dst, dport, …)"))?;
+    let key = TopKey::parse(key_text).ok_or_else(|| {
+        ApiError::param(
+            "key",
+            format!(
+                "{key_text:?}: expected src, dst, dport, sport, proto, app, dns.qname, tls.sni, \
+                 http.host, ssh.client, tls.ja4 or ssh.hassh"
+            ),
+        )
+    })?;
+    let by_text = p.get("by").unwrap_or("bytes");
+    let by = TopBy::parse(by_text).ok_or_else(|| {
+        ApiError::param(
+            "by",
+            format!("{by_text:?}: expected bytes, packets or flows"),
+        )
+    })?;
+    let limit = p.number("limit", 10, 1, 10_000)? as usize;
+    let (filter, _) = p.filter()?;
+    let range = p.range(now_ns())?;
+    let explain = p.flag("explain")?;
+    let store = sh.store.clone();
+    let (rows, lines) = blocking("top-N query", move || {
+        let lines = explain
+            .then(|| store.explain(&plan::top(&filter, range, key, by, limit, store.rollups())))
+            .transpose()?;
+        Ok((store.top(&filter, range, key, by, limit)?, lines))
+    })
+    .await?;
+    let rows: Vec<Value> = rows.iter().map(shape::top_row).collect();
+    Ok(json_body(&with_explain(
+        json!({"key": key.name(), "by": by_text, "rows": rows}),
+        lines,
+    )))
+}
+
+async fn count(State(sh): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Answer {
+    let p = Params::parse(q.as_deref(), &["filter", "since", "until", "explain"])?;
+    let (filter, _) = p.filter()?;
+    let range = p.range(now_ns())?;
+    let explain = p.flag("explain")?;
+    let store = sh.store.clone();
+    let (t, lines) = blocking("count query", move || {
+        let lines = explain
+            .then(|| store.explain(&plan::count(&filter, range, store.rollups())))
+            .transpose()?;
+        Ok((store.count(&filter, range)?, lines))
+    })
+    .await?;
+    Ok(json_body(&with_explain(shape::totals(&t), lines)))
+}
+
+async fn series(State(sh): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Answer {
+    let p = Params::parse(
+        q.as_deref(),
+        &["step", "filter", "since", "until", "explain"],
+    )?;
+    let step_text = p
+        .get("step")
+        .ok_or_else(|| ApiError::param("step", "missing: the interval, e.g. 1m, 5m or 1h"))?;
+    let step = vigil_proto::units::parse_duration(step_text)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .map_err(|e| {
+            ApiError::param(
+                "step",
+                format!("{step_text:?}: expected an interval such as 1m, 5m or 1h: {e}"),
+            )
+        })?;
+    let (filter, _) = p.filter()?;
+    let now = now_ns();
+    let range = p.range(now)?;
+    // As `vigil query --series`: from `since` alone, up to now, quiet
+    // intervals included; the step and the number of intervals checked
+    // before the store is asked.
+    let mut shown = TimeRange {
+        until_ns: range
+            .until_ns
+            .or(range.since_ns.map(|s| now.max(s.saturating_add(1)))),
+        ..range
+    };
+    query::dense_series(&[], shown, step).map_err(|e| ApiError::param("step", e))?;
+    let explain = p.flag("explain")?;
+    let store = sh.store.clone();
+    let (points, lines) = blocking("series query", move || {
+        let lines = explain
+            .then(|| {
+                plan::series(&filter, range, step, store.rollups()).and_then(|a| store.explain(&a))
+            })
+            .transpose()?;
+        Ok((store.series(&filter, range, step)?, lines))
+    })
+    .await?;
+    if let (Some(u), None, Some(last)) = (shown.until_ns, range.until_ns, points.last()) {
+        shown.until_ns = Some(u.max(last.start_ns.saturating_add(step)));
+    }
+    let points =
+        query::dense_series(&points, shown, step).map_err(|e| ApiError::param("step", e))?;
+    let points: Vec<Value> = points.iter().map(shape::series_point).collect();
+    Ok(json_body(&with_explain(
+        json!({"step": step_text, "step_ns": step, "points": points}),
+        lines,
+    )))
+}
+
+async fn alerts(State(sh): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Answer {
+    let p = Params::parse(
+        q.as_deref(),
+        &["kind", "min_severity", "asset", "since", "until", "limit"],
+    )?;
+    let range = p.range(now_ns())?;
+    let kind = p
+        .get("kind")
+        .map(|k| {
+            AlertKind::parse(k)
+                .ok_or_else(|| ApiError::param("kind", format!("{k:?}: unknown alert kind")))
+        })
+        .transpose()?;
+    let min_severity = p
+        .get("min_severity")
+        .map(|s| {
+            Severity::parse(s).ok_or_else(|| {
+                ApiError::param(
+                    "min_severity",
+                    format!("{s:?}: expected low, medium, high or critical"),
+                )
+            })
+        })
+        .transpose()?;
+    let query = AlertQuery {
+        since_ns: range.since_ns,
+        until_ns: range.until_ns,
+        kind,
+        min_severity,
+        asset: p.get("asset").map(str::to_string),
+        limit: p.number("limit", 100, 1, 100_000)? as usize,
+    };
+    let store = sh.store.clone();
+    let found = blocking("listing alerts", move || store.alerts(&query)).await?;
+    let list: Vec<Value> = found
+        .iter()
+        .map(|a| crate::model::alert::alert_json(&pb::Alert::from(a)))
+        .collect();
+    Ok(json_body(&json!({ "alerts": list })))
+}
+
+fn alert_id(text: &str) -> Result<u64, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::param("id", format!("{text:?}: expected an alert number")))
+}
+
+async fn alert(
+    State(sh): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Answer {
+    let id = alert_id(&id)?;
+    let p = Params::parse(q.as_deref(), &["flows"])?;
+    let max = p.number("flows", 100, 0, 10_000)? as usize;
+    let store = sh.store.clone();
+    let found = blocking("reading an alert", move || {
+        let Some(a) = store.alert(id)? else {
+            return Ok(None);
+        };
+        let refs = &a.evidence[..a.evidence.len().min(max)];
+        let flows = store.evidence_flows(refs)?;
+        let c = crate::evidence::completeness(store.as_ref(), a.first_seen_ns, a.last_seen_ns)?;
+        Ok(Some((a, flows, c)))
+    })
+    .await?;
+    let Some((a, flows, c)) = found else {
+        return Err(ApiError::not_found(format!("no alert {id}")));
+    };
+    let mut v = alert_show_json(&pb::Alert::from(&a), Some(&c));
+    v["flows"] = flows
+        .iter()
+        .map(|(s, r)| shape::stored_flow(s, r))
+        .collect();
+    Ok(json_body(&v))
+}
+
+async fn bundle(
+    State(sh): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Answer {
+    let id = alert_id(&id)?;
+    Params::parse(q.as_deref(), &[])?;
+    let Some(key) = sh.key.clone() else {
+        return Err(ApiError {
+            status: axum::http::StatusCode::CONFLICT,
+            param: None,
+            column: None,
+            message: "this collector has no evidence signing key (no data directory, no \
+                      evidence.signing_key)"
+                .into(),
+        });
+    };
+    let (store, data_dir) = (sh.store.clone(), sh.data_dir.clone());
+    let exported = blocking("exporting evidence", move || match crate::evidence::export(
+        store.as_ref(),
+        &key,
+        id,
+        now_ns(),
+    ) {
+        Ok(e) => {
+            crate::server::record_export(&data_dir, id, None, &e.bytes);
+            Ok(Ok(e))
+        }
+        Err(crate::evidence::ExportError::Store(e)) => Err(e),
+        Err(e) => Ok(Err(e)),
+    })
+    .await?;
+    let e = match exported {
+        Ok(e) => e,
+        Err(crate::evidence::ExportError::NoAlert(id)) => {
+            return Err(ApiError::not_found(format!("no alert {id}")));
+        }
+        Err(e) => {
+            return Err(ApiError::from(crate::server::failure::Failure::bug(
+                e.to_string(),
+            )));
+        }
+    };
+    tracing::info!(
+        alert = id,
+        flows = e.flows,
+        bytes = e.bytes.len(),
+        "evidence bundle exported over HTTP"
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-tar".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"vigil-alert-{id}.tar\""),
+            ),
+        ],
+        e.bytes,
+    )
+        .into_response())
+}
+
+async fn sensors(State(sh): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Answer {
+    Params::parse(q.as_deref(), &[])?;
+    let records = sensor_records(&sh).await?;
+    let stored: u64 = records.iter().map(|(s, _)| s.flows).sum();
+    let list: Vec<Value> = records
+        .iter()
+        .map(|(s, connected)| {
+            let mut v = shape::sensor(s);
+            v["connected"] = Value::from(*connected);
+            v
+        })
+        .collect();
+    Ok(json_body(&json!({
+        "sensors": list,
+        "stored_flows": stored,
+        "detected_flows": sh.metrics.detect_flows.get(),
+        "alerts_opened": sh.metrics.alerts_opened(),
+    })))
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}

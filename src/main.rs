@@ -12,6 +12,7 @@ mod demo;
 mod detect;
 mod evidence;
 mod flows;
+mod pki;
 mod query;
 mod replay;
 mod sensor;
@@ -64,6 +65,10 @@ enum Cmd {
     /// Run the collector's detectors over stored flows (a retro-hunt) and
     /// store the alerts found that are not stored already.
     Detect(detect::DetectArgs),
+    /// A certificate authority for the site, and the certificates of its
+    /// collector, sensors and analysts (mTLS in three commands).
+    #[command(subcommand)]
+    Pki(pki::PkiCmd),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -177,6 +182,7 @@ fn main() -> ExitCode {
         Cmd::Alerts(a) => alerts::run(a),
         Cmd::Detect(a) => detect::run(a),
         Cmd::Evidence(c) => evidence::run(c),
+        Cmd::Pki(c) => pki::run(c),
         Cmd::Config(ConfigCmd::Defaults { which }) => match which.as_str() {
             "sensor" => {
                 print!("{}", vigil_sensor::config::SensorFile::defaults_toml());

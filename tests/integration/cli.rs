@@ -35,7 +35,8 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn sample(dir: &Path) -> std::path::PathBuf {
+/// A small capture of two flows (a TCP session, a UDP exchange).
+pub(crate) fn sample(dir: &Path) -> std::path::PathBuf {
     let mut sc = Scenario::new();
     let t = 1_700_000_000_000_000_000u64;
     sc.tcp_session(

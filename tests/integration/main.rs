@@ -14,6 +14,7 @@ mod engine;
 mod evidence;
 mod layout;
 mod live;
+mod pki;
 mod query;
 mod share;
 mod transport;

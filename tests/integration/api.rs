@@ -97,9 +97,21 @@ fn records(flows: &Value) -> Vec<Value> {
         .collect()
 }
 
-#[test]
-fn the_api_answers_as_the_command_line_does() {
-    let Some(corpus) = corpus_dir() else { return };
+/// A collector (HTTP API on) holding the flows and alerts of three real
+/// attack captures (a SYN flood, a vertical scan, Modbus from an unknown
+/// client), streamed by sensor `api-1` over gRPC.
+pub struct AttackSite {
+    pub tmp: tempfile::TempDir,
+    pub rt: tokio::runtime::Runtime,
+    pub collector: vigil_collector::server::RunningCollector,
+    /// The gRPC URL.
+    pub url: String,
+    /// The HTTP address.
+    pub http: SocketAddr,
+    pub data: std::path::PathBuf,
+}
+
+pub fn attack_site(corpus: &Path) -> AttackSite {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("collector");
     let assets = [
@@ -115,7 +127,7 @@ fn the_api_answers_as_the_command_line_does() {
     .map(|n| Input::File(corpus.join(n)))
     .to_vec();
     let rt = rt();
-    let (collector, url, addr) = rt.block_on(async {
+    let (collector, url, http) = rt.block_on(async {
         let mut cfg = CollectorConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), data.clone());
         cfg.store.synchronous = Synchronous::Normal;
         cfg.http_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -136,6 +148,27 @@ fn the_api_answers_as_the_command_line_does() {
         let addr = collector.http_addr.expect("the API's address");
         (collector, url, addr)
     });
+    AttackSite {
+        tmp,
+        rt,
+        collector,
+        url,
+        http,
+        data,
+    }
+}
+
+#[test]
+fn the_api_answers_as_the_command_line_does() {
+    let Some(corpus) = corpus_dir() else { return };
+    let AttackSite {
+        tmp,
+        rt,
+        collector,
+        url,
+        http: addr,
+        data,
+    } = attack_site(&corpus);
     let mut api = Api {
         addr,
         answers: Vec::new(),

@@ -6,6 +6,7 @@ mod appmeta;
 mod bundles;
 mod cli;
 mod clickhouse;
+mod console;
 mod corpus;
 mod custody;
 mod detection;

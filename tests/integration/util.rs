@@ -412,12 +412,18 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String, Vec<u8>
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
+    // The head, then the body: by its length where the head gives one
+    // (some servers keep the connection open), else to the end.
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read the answer");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("an HTTP head");
+    let mut buf = [0u8; 8192];
+    let split = loop {
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let n = s.read(&mut buf).expect("read the answer");
+        assert!(n > 0, "the connection closed before an HTTP head");
+        raw.extend_from_slice(&buf[..n]);
+    };
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut body = raw[split + 4..].to_vec();
     let status = head
@@ -431,6 +437,19 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String, Vec<u8>
             k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
         })
     };
+    match header("content-length").and_then(|l| l.parse::<usize>().ok()) {
+        Some(len) => {
+            while body.len() < len {
+                let n = s.read(&mut buf).expect("read the body");
+                assert!(n > 0, "the connection closed inside the body");
+                body.extend_from_slice(&buf[..n]);
+            }
+            body.truncate(len);
+        }
+        None => {
+            s.read_to_end(&mut body).expect("read the body");
+        }
+    }
     if header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
         let mut out = Vec::new();
         let mut rest = &body[..];

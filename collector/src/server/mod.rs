@@ -15,6 +15,7 @@
 pub mod access;
 pub mod alerts;
 pub mod api;
+pub mod console;
 pub mod detection;
 pub mod evidence;
 pub use evidence::record_export;
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod query;
 pub mod retention;
 pub mod tls;
+pub mod web;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -452,7 +454,7 @@ async fn start_with_store(
         None => None,
     };
     let http_addr = match cfg.http_listen {
-        Some(a) => Some(api::serve(a, shared.clone()).await?),
+        Some(a) => Some(web::serve(a, shared.clone()).await?),
         None => None,
     };
     let retention = retention::spawn(shared.store.clone(), cfg.retention_interval);

@@ -4,29 +4,24 @@
 //! (`/api/v1/openapi.json`). Each answer is the shape `vigil query
 //! --format jsonl` prints ([`crate::query::json`]), inside an object.
 //!
-//! Served on `[http] listen`, plaintext, on loopback only: whoever reaches
-//! the host's loopback is its administrator, as for gRPC
-//! ([`super::access`]). Every request is checked again for a loopback
-//! peer.
+//! Served with the console by [`super::web`] on `[http] listen`.
 //!
 //! Errors are JSON, `{"error": {"status", "param", "message"}}`, with
 //! `param` naming the query parameter at fault (and `column`, for a
 //! filter, the position in it).
 
-mod params;
+pub(crate) mod params;
 mod routes;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tonic::Code;
 
+use super::Shared;
 use super::failure::Failure;
-use super::{CollectorError, Shared};
 
 /// The OpenAPI 3.1 document of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -62,13 +57,30 @@ impl ApiError {
         }
     }
 
-    fn forbidden(message: impl Into<String>) -> ApiError {
+    /// Not allowed from where it came.
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::FORBIDDEN,
             param: None,
             column: None,
             message: message.into(),
         }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.param {
+            Some(p) => write!(f, "{p}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl ApiError {
+    /// The HTTP status it answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
     }
 }
 
@@ -106,30 +118,11 @@ impl IntoResponse for ApiError {
 }
 
 /// A JSON body with its content type.
-fn json_body(v: &Value) -> Response {
+pub(super) fn json_body(v: &Value) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
 }
 
-/// Serves the API on `addr` until the collector closes; returns the bound
-/// address.
-pub async fn serve(addr: SocketAddr, shared: Arc<Shared>) -> Result<SocketAddr, CollectorError> {
-    let bind = |source| CollectorError::Bind { addr, source };
-    let listener = TcpListener::bind(addr).await.map_err(bind)?;
-    let bound = listener.local_addr().map_err(bind)?;
-    let mut closing = shared.closing.subscribe();
-    let app = routes::router(shared);
-    tokio::spawn(async move {
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = closing.wait_for(|c| *c).await;
-        })
-        .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP API stopped");
-        }
-    });
-    Ok(bound)
+/// The API's endpoints, for [`super::web`] to serve.
+pub fn router() -> axum::Router<Arc<Shared>> {
+    routes::router()
 }

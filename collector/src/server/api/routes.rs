@@ -1,13 +1,11 @@
 //! The API's endpoints: each reads its parameters, asks the store on a
 //! blocking thread (as the gRPC services do) and answers JSON.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::header;
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
@@ -20,14 +18,13 @@ use crate::model::alert::{AlertKind, AlertQuery, Severity, alert_show_json};
 use crate::model::query::{TimeRange, TopBy, TopKey};
 use crate::query::{self, json as shape};
 use crate::server::Shared;
-use crate::server::access::refused;
 use crate::server::query::{blocking, sensor_records};
 use crate::store::plan::{self, Select};
 
 type Answer = Result<Response, ApiError>;
 
-/// Every endpoint, behind the loopback check.
-pub fn router(shared: Arc<Shared>) -> Router {
+/// The API's endpoints.
+pub fn router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/api/v1/flows", get(flows))
         .route("/api/v1/top", get(top))
@@ -38,37 +35,6 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/alerts/{id}/bundle", get(bundle))
         .route("/api/v1/sensors", get(sensors))
         .route("/api/v1/openapi.json", get(openapi))
-        .fallback(|| async { ApiError::not_found("no such endpoint; see /api/v1/openapi.json") })
-        .layer(middleware::from_fn_with_state(
-            shared.clone(),
-            loopback_only,
-        ))
-        .with_state(shared)
-}
-
-/// Plaintext HTTP is the loopback administrator's only: a request from
-/// elsewhere is refused, counted and logged.
-async fn loopback_only(
-    State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
-    next: Next,
-) -> Response {
-    if peer.ip().is_loopback() {
-        return next.run(req).await;
-    }
-    let e = ApiError::forbidden(
-        "permission denied: the HTTP API answers plaintext requests from the collector's host only",
-    );
-    let f = crate::server::failure::Failure::peer(tonic::Code::PermissionDenied, &e.message);
-    refused(
-        &shared,
-        "http",
-        Some(peer),
-        "unauthenticated (plaintext HTTP)",
-        &f,
-    );
-    e.into_response()
 }
 
 /// `explain` lines into a reply, when asked.

@@ -35,6 +35,7 @@
 //! ICS counts are sparse: `{ u32 n }` and `n` × `{ u32 row, u64 reads, u64
 //! writes, u64 control }` for the rows where any is not 0.
 
+mod addrs;
 mod scan;
 
 use std::fs::File;

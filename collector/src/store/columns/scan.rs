@@ -14,10 +14,12 @@ use std::cmp::Ordering;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use hashbrown::HashMap;
+
+use super::addrs::{AddrParts, PARTS, add3, sum_part, totals};
 use vigil_proto::wire::ip_from_bytes;
 
 use super::{AddrKey, Col, Segment, SegmentError, cid_prefix};
-use crate::model::query::{Cmp, TextOp, TimeRange, TopBy, Totals};
+use crate::model::query::{Cmp, TextOp, TimeRange, Totals};
 use crate::store::StoreError;
 use crate::store::plan::{Cond, Field, GroupExpr, GroupValue, Order, Value};
 
@@ -352,95 +354,12 @@ impl std::fmt::Debug for Scan<'_> {
     }
 }
 
-/// Partitions of the address groups, by their hash's top bits: each
-/// partition's groups are summed in a map that stays in the caches, where
-/// one map of every address (a million sources) would miss them at every
-/// row.
-const PART_BITS: u32 = 6;
-const PARTS: usize = 1 << PART_BITS;
-
-fn part_of(h: u64) -> usize {
-    (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - PART_BITS)) as usize
-}
-
-/// Address groups of one thread, per partition: a segment's sums by
-/// address, appended as they come.
-struct AddrParts {
-    v4: Vec<Vec<(u32, [u64; 3])>>,
-    v6: Vec<Vec<(u128, [u64; 3])>>,
-}
-
-impl AddrParts {
-    fn new() -> AddrParts {
-        AddrParts {
-            v4: (0..PARTS).map(|_| Vec::new()).collect(),
-            v6: (0..PARTS).map(|_| Vec::new()).collect(),
-        }
-    }
-
-    fn push(&mut self, k: AddrKey, t: [u64; 3]) {
-        match k {
-            AddrKey::V4(a) => self.v4[part_of(u64::from(a))].push((a, t)),
-            AddrKey::V6(a) => self.v6[part_of((a >> 64) as u64 ^ a as u64)].push((a, t)),
-        }
-    }
-}
-
 /// What one thread gathered.
 struct Gathered {
     map: ScanOutput,
     addrs: Option<AddrParts>,
-}
-
-fn add3(a: &mut [u64; 3], b: [u64; 3]) {
-    a[0] = a[0].saturating_add(b[0]);
-    a[1] = a[1].saturating_add(b[1]);
-    a[2] = a[2].saturating_add(b[2]);
-}
-
-fn totals(a: [u64; 3]) -> Totals {
-    Totals {
-        flows: a[0],
-        packets: a[1],
-        bytes: a[2],
-    }
-}
-
-/// Sums entries by key, in a map sized for them; the `limit` largest by
-/// `order` (or all), as rows.
-fn sum_part<K: std::hash::Hash + Eq + Copy>(
-    bufs: &[&Vec<(K, [u64; 3])>],
-    order: Order,
-    limit: Option<usize>,
-    value: impl Fn(K) -> GroupValue,
-) -> Vec<(GroupValue, Totals)> {
-    let n = bufs.iter().map(|b| b.len()).sum();
-    let mut m: HashMap<K, [u64; 3]> = HashMap::with_capacity(n);
-    for b in bufs {
-        for (k, t) in b.iter() {
-            add3(m.entry(*k).or_insert([0; 3]), *t);
-        }
-    }
-    let mut rows: Vec<(K, [u64; 3])> = m.into_iter().collect();
-    if let (Order::Desc(by), Some(limit)) = (order, limit) {
-        // Only the largest can be among the largest overall (ties by key
-        // are settled on the rows kept: every tie of the last kept is kept).
-        let i = match by {
-            TopBy::Flows => 0,
-            TopBy::Packets => 1,
-            TopBy::Bytes => 2,
-        };
-        if rows.len() > limit {
-            rows.select_nth_unstable_by(limit - 1, |a, b| b.1[i].cmp(&a.1[i]));
-            let cut = rows[limit - 1].1[i];
-            let mut keep: Vec<_> = rows[..limit].to_vec();
-            keep.extend(rows[limit..].iter().filter(|r| r.1[i] == cut));
-            rows = keep;
-        }
-    }
-    rows.into_iter()
-        .map(|(k, t)| (value(k), totals(t)))
-        .collect()
+    /// About how many segments this thread will sum.
+    segments: usize,
 }
 
 /// A segment's columns, as far as a scan needs them.
@@ -520,7 +439,9 @@ impl Scan<'_> {
         }
         let next = AtomicUsize::new(0);
         let threads = threads.clamp(1, segments.len().max(1));
-        let results = on_threads(threads, || self.worker(segments, &next));
+        let results = on_threads(threads, || {
+            self.worker(segments, &next, segments.len().div_ceil(threads))
+        });
         let mut map = ScanOutput::new();
         let mut parts = Vec::new();
         for r in results {
@@ -566,17 +487,25 @@ impl Scan<'_> {
                     GroupValue::Addr(AddrKey::V4(k).addr())
                 }));
                 got.extend(sum_part(&v6, order, limit, |k| {
-                    GroupValue::Addr(AddrKey::V6(k).addr())
+                    GroupValue::Addr(
+                        AddrKey::V6((u128::from(k[0]) << 64) | u128::from(k[1])).addr(),
+                    )
                 }));
             }
         });
         Ok(crate::store::plan::ordered(rows.concat(), order, limit))
     }
 
-    fn worker(&self, segments: &[Segment], next: &AtomicUsize) -> Result<Gathered, ScanError> {
+    fn worker(
+        &self,
+        segments: &[Segment],
+        next: &AtomicUsize,
+        share: usize,
+    ) -> Result<Gathered, ScanError> {
         let mut out = Gathered {
             map: ScanOutput::new(),
             addrs: matches!(self.compiled.group, Group::Addr(_)).then(AddrParts::new),
+            segments: share,
         };
         let mut acc: Vec<[u64; 3]> = Vec::new();
         self.each_segment(segments, next, |_, cols, mask| {
@@ -690,6 +619,11 @@ impl Scan<'_> {
                 dense(acc, dict.len(), &cols.nums[c.index()]);
                 let sums = &acc[..];
                 if let Some(parts) = &mut out.addrs {
+                    if parts.v4[0].capacity() == 0 {
+                        // As many again for each segment left, split
+                        // between the threads.
+                        parts.reserve(dict.len() * out.segments.max(1));
+                    }
                     for (id, a) in sums.iter().enumerate().filter(|(_, a)| a[0] > 0) {
                         parts.push(dict[id], *a);
                     }

@@ -54,7 +54,7 @@ impl Api {
 }
 
 /// `vigil ARGS --collector URL --format jsonl`, each line parsed.
-fn cli(url: &str, args: &[&str]) -> Vec<Value> {
+pub(crate) fn cli(url: &str, args: &[&str]) -> Vec<Value> {
     let o = vigil()
         .args(args)
         .args(["--collector", url, "--format", "jsonl"])

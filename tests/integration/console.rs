@@ -17,8 +17,8 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use tungstenite::{Message, WebSocket};
 
-use crate::api::{AttackSite, attack_site};
-use crate::util::{corpus_dir, http_get, ran_with, skip, vigil};
+use crate::api::{AttackSite, attack_site, cli};
+use crate::util::{corpus_dir, http_get, ran_with, skip};
 
 /// A headless Chromium and a DevTools session on its one page.
 struct Browser {
@@ -217,6 +217,19 @@ fn end(ip: &Value, port: &Value) -> String {
     }
 }
 
+/// Flow records' (source, destination) as the console's tables show them.
+fn ends(records: &[Value]) -> Value {
+    records
+        .iter()
+        .map(|f| {
+            json!([
+                end(&f["src_ip"], &f["src_port"]),
+                end(&f["dst_ip"], &f["dst_port"])
+            ])
+        })
+        .collect()
+}
+
 /// The flow table's (source, destination) cells.
 const ROWS: &str = "Array.from(document.querySelectorAll('table.flows tbody tr'))\
     .map(r => [r.cells[2].textContent, r.cells[3].textContent])";
@@ -231,22 +244,7 @@ fn the_console_shows_real_alerts_their_evidence_and_what_vigil_query_returns() {
     let base = format!("http://{}", site.http);
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
-    let o = vigil()
-        .args([
-            "alerts",
-            "list",
-            "--format",
-            "jsonl",
-            "--collector",
-            &site.url,
-        ])
-        .output()
-        .unwrap();
-    let alerts: Vec<Value> = String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let alerts = cli(&site.url, &["alerts", "list"]);
     assert!(alerts.len() >= 3, "{alerts:?}");
 
     let mut pages = vec![
@@ -297,27 +295,13 @@ fn the_console_shows_real_alerts_their_evidence_and_what_vigil_query_returns() {
     for a in &alerts {
         let id = a["id"].as_u64().unwrap().to_string();
         b.goto(&format!("{base}/alerts/{id}"));
-        let o = vigil()
-            .args(["alerts", "show", &id, "--flows", "100", "--format", "jsonl"])
-            .args(["--collector", &site.url])
-            .output()
-            .unwrap();
-        let lines: Vec<Value> = String::from_utf8(o.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        let want: Vec<Value> = lines[1..]
-            .iter()
-            .map(|f| {
-                json!([
-                    end(&f["src_ip"], &f["src_port"]),
-                    end(&f["dst_ip"], &f["dst_port"])
-                ])
-            })
-            .collect();
-        assert!(!want.is_empty(), "alert {id}: evidence");
-        assert_eq!(b.eval(ROWS), Value::from(want), "alert {id}");
+        let lines = cli(&site.url, &["alerts", "show", &id, "--flows", "100"]);
+        let want = ends(&lines[1..]);
+        assert!(
+            want.as_array().is_some_and(|w| !w.is_empty()),
+            "alert {id}: evidence"
+        );
+        assert_eq!(b.eval(ROWS), want, "alert {id}");
         let text = b
             .eval("document.body.innerText")
             .as_str()
@@ -340,40 +324,12 @@ fn the_console_shows_real_alerts_their_evidence_and_what_vigil_query_returns() {
             json!(filter)
         ));
         assert!(errors.is_empty(), "{filter}: {errors:?}");
-        let words: Vec<&str> = filter.split(' ').collect();
-        let o = vigil()
-            .arg("query")
-            .args(&words)
-            .args([
-                "--limit",
-                "50",
-                "--format",
-                "jsonl",
-                "--collector",
-                &site.url,
-            ])
-            .output()
-            .unwrap();
-        let want: Vec<Value> = String::from_utf8(o.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let f: Value = serde_json::from_str(l).unwrap();
-                json!([
-                    end(&f["src_ip"], &f["src_port"]),
-                    end(&f["dst_ip"], &f["dst_port"])
-                ])
-            })
-            .collect();
-        assert!(!want.is_empty(), "{filter}");
-        assert_eq!(b.eval(ROWS), Value::from(want), "{filter}");
-        let o = vigil()
-            .arg("query")
-            .args(&words)
-            .args(["--count", "--format", "jsonl", "--collector", &site.url])
-            .output()
-            .unwrap();
-        let totals: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let mut args = vec!["query"];
+        args.extend(filter.split(' '));
+        let want = ends(&cli(&site.url, &[&args[..], &["--limit", "50"]].concat()));
+        assert!(want.as_array().is_some_and(|w| !w.is_empty()), "{filter}");
+        assert_eq!(b.eval(ROWS), want, "{filter}");
+        let totals = cli(&site.url, &[&args[..], &["--count"]].concat()).remove(0);
         let shown = b.eval("document.querySelector('p.totals b').textContent");
         let flows = totals["flows"].as_u64().unwrap();
         assert_eq!(

@@ -2,6 +2,7 @@
 //! names its parameter.
 
 use super::ApiError;
+use crate::model::alert::{AlertKind, AlertQuery, Severity};
 use crate::model::query::{Filter, TimeRange};
 use crate::query;
 
@@ -97,6 +98,38 @@ impl Params {
                 format!("{v:?}: expected a whole number from {lo} to {hi}"),
             )),
         }
+    }
+
+    /// The alerts asked for: `kind`, `min_severity`, `asset`, `since`,
+    /// `until`, `limit` (default `default_limit`).
+    pub fn alert_query(&self, now_ns: u64, default_limit: u64) -> Result<AlertQuery, ApiError> {
+        let range = self.range(now_ns)?;
+        let kind = self
+            .get("kind")
+            .map(|k| {
+                AlertKind::parse(k)
+                    .ok_or_else(|| ApiError::param("kind", format!("{k:?}: unknown alert kind")))
+            })
+            .transpose()?;
+        let min_severity = self
+            .get("min_severity")
+            .map(|s| {
+                Severity::parse(s).ok_or_else(|| {
+                    ApiError::param(
+                        "min_severity",
+                        format!("{s:?}: expected low, medium, high or critical"),
+                    )
+                })
+            })
+            .transpose()?;
+        Ok(AlertQuery {
+            since_ns: range.since_ns,
+            until_ns: range.until_ns,
+            kind,
+            min_severity,
+            asset: self.get("asset").map(str::to_string),
+            limit: self.number("limit", default_limit, 1, 100_000)? as usize,
+        })
     }
 
     /// A flag: `true`/`1` or `false`/`0` (`false` when not given).

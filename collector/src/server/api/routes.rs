@@ -14,7 +14,7 @@ use vigil_proto::time::now_ns;
 
 use super::params::Params;
 use super::{ApiError, OPENAPI, json_body};
-use crate::model::alert::{AlertKind, AlertQuery, Severity, alert_show_json};
+use crate::model::alert::alert_show_json;
 use crate::model::query::{TimeRange, TopBy, TopKey};
 use crate::query::{self, json as shape};
 use crate::server::Shared;
@@ -194,33 +194,7 @@ async fn alerts(State(sh): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Answer 
         q.as_deref(),
         &["kind", "min_severity", "asset", "since", "until", "limit"],
     )?;
-    let range = p.range(now_ns())?;
-    let kind = p
-        .get("kind")
-        .map(|k| {
-            AlertKind::parse(k)
-                .ok_or_else(|| ApiError::param("kind", format!("{k:?}: unknown alert kind")))
-        })
-        .transpose()?;
-    let min_severity = p
-        .get("min_severity")
-        .map(|s| {
-            Severity::parse(s).ok_or_else(|| {
-                ApiError::param(
-                    "min_severity",
-                    format!("{s:?}: expected low, medium, high or critical"),
-                )
-            })
-        })
-        .transpose()?;
-    let query = AlertQuery {
-        since_ns: range.since_ns,
-        until_ns: range.until_ns,
-        kind,
-        min_severity,
-        asset: p.get("asset").map(str::to_string),
-        limit: p.number("limit", 100, 1, 100_000)? as usize,
-    };
+    let query = p.alert_query(now_ns(), 100)?;
     let store = sh.store.clone();
     let found = blocking("listing alerts", move || store.alerts(&query)).await?;
     let list: Vec<Value> = found

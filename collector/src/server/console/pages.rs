@@ -13,7 +13,7 @@ use vigil_proto::FlowRecord;
 use vigil_proto::time::now_ns;
 
 use super::{bytes, chart, count, error_page, page, step_for, when};
-use crate::model::alert::{Alert, AlertKind, AlertQuery, Severity};
+use crate::model::alert::{Alert, AlertKind, AlertQuery};
 use crate::model::query::{Filter, SeriesPoint, TimeRange, TopBy, TopKey, TopRow, Totals};
 use crate::query;
 use crate::server::Shared;
@@ -447,39 +447,11 @@ pub async fn alerts(State(sh): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Res
         Ok(p) => p,
         Err(e) => return bad(started, e),
     };
-    let kind = match p
-        .get("kind")
-        .map(|k| AlertKind::parse(k).ok_or(k))
-        .transpose()
-    {
-        Ok(k) => k,
-        Err(k) => return bad(started, format!("kind: {k:?}: unknown alert kind")),
+    let query = match p.alert_query(now_ns(), 200) {
+        Ok(q) => q,
+        Err(e) => return bad(started, e),
     };
-    let min_severity = match p
-        .get("min_severity")
-        .map(|s| Severity::parse(s).ok_or(s))
-        .transpose()
-    {
-        Ok(s) => s,
-        Err(s) => {
-            return bad(
-                started,
-                format!("min_severity: {s:?}: expected low, medium, high or critical"),
-            );
-        }
-    };
-    let (range, limit) = match (p.range(now_ns()), p.number("limit", 200, 1, 100_000)) {
-        (Ok(r), Ok(l)) => (r, l),
-        (Err(e), _) | (_, Err(e)) => return bad(started, e),
-    };
-    let query = AlertQuery {
-        since_ns: range.since_ns,
-        until_ns: range.until_ns,
-        kind,
-        min_severity,
-        asset: p.get("asset").map(str::to_string),
-        limit: limit as usize,
-    };
+    let limit = query.limit;
     let store = sh.store.clone();
     let found = match blocking("console: alerts", move || store.alerts(&query)).await {
         Ok(a) => a,
@@ -505,7 +477,7 @@ pub async fn alerts(State(sh): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Res
             label { "since " input type="text" name="since" value=(chosen("since")) placeholder="24h or 2024-05-01T10:00:00Z" size="22"; }
             button type="submit" { "Show" }
         }
-        p { (found.len()) " alerts, newest first" @if found.len() as u64 == limit { " (the first " (limit) ")" } "." }
+        p { (found.len()) " alerts, newest first" @if found.len() == limit { " (the first " (limit) ")" } "." }
         (alert_rows(&found))
     };
     page(started, StatusCode::OK, "Alerts", "Alerts", body)

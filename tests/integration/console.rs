@@ -279,6 +279,22 @@ fn the_console_shows_real_alerts_their_evidence_and_what_vigil_query_returns() {
                 scroll.as_u64() <= inner.as_u64(),
                 "{path} at {w}x{h}: {scroll} wide in a {inner} window"
             );
+            // The page fits the screen: not zoomed out to a wider layout.
+            let wide = b.eval(&format!(
+                "Array.from(document.querySelectorAll('body *'))\
+                 .filter(e => e.getBoundingClientRect().right > {w} + 1)\
+                 .map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))\
+                 .slice(0, 8)"
+            ));
+            assert_eq!(inner, json!(w), "{path} at {w}x{h}: laid out wider: {wide}");
+            // Nothing sticks out of the screen but what scrolls in its box.
+            let out = b.eval(
+                "Array.from(document.querySelectorAll('main *'))\
+                 .filter(e => !e.closest('.scroll') && !e.closest('.chart'))\
+                 .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)\
+                 .map(e => e.tagName + (e.name ? '[' + e.name + ']' : ''))",
+            );
+            assert_eq!(out, json!([]), "{path} at {w}x{h}: wider than the screen");
             b.screenshot(&shots.join(format!("{name}{suffix}.png")));
         }
     }

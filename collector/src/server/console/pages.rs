@@ -358,7 +358,7 @@ pub async fn overview(State(sh): State<Arc<Shared>>, RawQuery(q): RawQuery) -> R
         html! {
             section.top {
                 h3 { (title) }
-                table {
+                div.scroll { table {
                     thead { tr { th { "" } @for s in sev_names.iter().rev() { th.num { (s) } } } }
                     tbody {
                         @for (k, n) in rows {
@@ -369,7 +369,7 @@ pub async fn overview(State(sh): State<Arc<Shared>>, RawQuery(q): RawQuery) -> R
                         }
                         @if rows.is_empty() { tr { td colspan="5" { "no alerts" } } }
                     }
-                }
+                } }
             }
         }
     };
@@ -526,7 +526,7 @@ pub async fn alert(State(sh): State<Arc<Shared>>, Path(id): Path<String>) -> Res
         html! {
             section.top {
                 h3 { (title) " (" (count(total)) ")" }
-                table {
+                div.scroll { table {
                     thead { tr { th { "address" } th.num { "flows" } th.num { "packets" } th.num { "bytes" } } }
                     tbody {
                         @for p in list {
@@ -536,7 +536,7 @@ pub async fn alert(State(sh): State<Arc<Shared>>, Path(id): Path<String>) -> Res
                             }
                         }
                     }
-                }
+                } }
                 @if total > list.len() as u64 { p.small { "The " (list.len()) " largest shown." } }
             }
         }

@@ -27,7 +27,7 @@
       ],
       axes: [
         {},
-        { scale: "bytes", values: function (u, vs) { return vs.map(function (v) { return human(v) + "B"; }); }, size: 60 },
+        { scale: "bytes", values: function (u, vs) { return vs.map(function (v) { return human(v) + "B"; }); }, size: 72 },
         { scale: "flows", side: 1, grid: { show: false }, values: function (u, vs) { return vs.map(human); }, size: 50 }
       ]
     };

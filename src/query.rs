@@ -138,13 +138,6 @@ pub fn run(a: QueryArgs) -> Result<(), Failure> {
             a.by
         ))
     })?;
-    // A series from --since alone runs to now, quiet intervals included.
-    let shown = TimeRange {
-        until_ns: range
-            .until_ns
-            .or(range.since_ns.map(|s| now.max(s.saturating_add(1)))),
-        ..range
-    };
     let step_ns = a
         .series
         .as_deref()
@@ -154,7 +147,7 @@ pub fn run(a: QueryArgs) -> Result<(), Failure> {
             let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
             // Refuse a step under a second, or too many intervals, before
             // asking the store.
-            query::dense_series(&[], shown, ns)?;
+            query::shown_series(&[], range, now, ns)?;
             Ok::<_, String>(ns)
         })
         .transpose()
@@ -209,12 +202,9 @@ pub fn run(a: QueryArgs) -> Result<(), Failure> {
             print_status(&mut out, &sensors, a.format)?;
         } else if let Some(step) = step_ns {
             let points = series(backend, &filter, &text, range, step, &mut remote).await?;
-            // Flows stamped after now (a sensor's clock ahead) are shown.
-            let mut shown = shown;
-            if let (Some(u), None, Some(last)) = (shown.until_ns, range.until_ns, points.last()) {
-                shown.until_ns = Some(u.max(last.start_ns.saturating_add(step)));
-            }
-            let points = query::dense_series(&points, shown, step)
+            // A series from --since alone runs to now, quiet intervals
+            // included.
+            let points = query::shown_series(&points, range, now, step)
                 .map_err(|e| Failure::usage(anyhow::anyhow!("--series: {e}")))?;
             print_series(&mut out, &points, a.format)?;
         } else if a.count {

@@ -29,6 +29,29 @@ pub fn parse_time(s: &str, now_ns: u64) -> Result<u64, String> {
     u64::try_from(t.unix_timestamp_nanos()).map_err(|_| format!("{s:?}: before 1970"))
 }
 
+/// A series as analysts are shown it: [`dense_series`] over `range` asked
+/// at `now_ns`, where a range from `since` alone runs up to now, and past
+/// it to the last point (flows stamped after now, by a sensor's clock
+/// ahead, are shown). With no points: the check that the step and the
+/// number of intervals are acceptable, before a store is asked.
+pub fn shown_series(
+    points: &[SeriesPoint],
+    range: TimeRange,
+    now_ns: u64,
+    step_ns: u64,
+) -> Result<Vec<SeriesPoint>, String> {
+    let mut shown = TimeRange {
+        until_ns: range
+            .until_ns
+            .or(range.since_ns.map(|s| now_ns.max(s.saturating_add(1)))),
+        ..range
+    };
+    if let (Some(u), None, Some(last)) = (shown.until_ns, range.until_ns, points.last()) {
+        shown.until_ns = Some(u.max(last.start_ns.saturating_add(step_ns)));
+    }
+    dense_series(points, shown, step_ns)
+}
+
 /// A time series with the intervals that hold no flows filled in with
 /// zeros: from the interval of `range.since_ns` (or the first point) to the
 /// one before `range.until_ns` (or the last point). `points` are the

@@ -13,7 +13,8 @@ use vigil_proto::pb::alerts_server::Alerts;
 use super::Shared;
 use super::failure::Failure;
 use super::query::{blocking, range_of, stored_flow};
-use crate::model::alert::{AlertKind, AlertQuery, Severity};
+use crate::evidence::Completeness;
+use crate::model::alert::{Alert, AlertKind, AlertQuery, Severity};
 
 /// The service.
 #[derive(Clone, Debug)]
@@ -59,6 +60,34 @@ fn query_of(q: pb::AlertQuery) -> Result<AlertQuery, Failure> {
     })
 }
 
+/// An alert, its first evidence flows and the sensors' completeness over
+/// its window.
+pub type AlertDetail = (Alert, Vec<(String, vigil_proto::FlowRecord)>, Completeness);
+
+/// Alert `id` with its first `max_flows` evidence flows (`None`: no such
+/// alert): what `vigil alerts show`, the HTTP API and the console show.
+pub async fn alert_detail(
+    shared: &Shared,
+    id: u64,
+    max_flows: usize,
+) -> Result<Option<AlertDetail>, Failure> {
+    let store = shared.store.clone();
+    blocking("reading an alert", move || {
+        let Some(a) = store.alert(id)? else {
+            return Ok(None);
+        };
+        let refs = &a.evidence[..a.evidence.len().min(max_flows)];
+        let flows = if refs.is_empty() {
+            Vec::new()
+        } else {
+            store.evidence_flows(refs)?
+        };
+        let c = crate::evidence::completeness(store.as_ref(), a.first_seen_ns, a.last_seen_ns)?;
+        Ok(Some((a, flows, c)))
+    })
+    .await
+}
+
 #[tonic::async_trait]
 impl Alerts for AlertsSvc {
     type SubscribeStream = AlertStream;
@@ -77,31 +106,15 @@ impl Alerts for AlertsSvc {
         req: Request<pb::AlertRequest>,
     ) -> Result<Response<pb::AlertDetail>, Status> {
         let q = req.into_inner();
-        let store = self.0.store.clone();
-        let max = q.max_flows as usize;
-        let (alert, flows, completeness) = blocking("reading an alert", move || {
-            let Some(a) = store.alert(q.id)? else {
-                return Ok((None, Vec::new(), None));
-            };
-            let flows = if max > 0 {
-                let refs = &a.evidence[..a.evidence.len().min(max)];
-                store.evidence_flows(refs)?
-            } else {
-                Vec::new()
-            };
-            let c = crate::evidence::completeness(store.as_ref(), a.first_seen_ns, a.last_seen_ns)?;
-            Ok((Some(a), flows, Some(c)))
-        })
-        .await?;
-        let Some(alert) = alert else {
+        let Some((alert, flows, completeness)) =
+            alert_detail(&self.0, q.id, q.max_flows as usize).await?
+        else {
             return Err(Failure::peer(Code::NotFound, format!("no alert {}", q.id)).into());
         };
         Ok(Response::new(pb::AlertDetail {
             alert: Some(pb::Alert::from(&alert)),
             flows: flows.iter().map(stored_flow).collect(),
-            completeness_json: completeness
-                .and_then(|c| serde_json::to_string(&c).ok())
-                .unwrap_or_default(),
+            completeness_json: serde_json::to_string(&completeness).unwrap_or_default(),
         }))
     }
 

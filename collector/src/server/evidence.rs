@@ -26,12 +26,12 @@ pub struct EvidenceSvc(pub(super) Arc<Shared>);
 type ChunkStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::BundleChunk, Status>> + Send>>;
 
-fn no_key() -> Status {
+/// The collector signs no bundle: it has no key.
+pub fn no_key() -> Failure {
     Failure::peer(
         Code::FailedPrecondition,
         "this collector has no evidence signing key (no data directory, no evidence.signing_key)",
     )
-    .status()
 }
 
 /// Records an exported bundle in the share ledger (shared incidents point
@@ -65,13 +65,49 @@ pub fn record_export(
     }
 }
 
+/// Alert `id`'s evidence bundle, made now (anonymized for `partner` when
+/// its policy says) and recorded in the share ledger: for gRPC and HTTP.
+/// The outer error is the store's; the inner says why there is no bundle.
+pub async fn export_bundle(
+    shared: &Shared,
+    key: Arc<crate::evidence::CollectorKey>,
+    id: u64,
+    partner: Option<crate::share::Partner>,
+) -> Result<Result<crate::evidence::Exported, ExportError>, Failure> {
+    let store = shared.store.clone();
+    let data_dir = shared.data_dir.clone();
+    blocking("exporting evidence", move || {
+        let anon = partner.as_ref().and_then(|p| {
+            p.anonymize.as_ref().map(|a| crate::evidence::ForPartner {
+                partner: &p.name,
+                anonymizer: a,
+            })
+        });
+        match crate::evidence::export_for(
+            store.as_ref(),
+            &key,
+            id,
+            vigil_proto::time::now_ns(),
+            anon,
+        ) {
+            Ok(e) => {
+                record_export(&data_dir, id, partner.as_ref(), &e.bytes);
+                Ok(Ok(e))
+            }
+            Err(ExportError::Store(e)) => Err(e),
+            Err(e) => Ok(Err(e)),
+        }
+    })
+    .await
+}
+
 #[tonic::async_trait]
 impl Evidence for EvidenceSvc {
     type ExportStream = ChunkStream;
 
     async fn key(&self, _req: Request<pb::KeyRequest>) -> Result<Response<pb::KeyReply>, Status> {
         let Some(k) = &self.0.key else {
-            return Err(no_key());
+            return Err(no_key().status());
         };
         Ok(Response::new(pb::KeyReply {
             public_key_pem: k.public_pem(),
@@ -93,7 +129,7 @@ impl Evidence for EvidenceSvc {
             return Err(f.status());
         }
         let Some(key) = self.0.key.clone() else {
-            return Err(no_key());
+            return Err(no_key().status());
         };
         let req = req.into_inner();
         let id = req.alert_id;
@@ -114,31 +150,7 @@ impl Evidence for EvidenceSvc {
                 })?;
             Some(p.clone())
         };
-        let store = self.0.store.clone();
-        let data_dir = self.0.data_dir.clone();
-        let exported = blocking(
-            "exporting evidence",
-            move || match crate::evidence::export_for(
-                store.as_ref(),
-                &key,
-                id,
-                vigil_proto::time::now_ns(),
-                partner.as_ref().and_then(|p| {
-                    p.anonymize.as_ref().map(|a| crate::evidence::ForPartner {
-                        partner: &p.name,
-                        anonymizer: a,
-                    })
-                }),
-            ) {
-                Ok(e) => {
-                    record_export(&data_dir, id, partner.as_ref(), &e.bytes);
-                    Ok(Ok(e))
-                }
-                Err(ExportError::Store(e)) => Err(e),
-                Err(e) => Ok(Err(e)),
-            },
-        )
-        .await?;
+        let exported = export_bundle(&self.0, key, id, partner).await?;
         let exported = match exported {
             Ok(e) => e,
             Err(ExportError::NoAlert(id)) => {

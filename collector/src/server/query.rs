@@ -11,10 +11,10 @@ use vigil_proto::{FlowRecord, pb};
 
 use super::Shared;
 use super::failure::Failure;
-use crate::model::query::{Filter, TimeRange, TopBy, TopKey};
+use crate::model::query::{Filter, SeriesPoint, TimeRange, TopBy, TopKey, TopRow, Totals};
 use crate::query::parse;
-use crate::store::StoreError;
-use crate::store::plan;
+use crate::store::plan::{self, Select};
+use crate::store::{Store, StoreError};
 
 /// The service.
 #[derive(Clone, Debug)]
@@ -60,6 +60,78 @@ pub async fn blocking<T: Send + 'static>(
         f.log(what, "query");
     }
     r
+}
+
+/// How the store answers a plan, when `explain` is asked.
+fn explained(
+    explain: bool,
+    lines: impl FnOnce() -> Result<Vec<String>, StoreError>,
+) -> Result<Option<Vec<String>>, StoreError> {
+    explain.then(lines).transpose()
+}
+
+/// A top-N and, when asked, how the store answered it (gRPC and HTTP).
+pub fn top_answer(
+    store: &dyn Store,
+    (filter, range): (&Filter, TimeRange),
+    (key, by, limit): (TopKey, TopBy, usize),
+    explain: bool,
+) -> Result<(Vec<TopRow>, Option<Vec<String>>), StoreError> {
+    let lines = explained(explain, || {
+        store.explain(&plan::top(filter, range, key, by, limit, store.rollups()))
+    })?;
+    Ok((store.top(filter, range, key, by, limit)?, lines))
+}
+
+/// Totals and, when asked, how the store answered them.
+pub fn count_answer(
+    store: &dyn Store,
+    filter: &Filter,
+    range: TimeRange,
+    explain: bool,
+) -> Result<(Totals, Option<Vec<String>>), StoreError> {
+    let lines = explained(explain, || {
+        store.explain(&plan::count(filter, range, store.rollups()))
+    })?;
+    Ok((store.count(filter, range)?, lines))
+}
+
+/// A time series (the intervals with flows) and, when asked, how the
+/// store answered it.
+pub fn series_answer(
+    store: &dyn Store,
+    filter: &Filter,
+    range: TimeRange,
+    step_ns: u64,
+    explain: bool,
+) -> Result<(Vec<SeriesPoint>, Option<Vec<String>>), StoreError> {
+    let lines = explained(explain, || {
+        store.explain(&plan::series(filter, range, step_ns, store.rollups())?)
+    })?;
+    Ok((store.series(filter, range, step_ns)?, lines))
+}
+
+/// A page of stored flows: at most `limit` after `offset`, whether more
+/// follow, and, when asked, how the store read them.
+pub type FlowPage = (Vec<(String, FlowRecord)>, bool, Option<Vec<String>>);
+
+/// [`FlowPage`] of `filter` over `range` (HTTP API and console).
+pub fn flow_page(
+    store: &dyn Store,
+    (filter, range): (&Filter, TimeRange),
+    (offset, limit): (usize, usize),
+    explain: bool,
+) -> Result<FlowPage, StoreError> {
+    // One more than asked: whether there is a next page.
+    let plan = Select {
+        offset,
+        ..plan::select(filter, range, limit.saturating_add(1))
+    };
+    let lines = explained(explain, || store.explain_select(&plan))?;
+    let mut rows = store.select(&plan)?;
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    Ok((rows, more, lines))
 }
 
 #[tonic::async_trait]
@@ -127,16 +199,16 @@ impl Query for QuerySvc {
         let range = range_of(q.range);
         let store = self.0.store.clone();
         let (rows, explain) = blocking("top-N query", move || {
-            let explain = if q.explain {
-                store.explain(&plan::top(&filter, range, key, by, limit, store.rollups()))?
-            } else {
-                Vec::new()
-            };
-            Ok((store.top(&filter, range, key, by, limit)?, explain))
+            top_answer(
+                store.as_ref(),
+                (&filter, range),
+                (key, by, limit),
+                q.explain,
+            )
         })
         .await?;
         Ok(Response::new(pb::TopReply {
-            explain,
+            explain: explain.unwrap_or_default(),
             rows: rows
                 .into_iter()
                 .map(|r| pb::TopRow {
@@ -158,16 +230,11 @@ impl Query for QuerySvc {
         let range = range_of(q.range);
         let store = self.0.store.clone();
         let (t, explain) = blocking("count query", move || {
-            let explain = if q.explain {
-                store.explain(&plan::count(&filter, range, store.rollups()))?
-            } else {
-                Vec::new()
-            };
-            Ok((store.count(&filter, range)?, explain))
+            count_answer(store.as_ref(), &filter, range, q.explain)
         })
         .await?;
         Ok(Response::new(pb::CountReply {
-            explain,
+            explain: explain.unwrap_or_default(),
             flows: t.flows,
             packets: t.packets,
             bytes: t.bytes,
@@ -185,16 +252,11 @@ impl Query for QuerySvc {
         let store = self.0.store.clone();
         let step = q.step_ns;
         let (points, explain) = blocking("series query", move || {
-            let explain = if q.explain {
-                store.explain(&plan::series(&filter, range, step, store.rollups())?)?
-            } else {
-                Vec::new()
-            };
-            Ok((store.series(&filter, range, step)?, explain))
+            series_answer(store.as_ref(), &filter, range, step, q.explain)
         })
         .await?;
         Ok(Response::new(pb::SeriesReply {
-            explain,
+            explain: explain.unwrap_or_default(),
             points: points
                 .into_iter()
                 .map(|p| pb::SeriesPoint {

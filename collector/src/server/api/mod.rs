@@ -13,14 +13,11 @@
 pub(crate) mod params;
 mod routes;
 
-use std::sync::Arc;
-
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tonic::Code;
 
-use super::Shared;
 use super::failure::Failure;
 
 /// The OpenAPI 3.1 document of this API.
@@ -122,7 +119,4 @@ pub(super) fn json_body(v: &Value) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
 }
 
-/// The API's endpoints, for [`super::web`] to serve.
-pub fn router() -> axum::Router<Arc<Shared>> {
-    routes::router()
-}
+pub use routes::router;

@@ -47,18 +47,13 @@ impl Params {
             .filter(|v| !v.is_empty())
     }
 
-    /// The filter (`filter`, in the query language; none: every flow),
-    /// with its text.
-    pub fn filter(&self) -> Result<(Filter, String), ApiError> {
-        let text = self.get("filter").unwrap_or("").to_string();
-        match query::parse(&text) {
-            Ok(f) => Ok((f, text)),
-            Err(e) => {
-                let mut err = ApiError::param("filter", e.to_string());
-                err.column = Some(e.column);
-                Err(err)
-            }
-        }
+    /// The filter (`filter`, in the query language; none: every flow).
+    pub fn filter(&self) -> Result<Filter, ApiError> {
+        query::parse(self.get("filter").unwrap_or("")).map_err(|e| {
+            let mut err = ApiError::param("filter", e.to_string());
+            err.column = Some(e.column);
+            err
+        })
     }
 
     /// `since` and `until`: RFC 3339 or a duration before `now_ns`.

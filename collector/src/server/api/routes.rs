@@ -15,11 +15,14 @@ use vigil_proto::time::now_ns;
 use super::params::Params;
 use super::{ApiError, OPENAPI, json_body};
 use crate::model::alert::alert_show_json;
-use crate::model::query::{TimeRange, TopBy, TopKey};
+use crate::model::query::{TopBy, TopKey};
 use crate::query::{self, json as shape};
 use crate::server::Shared;
-use crate::server::query::{blocking, sensor_records};
-use crate::store::plan::{self, Select};
+use crate::server::alerts::alert_detail;
+use crate::server::evidence::{export_bundle, no_key};
+use crate::server::query::{
+    blocking, count_answer, flow_page, sensor_records, series_answer, top_answer,
+};
 
 type Answer = Result<Response, ApiError>;
 
@@ -50,28 +53,18 @@ async fn flows(State(sh): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Answer {
         q.as_deref(),
         &["filter", "since", "until", "limit", "offset", "explain"],
     )?;
-    let (filter, _) = p.filter()?;
+    let filter = p.filter()?;
     let range = p.range(now_ns())?;
     let limit = p.number("limit", 100, 1, 10_000)? as usize;
     let offset = p.number("offset", 0, 0, sh.max_query_flows)? as usize;
     let explain = p.flag("explain")?;
     let store = sh.store.clone();
-    let (rows, lines) = blocking("flow query", move || {
-        // One more than asked: whether there is a next page.
-        let plan = Select {
-            offset,
-            ..plan::select(&filter, range, limit + 1)
-        };
-        let lines = explain.then(|| store.explain_select(&plan)).transpose()?;
-        Ok((store.select(&plan)?, lines))
+    let (rows, more, lines) = blocking("flow query", move || {
+        flow_page(store.as_ref(), (&filter, range), (offset, limit), explain)
     })
     .await?;
-    let next = (rows.len() > limit).then_some(offset + limit);
-    let flows: Vec<Value> = rows
-        .iter()
-        .take(limit)
-        .map(|(s, r)| shape::stored_flow(s, r))
-        .collect();
+    let next = more.then_some(offset + limit);
+    let flows: Vec<Value> = rows.iter().map(|(s, r)| shape::stored_flow(s, r)).collect();
     Ok(json_body(&with_explain(
         json!({"flows": flows, "offset": offset, "limit": limit, "next_offset": next}),
         lines,
@@ -103,15 +96,12 @@ async fn top(State(sh): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Answer {
         )
     })?;
     let limit = p.number("limit", 10, 1, 10_000)? as usize;
-    let (filter, _) = p.filter()?;
+    let filter = p.filter()?;
     let range = p.range(now_ns())?;
     let explain = p.flag("explain")?;
     let store = sh.store.clone();
     let (rows, lines) = blocking("top-N query", move || {
-        let lines = explain
-            .then(|| store.explain(&plan::top(&filter, range, key, by, limit, store.rollups())))
-            .transpose()?;
-        Ok((store.top(&filter, range, key, by, limit)?, lines))
+        top_answer(store.as_ref(), (&filter, range), (key, by, limit), explain)
     })
     .await?;
     let rows: Vec<Value> = rows.iter().map(shape::top_row).collect();
@@ -123,15 +113,12 @@ async fn top(State(sh): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Answer {
 
 async fn count(State(sh): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Answer {
     let p = Params::parse(q.as_deref(), &["filter", "since", "until", "explain"])?;
-    let (filter, _) = p.filter()?;
+    let filter = p.filter()?;
     let range = p.range(now_ns())?;
     let explain = p.flag("explain")?;
     let store = sh.store.clone();
     let (t, lines) = blocking("count query", move || {
-        let lines = explain
-            .then(|| store.explain(&plan::count(&filter, range, store.rollups())))
-            .transpose()?;
-        Ok((store.count(&filter, range)?, lines))
+        count_answer(store.as_ref(), &filter, range, explain)
     })
     .await?;
     Ok(json_body(&with_explain(shape::totals(&t), lines)))
@@ -153,35 +140,20 @@ async fn series(State(sh): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Answer 
                 format!("{step_text:?}: expected an interval such as 1m, 5m or 1h: {e}"),
             )
         })?;
-    let (filter, _) = p.filter()?;
+    let filter = p.filter()?;
     let now = now_ns();
     let range = p.range(now)?;
-    // As `vigil query --series`: from `since` alone, up to now, quiet
-    // intervals included; the step and the number of intervals checked
-    // before the store is asked.
-    let mut shown = TimeRange {
-        until_ns: range
-            .until_ns
-            .or(range.since_ns.map(|s| now.max(s.saturating_add(1)))),
-        ..range
-    };
-    query::dense_series(&[], shown, step).map_err(|e| ApiError::param("step", e))?;
+    // As `vigil query --series`; the step and the number of intervals
+    // checked before the store is asked.
+    query::shown_series(&[], range, now, step).map_err(|e| ApiError::param("step", e))?;
     let explain = p.flag("explain")?;
     let store = sh.store.clone();
     let (points, lines) = blocking("series query", move || {
-        let lines = explain
-            .then(|| {
-                plan::series(&filter, range, step, store.rollups()).and_then(|a| store.explain(&a))
-            })
-            .transpose()?;
-        Ok((store.series(&filter, range, step)?, lines))
+        series_answer(store.as_ref(), &filter, range, step, explain)
     })
     .await?;
-    if let (Some(u), None, Some(last)) = (shown.until_ns, range.until_ns, points.last()) {
-        shown.until_ns = Some(u.max(last.start_ns.saturating_add(step)));
-    }
     let points =
-        query::dense_series(&points, shown, step).map_err(|e| ApiError::param("step", e))?;
+        query::shown_series(&points, range, now, step).map_err(|e| ApiError::param("step", e))?;
     let points: Vec<Value> = points.iter().map(shape::series_point).collect();
     Ok(json_body(&with_explain(
         json!({"step": step_text, "step_ns": step, "points": points}),
@@ -217,18 +189,7 @@ async fn alert(
     let id = alert_id(&id)?;
     let p = Params::parse(q.as_deref(), &["flows"])?;
     let max = p.number("flows", 100, 0, 10_000)? as usize;
-    let store = sh.store.clone();
-    let found = blocking("reading an alert", move || {
-        let Some(a) = store.alert(id)? else {
-            return Ok(None);
-        };
-        let refs = &a.evidence[..a.evidence.len().min(max)];
-        let flows = store.evidence_flows(refs)?;
-        let c = crate::evidence::completeness(store.as_ref(), a.first_seen_ns, a.last_seen_ns)?;
-        Ok(Some((a, flows, c)))
-    })
-    .await?;
-    let Some((a, flows, c)) = found else {
+    let Some((a, flows, c)) = alert_detail(&sh, id, max).await? else {
         return Err(ApiError::not_found(format!("no alert {id}")));
     };
     let mut v = alert_show_json(&pb::Alert::from(&a), Some(&c));
@@ -247,30 +208,9 @@ async fn bundle(
     let id = alert_id(&id)?;
     Params::parse(q.as_deref(), &[])?;
     let Some(key) = sh.key.clone() else {
-        return Err(ApiError {
-            status: axum::http::StatusCode::CONFLICT,
-            param: None,
-            column: None,
-            message: "this collector has no evidence signing key (no data directory, no \
-                      evidence.signing_key)"
-                .into(),
-        });
+        return Err(no_key().into());
     };
-    let (store, data_dir) = (sh.store.clone(), sh.data_dir.clone());
-    let exported = blocking("exporting evidence", move || match crate::evidence::export(
-        store.as_ref(),
-        &key,
-        id,
-        now_ns(),
-    ) {
-        Ok(e) => {
-            crate::server::record_export(&data_dir, id, None, &e.bytes);
-            Ok(Ok(e))
-        }
-        Err(crate::evidence::ExportError::Store(e)) => Err(e),
-        Err(e) => Ok(Err(e)),
-    })
-    .await?;
+    let exported = export_bundle(&sh, key, id, None).await?;
     let e = match exported {
         Ok(e) => e,
         Err(crate::evidence::ExportError::NoAlert(id)) => {

@@ -17,10 +17,10 @@ use crate::model::alert::{Alert, AlertKind, AlertQuery};
 use crate::model::query::{Filter, SeriesPoint, TimeRange, TopBy, TopKey, TopRow, Totals};
 use crate::query;
 use crate::server::Shared;
+use crate::server::alerts::alert_detail;
 use crate::server::api::params::Params;
 use crate::server::failure::Failure;
-use crate::server::query::{blocking, sensor_records};
-use crate::store::plan::{self, Select};
+use crate::server::query::{blocking, flow_page, sensor_records};
 
 /// Rows of a flow page in the explorer.
 const FLOW_PAGE: usize = 50;
@@ -135,6 +135,15 @@ async fn series(
     let (store, f, range, step) = (sh.store.clone(), filter.clone(), w.range, w.step_ns);
     let points = blocking("console: series", move || store.series(&f, range, step)).await?;
     query::dense_series(&points, w.shown, w.step_ns).map_err(Failure::bug)
+}
+
+/// Totals over a series' points.
+fn sum(points: &[SeriesPoint]) -> Totals {
+    let mut t = Totals::default();
+    for p in points {
+        t.add(p.totals);
+    }
+    t
 }
 
 /// The range presets as links (keeping `keep`'s parameters), the current
@@ -346,12 +355,7 @@ pub async fn overview(State(sh): State<Arc<Shared>>, RawQuery(q): RawQuery) -> R
         by_kind.entry(a.kind.as_str()).or_default()[i.min(3)] += 1;
         by_asset.entry(a.asset.as_str()).or_default()[i.min(3)] += 1;
     }
-    let mut total = Totals::default();
-    for p in &points {
-        total.flows += p.totals.flows;
-        total.packets += p.totals.packets;
-        total.bytes += p.totals.bytes;
-    }
+    let total = sum(&points);
     let current = p.get("range").unwrap_or("24h");
     let sev_names = ["low", "medium", "high", "critical"];
     let counts = |title: &str, rows: &BTreeMap<&str, [u64; 4]>, param: &str| {
@@ -489,17 +493,7 @@ pub async fn alert(State(sh): State<Arc<Shared>>, Path(id): Path<String>) -> Res
     let Ok(id) = id.parse::<u64>() else {
         return bad(started, format!("{id:?}: expected an alert number"));
     };
-    let store = sh.store.clone();
-    let found = blocking("console: alert", move || {
-        let Some(a) = store.alert(id)? else {
-            return Ok(None);
-        };
-        let refs = &a.evidence[..a.evidence.len().min(100)];
-        let flows = store.evidence_flows(refs)?;
-        let c = crate::evidence::completeness(store.as_ref(), a.first_seen_ns, a.last_seen_ns)?;
-        Ok(Some((a, flows, c)))
-    })
-    .await;
+    let found = alert_detail(&sh, id, 100).await;
     let (a, flows, c) = match found {
         Ok(Some(x)) => x,
         Ok(None) => {
@@ -636,10 +630,7 @@ pub async fn flows(State(sh): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Resp
     };
     let (store, f, range) = (sh.store.clone(), filter.clone(), w.range);
     let listing = blocking("console: flows", move || {
-        store.select(&Select {
-            offset,
-            ..plan::select(&f, range, FLOW_PAGE + 1)
-        })
+        flow_page(store.as_ref(), (&f, range), (offset, FLOW_PAGE), false)
     });
     let found = tokio::join!(
         series(&sh, &filter, &w),
@@ -649,7 +640,7 @@ pub async fn flows(State(sh): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Resp
         top(TopKey::Proto),
         listing,
     );
-    let (points, src, dst, dport, proto, mut rows) = match found {
+    let (points, src, dst, dport, proto, (rows, more, _)) = match found {
         (Ok(a), Ok(b), Ok(c), Ok(d), Ok(e), Ok(f)) => (a, b, c, d, e, f),
         (Err(f), ..)
         | (_, Err(f), ..)
@@ -658,14 +649,7 @@ pub async fn flows(State(sh): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Resp
         | (_, _, _, _, Err(f), _)
         | (.., Err(f)) => return failed(started, f),
     };
-    let more = rows.len() > FLOW_PAGE;
-    rows.truncate(FLOW_PAGE);
-    let mut total = Totals::default();
-    for p in &points {
-        total.flows += p.totals.flows;
-        total.packets += p.totals.packets;
-        total.bytes += p.totals.bytes;
-    }
+    let total = sum(&points);
     let kept = keep(&[
         ("filter", Some(text.as_str()).filter(|t| !t.is_empty())),
         ("since", p.get("since")),

@@ -21,7 +21,7 @@ use vigil_sensor::flow::FlowConfig;
 use vigil_sensor::run::Input;
 
 use crate::detection::{asset, wait_detected};
-use crate::util::{corpus_dir, http_get, ran_with, rt, sensor_with, skip, vigil};
+use crate::util::{corpus_dir, have_python, http_get, ran_with, rt, sensor_with, vigil};
 
 /// The API of a running collector, and the answers checked against its
 /// schemas at the end (schema name, answer).
@@ -384,14 +384,10 @@ fn the_api_answers_as_the_command_line_does() {
 /// The OpenAPI document through openapi-spec-validator, and each answer
 /// through jsonschema against its schema in the document.
 fn check_openapi(dir: &Path, doc: &[u8], answers: &[(String, Value)]) {
-    let ok = Command::new("python3")
-        .args(["-c", "import openapi_spec_validator, jsonschema"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        skip(
-            "python3 with openapi-spec-validator is not installed (pip install openapi-spec-validator)",
-        );
+    if !have_python(
+        &["openapi_spec_validator", "jsonschema"],
+        "openapi-spec-validator",
+    ) {
         return;
     }
     let doc_file = dir.join("openapi.json");

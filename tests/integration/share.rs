@@ -21,7 +21,7 @@ use vigil_collector::store::AlertQuery;
 use vigil_collector::store::prelude::*;
 use vigil_collector::store::sqlite::SqliteStore;
 
-use crate::util::{corpus_dir, free_port, ran_with, rt, skip, vigil};
+use crate::util::{corpus_dir, free_port, ran_with, rt, vigil};
 
 const KEY_HEX: &str = "15221785333ca4cf80130a5b16499070d8988f83797965276257462d2a842202";
 const COLLECTION: &str = "472c94ae-3113-4e3e-a4dd-a9f4ac7471d4";
@@ -30,22 +30,13 @@ fn python() -> &'static Path {
     Path::new("python3")
 }
 
-/// Whether the Python modules are importable (else a skip, under CI a
-/// failure).
+/// Whether the sharing tests' Python modules are importable (else a
+/// skip, under CI a failure).
 fn have_python(modules: &[&str]) -> bool {
-    let ok = Command::new(python())
-        .arg("-c")
-        .arg(format!("import {}", modules.join(", ")))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        skip(&format!(
-            "python3 with {} is not installed (pip install stix2-validator stix2 medallion \
-             taxii2-client yacryptopan)",
-            modules.join(", ")
-        ));
-    }
-    ok
+    crate::util::have_python(
+        modules,
+        "stix2-validator stix2 medallion taxii2-client yacryptopan",
+    )
 }
 
 fn script(name: &str) -> PathBuf {

@@ -470,3 +470,20 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String, Vec<u8>
     }
     (status, header("content-type").unwrap_or_default(), body)
 }
+
+/// Whether `python3` imports `modules` (else a skip naming the `pip`
+/// packages to install; under CI a failure).
+pub fn have_python(modules: &[&str], pip: &str) -> bool {
+    let ok = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!("import {}", modules.join(", ")))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        skip(&format!(
+            "python3 with {} is not installed (pip install {pip})",
+            modules.join(", ")
+        ));
+    }
+    ok
+}

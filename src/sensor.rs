@@ -14,6 +14,7 @@ use vigil_sensor::capture::LiveError;
 use vigil_sensor::config::{CaptureSettings, SensorFile, SourceKind, TlsSection};
 use vigil_sensor::export::grpc::Exporter;
 use vigil_sensor::export::{Format, RecordWriter};
+use vigil_sensor::metrics::SensorMetrics;
 use vigil_sensor::run::{self, LiveCounters, RunConfig, RunError, RunReport};
 
 use crate::Failure;
@@ -110,6 +111,10 @@ pub struct SensorArgs {
     /// per-protocol defaults.
     #[arg(long, value_name = "DUR")]
     idle_timeout: Option<String>,
+    /// Serve Prometheus metrics on this address (GET /metrics), e.g.
+    /// 127.0.0.1:9465.
+    #[arg(long, value_name = "IP:PORT")]
+    metrics_listen: Option<String>,
     /// Validate the configuration and exit.
     #[arg(long)]
     check_config: bool,
@@ -189,6 +194,9 @@ impl SensorArgs {
         }
         if let Some(v) = &self.output {
             f.output = Some(v.clone());
+        }
+        if let Some(v) = &self.metrics_listen {
+            f.metrics_listen = Some(v.clone());
         }
         match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
             (Some(ca), Some(cert), Some(key)) => {
@@ -372,6 +380,25 @@ pub fn run(a: SensorArgs) -> Result<(), Failure> {
             None => None,
         };
         let sink = exporter.as_ref().map(|e| e.sink());
+        if let Some(addr) = settings.metrics_listen {
+            let metrics = SensorMetrics {
+                sensor_id: settings
+                    .exporter
+                    .as_ref()
+                    .map(|e| e.sensor_id.clone())
+                    .unwrap_or_default(),
+                source: settings
+                    .capture
+                    .as_ref()
+                    .filter(|_| a.files.is_empty())
+                    .map_or_else(|| "file".to_string(), |c| c.interface.clone()),
+                live: live.clone(),
+                export: exporter.as_ref().map(Exporter::monitor),
+            };
+            let bound = metrics.serve(addr).await.map_err(Failure::usage)?;
+            // Scripts wait for this line.
+            eprintln!("vigil sensor: metrics on http://{bound}/metrics");
+        }
         cfg.live = Some(live);
         cfg.stop = Some(stop.clone());
         // Live capture never waits for the exporter (files do: nothing is

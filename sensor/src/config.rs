@@ -47,6 +47,8 @@ pub struct SensorFile {
     /// The live capture source (instead of capture files).
     #[serde(default)]
     pub capture: CaptureSection,
+    /// Prometheus endpoint address (`GET /metrics`, `IP:PORT`); unset: none.
+    pub metrics_listen: Option<String>,
 }
 
 /// `[capture]`: live capture on an interface.
@@ -263,6 +265,8 @@ pub struct SensorSettings {
     pub pipeline: RunConfig,
     /// Wait for acknowledgements at shutdown.
     pub drain_timeout: Duration,
+    /// The Prometheus endpoint's address.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl SensorFile {
@@ -368,6 +372,18 @@ impl SensorFile {
             errs.push("sensor.spool.dir: required (--spool-dir)".into());
         }
         let capture = self.capture.validate(&mut errs);
+        let metrics_listen = match &self.metrics_listen {
+            None => None,
+            Some(m) => match m.parse() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    errs.push(format!(
+                        "sensor.metrics_listen = {m:?}: expected IP:PORT, e.g. 127.0.0.1:9465"
+                    ));
+                    None
+                }
+            },
+        };
         if self.export.batch_flows == 0 || self.export.batch_flows > 65_536 {
             errs.push(format!(
                 "sensor.export.batch_flows = {}: must be 1-65536",
@@ -466,6 +482,7 @@ impl SensorFile {
             capture,
             pipeline,
             drain_timeout,
+            metrics_listen,
         })
     }
 }

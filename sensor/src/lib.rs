@@ -21,6 +21,7 @@ pub mod export;
 pub mod flow;
 #[cfg(any(fuzzing, test, feature = "fuzzing"))]
 pub mod fuzzing;
+pub mod metrics;
 pub mod rewrite;
 pub mod run;
 pub mod synth;

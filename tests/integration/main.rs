@@ -15,6 +15,7 @@ mod engine;
 mod evidence;
 mod layout;
 mod live;
+mod metrics;
 mod pki;
 mod query;
 mod share;

@@ -315,10 +315,18 @@ pub trait PacketSource {
 impl<S: ByteSource> PacketSource for CaptureReader<S> {
     #[inline]
     fn next(&mut self) -> Result<Next<'_>, CaptureError> {
-        Ok(match self.next_packet()? {
-            Some(p) => Next::Packet(p),
-            None => Next::End,
-        })
+        match self.next_packet() {
+            Ok(Some(p)) => Ok(Next::Packet(p)),
+            Ok(None) => Ok(Next::End),
+            // A stream with nothing to read for a while (standard input
+            // from a live capture): what was read so far stays buffered.
+            Err(CaptureError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::WouldBlock =>
+            {
+                Ok(Next::Idle)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn offset(&self) -> u64 {

@@ -165,6 +165,8 @@ pub struct ExportCounters {
     /// numbers started again: it held batches of the id under another
     /// spool incarnation (this spool is new, or another host uses the id).
     pub seq_resets: AtomicU64,
+    /// A stream to the collector is open now.
+    pub connected: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -327,6 +329,46 @@ impl ExportSink {
     }
 }
 
+/// The exporter's figures, read at any time (see [`Exporter::monitor`]).
+#[derive(Clone, Debug)]
+pub struct ExportMonitor(Arc<Shared>);
+
+impl ExportMonitor {
+    /// The exporter's counters.
+    pub fn counters(&self) -> &ExportCounters {
+        &self.0.counters
+    }
+
+    /// Spool counters now.
+    pub fn spool_stats(&self) -> super::spool::SpoolStats {
+        self.0.spool().stats()
+    }
+
+    /// Batches in the spool not yet acknowledged.
+    pub fn pending_batches(&self) -> u64 {
+        self.0.spool().pending()
+    }
+
+    /// Send-to-ack latency of every batch acknowledged so far, µs.
+    pub fn ack_latency_us(&self) -> Histogram<u64> {
+        self.0
+            .ack_latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Why the collector refuses this sensor, while it does.
+    pub fn refused(&self) -> Option<String> {
+        self.0.refused()
+    }
+
+    /// The collector's URL.
+    pub fn collector(&self) -> &str {
+        &self.0.cfg.collector
+    }
+}
+
 /// What [`Exporter::drain`] achieved.
 #[derive(Clone, Debug)]
 pub struct DrainReport {
@@ -400,6 +442,12 @@ impl Exporter {
     /// The exporter's counters.
     pub fn counters(&self) -> &ExportCounters {
         &self.shared.counters
+    }
+
+    /// A handle on the exporter's figures that outlives neither the
+    /// process nor the figures (for the metrics endpoint).
+    pub fn monitor(&self) -> ExportMonitor {
+        ExportMonitor(self.shared.clone())
     }
 
     /// Why the collector refuses this sensor, while it does: the sender
@@ -578,7 +626,11 @@ async fn sender(shared: Arc<Shared>) {
         // restart.
         let end = match endpoint(&shared.cfg) {
             Ok(ep) => match ep.connect().await {
-                Ok(ch) => stream(&shared, ch).await,
+                Ok(ch) => {
+                    let end = stream(&shared, ch).await;
+                    shared.counters.connected.store(false, Ordering::Relaxed);
+                    end
+                }
                 Err(e) => StreamEnd::Retry(format!("connecting: {}", error_chain(&e))),
             },
             Err(e) => StreamEnd::Retry(e.to_string()),
@@ -721,6 +773,7 @@ async fn stream(shared: &Arc<Shared>, channel: Channel) -> StreamEnd {
         Err(s) => return status_end(shared, s, acked),
     };
     shared.counters.connects.fetch_add(1, Ordering::Relaxed);
+    shared.counters.connected.store(true, Ordering::Relaxed);
     tracing::info!(collector = %shared.cfg.collector, resume_after = acked, "streaming to the collector");
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     loop {

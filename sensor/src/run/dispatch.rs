@@ -30,13 +30,15 @@ use hdrhistogram::Histogram;
 use vigil_proto::{EndReason, FlowRecord};
 
 use super::{
-    Handoff, Input, LiveCounters, Progress, RunConfig, RunError, RunReport, finish_table,
-    histogram, join_sink, log_finished, recv_spinning, spawn_sink, spins_for, validate,
+    Handoff, Input, LiveCounters, Progress, Published, RunConfig, RunError, RunReport,
+    finish_table, histogram, join_sink, log_finished, recv_spinning, spawn_sink, spins_for,
+    validate,
 };
 use crate::app::Sniffer;
+use crate::capture::KernelStats;
 use crate::capture::{CaptureError, CaptureReader, Next, PacketSource};
 use crate::decode::key::shard_of;
-use crate::decode::{Decoder, PacketMeta};
+use crate::decode::{DecodeStats, Decoder, PacketMeta};
 use crate::flow::FlowConfig;
 use crate::flow::clock::PacketClock;
 use crate::flow::table::{FlowTable, TableStats};
@@ -137,6 +139,12 @@ struct WorkerReport {
     queue_ns: Histogram<u64>,
 }
 
+/// What a shard publishes: its table's figures (the reader publishes the
+/// packets, bytes and decode counters).
+fn shard_published(table: &FlowTable) -> Published {
+    Published::of(0, 0, &DecodeStats::default(), table, KernelStats::default())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn worker(
     workers: usize,
@@ -148,7 +156,7 @@ fn worker(
     live: Option<Arc<LiveCounters>>,
     stopped: &AtomicBool,
 ) -> WorkerReport {
-    let mut published_evicted = 0;
+    let mut published = Published::default();
     let mut table = FlowTable::new(&cfg, max_flows);
     let mut update_ns = histogram();
     let mut queue_ns = histogram();
@@ -173,12 +181,8 @@ fn worker(
         batch.metas.clear();
         batch.payloads.clear();
         let _ = ret.try_send((batch.metas, batch.payloads));
-        if let Some(l) = &live
-            && table.stats.evicted != published_evicted
-        {
-            l.evicted
-                .fetch_add(table.stats.evicted - published_evicted, Ordering::Relaxed);
-            published_evicted = table.stats.evicted;
+        if let Some(l) = &live {
+            l.add_worker(&mut published, &shard_published(&table));
         }
     }
     let reason = if stopped.load(Ordering::Relaxed) {
@@ -187,6 +191,9 @@ fn worker(
         EndReason::EndOfInput
     };
     let (table_bytes, flows_at_end) = finish_table(&mut table, &out, reason);
+    if let Some(l) = &live {
+        l.add_worker(&mut published, &shard_published(&table));
+    }
     WorkerReport {
         stats: table.stats.clone(),
         table_bytes,
@@ -199,16 +206,21 @@ fn worker(
 /// Standard input read on a helper thread, so that a reader blocked on an
 /// idle pipe still sees the stop flag: once it is set, reads end (EOF). The
 /// helper thread, blocked in `read`, is left behind; the process is ending.
+/// Once `idle` is set (after the capture's header), 100 ms without data end
+/// a read with `WouldBlock`, which the capture reader turns into
+/// [`Next::Idle`]: the reader then publishes its counters and hands the
+/// packets it holds to the shards instead of keeping them until more come.
 struct StoppableStdin {
     rx: Receiver<io::Result<Vec<u8>>>,
     stop: Arc<AtomicBool>,
+    idle: Arc<AtomicBool>,
     buf: Vec<u8>,
     pos: usize,
     eof: bool,
 }
 
 impl StoppableStdin {
-    fn new(stop: Arc<AtomicBool>) -> StoppableStdin {
+    fn new(stop: Arc<AtomicBool>, idle: Arc<AtomicBool>) -> StoppableStdin {
         let (tx, rx) = bounded::<io::Result<Vec<u8>>>(4);
         let spawned = std::thread::Builder::new()
             .name("vigil-stdin".into())
@@ -239,6 +251,7 @@ impl StoppableStdin {
         StoppableStdin {
             rx,
             stop,
+            idle,
             buf: Vec::new(),
             pos: 0,
             eof,
@@ -259,7 +272,14 @@ impl io::Read for StoppableStdin {
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(e),
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    if self.idle.load(Ordering::Relaxed) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::WouldBlock,
+                            "no data on standard input for 100 ms",
+                        ));
+                    }
+                }
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => self.eof = true,
             }
         }
@@ -294,8 +314,14 @@ pub(super) fn run_dispatch(
                 Input::Stdin => match cfg.stop.clone() {
                     // A daemon must stop on its flag even while standard
                     // input has nothing to read.
-                    Some(stop) => CaptureReader::new(StoppableStdin::new(stop), input.name())
-                        .and_then(|mut r| reader.read(&mut r)),
+                    Some(stop) => {
+                        let idle = Arc::new(AtomicBool::new(false));
+                        CaptureReader::new(StoppableStdin::new(stop, idle.clone()), input.name())
+                            .and_then(|mut r| {
+                                idle.store(true, Ordering::Relaxed);
+                                reader.read(&mut r)
+                            })
+                    }
                     None => CaptureReader::new(io::stdin().lock(), input.name())
                         .and_then(|mut r| reader.read(&mut r)),
                 },
@@ -495,8 +521,14 @@ impl Reader<'_, '_> {
                 Next::End => break,
                 Next::Idle => {
                     // Nothing came within the source's timeout: packet time
-                    // moves with the wall clock, and the stop flag is seen.
-                    self.disp.clock(vigil_proto::time::now_ns());
+                    // moves with the wall clock (a live source; a stream of
+                    // a file keeps its own), the packets held go to the
+                    // shards, and the stop flag is seen.
+                    if live_source {
+                        self.disp.clock(vigil_proto::time::now_ns());
+                    } else {
+                        self.disp.flush();
+                    }
                     if self.check_in() {
                         break;
                     }

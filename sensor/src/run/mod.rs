@@ -121,6 +121,10 @@ pub struct LiveCounters {
     pub app_payloads: AtomicU64,
     /// Unreadable application data, indexed like [`AppError::ALL`].
     pub app_errors: [AtomicU64; AppError::ALL.len()],
+    /// Flows the tables hold now, all workers.
+    pub active_flows: AtomicU64,
+    /// Flow records the sink took (the exporter's spool, the JSON output).
+    pub records: AtomicU64,
 }
 
 /// What a worker has published to [`LiveCounters`] so far (workers add
@@ -134,6 +138,7 @@ pub(crate) struct Published {
     evicted: u64,
     kernel: KernelStats,
     app: AppStats,
+    active: u64,
 }
 
 impl Published {
@@ -152,6 +157,7 @@ impl Published {
             evicted: table.stats.evicted,
             kernel,
             app: table.stats.app.clone(),
+            active: table.len() as u64,
         }
     }
 }
@@ -186,6 +192,13 @@ impl LiveCounters {
             now.kernel.packets,
         );
         add(&self.kernel_drops, last.kernel.drops, now.kernel.drops);
+        // The only figure that falls as well as rises.
+        if now.active >= last.active {
+            add(&self.active_flows, last.active, now.active);
+        } else {
+            self.active_flows
+                .fetch_sub(last.active - now.active, Ordering::Relaxed);
+        }
         add(&self.app_flows, last.app.flows, now.app.flows);
         add(&self.app_payloads, last.app.payloads, now.app.payloads);
         for ((a, o), n) in self
@@ -611,6 +624,7 @@ pub(crate) fn spawn_sink<'scope, 'env>(
         }
     };
     let taken = lossy.clone();
+    let live = cfg.live.clone();
     let writer = s.spawn(move || -> io::Result<()> {
         for recs in rx {
             let r = sink(&recs);
@@ -620,6 +634,9 @@ pub(crate) fn spawn_sink<'scope, 'env>(
             if let Err(e) = r {
                 failed.store(true, Ordering::Relaxed);
                 return Err(e);
+            }
+            if let Some(l) = &live {
+                l.records.fetch_add(recs.len() as u64, Ordering::Relaxed);
             }
         }
         Ok(())

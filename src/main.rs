@@ -10,6 +10,7 @@ mod bench_evidence;
 mod collector;
 mod demo;
 mod detect;
+mod docs;
 mod evidence;
 mod flows;
 mod pki;
@@ -72,6 +73,11 @@ enum Cmd {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(docs::CompletionsArgs),
+    /// Write the man pages (vigil.1 and one per subcommand) into a directory.
+    #[command(hide = true)]
+    Man(docs::ManArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,6 +189,8 @@ fn main() -> ExitCode {
         Cmd::Detect(a) => detect::run(a),
         Cmd::Evidence(c) => evidence::run(c),
         Cmd::Pki(c) => pki::run(c),
+        Cmd::Completions(a) => docs::completions(&a, <Cli as clap::CommandFactory>::command()),
+        Cmd::Man(a) => docs::man(&a, <Cli as clap::CommandFactory>::command()),
         Cmd::Config(ConfigCmd::Defaults { which }) => match which.as_str() {
             "sensor" => {
                 print!("{}", vigil_sensor::config::SensorFile::defaults_toml());

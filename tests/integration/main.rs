@@ -16,6 +16,7 @@ mod evidence;
 mod layout;
 mod live;
 mod metrics;
+mod package;
 mod pki;
 mod query;
 mod share;

@@ -16,7 +16,7 @@ use crate::util::{http_get, vigil};
 /// Reads `child`'s standard error until a line starting with each of
 /// `prefixes` was seen; returns the rest of those lines, in order, and
 /// drains the remainder of the log on a thread.
-fn announced(child: &mut Child, prefixes: &[&str]) -> Vec<String> {
+pub(crate) fn announced(child: &mut Child, prefixes: &[&str]) -> Vec<String> {
     let mut err = BufReader::new(child.stderr.take().expect("stderr piped"));
     let mut found = vec![None; prefixes.len()];
     let mut seen = String::new();
@@ -38,7 +38,7 @@ fn announced(child: &mut Child, prefixes: &[&str]) -> Vec<String> {
 
 /// A child killed when the test ends, passed or not (a collector left
 /// running would hold the test's output open).
-struct Reaped(Child);
+pub(crate) struct Reaped(pub(crate) Child);
 
 impl Drop for Reaped {
     fn drop(&mut self) {

@@ -112,7 +112,7 @@ pub fn run(cmd: EvidenceCmd) -> Result<(), Failure> {
     }
 }
 
-fn read_config(c: &std::path::Path) -> Result<CollectorFile, Failure> {
+pub(crate) fn read_config(c: &std::path::Path) -> Result<CollectorFile, Failure> {
     let text = std::fs::read_to_string(c)
         .with_context(|| format!("reading {}", c.display()))
         .map_err(Failure::usage)?;

@@ -2,6 +2,7 @@
 //! runs it and maps failures to exit codes (64 usage or configuration, 1
 //! runtime failure, 0 on a closed output pipe). Nothing else lives here.
 
+mod access;
 mod alerts;
 mod bench;
 mod bench_detect;
@@ -70,6 +71,9 @@ enum Cmd {
     /// collector, sensors and analysts (mTLS in three commands).
     #[command(subcommand)]
     Pki(pki::PkiCmd),
+    /// Access to the HTTP API and console: API tokens for analysts.
+    #[command(subcommand)]
+    Access(access::AccessCmd),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -189,6 +193,7 @@ fn main() -> ExitCode {
         Cmd::Detect(a) => detect::run(a),
         Cmd::Evidence(c) => evidence::run(c),
         Cmd::Pki(c) => pki::run(c),
+        Cmd::Access(c) => access::run(c),
         Cmd::Completions(a) => docs::completions(&a, <Cli as clap::CommandFactory>::command()),
         Cmd::Man(a) => docs::man(&a, <Cli as clap::CommandFactory>::command()),
         Cmd::Config(ConfigCmd::Defaults { which }) => match which.as_str() {

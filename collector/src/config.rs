@@ -303,9 +303,10 @@ impl CollectorFile {
         let http = self.http.listen.as_ref().map(|h| addr("http.listen", h));
         if let Some(Some(a)) = http
             && !a.ip().is_loopback()
+            && self.tls.is_none()
         {
             errs.push(format!(
-                "collector.http.listen = \"{a}\": the HTTP API is plaintext and served on a loopback address only (127.0.0.1 or ::1)"
+                "collector.http.listen = \"{a}\": without [tls] the HTTP API is plaintext and served on a loopback address only (127.0.0.1 or ::1); set [tls] to serve it over HTTPS"
             ));
         }
         let mut dur =

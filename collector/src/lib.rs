@@ -34,6 +34,7 @@ pub mod server;
 pub mod share;
 pub mod store;
 pub mod summary;
+pub mod tokens;
 pub mod webhook;
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Vigil's integration tests: one binary, one module per area.
 
+mod access;
 mod alloc;
 mod api;
 mod appmeta;

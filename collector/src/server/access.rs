@@ -149,6 +149,76 @@ pub fn readers_only(
     }
 }
 
+/// The cookie the console's sign-in page sets to the API token.
+pub const TOKEN_COOKIE: &str = "vigil_token";
+
+/// Who reads over HTTP (the API and the console), once authenticated: a
+/// request extension the handlers log and record exports with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WebReader {
+    /// Plaintext from the collector's host.
+    LocalAdmin,
+    /// An analyst by the client certificate's identity (HTTPS).
+    Certificate(String),
+    /// An analyst by an API token.
+    Token {
+        /// The name it was issued for.
+        name: String,
+        /// Its id (the first digits of its hash).
+        id: String,
+    },
+}
+
+impl WebReader {
+    /// For logs and records.
+    pub fn describe(&self) -> String {
+        match self {
+            WebReader::LocalAdmin => "local administrator (plaintext on loopback)".into(),
+            WebReader::Certificate(id) => format!("{id} (client certificate)"),
+            WebReader::Token { name, id } => format!("{name} (API token {id})"),
+        }
+    }
+}
+
+/// The data directory's API tokens ([`crate::tokens`]), read again when the
+/// file changes (its modification time or size), so that a token made or
+/// revoked by `vigil access token` counts from the next request.
+#[derive(Debug)]
+pub struct TokenGate {
+    data_dir: std::path::PathBuf,
+    cache: std::sync::Mutex<(Option<(std::time::SystemTime, u64)>, crate::tokens::Tokens)>,
+}
+
+impl TokenGate {
+    /// The gate of `data_dir` (empty: no tokens).
+    pub fn new(data_dir: &std::path::Path) -> TokenGate {
+        TokenGate {
+            data_dir: data_dir.to_path_buf(),
+            cache: std::sync::Mutex::new((None, crate::tokens::Tokens::default())),
+        }
+    }
+
+    /// The live token `token` is, if it is one.
+    pub fn verify(
+        &self,
+        token: &str,
+    ) -> Result<Option<crate::tokens::TokenEntry>, crate::tokens::TokenError> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        let path = crate::tokens::path(&self.data_dir);
+        let stamp = std::fs::metadata(&path)
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())));
+        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if c.0 != stamp {
+            let tokens = crate::tokens::Tokens::load(&self.data_dir)?;
+            *c = (stamp, tokens);
+        }
+        Ok(c.1.verify(token).cloned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -155,9 +155,9 @@ pub enum CollectorError {
         "refusing plaintext gRPC on {0}, which is not a loopback address: give --tls-cert, --tls-key and --tls-ca (or tls in collector.toml), or --insecure"
     )]
     PlaintextRefused(SocketAddr),
-    /// The HTTP API on a non-loopback address.
+    /// The HTTP API in plaintext on a non-loopback address.
     #[error(
-        "refusing the HTTP API on {0}, which is not a loopback address: it is served in plaintext, to the collector's host only"
+        "refusing the HTTP API on {0}, which is not a loopback address: without tls (--tls-cert, --tls-key, --tls-ca) it is served in plaintext, to the collector's host only"
     )]
     HttpOffLoopback(SocketAddr),
     /// The store failed to open.
@@ -194,6 +194,8 @@ pub struct Shared {
     webhook: Option<Webhook>,
     /// Who may read.
     access: access::Access,
+    /// The API tokens (HTTP).
+    tokens: access::TokenGate,
     /// Ingest streams that may still open (`limits.max_streams`).
     stream_slots: Arc<tokio::sync::Semaphore>,
     /// Bytes of batches that may still wait for their commit
@@ -277,7 +279,10 @@ pub async fn start(cfg: CollectorConfig) -> Result<RunningCollector, CollectorEr
     if cfg.tls.is_none() && !cfg.insecure && !cfg.listen.ip().is_loopback() {
         return Err(CollectorError::PlaintextRefused(cfg.listen));
     }
-    if let Some(a) = cfg.http_listen.filter(|a| !a.ip().is_loopback()) {
+    if let Some(a) = cfg
+        .http_listen
+        .filter(|a| !a.ip().is_loopback() && cfg.tls.is_none())
+    {
         return Err(CollectorError::HttpOffLoopback(a));
     }
     let tls = cfg.tls.as_ref().map(tls::server_config).transpose()?;
@@ -441,6 +446,7 @@ async fn start_with_store(
         closing: watch::channel(false).0,
         webhook: cfg.webhook.clone().map(Webhook::start),
         access: access::Access::new(&cfg.analysts),
+        tokens: access::TokenGate::new(&cfg.data_dir),
         key,
         stream_slots: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_streams)),
         inflight: Arc::new(tokio::sync::Semaphore::new(
@@ -454,7 +460,10 @@ async fn start_with_store(
         None => None,
     };
     let http_addr = match cfg.http_listen {
-        Some(a) => Some(web::serve(a, shared.clone()).await?),
+        Some(a) => {
+            let https = cfg.tls.as_ref().map(tls::https_config).transpose()?;
+            Some(web::serve(a, shared.clone(), https).await?)
+        }
         None => None,
     };
     let retention = retention::spawn(shared.store.clone(), cfg.retention_interval);

@@ -59,7 +59,13 @@ pub fn peer_identities<T>(req: &Request<T>) -> Result<Option<Vec<String>>, Failu
             "no client certificate",
         ));
     };
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+    identities(leaf.as_ref()).map(Some)
+}
+
+/// The identities (SAN DNS names, then the common name) of a certificate
+/// (DER).
+pub fn identities(der: &[u8]) -> Result<Vec<String>, Failure> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| Failure::peer(Code::Unauthenticated, format!("client certificate: {e}")))?;
     let mut ids = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
@@ -74,5 +80,43 @@ pub fn peer_identities<T>(req: &Request<T>) -> Result<Option<Vec<String>>, Failu
             ids.push(s.to_string());
         }
     }
-    Ok(Some(ids))
+    Ok(ids)
+}
+
+/// The HTTPS listener's TLS configuration: the collector's identity, and
+/// client certificates from the CA accepted but not required (an analyst
+/// may present an API token instead); HTTP/1.1.
+pub fn https_config(t: &TlsFiles) -> Result<std::sync::Arc<rustls::ServerConfig>, CollectorError> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |path: &PathBuf, what: String| CollectorError::TlsFile {
+        path: path.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, what),
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(&t.cert)?)
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(&t.cert, format!("certificate: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(&read(&t.key)?)
+        .map_err(|e| bad(&t.key, format!("private key: {e}")))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&read(&t.ca)?) {
+        let c = c.map_err(|e| bad(&t.ca, format!("CA certificate: {e}")))?;
+        roots
+            .add(c)
+            .map_err(|e| bad(&t.ca, format!("CA certificate: {e}")))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| bad(&t.ca, format!("client verifier: {e}")))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(&t.cert, e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| bad(&t.cert, format!("certificate and key: {e}")))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(std::sync::Arc::new(cfg))
 }

@@ -63,6 +63,16 @@ impl ApiError {
             message: message.into(),
         }
     }
+
+    /// No credentials, or credentials that do not hold (401).
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            param: None,
+            column: None,
+            message: message.into(),
+        }
+    }
 }
 
 impl std::fmt::Display for ApiError {

@@ -204,6 +204,7 @@ async fn bundle(
     State(sh): State<Arc<Shared>>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
+    who: Option<axum::Extension<crate::server::access::WebReader>>,
 ) -> Answer {
     let id = alert_id(&id)?;
     Params::parse(q.as_deref(), &[])?;
@@ -226,6 +227,7 @@ async fn bundle(
         alert = id,
         flows = e.flows,
         bytes = e.bytes.len(),
+        by = %who.map_or_else(|| "?".into(), |w| w.0.describe()),
         "evidence bundle exported over HTTP"
     );
     Ok((

@@ -10,6 +10,7 @@
 //! series, the flows a page at a time) and the sensors. Each page says its
 //! server time in a `Server-Timing` header.
 
+mod login;
 mod pages;
 
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/alerts/{id}", get(pages::alert))
         .route("/flows", get(pages::flows))
         .route("/sensors", get(pages::sensors))
+        .route("/login", get(login::show).post(login::submit))
+        .route("/logout", get(login::logout))
         .route("/static/{file}", get(asset))
 }
 

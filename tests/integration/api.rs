@@ -373,6 +373,50 @@ fn the_api_answers_as_the_command_line_does() {
         String::from_utf8_lossy(&o.stderr)
     );
 
+    // The alert as STIX 2.1: what `vigil alerts export` makes of the same
+    // store (the same objects, the bundle just exported referenced), and
+    // what OASIS's validator accepts.
+    let (status, ctype, stix) = http_get(addr, &format!("/api/v1/alerts/{id}/stix"));
+    assert_eq!(
+        (status, ctype.as_str()),
+        (200, "application/stix+json;version=2.1")
+    );
+    let stix: Value = serde_json::from_slice(&stix).unwrap();
+    let o = vigil()
+        .args([
+            "alerts",
+            "export",
+            "--format",
+            "stix",
+            "--id",
+            &id.to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let exported: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let objects = |b: &Value| {
+        let mut v = b["objects"].as_array().unwrap().clone();
+        v.sort_by_key(|o| o["id"].as_str().unwrap().to_string());
+        v
+    };
+    assert_eq!(objects(&stix), objects(&exported));
+    assert!(
+        objects(&stix)
+            .iter()
+            .any(|o| o.to_string().contains("evidence")),
+        "{stix}"
+    );
+    if have_python(&["stix2validator"], "stix2-validator") {
+        let file = tmp.path().join("alert.stix.json");
+        std::fs::write(&file, serde_json::to_vec_pretty(&stix).unwrap()).unwrap();
+        crate::share::validate(&file);
+    }
+    let (code, e) = api.error(&format!("/api/v1/alerts/{id}/stix?tlp=purple"));
+    assert_eq!((code, e["param"].as_str()), (400, Some("tlp")), "{e}");
+
     // The OpenAPI document, and every answer above under its schema.
     let (status, _, doc) = http_get(addr, "/api/v1/openapi.json");
     assert_eq!(status, 200);

@@ -56,7 +56,7 @@ fn ok(o: Output, what: &str) -> String {
 
 /// Runs OASIS's validator on a bundle file; panics with its report unless
 /// it finds zero errors.
-fn validate(file: &Path) {
+pub(crate) fn validate(file: &Path) {
     let o = Command::new(python())
         .arg("-c")
         .arg(

@@ -36,6 +36,7 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/alerts/{id}", get(alert))
         .route("/api/v1/alerts/{id}/bundle", get(bundle))
+        .route("/api/v1/alerts/{id}/stix", get(stix))
         .route("/api/v1/sensors", get(sensors))
         .route("/api/v1/openapi.json", get(openapi))
 }
@@ -198,6 +199,61 @@ async fn alert(
         .map(|(s, r)| shape::stored_flow(s, r))
         .collect();
     Ok(json_body(&v))
+}
+
+/// The alert as a STIX 2.1 bundle (`tlp`: its marking), as `vigil alerts
+/// export --format stix --id N` makes it.
+async fn stix(
+    State(sh): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Answer {
+    let id = alert_id(&id)?;
+    let p = Params::parse(q.as_deref(), &["tlp"])?;
+    let tlp = match p.get("tlp") {
+        None => None,
+        Some(t) => Some(crate::share::Tlp::parse(t).ok_or_else(|| {
+            ApiError::param("tlp", "expected clear, green, amber, amber+strict or red")
+        })?),
+    };
+    // STIX ids are derived from the collector's signing key.
+    let Some(key) = sh.key.clone() else {
+        return Err(no_key().into());
+    };
+    let collector = key.fingerprint();
+    let (store, config, data_dir) = (
+        sh.store.clone(),
+        sh.share_config.clone(),
+        sh.data_dir.clone(),
+    );
+    let bundle = blocking("exporting STIX", move || {
+        crate::share::plain_bundle(
+            store.as_ref(),
+            config.as_deref(),
+            &collector,
+            &data_dir,
+            id,
+            tlp,
+        )
+    })
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("no alert {id}")))?;
+    let mut text = serde_json::to_string_pretty(&bundle).unwrap_or_default();
+    text.push('\n');
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/stix+json;version=2.1".to_string(),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"vigil-alert-{id}.stix.json\""),
+            ),
+        ],
+        text,
+    )
+        .into_response())
 }
 
 async fn bundle(

@@ -540,6 +540,7 @@ pub async fn alert(State(sh): State<Arc<Shared>>, Path(id): Path<String>) -> Res
         p.summary { (a.summary) }
         div.actions {
             a.button href=(format!("/api/v1/alerts/{}/bundle", a.id)) download { "Evidence bundle (.tar, signed)" }
+            a.button href=(format!("/api/v1/alerts/{}/stix", a.id)) download { "STIX 2.1 (to share)" }
             a.button href=(format!("/api/v1/alerts/{}", a.id)) { "JSON" }
             @if let Some(t) = a.targets.first() {
                 a.button href=(host_flows(host_of(&t.addr), &window)) { "Flows of its target over its window" }

@@ -257,7 +257,12 @@ fn export_local<S: vigil_collector::store::Store + ?Sized>(
                 e => Failure::from(e),
             })?;
     if let Some(dir) = data_dir {
-        vigil_collector::server::record_export(dir, alert, partner, &e.bytes);
+        // Read from the data directory itself: whoever may read its files.
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "?".into());
+        let by = format!("{user} (vigil evidence export on the collector's host)");
+        vigil_collector::server::record_export(dir, alert, partner, &e.bytes, &by);
     }
     if let Some(a) = anon {
         eprintln!(

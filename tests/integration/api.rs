@@ -373,6 +373,22 @@ fn the_api_answers_as_the_command_line_does() {
         String::from_utf8_lossy(&o.stderr)
     );
 
+    // The custody trail: that export, who took it, its digest.
+    let trail = api.get(&format!("/api/v1/alerts/{id}/exports"), "Exports");
+    let exports = trail["exports"].as_array().unwrap();
+    assert_eq!(exports.len(), 1, "{trail}");
+    assert_eq!(
+        exports[0]["by"], "local administrator (plaintext on loopback)",
+        "{trail}"
+    );
+    {
+        use sha2::Digest as _;
+        let sha = sha2::Sha256::digest(&bundle);
+        let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(exports[0]["sha256"], hex.as_str());
+    }
+    assert_eq!(exports[0]["bytes"], bundle.len() as u64);
+
     // The alert as STIX 2.1: what `vigil alerts export` makes of the same
     // store (the same objects, the bundle just exported referenced), and
     // what OASIS's validator accepts.

@@ -41,6 +41,7 @@ pub fn record_export(
     alert: u64,
     partner: Option<&crate::share::Partner>,
     bytes: &[u8],
+    by: &str,
 ) {
     use sha2::Digest as _;
     if data_dir.as_os_str().is_empty() {
@@ -52,17 +53,40 @@ pub fn record_export(
         .map_or("", |p| p.name.as_str());
     let sha = vigil_proto::attest::hex(&sha2::Sha256::digest(bytes));
     let r = crate::share::ledger::Ledger::open(data_dir).and_then(|l| {
-        l.record_export(
+        l.record_export(&crate::share::ledger::ExportRecord {
             alert,
-            name,
-            &sha,
-            bytes.len() as u64,
-            vigil_proto::time::now_ns(),
-        )
+            partner: name.to_string(),
+            sha256: sha,
+            bytes: bytes.len() as u64,
+            created_ns: vigil_proto::time::now_ns(),
+            by: by.to_string(),
+        })
     });
     if let Err(e) = r {
         tracing::warn!(alert, error = %e, "recording an exported evidence bundle");
     }
+}
+
+/// The custody trail of alert `id`: every evidence bundle exported of it,
+/// who took it and when (empty without a data directory or a ledger).
+pub async fn exports_of(
+    shared: &Shared,
+    id: u64,
+) -> Result<Vec<crate::share::ledger::ExportRecord>, Failure> {
+    let data_dir = shared.data_dir.clone();
+    tokio::task::spawn_blocking(move || {
+        if data_dir.as_os_str().is_empty() {
+            return Ok(Vec::new());
+        }
+        match crate::share::ledger::Ledger::open_existing(&data_dir) {
+            Ok(Some(l)) => l.exports(id),
+            Ok(None) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    })
+    .await
+    .map_err(|e| Failure::bug(format!("reading the custody trail: {e}")))?
+    .map_err(|e| Failure::storage(format!("reading the custody trail: {e}")))
 }
 
 /// Alert `id`'s evidence bundle, made now (anonymized for `partner` when
@@ -73,6 +97,7 @@ pub async fn export_bundle(
     key: Arc<crate::evidence::CollectorKey>,
     id: u64,
     partner: Option<crate::share::Partner>,
+    by: String,
 ) -> Result<Result<crate::evidence::Exported, ExportError>, Failure> {
     let store = shared.store.clone();
     let data_dir = shared.data_dir.clone();
@@ -91,7 +116,7 @@ pub async fn export_bundle(
             anon,
         ) {
             Ok(e) => {
-                record_export(&data_dir, id, partner.as_ref(), &e.bytes);
+                record_export(&data_dir, id, partner.as_ref(), &e.bytes, &by);
                 Ok(Ok(e))
             }
             Err(ExportError::Store(e)) => Err(e),
@@ -121,13 +146,19 @@ impl Evidence for EvidenceSvc {
     ) -> Result<Response<ChunkStream>, Status> {
         // Bundles hold flows: analysts only (the key above is public).
         let checked = match Principal::of(&req) {
-            Ok(p) => self.0.access.may_read(&p).map_err(|f| (f, p.describe())),
+            Ok(p) => match self.0.access.may_read(&p) {
+                Ok(()) => Ok(p.describe()),
+                Err(f) => Err((f, p.describe())),
+            },
             Err(f) => Err((f, "an unreadable client certificate".to_string())),
         };
-        if let Err((f, who)) = checked {
-            refused(&self.0, "evidence", req.remote_addr(), &who, &f);
-            return Err(f.status());
-        }
+        let by = match checked {
+            Ok(by) => by,
+            Err((f, who)) => {
+                refused(&self.0, "evidence", req.remote_addr(), &who, &f);
+                return Err(f.status());
+            }
+        };
         let Some(key) = self.0.key.clone() else {
             return Err(no_key().status());
         };
@@ -150,7 +181,7 @@ impl Evidence for EvidenceSvc {
                 })?;
             Some(p.clone())
         };
-        let exported = export_bundle(&self.0, key, id, partner).await?;
+        let exported = export_bundle(&self.0, key, id, partner, by).await?;
         let exported = match exported {
             Ok(e) => e,
             Err(ExportError::NoAlert(id)) => {

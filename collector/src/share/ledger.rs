@@ -72,6 +72,23 @@ CREATE TABLE IF NOT EXISTS exports (
 );
 ";
 
+/// One evidence bundle exported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportRecord {
+    /// The alert.
+    pub alert: u64,
+    /// The partner it was anonymized for (empty: the plain bundle).
+    pub partner: String,
+    /// Hex SHA-256 of the tar.
+    pub sha256: String,
+    /// Its size.
+    pub bytes: u64,
+    /// When, ns since the epoch.
+    pub created_ns: u64,
+    /// Who took it (empty: not recorded, a ledger from before).
+    pub by: String,
+}
+
 /// The ledger file under a data directory.
 pub const LEDGER: &str = "share/ledger.db";
 
@@ -143,6 +160,21 @@ impl Ledger {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; {SCHEMA}"
         ))
         .map_err(err)?;
+        // Who exported each bundle (the custody trail), added after the
+        // first ledgers were written: their exports say "" (not recorded).
+        let has_by: bool = conn
+            .query_row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info('exports') WHERE name = 'exported_by'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        if !has_by {
+            conn.execute_batch(
+                "ALTER TABLE exports ADD COLUMN exported_by TEXT NOT NULL DEFAULT ''",
+            )
+            .map_err(err)?;
+        }
         Ok(Ledger { conn, path })
     }
 
@@ -383,23 +415,49 @@ impl Ledger {
             .map_err(|e| self.err(e))
     }
 
-    /// Records an exported evidence bundle (`partner` empty: plain).
-    pub fn record_export(
-        &self,
-        alert: u64,
-        partner: &str,
-        sha256: &str,
-        bytes: u64,
-        now_ns: u64,
-    ) -> Result<(), LedgerError> {
+    /// Records an exported evidence bundle (`partner` empty: plain) and
+    /// who took it (`by`: an analyst's identity, a token's name, the local
+    /// administrator).
+    pub fn record_export(&self, e: &ExportRecord) -> Result<(), LedgerError> {
         self.conn
             .execute(
-                "INSERT OR REPLACE INTO exports (alert_id, partner, sha256, bytes, created_ns)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![ns(alert), partner, sha256, ns(bytes), ns(now_ns)],
+                "INSERT OR REPLACE INTO exports (alert_id, partner, sha256, bytes, created_ns, exported_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    ns(e.alert),
+                    e.partner,
+                    e.sha256,
+                    ns(e.bytes),
+                    ns(e.created_ns),
+                    e.by
+                ],
             )
             .map(drop)
             .map_err(|e| self.err(e))
+    }
+
+    /// Every bundle exported of `alert`, oldest first: the custody trail.
+    pub fn exports(&self, alert: u64) -> Result<Vec<ExportRecord>, LedgerError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT partner, sha256, bytes, created_ns, exported_by FROM exports
+                 WHERE alert_id = ?1 ORDER BY created_ns, sha256",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map(params![ns(alert)], |r| {
+                Ok(ExportRecord {
+                    alert,
+                    partner: r.get(0)?,
+                    sha256: r.get(1)?,
+                    bytes: r.get::<_, i64>(2)? as u64,
+                    created_ns: r.get::<_, i64>(3)? as u64,
+                    by: r.get(4)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
     /// The latest bundle exported of `alert` for `partner` (empty: plain).
@@ -591,10 +649,57 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let l = Ledger::open(dir.path()).unwrap();
         assert_eq!(l.latest_export(1, "").unwrap(), None);
-        l.record_export(1, "", "aa", 10, 1).unwrap();
-        l.record_export(1, "", "bb", 10, 2).unwrap();
-        l.record_export(1, "cert", "cc", 10, 3).unwrap();
+        let rec = |partner: &str, sha: &str, t: u64, by: &str| ExportRecord {
+            alert: 1,
+            partner: partner.into(),
+            sha256: sha.into(),
+            bytes: 10,
+            created_ns: t,
+            by: by.into(),
+        };
+        l.record_export(&rec("", "aa", 1, "alice (client certificate)"))
+            .unwrap();
+        l.record_export(&rec("", "bb", 2, "bob (API token 1234abcd)"))
+            .unwrap();
+        l.record_export(&rec("cert", "cc", 3, "local administrator"))
+            .unwrap();
         assert_eq!(l.latest_export(1, "").unwrap().as_deref(), Some("bb"));
         assert_eq!(l.latest_export(1, "cert").unwrap().as_deref(), Some("cc"));
+        // The custody trail: every export, who took it, in order.
+        let trail = l.exports(1).unwrap();
+        assert_eq!(
+            trail,
+            vec![
+                rec("", "aa", 1, "alice (client certificate)"),
+                rec("", "bb", 2, "bob (API token 1234abcd)"),
+                rec("cert", "cc", 3, "local administrator"),
+            ]
+        );
+        assert!(l.exports(2).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_ledger_from_before_the_custody_trail_gains_its_column() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("share")).unwrap();
+        let c = Connection::open(dir.path().join(LEDGER)).unwrap();
+        c.execute_batch(
+            "CREATE TABLE exports (alert_id INTEGER NOT NULL, partner TEXT NOT NULL,
+             sha256 TEXT NOT NULL, bytes INTEGER NOT NULL, created_ns INTEGER NOT NULL,
+             PRIMARY KEY (alert_id, partner, sha256));
+             INSERT INTO exports VALUES (7, '', 'old', 5, 9);",
+        )
+        .unwrap();
+        drop(c);
+        let l = Ledger::open(dir.path()).unwrap();
+        let trail = l.exports(7).unwrap();
+        assert_eq!(trail.len(), 1);
+        assert_eq!(
+            (trail[0].sha256.as_str(), trail[0].by.as_str()),
+            ("old", "")
+        );
+        // Opened again: the column is not added twice.
+        drop(l);
+        Ledger::open(dir.path()).unwrap();
     }
 }

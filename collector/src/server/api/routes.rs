@@ -19,7 +19,7 @@ use crate::model::query::{TopBy, TopKey};
 use crate::query::{self, json as shape};
 use crate::server::Shared;
 use crate::server::alerts::alert_detail;
-use crate::server::evidence::{export_bundle, no_key};
+use crate::server::evidence::{export_bundle, exports_of, no_key};
 use crate::server::query::{
     blocking, count_answer, flow_page, sensor_records, series_answer, top_answer,
 };
@@ -37,6 +37,7 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/api/v1/alerts/{id}", get(alert))
         .route("/api/v1/alerts/{id}/bundle", get(bundle))
         .route("/api/v1/alerts/{id}/stix", get(stix))
+        .route("/api/v1/alerts/{id}/exports", get(exports))
         .route("/api/v1/sensors", get(sensors))
         .route("/api/v1/openapi.json", get(openapi))
 }
@@ -201,6 +202,33 @@ async fn alert(
     Ok(json_body(&v))
 }
 
+/// The custody trail: every evidence bundle exported of the alert, who
+/// took it and when.
+async fn exports(
+    State(sh): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Answer {
+    let id = alert_id(&id)?;
+    Params::parse(q.as_deref(), &[])?;
+    let trail = exports_of(&sh, id).await?;
+    let list: Vec<serde_json::Value> = trail
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "sha256": e.sha256,
+                "bytes": e.bytes,
+                "exported": vigil_proto::time::Rfc3339Nanos(e.created_ns).to_string(),
+                "by": e.by,
+                "partner": e.partner,
+            })
+        })
+        .collect();
+    Ok(json_body(
+        &serde_json::json!({ "alert": id, "exports": list }),
+    ))
+}
+
 /// The alert as a STIX 2.1 bundle (`tlp`: its marking), as `vigil alerts
 /// export --format stix --id N` makes it.
 async fn stix(
@@ -267,7 +295,10 @@ async fn bundle(
     let Some(key) = sh.key.clone() else {
         return Err(no_key().into());
     };
-    let exported = export_bundle(&sh, key, id, None).await?;
+    let by = who
+        .as_ref()
+        .map_or_else(|| "?".to_string(), |w| w.0.describe());
+    let exported = export_bundle(&sh, key, id, None, by.clone()).await?;
     let e = match exported {
         Ok(e) => e,
         Err(crate::evidence::ExportError::NoAlert(id)) => {
@@ -283,7 +314,7 @@ async fn bundle(
         alert = id,
         flows = e.flows,
         bytes = e.bytes.len(),
-        by = %who.map_or_else(|| "?".into(), |w| w.0.describe()),
+        by = %by,
         "evidence bundle exported over HTTP"
     );
     Ok((

@@ -494,6 +494,13 @@ pub async fn alert(State(sh): State<Arc<Shared>>, Path(id): Path<String>) -> Res
         return bad(started, format!("{id:?}: expected an alert number"));
     };
     let found = alert_detail(&sh, id, 100).await;
+    let trail = match crate::server::evidence::exports_of(&sh, id).await {
+        Ok(t) => t,
+        Err(f) => {
+            f.log("reading the custody trail", "console");
+            Vec::new()
+        }
+    };
     let (a, flows, c) = match found {
         Ok(Some(x)) => x,
         Ok(None) => {
@@ -569,6 +576,25 @@ pub async fn alert(State(sh): State<Arc<Shared>>, Path(id): Path<String>) -> Res
         section {
             h2 { "Evidence flows (" (flows.len()) " of " (a.evidence.len()) " kept)" }
             (flow_table(&flows))
+        }
+        section {
+            h2 { "Custody: bundles exported" }
+            @if trail.is_empty() {
+                p { "No evidence bundle has been exported of this alert." }
+            } @else {
+                div.scroll { table {
+                    tr { th { "exported" } th { "by" } th { "for" } th { "SHA-256" } th { "bytes" } }
+                    @for e in &trail {
+                        tr {
+                            td { (when(e.created_ns)) }
+                            td { @if e.by.is_empty() { "(not recorded)" } @else { (e.by) } }
+                            td { @if e.partner.is_empty() { "plain" } @else { (e.partner) " (anonymized)" } }
+                            td { code { (e.sha256) } }
+                            td.num { (e.bytes) }
+                        }
+                    }
+                } }
+            }
         }
     };
     page(

@@ -4,10 +4,13 @@
 #   vigil bench --modes store --store-flows 10000000 --store-dir DIR
 #
 #   scripts/bench-console.sh DIR [RUNS]
+#   CONFIG=collector.toml scripts/bench-console.sh DIR [RUNS]
 #
 # Starts `vigil collector` (target/release) on DIR with the console on a free
 # loopback port, asks each page RUNS times (default 5) and prints the median
-# and the slowest server time of each, in ms.
+# and the slowest server time of each, in ms. With CONFIG the collector reads
+# that file too (e.g. `[store] engine = "clickhouse"` with the database
+# `vigil bench --modes clickhouse --store-flows 10000000` filled: vigil_bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir="$1"
@@ -15,7 +18,9 @@ runs="${2:-5}"
 bin=target/release/vigil
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 grpc=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$bin" collector --data-dir "$dir" --listen "127.0.0.1:$grpc" --http-listen "127.0.0.1:$port" >/dev/null 2>&1 &
+config=()
+[ -n "${CONFIG:-}" ] && config=(--config "$CONFIG")
+"$bin" collector "${config[@]}" --data-dir "$dir" --listen "127.0.0.1:$grpc" --http-listen "127.0.0.1:$port" >/dev/null 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 200); do

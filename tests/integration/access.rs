@@ -75,6 +75,7 @@ fn https_api_and_console_need_an_analyst_certificate_or_token() {
                 &p("localhost.key"),
             ])
             .args(["--tls-ca", &p("ca.pem")])
+            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),

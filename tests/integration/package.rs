@@ -34,7 +34,7 @@ fn missing() -> Option<String> {
     if uid.as_deref().map(str::trim) != Some("0") {
         return Some("installing a package needs root".into());
     }
-    for tool in ["dpkg", "systemd-analyze", "runuser"] {
+    for tool in ["dpkg", "systemd-analyze"] {
         if Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .output()
@@ -199,16 +199,29 @@ fn debian_package_builds_installs_verifies_and_runs() {
     // configuration), on free ports rather than the configured ones.
     let grpc = crate::util::free_port();
     let http = crate::util::free_port();
+    // Spawned as the user itself (not through runuser, whose child would
+    // outlive the kill and hold the test's output open).
+    let id = |flag: &str| -> u32 {
+        text(&run(Command::new("id").args([flag, "vigil"])))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (uid, gid) = (id("-u"), id("-g"));
     let mut collector = crate::metrics::Reaped(
-        Command::new("runuser")
-            .args(["-u", "vigil", "--", "/usr/bin/vigil", "collector"])
-            .args(["--config", "/etc/vigil/collector.toml"])
-            .args(["--listen", &grpc.to_string()])
-            .args(["--http-listen", &http.to_string()])
-            .args(["--metrics-listen", "127.0.0.1:0"])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+        std::os::unix::process::CommandExt::gid(
+            std::os::unix::process::CommandExt::uid(&mut Command::new("/usr/bin/vigil"), uid),
+            gid,
+        )
+        .arg("collector")
+        .args(["--config", "/etc/vigil/collector.toml"])
+        .args(["--listen", &grpc.to_string()])
+        .args(["--http-listen", &http.to_string()])
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap(),
     );
     let lines = crate::metrics::announced(
         &mut collector.0,

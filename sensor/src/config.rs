@@ -637,6 +637,27 @@ block_count = 16
     }
 
     #[test]
+    fn the_metrics_address_is_checked_and_named() {
+        let parse = |v: &str| {
+            SensorFile::parse(
+                &format!("output = \"-\"\nmetrics_listen = \"{v}\"\n"),
+                "s.toml",
+            )
+            .unwrap()
+            .validate()
+        };
+        assert_eq!(
+            parse("127.0.0.1:9465").unwrap().metrics_listen,
+            Some("127.0.0.1:9465".parse().unwrap())
+        );
+        let e = parse("localhost:9465").unwrap_err().to_string();
+        assert!(
+            e.contains("sensor.metrics_listen = \"localhost:9465\"") && e.contains("IP:PORT"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn bad_capture_keys_are_named() {
         let text = r#"
 output = "-"

@@ -32,9 +32,22 @@ fn curl(args: &[&str]) -> (u16, String, String) {
     (status, head.to_ascii_lowercase(), body.to_string())
 }
 
+/// `vigil pki ARGS` into `pki`.
 fn issue(pki: &Path, args: &[&str]) {
-    let o = vigil().args(args).arg("--dir").arg(pki).output().unwrap();
+    crate::pki::ok(&crate::pki::run(args, pki), &args.join(" "));
+}
+
+/// `vigil access token ARGS --data-dir DATA`, its standard output.
+fn access_token(data: &Path, args: &[&str]) -> String {
+    let o = vigil()
+        .args(["access", "token"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
 }
 
 #[test]
@@ -133,13 +146,7 @@ fn https_api_and_console_need_an_analyst_certificate_or_token() {
 
     // An API token: printed once, kept hashed, taken while the collector
     // runs, refused once revoked.
-    let o = vigil()
-        .args(["access", "token", "create", "bob", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let token = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    let token = access_token(&data, &["create", "bob"]).trim().to_string();
     assert!(token.starts_with("vigil_"), "{token}");
     let stored = std::fs::read_to_string(data.join("access/tokens.json")).unwrap();
     assert!(!stored.contains(&token["vigil_".len()..]), "{stored}");
@@ -179,12 +186,7 @@ fn https_api_and_console_need_an_analyst_certificate_or_token() {
     assert_eq!(s, 401);
     assert!(page.contains("not valid or was revoked"), "{page}");
 
-    let o = vigil()
-        .args(["access", "token", "revoke", "bob", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    access_token(&data, &["revoke", "bob"]);
     let (s, _, _) = curl(&[&tls[..], &["-H", &bearer, &url("/api/v1/alerts")]].concat());
     assert_eq!(s, 401, "a revoked token is refused without a restart");
     let (s, _, _) = curl(&[&tls[..], &["--cookie", &jar, &url("/sensors")]].concat());

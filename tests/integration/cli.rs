@@ -35,10 +35,11 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// A small capture of two flows (a TCP session, a UDP exchange).
-pub(crate) fn sample(dir: &Path) -> std::path::PathBuf {
+/// Two flows at one time (a TCP session, a UDP exchange), as a scenario
+/// other tests add to.
+pub(crate) fn sample_scenario() -> Scenario {
     let mut sc = Scenario::new();
-    let t = 1_700_000_000_000_000_000u64;
+    let t = SAMPLE_NS;
     sc.tcp_session(
         t,
         "192.0.2.1".parse().unwrap(),
@@ -60,6 +61,15 @@ pub(crate) fn sample(dir: &Path) -> std::path::PathBuf {
         2,
         1_000_000,
     );
+    sc
+}
+
+/// When the sample's flows start, ns.
+pub(crate) const SAMPLE_NS: u64 = 1_700_000_000_000_000_000;
+
+/// A small capture of two flows (a TCP session, a UDP exchange).
+pub(crate) fn sample(dir: &Path) -> std::path::PathBuf {
+    let sc = sample_scenario();
     let p = dir.join("sample.pcap");
     std::fs::write(&p, sc.to_pcap_bytes()).unwrap();
     p

@@ -784,10 +784,7 @@ fn live_metrics_count_what_the_rings_saw() {
             .expect("curl in the namespace");
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
-    let value = |text: &str, series: &str| -> Option<f64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-    };
+    let value = crate::metrics::value;
     // Workers publish every second or so.
     let deadline = Instant::now() + Duration::from_secs(20);
     let text = loop {

@@ -8,8 +8,6 @@ use std::net::SocketAddr;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use vigil_sensor::synth::Scenario;
-
 use crate::transport::promtool_accepts;
 use crate::util::{http_get, vigil};
 
@@ -56,7 +54,7 @@ fn metrics_addr(url: &str) -> SocketAddr {
 }
 
 /// The value of one series (name with its labels, as exposed).
-fn value(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
@@ -72,30 +70,9 @@ fn names(text: &str) -> BTreeSet<String> {
 /// Two flows that end at once (a TCP session, a UDP exchange) and, ten
 /// minutes later by the capture's clock, a third that stays open.
 fn capture() -> (Vec<u8>, usize, u64) {
-    let mut sc = Scenario::new();
-    let t = 1_700_000_000_000_000_000u64;
+    let mut sc = crate::cli::sample_scenario();
     let a = "192.0.2.1".parse().unwrap();
-    sc.tcp_session(
-        t,
-        a,
-        40000,
-        "198.51.100.2".parse().unwrap(),
-        443,
-        4,
-        100,
-        1_000_000,
-    );
-    sc.udp_exchange(
-        t,
-        a,
-        5353,
-        "198.51.100.53".parse().unwrap(),
-        53,
-        40,
-        90,
-        2,
-        1_000_000,
-    );
+    let t = crate::cli::SAMPLE_NS;
     let later = t + 600_000_000_000;
     sc.udp_exchange(
         later,

@@ -9,11 +9,13 @@ use std::process::{Command, Output, Stdio};
 
 use crate::util::{free_port, ran_with, skip, vigil};
 
-fn run(args: &[&str], dir: &Path) -> Output {
+/// `vigil ARGS --dir DIR`.
+pub(crate) fn run(args: &[&str], dir: &Path) -> Output {
     vigil().args(args).arg("--dir").arg(dir).output().unwrap()
 }
 
-fn ok(o: &Output, what: &str) {
+/// Asserts `o` succeeded, with its standard error and `what` if not.
+pub(crate) fn ok(o: &Output, what: &str) {
     assert!(
         o.status.success(),
         "{what}: {}",

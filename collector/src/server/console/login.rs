@@ -15,6 +15,12 @@ use super::page;
 use crate::server::Shared;
 use crate::server::access::TOKEN_COOKIE;
 
+/// The token cookie set to `value`: to this site's HTTPS only, never shown
+/// to scripts nor sent by other sites' pages; `extra` attributes after.
+fn cookie(value: &str, extra: &str) -> String {
+    format!("{TOKEN_COOKIE}={value}; Path=/; HttpOnly; Secure; SameSite=Strict{extra}")
+}
+
 /// Where to go after signing in: a path of this site only.
 fn next_of(fields: &[(String, String)]) -> String {
     fields
@@ -69,8 +75,7 @@ pub(super) async fn submit(State(shared): State<Arc<Shared>>, body: String) -> R
     match shared.tokens.verify(token) {
         Ok(Some(e)) => {
             tracing::info!(analyst = %e.name, token = %e.id, "signed in to the console");
-            let cookie =
-                format!("{TOKEN_COOKIE}={token}; Path=/; HttpOnly; Secure; SameSite=Strict");
+            let cookie = cookie(token, "");
             ([(header::SET_COOKIE, cookie)], Redirect::to(&next)).into_response()
         }
         Ok(None) => form(
@@ -93,7 +98,7 @@ pub(super) async fn submit(State(shared): State<Arc<Shared>>, body: String) -> R
 
 /// `GET /logout`: clears the cookie.
 pub(super) async fn logout() -> Response {
-    let cookie = format!("{TOKEN_COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0");
+    let cookie = cookie("", "; Max-Age=0");
     ([(header::SET_COOKIE, cookie)], Redirect::to("/login")).into_response()
 }
 

@@ -369,6 +369,28 @@ pub fn check_against_memory(
         step / 1_000_000_000,
         ctx
     );
+    // The explorer's questions in one call: each as asked alone.
+    let keys = [key, TopKey::Src, TopKey::Dst];
+    let (tops, series) = store
+        .explore((&f, range), &keys, (by, 10), Some(step))
+        .unwrap();
+    for (k, rows) in keys.iter().zip(&tops) {
+        prop_assert_eq!(
+            rows,
+            &memory::top(records, &f, range, *k, by, 10),
+            "explored top {:?} by {:?}, {}",
+            k,
+            by,
+            ctx
+        );
+    }
+    prop_assert_eq!(tops.len(), keys.len());
+    prop_assert_eq!(
+        series,
+        Some(memory::series(records, &f, range, step)),
+        "explored series, {}",
+        ctx
+    );
     let got = store.flows(&f, range, 100).unwrap();
     let want = memory::flows(records, &f, range, 100);
     prop_assert_eq!(got.len(), want.len(), "flows, {}", ctx);
@@ -426,6 +448,10 @@ fn random_filters_over_column_segments_give_the_answers_computed_in_memory() {
             "{} column segments",
             s.records.len() / SMALL_SEGMENTS
         )) && explained.contains(&format!("{} newer rows", s.records.len() % SMALL_SEGMENTS)),
+        "{explained}"
+    );
+    assert!(
+        explained.contains("addresses summed by the dictionary of the"),
         "{explained}"
     );
     check_random_filters(&s.store, &s.records, 256);

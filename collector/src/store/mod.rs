@@ -176,6 +176,45 @@ pub trait FlowQueries: Send + Sync {
     /// The rows of an [`Aggregate`] plan, in its order, at most its limit.
     fn aggregate(&self, plan: &Aggregate) -> Result<Vec<(GroupValue, Totals)>, StoreError>;
 
+    /// The rows of several [`Aggregate`] plans, each as
+    /// [`FlowQueries::aggregate`] answers it. By default each on a thread
+    /// of its own; an engine that reads them in one pass over the flows
+    /// does (the embedded store's column segments, read once for all).
+    fn aggregate_many(
+        &self,
+        plans: &[Aggregate],
+    ) -> Result<Vec<Vec<(GroupValue, Totals)>>, StoreError> {
+        each_on_a_thread(self, plans)
+    }
+
+    /// What the flow explorer shows of `filter` over `range`: the `limit`
+    /// largest groups of each of `keys` by `by` and, with a step, the
+    /// series; in one [`FlowQueries::aggregate_many`].
+    #[allow(clippy::type_complexity)]
+    fn explore(
+        &self,
+        (filter, range): (&Filter, TimeRange),
+        keys: &[TopKey],
+        (by, limit): (TopBy, usize),
+        step_ns: Option<u64>,
+    ) -> Result<(Vec<Vec<TopRow>>, Option<Vec<SeriesPoint>>), StoreError> {
+        let mut plans: Vec<Aggregate> = keys
+            .iter()
+            .map(|k| plan::top(filter, range, *k, by, limit, self.rollups()))
+            .collect();
+        if let Some(step) = step_ns {
+            plans.push(plan::series(filter, range, step, self.rollups())?);
+        }
+        let mut rows = self.aggregate_many(&plans)?;
+        let series = step_ns.map(|_| plan::series_points(rows.pop().unwrap_or_default()));
+        let tops = keys
+            .iter()
+            .zip(rows)
+            .map(|(k, r)| plan::top_rows(*k, r))
+            .collect();
+        Ok((tops, series))
+    }
+
     /// How the engine reads an [`Aggregate`] plan, and why: a line per
     /// part (`vigil query --explain`).
     fn explain(&self, plan: &Aggregate) -> Result<Vec<String>, StoreError> {
@@ -269,6 +308,25 @@ pub trait FlowQueries: Send + Sync {
         let rows = self.aggregate(&plan::series(filter, range, step_ns, self.rollups())?)?;
         Ok(plan::series_points(rows))
     }
+}
+
+/// Each plan's rows by [`FlowQueries::aggregate`], each on a thread of its
+/// own (the threads' panics go on in the caller).
+#[allow(clippy::type_complexity)]
+pub fn each_on_a_thread<Q: FlowQueries + ?Sized>(
+    store: &Q,
+    plans: &[Aggregate],
+) -> Result<Vec<Vec<(GroupValue, Totals)>>, StoreError> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = plans
+            .iter()
+            .map(|p| s.spawn(move || store.aggregate(p)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }
 
 /// What the store knows of each sensor.

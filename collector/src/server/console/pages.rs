@@ -649,32 +649,41 @@ pub async fn flows(State(sh): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Resp
         Ok(w) => w,
         Err(r) => return r,
     };
-    let top = |key: TopKey| {
-        let (store, f, range) = (sh.store.clone(), filter.clone(), w.range);
-        blocking("console: top-N", move || {
-            store.top(&f, range, key, TopBy::Bytes, 10)
-        })
-    };
+    // The top-N tables and the series in one pass over the flows, the
+    // page of flows beside it.
+    let (store, f, range) = (sh.store.clone(), filter.clone(), w.range);
+    let step = w.shown.since_ns.map(|_| w.step_ns);
+    let explored = blocking("console: top-N and series", move || {
+        store.explore(
+            (&f, range),
+            &[TopKey::Src, TopKey::Dst, TopKey::DstPort, TopKey::Proto],
+            (TopBy::Bytes, 10),
+            step,
+        )
+    });
     let (store, f, range) = (sh.store.clone(), filter.clone(), w.range);
     let listing = blocking("console: flows", move || {
         flow_page(store.as_ref(), (&f, range), (offset, FLOW_PAGE), false)
     });
-    let found = tokio::join!(
-        series(&sh, &filter, &w),
-        top(TopKey::Src),
-        top(TopKey::Dst),
-        top(TopKey::DstPort),
-        top(TopKey::Proto),
-        listing,
-    );
-    let (points, src, dst, dport, proto, (rows, more, _)) = match found {
-        (Ok(a), Ok(b), Ok(c), Ok(d), Ok(e), Ok(f)) => (a, b, c, d, e, f),
-        (Err(f), ..)
-        | (_, Err(f), ..)
-        | (_, _, Err(f), ..)
-        | (_, _, _, Err(f), ..)
-        | (_, _, _, _, Err(f), _)
-        | (.., Err(f)) => return failed(started, f),
+    let ((tops, points), (rows, more, _)) = match tokio::join!(explored, listing) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(f), _) | (_, Err(f)) => return failed(started, f),
+    };
+    let points = match points {
+        Some(p) => match query::dense_series(&p, w.shown, w.step_ns) {
+            Ok(p) => p,
+            Err(e) => return failed(started, Failure::bug(e)),
+        },
+        None => Vec::new(),
+    };
+    let [src, dst, dport, proto]: [Vec<TopRow>; 4] = match tops.try_into() {
+        Ok(t) => t,
+        Err(_) => {
+            return failed(
+                started,
+                Failure::bug("four top-N tables asked, others answered"),
+            );
+        }
     };
     let total = sum(&points);
     let kept = keep(&[

@@ -3,6 +3,8 @@
 //! caches (where one map of every address, a million sources, would miss
 //! them at every row).
 
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+
 use hashbrown::HashMap;
 
 use super::AddrKey;
@@ -135,6 +137,44 @@ pub(super) fn sum_part<K: std::hash::Hash + Eq + Copy>(
     rows.into_iter()
         .map(|(k, t)| (value(k), totals(t)))
         .collect()
+}
+
+/// The rows of address groups gathered in partitions by the threads,
+/// plus `extra` (rows summed elsewhere), in `order`, at most `limit`: each
+/// partition summed on its own, on up to `threads` threads.
+pub(super) fn parts_rows(
+    mut parts: Vec<AddrParts>,
+    extra: Vec<(GroupValue, Totals)>,
+    order: Order,
+    limit: Option<usize>,
+    threads: usize,
+) -> Vec<(GroupValue, Totals)> {
+    let mut more = AddrParts::new();
+    for (k, t) in extra {
+        if let GroupValue::Addr(a) = k {
+            more.push(AddrKey::of(a), [t.flows, t.packets, t.bytes]);
+        }
+    }
+    parts.push(more);
+    let next = AtomicUsize::new(0);
+    let rows = super::on_threads(threads, || {
+        let mut got = Vec::new();
+        loop {
+            let p = next.fetch_add(1, AtomicOrdering::Relaxed);
+            if p >= PARTS {
+                return got;
+            }
+            let v4: Vec<_> = parts.iter().map(|x| &x.v4[p]).collect();
+            let v6: Vec<_> = parts.iter().map(|x| &x.v6[p]).collect();
+            got.extend(sum_part(&v4, order, limit, |k| {
+                GroupValue::Addr(AddrKey::V4(k).addr())
+            }));
+            got.extend(sum_part(&v6, order, limit, |k| {
+                GroupValue::Addr(AddrKey::V6((u128::from(k[0]) << 64) | u128::from(k[1])).addr())
+            }));
+        }
+    });
+    crate::store::plan::ordered(rows.concat(), order, limit)
 }
 
 #[cfg(test)]

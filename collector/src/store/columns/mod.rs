@@ -36,6 +36,8 @@
 //! writes, u64 control }` for the rows where any is not 0.
 
 mod addrs;
+mod cond;
+mod index;
 mod scan;
 
 use std::fs::File;
@@ -44,7 +46,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
-pub use scan::{Compiled, Scan, ScanError, Verify};
+pub use cond::{ScanError, Verify};
+pub use index::AddrIndex;
+pub use scan::{Compiled, Job, Scan};
 
 /// Rows a segment holds at most (row ids of a segment differ by less than
 /// 2^32, and a segment's arrays stay a few MB, within the caches).
@@ -568,12 +572,39 @@ impl Segment {
 
     /// A numeric column's values, into `out` (cleared first).
     pub fn nums(&self, c: Col, out: &mut Vec<u64>) -> Result<(), SegmentError> {
-        let raw = self.raw(c)?;
+        self.nums_with(c, out, &mut Vec::new())
+    }
+
+    /// [`Segment::nums`], reading the file through `scratch` (kept by the
+    /// caller from one column to the next, so that it is not allocated
+    /// and cleared each time).
+    pub fn nums_with(
+        &self,
+        c: Col,
+        out: &mut Vec<u64>,
+        scratch: &mut Vec<u8>,
+    ) -> Result<(), SegmentError> {
+        let (off, n) = self.dir[c.index()].unwrap_or((0, 0));
+        if off.checked_add(n).is_none_or(|end| end > self.len) {
+            return Err(self.corrupt(format!("{n} bytes at {off} beyond the end")));
+        }
+        let n = n as usize;
+        if scratch.len() < n {
+            scratch.resize(n, 0);
+        }
+        let raw = &mut scratch[..n];
+        self.file
+            .read_exact_at(raw, off)
+            .map_err(|source| SegmentError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        let raw = &raw[..];
         if raw.len() < 16 {
             return Err(self.corrupt(format!("column {c:?}: short header")));
         }
         let width = raw[0] as usize;
-        let base = u64_at(&raw, 8);
+        let base = u64_at(raw, 8);
         let data = &raw[16..];
         out.clear();
         if !matches!(width, 0 | 1 | 2 | 4 | 8) || data.len() != width * self.rows {
@@ -627,6 +658,36 @@ impl Segment {
         Ok(out)
     }
 
+    /// An address dictionary as its IPv4 and its IPv6 addresses, each
+    /// checked strictly ascending (what ids in address order rely on).
+    pub fn addr_dict(&self, c: Col) -> Result<(Vec<u32>, Vec<u128>), SegmentError> {
+        let raw = self.raw(c)?;
+        let bad = || self.corrupt(format!("column {c:?}: address dictionary"));
+        if raw.len() < 8 {
+            return Err(bad());
+        }
+        let (n4, n6) = (u32_at(&raw, 0) as usize, u32_at(&raw, 4) as usize);
+        if raw.len() != 8 + n4 * 4 + n6 * 16 {
+            return Err(bad());
+        }
+        let v4: Vec<u32> = raw[8..8 + n4 * 4]
+            .chunks_exact(4)
+            .map(|x| u32_at(x, 0))
+            .collect();
+        let v6: Vec<u128> = raw[8 + n4 * 4..]
+            .chunks_exact(16)
+            .map(|x| {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(x);
+                u128::from_le_bytes(b)
+            })
+            .collect();
+        if v4.windows(2).any(|w| w[0] >= w[1]) || v6.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(self.corrupt(format!("column {c:?}: address dictionary out of order")));
+        }
+        Ok((v4, v6))
+    }
+
     /// A text dictionary, in id order.
     pub fn texts(&self, c: Col) -> Result<Vec<String>, SegmentError> {
         let raw = self.raw(c)?;
@@ -673,6 +734,18 @@ impl Segment {
         }
         Ok(out)
     }
+}
+
+/// `f` on `threads` scoped threads at once, their results in no order (a
+/// thread's panic goes on in the caller).
+fn on_threads<T: Send>(threads: usize, f: impl Fn() -> T + Sync) -> Vec<T> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads).map(|_| s.spawn(&f)).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }
 
 fn u32_at(b: &[u8], i: usize) -> u32 {

@@ -198,6 +198,7 @@ fn scan(cond: Cond, group: GroupExpr, range: TimeRange) -> Vec<(GroupValue, Tota
         compiled: &compiled,
         ranges: vec![range],
         verify: &Lookups,
+        index: None,
     }
     .run(&[seg], Vec::new(), Order::Group, None, 2)
     .unwrap()
@@ -305,6 +306,7 @@ fn a_top_n_over_partitions_keeps_ties_in_key_order() {
         compiled: &compiled,
         ranges: vec![TimeRange::default()],
         verify: &Lookups,
+        index: None,
     };
     // Rows from elsewhere join the segment's; by flows, 192.0.2.1 leads
     // with 2 + 1, and the ties of 1 come in address order.
@@ -334,4 +336,282 @@ fn a_top_n_over_partitions_keeps_ties_in_key_order() {
             (GroupValue::Addr(ip("::1")), 1),
         ]
     );
+}
+
+/// `n` segments of 500 random rows each (row ids and times ascending
+/// across them): sources from 300 IPv4 and 20 IPv6 addresses and
+/// destinations from 40, so that segments share addresses and each brings
+/// some of its own.
+fn random_segments(dir: &Path, n: usize, seed: u64) -> Vec<Segment> {
+    let mut x = seed | 1;
+    let mut next = move |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    };
+    let mut out = Vec::new();
+    for s in 0..n {
+        let mut b = SegmentBuilder::new();
+        let lo = s as i64 * 1_000;
+        for i in 0..500 {
+            let src = match next(16) {
+                0 => IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, next(20) as u16]),
+                _ => std::net::Ipv4Addr::from(0x0a00_0000 + next(300) as u32 * 7 + s as u32 * 3)
+                    .into(),
+            };
+            let dst = std::net::Ipv4Addr::from(0xc000_0200 + next(40) as u32).into();
+            b.push(&ColumnRow {
+                rowid: lo + i,
+                first_ns: lo as u64 * 10 + i as u64,
+                src,
+                dst,
+                src_port: Some(40_000),
+                dst_port: Some([22, 80, 443, 502][next(4) as usize]),
+                proto: 6,
+                state: 0,
+                packets: 1 + next(50),
+                bytes: 40 + next(100_000),
+                sensor: 1,
+                community_id: &[0; 20],
+                vlan: 0,
+                app_proto: 0,
+                app_name: "",
+                app_fp: "",
+                ics: [0; 3],
+            });
+        }
+        let path = dir.join(format!("{s}.col"));
+        b.write(&path, lo, lo + 500).unwrap();
+        out.push(Segment::open(&path).unwrap());
+    }
+    out
+}
+
+#[test]
+fn an_address_index_kept_up_to_date_equals_one_built_anew_and_groups_as_partitions_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let segs = random_segments(dir.path(), 5, 7);
+    for (c, field) in [(Col::Src, Field::SrcIp), (Col::Dst, Field::DstIp)] {
+        // Added in two steps (the first addresses renumbered) and built at
+        // once: the same dictionary and maps.
+        let first = AddrIndex::default()
+            .updated(&segs[..2], c)
+            .unwrap()
+            .unwrap();
+        let ix = first.updated(&segs, c).unwrap().unwrap();
+        let anew = AddrIndex::default().updated(&segs, c).unwrap().unwrap();
+        assert_eq!(ix.len(), anew.len());
+        assert!((0..ix.len()).all(|i| ix.key(i) == anew.key(i)));
+        assert!((1..ix.len()).all(|i| ix.key(i - 1) < ix.key(i)));
+        for s in &segs {
+            assert_eq!(ix.map(s), anew.map(s));
+            let dict = s
+                .addrs(if c == Col::Src {
+                    Col::SrcDict
+                } else {
+                    Col::DstDict
+                })
+                .unwrap();
+            let map = ix.map(s).unwrap();
+            assert!(dict.iter().zip(map).all(|(k, g)| ix.key(*g as usize) == *k));
+        }
+        assert_eq!(
+            ix.entries(),
+            segs.iter().map(|s| ix.map(s).unwrap().len()).sum::<usize>()
+        );
+        // Dropping most segments builds it anew, without their addresses.
+        let fewer = ix.updated(&segs[4..], c).unwrap().unwrap();
+        assert_eq!(
+            fewer.len(),
+            segs[4]
+                .addr_dict(dict_col(c))
+                .map(|d| d.0.len() + d.1.len())
+                .unwrap()
+        );
+        assert!(fewer.map(&segs[0]).is_none());
+
+        let extra = vec![
+            (
+                GroupValue::Addr(ix.key(3).addr()),
+                Totals {
+                    flows: 9,
+                    packets: 9,
+                    bytes: 1 << 30,
+                },
+            ),
+            (
+                GroupValue::Addr(ip("198.51.100.1")),
+                Totals {
+                    flows: 1,
+                    packets: 2,
+                    bytes: 3,
+                },
+            ),
+        ];
+        let dport = Cond::Range(Field::DstPort, Value::Num(80), Value::Num(80));
+        let cut = TimeRange {
+            since_ns: Some(12_345),
+            until_ns: Some(33_333),
+        };
+        for cond in [Cond::True, dport] {
+            for range in [TimeRange::default(), cut] {
+                let compiled = Compiled::new(&cond, GroupExpr::Field(field), &Lookups)
+                    .unwrap()
+                    .unwrap();
+                for (order, limit) in [
+                    (Order::Group, None),
+                    (Order::Desc(TopBy::Bytes), Some(5)),
+                    (Order::Desc(TopBy::Flows), Some(3)),
+                    (Order::Desc(TopBy::Packets), Some(10_000)),
+                ] {
+                    let run = |index| {
+                        let s = Scan {
+                            compiled: &compiled,
+                            ranges: vec![range],
+                            verify: &Lookups,
+                            index,
+                        };
+                        if index.is_some() && range == TimeRange::default() {
+                            assert!(s.index_for(&segs).is_some(), "the index is used");
+                        }
+                        s.run(&segs, extra.clone(), order, limit, 2).unwrap()
+                    };
+                    let (with, without) = (run(Some(&ix)), run(None));
+                    assert!(!with.is_empty());
+                    assert_eq!(
+                        with, without,
+                        "{c:?} {cond:?} {range:?} {order:?} {limit:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn dict_col(c: Col) -> Col {
+    if c == Col::Src {
+        Col::SrcDict
+    } else {
+        Col::DstDict
+    }
+}
+
+#[test]
+fn several_scans_in_one_pass_answer_as_each_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let segs = random_segments(dir.path(), 4, 11);
+    let ix = AddrIndex::default()
+        .updated(&segs, Col::Src)
+        .unwrap()
+        .unwrap();
+    let ssh = Cond::Range(Field::DstPort, Value::Num(22), Value::Num(22));
+    let some = TimeRange {
+        since_ns: Some(5_000),
+        until_ns: Some(25_000),
+    };
+    let plans = [
+        (
+            Cond::True,
+            GroupExpr::Field(Field::SrcIp),
+            TimeRange::default(),
+            Order::Desc(TopBy::Bytes),
+            Some(10),
+        ),
+        (
+            ssh.clone(),
+            GroupExpr::Field(Field::SrcIp),
+            some,
+            Order::Desc(TopBy::Flows),
+            Some(4),
+        ),
+        (
+            ssh.clone(),
+            GroupExpr::Field(Field::DstIp),
+            TimeRange::default(),
+            Order::Group,
+            None,
+        ),
+        (
+            Cond::True,
+            GroupExpr::Field(Field::DstPort),
+            some,
+            Order::Desc(TopBy::Packets),
+            Some(2),
+        ),
+        (
+            ssh,
+            GroupExpr::Interval {
+                of: Field::FirstNs,
+                per: 1_000,
+                step: 1_000,
+            },
+            some,
+            Order::Group,
+            None,
+        ),
+        (
+            Cond::True,
+            GroupExpr::Zero,
+            TimeRange::default(),
+            Order::Group,
+            Some(0),
+        ),
+    ];
+    let compiled: Vec<Compiled> = plans
+        .iter()
+        .map(|(c, g, ..)| Compiled::new(c, *g, &Lookups).unwrap().unwrap())
+        .collect();
+    let scans: Vec<Scan<'_>> = plans
+        .iter()
+        .zip(&compiled)
+        .map(|((_, _, r, ..), c)| Scan {
+            compiled: c,
+            ranges: vec![*r],
+            verify: &Lookups,
+            index: c.addr_group().filter(|c| *c == Col::Src).map(|_| &ix),
+        })
+        .collect();
+    let jobs = scans
+        .iter()
+        .zip(&plans)
+        .map(|(s, (.., order, limit))| Job {
+            scan: s,
+            extra: Vec::new(),
+            order: *order,
+            limit: *limit,
+        })
+        .collect();
+    let together = Scan::run_many(jobs, &segs, 2).unwrap();
+    for ((s, (.., order, limit)), got) in scans.iter().zip(&plans).zip(&together) {
+        let alone = s.run(&segs, Vec::new(), *order, *limit, 1).unwrap();
+        assert_eq!(*got, alone);
+        assert_eq!(got.is_empty(), *limit == Some(0));
+    }
+}
+
+#[test]
+fn a_listing_over_many_segments_finds_the_first_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut segs = random_segments(dir.path(), 6, 5);
+    // Listed in another order than their times.
+    segs.reverse();
+    let ssh = Cond::Range(Field::DstPort, Value::Num(22), Value::Num(22));
+    for cond in [Cond::True, ssh] {
+        let compiled = Compiled::rows(&cond, &Lookups).unwrap().unwrap();
+        let s = Scan {
+            compiled: &compiled,
+            ranges: vec![TimeRange::default()],
+            verify: &Lookups,
+            index: None,
+        };
+        let every = s.rows(&segs, usize::MAX, 1).unwrap();
+        for k in [0, 1, 7, 499, 500, 501, 1_300, 5_000] {
+            // At least the first k, in order (a caller takes k of them).
+            let got = s.rows(&segs, k, 2).unwrap();
+            let n = k.min(every.len());
+            assert!(got.len() >= n, "k = {k}");
+            assert_eq!(got[..n], every[..n], "k = {k}");
+        }
+    }
 }

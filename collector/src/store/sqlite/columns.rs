@@ -12,6 +12,8 @@
 //! segment it deletes a row of.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use vigil_proto::wire::ip_from_bytes;
@@ -19,7 +21,9 @@ use vigil_proto::wire::ip_from_bytes;
 use super::SqliteStore;
 use crate::model::query::{Cmp, TimeRange};
 use crate::store::StoreError;
-use crate::store::columns::{ColumnRow, SEGMENT_ROWS, Segment, SegmentBuilder, Verify};
+use crate::store::columns::{
+    AddrIndex, Col, ColumnRow, SEGMENT_ROWS, Segment, SegmentBuilder, Verify,
+};
 
 /// The registry's schema.
 pub(super) const SCHEMA: &str = "
@@ -46,7 +50,56 @@ pub(super) struct Coverage {
     pub gaps: Vec<(i64, i64)>,
 }
 
+/// The address dictionaries over the registered segments
+/// ([`AddrIndex`]), sources and destinations, kept up to date by
+/// [`SqliteStore::build_columns`] and read by aggregates grouping by
+/// address.
+#[derive(Debug, Default)]
+pub(super) struct AddrIndexes {
+    by_col: [Mutex<Option<Arc<AddrIndex>>>; 2],
+    /// Built once at least (the first upkeep builds them over the
+    /// segments found at open).
+    built: AtomicBool,
+}
+
+impl AddrIndexes {
+    fn slot(&self, c: Col) -> &Mutex<Option<Arc<AddrIndex>>> {
+        &self.by_col[usize::from(c == Col::Dst)]
+    }
+
+    /// The index of an address column ([`Col::Src`], [`Col::Dst`]), if
+    /// one is kept.
+    pub(super) fn get(&self, c: Col) -> Option<Arc<AddrIndex>> {
+        self.slot(c)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
 impl SqliteStore {
+    /// Brings the address dictionaries up to the registered segments; a
+    /// segment that does not read leaves them as they were (queries then
+    /// group through partitions), with a warning.
+    fn index_addresses(&self) -> Result<(), StoreError> {
+        let cov = self.in_snapshot(|c| self.coverage(c))?;
+        for c in [Col::Src, Col::Dst] {
+            let old = self.addr_index.get(c).unwrap_or_default();
+            match old.updated(&cov.segments, c) {
+                Ok(ix) => {
+                    *self
+                        .addr_index
+                        .slot(c)
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = ix.map(Arc::new);
+                }
+                Err(e) => tracing::warn!(error = %e, "address dictionary not updated"),
+            }
+        }
+        self.addr_index.built.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// The segments directory.
     fn columns_dir(&self) -> PathBuf {
         self.path.parent().unwrap_or(Path::new(".")).join("columns")
@@ -125,11 +178,20 @@ impl SqliteStore {
 
     /// Builds and registers every segment that can be closed: full ranges
     /// of [`SEGMENT_ROWS`] rows after the last segment, and the rows
-    /// between segments that retention left. Returns the segments built.
+    /// between segments that retention left; then brings the address
+    /// dictionaries over them up to date. Returns the segments built.
     pub fn build_columns(&self) -> Result<usize, StoreError> {
         if self.read_only {
             return Ok(0);
         }
+        let built = self.build_segments()?;
+        if self.columns && (built > 0 || !self.addr_index.built.load(Ordering::Relaxed)) {
+            self.index_addresses()?;
+        }
+        Ok(built)
+    }
+
+    fn build_segments(&self) -> Result<usize, StoreError> {
         let dir = self.columns_dir();
         std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
             path: dir.clone(),

@@ -41,6 +41,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
+use self::columns::AddrIndexes;
 use super::StoreError;
 
 const SCHEMA_VERSION: i64 = 5;
@@ -83,6 +84,9 @@ pub struct SqliteStore {
     read_only: bool,
     /// Queries read column segments (off: every row from SQLite).
     columns: bool,
+    /// The address dictionaries over every segment (sources,
+    /// destinations), kept by [`SqliteStore::build_columns`].
+    addr_index: AddrIndexes,
 }
 
 const SCHEMA: &str = "
@@ -241,6 +245,7 @@ impl SqliteStore {
             readers: Mutex::new(Vec::new()),
             read_only: false,
             columns: true,
+            addr_index: AddrIndexes::default(),
         };
         {
             let conn = store.lock_writer();
@@ -385,6 +390,7 @@ impl SqliteStore {
             readers: Mutex::new(Vec::new()),
             read_only: true,
             columns: true,
+            addr_index: AddrIndexes::default(),
         };
         {
             let conn = store.lock_writer();

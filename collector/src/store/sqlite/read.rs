@@ -9,7 +9,7 @@ use vigil_proto::wire::ip_from_bytes;
 use super::SqliteStore;
 use super::rows::FLOW_COLUMNS;
 use crate::model::query::{TextOp, TimeRange, TopKey, Totals};
-use crate::store::columns::{Compiled, SEGMENT_ROWS, Scan, ScanError};
+use crate::store::columns::{Compiled, Job, SEGMENT_ROWS, Scan, ScanError};
 use crate::store::plan::{
     self, Aggregate, Cond, Dialect, Field, Group, GroupExpr, GroupValue, Order, Rollup, Select,
     Source,
@@ -86,10 +86,28 @@ impl FlowQueries for SqliteStore {
     }
 
     fn aggregate(&self, p: &Aggregate) -> Result<Vec<(GroupValue, Totals)>, StoreError> {
-        if let Some(rows) = self.aggregate_with_columns(p)? {
+        let found = self.aggregates_with_columns(std::slice::from_ref(p))?;
+        if let Some(rows) = found.and_then(|mut v| v.pop().flatten()) {
             return Ok(rows);
         }
         self.with_reader(|c| self.run_aggregate(c, p, None))
+    }
+
+    fn aggregate_many(
+        &self,
+        plans: &[Aggregate],
+    ) -> Result<Vec<Vec<(GroupValue, Totals)>>, StoreError> {
+        let Some(found) = self.aggregates_with_columns(plans)? else {
+            return crate::store::each_on_a_thread(self, plans);
+        };
+        plans
+            .iter()
+            .zip(found)
+            .map(|(p, rows)| match rows {
+                Some(rows) => Ok(rows),
+                None => self.with_reader(|c| self.run_aggregate(c, p, None)),
+            })
+            .collect()
     }
 
     fn build_columns(&self) -> Result<usize, StoreError> {
@@ -151,6 +169,20 @@ impl FlowQueries for SqliteStore {
                             plan::range_text(range),
                             seg_rows + rest
                         ),
+                    });
+                }
+                let group = compiled.as_ref().and_then(|(_, c)| c.addr_group());
+                if let (Some(col), false) = (group, cov.segments.is_empty()) {
+                    out.push(match self.addr_index.get(col) {
+                        Some(ix) if ix.covers(&cov.segments) => format!(
+                            "addresses summed by the dictionary of the {} addresses over every \
+                             segment (through hash partitions when the segments whose time may \
+                             match hold fewer than an eighth of them)",
+                            ix.len()
+                        ),
+                        _ => "addresses summed through hash partitions (no dictionary over \
+                              every segment yet)"
+                            .into(),
                     });
                 }
                 Ok(())
@@ -225,6 +257,7 @@ impl SqliteStore {
                     compiled: &compiled,
                     ranges: vec![p.range],
                     verify: self,
+                    index: None,
                 };
                 match scan.rows(&cov.segments, k, scan_threads()) {
                     Ok(rows) => found.extend(rows),
@@ -254,40 +287,92 @@ impl SqliteStore {
         })
     }
 
-    /// An aggregate whose parts over `flows` are read from column segments
-    /// where they hold the rows and from SQLite for the rest; `None` when
-    /// there are no segments or the plan reads what they do not hold.
-    fn aggregate_with_columns(
+    /// Aggregates whose parts over `flows` are read from column segments
+    /// where they hold the rows and from SQLite for the rest, in one pass
+    /// over the segments for all of them: for each plan, its rows, or
+    /// `None` when it reads what segments do not hold; `None` for all when
+    /// there are no segments (or one did not read).
+    #[allow(clippy::type_complexity)]
+    fn aggregates_with_columns(
         &self,
-        p: &Aggregate,
-    ) -> Result<Option<Vec<(GroupValue, Totals)>>, StoreError> {
-        let Some((ranges, compiled)) = self.compile_parts(p)? else {
+        plans: &[Aggregate],
+    ) -> Result<Option<Vec<Option<Vec<(GroupValue, Totals)>>>>, StoreError> {
+        let compiled = plans
+            .iter()
+            .map(|p| self.compile_parts(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        if compiled.iter().all(Option::is_none) {
             return Ok(None);
-        };
+        }
         // The registry and the rows outside segments, in one snapshot.
         let read = self.in_snapshot(|c| {
             let cov = self.coverage(c)?;
             if cov.segments.is_empty() {
                 return Ok(None);
             }
-            let rest = Aggregate {
-                order: Order::Group,
-                limit: None,
-                ..p.clone()
-            };
-            let rows = self.run_aggregate(c, &rest, Some(&cov.gaps))?;
-            Ok(Some((cov, rows)))
+            let mut rest = Vec::with_capacity(plans.len());
+            for (p, comp) in plans.iter().zip(&compiled) {
+                let rows = match comp {
+                    Some(_) => {
+                        let all = Aggregate {
+                            order: Order::Group,
+                            limit: None,
+                            ..p.clone()
+                        };
+                        self.run_aggregate(c, &all, Some(&cov.gaps))?
+                    }
+                    None => Vec::new(),
+                };
+                rest.push(rows);
+            }
+            Ok(Some((cov, rest)))
         })?;
-        let Some((cov, rows)) = read else {
+        let Some((cov, rest)) = read else {
             return Ok(None);
         };
-        let scan = Scan {
-            compiled: &compiled,
-            ranges,
-            verify: self,
-        };
-        match scan.run(&cov.segments, rows, p.order, p.limit, scan_threads()) {
-            Ok(rows) => Ok(Some(rows)),
+        let indexes: Vec<_> = compiled
+            .iter()
+            .map(|c| {
+                c.as_ref()
+                    .and_then(|(_, c)| c.addr_group())
+                    .and_then(|col| self.addr_index.get(col))
+            })
+            .collect();
+        let scans: Vec<(usize, Scan<'_>)> = compiled
+            .iter()
+            .zip(&indexes)
+            .enumerate()
+            .filter_map(|(i, (c, ix))| {
+                let (ranges, compiled) = c.as_ref()?;
+                Some((
+                    i,
+                    Scan {
+                        compiled,
+                        ranges: ranges.clone(),
+                        verify: self,
+                        index: ix.as_deref(),
+                    },
+                ))
+            })
+            .collect();
+        let mut rest: Vec<Option<_>> = rest.into_iter().map(Some).collect();
+        let jobs = scans
+            .iter()
+            .map(|(i, scan)| Job {
+                scan,
+                extra: rest[*i].take().unwrap_or_default(),
+                order: plans[*i].order,
+                limit: plans[*i].limit,
+            })
+            .collect();
+        match Scan::run_many(jobs, &cov.segments, scan_threads()) {
+            Ok(found) => {
+                let mut out: Vec<Option<_>> = plans.iter().map(|_| None).collect();
+                for ((i, _), rows) in scans.iter().zip(found) {
+                    out[*i] = Some(rows);
+                }
+                Ok(Some(out))
+            }
             Err(ScanError::Store(e)) => Err(e),
             Err(ScanError::Segment(_, e)) => {
                 tracing::warn!(error = %e, "column segment unreadable; answering from the database");

@@ -457,6 +457,61 @@ fn random_filters_over_column_segments_give_the_answers_computed_in_memory() {
     check_random_filters(&s.store, &s.records, 256);
 }
 
+/// The newest rows, in no segment yet, are kept in memory between
+/// queries: rows committed after a query, and a segment built from some of
+/// them, change the answers as they change the store.
+#[test]
+fn the_newest_rows_kept_in_memory_follow_what_is_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut all = corpus_records();
+    all.truncate(9_000);
+    let store = SqliteStore::open(
+        dir.path(),
+        SqliteConfig {
+            segment_rows: Some(2_000),
+            ..SqliteConfig::default()
+        },
+    )
+    .unwrap();
+    let batches = corpus_batches(&all);
+    let mut records = Vec::new();
+    let all_time = TimeRange::default();
+    let src = |records: &[(String, FlowRecord)]| {
+        memory::top(
+            records,
+            &vigil_collector::query::Filter::All,
+            all_time,
+            TopKey::Src,
+            TopBy::Bytes,
+            10,
+        )
+    };
+    for (i, b) in batches.iter().enumerate() {
+        store.commit(b).unwrap();
+        records.extend(b.flows.iter().map(|r| (b.sensor_id.clone(), r.clone())));
+        if i == 3 || i == 11 {
+            store.build_columns().unwrap();
+        }
+        if i % 3 == 0 || i == batches.len() - 1 {
+            let f = vigil_collector::query::Filter::All;
+            assert_eq!(
+                store
+                    .top(&f, all_time, TopKey::Src, TopBy::Bytes, 10)
+                    .unwrap(),
+                src(&records),
+                "after {} batches",
+                i + 1
+            );
+            assert_eq!(
+                store.count(&f, all_time).unwrap(),
+                memory::count(&records, &f, all_time)
+            );
+        }
+    }
+    assert!(store.build_columns().unwrap() > 0);
+    check_random_filters(&store, &records, 16);
+}
+
 /// Retention deletes rows that segments hold: those segments are dropped
 /// at once (their rows no longer counted), their ranges read from SQLite
 /// until built again, and answers stay those of the rows that remain.

@@ -93,7 +93,9 @@ impl AddrIndex {
         order: Order,
         limit: Option<usize>,
     ) -> Vec<(GroupValue, Totals)> {
-        let mut rows = Vec::new();
+        // Addresses the dictionary does not hold (newer than its segments),
+        // summed apart.
+        let mut aside: std::collections::HashMap<GroupValue, Totals> = Default::default();
         for (k, t) in extra {
             let id = match k {
                 GroupValue::Addr(a) => self.id_of(super::AddrKey::of(a)),
@@ -106,9 +108,10 @@ impl AddrIndex {
                     }
                     add3(&mut by_id[id], [t.flows, t.packets, t.bytes]);
                 }
-                None => rows.push((k, t)),
+                None => aside.entry(k).or_default().add(t),
             }
         }
+        let mut rows: Vec<(GroupValue, Totals)> = aside.into_iter().collect();
         let row = |id: usize, a: &[u64; 3]| (GroupValue::Addr(self.key(id).addr()), totals(*a));
         match (order, limit) {
             (Order::Desc(by), Some(limit)) => {

@@ -303,6 +303,22 @@ impl SegmentBuilder {
     /// of that range's) to `path` through a temporary file renamed into
     /// place; the file and its directory synced.
     pub fn write(&self, path: &Path, lo: i64, hi: i64) -> std::io::Result<()> {
+        let out = self.bytes(lo, hi);
+        let tmp = path.with_extension("tmp");
+        let mut f = File::create(&tmp)?;
+        f.write_all(&out)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        // The rename itself on disk before the segment is registered.
+        match path.parent() {
+            Some(dir) => File::open(dir)?.sync_all(),
+            None => Ok(()),
+        }
+    }
+
+    /// The segment of rows `lo..hi`, as a file holds it.
+    pub fn bytes(&self, lo: i64, hi: i64) -> Vec<u8> {
         let rows = self.rows();
         let mut cols: Vec<(Col, Vec<u8>)> = Vec::with_capacity(Col::COUNT);
         for (c, v) in NUMS.iter().zip(&self.nums) {
@@ -364,17 +380,7 @@ impl SegmentBuilder {
             out.resize(align8(out.len()), 0);
             out.extend_from_slice(data);
         }
-        let tmp = path.with_extension("tmp");
-        let mut f = File::create(&tmp)?;
-        f.write_all(&out)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        // The rename itself on disk before the segment is registered.
-        match path.parent() {
-            Some(dir) => File::open(dir)?.sync_all(),
-            None => Ok(()),
-        }
+        out
     }
 }
 
@@ -470,10 +476,19 @@ pub enum SegmentError {
     },
 }
 
+/// Where a segment's bytes are.
+#[derive(Debug)]
+enum Backing {
+    /// A file, read on demand.
+    File(File),
+    /// Memory: rows read from the database for one query.
+    Memory(Vec<u8>),
+}
+
 /// An open segment: its header read, its columns read on demand.
 #[derive(Debug)]
 pub struct Segment {
-    file: File,
+    bytes: Backing,
     path: PathBuf,
     len: u64,
     /// Rows.
@@ -498,8 +513,19 @@ impl Segment {
         };
         let file = File::open(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
+        Segment::with(Backing::File(file), path, len)
+    }
+
+    /// A segment held in memory (`bytes` as [`SegmentBuilder::bytes`]
+    /// makes them), named `name` in errors.
+    pub fn in_memory(bytes: Vec<u8>, name: &Path) -> Result<Segment, SegmentError> {
+        let len = bytes.len() as u64;
+        Segment::with(Backing::Memory(bytes), name, len)
+    }
+
+    fn with(bytes: Backing, path: &Path, len: u64) -> Result<Segment, SegmentError> {
         let mut seg = Segment {
-            file,
+            bytes,
             path: path.to_path_buf(),
             len,
             rows: 0,
@@ -555,13 +581,29 @@ impl Segment {
             return Err(self.corrupt(format!("{n} bytes at {off} beyond the end")));
         }
         let mut buf = vec![0u8; n as usize];
-        self.file
-            .read_exact_at(&mut buf, off)
-            .map_err(|source| SegmentError::Io {
-                path: self.path.clone(),
-                source,
-            })?;
+        self.read_into(off, &mut buf)?;
         Ok(buf)
+    }
+
+    /// Fills `buf` from offset `off`.
+    fn read_into(&self, off: u64, buf: &mut [u8]) -> Result<(), SegmentError> {
+        let n = buf.len() as u64;
+        if off.checked_add(n).is_none_or(|end| end > self.len) {
+            return Err(self.corrupt(format!("{n} bytes at {off} beyond the end")));
+        }
+        match &self.bytes {
+            Backing::File(f) => f
+                .read_exact_at(buf, off)
+                .map_err(|source| SegmentError::Io {
+                    path: self.path.clone(),
+                    source,
+                }),
+            Backing::Memory(b) => {
+                // In bounds: `len` is the memory's length.
+                buf.copy_from_slice(&b[off as usize..(off + n) as usize]);
+                Ok(())
+            }
+        }
     }
 
     /// A column's bytes.
@@ -585,20 +627,18 @@ impl Segment {
         scratch: &mut Vec<u8>,
     ) -> Result<(), SegmentError> {
         let (off, n) = self.dir[c.index()].unwrap_or((0, 0));
-        if off.checked_add(n).is_none_or(|end| end > self.len) {
-            return Err(self.corrupt(format!("{n} bytes at {off} beyond the end")));
-        }
-        let n = n as usize;
+        let n = usize::try_from(n)
+            .ok()
+            .filter(|n| {
+                off.checked_add(*n as u64)
+                    .is_some_and(|end| end <= self.len)
+            })
+            .ok_or_else(|| self.corrupt(format!("{n} bytes at {off} beyond the end")))?;
         if scratch.len() < n {
             scratch.resize(n, 0);
         }
         let raw = &mut scratch[..n];
-        self.file
-            .read_exact_at(raw, off)
-            .map_err(|source| SegmentError::Io {
-                path: self.path.clone(),
-                source,
-            })?;
+        self.read_into(off, raw)?;
         let raw = &raw[..];
         if raw.len() < 16 {
             return Err(self.corrupt(format!("column {c:?}: short header")));

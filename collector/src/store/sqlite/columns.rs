@@ -40,6 +40,21 @@ const BUILD_COLUMNS: &str = "rowid, first_ns, src_ip, dst_ip, src_port, dst_port
     conn_state, fwd_packets + rev_packets, fwd_bytes + rev_bytes, sensor, community_id, vlan, \
     app_proto, app_name, app_fp, ics_reads, ics_writes, ics_control";
 
+/// Rows in no segment a query reads into memory at most: a segment's
+/// worth and a half (the newest rows, before the upkeep builds their
+/// segment, or a segment that did not read); past it, SQL reads them.
+pub(super) const MEMORY_ROWS: usize = SEGMENT_ROWS * 3 / 2;
+
+/// The newest rows, in no segment yet, kept in memory between queries:
+/// those from row id `lo` to `last`, and their segment's bytes.
+#[derive(Debug)]
+pub(super) struct Newest {
+    lo: i64,
+    last: i64,
+    builder: SegmentBuilder,
+    bytes: Vec<u8>,
+}
+
 /// The segments a query reads and the row-id ranges it reads from SQLite.
 #[derive(Debug, Default)]
 pub(super) struct Coverage {
@@ -226,22 +241,7 @@ impl SqliteStore {
             .segment_rows
             .unwrap_or(SEGMENT_ROWS)
             .clamp(1, SEGMENT_ROWS);
-        let (builder, last) = self.with_reader(|c| {
-            let mut st = c
-                .prepare_cached(&format!(
-                    "SELECT {BUILD_COLUMNS} FROM flows WHERE rowid >= ?1 AND rowid < ?2 ORDER BY rowid LIMIT ?3"
-                ))
-                .map_err(|e| self.err("reading flows for columns", e))?;
-            let mut rows = st
-                .query(params![from, bound, size as i64])
-                .map_err(|e| self.err("reading flows for columns", e))?;
-            let mut b = SegmentBuilder::new();
-            let mut last = from;
-            while let Some(row) = rows.next().map_err(|e| self.err("reading flows for columns", e))? {
-                last = self.segment_row(row, &mut b)?;
-            }
-            Ok((b, last))
-        })?;
+        let (builder, last) = self.with_reader(|c| self.segment_rows(c, from, bound, size))?;
         if builder.rows() == 0 || tail && builder.rows() < size {
             return Ok(false);
         }
@@ -296,6 +296,138 @@ impl SqliteStore {
             let _ = std::fs::remove_file(&path);
         }
         Ok(registered)
+    }
+
+    /// The first `size` rows from row id `from`, below `bound`, as a
+    /// segment's builder holds them, and the last one's row id (`from`
+    /// when there is none).
+    fn segment_rows(
+        &self,
+        c: &Connection,
+        from: i64,
+        bound: i64,
+        size: usize,
+    ) -> Result<(SegmentBuilder, i64), StoreError> {
+        let mut b = SegmentBuilder::new();
+        let last = self.segment_rows_into(c, (from, bound), size, &mut b)?;
+        Ok((b, last.unwrap_or(from)))
+    }
+
+    /// Appends to `b` the first `size` rows from row id `from` below
+    /// `bound`; the last one's row id, if any.
+    fn segment_rows_into(
+        &self,
+        c: &Connection,
+        (from, bound): (i64, i64),
+        size: usize,
+        b: &mut SegmentBuilder,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut st = c
+            .prepare_cached(&format!(
+                "SELECT {BUILD_COLUMNS} FROM flows WHERE rowid >= ?1 AND rowid < ?2 ORDER BY rowid LIMIT ?3"
+            ))
+            .map_err(|e| self.err("reading flows for columns", e))?;
+        let mut rows = st
+            .query(params![from, bound, size as i64])
+            .map_err(|e| self.err("reading flows for columns", e))?;
+        let mut last = None;
+        while let Some(row) = rows
+            .next()
+            .map_err(|e| self.err("reading flows for columns", e))?
+        {
+            last = Some(self.segment_row(row, b)?);
+        }
+        Ok(last)
+    }
+
+    /// The rows of `gaps` (the rows in no segment: usually the newest)
+    /// read into segments held in memory, so that a query scans them with
+    /// the others; `None` when they are more than [`MEMORY_ROWS`] (the
+    /// query then reads them through SQL).
+    pub(super) fn rows_in_memory(
+        &self,
+        c: &Connection,
+        gaps: &[(i64, i64)],
+    ) -> Result<Option<Vec<Segment>>, StoreError> {
+        if let [(lo, i64::MAX)] = gaps
+            && let Some(seg) = self.newest_in_memory(c, *lo)?
+        {
+            return Ok(Some(vec![seg]));
+        }
+        let mut out = Vec::new();
+        let mut total = 0;
+        for &(lo, hi) in gaps {
+            let mut from = lo;
+            loop {
+                let (b, last) = self.segment_rows(c, from, hi, SEGMENT_ROWS)?;
+                if b.rows() == 0 {
+                    break;
+                }
+                total += b.rows();
+                if total > MEMORY_ROWS {
+                    return Ok(None);
+                }
+                let name = PathBuf::from(format!("rows {from}..{} in memory", last + 1));
+                let seg = Segment::in_memory(b.bytes(from, last + 1), &name)
+                    .map_err(|e| self.corrupt(e.to_string()))?;
+                out.push(seg);
+                from = last + 1;
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// The rows from `lo` on (the newest, in no segment yet) as a segment
+    /// in memory, from those kept since the last query and the rows
+    /// committed since; `None` when they are more than a segment holds.
+    fn newest_in_memory(&self, c: &Connection, lo: i64) -> Result<Option<Segment>, StoreError> {
+        let mut kept = self
+            .newest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // What is kept still holds exactly the rows it read (none deleted
+        // since), or it is read again.
+        if let Some(k) = kept.as_ref() {
+            let n: i64 = if k.lo == lo {
+                c.query_row(
+                    "SELECT COUNT(*) FROM flows WHERE rowid >= ?1 AND rowid <= ?2",
+                    [k.lo, k.last],
+                    |r| r.get(0),
+                )
+                .map_err(|e| self.err("reading flows for columns", e))?
+            } else {
+                -1
+            };
+            if n != k.builder.rows() as i64 {
+                *kept = None;
+            }
+        }
+        let k = match kept.as_mut() {
+            Some(k) => k,
+            None => kept.insert(Box::new(Newest {
+                lo,
+                last: lo - 1,
+                builder: SegmentBuilder::new(),
+                bytes: Vec::new(),
+            })),
+        };
+        let room = SEGMENT_ROWS - k.builder.rows();
+        let added = self.segment_rows_into(c, (k.last + 1, i64::MAX), room + 1, &mut k.builder)?;
+        if k.builder.rows() > SEGMENT_ROWS {
+            *kept = None;
+            return Ok(None);
+        }
+        if let Some(last) = added {
+            k.last = last;
+            k.bytes = k.builder.bytes(k.lo, k.last + 1);
+        }
+        if k.builder.rows() == 0 {
+            return Ok(None);
+        }
+        let name = PathBuf::from(format!("rows {}..{} in memory", k.lo, k.last + 1));
+        Segment::in_memory(k.bytes.clone(), &name)
+            .map(Some)
+            .map_err(|e| self.corrupt(e.to_string()))
     }
 
     /// Appends a row of [`BUILD_COLUMNS`] to `b`; returns its row id.

@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use self::columns::AddrIndexes;
+use self::columns::{AddrIndexes, Newest};
 use super::StoreError;
 
 const SCHEMA_VERSION: i64 = 5;
@@ -87,6 +87,8 @@ pub struct SqliteStore {
     /// The address dictionaries over every segment (sources,
     /// destinations), kept by [`SqliteStore::build_columns`].
     addr_index: AddrIndexes,
+    /// The newest rows, in no segment yet, as the last query read them.
+    newest: Mutex<Option<Box<Newest>>>,
 }
 
 const SCHEMA: &str = "
@@ -246,6 +248,7 @@ impl SqliteStore {
             read_only: false,
             columns: true,
             addr_index: AddrIndexes::default(),
+            newest: Mutex::new(None),
         };
         {
             let conn = store.lock_writer();
@@ -391,6 +394,7 @@ impl SqliteStore {
             read_only: true,
             columns: true,
             addr_index: AddrIndexes::default(),
+            newest: Mutex::new(None),
         };
         {
             let conn = store.lock_writer();

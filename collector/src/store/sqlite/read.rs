@@ -153,7 +153,9 @@ impl FlowQueries for SqliteStore {
                     out.push(match &compiled {
                         Some(_) if !cov.segments.is_empty() => format!(
                             "flows {}: {} column segments ({seg_rows} rows whose time may match) scanned \
-                             on {} threads; {rest} newer rows, in no segment yet, from SQLite",
+                             on {} threads; {rest} newer rows, in no segment yet, read from SQLite into memory and scanned \
+                             alike (kept between queries, extended by the rows committed since; \
+                             summed in SQL when they are more than a segment and a half)",
                             plan::range_text(range),
                             cov.segments.len(),
                             scan_threads(),
@@ -304,30 +306,39 @@ impl SqliteStore {
         if compiled.iter().all(Option::is_none) {
             return Ok(None);
         }
-        // The registry and the rows outside segments, in one snapshot.
+        // The registry and the rows outside segments (in memory, to be
+        // scanned as segments are, or summed in SQL), in one snapshot.
         let read = self.in_snapshot(|c| {
             let cov = self.coverage(c)?;
             if cov.segments.is_empty() {
                 return Ok(None);
             }
+            let memory = self.rows_in_memory(c, &cov.gaps)?;
             let mut rest = Vec::with_capacity(plans.len());
             for (p, comp) in plans.iter().zip(&compiled) {
+                let parts: Vec<_> = p
+                    .parts
+                    .iter()
+                    .filter(|x| memory.is_none() || matches!(x.source, Source::Rollup { .. }))
+                    .cloned()
+                    .collect();
                 let rows = match comp {
-                    Some(_) => {
+                    Some(_) if !parts.is_empty() => {
                         let all = Aggregate {
                             order: Order::Group,
                             limit: None,
-                            ..p.clone()
+                            parts,
+                            group: p.group,
                         };
                         self.run_aggregate(c, &all, Some(&cov.gaps))?
                     }
-                    None => Vec::new(),
+                    _ => Vec::new(),
                 };
                 rest.push(rows);
             }
-            Ok(Some((cov, rest)))
+            Ok(Some((cov, rest, memory)))
         })?;
-        let Some((cov, rest)) = read else {
+        let Some((cov, mut rest, memory)) = read else {
             return Ok(None);
         };
         let indexes: Vec<_> = compiled
@@ -355,6 +366,28 @@ impl SqliteStore {
                 ))
             })
             .collect();
+        if let Some(memory) = memory.filter(|m| !m.is_empty()) {
+            // The rows in memory first, all their groups, added to what
+            // the segments' scan sums.
+            let jobs = scans
+                .iter()
+                .map(|(_, scan)| Job {
+                    scan,
+                    extra: Vec::new(),
+                    order: Order::Group,
+                    limit: None,
+                })
+                .collect();
+            match Scan::run_many(jobs, &memory, scan_threads()) {
+                Ok(found) => {
+                    for ((i, _), rows) in scans.iter().zip(found) {
+                        rest[*i].extend(rows);
+                    }
+                }
+                Err(ScanError::Store(e)) => return Err(e),
+                Err(ScanError::Segment(_, e)) => return Err(self.corrupt(e.to_string())),
+            }
+        }
         let mut rest: Vec<Option<_>> = rest.into_iter().map(Some).collect();
         let jobs = scans
             .iter()

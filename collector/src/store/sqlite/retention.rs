@@ -156,6 +156,12 @@ impl SqliteStore {
             [],
         )
         .map_err(|e| self.err("deleting old flows", e))?;
+        // The newest rows kept in memory are read again: deleting the
+        // highest row ids lets SQLite give them out again.
+        *self
+            .newest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         for (batch, kept) in leaves {
             let remains: bool = tx
                 .query_row(

@@ -294,6 +294,14 @@ impl Loaded {
     ) -> Result<(), SegmentError> {
         for c in Col::ALL {
             if !needs[c.index()] {
+                // A dictionary not read is empty, not an earlier segment's.
+                match c {
+                    Col::SrcDict => self.addrs[0].clear(),
+                    Col::DstDict => self.addrs[1].clear(),
+                    Col::AppNameDict => self.texts[0].clear(),
+                    Col::AppFpDict => self.texts[1].clear(),
+                    _ => {}
+                }
                 continue;
             }
             match c {
@@ -317,7 +325,9 @@ impl Loaded {
             Col::Proto,
             Col::AppProto,
         ] {
-            if !needs[c.index()] {
+            // Addresses grouped without their dictionary are checked
+            // against the map that stands for it (`Scan::sum`).
+            if !needs[c.index()] || matches!(c, Col::Src | Col::Dst) && !needs[dict_of(c).index()] {
                 continue;
             }
             let n = match c {

@@ -159,7 +159,7 @@ impl AddrIndex {
     /// addresses renumbered if new ones come between), the others'
     /// dictionaries read and merged in; built anew when more than half of
     /// its entries belong to segments no longer listed. `None` when it
-    /// would map more than [`MAX_ENTRIES`].
+    /// would map more than `MAX_ENTRIES` (64 M).
     pub fn updated(&self, segments: &[Segment], c: Col) -> Result<Option<AddrIndex>, SegmentError> {
         let dict = if c == Col::Dst {
             Col::DstDict

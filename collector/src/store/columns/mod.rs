@@ -673,28 +673,12 @@ impl Segment {
         Ok(())
     }
 
-    /// An address dictionary, in id order.
+    /// An address dictionary, in id order (checked ascending).
     pub fn addrs(&self, c: Col) -> Result<Vec<AddrKey>, SegmentError> {
-        let raw = self.raw(c)?;
-        let bad = || self.corrupt(format!("column {c:?}: address dictionary"));
-        if raw.len() < 8 {
-            return Err(bad());
-        }
-        let (n4, n6) = (u32_at(&raw, 0) as usize, u32_at(&raw, 4) as usize);
-        if raw.len() != 8 + n4 * 4 + n6 * 16 {
-            return Err(bad());
-        }
-        let mut out = Vec::with_capacity(n4 + n6);
-        out.extend(
-            raw[8..8 + n4 * 4]
-                .chunks_exact(4)
-                .map(|x| AddrKey::V4(u32_at(x, 0))),
-        );
-        out.extend(raw[8 + n4 * 4..].chunks_exact(16).map(|x| {
-            let mut b = [0u8; 16];
-            b.copy_from_slice(x);
-            AddrKey::V6(u128::from_le_bytes(b))
-        }));
+        let (v4, v6) = self.addr_dict(c)?;
+        let mut out = Vec::with_capacity(v4.len() + v6.len());
+        out.extend(v4.into_iter().map(AddrKey::V4));
+        out.extend(v6.into_iter().map(AddrKey::V6));
         Ok(out)
     }
 

@@ -35,6 +35,8 @@ pub struct Compiled {
     cond: C,
     group: Group,
     needs: [bool; Col::COUNT],
+    /// The columns its condition reads.
+    by_cond: [bool; Col::COUNT],
 }
 
 impl Compiled {
@@ -70,10 +72,11 @@ impl Compiled {
             GroupExpr::Interval { .. } => return Ok(None),
         };
         let mut needs = [false; Col::COUNT];
+        mark(&cond, &mut needs);
+        let by_cond = needs;
         for c in [Col::Packets, Col::Bytes] {
             needs[c.index()] = true;
         }
-        mark(&cond, &mut needs);
         match group {
             Group::Zero => {}
             Group::Addr(c) => {
@@ -87,7 +90,12 @@ impl Compiled {
             }
             Group::Interval { .. } => needs[Col::First.index()] = true,
         }
-        Ok(Some(Compiled { cond, group, needs }))
+        Ok(Some(Compiled {
+            cond,
+            group,
+            needs,
+            by_cond,
+        }))
     }
 }
 
@@ -236,6 +244,21 @@ impl Scan<'_> {
         let indexes: Vec<Option<&AddrIndex>> =
             scans.iter().map(|s| s.index_for(segments)).collect();
         let share = segments.len().div_ceil(threads);
+        // Grouped through the dictionary over every segment, a scan needs
+        // no segment's own dictionary of that column (unless its condition
+        // reads it): the map holds as many ids.
+        let needs: Vec<[bool; Col::COUNT]> = scans
+            .iter()
+            .zip(&indexes)
+            .map(|(s, ix)| {
+                let mut n = s.compiled.needs;
+                if let (Group::Addr(c), Some(_)) = (s.compiled.group, ix) {
+                    let d = dict_of(c).index();
+                    n[d] = s.compiled.by_cond[d];
+                }
+                n
+            })
+            .collect();
         let results = on_threads(threads, || {
             let mut out: Vec<Gathered<'_>> = scans
                 .iter()
@@ -248,9 +271,13 @@ impl Scan<'_> {
                     segments: share,
                 })
                 .collect();
-            each_segment(&scans, segments, &walk, |j, seg, cols, mask, acc| {
-                scans[j].sum(seg, cols, mask, acc, &mut out[j])
-            })
+            each_segment(
+                &scans,
+                &needs,
+                segments,
+                &walk,
+                |j, seg, cols, mask, acc| scans[j].sum(seg, cols, mask, acc, &mut out[j]),
+            )
             .map(|()| out)
         });
         let mut gathered: Vec<Vec<Gathered<'_>>> = jobs.iter().map(|_| Vec::new()).collect();
@@ -318,19 +345,25 @@ impl Scan<'_> {
         let walk = Walk::new(order);
         let results = on_threads(threads, || {
             let mut got: Vec<(u64, i64)> = Vec::new();
-            each_segment(&[self], segments, &walk, |_, seg, cols, mask, _| {
-                let first = &cols.nums[Col::First.index()];
-                let row = &cols.nums[Col::Row.index()];
-                for (i, _) in mask.iter().enumerate().filter(|(_, m)| **m != 0) {
-                    got.push((first[i], seg.lo + row[i] as i64));
-                }
-                keep_first(&mut got, k);
-                if k > 0 && got.len() >= k {
-                    got.select_nth_unstable(k - 1);
-                    walk.bound.fetch_min(got[k - 1].0, AtomicOrdering::Relaxed);
-                }
-                Ok(())
-            })
+            each_segment(
+                &[self],
+                &[self.compiled.needs],
+                segments,
+                &walk,
+                |_, seg, cols, mask, _| {
+                    let first = &cols.nums[Col::First.index()];
+                    let row = &cols.nums[Col::Row.index()];
+                    for (i, _) in mask.iter().enumerate().filter(|(_, m)| **m != 0) {
+                        got.push((first[i], seg.lo + row[i] as i64));
+                    }
+                    keep_first(&mut got, k);
+                    if k > 0 && got.len() >= k {
+                        got.select_nth_unstable(k - 1);
+                        walk.bound.fetch_min(got[k - 1].0, AtomicOrdering::Relaxed);
+                    }
+                    Ok(())
+                },
+            )
             .map(|()| got)
         });
         let mut all = Vec::new();
@@ -372,30 +405,43 @@ impl Scan<'_> {
                     map.entry(GroupValue::None).or_default().add(totals(t));
                 }
             }
+            Group::Addr(c) if out.by_id.is_some() => {
+                let Some((ix, by_id)) = &mut out.by_id else {
+                    return Ok(());
+                };
+                // Its map as long as its dictionary (when read), its ids
+                // within it.
+                let ids = &cols.nums[c.index()];
+                let map = ix
+                    .map(seg)
+                    .filter(|m| {
+                        let dict = cols.dict_addrs(c).len();
+                        (dict == 0 || dict == m.len())
+                            && ids.iter().fold(0, |a, x| a.max(*x)) < m.len() as u64
+                            || ids.is_empty()
+                    })
+                    .ok_or_else(|| {
+                        ScanError::Segment(
+                            0,
+                            SegmentError::Corrupt {
+                                path: seg.path().to_path_buf(),
+                                what: format!("{c:?} dictionary: not the one indexed"),
+                            },
+                        )
+                    })?;
+                dense(acc, map.len(), ids);
+                let sums = &acc[..];
+                if by_id.is_empty() {
+                    by_id.resize(ix.len(), [0; 3]);
+                }
+                for (id, a) in sums.iter().enumerate().filter(|(_, a)| a[0] > 0) {
+                    add3(&mut by_id[map[id] as usize], *a);
+                }
+            }
             Group::Addr(c) => {
                 let dict = cols.dict_addrs(c);
                 dense(acc, dict.len(), &cols.nums[c.index()]);
                 let sums = &acc[..];
-                if let Some((ix, by_id)) = &mut out.by_id {
-                    let map = ix
-                        .map(seg)
-                        .filter(|m| m.len() == dict.len())
-                        .ok_or_else(|| {
-                            ScanError::Segment(
-                                0,
-                                SegmentError::Corrupt {
-                                    path: seg.path().to_path_buf(),
-                                    what: format!("{c:?} dictionary: not the one indexed"),
-                                },
-                            )
-                        })?;
-                    if by_id.is_empty() {
-                        by_id.resize(ix.len(), [0; 3]);
-                    }
-                    for (id, a) in sums.iter().enumerate().filter(|(_, a)| a[0] > 0) {
-                        add3(&mut by_id[map[id] as usize], *a);
-                    }
-                }
                 if let Some(parts) = &mut out.addrs {
                     if parts.v4[0].capacity() == 0 {
                         // As many again for each segment left, split
@@ -438,8 +484,20 @@ impl Scan<'_> {
                 acc.clear();
                 acc.resize(n as usize, [0; 3]);
                 let mut local: HashMap<u64, [u64; 3]> = HashMap::new();
+                // Rows come nearly in time order: the interval of the row
+                // before is tried first, without a division.
+                let (mut from, mut to, mut was) = (1u64, 0u64, 0u64);
                 for i in rows() {
-                    let at = (first[i] / per).wrapping_sub(base);
+                    let f = first[i];
+                    let at = if from <= f && f < to {
+                        was
+                    } else {
+                        let q = f / per;
+                        from = q.saturating_mul(per);
+                        to = from.saturating_add(per);
+                        was = q.wrapping_sub(base);
+                        was
+                    };
                     let t = [1, packets[i], bytes[i]];
                     if at < n {
                         add3(&mut acc[at as usize], t);
@@ -464,6 +522,7 @@ impl Scan<'_> {
 /// sums by id.
 fn each_segment(
     scans: &[&Scan<'_>],
+    needs: &[[bool; Col::COUNT]],
     segments: &[Segment],
     walk: &Walk,
     f: impl FnMut(usize, &Segment, &Loaded, &[u8], &mut Vec<[u64; 3]>) -> Result<(), ScanError>,
@@ -471,7 +530,13 @@ fn each_segment(
     let mut cols = Loaded::take();
     let mut mask = std::mem::take(&mut cols.mask);
     let mut acc = std::mem::take(&mut cols.acc);
-    let done = each_segment_with(scans, segments, walk, f, (&mut cols, &mut mask, &mut acc));
+    let done = each_segment_with(
+        (scans, needs),
+        segments,
+        walk,
+        f,
+        (&mut cols, &mut mask, &mut acc),
+    );
     (cols.mask, cols.acc) = (mask, acc);
     cols.give();
     done
@@ -479,7 +544,7 @@ fn each_segment(
 
 #[allow(clippy::type_complexity)]
 fn each_segment_with(
-    scans: &[&Scan<'_>],
+    (scans, scan_needs): (&[&Scan<'_>], &[[bool; Col::COUNT]]),
     segments: &[Segment],
     walk: &Walk,
     mut f: impl FnMut(usize, &Segment, &Loaded, &[u8], &mut Vec<[u64; 3]>) -> Result<(), ScanError>,
@@ -502,7 +567,7 @@ fn each_segment_with(
             }
             any = true;
             inside[j] = s.within(seg);
-            for (n, m) in needs.iter_mut().zip(&s.compiled.needs) {
+            for (n, m) in needs.iter_mut().zip(&scan_needs[j]) {
                 *n |= *m;
             }
             needs[Col::First.index()] |= !inside[j];

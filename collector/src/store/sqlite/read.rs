@@ -130,7 +130,8 @@ impl FlowQueries for SqliteStore {
         } else {
             format!(
                 "flow listing: the matching rows found in {segments} column segments and, for the \
-                 newest rows, in SQLite; the first {k} by first_seen fetched by row id"
+                 newest rows, in memory (in SQLite when more than a segment and a half); the \
+                 first {k} by first_seen fetched by row id"
             )
         }])
     }
@@ -233,28 +234,38 @@ impl SqliteStore {
         };
         let k = p.offset.saturating_add(p.limit);
         self.in_snapshot(|c| {
-                let cov = self.coverage(c)?;
+                let mut cov = self.coverage(c)?;
                 if cov.segments.is_empty() {
                     return Ok(None);
                 }
-                let mut q = Sql::default();
-                // Through the row-id B-tree (the gaps), not the index on
-                // first_ns that the order would tempt SQLite to walk whole.
-                q.push("SELECT f.first_ns, f.rowid FROM flows f NOT INDEXED WHERE ");
-                q.time(p.range);
-                q.gaps(&cov.gaps);
-                plan::write_cond(&mut q, &p.cond);
-                q.push(" ORDER BY f.first_ns, f.rowid");
-                q.limit(k);
-                let mut st = c
-                    .prepare_cached(&q.text)
-                    .map_err(|e| self.err("preparing a flow query", e))?;
-                let mut found: Vec<(u64, i64)> = st
-                    .query_map(rusqlite::params_from_iter(q.params.iter()), |r| {
-                        Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
-                    })
-                    .and_then(|r| r.collect())
-                    .map_err(|e| self.err("running a flow query", e))?;
+                // The rows outside segments in memory, scanned alike, or
+                // found in SQL.
+                let mut found: Vec<(u64, i64)> = match self.rows_in_memory(c, &cov.gaps)? {
+                    Some(memory) => {
+                        cov.segments.extend(memory);
+                        Vec::new()
+                    }
+                    None => {
+                        let mut q = Sql::default();
+                        // Through the row-id B-tree (the gaps), not the index
+                        // on first_ns that the order would tempt SQLite to
+                        // walk whole.
+                        q.push("SELECT f.first_ns, f.rowid FROM flows f NOT INDEXED WHERE ");
+                        q.time(p.range);
+                        q.gaps(&cov.gaps);
+                        plan::write_cond(&mut q, &p.cond);
+                        q.push(" ORDER BY f.first_ns, f.rowid");
+                        q.limit(k);
+                        let mut st = c
+                            .prepare_cached(&q.text)
+                            .map_err(|e| self.err("preparing a flow query", e))?;
+                        st.query_map(rusqlite::params_from_iter(q.params.iter()), |r| {
+                            Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+                        })
+                        .and_then(|r| r.collect())
+                        .map_err(|e| self.err("running a flow query", e))?
+                    }
+                };
                 let scan = Scan {
                     compiled: &compiled,
                     ranges: vec![p.range],

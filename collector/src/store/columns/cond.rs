@@ -206,6 +206,12 @@ fn cmp_into(mask: &mut [u8], v: &[u64], op: Cmp, n: u64) {
     }
 }
 
+/// Whether every value of `v` is below `n` (ids that index an array of
+/// `n`).
+pub(super) fn all_below(v: &[u64], n: u64) -> bool {
+    v.iter().all(|x| *x < n)
+}
+
 /// Values a numeric column that rows are grouped by holds at most: ports
 /// 2^16, protocols and application codes 2^8.
 pub(super) fn dense_len(c: Col) -> usize {
@@ -335,9 +341,7 @@ impl Loaded {
                 Col::AppName | Col::AppFp => self.dict_texts(c).len(),
                 c => dense_len(c),
             } as u64;
-            if self.nums[c.index()].iter().fold(0, |m, id| m.max(*id)) >= n
-                && !self.nums[c.index()].is_empty()
-            {
+            if !all_below(&self.nums[c.index()], n) {
                 return Err(SegmentError::Corrupt {
                     path: seg.path().to_path_buf(),
                     what: format!("column {c:?}: a value beyond its dictionary or type"),

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use hashbrown::HashMap;
 
 use super::addrs::{AddrParts, add3, totals};
-use super::cond::{C, Loaded, ScanError, Verify, compile, dense_len, dict_of, eval, mark};
+use super::cond::{
+    C, Loaded, ScanError, Verify, all_below, compile, dense_len, dict_of, eval, mark,
+};
 use super::index::AddrIndex;
 use super::{Col, Segment, SegmentError, on_threads};
 use crate::model::query::{TimeRange, Totals};
@@ -395,8 +397,8 @@ impl Scan<'_> {
             dense(acc, n, ids, mask, packets, bytes)
         };
         let map = &mut out.map;
-        match self.compiled.group {
-            Group::Zero => {
+        match (self.compiled.group, out.by_id.as_mut()) {
+            (Group::Zero, _) => {
                 let mut t = [0u64; 3];
                 for i in rows() {
                     add3(&mut t, [1, packets[i], bytes[i]]);
@@ -405,21 +407,14 @@ impl Scan<'_> {
                     map.entry(GroupValue::None).or_default().add(totals(t));
                 }
             }
-            Group::Addr(c) if out.by_id.is_some() => {
-                let Some((ix, by_id)) = &mut out.by_id else {
-                    return Ok(());
-                };
-                // Its map as long as its dictionary (when read), its ids
-                // within it.
+            (Group::Addr(c), Some((ix, by_id))) => {
+                // Its map as long as its dictionary (empty when not read),
+                // its ids within the map.
                 let ids = &cols.nums[c.index()];
+                let dict = cols.dict_addrs(c).len();
                 let map = ix
                     .map(seg)
-                    .filter(|m| {
-                        let dict = cols.dict_addrs(c).len();
-                        (dict == 0 || dict == m.len())
-                            && ids.iter().fold(0, |a, x| a.max(*x)) < m.len() as u64
-                            || ids.is_empty()
-                    })
+                    .filter(|m| (dict == 0 || dict == m.len()) && all_below(ids, m.len() as u64))
                     .ok_or_else(|| {
                         ScanError::Segment(
                             0,
@@ -438,7 +433,7 @@ impl Scan<'_> {
                     add3(&mut by_id[map[id] as usize], *a);
                 }
             }
-            Group::Addr(c) => {
+            (Group::Addr(c), None) => {
                 let dict = cols.dict_addrs(c);
                 dense(acc, dict.len(), &cols.nums[c.index()]);
                 let sums = &acc[..];
@@ -453,7 +448,7 @@ impl Scan<'_> {
                     }
                 }
             }
-            Group::Text(c) => {
+            (Group::Text(c), _) => {
                 let dict = cols.dict_texts(c);
                 dense(acc, dict.len(), &cols.nums[c.index()]);
                 let sums = &acc[..];
@@ -463,7 +458,7 @@ impl Scan<'_> {
                         .add(totals(*a));
                 }
             }
-            Group::Num(c) => {
+            (Group::Num(c), _) => {
                 // Below their type's bound (checked as they are read).
                 dense(acc, dense_len(c), &cols.nums[c.index()]);
                 let sums = &acc[..];
@@ -473,7 +468,7 @@ impl Scan<'_> {
                         .add(totals(*a));
                 }
             }
-            Group::Interval { per, step } => {
+            (Group::Interval { per, step }, _) => {
                 let first = &cols.nums[Col::First.index()];
                 // The segment's intervals, from its first, in an array
                 // when they are not too many; the others (or rows outside
